@@ -1,0 +1,826 @@
+//! `StockCell`: one SKU's stock, spread over striped atomic counters.
+//!
+//! # Why stripes
+//!
+//! A flash sale is thousands of buyers decrementing one number. One shared
+//! atomic is a global lock in disguise: every core fights for one cache line.
+//! A cell therefore keeps its available units in several cache-padded
+//! *stripes*; a buyer compare-and-swaps the stripe of the CPU it runs on, so
+//! two cores selling the same SKU touch different lines.
+//!
+//! A cold SKU (the common case: a catalogue of a million SKUs of which a
+//! handful are hot) has a single inline stripe, `home`, and costs about 80
+//! bytes. It *widens* to `StripePolicy::stripes` padded stripes when CAS
+//! conflicts show contention, and *narrows* back to `home` when its stock runs
+//! low, so the last units are not scattered over stripes that each hold too
+//! few to serve a request.
+//!
+//! # The one rule that makes it correct
+//!
+//! **Units enter a cell only under its lock; units leave it lock-free.**
+//!
+//! Takes (the hot path) are a CAS that never lets a stripe go below zero.
+//! Everything that *adds* units (restock, cancel, expiry, refund, the
+//! redistribution after a drain) holds the cell's lock. So while the slow path
+//! holds the lock, the sum over the stripes can only go down, and after it has
+//! swapped every stripe to zero, the units in its hand are *exactly* the
+//! cell's available stock at that instant. That is what makes a `SoldOut`
+//! verdict truthful (invariant 4, "no stranded stock"): a stripe-local miss
+//! always falls to the slow path, and the slow path answers `SoldOut` only
+//! after such an exact drain found fewer units than asked.
+//!
+//! The stripe array, once allocated, is never freed or replaced before the
+//! cell is dropped, so a taker that read a stale width only ever CASes a live
+//! stripe that happens to be empty, fails, and falls to the slow path.
+//!
+//! # Held and sold
+//!
+//! Each stripe also carries signed `held` and `sold` deltas on the same cache
+//! line as its `available` counter, so a purchase updates one line. They are
+//! summed on read; sums are exact at quiescence (invariant 2) and approximate
+//! while operations are in flight.
+
+use crossbeam_utils::CachePadded;
+
+use crate::limits::{MAX_STOCK_PER_SKU, MAX_STRIPES};
+use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Mutex, Ordering};
+
+/// When a SKU widens and narrows. One policy serves the whole engine; it is
+/// passed in rather than stored so that a cold cell stays small.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StripePolicy {
+    /// Stripes a hot SKU is spread over, `2..=MAX_STRIPES`.
+    pub stripes: u32,
+    /// CAS conflicts on the home stripe after which the cell widens.
+    pub widen_after_conflicts: u32,
+    /// A cell widens only when it holds at least this many units.
+    pub widen_min_units: u64,
+    /// A wide cell narrows when a drain finds fewer units than this.
+    pub narrow_below_units: u64,
+}
+
+impl StripePolicy {
+    /// Stripes = CPUs (clamped to `2..=MAX_STRIPES`): the stripe index is the
+    /// CPU a thread runs on, so more stripes than CPUs would sit idle.
+    pub fn for_this_machine() -> StripePolicy {
+        let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let stripes = (cpus as u32).clamp(2, MAX_STRIPES as u32);
+        StripePolicy {
+            stripes,
+            widen_after_conflicts: 64,
+            widen_min_units: 16 * u64::from(stripes),
+            narrow_below_units: 4 * u64::from(stripes),
+        }
+    }
+
+    /// Checks the policy once, at the engine boundary.
+    pub fn validate(&self) -> Result<(), &'static str> {
+        if !(2..=MAX_STRIPES as u32).contains(&self.stripes) {
+            return Err("stripes must be between 2 and MAX_STRIPES");
+        }
+        if self.widen_after_conflicts == 0 {
+            return Err("widen_after_conflicts must be at least 1");
+        }
+        if self.narrow_below_units > self.widen_min_units {
+            return Err("narrow_below_units must not exceed widen_min_units (no hysteresis)");
+        }
+        Ok(())
+    }
+}
+
+/// Where taken units are counted once they leave `available`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TakeInto {
+    Held,
+    Sold,
+}
+
+/// The slow path drained every stripe and found fewer units than asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoldOut {
+    /// Units available at the instant of the verdict.
+    pub available: u64,
+}
+
+/// A `withdraw` (negative adjust) asked for more than is available.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Insufficient {
+    pub available: u64,
+}
+
+/// A `set_available` carried an expected version that is not the current one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StaleVersion {
+    pub current: u64,
+}
+
+/// An operator change would take the SKU past `MAX_STOCK_PER_SKU`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TooMuchStock {
+    pub received: u64,
+}
+
+/// What an operator change did, for the caller (and the journal) to record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperatorChange {
+    /// Change to `received` (and to `available`), computed under the lock:
+    /// the journal records this delta, never an absolute value, so replay
+    /// commutes with concurrent sales.
+    pub delta: i64,
+    /// The version after the change.
+    pub version: u64,
+}
+
+/// A consistent-at-quiescence reading of one cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct CellSnapshot {
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    pub received: u64,
+    pub version: u64,
+    /// `None`: no per-customer limit.
+    pub per_customer_limit: Option<u32>,
+    /// Stripes in use (1 = cold).
+    pub width: u32,
+}
+
+/// One stripe's counters. `held` and `sold` are signed deltas stored as
+/// wrapping `u64`: a hold taken on one CPU may be confirmed on another.
+#[derive(Debug)]
+struct Stripe {
+    available: AtomicU64,
+    held: AtomicU64,
+    sold: AtomicU64,
+}
+
+impl Stripe {
+    fn new() -> Stripe {
+        Stripe {
+            available: AtomicU64::new(0),
+            held: AtomicU64::new(0),
+            sold: AtomicU64::new(0),
+        }
+    }
+
+    /// Lock-free take. Returns `true` when the units were taken.
+    #[inline]
+    fn try_take(&self, units: u64) -> bool {
+        // Relaxed: the counter publishes no other memory, and read-modify-
+        // writes of one location are totally ordered whatever their ordering,
+        // so a CAS can never take a unit another CAS or a drain took.
+        let mut current = self.available.load(Ordering::Relaxed);
+        while current >= units {
+            match self.available.compare_exchange_weak(
+                current,
+                current - units,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(actual) => current = actual,
+            }
+        }
+        false
+    }
+
+    #[inline]
+    fn count(&self, into: TakeInto, delta: i64) {
+        let counter = match into {
+            TakeInto::Held => &self.held,
+            TakeInto::Sold => &self.sold,
+        };
+        // Relaxed: a statistic summed on read; exact once all writers are
+        // done (quiescence), which is all invariant 2 asks.
+        counter.fetch_add(delta as u64, Ordering::Relaxed);
+    }
+}
+
+type WideStripes = [CachePadded<Stripe>; MAX_STRIPES];
+
+/// Fields changed only under the cell's lock.
+#[derive(Debug, Default)]
+struct CellMeta {
+    /// Sum of restocks and adjustments: the right-hand side of invariant 2.
+    received: u64,
+    /// Bumped by every operator change (restock, adjust, set, limit).
+    version: u64,
+}
+
+/// One SKU's stock. See the module docs for the locking rule.
+#[derive(Debug)]
+pub struct StockCell {
+    home: Stripe,
+    /// Null until the cell first widens; then fixed until drop.
+    wide: AtomicPtr<WideStripes>,
+    /// 1: only `home` is in use. Otherwise the number of `wide` stripes in
+    /// use. Written only under `meta`'s lock.
+    width: AtomicU32,
+    /// CAS conflicts seen on `home` since the last width change.
+    conflicts: AtomicU32,
+    /// 0 means no limit. Written under the lock, read lock-free.
+    per_customer_limit: AtomicU32,
+    meta: Mutex<CellMeta>,
+}
+
+impl Default for StockCell {
+    fn default() -> StockCell {
+        StockCell::new()
+    }
+}
+
+impl StockCell {
+    pub fn new() -> StockCell {
+        StockCell {
+            home: Stripe::new(),
+            wide: AtomicPtr::new(std::ptr::null_mut()),
+            width: AtomicU32::new(1),
+            conflicts: AtomicU32::new(0),
+            per_customer_limit: AtomicU32::new(0),
+            meta: Mutex::new(CellMeta::default()),
+        }
+    }
+
+    /// The per-customer limit, read lock-free (a limit change racing a take
+    /// may apply to either side of it, as if it happened just before or
+    /// after).
+    #[inline]
+    pub fn per_customer_limit(&self) -> Option<u32> {
+        // Relaxed: a single independent value; no other memory depends on it.
+        match self.per_customer_limit.load(Ordering::Relaxed) {
+            0 => None,
+            limit => Some(limit),
+        }
+    }
+
+    /// Takes `units` and counts them as held or sold. Lock-free unless the
+    /// caller's stripe cannot cover the request.
+    ///
+    /// `hint` picks the stripe (the engine passes the current CPU).
+    #[inline]
+    pub fn take(
+        &self,
+        units: u64,
+        into: TakeInto,
+        hint: usize,
+        policy: &StripePolicy,
+    ) -> Result<(), SoldOut> {
+        debug_assert!(units > 0, "a take of zero units is refused at the boundary");
+        let (stripe, is_home) = self.stripe(hint);
+        let mut current = stripe.available.load(Ordering::Relaxed);
+        while current >= units {
+            // Relaxed: see `Stripe::try_take`.
+            match stripe.available.compare_exchange_weak(
+                current,
+                current - units,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => {
+                    stripe.count(into, units as i64);
+                    return Ok(());
+                }
+                Err(actual) => {
+                    current = actual;
+                    if is_home {
+                        self.note_conflict(hint, policy);
+                    }
+                }
+            }
+        }
+        self.take_slow(units, into, hint, policy)
+    }
+
+    /// Moves held units to sold (a confirmed hold). Lock-free: no unit
+    /// enters `available`.
+    #[inline]
+    pub fn confirm_held(&self, units: u64, hint: usize) {
+        let (stripe, _) = self.stripe(hint);
+        stripe.count(TakeInto::Held, -(units as i64));
+        stripe.count(TakeInto::Sold, units as i64);
+    }
+
+    /// Returns held units to `available` (a cancelled or expired hold).
+    pub fn release_held(&self, units: u64, hint: usize) {
+        self.give_back(units, TakeInto::Held, hint);
+    }
+
+    /// Returns sold units to `available` (a refund).
+    pub fn refund_sold(&self, units: u64, hint: usize) {
+        self.give_back(units, TakeInto::Sold, hint);
+    }
+
+    /// Operator restock: `received` and `available` grow by `units`.
+    pub fn restock(&self, units: u64, hint: usize) -> Result<OperatorChange, TooMuchStock> {
+        let mut meta = self.meta.lock();
+        let received = meta.received.saturating_add(units);
+        if received > MAX_STOCK_PER_SKU {
+            return Err(TooMuchStock {
+                received: meta.received,
+            });
+        }
+        meta.received = received;
+        meta.version += 1;
+        self.credit_locked(units, hint);
+        Ok(OperatorChange {
+            delta: units as i64,
+            version: meta.version,
+        })
+    }
+
+    /// Operator adjust downwards: refused (and nothing changes) when fewer
+    /// than `units` are available.
+    pub fn withdraw(
+        &self,
+        units: u64,
+        hint: usize,
+        policy: &StripePolicy,
+    ) -> Result<OperatorChange, Insufficient> {
+        let mut meta = self.meta.lock();
+        let in_hand = self.drain_locked();
+        if in_hand < units {
+            self.redistribute_locked(in_hand, hint, policy);
+            return Err(Insufficient { available: in_hand });
+        }
+        debug_assert!(
+            meta.received >= units,
+            "available can never exceed received"
+        );
+        meta.received -= units;
+        meta.version += 1;
+        self.redistribute_locked(in_hand - units, hint, policy);
+        Ok(OperatorChange {
+            delta: -(units as i64),
+            version: meta.version,
+        })
+    }
+
+    /// Operator set-absolute with the article's optimistic lock: when
+    /// `expected_version` is given and is not the current version, nothing
+    /// changes. `limit`, when given, replaces the per-customer limit in the
+    /// same versioned step. The change is returned as a delta computed under
+    /// the lock.
+    pub fn set_available(
+        &self,
+        target: u64,
+        limit: Option<Option<u32>>,
+        expected_version: Option<u64>,
+        hint: usize,
+        policy: &StripePolicy,
+    ) -> Result<OperatorChange, SetError> {
+        let mut meta = self.meta.lock();
+        if let Some(expected) = expected_version {
+            if expected != meta.version {
+                return Err(SetError::Stale(StaleVersion {
+                    current: meta.version,
+                }));
+            }
+        }
+        let in_hand = self.drain_locked();
+        debug_assert!(
+            in_hand <= meta.received,
+            "available can never exceed received"
+        );
+        // received - in_hand is what is held, sold or in flight: it stays.
+        let received = (meta.received - in_hand).checked_add(target);
+        let received = match received {
+            Some(r) if r <= MAX_STOCK_PER_SKU => r,
+            _ => {
+                self.redistribute_locked(in_hand, hint, policy);
+                return Err(SetError::TooMuch(TooMuchStock {
+                    received: meta.received,
+                }));
+            }
+        };
+        let delta = target as i64 - in_hand as i64;
+        if let Some(limit) = limit {
+            // Relaxed: see `per_customer_limit`.
+            self.per_customer_limit
+                .store(limit.unwrap_or(0), Ordering::Relaxed);
+        }
+        meta.received = received;
+        meta.version += 1;
+        self.redistribute_locked(target, hint, policy);
+        Ok(OperatorChange {
+            delta,
+            version: meta.version,
+        })
+    }
+
+    /// Sets the per-customer limit (`None` removes it). Bumps the version.
+    pub fn set_limit(&self, limit: Option<u32>) -> u64 {
+        let mut meta = self.meta.lock();
+        let raw = limit.unwrap_or(0);
+        // Relaxed: see `per_customer_limit`.
+        self.per_customer_limit.store(raw, Ordering::Relaxed);
+        meta.version += 1;
+        meta.version
+    }
+
+    /// Forces a drain and redistribution, widening the cell when it holds
+    /// enough units. Used by the engine when it knows a SKU will be hot (a
+    /// sale is about to open) and by the loom models.
+    pub fn widen(&self, hint: usize, policy: &StripePolicy) {
+        let _meta = self.meta.lock();
+        // Relaxed: a hint read under the lock; `redistribute_locked` decides.
+        self.conflicts
+            .store(policy.widen_after_conflicts, Ordering::Relaxed);
+        let in_hand = self.drain_locked();
+        self.redistribute_locked(in_hand, hint, policy);
+    }
+
+    /// Reads every counter under the lock. `available` is exact for some
+    /// instant during the call (only takes run concurrently, and they only
+    /// lower it); `held` and `sold` are exact at quiescence.
+    pub fn snapshot(&self) -> CellSnapshot {
+        let meta = self.meta.lock();
+        let width = self.width.load(Ordering::Relaxed);
+        let mut available = 0u64;
+        let mut held = 0u64;
+        let mut sold = 0u64;
+        let mut add = |stripe: &Stripe| {
+            available += stripe.available.load(Ordering::Relaxed);
+            held = held.wrapping_add(stripe.held.load(Ordering::Relaxed));
+            sold = sold.wrapping_add(stripe.sold.load(Ordering::Relaxed));
+        };
+        add(&self.home);
+        if let Some(wide) = self.wide_array() {
+            wide.iter().for_each(|s| add(s));
+        }
+        CellSnapshot {
+            available,
+            // In flight a hold may be seen confirmed on one stripe before it
+            // is seen held on another; clamp rather than wrap.
+            held: clamp_signed(held),
+            sold: clamp_signed(sold),
+            received: meta.received,
+            version: meta.version,
+            per_customer_limit: self.per_customer_limit(),
+            width,
+        }
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    /// The stripe a caller with `hint` uses, and whether it is `home`.
+    #[inline]
+    fn stripe(&self, hint: usize) -> (&Stripe, bool) {
+        // Acquire: pairs with the Release store of `width` in
+        // `redistribute_locked`, which follows the store of `wide`; seeing a
+        // width above 1 therefore guarantees `wide` points at live stripes.
+        let width = self.width.load(Ordering::Acquire);
+        if width <= 1 {
+            return (&self.home, true);
+        }
+        // Relaxed: ordered by the Acquire load of `width` above.
+        let wide = self.wide.load(Ordering::Relaxed);
+        debug_assert!(!wide.is_null(), "width > 1 is published only after `wide`");
+        // SAFETY: `wide` is non-null (published before width > 1), points at
+        // a Box leaked by `wide_or_alloc_locked`, and is freed only in `Drop`,
+        // which has `&mut self` and so cannot overlap this `&self` borrow.
+        let stripes = unsafe { &*wide };
+        (&stripes[hint % width as usize], false)
+    }
+
+    /// The wide stripe array if it was ever allocated.
+    fn wide_array(&self) -> Option<&WideStripes> {
+        // Acquire: pairs with the Release in `wide_or_alloc_locked`, so the
+        // array's initialised contents are visible.
+        let wide = self.wide.load(Ordering::Acquire);
+        // SAFETY: as in `stripe`: a leaked Box freed only in `Drop`.
+        (!wide.is_null()).then(|| unsafe { &*wide })
+    }
+
+    #[cold]
+    fn note_conflict(&self, hint: usize, policy: &StripePolicy) {
+        // Relaxed: a heuristic counter; it only decides when to widen.
+        let seen = self.conflicts.fetch_add(1, Ordering::Relaxed) + 1;
+        if seen != policy.widen_after_conflicts {
+            return;
+        }
+        // Exactly one conflicting taker sees the threshold; it widens if the
+        // lock is free and otherwise leaves it to the next slow path, so the
+        // hot path never blocks here.
+        if let Some(_meta) = self.meta.try_lock() {
+            let in_hand = self.drain_locked();
+            self.redistribute_locked(in_hand, hint, policy);
+        }
+    }
+
+    #[cold]
+    fn take_slow(
+        &self,
+        units: u64,
+        into: TakeInto,
+        hint: usize,
+        policy: &StripePolicy,
+    ) -> Result<(), SoldOut> {
+        let _meta = self.meta.lock();
+        // First try each stripe alone: cheaper than a drain, and enough when
+        // only the caller's stripe ran dry.
+        // Relaxed: `width` changes only under the lock we hold.
+        let width = self.width.load(Ordering::Relaxed);
+        let found = if width <= 1 {
+            self.home.try_take(units).then_some(&self.home)
+        } else {
+            self.wide_array()
+                .and_then(|wide| wide[..width as usize].iter().find(|s| s.try_take(units)))
+                .map(|padded| &**padded)
+        };
+        if let Some(stripe) = found {
+            stripe.count(into, units as i64);
+            return Ok(());
+        }
+        // No single stripe can cover it: drain them all. Nothing can add
+        // units while we hold the lock, so `in_hand` is exactly the cell's
+        // available stock now, and a verdict from it is truthful.
+        let in_hand = self.drain_locked();
+        if in_hand < units {
+            self.redistribute_locked(in_hand, hint, policy);
+            return Err(SoldOut { available: in_hand });
+        }
+        self.redistribute_locked(in_hand - units, hint, policy);
+        self.stripe(hint).0.count(into, units as i64);
+        Ok(())
+    }
+
+    fn give_back(&self, units: u64, from: TakeInto, hint: usize) {
+        let _meta = self.meta.lock();
+        let (stripe, _) = self.stripe(hint);
+        stripe.count(from, -(units as i64));
+        self.credit_locked(units, hint);
+    }
+
+    /// Adds units to the caller's stripe. Caller holds the lock (the rule:
+    /// units enter only under the lock).
+    fn credit_locked(&self, units: u64, hint: usize) {
+        // Relaxed: the lock we hold orders this against every other adder;
+        // concurrent takers are RMWs on the same location.
+        self.stripe(hint)
+            .0
+            .available
+            .fetch_add(units, Ordering::Relaxed);
+    }
+
+    /// Swaps every stripe in use to zero and returns the units. Caller holds
+    /// the lock, so the result is the cell's whole available stock.
+    fn drain_locked(&self) -> u64 {
+        // Relaxed: swaps are RMWs, which always read the latest value of
+        // their location; the lock orders us against every adder.
+        let mut in_hand = self.home.available.swap(0, Ordering::Relaxed);
+        let width = self.width.load(Ordering::Relaxed);
+        if let Some(wide) = self.wide_array() {
+            for (index, stripe) in wide.iter().enumerate() {
+                if index < width as usize {
+                    in_hand += stripe.available.swap(0, Ordering::Relaxed);
+                } else {
+                    debug_assert_eq!(
+                        stripe.available.load(Ordering::Relaxed),
+                        0,
+                        "stripes beyond the width never hold units"
+                    );
+                }
+            }
+        }
+        in_hand
+    }
+
+    /// Puts `in_hand` units back after a drain, choosing the width: widen
+    /// when contention showed and there is stock to spread, narrow when stock
+    /// runs low. Caller holds the lock and every stripe is empty.
+    fn redistribute_locked(&self, in_hand: u64, hint: usize, policy: &StripePolicy) {
+        let width = self.width.load(Ordering::Relaxed);
+        let conflicts = self.conflicts.load(Ordering::Relaxed);
+        let target = if width > 1 {
+            if in_hand < policy.narrow_below_units {
+                1
+            } else {
+                width
+            }
+        } else if conflicts >= policy.widen_after_conflicts && in_hand >= policy.widen_min_units {
+            policy.stripes
+        } else {
+            1
+        };
+        if target != width {
+            // Relaxed: a heuristic counter restarted with each width change.
+            self.conflicts.store(0, Ordering::Relaxed);
+        }
+        if target == 1 {
+            if width != 1 {
+                // Release: pairs with the Acquire in `stripe`. Takers that
+                // still use the wide stripes find them empty and come here.
+                self.width.store(1, Ordering::Release);
+            }
+            self.home.available.fetch_add(in_hand, Ordering::Relaxed);
+            return;
+        }
+        let wide = self.wide_or_alloc_locked();
+        if width != target {
+            // Release: `wide` was stored (Release) before this; a taker that
+            // sees the new width sees the array.
+            self.width.store(target, Ordering::Release);
+        }
+        let share = in_hand / u64::from(target);
+        let extra = in_hand % u64::from(target);
+        let first = hint % target as usize;
+        for (index, stripe) in wide[..target as usize].iter().enumerate() {
+            let units = share + if index == first { extra } else { 0 };
+            stripe.available.fetch_add(units, Ordering::Relaxed);
+        }
+    }
+
+    /// The wide stripe array, allocated on first use. Caller holds the lock,
+    /// so there is never a race to install it.
+    fn wide_or_alloc_locked(&self) -> &WideStripes {
+        if let Some(wide) = self.wide_array() {
+            return wide;
+        }
+        let fresh: Box<WideStripes> =
+            Box::new(std::array::from_fn(|_| CachePadded::new(Stripe::new())));
+        let raw = Box::into_raw(fresh);
+        // Release: publishes the initialised array (see `wide_array`). Only
+        // lock holders store here, so there is no race to install it.
+        self.wide.store(raw, Ordering::Release);
+        // SAFETY: just leaked above; freed only in `Drop`.
+        unsafe { &*raw }
+    }
+}
+
+impl Drop for StockCell {
+    fn drop(&mut self) {
+        // Acquire: we own the cell (`&mut self`); any ordering would do.
+        let wide = self.wide.load(Ordering::Acquire);
+        if !wide.is_null() {
+            // SAFETY: `wide` came from `Box::into_raw` and is freed only
+            // here; `&mut self` proves no borrow of it is alive.
+            drop(unsafe { Box::from_raw(wide) });
+        }
+    }
+}
+
+/// Interprets a wrapping sum of signed deltas, clamping a transiently
+/// negative one to zero.
+fn clamp_signed(sum: u64) -> u64 {
+    let signed = sum as i64;
+    signed.max(0) as u64
+}
+
+/// Why `set_available` changed nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SetError {
+    Stale(StaleVersion),
+    TooMuch(TooMuchStock),
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn policy() -> StripePolicy {
+        StripePolicy {
+            stripes: 4,
+            widen_after_conflicts: 1,
+            widen_min_units: 8,
+            narrow_below_units: 4,
+        }
+    }
+
+    fn stocked(units: u64) -> StockCell {
+        let cell = StockCell::new();
+        cell.restock(units, 0).unwrap();
+        cell
+    }
+
+    #[test]
+    fn take_until_sold_out_then_verdict_is_exact() {
+        let cell = stocked(3);
+        let p = policy();
+        assert_eq!(cell.take(2, TakeInto::Sold, 0, &p), Ok(()));
+        assert_eq!(
+            cell.take(2, TakeInto::Sold, 0, &p),
+            Err(SoldOut { available: 1 })
+        );
+        assert_eq!(cell.take(1, TakeInto::Held, 0, &p), Ok(()));
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.held, s.sold, s.received), (0, 1, 2, 3));
+    }
+
+    #[test]
+    fn stripe_local_miss_falls_to_slow_path_not_sold_out() {
+        let cell = stocked(100);
+        let p = policy();
+        cell.widen(0, &p);
+        assert_eq!(cell.snapshot().width, 4);
+        // Each stripe holds 25; ask 60 from stripe 1: no stripe can cover it,
+        // the slow path drains and serves it.
+        assert_eq!(cell.take(60, TakeInto::Sold, 1, &p), Ok(()));
+        // 40 left, above narrow_below: still wide and spread.
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.sold, s.width), (40, 60, 4));
+    }
+
+    #[test]
+    fn narrows_when_stock_runs_low_and_keeps_counts() {
+        let cell = stocked(16);
+        let p = policy();
+        cell.widen(2, &p);
+        assert_eq!(cell.snapshot().width, 4);
+        assert_eq!(cell.take(13, TakeInto::Held, 2, &p), Ok(()));
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.held, s.width), (3, 13, 1));
+        cell.release_held(13, 3);
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.held, s.sold), (16, 0, 0));
+    }
+
+    #[test]
+    fn widen_needs_stock_and_contention() {
+        let cell = stocked(4);
+        let p = policy();
+        cell.widen(0, &p);
+        assert_eq!(cell.snapshot().width, 1, "too little stock to spread");
+        cell.restock(100, 0).unwrap();
+        cell.widen(0, &p);
+        assert_eq!(cell.snapshot().width, 4);
+    }
+
+    #[test]
+    fn withdraw_refuses_below_zero_and_changes_nothing() {
+        let cell = stocked(5);
+        let p = policy();
+        assert_eq!(cell.withdraw(6, 0, &p), Err(Insufficient { available: 5 }));
+        assert_eq!(cell.snapshot().version, 1);
+        let change = cell.withdraw(5, 0, &p).unwrap();
+        assert_eq!(
+            change,
+            OperatorChange {
+                delta: -5,
+                version: 2
+            }
+        );
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.received), (0, 0));
+    }
+
+    #[test]
+    fn set_available_checks_version_and_returns_delta() {
+        let cell = stocked(10);
+        let p = policy();
+        cell.take(4, TakeInto::Held, 0, &p).unwrap();
+        assert_eq!(
+            cell.set_available(3, None, Some(7), 0, &p),
+            Err(SetError::Stale(StaleVersion { current: 1 }))
+        );
+        let change = cell
+            .set_available(3, Some(Some(2)), Some(1), 0, &p)
+            .unwrap();
+        assert_eq!(
+            change,
+            OperatorChange {
+                delta: -3,
+                version: 2
+            }
+        );
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.held, s.received), (3, 4, 7));
+        assert_eq!(s.per_customer_limit, Some(2));
+    }
+
+    #[test]
+    fn restock_refuses_past_the_stock_limit() {
+        let cell = stocked(MAX_STOCK_PER_SKU);
+        assert_eq!(
+            cell.restock(1, 0),
+            Err(TooMuchStock {
+                received: MAX_STOCK_PER_SKU
+            })
+        );
+        let p = policy();
+        assert!(matches!(
+            cell.set_available(MAX_STOCK_PER_SKU + 1, None, None, 0, &p),
+            Err(SetError::TooMuch(_))
+        ));
+        assert_eq!(cell.snapshot().available, MAX_STOCK_PER_SKU);
+    }
+
+    #[test]
+    fn limit_change_bumps_version() {
+        let cell = StockCell::new();
+        assert_eq!(cell.per_customer_limit(), None);
+        assert_eq!(cell.set_limit(Some(1)), 1);
+        assert_eq!(cell.per_customer_limit(), Some(1));
+        assert_eq!(cell.set_limit(None), 2);
+        assert_eq!(cell.per_customer_limit(), None);
+    }
+
+    #[test]
+    fn contention_widens_on_its_own() {
+        let cell = stocked(1_000);
+        let p = policy();
+        // widen_after_conflicts = 1: a single recorded conflict widens.
+        cell.note_conflict(0, &p);
+        assert_eq!(cell.snapshot().width, 4);
+        assert_eq!(cell.snapshot().available, 1_000);
+    }
+}

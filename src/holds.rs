@@ -1,0 +1,577 @@
+//! `HoldTable`: reservations and their lifecycle.
+//!
+//! A reservation (hold) takes units now and ends exactly once:
+//!
+//! ```text
+//!            confirm            refund
+//!   held ─────────────▶ confirmed ─────▶ refunded
+//!     │  cancel
+//!     ├──────────────▶ cancelled
+//!     │  deadline
+//!     └──────────────▶ expired
+//! ```
+//!
+//! # Why a sharded slab
+//!
+//! Records live in `SHARDS` slabs, each behind its own lock; a thread uses
+//! the shard of its CPU, so two CPUs creating holds rarely meet. A record's
+//! id packs its slab index and a generation, so lookup is an index, not a
+//! hash, and a stale id (a slot that was pruned and reused) is recognised and
+//! refused rather than aliased.
+//!
+//! # Exactly once
+//!
+//! Every transition — confirm, cancel, refund, expiry by the timer, and
+//! expiry on touch when a deadline has passed but the timer has not yet run —
+//! is decided under the record's shard lock, and the units are settled
+//! (returned to stock, counted as sold) by the caller's `settle` callback
+//! *before* that lock is released. So two racing transitions are serialised,
+//! the loser sees the winner's status, and no observer ever sees a terminal
+//! status whose units have not yet been settled. Repeating the transition
+//! that already happened is answered as success and changes nothing.
+//!
+//! Lock order: a hold shard may be held while `settle` takes a stock cell's
+//! lock or a customer-limit shard; nothing takes a hold shard while holding
+//! either of those.
+//!
+//! # Timers
+//!
+//! Each shard keeps a min-heap of `(deadline, id)`, pushed under the lock the
+//! insert already holds, so arming a timer costs the hot path one heap push
+//! and no extra lock, thread or syscall. `expire_due` pops what is due; an
+//! entry whose record has already ended is skipped (lazy deletion).
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use crossbeam_utils::CachePadded;
+
+use crate::catalogue::SkuId;
+use crate::limits::{MAX_TIMER_WORK_PER_SHARD, SHARDS};
+use crate::sync::Mutex;
+
+/// A reservation's id: `generation << 32 | slot * SHARDS + shard`. Shown as
+/// 16 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReservationId(u64);
+
+impl ReservationId {
+    fn new(generation: u32, shard: usize, slot: usize) -> ReservationId {
+        let index = (slot * SHARDS + shard) as u64;
+        debug_assert!(index <= u64::from(u32::MAX));
+        ReservationId(u64::from(generation) << 32 | index)
+    }
+
+    fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn shard(self) -> usize {
+        (self.0 as u32 as usize) % SHARDS
+    }
+
+    fn slot(self) -> usize {
+        (self.0 as u32 as usize) / SHARDS
+    }
+
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_u64(raw: u64) -> ReservationId {
+        ReservationId(raw)
+    }
+}
+
+impl fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for ReservationId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<ReservationId, Self::Err> {
+        u64::from_str_radix(s, 16).map(ReservationId)
+    }
+}
+
+/// Where a reservation is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HoldStatus {
+    Held,
+    Confirmed,
+    Cancelled,
+    Expired,
+    Refunded,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Held => "held",
+            HoldStatus::Confirmed => "confirmed",
+            HoldStatus::Cancelled => "cancelled",
+            HoldStatus::Expired => "expired",
+            HoldStatus::Refunded => "refunded",
+        }
+    }
+
+    /// Ended for good: the record only waits to be pruned.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            HoldStatus::Cancelled | HoldStatus::Expired | HoldStatus::Refunded
+        )
+    }
+}
+
+impl fmt::Display for HoldStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of a cart: a SKU and how many units of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub sku: SkuId,
+    pub quantity: u32,
+}
+
+/// A record's lines; one line (the common case) is stored inline.
+#[derive(Clone, Debug)]
+enum Lines {
+    One(Line),
+    Many(Box<[Line]>),
+}
+
+impl Lines {
+    fn from_slice(lines: &[Line]) -> Lines {
+        match lines {
+            [one] => Lines::One(*one),
+            many => Lines::Many(many.into()),
+        }
+    }
+
+    fn as_slice(&self) -> &[Line] {
+        match self {
+            Lines::One(line) => std::slice::from_ref(line),
+            Lines::Many(lines) => lines,
+        }
+    }
+}
+
+/// What a new record holds.
+#[derive(Clone, Debug)]
+pub struct NewHold<'a> {
+    pub lines: &'a [Line],
+    pub customer: Option<Arc<str>>,
+    /// Bit `i` set: line `i` was counted against the customer's limit, and
+    /// must be given back to it when the units return.
+    pub limit_mask: u32,
+    pub deadline_ms: u64,
+    /// `Held`, or `Confirmed` for an immediate purchase.
+    pub status: HoldStatus,
+}
+
+/// What the engine must do with a record's units as it changes status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Settle {
+    /// held → sold.
+    Confirm,
+    /// held → available (cancel or expiry).
+    Release,
+    /// sold → available (refund).
+    Refund,
+}
+
+/// A record as the settle callback sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct HoldView<'a> {
+    pub id: ReservationId,
+    pub lines: &'a [Line],
+    pub customer: Option<&'a Arc<str>>,
+    pub limit_mask: u32,
+}
+
+/// A requested transition.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transition {
+    Confirm,
+    Cancel,
+    Refund,
+}
+
+impl Transition {
+    pub fn verb(self) -> &'static str {
+        match self {
+            Transition::Confirm => "confirmed",
+            Transition::Cancel => "cancelled",
+            Transition::Refund => "refunded",
+        }
+    }
+
+    fn target(self) -> HoldStatus {
+        match self {
+            Transition::Confirm => HoldStatus::Confirmed,
+            Transition::Cancel => HoldStatus::Cancelled,
+            Transition::Refund => HoldStatus::Refunded,
+        }
+    }
+}
+
+/// Why a transition did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransitionError {
+    Unknown,
+    /// The record is in `status`, from which the transition is not allowed.
+    Invalid {
+        status: HoldStatus,
+    },
+}
+
+/// A copy of a record for readers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldDocument {
+    pub id: ReservationId,
+    pub status: HoldStatus,
+    pub lines: Vec<Line>,
+    pub customer: Option<Arc<str>>,
+    pub deadline_ms: u64,
+}
+
+#[derive(Debug)]
+struct HoldRecord {
+    lines: Lines,
+    customer: Option<Arc<str>>,
+    deadline_ms: u64,
+    limit_mask: u32,
+    status: HoldStatus,
+}
+
+#[derive(Debug, Default)]
+struct Slot {
+    generation: u32,
+    record: Option<HoldRecord>,
+}
+
+#[derive(Debug, Default)]
+struct HoldShard {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+    /// Records in use (slots minus free).
+    live: usize,
+    expiry: BinaryHeap<Reverse<(u64, ReservationId)>>,
+    /// Final records in the order they ended, with when: pruned after the
+    /// retention period.
+    ended: VecDeque<(u64, ReservationId)>,
+}
+
+impl HoldShard {
+    fn record_mut(&mut self, id: ReservationId) -> Option<&mut HoldRecord> {
+        let slot = self.slots.get_mut(id.slot())?;
+        if slot.generation != id.generation() {
+            return None;
+        }
+        slot.record.as_mut()
+    }
+
+    fn record(&self, id: ReservationId) -> Option<&HoldRecord> {
+        let slot = self.slots.get(id.slot())?;
+        if slot.generation != id.generation() {
+            return None;
+        }
+        slot.record.as_ref()
+    }
+}
+
+/// Outcome of a bounded timer pass.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerWork {
+    pub expired: usize,
+    pub pruned: usize,
+    /// Some shard hit `MAX_TIMER_WORK_PER_SHARD`: call again soon.
+    pub more: bool,
+}
+
+/// All reservations. See the module docs.
+#[derive(Debug)]
+pub struct HoldTable {
+    shards: Box<[CachePadded<Mutex<HoldShard>>]>,
+    max_per_shard: usize,
+}
+
+impl HoldTable {
+    /// `max_records` bounds live records (open, confirmed, and ended but not
+    /// yet pruned) across all shards.
+    pub fn new(max_records: usize) -> HoldTable {
+        let max_per_shard = max_records
+            .div_ceil(SHARDS)
+            .clamp(1, (u32::MAX as usize) / SHARDS);
+        HoldTable {
+            shards: (0..SHARDS)
+                .map(|_| CachePadded::new(Mutex::new(HoldShard::default())))
+                .collect(),
+            max_per_shard,
+        }
+    }
+
+    pub fn capacity(&self) -> usize {
+        self.max_per_shard * SHARDS
+    }
+
+    /// Stores a new record in the shard of `hint`. `None` when that shard is
+    /// full (the caller gives the units back and reports the capacity).
+    pub fn insert(&self, hint: usize, hold: NewHold<'_>) -> Option<ReservationId> {
+        debug_assert!(!hold.lines.is_empty());
+        debug_assert!(matches!(
+            hold.status,
+            HoldStatus::Held | HoldStatus::Confirmed
+        ));
+        let shard_index = hint % SHARDS;
+        let mut shard = self.shards[shard_index].lock();
+        if shard.live >= self.max_per_shard {
+            return None;
+        }
+        let record = HoldRecord {
+            lines: Lines::from_slice(hold.lines),
+            customer: hold.customer,
+            deadline_ms: hold.deadline_ms,
+            limit_mask: hold.limit_mask,
+            status: hold.status,
+        };
+        let slot_index = match shard.free.pop() {
+            Some(free) => free as usize,
+            None => {
+                shard.slots.push(Slot::default());
+                shard.slots.len() - 1
+            }
+        };
+        let slot = &mut shard.slots[slot_index];
+        debug_assert!(slot.record.is_none(), "a free slot holds no record");
+        slot.record = Some(record);
+        let id = ReservationId::new(slot.generation, shard_index, slot_index);
+        shard.live += 1;
+        if hold.status == HoldStatus::Held {
+            shard.expiry.push(Reverse((hold.deadline_ms, id)));
+        }
+        Some(id)
+    }
+
+    /// Applies `transition` to record `id` at time `now_ms`, calling `settle`
+    /// (under the shard lock) exactly when units must move. Returns the
+    /// record's status afterwards.
+    ///
+    /// A held record whose deadline has passed expires here, first: the
+    /// caller then gets `Invalid { status: Expired }`, not a late confirm.
+    pub fn transition(
+        &self,
+        id: ReservationId,
+        transition: Transition,
+        now_ms: u64,
+        mut settle: impl FnMut(Settle, HoldView<'_>),
+    ) -> Result<HoldStatus, TransitionError> {
+        let mut guard = self.shards[id.shard()].lock();
+        let shard = &mut *guard;
+        let record = shard.record_mut(id).ok_or(TransitionError::Unknown)?;
+        let expired_now = record.status == HoldStatus::Held && now_ms >= record.deadline_ms;
+        if expired_now {
+            record.status = HoldStatus::Expired;
+            settle(Settle::Release, view(id, record));
+            shard.ended.push_back((now_ms, id));
+            return Err(TransitionError::Invalid {
+                status: HoldStatus::Expired,
+            });
+        }
+        let target = transition.target();
+        if record.status == target {
+            return Ok(target);
+        }
+        let effect = match (record.status, transition) {
+            (HoldStatus::Held, Transition::Confirm) => Settle::Confirm,
+            (HoldStatus::Held, Transition::Cancel) => Settle::Release,
+            (HoldStatus::Confirmed, Transition::Refund) => Settle::Refund,
+            (status, _) => return Err(TransitionError::Invalid { status }),
+        };
+        record.status = target;
+        settle(effect, view(id, record));
+        if target.is_final() {
+            shard.ended.push_back((now_ms, id));
+        }
+        Ok(target)
+    }
+
+    /// Reads record `id`, expiring it first if its deadline has passed (so a
+    /// reader never sees `held` after the deadline).
+    pub fn get(
+        &self,
+        id: ReservationId,
+        now_ms: u64,
+        mut settle: impl FnMut(Settle, HoldView<'_>),
+    ) -> Option<HoldDocument> {
+        let mut guard = self.shards[id.shard()].lock();
+        let shard = &mut *guard;
+        let record = shard.record_mut(id)?;
+        if record.status == HoldStatus::Held && now_ms >= record.deadline_ms {
+            record.status = HoldStatus::Expired;
+            settle(Settle::Release, view(id, record));
+            shard.ended.push_back((now_ms, id));
+        }
+        let record = shard.record(id)?;
+        Some(HoldDocument {
+            id,
+            status: record.status,
+            lines: record.lines.as_slice().to_vec(),
+            customer: record.customer.clone(),
+            deadline_ms: record.deadline_ms,
+        })
+    }
+
+    /// Expires held records whose deadline is at or before `now_ms`, and
+    /// prunes records that ended at or before `prune_before_ms`. Bounded per
+    /// shard per call; `more` says whether work was left.
+    pub fn run_timers(
+        &self,
+        now_ms: u64,
+        prune_before_ms: u64,
+        mut settle: impl FnMut(Settle, HoldView<'_>),
+    ) -> TimerWork {
+        let mut work = TimerWork::default();
+        for shard in self.shards.iter() {
+            let mut guard = shard.lock();
+            let shard = &mut *guard;
+            let mut budget = MAX_TIMER_WORK_PER_SHARD;
+            while let Some(&Reverse((deadline, id))) = shard.expiry.peek() {
+                if deadline > now_ms {
+                    break;
+                }
+                if budget == 0 {
+                    work.more = true;
+                    break;
+                }
+                budget -= 1;
+                shard.expiry.pop();
+                let Some(record) = shard.record_mut(id) else {
+                    continue;
+                };
+                if record.status != HoldStatus::Held {
+                    continue;
+                }
+                record.status = HoldStatus::Expired;
+                settle(Settle::Release, view(id, record));
+                shard.ended.push_back((now_ms, id));
+                work.expired += 1;
+            }
+            let mut budget = MAX_TIMER_WORK_PER_SHARD;
+            while let Some(&(ended_ms, id)) = shard.ended.front() {
+                if ended_ms > prune_before_ms {
+                    break;
+                }
+                if budget == 0 {
+                    work.more = true;
+                    break;
+                }
+                budget -= 1;
+                shard.ended.pop_front();
+                let slot_index = id.slot();
+                let Some(slot) = shard.slots.get_mut(slot_index) else {
+                    continue;
+                };
+                let ended = slot.generation == id.generation()
+                    && slot.record.as_ref().is_some_and(|r| r.status.is_final());
+                if !ended {
+                    continue;
+                }
+                slot.record = None;
+                // A new generation makes the old id unknown rather than an
+                // alias of whatever record reuses the slot.
+                slot.generation = slot.generation.wrapping_add(1);
+                shard.free.push(slot_index as u32);
+                shard.live -= 1;
+                work.pruned += 1;
+            }
+        }
+        work
+    }
+
+    /// Records in each status, counted shard by shard (each shard exact at
+    /// the moment it is read).
+    pub fn count_by_status(&self) -> [(HoldStatus, usize); 5] {
+        let mut counts = [
+            (HoldStatus::Held, 0),
+            (HoldStatus::Confirmed, 0),
+            (HoldStatus::Cancelled, 0),
+            (HoldStatus::Expired, 0),
+            (HoldStatus::Refunded, 0),
+        ];
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for record in shard.slots.iter().filter_map(|s| s.record.as_ref()) {
+                let entry = counts.iter_mut().find(|(s, _)| *s == record.status);
+                if let Some((_, n)) = entry {
+                    *n += 1;
+                }
+            }
+        }
+        counts
+    }
+
+    /// Calls `f` for every record (shard by shard, each under its lock).
+    pub fn for_each(&self, mut f: impl FnMut(HoldDocument)) {
+        for (shard_index, shard) in self.shards.iter().enumerate() {
+            let shard = shard.lock();
+            for (slot_index, slot) in shard.slots.iter().enumerate() {
+                let Some(record) = slot.record.as_ref() else {
+                    continue;
+                };
+                f(HoldDocument {
+                    id: ReservationId::new(slot.generation, shard_index, slot_index),
+                    status: record.status,
+                    lines: record.lines.as_slice().to_vec(),
+                    customer: record.customer.clone(),
+                    deadline_ms: record.deadline_ms,
+                });
+            }
+        }
+    }
+}
+
+fn view(id: ReservationId, record: &HoldRecord) -> HoldView<'_> {
+    HoldView {
+        id,
+        lines: record.lines.as_slice(),
+        customer: record.customer.as_ref(),
+        limit_mask: record.limit_mask,
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// The 256 MiB budget for 1M SKUs and 1M open holds (docs/benchmarks.md)
+    /// rests on these sizes: a one-line hold stores its line inline.
+    #[test]
+    fn record_layout_stays_within_the_memory_budget() {
+        assert_eq!(std::mem::size_of::<Lines>(), 16);
+        assert!(
+            std::mem::size_of::<Slot>() <= 56,
+            "{}",
+            std::mem::size_of::<Slot>()
+        );
+        assert!(std::mem::size_of::<crate::catalogue::SkuSlot>() <= 96);
+    }
+
+    #[test]
+    fn ids_round_trip_through_text_and_parts() {
+        let id = ReservationId::new(7, 5, 1234);
+        assert_eq!((id.generation(), id.shard(), id.slot()), (7, 5, 1234));
+        assert_eq!(id.to_string().parse::<ReservationId>().unwrap(), id);
+        assert_eq!(id.to_string().len(), 16);
+    }
+}

@@ -1,0 +1,43 @@
+//! Every explicit limit in the engine, in one place.
+//!
+//! A limit is part of the contract: a request beyond one is refused with an
+//! error naming it, never truncated, never left to grow until memory runs
+//! out. The HTTP layer quotes these numbers in its error messages.
+
+/// Longest SKU name, in bytes.
+pub const MAX_SKU_NAME_BYTES: usize = 64;
+
+/// Longest customer identifier, in bytes.
+pub const MAX_CUSTOMER_BYTES: usize = 128;
+
+/// Longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;
+
+/// Most lines in one cart. Also the width of a hold's limit mask (`u32`).
+pub const MAX_LINES_PER_CART: usize = 32;
+
+/// Most units of one SKU in one line.
+pub const MAX_LINE_QUANTITY: u32 = 1_000_000;
+
+/// Most units a SKU may ever have received (sum of restocks and
+/// adjustments): large enough for any shop, small enough that no sum of
+/// stripes, holds or sales can overflow a `u64` or an `i64` delta.
+pub const MAX_STOCK_PER_SKU: u64 = 1 << 40;
+
+/// Most SKUs in one engine (ids are `u32`; the catalogue's chunk table is
+/// sized for this many).
+pub const MAX_SKUS: u32 = 1 << 24;
+
+/// Most stripes a hot SKU is spread over.
+pub const MAX_STRIPES: usize = 8;
+
+/// Longest hold time-to-live: a day.
+pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
+
+/// Hold shards (and customer-limit and idempotency shards): enough that two
+/// CPUs rarely meet on one lock, few enough to scan on every timer tick.
+pub const SHARDS: usize = 64;
+
+/// Most expiries or prunes one shard does per timer tick, so a tick never
+/// holds a shard lock for long; the rest wait for the next tick.
+pub const MAX_TIMER_WORK_PER_SHARD: usize = 4096;
