@@ -447,12 +447,12 @@ impl Engine {
     pub fn run_timers(&self) -> TimerReport {
         let now_ms = self.clock.now_ms();
         let hint = stripe_hint();
-        let prune_before = now_ms.saturating_sub(self.config.ended_retention_ms);
+        let retention_ms = self.config.ended_retention_ms;
         let TimerWork {
             expired,
             pruned,
             more,
-        } = self.holds.run_timers(now_ms, prune_before, |how, hold| {
+        } = self.holds.run_timers(now_ms, retention_ms, |how, hold| {
             self.settle(how, hold, hint)
         });
         let purged = self.idempotency.purge(now_ms);

@@ -433,12 +433,12 @@ impl HoldTable {
     }
 
     /// Expires held records whose deadline is at or before `now_ms`, and
-    /// prunes records that ended at or before `prune_before_ms`. Bounded per
-    /// shard per call; `more` says whether work was left.
+    /// prunes records that ended `retention_ms` or more before `now_ms`.
+    /// Bounded per shard per call; `more` says whether work was left.
     pub fn run_timers(
         &self,
         now_ms: u64,
-        prune_before_ms: u64,
+        retention_ms: u64,
         mut settle: impl FnMut(Settle, HoldView<'_>),
     ) -> TimerWork {
         let mut work = TimerWork::default();
@@ -469,7 +469,7 @@ impl HoldTable {
             }
             let mut budget = MAX_TIMER_WORK_PER_SHARD;
             while let Some(&(ended_ms, id)) = shard.ended.front() {
-                if ended_ms > prune_before_ms {
+                if ended_ms.saturating_add(retention_ms) > now_ms {
                     break;
                 }
                 if budget == 0 {

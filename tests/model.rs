@@ -1,0 +1,617 @@
+//! Random operation sequences against a plain sequential model of the
+//! engine: after every operation the engine's answer must equal the model's,
+//! and so must every SKU's counts and every customer's limit usage.
+//!
+//! The model is written from the documented rules (see `docs/architecture.md`),
+//! not from the engine's code, and keeps everything in simple maps.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use hotstock::cell::{OperatorChange, StripePolicy};
+use hotstock::{
+    Engine, EngineConfig, EngineError, HoldStatus, Line, ManualClock, Order, Receipt,
+    ReservationId, SkuId,
+};
+use proptest::prelude::*;
+
+const SKUS: usize = 3;
+const CUSTOMERS: [&str; 2] = ["ann", "bo"];
+const KEYS: [&str; 3] = ["k0", "k1", "k2"];
+const DEFAULT_TTL: u64 = 10_000;
+
+#[derive(Clone, Debug)]
+enum Op {
+    Put {
+        sku: usize,
+        available: u64,
+        limit: Option<Option<u32>>,
+        expected: Option<u64>,
+    },
+    Adjust {
+        sku: usize,
+        delta: i64,
+    },
+    SetLimit {
+        sku: usize,
+        limit: Option<u32>,
+    },
+    Reserve {
+        lines: Vec<(usize, u32)>,
+        customer: Option<usize>,
+        ttl: Option<u64>,
+        confirm: bool,
+        key: Option<usize>,
+    },
+    Sell {
+        sku: usize,
+        quantity: u32,
+    },
+    Confirm(usize),
+    Cancel(usize),
+    Refund(usize),
+    Get(usize),
+    Advance(u64),
+    RunTimers,
+    PrepareHot(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let sku = 0..SKUS;
+    prop_oneof![
+        1 => (sku.clone(), 0u64..20, prop::option::of(prop::option::of(0u32..3)), prop::option::of(0u64..4))
+            .prop_map(|(sku, available, limit, expected)| Op::Put { sku, available, limit, expected }),
+        1 => (sku.clone(), -8i64..8).prop_map(|(sku, delta)| Op::Adjust { sku, delta }),
+        1 => (sku.clone(), prop::option::of(0u32..3)).prop_map(|(sku, limit)| Op::SetLimit { sku, limit }),
+        4 => (
+            prop::collection::vec((0..SKUS, 0u32..4), 0..4),
+            prop::option::of(0..CUSTOMERS.len()),
+            prop::option::of(1u64..100),
+            any::<bool>(),
+            prop::option::of(0..KEYS.len()),
+        )
+            .prop_map(|(lines, customer, ttl, confirm, key)| Op::Reserve { lines, customer, ttl, confirm, key }),
+        1 => (sku.clone(), 0u32..3).prop_map(|(sku, quantity)| Op::Sell { sku, quantity }),
+        2 => any::<usize>().prop_map(Op::Confirm),
+        1 => any::<usize>().prop_map(Op::Cancel),
+        1 => any::<usize>().prop_map(Op::Refund),
+        1 => any::<usize>().prop_map(Op::Get),
+        1 => (0u64..60).prop_map(Op::Advance),
+        1 => Just(Op::RunTimers),
+        1 => sku.prop_map(Op::PrepareHot),
+    ]
+}
+
+#[derive(Clone, Debug, Default)]
+struct ModelSku {
+    id: Option<SkuId>,
+    available: u64,
+    held: u64,
+    sold: u64,
+    received: u64,
+    version: u64,
+    limit: Option<u32>,
+}
+
+#[derive(Clone, Debug)]
+struct ModelHold {
+    id: ReservationId,
+    lines: Vec<(usize, u32)>,
+    customer: Option<usize>,
+    deadline: u64,
+    status: HoldStatus,
+    limit_mask: u32,
+}
+
+/// What an idempotency key remembers: the request and its outcome.
+type Remembered = (
+    (Vec<(usize, u32)>, Option<usize>, u64, bool),
+    Result<ReservationId, EngineError>,
+);
+
+#[derive(Debug, Default)]
+struct Model {
+    skus: [ModelSku; SKUS],
+    holds: Vec<ModelHold>,
+    ledger: HashMap<(usize, usize), u32>,
+    keys: HashMap<usize, Remembered>,
+    now: u64,
+}
+
+fn ghost(sku: usize) -> SkuId {
+    SkuId::from_index(1_000 + sku as u32)
+}
+
+impl Model {
+    fn sku_id(&self, sku: usize) -> SkuId {
+        self.skus[sku].id.unwrap_or_else(|| ghost(sku))
+    }
+
+    fn release_units(&mut self, hold: usize, from_sold: bool) {
+        let h = self.holds[hold].clone();
+        for (index, &(sku, quantity)) in h.lines.iter().enumerate() {
+            let s = &mut self.skus[sku];
+            if from_sold {
+                s.sold -= u64::from(quantity);
+            } else {
+                s.held -= u64::from(quantity);
+            }
+            s.available += u64::from(quantity);
+            if h.limit_mask & (1 << index) != 0 {
+                *self.ledger.get_mut(&(sku, h.customer.unwrap())).unwrap() -= quantity;
+            }
+        }
+    }
+
+    fn expire_if_due(&mut self, hold: usize) -> bool {
+        let h = &self.holds[hold];
+        if h.status == HoldStatus::Held && self.now >= h.deadline {
+            self.holds[hold].status = HoldStatus::Expired;
+            self.release_units(hold, false);
+            return true;
+        }
+        false
+    }
+
+    fn transition(
+        &mut self,
+        hold: usize,
+        target: HoldStatus,
+        verb: &'static str,
+    ) -> Result<HoldStatus, EngineError> {
+        let id = self.holds[hold].id;
+        if self.expire_if_due(hold) {
+            return Err(EngineError::InvalidTransition {
+                id,
+                status: HoldStatus::Expired,
+                requested: verb,
+            });
+        }
+        let status = self.holds[hold].status;
+        if status == target {
+            return Ok(target);
+        }
+        match (status, target) {
+            (HoldStatus::Held, HoldStatus::Confirmed) => {
+                for &(sku, quantity) in &self.holds[hold].lines {
+                    self.skus[sku].held -= u64::from(quantity);
+                    self.skus[sku].sold += u64::from(quantity);
+                }
+            }
+            (HoldStatus::Held, HoldStatus::Cancelled) => self.release_units(hold, false),
+            (HoldStatus::Confirmed, HoldStatus::Refunded) => self.release_units(hold, true),
+            _ => {
+                return Err(EngineError::InvalidTransition {
+                    id,
+                    status,
+                    requested: verb,
+                })
+            }
+        }
+        self.holds[hold].status = target;
+        Ok(target)
+    }
+
+    /// Validation, in the documented order. `Ok(ttl)` when the order passes.
+    fn validate(&self, lines: &[(usize, u32)], ttl: Option<u64>) -> Result<u64, EngineError> {
+        if lines.is_empty() {
+            return Err(EngineError::EmptyCart);
+        }
+        for (index, &(sku, quantity)) in lines.iter().enumerate() {
+            if quantity == 0 {
+                return Err(EngineError::InvalidQuantity { quantity: 0 });
+            }
+            if self.skus[sku].id.is_none() {
+                return Err(EngineError::UnknownSkuId { sku: ghost(sku) });
+            }
+            if lines[..index].iter().any(|&(earlier, _)| earlier == sku) {
+                return Err(EngineError::DuplicateSku {
+                    sku: self.sku_id(sku),
+                });
+            }
+        }
+        Ok(ttl.unwrap_or(DEFAULT_TTL))
+    }
+
+    /// One attempt: all lines or none. Returns the record to add on success.
+    fn reserve_once(
+        &mut self,
+        lines: &[(usize, u32)],
+        customer: Option<usize>,
+        confirm: bool,
+    ) -> Result<u32, EngineError> {
+        let before = (self.skus.clone(), self.ledger.clone());
+        let mut mask = 0;
+        for (index, &(sku, quantity)) in lines.iter().enumerate() {
+            let id = self.sku_id(sku);
+            if let Some(limit) = self.skus[sku].limit {
+                let Some(c) = customer else {
+                    (self.skus, self.ledger) = before;
+                    return Err(EngineError::CustomerRequired { sku: id });
+                };
+                let already = self.ledger.get(&(sku, c)).copied().unwrap_or(0);
+                if already + quantity > limit {
+                    (self.skus, self.ledger) = before;
+                    return Err(EngineError::LimitExceeded {
+                        sku: id,
+                        limit,
+                        already,
+                        requested: quantity,
+                    });
+                }
+                *self.ledger.entry((sku, c)).or_default() += quantity;
+                mask |= 1 << index;
+            }
+            let s = &mut self.skus[sku];
+            if s.available < u64::from(quantity) {
+                let available = s.available;
+                (self.skus, self.ledger) = before;
+                return Err(EngineError::SoldOut {
+                    sku: id,
+                    available,
+                    requested: u64::from(quantity),
+                });
+            }
+            s.available -= u64::from(quantity);
+            if confirm {
+                s.sold += u64::from(quantity);
+            } else {
+                s.held += u64::from(quantity);
+            }
+        }
+        Ok(mask)
+    }
+}
+
+fn engine_config() -> EngineConfig {
+    EngineConfig {
+        stripe_policy: StripePolicy {
+            stripes: 4,
+            widen_after_conflicts: 1,
+            widen_min_units: 8,
+            narrow_below_units: 4,
+        },
+        default_ttl_ms: DEFAULT_TTL,
+        ..EngineConfig::default()
+    }
+}
+
+fn pick(holds: &[ModelHold], index: usize) -> Option<usize> {
+    (!holds.is_empty()).then(|| index % holds.len())
+}
+
+fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let clock = Arc::new(ManualClock::new(0));
+    let engine = Engine::with_clock(engine_config(), clock.clone()).unwrap();
+    let mut model = Model::default();
+    let unknown = ReservationId::from_u64(u64::MAX);
+    for (step, op) in ops.into_iter().enumerate() {
+        match op {
+            Op::Put {
+                sku,
+                available,
+                limit,
+                expected,
+            } => {
+                let name = format!("sku{sku}");
+                let got = engine.put_sku(&name, available, limit, expected);
+                let want = model_put(&mut model, sku, available, limit, expected, &got);
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+            Op::Adjust { sku, delta } => {
+                let got = engine.adjust(model.sku_id(sku), delta);
+                let want = model_adjust(&mut model, sku, delta);
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+            Op::SetLimit { sku, limit } => {
+                let got = engine.set_limit(model.sku_id(sku), limit);
+                let want = if limit == Some(0) {
+                    Err(EngineError::InvalidLimit)
+                } else if model.skus[sku].id.is_none() {
+                    Err(EngineError::UnknownSkuId { sku: ghost(sku) })
+                } else {
+                    let s = &mut model.skus[sku];
+                    s.limit = limit;
+                    s.version += 1;
+                    Ok(s.version)
+                };
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+            Op::Reserve {
+                lines,
+                customer,
+                ttl,
+                confirm,
+                key,
+            } => {
+                let engine_lines: Vec<Line> = lines
+                    .iter()
+                    .map(|&(sku, quantity)| Line {
+                        sku: model.sku_id(sku),
+                        quantity,
+                    })
+                    .collect();
+                let order = Order {
+                    lines: &engine_lines,
+                    customer: customer.map(|c| CUSTOMERS[c]),
+                    ttl_ms: ttl,
+                    confirm,
+                    idempotency_key: key.map(|k| KEYS[k]),
+                };
+                let got = engine.reserve(&order);
+                let want = model_reserve(&mut model, &lines, customer, ttl, confirm, key, &got);
+                prop_assert_eq!(
+                    got.map(|r| (r.id, r.status, r.expires_at_ms)),
+                    want,
+                    "step {}",
+                    step
+                );
+            }
+            Op::Sell { sku, quantity } => {
+                let got = engine.sell(model.sku_id(sku), quantity);
+                let id = model.sku_id(sku);
+                let want = if quantity == 0 {
+                    Err(EngineError::InvalidQuantity { quantity: 0 })
+                } else if model.skus[sku].id.is_none() {
+                    Err(EngineError::UnknownSkuId { sku: id })
+                } else if model.skus[sku].limit.is_some() {
+                    Err(EngineError::CustomerRequired { sku: id })
+                } else if model.skus[sku].available < u64::from(quantity) {
+                    Err(EngineError::SoldOut {
+                        sku: id,
+                        available: model.skus[sku].available,
+                        requested: u64::from(quantity),
+                    })
+                } else {
+                    model.skus[sku].available -= u64::from(quantity);
+                    model.skus[sku].sold += u64::from(quantity);
+                    Ok(())
+                };
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+            Op::Confirm(index) | Op::Cancel(index) | Op::Refund(index) => {
+                let (target, verb) = match op {
+                    Op::Confirm(_) => (HoldStatus::Confirmed, "confirmed"),
+                    Op::Cancel(_) => (HoldStatus::Cancelled, "cancelled"),
+                    _ => (HoldStatus::Refunded, "refunded"),
+                };
+                let hold = pick(&model.holds, index);
+                let id = hold.map_or(unknown, |h| model.holds[h].id);
+                let got = match target {
+                    HoldStatus::Confirmed => engine.confirm(id),
+                    HoldStatus::Cancelled => engine.cancel(id),
+                    _ => engine.refund(id),
+                };
+                let want = match hold {
+                    None => Err(EngineError::UnknownReservation { id }),
+                    Some(h) => model.transition(h, target, verb),
+                };
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+            Op::Get(index) => {
+                let hold = pick(&model.holds, index);
+                let id = hold.map_or(unknown, |h| model.holds[h].id);
+                let got = engine
+                    .reservation(id)
+                    .map(|d| (d.status, d.lines, d.deadline_ms));
+                let want = match hold {
+                    None => Err(EngineError::UnknownReservation { id }),
+                    Some(h) => {
+                        model.expire_if_due(h);
+                        let m = &model.holds[h];
+                        let lines = m
+                            .lines
+                            .iter()
+                            .map(|&(s, q)| Line {
+                                sku: model.sku_id(s),
+                                quantity: q,
+                            })
+                            .collect();
+                        Ok((m.status, lines, m.deadline))
+                    }
+                };
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+            Op::Advance(ms) => {
+                clock.advance(ms);
+                model.now += ms;
+            }
+            Op::RunTimers => {
+                let got = engine.run_timers().expired;
+                let want = (0..model.holds.len())
+                    .filter(|&h| model.expire_if_due(h))
+                    .count();
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+            Op::PrepareHot(sku) => {
+                let got = engine.prepare_hot(model.sku_id(sku));
+                let want = if model.skus[sku].id.is_some() {
+                    Ok(())
+                } else {
+                    Err(EngineError::UnknownSkuId { sku: ghost(sku) })
+                };
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+        }
+        check_state(&engine, &model, step)?;
+    }
+    Ok(())
+}
+
+fn model_put(
+    model: &mut Model,
+    sku: usize,
+    available: u64,
+    limit: Option<Option<u32>>,
+    expected: Option<u64>,
+    got: &Result<(SkuId, OperatorChange), EngineError>,
+) -> Result<(SkuId, OperatorChange), EngineError> {
+    if limit == Some(Some(0)) {
+        return Err(EngineError::InvalidLimit);
+    }
+    let s = &mut model.skus[sku];
+    if s.id.is_none() {
+        if let Some(e) = expected.filter(|&e| e != 0) {
+            return Err(EngineError::VersionConflict {
+                sku: None,
+                expected: e,
+                current: 0,
+            });
+        }
+        // Created now: the engine issues the next id; take it from its answer.
+        let Ok((id, _)) = got else {
+            return Err(EngineError::EmptyCart);
+        };
+        s.id = Some(*id);
+    }
+    let id = s.id.unwrap();
+    if let Some(e) = expected.filter(|&e| e != s.version) {
+        return Err(EngineError::VersionConflict {
+            sku: Some(id),
+            expected: e,
+            current: s.version,
+        });
+    }
+    let delta = available as i64 - s.available as i64;
+    s.received = (s.received as i64 + delta) as u64;
+    s.available = available;
+    if let Some(limit) = limit {
+        s.limit = limit;
+    }
+    s.version += 1;
+    Ok((
+        id,
+        OperatorChange {
+            delta,
+            version: s.version,
+        },
+    ))
+}
+
+fn model_adjust(model: &mut Model, sku: usize, delta: i64) -> Result<OperatorChange, EngineError> {
+    let id = model.sku_id(sku);
+    let s = &mut model.skus[sku];
+    if s.id.is_none() {
+        return Err(EngineError::UnknownSkuId { sku: id });
+    }
+    let units = delta.unsigned_abs();
+    if delta < 0 && s.available < units {
+        return Err(EngineError::InsufficientStock {
+            sku: id,
+            available: s.available,
+            requested: units,
+        });
+    }
+    if delta < 0 {
+        s.available -= units;
+        s.received -= units;
+    } else {
+        s.available += units;
+        s.received += units;
+    }
+    s.version += 1;
+    Ok(OperatorChange {
+        delta,
+        version: s.version,
+    })
+}
+
+fn model_reserve(
+    model: &mut Model,
+    lines: &[(usize, u32)],
+    customer: Option<usize>,
+    ttl: Option<u64>,
+    confirm: bool,
+    key: Option<usize>,
+    got: &Result<Receipt, EngineError>,
+) -> Result<(ReservationId, HoldStatus, u64), EngineError> {
+    let ttl = model.validate(lines, ttl)?;
+    let request = (lines.to_vec(), customer, ttl, confirm);
+    if let Some(k) = key {
+        if let Some((stored_request, outcome)) = model.keys.get(&k) {
+            if *stored_request != request {
+                return Err(EngineError::IdempotencyKeyReused);
+            }
+            return outcome.clone().map(|id| {
+                let h = model
+                    .holds
+                    .iter()
+                    .find(|h| h.id == id)
+                    .expect("remembered hold");
+                (id, initial(confirm), h.deadline)
+            });
+        }
+    }
+    let outcome = model
+        .reserve_once(lines, customer, confirm)
+        .map(|limit_mask| {
+            // The engine chose the id; the model checks everything else.
+            let id = got
+                .as_ref()
+                .map_or(ReservationId::from_u64(u64::MAX - 1), |r| r.id);
+            model.holds.push(ModelHold {
+                id,
+                lines: lines.to_vec(),
+                customer,
+                deadline: model.now + ttl,
+                status: initial(confirm),
+                limit_mask,
+            });
+            id
+        });
+    if let Some(k) = key {
+        model.keys.insert(k, (request, outcome.clone()));
+    }
+    outcome.map(|id| (id, initial(confirm), model.now + ttl))
+}
+
+fn initial(confirm: bool) -> HoldStatus {
+    if confirm {
+        HoldStatus::Confirmed
+    } else {
+        HoldStatus::Held
+    }
+}
+
+fn check_state(engine: &Engine, model: &Model, step: usize) -> Result<(), TestCaseError> {
+    for (index, s) in model.skus.iter().enumerate() {
+        let Some(id) = s.id else { continue };
+        let d = engine.sku_document(id).unwrap();
+        prop_assert_eq!(
+            (
+                d.available,
+                d.held,
+                d.sold,
+                d.received,
+                d.version,
+                d.per_customer_limit
+            ),
+            (s.available, s.held, s.sold, s.received, s.version, s.limit),
+            "SKU {} after step {}",
+            index,
+            step
+        );
+        prop_assert!(d.is_conserved());
+        for (c, name) in CUSTOMERS.iter().enumerate() {
+            let want = model.ledger.get(&(index, c)).copied().unwrap_or(0);
+            prop_assert_eq!(
+                engine.customer_units(id, name),
+                want,
+                "ledger {}/{} step {}",
+                index,
+                name,
+                step
+            );
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn engine_matches_the_sequential_model(ops in prop::collection::vec(op(), 1..80)) {
+        run(ops)?;
+    }
+}
