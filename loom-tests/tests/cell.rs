@@ -1,0 +1,135 @@
+//! Loom models of `StockCell`: every interleaving of a few operations on one
+//! SKU's stripes. Each model is small and names the race it explores.
+#![cfg(loom)]
+
+use hotstock::cell::{SoldOut, StockCell, StripePolicy, TakeInto};
+use loom::sync::Arc;
+use loom::thread;
+
+/// Widens at the first chance and narrows only when empty, so two stripes
+/// come into play with one or two units.
+fn policy() -> StripePolicy {
+    StripePolicy {
+        stripes: 2,
+        widen_after_conflicts: 1,
+        widen_min_units: 1,
+        narrow_below_units: 1,
+    }
+}
+
+/// Race: two buyers CAS the same (home) stripe for the last unit.
+/// Exactly one wins; the loser's verdict says 0 available.
+#[test]
+fn two_takers_on_one_stripe_for_the_last_unit() {
+    loom::model(|| {
+        let cell = Arc::new(StockCell::new());
+        cell.restock(1, 0).unwrap();
+        let p = policy();
+        let other = {
+            let cell = cell.clone();
+            thread::spawn(move || cell.take(1, TakeInto::Sold, 0, &p))
+        };
+        let mine = cell.take(1, TakeInto::Sold, 0, &p);
+        let theirs = other.join().unwrap();
+        let wins = [mine, theirs].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1, "exactly one buyer gets the last unit");
+        for verdict in [mine, theirs] {
+            if let Err(SoldOut { available }) = verdict {
+                assert_eq!(available, 0);
+            }
+        }
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.sold, s.received), (0, 1, 1));
+    });
+}
+
+/// Race: a buyer takes while an operator-triggered rebalance drains every
+/// stripe and spreads the units again (widening the cell). The buyer must
+/// not lose the unit it was entitled to, and no unit may be created or lost.
+#[test]
+fn take_races_drain_and_rebalance() {
+    loom::model(|| {
+        let cell = Arc::new(StockCell::new());
+        cell.restock(2, 0).unwrap();
+        let p = policy();
+        let rebalancer = {
+            let cell = cell.clone();
+            thread::spawn(move || cell.widen(1, &p))
+        };
+        let taken = cell.take(1, TakeInto::Sold, 0, &p);
+        rebalancer.join().unwrap();
+        assert_eq!(
+            taken,
+            Ok(()),
+            "2 units existed at every instant: the take must succeed"
+        );
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.sold), (1, 1));
+    });
+}
+
+/// Race: a drain against a give-back and a take (invariant 4, "no stranded
+/// stock"). Stripes hold 1 + 1; the buyer asks for 2, which no stripe can
+/// cover alone, so its slow path drains. Meanwhile another thread first
+/// gives a held unit back (3 available) and then takes one (2 available):
+/// stock never drops below the 2 asked, so `SoldOut` would be a lie. It
+/// would happen if a give-back could land on a stripe the drain had already
+/// emptied while the take emptied one it had not reached; units entering
+/// only under the cell lock rules that out.
+#[test]
+fn sold_out_verdict_races_give_back() {
+    loom::model(|| {
+        let cell = Arc::new(StockCell::new());
+        let p = policy();
+        cell.restock(3, 0).unwrap();
+        cell.take(1, TakeInto::Held, 0, &p).unwrap();
+        cell.widen(0, &p);
+        assert_eq!(cell.snapshot().width, 2);
+        let other = {
+            let cell = cell.clone();
+            thread::spawn(move || {
+                cell.release_held(1, 0);
+                cell.take(1, TakeInto::Sold, 1, &p)
+            })
+        };
+        let taken = cell.take(2, TakeInto::Sold, 0, &p);
+        let theirs = other.join().unwrap();
+        assert_eq!(
+            taken,
+            Ok(()),
+            "2 or more units were available at every instant"
+        );
+        assert_eq!(theirs, Ok(()), "3 units for 3 asked");
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.held, s.sold, s.received), (0, 0, 3, 3));
+    });
+}
+
+/// Race: two buyers on two stripes of a wide cell holding one unit each,
+/// each asking for more than its stripe has. The slow path's drain must
+/// serve one of them exactly; the other may be refused only with a truthful
+/// count.
+#[test]
+fn two_slow_paths_drain_concurrently() {
+    loom::model(|| {
+        let cell = Arc::new(StockCell::new());
+        let p = policy();
+        cell.restock(2, 0).unwrap();
+        cell.widen(0, &p);
+        let other = {
+            let cell = cell.clone();
+            thread::spawn(move || cell.take(2, TakeInto::Sold, 1, &p))
+        };
+        let mine = cell.take(2, TakeInto::Sold, 0, &p);
+        let theirs = other.join().unwrap();
+        let wins = [mine, theirs].iter().filter(|r| r.is_ok()).count();
+        assert_eq!(wins, 1);
+        for verdict in [mine, theirs] {
+            if let Err(SoldOut { available }) = verdict {
+                assert!(available < 2, "SoldOut while 2 units were available");
+            }
+        }
+        let s = cell.snapshot();
+        assert_eq!((s.available, s.sold), (0, 2));
+    });
+}

@@ -1,0 +1,169 @@
+//! Loom models of the hold lifecycle on the real `HoldTable` and
+//! `StockCell`: confirm, cancel, refund and expiry racing on one hold.
+#![cfg(loom)]
+
+use hotstock::cell::{StockCell, StripePolicy, TakeInto};
+use hotstock::holds::{HoldStatus, HoldTable, Line, NewHold, ReservationId, Settle, Transition};
+use hotstock::SkuId;
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+
+const DEADLINE: u64 = 100;
+
+struct World {
+    holds: HoldTable,
+    cell: StockCell,
+    settles: AtomicUsize,
+}
+
+impl World {
+    /// One SKU with 2 units, one held by a hold with `DEADLINE`.
+    fn with_hold(status: HoldStatus) -> (Arc<World>, ReservationId) {
+        let policy = StripePolicy {
+            stripes: 2,
+            widen_after_conflicts: 1,
+            widen_min_units: 4,
+            narrow_below_units: 1,
+        };
+        let world = World {
+            holds: HoldTable::new(64),
+            cell: StockCell::new(),
+            settles: AtomicUsize::new(0),
+        };
+        world.cell.restock(2, 0).unwrap();
+        let into = if status == HoldStatus::Held {
+            TakeInto::Held
+        } else {
+            TakeInto::Sold
+        };
+        world.cell.take(1, into, 0, &policy).unwrap();
+        let lines = [Line {
+            sku: SkuId::from_index(0),
+            quantity: 1,
+        }];
+        let hold = NewHold {
+            lines: &lines,
+            customer: None,
+            limit_mask: 0,
+            deadline_ms: DEADLINE,
+            status,
+        };
+        let id = world.holds.insert(0, hold).unwrap();
+        (Arc::new(world), id)
+    }
+
+    /// What the engine's settle does with one SKU's units.
+    fn settle(&self, how: Settle, hint: usize) {
+        self.settles.fetch_add(1, Ordering::Relaxed);
+        match how {
+            Settle::Confirm => self.cell.confirm_held(1, hint),
+            Settle::Release => self.cell.release_held(1, hint),
+            Settle::Refund => self.cell.refund_sold(1, hint),
+        }
+    }
+
+    fn transition(
+        &self,
+        id: ReservationId,
+        t: Transition,
+        now: u64,
+        hint: usize,
+    ) -> Result<HoldStatus, ()> {
+        self.holds
+            .transition(id, t, now, |how, _| self.settle(how, hint))
+            .map_err(|_| ())
+    }
+}
+
+/// Race: confirm, cancel and the expiry timer on one hold. Exactly one wins;
+/// units move exactly once, and the books match the winner.
+#[test]
+fn confirm_cancel_and_expiry_race_on_one_hold() {
+    loom::model(|| {
+        let (world, id) = World::with_hold(HoldStatus::Held);
+        let confirmer = {
+            let world = world.clone();
+            thread::spawn(move || world.transition(id, Transition::Confirm, DEADLINE - 1, 1))
+        };
+        let expirer = {
+            let world = world.clone();
+            thread::spawn(move || {
+                world
+                    .holds
+                    .run_timers(DEADLINE, u64::MAX, |how, _| world.settle(how, 2))
+                    .expired
+            })
+        };
+        let cancelled = world.transition(id, Transition::Cancel, DEADLINE - 1, 0);
+        let confirmed = confirmer.join().unwrap();
+        let expired = expirer.join().unwrap();
+        let winners = usize::from(cancelled.is_ok()) + usize::from(confirmed.is_ok()) + expired;
+        assert_eq!(winners, 1, "exactly one transition wins");
+        assert_eq!(
+            world.settles.load(Ordering::Relaxed),
+            1,
+            "units move exactly once"
+        );
+        let s = world.cell.snapshot();
+        assert_eq!(s.available + s.held + s.sold, 2);
+        let status = world
+            .holds
+            .get(id, 0, |_, _| unreachable!())
+            .unwrap()
+            .status;
+        match status {
+            HoldStatus::Confirmed => assert_eq!((s.available, s.sold), (1, 1)),
+            HoldStatus::Cancelled | HoldStatus::Expired => {
+                assert_eq!((s.available, s.held), (2, 0))
+            }
+            other => panic!("hold left in {other}"),
+        }
+    });
+}
+
+/// Race: two refunds of one sale (a retried refund request). The units come
+/// back once; both callers are told `Refunded`.
+#[test]
+fn refund_twice_returns_units_once() {
+    loom::model(|| {
+        let (world, id) = World::with_hold(HoldStatus::Confirmed);
+        let other = {
+            let world = world.clone();
+            thread::spawn(move || world.transition(id, Transition::Refund, 0, 1))
+        };
+        let mine = world.transition(id, Transition::Refund, 0, 0);
+        assert_eq!(mine, Ok(HoldStatus::Refunded));
+        assert_eq!(other.join().unwrap(), Ok(HoldStatus::Refunded));
+        assert_eq!(world.settles.load(Ordering::Relaxed), 1);
+        let s = world.cell.snapshot();
+        assert_eq!((s.available, s.sold), (2, 0));
+    });
+}
+
+/// Race: a late confirm (after the deadline) against the timer. Whoever
+/// runs first expires the hold; the confirm must never succeed.
+#[test]
+fn late_confirm_races_the_timer() {
+    loom::model(|| {
+        let (world, id) = World::with_hold(HoldStatus::Held);
+        let expirer = {
+            let world = world.clone();
+            thread::spawn(move || {
+                world
+                    .holds
+                    .run_timers(DEADLINE, u64::MAX, |how, _| world.settle(how, 1))
+                    .expired
+            })
+        };
+        let confirmed = world.transition(id, Transition::Confirm, DEADLINE, 0);
+        expirer.join().unwrap();
+        assert!(
+            confirmed.is_err(),
+            "a confirm at the deadline must not sell"
+        );
+        assert_eq!(world.settles.load(Ordering::Relaxed), 1);
+        let s = world.cell.snapshot();
+        assert_eq!((s.available, s.held, s.sold), (2, 0, 0));
+    });
+}
