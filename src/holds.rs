@@ -325,19 +325,28 @@ impl HoldTable {
         self.max_per_shard * SHARDS
     }
 
-    /// Stores a new record in the shard of `hint`. `None` when that shard is
-    /// full (the caller gives the units back and reports the capacity).
+    /// Stores a new record, in the shard of `hint` when it has room and
+    /// otherwise in the next shard that has: the capacity is a limit on the
+    /// whole table, not on one CPU's shard. `None` when every shard is full
+    /// (the caller gives the units back and reports the capacity).
     pub fn insert(&self, hint: usize, hold: NewHold<'_>) -> Option<ReservationId> {
         debug_assert!(!hold.lines.is_empty());
         debug_assert!(matches!(
             hold.status,
             HoldStatus::Held | HoldStatus::Confirmed
         ));
-        let shard_index = hint % SHARDS;
-        let mut shard = self.shards[shard_index].lock();
-        if shard.live >= self.max_per_shard {
-            return None;
+        for probe in 0..SHARDS {
+            let shard_index = (hint + probe) % SHARDS;
+            let mut shard = self.shards[shard_index].lock();
+            if shard.live >= self.max_per_shard {
+                continue;
+            }
+            return Some(Self::insert_into(&mut shard, shard_index, hold));
         }
+        None
+    }
+
+    fn insert_into(shard: &mut HoldShard, shard_index: usize, hold: NewHold<'_>) -> ReservationId {
         let record = HoldRecord {
             lines: Lines::from_slice(hold.lines),
             customer: hold.customer,
@@ -360,7 +369,7 @@ impl HoldTable {
         if hold.status == HoldStatus::Held {
             shard.expiry.push(Reverse((hold.deadline_ms, id)));
         }
-        Some(id)
+        id
     }
 
     /// Applies `transition` to record `id` at time `now_ms`, calling `settle`
