@@ -32,8 +32,8 @@ use crate::clock::{Clock, SystemClock};
 use crate::error::EngineError;
 use crate::hint::stripe_hint;
 use crate::holds::{
-    HoldDocument, HoldStatus, HoldTable, HoldView, Line, NewHold, ReservationId, Settle, TimerWork,
-    Transition, TransitionError,
+    HoldDocument, HoldStatus, HoldTable, HoldView, Line, NewHold, ReservationId, Retention, Settle,
+    TimerWork, Transition, TransitionError,
 };
 use crate::idempotency::{IdempotencyTable, Origin, Reused};
 use crate::ledger::{LimitLedger, OverLimit};
@@ -57,6 +57,9 @@ pub struct EngineConfig {
     pub max_reservations: usize,
     /// How long a cancelled, expired or refunded record stays readable.
     pub ended_retention_ms: u64,
+    /// How long a confirmed sale stays refundable by its id. Then its record
+    /// is pruned (the sale stands); a later refund is an operator `adjust`.
+    pub refund_window_ms: u64,
     /// Most idempotency keys remembered; past it the oldest are forgotten.
     pub max_idempotency_keys: usize,
     /// How long an idempotency key is remembered.
@@ -69,8 +72,9 @@ impl Default for EngineConfig {
             stripe_policy: StripePolicy::for_this_machine(),
             default_ttl_ms: 10 * 60 * 1000,
             max_ttl_ms: MAX_TTL_MS,
-            max_reservations: 1 << 24,
+            max_reservations: 1 << 23,
             ended_retention_ms: 60 * 60 * 1000,
+            refund_window_ms: 7 * 24 * 60 * 60 * 1000,
             max_idempotency_keys: 1 << 20,
             idempotency_retention_ms: 24 * 60 * 60 * 1000,
         }
@@ -447,14 +451,17 @@ impl Engine {
     pub fn run_timers(&self) -> TimerReport {
         let now_ms = self.clock.now_ms();
         let hint = stripe_hint();
-        let retention_ms = self.config.ended_retention_ms;
+        let retention = Retention {
+            ended_ms: self.config.ended_retention_ms,
+            refund_window_ms: self.config.refund_window_ms,
+        };
         let TimerWork {
             expired,
             pruned,
             more,
-        } = self.holds.run_timers(now_ms, retention_ms, |how, hold| {
-            self.settle(how, hold, hint)
-        });
+        } = self
+            .holds
+            .run_timers(now_ms, retention, |how, hold| self.settle(how, hold, hint));
         let purged = self.idempotency.purge(now_ms);
         TimerReport {
             expired,
@@ -577,6 +584,7 @@ impl Engine {
             customer: customer.clone(),
             limit_mask,
             deadline_ms: expires_at_ms,
+            created_ms: now_ms,
             status,
         };
         match self.holds.insert(hint, hold) {

@@ -175,8 +175,22 @@ pub struct NewHold<'a> {
     /// must be given back to it when the units return.
     pub limit_mask: u32,
     pub deadline_ms: u64,
+    /// When the record is made (the start of an immediate purchase's refund
+    /// window).
+    pub created_ms: u64,
     /// `Held`, or `Confirmed` for an immediate purchase.
     pub status: HoldStatus,
+}
+
+/// How long records stay after they end or are confirmed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Cancelled, expired and refunded records stay readable this long.
+    pub ended_ms: u64,
+    /// Confirmed records stay refundable this long after confirmation; then
+    /// they are pruned (the sale stands; a later refund is an operator
+    /// adjust). Without it every sale would be kept in memory forever.
+    pub refund_window_ms: u64,
 }
 
 /// What the engine must do with a record's units as it changes status.
@@ -270,6 +284,9 @@ struct HoldShard {
     /// Final records in the order they ended, with when: pruned after the
     /// retention period.
     ended: VecDeque<(u64, ReservationId)>,
+    /// Confirmed records in the order they were confirmed, with when:
+    /// pruned after the refund window.
+    confirmed: VecDeque<(u64, ReservationId)>,
 }
 
 impl HoldShard {
@@ -366,8 +383,9 @@ impl HoldTable {
         slot.record = Some(record);
         let id = ReservationId::new(slot.generation, shard_index, slot_index);
         shard.live += 1;
-        if hold.status == HoldStatus::Held {
-            shard.expiry.push(Reverse((hold.deadline_ms, id)));
+        match hold.status {
+            HoldStatus::Held => shard.expiry.push(Reverse((hold.deadline_ms, id))),
+            _ => shard.confirmed.push_back((hold.created_ms, id)),
         }
         id
     }
@@ -411,6 +429,8 @@ impl HoldTable {
         settle(effect, view(id, record));
         if target.is_final() {
             shard.ended.push_back((now_ms, id));
+        } else {
+            shard.confirmed.push_back((now_ms, id));
         }
         Ok(target)
     }
@@ -442,12 +462,12 @@ impl HoldTable {
     }
 
     /// Expires held records whose deadline is at or before `now_ms`, and
-    /// prunes records that ended `retention_ms` or more before `now_ms`.
-    /// Bounded per shard per call; `more` says whether work was left.
+    /// prunes ended and confirmed records past their retention. Bounded per
+    /// shard per call; `more` says whether work was left.
     pub fn run_timers(
         &self,
         now_ms: u64,
-        retention_ms: u64,
+        retention: Retention,
         mut settle: impl FnMut(Settle, HoldView<'_>),
     ) -> TimerWork {
         let mut work = TimerWork::default();
@@ -476,34 +496,12 @@ impl HoldTable {
                 shard.ended.push_back((now_ms, id));
                 work.expired += 1;
             }
-            let mut budget = MAX_TIMER_WORK_PER_SHARD;
-            while let Some(&(ended_ms, id)) = shard.ended.front() {
-                if ended_ms.saturating_add(retention_ms) > now_ms {
-                    break;
-                }
-                if budget == 0 {
-                    work.more = true;
-                    break;
-                }
-                budget -= 1;
-                shard.ended.pop_front();
-                let slot_index = id.slot();
-                let Some(slot) = shard.slots.get_mut(slot_index) else {
-                    continue;
-                };
-                let ended = slot.generation == id.generation()
-                    && slot.record.as_ref().is_some_and(|r| r.status.is_final());
-                if !ended {
-                    continue;
-                }
-                slot.record = None;
-                // A new generation makes the old id unknown rather than an
-                // alias of whatever record reuses the slot.
-                slot.generation = slot.generation.wrapping_add(1);
-                shard.free.push(slot_index as u32);
-                shard.live -= 1;
-                work.pruned += 1;
-            }
+            let (pruned, more) = prune(shard, Queue::Ended, now_ms, retention.ended_ms);
+            work.pruned += pruned;
+            work.more |= more;
+            let (pruned, more) = prune(shard, Queue::Confirmed, now_ms, retention.refund_window_ms);
+            work.pruned += pruned;
+            work.more |= more;
         }
         work
     }
@@ -548,6 +546,56 @@ impl HoldTable {
             }
         }
     }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Queue {
+    Ended,
+    Confirmed,
+}
+
+/// Frees the slots of records that have sat in `queue` for `retention_ms`
+/// and are still in the status that put them there (a confirmed record that
+/// was refunded since waits in the ended queue instead). Bounded work.
+fn prune(shard: &mut HoldShard, queue: Queue, now_ms: u64, retention_ms: u64) -> (usize, bool) {
+    let mut pruned = 0;
+    for _ in 0..MAX_TIMER_WORK_PER_SHARD {
+        let items = match queue {
+            Queue::Ended => &mut shard.ended,
+            Queue::Confirmed => &mut shard.confirmed,
+        };
+        let Some(&(since_ms, id)) = items.front() else {
+            return (pruned, false);
+        };
+        if since_ms.saturating_add(retention_ms) > now_ms {
+            return (pruned, false);
+        }
+        items.pop_front();
+        let Some(slot) = shard.slots.get_mut(id.slot()) else {
+            continue;
+        };
+        let status = slot.record.as_ref().map(|r| r.status);
+        let due = slot.generation == id.generation()
+            && match queue {
+                Queue::Ended => status.is_some_and(HoldStatus::is_final),
+                Queue::Confirmed => status == Some(HoldStatus::Confirmed),
+            };
+        if !due {
+            continue;
+        }
+        slot.record = None;
+        // A new generation makes the old id unknown rather than an alias of
+        // whatever record reuses the slot.
+        slot.generation = slot.generation.wrapping_add(1);
+        shard.free.push(id.slot() as u32);
+        shard.live -= 1;
+        pruned += 1;
+    }
+    let items = match queue {
+        Queue::Ended => &shard.ended,
+        Queue::Confirmed => &shard.confirmed,
+    };
+    (pruned, !items.is_empty())
 }
 
 fn view(id: ReservationId, record: &HoldRecord) -> HoldView<'_> {

@@ -619,6 +619,39 @@ fn ended_records_are_pruned_after_retention() {
 }
 
 #[test]
+fn confirmed_sales_are_pruned_after_the_refund_window() {
+    let (engine, clock) = engine_with(EngineConfig {
+        refund_window_ms: 5_000,
+        ended_retention_ms: 100,
+        ..EngineConfig::default()
+    });
+    let sku = stock(&engine, "tee", 5);
+    let bought = engine.purchase(sku, 1, None).unwrap().id;
+    let held = hold(&engine, &one(sku, 1)).unwrap().id;
+    clock.advance(1_000);
+    engine.confirm(held).unwrap();
+    clock.advance(3_999);
+    assert_eq!(engine.run_timers().pruned_reservations, 0);
+    assert_eq!(
+        engine.refund(bought),
+        Ok(HoldStatus::Refunded),
+        "inside the window"
+    );
+    clock.advance(1);
+    // The refunded one waits out its own (ended) retention; the held-then-
+    // confirmed one is 1 s younger than the window.
+    assert_eq!(engine.run_timers().pruned_reservations, 0);
+    clock.advance(1_000);
+    assert_eq!(engine.run_timers().pruned_reservations, 2);
+    assert_eq!(
+        engine.refund(held),
+        Err(EngineError::UnknownReservation { id: held })
+    );
+    // The sale stands after its record is gone.
+    assert_eq!(counts(&engine, sku), (4, 0, 1));
+}
+
+#[test]
 fn timer_thread_expires_holds_in_the_background() {
     let clock = Arc::new(ManualClock::new(T0));
     let engine = Arc::new(Engine::with_clock(EngineConfig::default(), clock.clone()).unwrap());

@@ -3,13 +3,20 @@
 #![cfg(loom)]
 
 use hotstock::cell::{StockCell, StripePolicy, TakeInto};
-use hotstock::holds::{HoldStatus, HoldTable, Line, NewHold, ReservationId, Settle, Transition};
+use hotstock::holds::{
+    HoldStatus, HoldTable, Line, NewHold, ReservationId, Retention, Settle, Transition,
+};
 use hotstock::SkuId;
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
 const DEADLINE: u64 = 100;
+/// Nothing is pruned in these models.
+const KEEP: Retention = Retention {
+    ended_ms: u64::MAX,
+    refund_window_ms: u64::MAX,
+};
 
 struct World {
     holds: HoldTable,
@@ -47,6 +54,7 @@ impl World {
             customer: None,
             limit_mask: 0,
             deadline_ms: DEADLINE,
+            created_ms: 0,
             status,
         };
         let id = world.holds.insert(0, hold).unwrap();
@@ -91,7 +99,7 @@ fn confirm_cancel_and_expiry_race_on_one_hold() {
             thread::spawn(move || {
                 world
                     .holds
-                    .run_timers(DEADLINE, u64::MAX, |how, _| world.settle(how, 2))
+                    .run_timers(DEADLINE, KEEP, |how, _| world.settle(how, 2))
                     .expired
             })
         };
@@ -152,7 +160,7 @@ fn late_confirm_races_the_timer() {
             thread::spawn(move || {
                 world
                     .holds
-                    .run_timers(DEADLINE, u64::MAX, |how, _| world.settle(how, 1))
+                    .run_timers(DEADLINE, KEEP, |how, _| world.settle(how, 1))
                     .expired
             })
         };
