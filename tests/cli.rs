@@ -3,14 +3,21 @@
 use std::process::Command;
 
 fn hotstock(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_hotstock")).args(args).output().expect("run hotstock")
+    Command::new(env!("CARGO_BIN_EXE_hotstock"))
+        .args(args)
+        .output()
+        .expect("run hotstock")
 }
 
 #[test]
 fn flash_sale_sells_exactly_the_stock_and_says_so() {
     let out = hotstock(&["flash-sale", "--stock", "5000", "--buyers", "8"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("units sold          5000\n"), "{stdout}");
     assert!(stdout.contains("oversold            0\n"), "{stdout}");
     assert!(stdout.contains("invariants          hold"), "{stdout}");
@@ -18,7 +25,15 @@ fn flash_sale_sells_exactly_the_stock_and_says_so() {
 
 #[test]
 fn flash_sale_with_a_limit_sells_one_per_customer() {
-    let out = hotstock(&["flash-sale", "--stock", "100", "--buyers", "10", "--limit-per-customer", "1"]);
+    let out = hotstock(&[
+        "flash-sale",
+        "--stock",
+        "100",
+        "--buyers",
+        "10",
+        "--limit-per-customer",
+        "1",
+    ]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
     assert!(stdout.contains("units sold          10\n"), "{stdout}");
@@ -27,9 +42,17 @@ fn flash_sale_with_a_limit_sells_one_per_customer() {
 
 #[test]
 fn bad_arguments_exit_2_with_usage() {
-    for args in [&["flash-sale", "--stock", "ten"][..], &["flash-sale", "--buyers", "0"], &["sell"], &[]] {
+    for args in [
+        &["flash-sale", "--stock", "ten"][..],
+        &["flash-sale", "--buyers", "0"],
+        &["sell"],
+        &[],
+    ] {
         let out = hotstock(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("usage: hotstock"), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("usage: hotstock"),
+            "{args:?}"
+        );
     }
 }
