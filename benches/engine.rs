@@ -14,7 +14,10 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 use hotstock::{Engine, EngineConfig, Line, Order, SkuId};
 
 /// Stock that no benchmark can exhaust (below `MAX_STOCK_PER_SKU`).
@@ -45,6 +48,19 @@ fn timed<F: Fn(usize, u64) + Sync>(threads: usize, iters: u64, op: F) -> Duratio
         }
         began.elapsed()
     })
+}
+
+/// Registers `name/threads` in `group`, timing each sample with `sample(iters)`.
+fn bench(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    threads: usize,
+    sample: impl FnMut(u64) -> Duration,
+) {
+    let mut sample = sample;
+    group.bench_with_input(BenchmarkId::new(name, threads), &threads, |b, _| {
+        b.iter_custom(&mut sample)
+    });
 }
 
 fn engine() -> Engine {
@@ -91,58 +107,34 @@ fn hot_sku(c: &mut Criterion) {
     let mut group = c.benchmark_group("hot_sku_purchase");
     group.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        group.bench_with_input(
-            BenchmarkId::new("hotstock_sell", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    let engine = engine();
-                    let (sku, _) = engine.put_sku("hot", BOTTOMLESS, None, None).unwrap();
-                    engine.prepare_hot(sku).unwrap();
-                    timed(threads, iters, |_, _| {
-                        black_box(engine.sell(sku, 1)).unwrap();
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("hotstock_purchase_record", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    let engine = engine();
-                    let (sku, _) = engine.put_sku("hot", BOTTOMLESS, None, None).unwrap();
-                    engine.prepare_hot(sku).unwrap();
-                    timed(threads, iters, |_, _| {
-                        black_box(engine.purchase(sku, 1, None)).unwrap();
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("baseline_atomic_i64", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    let stock = AtomicI64::new(BOTTOMLESS as i64);
-                    timed(threads, iters, |_, _| {
-                        assert!(atomic_take(black_box(&stock), 1));
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("baseline_mutex_hashmap", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    let map = Mutex::new(HashMap::from([("hot".to_owned(), BOTTOMLESS as i64)]));
-                    timed(threads, iters, |_, _| {
-                        assert!(mutex_take(black_box(&map), "hot", 1));
-                    })
-                })
-            },
-        );
+        bench(&mut group, "hotstock_sell", threads, |iters| {
+            let engine = engine();
+            let (sku, _) = engine.put_sku("hot", BOTTOMLESS, None, None).unwrap();
+            engine.prepare_hot(sku).unwrap();
+            timed(threads, iters, |_, _| {
+                black_box(engine.sell(sku, 1)).unwrap();
+            })
+        });
+        bench(&mut group, "hotstock_purchase_record", threads, |iters| {
+            let engine = engine();
+            let (sku, _) = engine.put_sku("hot", BOTTOMLESS, None, None).unwrap();
+            engine.prepare_hot(sku).unwrap();
+            timed(threads, iters, |_, _| {
+                black_box(engine.purchase(sku, 1, None)).unwrap();
+            })
+        });
+        bench(&mut group, "baseline_atomic_i64", threads, |iters| {
+            let stock = AtomicI64::new(BOTTOMLESS as i64);
+            timed(threads, iters, |_, _| {
+                assert!(atomic_take(black_box(&stock), 1));
+            })
+        });
+        bench(&mut group, "baseline_mutex_hashmap", threads, |iters| {
+            let map = Mutex::new(HashMap::from([("hot".to_owned(), BOTTOMLESS as i64)]));
+            timed(threads, iters, |_, _| {
+                assert!(mutex_take(black_box(&map), "hot", 1));
+            })
+        });
     }
     group.finish();
 }
@@ -174,40 +166,22 @@ fn uniform(c: &mut Criterion) {
     let mut group = c.benchmark_group("uniform_100k_skus");
     group.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        group.bench_with_input(
-            BenchmarkId::new("hotstock_sell_by_handle", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    timed(threads, iters, |t, i| {
-                        engine.sell(ids[pick(t, i)], 1).unwrap()
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("hotstock_sell_by_name", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    timed(threads, iters, |t, i| {
-                        let sku = engine.sku(&names[pick(t, i)]).unwrap();
-                        engine.sell(sku, 1).unwrap();
-                    })
-                })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("baseline_mutex_hashmap", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    timed(threads, iters, |t, i| {
-                        assert!(mutex_take(&map, &names[pick(t, i)], 1))
-                    })
-                })
-            },
-        );
+        bench(&mut group, "hotstock_sell_by_handle", threads, |iters| {
+            timed(threads, iters, |t, i| {
+                engine.sell(ids[pick(t, i)], 1).unwrap()
+            })
+        });
+        bench(&mut group, "hotstock_sell_by_name", threads, |iters| {
+            timed(threads, iters, |t, i| {
+                let sku = engine.sku(&names[pick(t, i)]).unwrap();
+                engine.sell(sku, 1).unwrap();
+            })
+        });
+        bench(&mut group, "baseline_mutex_hashmap", threads, |iters| {
+            timed(threads, iters, |t, i| {
+                assert!(mutex_take(&map, &names[pick(t, i)], 1))
+            })
+        });
     }
     group.finish();
 }
@@ -216,51 +190,39 @@ fn cart(c: &mut Criterion) {
     let mut group = c.benchmark_group("cart_3_lines");
     group.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        group.bench_with_input(
-            BenchmarkId::new("hotstock_reserve_confirmed", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    let engine = engine();
-                    let lines: Vec<Line> = ["a", "b", "c"]
-                        .iter()
-                        .map(|n| Line {
-                            sku: engine.put_sku(n, BOTTOMLESS, None, None).unwrap().0,
-                            quantity: 1,
-                        })
-                        .collect();
-                    timed(threads, iters, |_, _| {
-                        black_box(engine.reserve(&Order {
-                            lines: &lines,
-                            confirm: true,
-                            ..Order::default()
-                        }))
-                        .unwrap();
-                    })
+        bench(&mut group, "hotstock_reserve_confirmed", threads, |iters| {
+            let engine = engine();
+            let lines: Vec<Line> = ["a", "b", "c"]
+                .iter()
+                .map(|n| Line {
+                    sku: engine.put_sku(n, BOTTOMLESS, None, None).unwrap().0,
+                    quantity: 1,
                 })
-            },
-        );
-        group.bench_with_input(
-            BenchmarkId::new("baseline_mutex_hashmap", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    let map = Mutex::new(
-                        ["a", "b", "c"]
-                            .iter()
-                            .map(|n| (n.to_string(), BOTTOMLESS as i64))
-                            .collect::<HashMap<_, _>>(),
-                    );
-                    timed(threads, iters, |_, _| {
-                        // All three lines under one lock: the baseline's cart.
-                        let mut map = map.lock().unwrap();
-                        for sku in ["a", "b", "c"] {
-                            *map.get_mut(sku).unwrap() -= 1;
-                        }
-                    })
-                })
-            },
-        );
+                .collect();
+            timed(threads, iters, |_, _| {
+                black_box(engine.reserve(&Order {
+                    lines: &lines,
+                    confirm: true,
+                    ..Order::default()
+                }))
+                .unwrap();
+            })
+        });
+        bench(&mut group, "baseline_mutex_hashmap", threads, |iters| {
+            let map = Mutex::new(
+                ["a", "b", "c"]
+                    .iter()
+                    .map(|n| (n.to_string(), BOTTOMLESS as i64))
+                    .collect::<HashMap<_, _>>(),
+            );
+            timed(threads, iters, |_, _| {
+                // All three lines under one lock: the baseline's cart.
+                let mut map = map.lock().unwrap();
+                for sku in ["a", "b", "c"] {
+                    *map.get_mut(sku).unwrap() -= 1;
+                }
+            })
+        });
     }
     group.finish();
 }
@@ -269,27 +231,21 @@ fn hold_confirm(c: &mut Criterion) {
     let mut group = c.benchmark_group("hold_confirm_cycle");
     group.throughput(Throughput::Elements(1));
     for threads in THREADS {
-        group.bench_with_input(
-            BenchmarkId::new("hotstock", threads),
-            &threads,
-            |b, &threads| {
-                b.iter_custom(|iters| {
-                    let engine = engine();
-                    let (sku, _) = engine.put_sku("drop", BOTTOMLESS, None, None).unwrap();
-                    engine.prepare_hot(sku).unwrap();
-                    let lines = [Line { sku, quantity: 1 }];
-                    timed(threads, iters, |_, _| {
-                        let receipt = engine
-                            .reserve(&Order {
-                                lines: &lines,
-                                ..Order::default()
-                            })
-                            .unwrap();
-                        black_box(engine.confirm(receipt.id)).unwrap();
+        bench(&mut group, "hotstock", threads, |iters| {
+            let engine = engine();
+            let (sku, _) = engine.put_sku("drop", BOTTOMLESS, None, None).unwrap();
+            engine.prepare_hot(sku).unwrap();
+            let lines = [Line { sku, quantity: 1 }];
+            timed(threads, iters, |_, _| {
+                let receipt = engine
+                    .reserve(&Order {
+                        lines: &lines,
+                        ..Order::default()
                     })
-                })
-            },
-        );
+                    .unwrap();
+                black_box(engine.confirm(receipt.id)).unwrap();
+            })
+        });
     }
     group.finish();
 }

@@ -296,18 +296,22 @@ impl Engine {
         }
     }
 
+    /// Operator restock: `units` more received and available.
+    pub fn restock(&self, sku: SkuId, units: u64) -> Result<OperatorChange, EngineError> {
+        self.cell(sku)?
+            .restock(units, stripe_hint())
+            .map_err(|TooMuchStock { received }| EngineError::StockLimit { sku, received })
+    }
+
     /// Adds (`delta > 0`) or removes (`delta < 0`) available units. Removing
     /// more than is available is refused with `InsufficientStock`.
     pub fn adjust(&self, sku: SkuId, delta: i64) -> Result<OperatorChange, EngineError> {
-        let cell = self.cell(sku)?;
-        let hint = stripe_hint();
         if delta >= 0 {
-            return cell
-                .restock(delta as u64, hint)
-                .map_err(|TooMuchStock { received }| EngineError::StockLimit { sku, received });
+            return self.restock(sku, delta as u64);
         }
         let units = delta.unsigned_abs();
-        cell.withdraw(units, hint, &self.config.stripe_policy)
+        self.cell(sku)?
+            .withdraw(units, stripe_hint(), &self.config.stripe_policy)
             .map_err(
                 |Insufficient { available }| EngineError::InsufficientStock {
                     sku,

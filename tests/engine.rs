@@ -455,6 +455,10 @@ fn operator_changes_bump_versions_and_check_expectations() {
         })
     );
     assert_eq!(engine.adjust(sku, -10).unwrap().version, 3);
+    assert_eq!(
+        engine.restock(sku, hotstock::limits::MAX_STOCK_PER_SKU),
+        Err(EngineError::StockLimit { sku, received: 2 })
+    );
     assert_eq!(engine.adjust(sku, 4).unwrap().version, 4);
     assert_eq!(engine.set_limit(sku, Some(2)), Ok(5));
     assert_eq!(
