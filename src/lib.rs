@@ -33,6 +33,7 @@ pub mod error;
 pub mod hint;
 pub mod holds;
 pub mod idempotency;
+pub mod journal;
 pub mod ledger;
 pub mod limits;
 mod sync;

@@ -1,0 +1,380 @@
+//! Journal events: what the engine did, in a compact binary form.
+//!
+//! Every change to engine state is one event. They are designed so that
+//! replay is a *fold* that does not depend on the order of events inside a
+//! batch (the writer drains per-CPU lanes in no particular order):
+//!
+//! - stock changes are **deltas** (`Operator.delta`, `Sell.units`), which
+//!   commute;
+//! - versions are **maxima** (an operator change carries the version it set);
+//!   a limit change wins by version, not by arrival;
+//! - a hold event carries the hold's **whole description** (lines, customer,
+//!   limit mask, deadline) and its new status, and statuses form a lattice
+//!   (held < confirmed < refunded; held < cancelled; held < expired), so a
+//!   confirm that arrives before its reserve still settles the same way.
+//!
+//! Encoding: little-endian, a kind byte first. Decoding is total: any byte
+//! string decodes to an event or a `DecodeError`, never a panic (fuzzed in
+//! `fuzz/`).
+
+use crate::holds::{HoldStatus, Line, ReservationId};
+use crate::limits::{MAX_CUSTOMER_BYTES, MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES};
+use crate::SkuId;
+
+/// A change to a SKU's per-customer limit carried by an operator event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitChange {
+    Unchanged,
+    Set(Option<u32>),
+}
+
+/// One engine change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A SKU got its id. Appended before the SKU is visible to anyone else.
+    SkuCreated { sku: SkuId, name: Box<str> },
+    /// An operator change: `delta` to received (and available), the version
+    /// it produced, and possibly a new limit.
+    Operator {
+        sku: SkuId,
+        delta: i64,
+        version: u64,
+        limit: LimitChange,
+    },
+    /// A record-less sale (`Engine::sell`).
+    Sell { sku: SkuId, units: u32 },
+    /// A hold reached `status` at `at_ms`.
+    Hold(HoldEvent),
+}
+
+/// A hold's full description plus its new status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldEvent {
+    pub id: ReservationId,
+    pub status: HoldStatus,
+    pub at_ms: u64,
+    pub deadline_ms: u64,
+    pub limit_mask: u32,
+    pub customer: Option<Box<str>>,
+    pub lines: Vec<Line>,
+}
+
+/// Why a payload is not an event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload ends early")]
+    Truncated,
+    #[error("unknown event kind {0}")]
+    UnknownKind(u8),
+    #[error("invalid field: {0}")]
+    Invalid(&'static str),
+    #[error("{0} trailing bytes after the event")]
+    Trailing(usize),
+}
+
+const SKU_CREATED: u8 = 1;
+const OPERATOR: u8 = 2;
+const SELL: u8 = 3;
+const HOLD: u8 = 4;
+
+pub(crate) fn status_code(status: HoldStatus) -> u8 {
+    match status {
+        HoldStatus::Held => 1,
+        HoldStatus::Confirmed => 2,
+        HoldStatus::Cancelled => 3,
+        HoldStatus::Expired => 4,
+        HoldStatus::Refunded => 5,
+    }
+}
+
+pub(crate) fn status_from_code(code: u8) -> Option<HoldStatus> {
+    Some(match code {
+        1 => HoldStatus::Held,
+        2 => HoldStatus::Confirmed,
+        3 => HoldStatus::Cancelled,
+        4 => HoldStatus::Expired,
+        5 => HoldStatus::Refunded,
+        _ => return None,
+    })
+}
+
+/// Appends the encoding of a hold event without building a `HoldEvent`
+/// (the engine encodes straight from its record into the lane buffer).
+#[allow(clippy::too_many_arguments)]
+pub fn encode_hold(
+    out: &mut Vec<u8>,
+    id: ReservationId,
+    status: HoldStatus,
+    at_ms: u64,
+    deadline_ms: u64,
+    limit_mask: u32,
+    customer: Option<&str>,
+    lines: &[Line],
+) {
+    debug_assert!(!lines.is_empty() && lines.len() <= MAX_LINES_PER_CART);
+    debug_assert!(customer.is_none_or(|c| !c.is_empty() && c.len() <= MAX_CUSTOMER_BYTES));
+    out.push(HOLD);
+    out.extend_from_slice(&id.as_u64().to_le_bytes());
+    out.push(status_code(status));
+    out.extend_from_slice(&at_ms.to_le_bytes());
+    out.extend_from_slice(&deadline_ms.to_le_bytes());
+    out.extend_from_slice(&limit_mask.to_le_bytes());
+    let customer = customer.unwrap_or("");
+    out.push(customer.len() as u8);
+    out.extend_from_slice(customer.as_bytes());
+    out.push(lines.len() as u8);
+    for line in lines {
+        out.extend_from_slice(&line.sku.index().to_le_bytes());
+        out.extend_from_slice(&line.quantity.to_le_bytes());
+    }
+}
+
+impl Event {
+    /// Appends this event's encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Event::SkuCreated { sku, name } => {
+                debug_assert!(!name.is_empty() && name.len() <= MAX_SKU_NAME_BYTES);
+                out.push(SKU_CREATED);
+                out.extend_from_slice(&sku.index().to_le_bytes());
+                out.push(name.len() as u8);
+                out.extend_from_slice(name.as_bytes());
+            }
+            Event::Operator {
+                sku,
+                delta,
+                version,
+                limit,
+            } => {
+                out.push(OPERATOR);
+                out.extend_from_slice(&sku.index().to_le_bytes());
+                out.extend_from_slice(&delta.to_le_bytes());
+                out.extend_from_slice(&version.to_le_bytes());
+                let (tag, value) = match limit {
+                    LimitChange::Unchanged => (0u8, 0u32),
+                    LimitChange::Set(None) => (1, 0),
+                    LimitChange::Set(Some(limit)) => (2, *limit),
+                };
+                out.push(tag);
+                out.extend_from_slice(&value.to_le_bytes());
+            }
+            Event::Sell { sku, units } => {
+                out.push(SELL);
+                out.extend_from_slice(&sku.index().to_le_bytes());
+                out.extend_from_slice(&units.to_le_bytes());
+            }
+            Event::Hold(h) => encode_hold(
+                out,
+                h.id,
+                h.status,
+                h.at_ms,
+                h.deadline_ms,
+                h.limit_mask,
+                h.customer.as_deref(),
+                &h.lines,
+            ),
+        }
+    }
+
+    /// Decodes one event that fills `payload` exactly.
+    pub fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
+        let mut r = Reader(payload);
+        let event = match r.u8()? {
+            SKU_CREATED => {
+                let sku = SkuId::from_index(r.u32()?);
+                let name = r
+                    .str(MAX_SKU_NAME_BYTES)?
+                    .ok_or(DecodeError::Invalid("empty SKU name"))?;
+                crate::catalogue::validate_sku_name(&name)
+                    .map_err(|_| DecodeError::Invalid("SKU name"))?;
+                Event::SkuCreated { sku, name }
+            }
+            OPERATOR => {
+                let sku = SkuId::from_index(r.u32()?);
+                let delta = r.u64()? as i64;
+                let version = r.u64()?;
+                let tag = r.u8()?;
+                let value = r.u32()?;
+                let limit = match (tag, value) {
+                    (0, 0) => LimitChange::Unchanged,
+                    (1, 0) => LimitChange::Set(None),
+                    (2, limit) if limit > 0 => LimitChange::Set(Some(limit)),
+                    _ => return Err(DecodeError::Invalid("limit change")),
+                };
+                Event::Operator {
+                    sku,
+                    delta,
+                    version,
+                    limit,
+                }
+            }
+            SELL => Event::Sell {
+                sku: SkuId::from_index(r.u32()?),
+                units: r.u32()?,
+            },
+            HOLD => {
+                let id = ReservationId::from_u64(r.u64()?);
+                let status =
+                    status_from_code(r.u8()?).ok_or(DecodeError::Invalid("hold status"))?;
+                let at_ms = r.u64()?;
+                let deadline_ms = r.u64()?;
+                let limit_mask = r.u32()?;
+                let customer = r.str(MAX_CUSTOMER_BYTES)?;
+                let count = r.u8()? as usize;
+                if count == 0 || count > MAX_LINES_PER_CART {
+                    return Err(DecodeError::Invalid("line count"));
+                }
+                let mut lines = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let sku = SkuId::from_index(r.u32()?);
+                    let quantity = r.u32()?;
+                    if quantity == 0 {
+                        return Err(DecodeError::Invalid("zero quantity"));
+                    }
+                    lines.push(Line { sku, quantity });
+                }
+                if limit_mask >> count != 0 && count < 32 {
+                    return Err(DecodeError::Invalid(
+                        "limit mask names a line that does not exist",
+                    ));
+                }
+                Event::Hold(HoldEvent {
+                    id,
+                    status,
+                    at_ms,
+                    deadline_ms,
+                    limit_mask,
+                    customer,
+                    lines,
+                })
+            }
+            kind => return Err(DecodeError::UnknownKind(kind)),
+        };
+        match r.0.len() {
+            0 => Ok(event),
+            trailing => Err(DecodeError::Trailing(trailing)),
+        }
+    }
+}
+
+struct Reader<'a>(&'a [u8]);
+
+impl Reader<'_> {
+    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+        if self.0.len() < n {
+            return Err(DecodeError::Truncated);
+        }
+        let (head, tail) = self.0.split_at(n);
+        self.0 = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, DecodeError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, DecodeError> {
+        let bytes = self.take(4)?;
+        Ok(u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, DecodeError> {
+        let bytes = self.take(8)?;
+        let mut word = [0u8; 8];
+        word.copy_from_slice(bytes);
+        Ok(u64::from_le_bytes(word))
+    }
+
+    /// A length-prefixed string; length 0 is `None`.
+    fn str(&mut self, max: usize) -> Result<Option<Box<str>>, DecodeError> {
+        let len = self.u8()? as usize;
+        if len > max {
+            return Err(DecodeError::Invalid("string too long"));
+        }
+        if len == 0 {
+            return Ok(None);
+        }
+        let bytes = self.take(len)?;
+        let text =
+            std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid("string is not UTF-8"))?;
+        Ok(Some(text.into()))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn round_trip(event: Event) {
+        let mut bytes = Vec::new();
+        event.encode(&mut bytes);
+        assert_eq!(Event::decode(&bytes), Ok(event.clone()));
+        // Every strict prefix is refused, never misread.
+        for cut in 0..bytes.len() {
+            assert!(
+                Event::decode(&bytes[..cut]).is_err(),
+                "prefix {cut} of {event:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn every_kind_round_trips_and_prefixes_are_refused() {
+        round_trip(Event::SkuCreated {
+            sku: SkuId::from_index(7),
+            name: "tee-black-m".into(),
+        });
+        for limit in [
+            LimitChange::Unchanged,
+            LimitChange::Set(None),
+            LimitChange::Set(Some(3)),
+        ] {
+            round_trip(Event::Operator {
+                sku: SkuId::from_index(1),
+                delta: -42,
+                version: 9,
+                limit,
+            });
+        }
+        round_trip(Event::Sell {
+            sku: SkuId::from_index(u32::MAX),
+            units: 5,
+        });
+        round_trip(Event::Hold(HoldEvent {
+            id: ReservationId::from_u64(0x1234_5678_9abc),
+            status: HoldStatus::Refunded,
+            at_ms: 1_700_000_000_000,
+            deadline_ms: 1_700_000_600_000,
+            limit_mask: 0b101,
+            customer: Some("alice".into()),
+            lines: vec![
+                Line {
+                    sku: SkuId::from_index(1),
+                    quantity: 2,
+                },
+                Line {
+                    sku: SkuId::from_index(2),
+                    quantity: 1,
+                },
+                Line {
+                    sku: SkuId::from_index(3),
+                    quantity: 9,
+                },
+            ],
+        }));
+    }
+
+    #[test]
+    fn garbage_is_refused() {
+        assert_eq!(Event::decode(&[]), Err(DecodeError::Truncated));
+        assert_eq!(Event::decode(&[99]), Err(DecodeError::UnknownKind(99)));
+        let mut bytes = Vec::new();
+        Event::Sell {
+            sku: SkuId::from_index(1),
+            units: 1,
+        }
+        .encode(&mut bytes);
+        bytes.push(0);
+        assert_eq!(Event::decode(&bytes), Err(DecodeError::Trailing(1)));
+    }
+}

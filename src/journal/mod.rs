@@ -1,0 +1,730 @@
+//! The write-behind journal: every engine change, group-committed to disk
+//! behind the hot path.
+//!
+//! # Shape
+//!
+//! ```text
+//! engine thread ──append──▶ lane[cpu] (bytes, its own lock)
+//!                                │  drained by
+//!                                ▼
+//!                         writer thread ── one write + one fdatasync per batch ──▶ segment files
+//!                                │ after each durable batch
+//!                                ├──▶ durable epoch advances; waiters wake
+//!                                └──▶ sink (the settled-counts fold)
+//! ```
+//!
+//! # Why epochs
+//!
+//! There is no global sequence number (a global atomic is a global lock).
+//! Instead the writer keeps an *open epoch*. An append reads it under its
+//! lane's lock and tags its frame with it; that tag is the append's
+//! `Ticket`. To cut batch `k`, the writer moves the open epoch to `k + 1`
+//! and then, lane by lane under each lane's lock, takes every frame tagged
+//! `k` or less. The lane lock orders the two: an append that read `k` is
+//! either already in the lane when the writer looks, or it took the lock
+//! after the writer and so read `k + 1`. Hence batch `k` holds *every*
+//! frame tagged `k` or less, and since tags only grow, an event appended
+//! before another is in the same batch or an earlier one. A crash therefore
+//! loses a suffix of batches, never a hole, and `durable >= ticket` means
+//! everything appended before the ticket was taken is on disk.
+//!
+//! The only line shared by all cores on the append path is the open epoch,
+//! which the writer writes once per batch and appenders only read.
+//!
+//! # Failure
+//!
+//! A failed write or `fdatasync` is not retried (after a failed fsync the
+//! kernel may have dropped the dirty pages; a retry can "succeed" on data
+//! that is gone). The journal enters a failed state for good: nothing more
+//! becomes durable, every waiter and every later append gets the error, and
+//! the process must restart and recover from what is on disk.
+
+pub mod event;
+pub mod fs;
+pub mod segment;
+
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use parking_lot::{Condvar, Mutex};
+
+use fs::{JournalFs, SegmentFile};
+use segment::{append_frame, encode_header, Position, HEADER_LEN};
+
+/// Whether callers wait for their changes to be on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Durability {
+    /// A caller that waits on its ticket returns only once its change is on
+    /// disk. The writer starts a batch as soon as someone waits.
+    Sync,
+    /// Callers do not wait; the writer flushes every `flush_interval`. A
+    /// crash loses at most the changes of the last interval plus one fsync.
+    Async,
+}
+
+/// Journal settings; every field is a limit.
+#[derive(Clone, Debug)]
+pub struct JournalConfig {
+    pub dir: PathBuf,
+    pub durability: Durability,
+    /// How often the writer flushes when nobody waits.
+    pub flush_interval: Duration,
+    /// A new segment starts once the current one would exceed this.
+    pub segment_bytes: u64,
+    /// Most unflushed bytes one lane holds; an append beyond it waits for
+    /// the writer (backpressure instead of unbounded memory).
+    pub lane_bytes: usize,
+}
+
+impl JournalConfig {
+    pub fn new(dir: impl Into<PathBuf>, durability: Durability) -> JournalConfig {
+        JournalConfig {
+            dir: dir.into(),
+            durability,
+            flush_interval: Duration::from_millis(5),
+            segment_bytes: 64 << 20,
+            lane_bytes: 8 << 20,
+        }
+    }
+}
+
+/// Why the journal cannot make changes durable.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum JournalError {
+    #[error("journal write failed, nothing more will be made durable (restart to recover): {0}")]
+    WriteFailed(Arc<io::Error>),
+    #[error(
+        "journal fdatasync failed, nothing more will be made durable (restart to recover): {0}"
+    )]
+    SyncFailed(Arc<io::Error>),
+    #[error("journal is shut down")]
+    Closed,
+}
+
+/// A position in the stream of batches: durable once the journal's durable
+/// epoch reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ticket(u64);
+
+impl Ticket {
+    /// A ticket that is always durable (for callers without a journal).
+    pub const NONE: Ticket = Ticket(0);
+}
+
+/// Called by the writer with each batch once it is durable: the batch's
+/// frames and the position of its first byte.
+pub type BatchSink = Box<dyn FnMut(&[u8], Position) + Send>;
+
+#[derive(Debug, Default)]
+struct Lane {
+    /// Epoch of the frames in `open`; frames in `sealed` are older.
+    open_epoch: u64,
+    sealed: Vec<u8>,
+    open: Vec<u8>,
+}
+
+impl Lane {
+    fn len(&self) -> usize {
+        self.sealed.len() + self.open.len()
+    }
+}
+
+#[derive(Debug)]
+struct Shared {
+    lanes: Box<[CachePadded<Mutex<Lane>>]>,
+    /// Appends are tagged with this; the writer moves it once per batch.
+    open_epoch: CachePadded<AtomicU64>,
+    /// Every frame tagged at or below this is on disk.
+    durable_epoch: CachePadded<AtomicU64>,
+    failure: OnceLock<JournalError>,
+    shutdown: AtomicBool,
+    /// The writer sleeps here; waiters and full lanes kick it.
+    kick: Mutex<bool>,
+    kicked: Condvar,
+    /// Blocking waiters sleep here; the writer wakes them per batch.
+    durable_lock: Mutex<()>,
+    durable_changed: Condvar,
+    /// Async waiters, woken per batch.
+    wakers: Mutex<Vec<(u64, Waker)>>,
+    durability: Durability,
+    lane_bytes: usize,
+}
+
+/// The journal handle. Appends from any thread; one writer thread behind it.
+#[derive(Debug)]
+pub struct Journal {
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    dir: PathBuf,
+}
+
+impl Journal {
+    /// Starts a journal that writes new segments from `next_segment` on
+    /// (recovery has read, checked and truncated everything before it).
+    pub fn start(
+        config: JournalConfig,
+        fs: Arc<dyn JournalFs>,
+        next_segment: u64,
+        sink: BatchSink,
+    ) -> io::Result<Journal> {
+        assert!(
+            config.segment_bytes > HEADER_LEN as u64 + 64,
+            "segment_bytes too small"
+        );
+        assert!(config.lane_bytes >= 4096, "lane_bytes too small");
+        let lanes = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 64);
+        let shared = Arc::new(Shared {
+            lanes: (0..lanes)
+                .map(|_| {
+                    CachePadded::new(Mutex::new(Lane {
+                        open_epoch: 1,
+                        ..Lane::default()
+                    }))
+                })
+                .collect(),
+            open_epoch: CachePadded::new(AtomicU64::new(1)),
+            durable_epoch: CachePadded::new(AtomicU64::new(0)),
+            failure: OnceLock::new(),
+            shutdown: AtomicBool::new(false),
+            kick: Mutex::new(false),
+            kicked: Condvar::new(),
+            durable_lock: Mutex::new(()),
+            durable_changed: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
+            durability: config.durability,
+            lane_bytes: config.lane_bytes,
+        });
+        let writer = Writer {
+            shared: Arc::clone(&shared),
+            fs,
+            dir: config.dir.clone(),
+            segment_bytes: config.segment_bytes,
+            flush_interval: config.flush_interval,
+            next_segment,
+            file: None,
+            file_len: 0,
+            sink,
+        };
+        let handle = std::thread::Builder::new()
+            .name("hotstock-journal".into())
+            .spawn(move || writer.run())?;
+        Ok(Journal {
+            shared,
+            writer: Mutex::new(Some(handle)),
+            dir: config.dir,
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.shared.durability
+    }
+
+    /// The failure that stopped the journal, if any.
+    pub fn failure(&self) -> Option<JournalError> {
+        self.shared.failure.get().cloned()
+    }
+
+    /// Appends one frame whose payload `write` encodes, to the lane of
+    /// `hint` (the caller's CPU). Returns the frame's ticket.
+    pub fn append(
+        &self,
+        hint: usize,
+        write: impl FnOnce(&mut Vec<u8>),
+    ) -> Result<Ticket, JournalError> {
+        let shared = &*self.shared;
+        if let Some(failure) = shared.failure.get() {
+            return Err(failure.clone());
+        }
+        let lane = &shared.lanes[hint % shared.lanes.len()];
+        let mut lane = lane.lock();
+        while lane.len() >= shared.lane_bytes {
+            // Backpressure: the writer is behind. Wake it and wait for the
+            // lane to drain rather than grow without bound.
+            drop(lane);
+            self.kick_writer();
+            if let Some(failure) = shared.failure.get() {
+                return Err(failure.clone());
+            }
+            std::thread::yield_now();
+            lane = shared.lanes[hint % shared.lanes.len()].lock();
+        }
+        // Acquire: pairs with the writer's Release store; read under the lane
+        // lock, which is what orders this append against the writer's cut.
+        let epoch = shared.open_epoch.load(Ordering::Acquire);
+        debug_assert!(epoch >= lane.open_epoch, "epochs only grow");
+        if epoch > lane.open_epoch {
+            let Lane { sealed, open, .. } = &mut *lane;
+            sealed.append(open);
+            lane.open_epoch = epoch;
+        }
+        append_frame(&mut lane.open, write);
+        Ok(Ticket(epoch))
+    }
+
+    /// A ticket covering everything appended so far by anyone: durable once
+    /// every change made before this call is on disk.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.shared.open_epoch.load(Ordering::Acquire))
+    }
+
+    pub fn is_durable(&self, ticket: Ticket) -> bool {
+        self.shared.durable_epoch.load(Ordering::Acquire) >= ticket.0
+    }
+
+    /// Blocks until `ticket` is durable, or the journal fails.
+    pub fn wait_durable(&self, ticket: Ticket) -> Result<(), JournalError> {
+        let shared = &*self.shared;
+        if self.is_durable(ticket) {
+            return Ok(());
+        }
+        self.kick_writer();
+        let mut guard = shared.durable_lock.lock();
+        loop {
+            if self.is_durable(ticket) {
+                return Ok(());
+            }
+            if let Some(failure) = shared.failure.get() {
+                return Err(failure.clone());
+            }
+            if shared.shutdown.load(Ordering::Acquire) && self.writer.lock().is_none() {
+                return Err(JournalError::Closed);
+            }
+            shared
+                .durable_changed
+                .wait_for(&mut guard, Duration::from_millis(100));
+        }
+    }
+
+    /// A future that resolves when `ticket` is durable, or the journal fails.
+    pub fn durable(&self, ticket: Ticket) -> DurableFuture {
+        DurableFuture {
+            shared: Arc::clone(&self.shared),
+            ticket,
+            kicked: false,
+        }
+    }
+
+    /// Flushes everything appended so far and waits for it.
+    pub fn flush(&self) -> Result<(), JournalError> {
+        self.wait_durable(self.ticket())
+    }
+
+    /// Flushes, stops the writer and joins it.
+    pub fn shutdown(&self) -> Result<(), JournalError> {
+        let flushed = self.flush();
+        self.shared.shutdown.store(true, Ordering::Release);
+        self.kick_writer();
+        if let Some(handle) = self.writer.lock().take() {
+            // The writer never panics by design; if it did, the panic hook
+            // has reported it and the failure state is what callers see.
+            let _ = handle.join();
+        }
+        flushed
+    }
+
+    fn kick_writer(&self) {
+        kick(&self.shared);
+    }
+}
+
+impl Drop for Journal {
+    fn drop(&mut self) {
+        // Best effort: a drop cannot report errors; callers that care call
+        // `shutdown` and check its result.
+        let _ = self.shutdown();
+    }
+}
+
+fn kick(shared: &Shared) {
+    let mut kicked = shared.kick.lock();
+    *kicked = true;
+    shared.kicked.notify_one();
+}
+
+/// Resolves when its ticket is durable. See `Journal::durable`.
+#[derive(Debug)]
+pub struct DurableFuture {
+    shared: Arc<Shared>,
+    ticket: Ticket,
+    kicked: bool,
+}
+
+impl Future for DurableFuture {
+    type Output = Result<(), JournalError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let shared = Arc::clone(&self.shared);
+        let ready = |s: &Shared| s.durable_epoch.load(Ordering::Acquire) >= self.ticket.0;
+        if ready(&shared) {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(failure) = shared.failure.get() {
+            return Poll::Ready(Err(failure.clone()));
+        }
+        {
+            let mut wakers = shared.wakers.lock();
+            // Check again under the lock the writer takes to wake us, so a
+            // batch finishing in between cannot be missed.
+            if ready(&shared) {
+                return Poll::Ready(Ok(()));
+            }
+            if shared.failure.get().is_some() || shared.shutdown.load(Ordering::Acquire) {
+                drop(wakers);
+                return Poll::Ready(
+                    shared
+                        .failure
+                        .get()
+                        .cloned()
+                        .map_or(Err(JournalError::Closed), Err),
+                );
+            }
+            wakers.push((self.ticket.0, cx.waker().clone()));
+        }
+        if !self.kicked {
+            self.kicked = true;
+            kick(&shared);
+        }
+        Poll::Pending
+    }
+}
+
+struct Writer {
+    shared: Arc<Shared>,
+    fs: Arc<dyn JournalFs>,
+    dir: PathBuf,
+    segment_bytes: u64,
+    flush_interval: Duration,
+    next_segment: u64,
+    file: Option<Box<dyn SegmentFile>>,
+    file_len: u64,
+    sink: BatchSink,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch: Vec<u8> = Vec::new();
+        loop {
+            let stopping = self.wait_for_work();
+            let epoch = self.cut(&mut batch);
+            if !batch.is_empty() {
+                match self.write(&batch) {
+                    Ok(start) => (self.sink)(&batch, start),
+                    Err(failure) => {
+                        self.fail(failure);
+                        return;
+                    }
+                }
+            }
+            // Release: pairs with the Acquire loads of waiters; the batch is
+            // on disk before anyone can see its epoch as durable.
+            self.shared.durable_epoch.store(epoch, Ordering::Release);
+            self.wake(epoch);
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps until kicked, the flush interval passes, or shutdown. Returns
+    /// whether this is the last batch.
+    fn wait_for_work(&self) -> bool {
+        let shared = &*self.shared;
+        let mut kicked = shared.kick.lock();
+        if !*kicked && !shared.shutdown.load(Ordering::Acquire) {
+            shared.kicked.wait_for(&mut kicked, self.flush_interval);
+        }
+        *kicked = false;
+        shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Closes the open epoch and gathers every frame tagged with it or
+    /// earlier into `batch`. Returns the closed epoch.
+    fn cut(&self, batch: &mut Vec<u8>) -> u64 {
+        let shared = &*self.shared;
+        batch.clear();
+        // Relaxed load: only this thread writes the epoch. Release store:
+        // appenders that read the new epoch (under a lane lock we take
+        // below) see everything we did before.
+        let closed = shared.open_epoch.load(Ordering::Relaxed);
+        shared.open_epoch.store(closed + 1, Ordering::Release);
+        for lane in shared.lanes.iter() {
+            let mut lane = lane.lock();
+            batch.append(&mut lane.sealed);
+            if lane.open_epoch <= closed {
+                batch.append(&mut lane.open);
+            }
+        }
+        closed
+    }
+
+    /// Writes `batch` to the current segment (starting a new one when it
+    /// would overflow) and syncs it. Returns the batch's start position.
+    fn write(&mut self, batch: &[u8]) -> Result<Position, JournalError> {
+        let over = self.file_len + batch.len() as u64 > self.segment_bytes;
+        if self.file.is_none() || (over && self.file_len > HEADER_LEN as u64) {
+            self.rotate()?;
+        }
+        let start = Position {
+            segment: self.next_segment - 1,
+            offset: self.file_len,
+        };
+        let file = self.file.as_mut().expect("rotate opened a segment");
+        file.write_all(batch)
+            .map_err(|e| JournalError::WriteFailed(Arc::new(e)))?;
+        self.file_len += batch.len() as u64;
+        file.sync_data()
+            .map_err(|e| JournalError::SyncFailed(Arc::new(e)))?;
+        Ok(start)
+    }
+
+    fn rotate(&mut self) -> Result<(), JournalError> {
+        let number = self.next_segment;
+        let write_failed = |e| JournalError::WriteFailed(Arc::new(e));
+        let mut file = self
+            .fs
+            .create_segment(&self.dir, number)
+            .map_err(write_failed)?;
+        file.write_all(&encode_header(number))
+            .map_err(write_failed)?;
+        file.sync_data()
+            .map_err(|e| JournalError::SyncFailed(Arc::new(e)))?;
+        // The new file's directory entry must be durable before any frame in
+        // it is acknowledged.
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| JournalError::SyncFailed(Arc::new(e)))?;
+        self.file = Some(file);
+        self.file_len = HEADER_LEN as u64;
+        self.next_segment += 1;
+        Ok(())
+    }
+
+    fn fail(&self, failure: JournalError) {
+        eprintln!("hotstock: {failure}");
+        let _ = self.shared.failure.set(failure);
+        self.wake(0);
+    }
+
+    fn wake(&self, durable: u64) {
+        let shared = &*self.shared;
+        {
+            let _guard = shared.durable_lock.lock();
+            shared.durable_changed.notify_all();
+        }
+        let failed = shared.failure.get().is_some();
+        let mut wakers = shared.wakers.lock();
+        wakers.retain(|(ticket, waker)| {
+            let done = failed || *ticket <= durable;
+            if done {
+                waker.wake_by_ref();
+            }
+            !done
+        });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::event::Event;
+    use super::fs::{FaultyFs, RealFs};
+    use super::segment::{scan, segment_file_name};
+    use super::*;
+    use crate::SkuId;
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("hotstock-journal-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn sell(units: u32) -> impl FnOnce(&mut Vec<u8>) {
+        move |out| {
+            Event::Sell {
+                sku: SkuId::from_index(1),
+                units,
+            }
+            .encode(out)
+        }
+    }
+
+    fn read_all(dir: &Path) -> Vec<Event> {
+        let mut events = Vec::new();
+        let mut numbers: Vec<u64> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| segment::parse_segment_file_name(e.unwrap().file_name().to_str()?))
+            .collect();
+        numbers.sort();
+        for (i, n) in numbers.iter().enumerate() {
+            let bytes = std::fs::read(dir.join(segment_file_name(*n))).unwrap();
+            scan(&bytes, *n, "", i + 1 == numbers.len(), 0, |_, p| {
+                events.push(Event::decode(p).unwrap());
+                Ok(())
+            })
+            .unwrap();
+        }
+        events
+    }
+
+    #[test]
+    fn appended_events_become_durable_in_order_per_thread_and_rotate_segments() {
+        let dir = temp_dir("basic");
+        let mut config = JournalConfig::new(&dir, Durability::Sync);
+        config.segment_bytes = 256;
+        let journal = Journal::start(config, Arc::new(RealFs), 0, Box::new(|_, _| {})).unwrap();
+        for units in 1..=100 {
+            let ticket = journal.append(0, sell(units)).unwrap();
+            if units % 10 == 0 {
+                journal.wait_durable(ticket).unwrap();
+                assert!(journal.is_durable(ticket));
+            }
+        }
+        journal.shutdown().unwrap();
+        let units: Vec<u32> = read_all(&dir)
+            .into_iter()
+            .map(|e| match e {
+                Event::Sell { units, .. } => units,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(units, (1..=100).collect::<Vec<_>>());
+        let segments = std::fs::read_dir(&dir).unwrap().count();
+        assert!(segments > 1, "256-byte segments must rotate: {segments}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failed_fsync_is_sticky_and_never_acknowledged() {
+        let dir = temp_dir("fsync");
+        let fs = FaultyFs::new();
+        let journal = Journal::start(
+            JournalConfig::new(&dir, Durability::Sync),
+            Arc::new(fs.clone()),
+            0,
+            Box::new(|_, _| {}),
+        )
+        .unwrap();
+        let ok = journal.append(0, sell(1)).unwrap();
+        journal.wait_durable(ok).unwrap();
+        fs.fail_sync_in(1);
+        let doomed = journal.append(0, sell(2)).unwrap();
+        assert!(matches!(
+            journal.wait_durable(doomed),
+            Err(JournalError::SyncFailed(_))
+        ));
+        assert!(!journal.is_durable(doomed));
+        // Sticky: no retry, no later success.
+        assert!(matches!(
+            journal.append(0, sell(3)),
+            Err(JournalError::SyncFailed(_))
+        ));
+        assert!(matches!(journal.flush(), Err(JournalError::SyncFailed(_))));
+        drop(journal);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn disk_full_fails_the_journal_with_enospc() {
+        let dir = temp_dir("full");
+        let fs = FaultyFs::new();
+        let journal = Journal::start(
+            JournalConfig::new(&dir, Durability::Sync),
+            Arc::new(fs.clone()),
+            0,
+            Box::new(|_, _| {}),
+        )
+        .unwrap();
+        journal
+            .wait_durable(journal.append(0, sell(1)).unwrap())
+            .unwrap();
+        fs.disk_full_after(5);
+        let ticket = journal.append(0, sell(2)).unwrap();
+        match journal.wait_durable(ticket) {
+            Err(JournalError::WriteFailed(e)) => assert_eq!(e.raw_os_error(), Some(libc::ENOSPC)),
+            other => panic!("{other:?}"),
+        }
+        drop(journal);
+        // What was acknowledged is intact; the partial write is a torn tail.
+        let events = read_all(&dir);
+        assert_eq!(
+            events,
+            [Event::Sell {
+                sku: SkuId::from_index(1),
+                units: 1
+            }]
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn async_waits_resolve_and_many_threads_group_commit() {
+        let dir = temp_dir("async");
+        let batches = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&batches);
+        let journal = Arc::new(
+            Journal::start(
+                JournalConfig::new(&dir, Durability::Sync),
+                Arc::new(RealFs),
+                0,
+                Box::new(move |_, _| {
+                    counted.fetch_add(1, Ordering::Relaxed);
+                }),
+            )
+            .unwrap(),
+        );
+        std::thread::scope(|s| {
+            for t in 0..8 {
+                let journal = Arc::clone(&journal);
+                s.spawn(move || {
+                    for i in 0..200 {
+                        let ticket = journal.append(t, sell(t as u32 * 1000 + i)).unwrap();
+                        block_on(journal.durable(ticket)).unwrap();
+                    }
+                });
+            }
+        });
+        journal.shutdown().unwrap();
+        assert_eq!(read_all(&dir).len(), 1600);
+        // Group commit: far fewer fsyncs than durable waits.
+        assert!(
+            batches.load(Ordering::Relaxed) < 1600,
+            "{}",
+            batches.load(Ordering::Relaxed)
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A minimal executor: poll, park until woken.
+    fn block_on<F: Future>(future: F) -> F::Output {
+        struct Unpark(std::thread::Thread);
+        impl std::task::Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(std::thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(future);
+        loop {
+            if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+                return out;
+            }
+            std::thread::park();
+        }
+    }
+}
