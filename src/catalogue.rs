@@ -148,6 +148,18 @@ impl Catalogue {
     /// Returns the SKU named `name`, creating it (with zero stock) if it does
     /// not exist. The bool says whether it was created by this call.
     pub fn find_or_create(&self, name: &str) -> Result<(SkuId, bool), EngineError> {
+        self.find_or_create_with(name, |_, _| {})
+    }
+
+    /// `find_or_create`, calling `on_create(id, name)` when the SKU is
+    /// created, before any other thread can see it (the journal records the
+    /// creation there, so no durable event can name a SKU whose creation
+    /// was lost).
+    pub fn find_or_create_with(
+        &self,
+        name: &str,
+        on_create: impl FnOnce(SkuId, &str),
+    ) -> Result<(SkuId, bool), EngineError> {
         validate_sku_name(name)?;
         if let Some(id) = self.find(name) {
             return Ok((id, false));
@@ -174,12 +186,44 @@ impl Catalogue {
         let chunk = self.chunks[index >> CHUNK_BITS]
             .get_or_init(|| (0..CHUNK_LEN).map(|_| SkuSlot::default()).collect());
         let slot = &chunk[index & (CHUNK_LEN - 1)];
+        on_create(id, name);
         let fresh = slot.name.set(name.into());
         assert!(fresh.is_ok(), "SKU id {id} issued twice");
         shard.insert_unique(hash, id, |&existing| {
             self.hasher.hash_one(self.name_of(existing))
         });
         Ok((id, true))
+    }
+
+    /// Recreates SKU `id` named `name` (recovery only, before serving).
+    /// Ids left out stay unused gaps.
+    pub fn restore(&self, id: SkuId, name: &str) -> Result<&SkuSlot, EngineError> {
+        validate_sku_name(name)?;
+        let raw = id.0;
+        if raw >= MAX_SKUS {
+            return Err(EngineError::UnknownSkuId { sku: id });
+        }
+        let index = raw as usize;
+        let chunk = self.chunks[index >> CHUNK_BITS]
+            .get_or_init(|| (0..CHUNK_LEN).map(|_| SkuSlot::default()).collect());
+        let slot = &chunk[index & (CHUNK_LEN - 1)];
+        assert!(
+            slot.name.set(name.into()).is_ok(),
+            "SKU {id} restored twice"
+        );
+        let hash = self.hasher.hash_one(name);
+        let mut shard = self.index[shard_of(hash)].write();
+        assert!(
+            shard
+                .find(hash, |&other| self.name_of(other) == name)
+                .is_none(),
+            "SKU name {name:?} restored twice"
+        );
+        shard.insert_unique(hash, id, |&existing| {
+            self.hasher.hash_one(self.name_of(existing))
+        });
+        self.next_id.fetch_max(raw + 1, Ordering::Relaxed);
+        Ok(slot)
     }
 
     /// How many ids were issued (every one of them names a SKU once its

@@ -417,6 +417,22 @@ impl StockCell {
         meta.version
     }
 
+    /// Sets every count of a fresh cell from recovered state. Only for a
+    /// cell nobody else can see yet (recovery runs before serving).
+    pub fn restore(&self, snapshot: &CellSnapshot) {
+        let mut meta = self.meta.lock();
+        debug_assert_eq!(meta.version, 0, "restore only into a fresh cell");
+        meta.received = snapshot.received;
+        meta.version = snapshot.version;
+        self.per_customer_limit
+            .store(snapshot.per_customer_limit.unwrap_or(0), Ordering::Relaxed);
+        self.home
+            .available
+            .store(snapshot.available, Ordering::Relaxed);
+        self.home.held.store(snapshot.held, Ordering::Relaxed);
+        self.home.sold.store(snapshot.sold, Ordering::Relaxed);
+    }
+
     /// Forces a drain and redistribution, widening the cell when it holds
     /// enough units. Used by the engine when it knows a SKU will be hot (a
     /// sale is about to open) and by the loom models.

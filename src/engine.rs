@@ -36,11 +36,14 @@ use crate::holds::{
     TimerWork, Transition, TransitionError,
 };
 use crate::idempotency::{IdempotencyTable, Origin, Reused};
+use crate::journal::event::{encode_hold, Event, LimitChange};
+use crate::journal::{DurableFuture, Journal, JournalError, Ticket};
 use crate::ledger::{LimitLedger, OverLimit};
 use crate::limits::{
     MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
     MAX_TTL_MS,
 };
+use crate::settled::Settled;
 
 /// Engine settings. `EngineConfig::default()` suits a shop; every field is a
 /// limit or a period, checked by `Engine::new`.
@@ -191,6 +194,8 @@ pub struct Engine {
     ledger: LimitLedger,
     idempotency: IdempotencyTable<StoredOutcome>,
     clock: Arc<dyn Clock>,
+    /// Where every change is recorded; `None` for a purely in-memory engine.
+    journal: Option<Arc<Journal>>,
 }
 
 impl Engine {
@@ -199,6 +204,17 @@ impl Engine {
     }
 
     pub fn with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, ConfigError> {
+        Engine::with_journal(config, clock, None)
+    }
+
+    /// An engine that records every change in `journal`. Callers that
+    /// acknowledge durable operations wait on `durability_ticket()` after
+    /// the operation (see `wait_durable` and `durable`).
+    pub fn with_journal(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        journal: Option<Arc<Journal>>,
+    ) -> Result<Engine, ConfigError> {
         config.validate()?;
         Ok(Engine {
             catalogue: Catalogue::new(),
@@ -210,7 +226,118 @@ impl Engine {
             ),
             clock,
             config,
+            journal,
         })
+    }
+
+    // ---- durability ------------------------------------------------------
+
+    /// A ticket covering every change this engine made before the call. Take
+    /// it after an operation; once it is durable, so is the operation.
+    pub fn durability_ticket(&self) -> Ticket {
+        self.journal.as_ref().map_or(Ticket::NONE, |j| j.ticket())
+    }
+
+    /// Blocks until `ticket` is on disk (at once without a journal).
+    pub fn wait_durable(&self, ticket: Ticket) -> Result<(), JournalError> {
+        match &self.journal {
+            Some(journal) => journal.wait_durable(ticket),
+            None => Ok(()),
+        }
+    }
+
+    /// Resolves when `ticket` is on disk; `None` without a journal.
+    pub fn durable(&self, ticket: Ticket) -> Option<DurableFuture> {
+        self.journal.as_ref().map(|j| j.durable(ticket))
+    }
+
+    pub fn journal(&self) -> Option<&Arc<Journal>> {
+        self.journal.as_ref()
+    }
+
+    /// Refuses changes once the journal has failed: they could never be made
+    /// durable, and acknowledging them would lie.
+    #[inline]
+    fn check_storage(&self) -> Result<(), EngineError> {
+        match self.journal.as_ref().and_then(|j| j.failure()) {
+            None => Ok(()),
+            Some(failure) => Err(EngineError::StorageFailed {
+                message: failure.to_string().into(),
+            }),
+        }
+    }
+
+    /// Appends one event. A failure is sticky in the journal and reaches the
+    /// caller through its durability wait (and `check_storage` refuses every
+    /// later change), so it is not reported twice here.
+    #[inline]
+    fn record(&self, hint: usize, write: impl FnOnce(&mut Vec<u8>)) {
+        if let Some(journal) = &self.journal {
+            let _ = journal.append(hint, write);
+        }
+    }
+
+    fn record_operator(&self, sku: SkuId, change: OperatorChange, limit: LimitChange) {
+        let event = Event::Operator {
+            sku,
+            delta: change.delta,
+            version: change.version,
+            limit,
+        };
+        self.record(stripe_hint(), |out| event.encode(out));
+    }
+
+    /// Rebuilds this (fresh, unshared) engine's state from recovered
+    /// counts and records. Does not journal anything: the state came from
+    /// the journal.
+    pub fn restore(&self, settled: &Settled) -> Result<(), EngineError> {
+        assert!(
+            self.catalogue.is_empty(),
+            "restore into a fresh engine only"
+        );
+        for (index, sku) in settled.skus.iter().enumerate() {
+            let Some(sku) = sku else { continue };
+            if sku.name.is_empty() {
+                // Counts for a SKU whose creation event was never durable:
+                // impossible by the journal's causal-prefix property.
+                return Err(EngineError::StorageFailed {
+                    message: format!("journal names SKU #{index} but never recorded its creation")
+                        .into(),
+                });
+            }
+            let id = SkuId::from_index(index as u32);
+            let slot = self.catalogue.restore(id, &sku.name)?;
+            let snapshot = CellSnapshot {
+                available: u64::try_from(sku.available())
+                    .map_err(|_| negative(index, "available"))?,
+                held: u64::try_from(sku.held).map_err(|_| negative(index, "held"))?,
+                sold: u64::try_from(sku.sold).map_err(|_| negative(index, "sold"))?,
+                received: u64::try_from(sku.received).map_err(|_| negative(index, "received"))?,
+                version: sku.version,
+                per_customer_limit: sku.limit,
+                width: 1,
+            };
+            slot.cell().restore(&snapshot);
+        }
+        for (&id, hold) in &settled.holds {
+            let id = ReservationId::from_u64(id);
+            let record = NewHold {
+                lines: &hold.lines,
+                customer: hold.customer.as_deref().map(Arc::from),
+                limit_mask: hold.limit_mask,
+                deadline_ms: hold.deadline_ms,
+                created_ms: hold.at_ms,
+                status: HoldStatus::Held,
+            };
+            self.holds.restore(id, record, hold.status, hold.at_ms);
+        }
+        for ((sku, customer), &units) in &settled.customer_units {
+            let units =
+                u32::try_from(units).map_err(|_| negative(*sku as usize, "customer units"))?;
+            self.ledger
+                .restore(SkuId::from_index(*sku), customer, units);
+        }
+        Ok(())
     }
 
     pub fn config(&self) -> &EngineConfig {
@@ -269,6 +396,7 @@ impl Engine {
         if let Some(Some(0)) = limit {
             return Err(EngineError::InvalidLimit);
         }
+        self.check_storage()?;
         let sku = match (self.catalogue.find(name), expected_version) {
             (Some(sku), _) => sku,
             // Refuse before creating, so a refused request changes nothing.
@@ -279,12 +407,28 @@ impl Engine {
                     current: 0,
                 })
             }
-            (None, _) => self.catalogue.find_or_create(name)?.0,
+            (None, _) => {
+                let on_create = |sku: SkuId, name: &str| {
+                    let event = Event::SkuCreated {
+                        sku,
+                        name: name.into(),
+                    };
+                    self.record(stripe_hint(), |out| event.encode(out));
+                };
+                self.catalogue.find_or_create_with(name, on_create)?.0
+            }
         };
         let cell = self.cell(sku)?;
         let policy = &self.config.stripe_policy;
         match cell.set_available(available, limit, expected_version, stripe_hint(), policy) {
-            Ok(change) => Ok((sku, change)),
+            Ok(change) => {
+                self.record_operator(
+                    sku,
+                    change,
+                    limit.map_or(LimitChange::Unchanged, LimitChange::Set),
+                );
+                Ok((sku, change))
+            }
             Err(SetError::Stale(StaleVersion { current })) => Err(EngineError::VersionConflict {
                 sku: Some(sku),
                 expected: expected_version.unwrap_or(current),
@@ -298,9 +442,13 @@ impl Engine {
 
     /// Operator restock: `units` more received and available.
     pub fn restock(&self, sku: SkuId, units: u64) -> Result<OperatorChange, EngineError> {
-        self.cell(sku)?
+        self.check_storage()?;
+        let change = self
+            .cell(sku)?
             .restock(units, stripe_hint())
-            .map_err(|TooMuchStock { received }| EngineError::StockLimit { sku, received })
+            .map_err(|TooMuchStock { received }| EngineError::StockLimit { sku, received })?;
+        self.record_operator(sku, change, LimitChange::Unchanged);
+        Ok(change)
     }
 
     /// Adds (`delta > 0`) or removes (`delta < 0`) available units. Removing
@@ -309,8 +457,10 @@ impl Engine {
         if delta >= 0 {
             return self.restock(sku, delta as u64);
         }
+        self.check_storage()?;
         let units = delta.unsigned_abs();
-        self.cell(sku)?
+        let change = self
+            .cell(sku)?
             .withdraw(units, stripe_hint(), &self.config.stripe_policy)
             .map_err(
                 |Insufficient { available }| EngineError::InsufficientStock {
@@ -318,7 +468,9 @@ impl Engine {
                     available,
                     requested: units,
                 },
-            )
+            )?;
+        self.record_operator(sku, change, LimitChange::Unchanged);
+        Ok(change)
     }
 
     /// Sets (`Some`) or removes (`None`) the per-customer limit. Returns the
@@ -327,7 +479,12 @@ impl Engine {
         if limit == Some(0) {
             return Err(EngineError::InvalidLimit);
         }
-        Ok(self.cell(sku)?.set_limit(limit))
+        let cell = self.cell(sku)?;
+        self.check_storage()?;
+        let version = cell.set_limit(limit);
+        let change = OperatorChange { delta: 0, version };
+        self.record_operator(sku, change, LimitChange::Set(limit));
+        Ok(version)
     }
 
     /// Spreads a SKU over stripes now, before contention shows: call it when
@@ -343,6 +500,7 @@ impl Engine {
     /// Reserves (or, with `confirm`, buys) every line of `order`, or none.
     pub fn reserve(&self, order: &Order<'_>) -> Result<Receipt, EngineError> {
         let ttl_ms = self.validate(order)?;
+        self.check_storage()?;
         let Some(key) = order.idempotency_key else {
             return self.reserve_once(order, ttl_ms);
         };
@@ -397,18 +555,23 @@ impl Engine {
         if cell.per_customer_limit().is_some() {
             return Err(EngineError::CustomerRequired { sku });
         }
+        self.check_storage()?;
         let units = u64::from(quantity);
-        cell.take(
-            units,
-            TakeInto::Sold,
-            stripe_hint(),
-            &self.config.stripe_policy,
-        )
-        .map_err(|SoldOut { available }| EngineError::SoldOut {
-            sku,
-            available,
-            requested: units,
-        })
+        let hint = stripe_hint();
+        cell.take(units, TakeInto::Sold, hint, &self.config.stripe_policy)
+            .map_err(|SoldOut { available }| EngineError::SoldOut {
+                sku,
+                available,
+                requested: units,
+            })?;
+        self.record(hint, |out| {
+            Event::Sell {
+                sku,
+                units: quantity,
+            }
+            .encode(out)
+        });
+        Ok(())
     }
 
     /// held → confirmed. Repeating it answers `Ok(Confirmed)`.
@@ -433,7 +596,7 @@ impl Engine {
         let hint = stripe_hint();
         let now_ms = self.clock.now_ms();
         self.holds
-            .get(id, now_ms, |how, hold| self.settle(how, hold, hint))
+            .get(id, now_ms, |how, hold| self.settle(how, hold, hint, now_ms))
             .ok_or(EngineError::UnknownReservation { id })
     }
 
@@ -463,9 +626,9 @@ impl Engine {
             expired,
             pruned,
             more,
-        } = self
-            .holds
-            .run_timers(now_ms, retention, |how, hold| self.settle(how, hold, hint));
+        } = self.holds.run_timers(now_ms, retention, |how, hold| {
+            self.settle(how, hold, hint, now_ms)
+        });
         let purged = self.idempotency.purge(now_ms);
         TimerReport {
             expired,
@@ -592,12 +755,27 @@ impl Engine {
             status,
         };
         match self.holds.insert(hint, hold) {
-            Some(id) => Ok(Receipt {
-                id,
-                status,
-                expires_at_ms,
-                replayed: false,
-            }),
+            Some(id) => {
+                self.record(hint, |out| {
+                    let customer = order.customer;
+                    encode_hold(
+                        out,
+                        id,
+                        status,
+                        now_ms,
+                        expires_at_ms,
+                        limit_mask,
+                        customer,
+                        order.lines,
+                    );
+                });
+                Ok(Receipt {
+                    id,
+                    status,
+                    expires_at_ms,
+                    replayed: false,
+                })
+            }
             None => {
                 self.undo(order.lines, limit_mask, into, customer.as_ref(), hint);
                 Err(EngineError::CapacityExceeded {
@@ -641,11 +819,12 @@ impl Engine {
         id: ReservationId,
         transition: Transition,
     ) -> Result<HoldStatus, EngineError> {
+        self.check_storage()?;
         let hint = stripe_hint();
         let now_ms = self.clock.now_ms();
         self.holds
             .transition(id, transition, now_ms, |how, hold| {
-                self.settle(how, hold, hint)
+                self.settle(how, hold, hint, now_ms)
             })
             .map_err(|error| match error {
                 TransitionError::Unknown => EngineError::UnknownReservation { id },
@@ -659,7 +838,20 @@ impl Engine {
 
     /// Moves a record's units as its status changes. Called by the hold table
     /// under the record's shard lock, exactly once per change.
-    fn settle(&self, how: Settle, hold: HoldView<'_>, hint: usize) {
+    fn settle(&self, how: Settle, hold: HoldView<'_>, hint: usize, now_ms: u64) {
+        self.record(hint, |out| {
+            let customer = hold.customer.map(|c| &**c);
+            encode_hold(
+                out,
+                hold.id,
+                hold.status,
+                now_ms,
+                hold.deadline_ms,
+                hold.limit_mask,
+                customer,
+                hold.lines,
+            );
+        });
         for (index, line) in hold.lines.iter().enumerate() {
             let Ok(cell) = self.cell(line.sku) else {
                 debug_assert!(
@@ -682,6 +874,15 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+fn negative(sku: usize, what: &str) -> EngineError {
+    EngineError::StorageFailed {
+        message: format!(
+            "recovered {what} of SKU #{sku} is out of range: the store and journal disagree"
+        )
+        .into(),
     }
 }
 

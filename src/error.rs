@@ -117,6 +117,9 @@ pub enum EngineError {
     )]
     IdempotencyKeyReused,
 
+    #[error("storage failed, changes are refused until a restart recovers from disk: {message}")]
+    StorageFailed { message: Box<str> },
+
     #[error("capacity exceeded: {what} (limit {limit}); retry later or raise the limit")]
     CapacityExceeded { what: &'static str, limit: u64 },
 }

@@ -208,6 +208,9 @@ pub enum Settle {
 #[derive(Clone, Copy, Debug)]
 pub struct HoldView<'a> {
     pub id: ReservationId,
+    /// The status the record has just moved to.
+    pub status: HoldStatus,
+    pub deadline_ms: u64,
     pub lines: &'a [Line],
     pub customer: Option<&'a Arc<str>>,
     pub limit_mask: u32,
@@ -506,6 +509,38 @@ impl HoldTable {
         work
     }
 
+    /// Puts back a record recovered from the journal, under its original
+    /// id, with its timers: a held record is re-armed (and expires on the
+    /// next timer pass if its deadline has passed), a confirmed one starts
+    /// its refund window at `since_ms`, an ended one its retention.
+    ///
+    /// Slots between restored records stay unused for the life of this
+    /// table: their last generation is unknown, and reusing one could give a
+    /// new record the id of an old, pruned one.
+    pub fn restore(&self, id: ReservationId, hold: NewHold<'_>, status: HoldStatus, since_ms: u64) {
+        let mut guard = self.shards[id.shard()].lock();
+        let shard = &mut *guard;
+        if shard.slots.len() <= id.slot() {
+            shard.slots.resize_with(id.slot() + 1, Slot::default);
+        }
+        let slot = &mut shard.slots[id.slot()];
+        assert!(slot.record.is_none(), "reservation {id} restored twice");
+        slot.generation = id.generation();
+        slot.record = Some(HoldRecord {
+            lines: Lines::from_slice(hold.lines),
+            customer: hold.customer,
+            deadline_ms: hold.deadline_ms,
+            limit_mask: hold.limit_mask,
+            status,
+        });
+        shard.live += 1;
+        match status {
+            HoldStatus::Held => shard.expiry.push(Reverse((hold.deadline_ms, id))),
+            HoldStatus::Confirmed => shard.confirmed.push_back((since_ms, id)),
+            _ => shard.ended.push_back((since_ms, id)),
+        }
+    }
+
     /// Records in each status, counted shard by shard (each shard exact at
     /// the moment it is read).
     pub fn count_by_status(&self) -> [(HoldStatus, usize); 5] {
@@ -601,6 +636,8 @@ fn prune(shard: &mut HoldShard, queue: Queue, now_ms: u64, retention_ms: u64) ->
 fn view(id: ReservationId, record: &HoldRecord) -> HoldView<'_> {
     HoldView {
         id,
+        status: record.status,
+        deadline_ms: record.deadline_ms,
         lines: record.lines.as_slice(),
         customer: record.customer.as_ref(),
         limit_mask: record.limit_mask,

@@ -113,6 +113,22 @@ impl LimitLedger {
         }
     }
 
+    /// Sets a recovered count (recovery only, before serving).
+    pub fn restore(&self, sku: SkuId, customer: &str, units: u32) {
+        if units == 0 {
+            return;
+        }
+        let customer: Arc<str> = Arc::from(customer);
+        let hash = self.hash(sku, &customer);
+        let mut shard = self.shards[shard_of(hash)].lock();
+        let entry = LedgerEntry {
+            sku,
+            customer,
+            units,
+        };
+        shard.insert_unique(hash, entry, |e| self.hash(e.sku, &e.customer));
+    }
+
     /// Units `customer` currently has of `sku` (held or sold, not returned).
     pub fn used(&self, sku: SkuId, customer: &str) -> u32 {
         let hash = self.hash(sku, customer);

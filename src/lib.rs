@@ -28,6 +28,7 @@
 pub mod catalogue;
 pub mod cell;
 pub mod clock;
+pub mod durable;
 pub mod engine;
 pub mod error;
 pub mod hint;
@@ -36,6 +37,8 @@ pub mod idempotency;
 pub mod journal;
 pub mod ledger;
 pub mod limits;
+pub mod settled;
+pub mod store;
 mod sync;
 
 pub use catalogue::SkuId;

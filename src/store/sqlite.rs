@@ -1,0 +1,301 @@
+//! The default store: one SQLite file in the data directory, in WAL mode
+//! with `synchronous = FULL`, so a committed checkpoint survives power loss
+//! and the file can be read by any SQLite tool while the server runs.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{decode_lines, encode_lines, status_from_name, Store, StoreError};
+use crate::journal::segment::Position;
+use crate::settled::{Checkpoint, Settled, SettledHold, SettledSku};
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS hotstock_meta (
+    key   TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hotstock_skus (
+    id                 INTEGER PRIMARY KEY,
+    name               TEXT NOT NULL UNIQUE,
+    available          INTEGER NOT NULL,
+    held               INTEGER NOT NULL,
+    sold               INTEGER NOT NULL,
+    received           INTEGER NOT NULL,
+    version            INTEGER NOT NULL,
+    per_customer_limit INTEGER,
+    limit_version      INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hotstock_reservations (
+    id          INTEGER PRIMARY KEY,
+    status      TEXT NOT NULL,
+    status_ms   INTEGER NOT NULL,
+    deadline_ms INTEGER NOT NULL,
+    limit_mask  INTEGER NOT NULL,
+    customer    TEXT,
+    lines       TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hotstock_customer_units (
+    sku      INTEGER NOT NULL,
+    customer TEXT NOT NULL,
+    units    INTEGER NOT NULL,
+    PRIMARY KEY (sku, customer)
+);
+";
+
+/// Checkpoints in a SQLite file.
+#[derive(Debug)]
+pub struct SqliteStore {
+    path: PathBuf,
+    connection: Connection,
+}
+
+impl SqliteStore {
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let fail = |message: String| StoreError {
+            store: format!("SQLite file {}", path.display()),
+            message,
+        };
+        let connection = Connection::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
+        connection
+            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            .map_err(|e| fail(format!("cannot set WAL mode: {e}")))?;
+        connection
+            .execute_batch(SCHEMA)
+            .map_err(|e| fail(format!("cannot create the schema: {e}")))?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            connection,
+        })
+    }
+
+    fn error(&self, what: &str, e: rusqlite::Error) -> StoreError {
+        StoreError {
+            store: self.describe(),
+            message: format!("{what}: {e}"),
+        }
+    }
+
+    fn corrupt(&self, what: String) -> StoreError {
+        StoreError {
+            store: self.describe(),
+            message: format!("unreadable row: {what}"),
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn describe(&self) -> String {
+        format!("SQLite file {}", self.path.display())
+    }
+
+    fn load(&mut self) -> Result<Option<Settled>, StoreError> {
+        let meta = |key: &str| -> Result<Option<i64>, StoreError> {
+            self.connection
+                .query_row(
+                    "SELECT value FROM hotstock_meta WHERE key = ?1",
+                    [key],
+                    |row| row.get(0),
+                )
+                .optional()
+                .map_err(|e| self.error("reading meta", e))
+        };
+        let (Some(segment), Some(offset)) = (meta("position_segment")?, meta("position_offset")?)
+        else {
+            return Ok(None);
+        };
+        let mut settled = Settled::default();
+        settled.position = Position {
+            segment: segment as u64,
+            offset: offset as u64,
+        };
+        let mut skus = self
+            .connection
+            .prepare("SELECT id, name, held, sold, received, version, per_customer_limit, limit_version FROM hotstock_skus")
+            .map_err(|e| self.error("reading SKUs", e))?;
+        let rows = skus
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    SettledSku {
+                        name: row.get::<_, String>(1)?.into(),
+                        held: row.get(2)?,
+                        sold: row.get(3)?,
+                        received: row.get(4)?,
+                        version: row.get::<_, i64>(5)? as u64,
+                        limit: row.get::<_, Option<i64>>(6)?.map(|l| l as u32),
+                        limit_version: row.get::<_, i64>(7)? as u64,
+                    },
+                ))
+            })
+            .map_err(|e| self.error("reading SKUs", e))?;
+        for row in rows {
+            let (id, sku) = row.map_err(|e| self.error("reading a SKU", e))?;
+            let index = usize::try_from(id).map_err(|_| self.corrupt(format!("SKU id {id}")))?;
+            if settled.skus.len() <= index {
+                settled.skus.resize(index + 1, None);
+            }
+            settled.skus[index] = Some(sku);
+        }
+        drop(skus);
+        let mut holds = self
+            .connection
+            .prepare("SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines FROM hotstock_reservations")
+            .map_err(|e| self.error("reading reservations", e))?;
+        let rows = holds
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, Option<String>>(5)?,
+                    row.get::<_, String>(6)?,
+                ))
+            })
+            .map_err(|e| self.error("reading reservations", e))?;
+        for row in rows {
+            let (id, status, at, deadline, mask, customer, lines) =
+                row.map_err(|e| self.error("reading a reservation", e))?;
+            let status = status_from_name(&status)
+                .ok_or_else(|| self.corrupt(format!("reservation status {status:?}")))?;
+            let lines = decode_lines(&lines)
+                .ok_or_else(|| self.corrupt(format!("reservation lines {lines:?}")))?;
+            let hold = SettledHold {
+                status,
+                at_ms: at as u64,
+                deadline_ms: deadline as u64,
+                limit_mask: mask as u32,
+                customer: customer.map(Into::into),
+                lines,
+            };
+            settled.holds.insert(id as u64, hold);
+        }
+        drop(holds);
+        let mut units = self
+            .connection
+            .prepare("SELECT sku, customer, units FROM hotstock_customer_units")
+            .map_err(|e| self.error("reading customer units", e))?;
+        let rows = units
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, i64>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
+            })
+            .map_err(|e| self.error("reading customer units", e))?;
+        for row in rows {
+            let (sku, customer, count) =
+                row.map_err(|e| self.error("reading customer units", e))?;
+            settled
+                .customer_units
+                .insert((sku as u32, customer.into()), count);
+        }
+        drop(units);
+        settled.mark_clean();
+        Ok(Some(settled))
+    }
+
+    fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let describe = self.describe();
+        let fail = |what: &str, e: rusqlite::Error| StoreError {
+            store: describe.clone(),
+            message: format!("{what}: {e}"),
+        };
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(|e| fail("starting a checkpoint", e))?;
+        {
+            let mut put_sku = tx
+                .prepare_cached(
+                    "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
+                       held = excluded.held, sold = excluded.sold, received = excluded.received,
+                       version = excluded.version, per_customer_limit = excluded.per_customer_limit,
+                       limit_version = excluded.limit_version",
+                )
+                .map_err(|e| fail("preparing SKU writes", e))?;
+            for (id, sku) in &checkpoint.skus {
+                put_sku
+                    .execute(params![
+                        *id as i64,
+                        &*sku.name,
+                        sku.available(),
+                        sku.held,
+                        sku.sold,
+                        sku.received,
+                        sku.version as i64,
+                        sku.limit.map(i64::from),
+                        sku.limit_version as i64
+                    ])
+                    .map_err(|e| fail("writing a SKU", e))?;
+            }
+            let mut put_hold = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )
+                .map_err(|e| fail("preparing reservation writes", e))?;
+            for (id, hold) in &checkpoint.holds {
+                put_hold
+                    .execute(params![
+                        *id as i64,
+                        hold.status.as_str(),
+                        hold.at_ms as i64,
+                        hold.deadline_ms as i64,
+                        i64::from(hold.limit_mask),
+                        hold.customer.as_deref(),
+                        encode_lines(&hold.lines)
+                    ])
+                    .map_err(|e| fail("writing a reservation", e))?;
+            }
+            let mut remove_hold = tx
+                .prepare_cached("DELETE FROM hotstock_reservations WHERE id = ?1")
+                .map_err(|e| fail("preparing reservation deletes", e))?;
+            for id in &checkpoint.removed_holds {
+                remove_hold
+                    .execute([*id as i64])
+                    .map_err(|e| fail("deleting a reservation", e))?;
+            }
+            let mut put_units = tx
+                .prepare_cached("INSERT OR REPLACE INTO hotstock_customer_units (sku, customer, units) VALUES (?1, ?2, ?3)")
+                .map_err(|e| fail("preparing customer-unit writes", e))?;
+            let mut remove_units = tx
+                .prepare_cached(
+                    "DELETE FROM hotstock_customer_units WHERE sku = ?1 AND customer = ?2",
+                )
+                .map_err(|e| fail("preparing customer-unit deletes", e))?;
+            for ((sku, customer), units) in &checkpoint.customer_units {
+                if *units == 0 {
+                    remove_units
+                        .execute(params![*sku as i64, &**customer])
+                        .map_err(|e| fail("deleting customer units", e))?;
+                } else {
+                    put_units
+                        .execute(params![*sku as i64, &**customer, *units])
+                        .map_err(|e| fail("writing customer units", e))?;
+                }
+            }
+            let mut put_meta = tx
+                .prepare_cached("INSERT OR REPLACE INTO hotstock_meta (key, value) VALUES (?1, ?2)")
+                .map_err(|e| fail("preparing meta writes", e))?;
+            put_meta
+                .execute(params![
+                    "position_segment",
+                    checkpoint.position.segment as i64
+                ])
+                .map_err(|e| fail("writing the position", e))?;
+            put_meta
+                .execute(params![
+                    "position_offset",
+                    checkpoint.position.offset as i64
+                ])
+                .map_err(|e| fail("writing the position", e))?;
+        }
+        tx.commit().map_err(|e| fail("committing a checkpoint", e))
+    }
+}
