@@ -13,6 +13,7 @@ use hotstock::{Engine, EngineConfig, EngineError};
 
 const USAGE: &str = "\
 usage: hotstock flash-sale [--stock N] [--buyers N] [--limit-per-customer N]
+       hotstock salvage --data-dir DIR
 
   flash-sale   sell one SKU's stock to concurrent buyers in this process, then
                check that nothing was oversold or stranded and that
@@ -20,7 +21,11 @@ usage: hotstock flash-sale [--stock N] [--buyers N] [--limit-per-customer N]
     --stock N                units on sale (default 1000000)
     --buyers N               concurrent buyer threads (default 64)
     --limit-per-customer N   each buyer is a customer with this limit
-                             (default: no limit)";
+                             (default: no limit)
+
+  salvage      cut a damaged journal at its first bad frame so the engine can
+               start again, deleting what follows; prints what was dropped.
+               Run it only after deciding the data past the damage is lost.";
 
 struct SaleArgs {
     stock: u64,
@@ -154,6 +159,9 @@ fn main() -> ExitCode {
     };
     match command.as_str() {
         "flash-sale" => {}
+        "salvage" => return salvage(rest),
+        // Internal: the workload that tests/crash.rs kills with SIGKILL.
+        "crash-workload" => return crash_workload(rest),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -178,4 +186,146 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn data_dir_arg(args: &[String]) -> Result<std::path::PathBuf, String> {
+    match args {
+        [flag, dir] if flag == "--data-dir" => Ok(dir.into()),
+        _ => Err("expected --data-dir DIR".into()),
+    }
+}
+
+fn salvage(args: &[String]) -> ExitCode {
+    let dir = match data_dir_arg(args) {
+        Ok(dir) => dir,
+        Err(message) => {
+            eprintln!("{message}\n\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match hotstock::durable::salvage(&dir) {
+        Ok(dropped) if dropped.is_empty() => {
+            println!("journal in {} is intact; nothing dropped", dir.display());
+            ExitCode::SUCCESS
+        }
+        Ok(dropped) => {
+            for line in dropped {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("salvage failed: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Random operations from 4 threads in `sync` durability; each prints an
+/// `ACK` line only after its change is on disk. Runs until killed.
+fn crash_workload(args: &[String]) -> ExitCode {
+    use hotstock::durable::{DurableConfig, DurableEngine};
+    use hotstock::journal::Durability;
+    use hotstock::{Line, Order};
+    use std::io::Write;
+
+    let dir = match data_dir_arg(args) {
+        Ok(dir) => dir,
+        Err(message) => {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut config = DurableConfig::new(&dir, Durability::Sync);
+    config.checkpoint_interval = std::time::Duration::from_millis(200);
+    config.segment_bytes = 64 << 10;
+    let (durable, _) = match DurableEngine::open(config) {
+        Ok(opened) => opened,
+        Err(error) => {
+            eprintln!("open failed: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let engine = durable.engine().clone();
+    for (name, stock, limit) in [
+        ("plain", 1u64 << 30, None),
+        ("limited", 1 << 30, Some(1_000_000)),
+    ] {
+        // Version 0 = create only if absent: later runs keep the counts.
+        let _ = engine.put_sku(name, stock, Some(limit), Some(0));
+    }
+    let plain = engine.sku("plain").expect("created above");
+    let limited = engine.sku("limited").expect("created above");
+    let stdout = std::sync::Mutex::new(std::io::stdout());
+    let ack = |line: String| {
+        let mut out = stdout
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        // A closed pipe means the test is done with us.
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            std::process::exit(0);
+        }
+    };
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let (engine, ack) = (&engine, &ack);
+            s.spawn(move || {
+                let mut x = 0x9E37_79B9_7F4A_7C15u64 ^ (t + 1) ^ std::process::id() as u64;
+                let mut open_holds = Vec::new();
+                let mut confirmed = Vec::new();
+                let customer = format!("c{t}");
+                loop {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    let line = match x % 6 {
+                        0 => engine.sell(plain, 1).ok().map(|_| "SELL".to_owned()),
+                        1 | 2 => {
+                            let order = Order {
+                                lines: &[Line {
+                                    sku: limited,
+                                    quantity: 1 + (x >> 8) as u32 % 3,
+                                }],
+                                customer: Some(&customer),
+                                confirm: x % 6 == 2,
+                                ..Order::default()
+                            };
+                            engine.reserve(&order).ok().map(|r| {
+                                let status = r.status.as_str();
+                                if r.status == hotstock::HoldStatus::Held {
+                                    open_holds.push(r.id);
+                                } else {
+                                    confirmed.push(r.id);
+                                }
+                                format!("HOLD {} {status}", r.id)
+                            })
+                        }
+                        3 => open_holds.pop().and_then(|id| {
+                            engine.confirm(id).ok().map(|_| {
+                                confirmed.push(id);
+                                format!("HOLD {id} confirmed")
+                            })
+                        }),
+                        4 => open_holds.pop().and_then(|id| {
+                            engine
+                                .cancel(id)
+                                .ok()
+                                .map(|_| format!("HOLD {id} cancelled"))
+                        }),
+                        _ => confirmed.pop().and_then(|id| {
+                            engine
+                                .refund(id)
+                                .ok()
+                                .map(|_| format!("HOLD {id} refunded"))
+                        }),
+                    };
+                    let Some(line) = line else { continue };
+                    if engine.wait_durable(engine.durability_ticket()).is_ok() {
+                        ack(format!("ACK {line}"));
+                    }
+                }
+            });
+        }
+    });
+    ExitCode::SUCCESS
 }
