@@ -21,6 +21,11 @@
 
 use std::collections::{HashMap, HashSet};
 
+/// The fold runs once per journal event on the writer thread: a fast
+/// non-cryptographic hash (keys are ids the engine made, not attacker input).
+type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
+
 use crate::holds::{HoldStatus, Line};
 use crate::journal::event::{Event, HoldEvent, LimitChange};
 use crate::journal::segment::Position;
@@ -63,14 +68,17 @@ pub struct Settled {
     /// Indexed by SKU id; `None` for ids never seen (a creation lost in a
     /// crash leaves a gap that nothing durable refers to).
     pub skus: Vec<Option<SettledSku>>,
-    pub holds: HashMap<u64, SettledHold>,
+    pub holds: FastMap<u64, SettledHold>,
     /// Units per (SKU id, customer) that count against a limit.
-    pub customer_units: HashMap<(u32, Box<str>), i64>,
+    pub customer_units: FastMap<(u32, Box<str>), i64>,
     /// The journal position just past the last folded batch.
     pub position: Position,
-    dirty_skus: HashSet<u32>,
-    dirty_holds: HashSet<u64>,
-    dirty_customers: HashSet<(u32, Box<str>)>,
+    dirty_skus: FastSet<u32>,
+    /// Holds changed since the last checkpoint (may repeat; deduplicated
+    /// when the checkpoint is taken). A list, not a set: one push per event
+    /// is cheaper than a hash insert on the writer's path.
+    dirty_holds: Vec<u64>,
+    dirty_customers: FastSet<(u32, Box<str>)>,
 }
 
 /// What changed since the last checkpoint, ready for the store.
@@ -172,7 +180,7 @@ impl Settled {
                 lines: event.lines.clone(),
             },
         );
-        self.dirty_holds.insert(id);
+        self.dirty_holds.push(id);
     }
 
     fn sku_mut(&mut self, index: u32) -> &mut SettledSku {
@@ -197,7 +205,7 @@ impl Settled {
             };
             let keep = hold.at_ms.saturating_add(keep_for) > now_ms;
             if !keep {
-                dirty.insert(*id);
+                dirty.push(*id);
             }
             keep
         });
@@ -214,7 +222,10 @@ impl Settled {
                 checkpoint.skus.push((index, sku.clone()));
             }
         }
-        for id in self.dirty_holds.drain() {
+        let mut dirty_holds = std::mem::take(&mut self.dirty_holds);
+        dirty_holds.sort_unstable();
+        dirty_holds.dedup();
+        for id in dirty_holds {
             match self.holds.get(&id) {
                 Some(hold) => checkpoint.holds.push((id, hold.clone())),
                 None => checkpoint.removed_holds.push(id),

@@ -154,6 +154,10 @@ struct Shared {
     durable_changed: Condvar,
     /// Async waiters, woken per batch.
     wakers: Mutex<Vec<(u64, Waker)>>,
+    /// Appenders blocked on a full lane sleep here; the writer wakes them
+    /// after every cut.
+    space_lock: Mutex<()>,
+    space_freed: Condvar,
     durability: Durability,
     lane_bytes: usize,
 }
@@ -201,6 +205,8 @@ impl Journal {
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
             wakers: Mutex::new(Vec::new()),
+            space_lock: Mutex::new(()),
+            space_freed: Condvar::new(),
             durability: config.durability,
             lane_bytes: config.lane_bytes,
         });
@@ -252,14 +258,19 @@ impl Journal {
         let lane = &shared.lanes[hint % shared.lanes.len()];
         let mut lane = lane.lock();
         while lane.len() >= shared.lane_bytes {
-            // Backpressure: the writer is behind. Wake it and wait for the
-            // lane to drain rather than grow without bound.
+            // Backpressure: the writer is behind. Sleep until it drains
+            // (rather than spin: on few cores a spinning appender steals
+            // the CPU the writer needs), and never grow without bound.
             drop(lane);
             self.kick_writer();
             if let Some(failure) = shared.failure.get() {
                 return Err(failure.clone());
             }
-            std::thread::yield_now();
+            let mut space = shared.space_lock.lock();
+            shared
+                .space_freed
+                .wait_for(&mut space, Duration::from_millis(10));
+            drop(space);
             lane = shared.lanes[hint % shared.lanes.len()].lock();
         }
         // Acquire: pairs with the writer's Release store; read under the lane
@@ -461,12 +472,18 @@ impl Writer {
         // below) see everything we did before.
         let closed = shared.open_epoch.load(Ordering::Relaxed);
         shared.open_epoch.store(closed + 1, Ordering::Release);
+        let mut freed = false;
         for lane in shared.lanes.iter() {
             let mut lane = lane.lock();
+            freed |= lane.len() >= shared.lane_bytes;
             batch.append(&mut lane.sealed);
             if lane.open_epoch <= closed {
                 batch.append(&mut lane.open);
             }
+        }
+        if freed {
+            let _guard = shared.space_lock.lock();
+            shared.space_freed.notify_all();
         }
         closed
     }
