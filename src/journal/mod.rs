@@ -41,6 +41,8 @@
 
 pub mod event;
 pub mod fs;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod segment;
 
 use std::future::Future;

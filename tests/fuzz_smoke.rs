@@ -1,0 +1,128 @@
+//! The decoder fuzz target's checks (`hotstock::journal::fuzzing`) on
+//! generated inputs: valid segments of random events, then mutated (bytes
+//! flipped, cut short, spliced). The real fuzzer (`fuzz/`) explores further;
+//! this keeps the same checks in every `cargo test`.
+
+use hotstock::holds::{HoldStatus, Line, ReservationId};
+use hotstock::journal::event::{Event, HoldEvent, LimitChange};
+use hotstock::journal::fuzzing::check_decoder;
+use hotstock::journal::segment::{append_frame, encode_header};
+use hotstock::SkuId;
+use proptest::prelude::*;
+
+fn event() -> impl Strategy<Value = Event> {
+    let sku = any::<u32>().prop_map(SkuId::from_index);
+    prop_oneof![
+        (sku.clone(), "[a-z0-9]{1,64}").prop_map(|(sku, name)| Event::SkuCreated {
+            sku,
+            name: name.into()
+        }),
+        (
+            sku.clone(),
+            any::<i64>(),
+            any::<u64>(),
+            prop::option::of(prop::option::of(1..u32::MAX))
+        )
+            .prop_map(|(sku, delta, version, limit)| Event::Operator {
+                sku,
+                delta,
+                version,
+                limit: limit.map_or(LimitChange::Unchanged, LimitChange::Set)
+            }),
+        (sku.clone(), any::<u32>()).prop_map(|(sku, units)| Event::Sell { sku, units }),
+        (
+            any::<u64>(),
+            0..5usize,
+            any::<u64>(),
+            any::<u64>(),
+            prop::option::of("[a-z]{1,20}"),
+            prop::collection::vec((sku, 1..u32::MAX), 1..32)
+        )
+            .prop_map(|(id, status, at_ms, deadline_ms, customer, lines)| {
+                let statuses = [
+                    HoldStatus::Held,
+                    HoldStatus::Confirmed,
+                    HoldStatus::Cancelled,
+                    HoldStatus::Expired,
+                    HoldStatus::Refunded,
+                ];
+                let limit_mask = if lines.len() >= 32 {
+                    u32::MAX
+                } else {
+                    (1u32 << lines.len()) - 1
+                };
+                Event::Hold(HoldEvent {
+                    id: ReservationId::from_u64(id),
+                    status: statuses[status],
+                    at_ms,
+                    deadline_ms,
+                    limit_mask,
+                    customer: customer.map(Into::into),
+                    lines: lines
+                        .into_iter()
+                        .map(|(sku, quantity)| Line { sku, quantity })
+                        .collect(),
+                })
+            }),
+    ]
+}
+
+fn segment(events: &[Event]) -> Vec<u8> {
+    let mut bytes = encode_header(0).to_vec();
+    for event in events {
+        append_frame(&mut bytes, |out| event.encode(out));
+    }
+    bytes
+}
+
+#[derive(Clone, Debug)]
+enum Mutation {
+    Flip(usize, u8),
+    Cut(usize),
+    Splice(usize, Vec<u8>),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn valid_segments_decode_completely(events in prop::collection::vec(event(), 0..20)) {
+        let bytes = segment(&events);
+        let mut seen = Vec::new();
+        hotstock::journal::segment::scan(&bytes, 0, "t", true, 0, |_, payload| {
+            seen.push(Event::decode(payload).unwrap());
+            Ok(())
+        }).unwrap();
+        prop_assert_eq!(seen, events);
+        check_decoder(&bytes);
+    }
+
+    #[test]
+    fn mutated_segments_never_panic_or_lie(
+        events in prop::collection::vec(event(), 1..10),
+        mutations in prop::collection::vec(
+            prop_oneof![
+                (any::<usize>(), 1..=255u8).prop_map(|(at, mask)| Mutation::Flip(at, mask)),
+                any::<usize>().prop_map(Mutation::Cut),
+                (any::<usize>(), prop::collection::vec(any::<u8>(), 1..16)).prop_map(|(at, b)| Mutation::Splice(at, b)),
+            ],
+            1..4,
+        ),
+    ) {
+        let mut bytes = segment(&events);
+        for mutation in mutations {
+            match mutation {
+                Mutation::Flip(at, mask) => { let i = at % bytes.len(); bytes[i] ^= mask; }
+                Mutation::Cut(at) => bytes.truncate(at % (bytes.len() + 1)),
+                Mutation::Splice(at, more) => { let i = at % (bytes.len() + 1); bytes.splice(i..i, more); }
+            }
+            if bytes.is_empty() { break; }
+        }
+        check_decoder(&bytes);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+        check_decoder(&bytes);
+    }
+}
