@@ -39,6 +39,9 @@ use crate::store::{Store, StoreError};
 pub enum StoreConfig {
     /// `hotstock.sqlite` in the data directory.
     Sqlite,
+    /// A PostgreSQL database (`postgresql://…` URL), tables in `schema`.
+    #[cfg(feature = "postgres")]
+    Postgres { url: String, schema: String },
 }
 
 /// Everything `DurableEngine::open` needs.
@@ -153,8 +156,12 @@ impl DurableEngine {
             source,
         })?;
         let lock = lock_dir(&config.data_dir)?;
-        let mut store: Box<dyn Store> = match config.store {
+        let mut store: Box<dyn Store> = match &config.store {
             StoreConfig::Sqlite => Box::new(SqliteStore::open(&config.store_path())?),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres { url, schema } => {
+                Box::new(crate::store::postgres::PostgresStore::connect(url, schema)?)
+            }
         };
         let (settled, mut report) = recover(&journal_dir, store.as_mut())?;
         let next_segment = list_segments(&journal_dir)?

@@ -7,6 +7,8 @@
 //! loads it and replays the journal after that position. The schema is in
 //! `docs/storage.md`.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use crate::holds::{HoldStatus, Line};

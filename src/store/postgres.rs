@@ -1,0 +1,322 @@
+//! PostgreSQL as the store: the shop's system of record, which its other
+//! services read. Same tables as the SQLite store, in a schema of their own
+//! (default `hotstock`), created on first use. A checkpoint is one
+//! transaction; recovery reads the same rows back.
+
+use postgres::{Client, NoTls};
+
+use super::{decode_lines, encode_lines, status_from_name, Store, StoreError};
+use crate::journal::segment::Position;
+use crate::settled::{Checkpoint, Settled, SettledHold, SettledSku};
+
+/// Checkpoints in PostgreSQL.
+pub struct PostgresStore {
+    client: Client,
+    schema: String,
+    url_for_messages: String,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("schema", &self.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A schema name we are willing to splice into SQL: lower-case letters,
+/// digits and underscores, starting with a letter, at most 63 bytes.
+fn valid_schema(schema: &str) -> bool {
+    !schema.is_empty()
+        && schema.len() <= 63
+        && schema.starts_with(|c: char| c.is_ascii_lowercase())
+        && schema
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// The URL without its password, for messages and logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}@{}", &url[..scheme + 3], user, &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+impl PostgresStore {
+    pub fn connect(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
+        let shown = redact(url);
+        let fail = |message: String| StoreError {
+            store: format!("PostgreSQL {shown} schema {schema}"),
+            message,
+        };
+        if !valid_schema(schema) {
+            return Err(fail(
+                "schema names are lower-case letters, digits and _ (at most 63 bytes)".into(),
+            ));
+        }
+        let mut client =
+            Client::connect(url, NoTls).map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let ddl = format!(
+            "CREATE SCHEMA IF NOT EXISTS {schema};
+             CREATE TABLE IF NOT EXISTS {schema}.hotstock_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.hotstock_skus (
+                 id BIGINT PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                 available BIGINT NOT NULL, held BIGINT NOT NULL, sold BIGINT NOT NULL,
+                 received BIGINT NOT NULL, version BIGINT NOT NULL,
+                 per_customer_limit BIGINT, limit_version BIGINT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.hotstock_reservations (
+                 id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
+                 deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.hotstock_customer_units (
+                 sku BIGINT NOT NULL, customer TEXT NOT NULL, units BIGINT NOT NULL,
+                 PRIMARY KEY (sku, customer));"
+        );
+        client
+            .batch_execute(&ddl)
+            .map_err(|e| fail(format!("cannot create the schema: {e}")))?;
+        Ok(PostgresStore {
+            client,
+            schema: schema.to_owned(),
+            url_for_messages: shown,
+        })
+    }
+
+    fn fail(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError {
+            store: self.describe(),
+            message: format!("{what}: {e}"),
+        }
+    }
+}
+
+impl Store for PostgresStore {
+    fn describe(&self) -> String {
+        format!(
+            "PostgreSQL {} schema {}",
+            self.url_for_messages, self.schema
+        )
+    }
+
+    fn load(&mut self) -> Result<Option<Settled>, StoreError> {
+        let s = self.schema.clone();
+        let meta = self
+            .client
+            .query(&format!("SELECT key, value FROM {s}.hotstock_meta"), &[])
+            .map_err(|e| self.fail("reading meta", e))?;
+        let value = |key: &str| {
+            meta.iter()
+                .find(|r| r.get::<_, String>(0) == key)
+                .map(|r| r.get::<_, i64>(1))
+        };
+        let (Some(segment), Some(offset)) = (value("position_segment"), value("position_offset"))
+        else {
+            return Ok(None);
+        };
+        let mut settled = Settled::default();
+        settled.position = Position {
+            segment: segment as u64,
+            offset: offset as u64,
+        };
+        let skus = self
+            .client
+            .query(
+                &format!("SELECT id, name, held, sold, received, version, per_customer_limit, limit_version FROM {s}.hotstock_skus"),
+                &[],
+            )
+            .map_err(|e| self.fail("reading SKUs", e))?;
+        for row in skus {
+            let index = row.get::<_, i64>(0) as usize;
+            if settled.skus.len() <= index {
+                settled.skus.resize(index + 1, None);
+            }
+            settled.skus[index] = Some(SettledSku {
+                name: row.get::<_, String>(1).into(),
+                held: row.get(2),
+                sold: row.get(3),
+                received: row.get(4),
+                version: row.get::<_, i64>(5) as u64,
+                limit: row.get::<_, Option<i64>>(6).map(|l| l as u32),
+                limit_version: row.get::<_, i64>(7) as u64,
+            });
+        }
+        let holds = self
+            .client
+            .query(
+                &format!("SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines FROM {s}.hotstock_reservations"),
+                &[],
+            )
+            .map_err(|e| self.fail("reading reservations", e))?;
+        for row in holds {
+            let status: String = row.get(1);
+            let lines: String = row.get(6);
+            let hold = SettledHold {
+                status: status_from_name(&status).ok_or_else(|| {
+                    self.fail("reading a reservation", format!("status {status:?}"))
+                })?,
+                at_ms: row.get::<_, i64>(2) as u64,
+                deadline_ms: row.get::<_, i64>(3) as u64,
+                limit_mask: row.get::<_, i64>(4) as u32,
+                customer: row.get::<_, Option<String>>(5).map(Into::into),
+                lines: decode_lines(&lines).ok_or_else(|| {
+                    self.fail("reading a reservation", format!("lines {lines:?}"))
+                })?,
+            };
+            settled.holds.insert(row.get::<_, i64>(0) as u64, hold);
+        }
+        let units = self
+            .client
+            .query(
+                &format!("SELECT sku, customer, units FROM {s}.hotstock_customer_units"),
+                &[],
+            )
+            .map_err(|e| self.fail("reading customer units", e))?;
+        for row in units {
+            settled.customer_units.insert(
+                (row.get::<_, i64>(0) as u32, row.get::<_, String>(1).into()),
+                row.get(2),
+            );
+        }
+        settled.mark_clean();
+        Ok(Some(settled))
+    }
+
+    fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let s = self.schema.clone();
+        let describe = self.describe();
+        let fail = |what: &str, e: postgres::Error| StoreError {
+            store: describe.clone(),
+            message: format!("{what}: {e}"),
+        };
+        let mut tx = self
+            .client
+            .transaction()
+            .map_err(|e| fail("starting a checkpoint", e))?;
+        let put_sku = tx
+            .prepare(&format!(
+                "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
+                   held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
+                   version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
+                   limit_version = EXCLUDED.limit_version"
+            ))
+            .map_err(|e| fail("preparing SKU writes", e))?;
+        for (id, sku) in &checkpoint.skus {
+            let limit = sku.limit.map(i64::from);
+            tx.execute(
+                &put_sku,
+                &[
+                    &(*id as i64),
+                    &&*sku.name,
+                    &sku.available(),
+                    &sku.held,
+                    &sku.sold,
+                    &sku.received,
+                    &(sku.version as i64),
+                    &limit,
+                    &(sku.limit_version as i64),
+                ],
+            )
+            .map_err(|e| fail("writing a SKU", e))?;
+        }
+        let put_hold = tx
+            .prepare(&format!(
+                "INSERT INTO {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_ms = EXCLUDED.status_ms,
+                   deadline_ms = EXCLUDED.deadline_ms, limit_mask = EXCLUDED.limit_mask,
+                   customer = EXCLUDED.customer, lines = EXCLUDED.lines"
+            ))
+            .map_err(|e| fail("preparing reservation writes", e))?;
+        for (id, hold) in &checkpoint.holds {
+            tx.execute(
+                &put_hold,
+                &[
+                    &(*id as i64),
+                    &hold.status.as_str(),
+                    &(hold.at_ms as i64),
+                    &(hold.deadline_ms as i64),
+                    &i64::from(hold.limit_mask),
+                    &hold.customer.as_deref(),
+                    &encode_lines(&hold.lines),
+                ],
+            )
+            .map_err(|e| fail("writing a reservation", e))?;
+        }
+        if !checkpoint.removed_holds.is_empty() {
+            let ids: Vec<i64> = checkpoint
+                .removed_holds
+                .iter()
+                .map(|&id| id as i64)
+                .collect();
+            tx.execute(
+                &format!("DELETE FROM {s}.hotstock_reservations WHERE id = ANY($1)"),
+                &[&ids],
+            )
+            .map_err(|e| fail("deleting reservations", e))?;
+        }
+        for ((sku, customer), units) in &checkpoint.customer_units {
+            let sku = *sku as i64;
+            let customer: &str = customer;
+            if *units == 0 {
+                tx.execute(
+                    &format!(
+                        "DELETE FROM {s}.hotstock_customer_units WHERE sku = $1 AND customer = $2"
+                    ),
+                    &[&sku, &customer],
+                )
+                .map_err(|e| fail("deleting customer units", e))?;
+            } else {
+                tx.execute(
+                    &format!(
+                        "INSERT INTO {s}.hotstock_customer_units (sku, customer, units) VALUES ($1, $2, $3)
+                         ON CONFLICT (sku, customer) DO UPDATE SET units = EXCLUDED.units"
+                    ),
+                    &[&sku, &customer, units],
+                )
+                .map_err(|e| fail("writing customer units", e))?;
+            }
+        }
+        for (key, value) in [
+            ("position_segment", checkpoint.position.segment as i64),
+            ("position_offset", checkpoint.position.offset as i64),
+        ] {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.hotstock_meta (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                ),
+                &[&key, &value],
+            )
+            .map_err(|e| fail("writing the position", e))?;
+        }
+        tx.commit().map_err(|e| fail("committing a checkpoint", e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schema_names_and_redaction() {
+        assert!(valid_schema("hotstock"));
+        assert!(valid_schema("hotstock_test_12_3"));
+        for bad in ["", "Hot", "1abc", "a-b", "a;drop table x", &"a".repeat(64)] {
+            assert!(!valid_schema(bad), "{bad:?}");
+        }
+        assert_eq!(
+            redact("postgresql://shop:secret@db:5432/x"),
+            "postgresql://shop@db:5432/x"
+        );
+        assert_eq!(
+            redact("postgresql://postgres@127.0.0.1/test"),
+            "postgresql://postgres@127.0.0.1/test"
+        );
+    }
+}
