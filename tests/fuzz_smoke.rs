@@ -126,3 +126,14 @@ proptest! {
         check_decoder(&bytes);
     }
 }
+
+/// Inputs the real fuzzer found, kept so they can never come back.
+#[test]
+fn fuzzer_findings_stay_fixed() {
+    for finding in
+        std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/regressions")).unwrap()
+    {
+        let path = finding.unwrap().path();
+        check_decoder(&std::fs::read(&path).unwrap());
+    }
+}

@@ -233,7 +233,11 @@ impl Event {
                     }
                     lines.push(Line { sku, quantity });
                 }
-                if limit_mask >> count != 0 && count < 32 {
+                // checked_shr: a 32-line cart shifts by 32, which overflows.
+                if limit_mask
+                    .checked_shr(count as u32)
+                    .is_some_and(|beyond| beyond != 0)
+                {
                     return Err(DecodeError::Invalid(
                         "limit mask names a line that does not exist",
                     ));
