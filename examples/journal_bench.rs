@@ -11,6 +11,7 @@
 //! concurrent requests, each awaiting its durability future) and, once the
 //! window is full, waits for the oldest to be on disk before the next.
 //! Latency is from a purchase's start to its durable acknowledgement.
+//! `--op sell` measures the record-less sale instead.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,7 +28,7 @@ struct Outcome {
     latencies_us: Vec<u32>,
 }
 
-fn run(engine: &Engine, threads: usize, seconds: u64, wait: bool, depth: usize) -> Outcome {
+fn run(engine: &Engine, threads: usize, seconds: u64, wait: bool, depth: usize, sell: bool) -> Outcome {
     let sku = engine.sku("hot").expect("created");
     let stop = AtomicBool::new(false);
     let start = Barrier::new(threads + 1);
@@ -43,7 +44,11 @@ fn run(engine: &Engine, threads: usize, seconds: u64, wait: bool, depth: usize) 
                     start.wait();
                     while !stop.load(Ordering::Relaxed) {
                         let began = Instant::now();
-                        engine.purchase(sku, 1, None).expect("bottomless stock");
+                        if sell {
+                            engine.sell(sku, 1).expect("bottomless stock");
+                        } else {
+                            engine.purchase(sku, 1, None).expect("bottomless stock");
+                        }
                         if !wait {
                             latencies.push(micros(began));
                             continue;
@@ -100,6 +105,8 @@ fn main() {
     let threads: usize = arg("--threads").and_then(|v| v.parse().ok()).unwrap_or(64);
     let seconds: u64 = arg("--seconds").and_then(|v| v.parse().ok()).unwrap_or(3);
     let depth: usize = arg("--depth").and_then(|v| v.parse().ok()).unwrap_or(256);
+    // `--op sell`: the record-less sale (no reservation record, smaller event).
+    let sell = arg("--op").as_deref() == Some("sell");
     let base: PathBuf = arg("--dir").map_or_else(
         || std::env::temp_dir().join("hotstock-journal-bench"),
         PathBuf::from,
@@ -116,7 +123,7 @@ fn main() {
     off.put_sku("hot", 1 << 39, None, None).expect("put");
     off.prepare_hot(off.sku("hot").expect("sku")).expect("hot");
     if wanted("off") {
-        rows.push(("journal off", run(&off, threads, seconds, false, depth)));
+        rows.push(("journal off", run(&off, threads, seconds, false, depth, sell)));
     }
     drop(off);
 
@@ -138,7 +145,7 @@ fn main() {
         engine
             .prepare_hot(engine.sku("hot").expect("sku"))
             .expect("hot");
-        rows.push((name, run(&engine, threads, seconds, wait, depth)));
+        rows.push((name, run(&engine, threads, seconds, wait, depth, sell)));
         drop(engine);
         drop(durable);
         let _ = std::fs::remove_dir_all(&dir);

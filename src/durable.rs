@@ -341,7 +341,7 @@ fn fold_batch(settled: &mut Settled, batch: &[u8], start: Position) {
         let payload =
             &batch[offset + segment::FRAME_HEADER_LEN..offset + segment::FRAME_HEADER_LEN + len];
         match Event::decode(payload) {
-            Ok(event) => settled.apply(&event),
+            Ok(event) => settled.apply(event),
             // We encoded it ourselves a moment ago: a decode failure is a bug.
             Err(error) => debug_assert!(false, "journal frame failed to decode: {error}"),
         }
@@ -430,7 +430,7 @@ fn recover(
                     offset,
                     reason: "frame checksum matches but its event does not decode",
                 })?;
-                settled.apply(&event);
+                settled.apply(event);
                 events += 1;
                 Ok(())
             },
@@ -597,20 +597,17 @@ impl Checkpointer {
 impl CheckpointShared {
     fn run(&self) -> Result<Position, StoreError> {
         let mut store = self.store.lock();
-        let checkpoint = {
-            let mut settled = self.settled.lock();
-            let now = self.clock.now_ms();
-            settled.prune(
-                now,
-                self.engine.ended_retention_ms,
-                self.engine.refund_window_ms,
-            );
-            settled.take_checkpoint()
-        };
+        let mut checkpoint = self.settled.lock().take_checkpoint();
+        // The store forgets what the engine prunes: ended records after their
+        // retention, confirmed ones after the refund window.
+        let now = self.clock.now_ms();
+        checkpoint.prune_before_ms = Some((
+            now.saturating_sub(self.engine.ended_retention_ms),
+            now.saturating_sub(self.engine.refund_window_ms),
+        ));
         if let Err(error) = store.save(&checkpoint) {
-            // The changes taken are not in the store: mark them dirty again.
-            let mut settled = self.settled.lock();
-            settled.mark_dirty(&checkpoint);
+            // Not in the store: put the changes back for the next attempt.
+            self.settled.lock().restore_unsaved(checkpoint);
             return Err(error);
         }
         // Segments wholly before the checkpoint's segment are in the store.

@@ -761,6 +761,7 @@ impl Engine {
                     encode_hold(
                         out,
                         id,
+                        None,
                         status,
                         now_ms,
                         expires_at_ms,
@@ -841,9 +842,14 @@ impl Engine {
     fn settle(&self, how: Settle, hold: HoldView<'_>, hint: usize, now_ms: u64) {
         self.record(hint, |out| {
             let customer = hold.customer.map(|c| &**c);
+            let from = match how {
+                Settle::Confirm | Settle::Release => HoldStatus::Held,
+                Settle::Refund => HoldStatus::Confirmed,
+            };
             encode_hold(
                 out,
                 hold.id,
+                Some(from),
                 hold.status,
                 now_ms,
                 hold.deadline_ms,

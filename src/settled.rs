@@ -7,9 +7,10 @@
 //! and are not a consistent cut.
 //!
 //! The fold is order-insensitive within a batch (see `journal::event`):
-//! deltas add, versions take the maximum, and a hold moves up its status
-//! lattice, with the per-SKU and per-customer counts adjusted by the
-//! difference between the old and new status's effect:
+//! deltas add, versions take the maximum, and each hold event names the
+//! transition it made (`from -> to`), so per-SKU and per-customer counts
+//! move by the difference of the two statuses' effects, a sum that commutes
+//! and needs no lookup:
 //!
 //! | status | held | sold | customer limit |
 //! |---|---|---|---|
@@ -18,6 +19,11 @@
 //! | cancelled, expired, refunded | | | |
 //!
 //! `available` is never stored in the fold: it is `received - held - sold`.
+//!
+//! Reservation rows are kept only from one checkpoint to the next: a
+//! checkpoint moves them to the store, which also prunes old rows by time.
+//! So the writer never holds a second in-memory copy of every reservation
+//! (the engine has the first).
 
 use std::collections::{HashMap, HashSet};
 
@@ -68,12 +74,17 @@ pub struct Settled {
     /// Indexed by SKU id; `None` for ids never seen (a creation lost in a
     /// crash leaves a gap that nothing durable refers to).
     pub skus: Vec<Option<SettledSku>>,
+    /// Reservation rows: after `Store::load`, every stored row; in the
+    /// writer's shadow, only rows changed since the last checkpoint.
     pub holds: FastMap<u64, SettledHold>,
     /// Units per (SKU id, customer) that count against a limit.
     pub customer_units: FastMap<(u32, Box<str>), i64>,
     /// The journal position just past the last folded batch.
     pub position: Position,
-    dirty_skus: FastSet<u32>,
+    /// SKUs changed since the last checkpoint, and a flag per SKU id so each
+    /// is listed once (a flag test is cheaper than a set insert per event).
+    dirty_skus: Vec<u32>,
+    sku_dirty: Vec<bool>,
     /// Holds changed since the last checkpoint (may repeat; deduplicated
     /// when the checkpoint is taken). A list, not a set: one push per event
     /// is cheaper than a hash insert on the writer's path.
@@ -86,18 +97,19 @@ pub struct Settled {
 pub struct Checkpoint {
     pub position: Position,
     pub skus: Vec<(u32, SettledSku)>,
+    /// Rows to write; a row already stored with a later status never meets
+    /// an earlier one here (the journal is a causal prefix).
     pub holds: Vec<(u64, SettledHold)>,
-    pub removed_holds: Vec<u64>,
+    /// Delete cancelled, expired and refunded rows whose status is older
+    /// than the first value, and confirmed rows older than the second.
+    pub prune_before_ms: Option<(u64, u64)>,
     /// Units of 0 mean "delete the row".
     pub customer_units: Vec<((u32, Box<str>), i64)>,
 }
 
 impl Checkpoint {
     pub fn is_empty(&self) -> bool {
-        self.skus.is_empty()
-            && self.holds.is_empty()
-            && self.removed_holds.is_empty()
-            && self.customer_units.is_empty()
+        self.skus.is_empty() && self.holds.is_empty() && self.customer_units.is_empty()
     }
 }
 
@@ -119,12 +131,13 @@ fn effect(status: Option<HoldStatus>) -> (i64, i64, i64) {
 }
 
 impl Settled {
-    /// Folds one event.
-    pub fn apply(&mut self, event: &Event) {
+    /// Folds one event (taken by value: its lines and customer move into
+    /// the reservation row rather than being copied).
+    pub fn apply(&mut self, event: Event) {
         match event {
             Event::SkuCreated { sku, name } => {
                 let entry = self.sku_mut(sku.index());
-                entry.name = name.clone();
+                entry.name = name;
             }
             Event::Operator {
                 sku,
@@ -134,52 +147,56 @@ impl Settled {
             } => {
                 let entry = self.sku_mut(sku.index());
                 entry.received += delta;
-                entry.version = entry.version.max(*version);
+                entry.version = entry.version.max(version);
                 if let LimitChange::Set(limit) = limit {
-                    if *version >= entry.limit_version {
-                        entry.limit = *limit;
-                        entry.limit_version = *version;
+                    if version >= entry.limit_version {
+                        entry.limit = limit;
+                        entry.limit_version = version;
                     }
                 }
             }
-            Event::Sell { sku, units } => self.sku_mut(sku.index()).sold += i64::from(*units),
+            Event::Sell { sku, units } => self.sku_mut(sku.index()).sold += i64::from(units),
             Event::Hold(hold) => self.apply_hold(hold),
         }
     }
 
-    fn apply_hold(&mut self, event: &HoldEvent) {
-        let id = event.id.as_u64();
-        let old = self.holds.get(&id).map(|h| h.status);
-        if old.is_some_and(|old| rank(old) >= rank(event.status)) {
-            return;
-        }
-        let (old_held, old_sold, old_limit) = effect(old);
-        let (new_held, new_sold, new_limit) = effect(Some(event.status));
+    fn apply_hold(&mut self, event: HoldEvent) {
+        let (from_held, from_sold, from_limit) = effect(event.from);
+        let (to_held, to_sold, to_limit) = effect(Some(event.status));
         for (index, line) in event.lines.iter().enumerate() {
             let q = i64::from(line.quantity);
             let sku = self.sku_mut(line.sku.index());
-            sku.held += q * (new_held - old_held);
-            sku.sold += q * (new_sold - old_sold);
-            if event.limit_mask & (1 << index) != 0 {
+            sku.held += q * (to_held - from_held);
+            sku.sold += q * (to_sold - from_sold);
+            if to_limit != from_limit && event.limit_mask & (1 << index) != 0 {
                 if let Some(customer) = &event.customer {
                     let key = (line.sku.index(), customer.clone());
                     *self.customer_units.entry(key.clone()).or_default() +=
-                        q * (new_limit - old_limit);
+                        q * (to_limit - from_limit);
                     self.dirty_customers.insert(key);
                 }
             }
         }
-        self.holds.insert(
-            id,
-            SettledHold {
-                status: event.status,
-                at_ms: event.at_ms,
-                deadline_ms: event.deadline_ms,
-                limit_mask: event.limit_mask,
-                customer: event.customer.clone(),
-                lines: event.lines.clone(),
-            },
-        );
+        let id = event.id.as_u64();
+        let row = SettledHold {
+            status: event.status,
+            at_ms: event.at_ms,
+            deadline_ms: event.deadline_ms,
+            limit_mask: event.limit_mask,
+            customer: event.customer,
+            lines: event.lines,
+        };
+        match self.holds.entry(id) {
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                slot.insert(row);
+            }
+            std::collections::hash_map::Entry::Occupied(mut slot) => {
+                if rank(row.status) <= rank(slot.get().status) {
+                    return;
+                }
+                slot.insert(row);
+            }
+        }
         self.dirty_holds.push(id);
     }
 
@@ -188,27 +205,16 @@ impl Settled {
         if self.skus.len() <= index_usize {
             self.skus.resize(index_usize + 1, None);
         }
-        self.dirty_skus.insert(index);
+        self.mark_sku_dirty(index);
         self.skus[index_usize].get_or_insert_with(SettledSku::default)
     }
 
-    /// Forgets records the engine would have pruned by `now_ms`: ended ones
-    /// after `ended_ms`, confirmed ones after `refund_window_ms`. Their units
-    /// stay counted in their SKUs.
-    pub fn prune(&mut self, now_ms: u64, ended_ms: u64, refund_window_ms: u64) {
-        let dirty = &mut self.dirty_holds;
-        self.holds.retain(|id, hold| {
-            let keep_for = match hold.status {
-                HoldStatus::Held => return true,
-                HoldStatus::Confirmed => refund_window_ms,
-                _ => ended_ms,
-            };
-            let keep = hold.at_ms.saturating_add(keep_for) > now_ms;
-            if !keep {
-                dirty.push(*id);
-            }
-            keep
-        });
+    /// Drops the rows that came from the store and were not changed since
+    /// (after recovery has restored them into the engine): the shadow then
+    /// holds only what the next checkpoint must write.
+    pub fn forget_clean_holds(&mut self) {
+        let dirty: FastSet<u64> = self.dirty_holds.iter().copied().collect();
+        self.holds.retain(|id, _| dirty.contains(id));
     }
 
     /// Takes what changed since the last call.
@@ -217,20 +223,15 @@ impl Settled {
             position: self.position,
             ..Checkpoint::default()
         };
-        for index in self.dirty_skus.drain() {
+        for index in self.dirty_skus.drain(..) {
+            self.sku_dirty[index as usize] = false;
             if let Some(Some(sku)) = self.skus.get(index as usize) {
                 checkpoint.skus.push((index, sku.clone()));
             }
         }
-        let mut dirty_holds = std::mem::take(&mut self.dirty_holds);
-        dirty_holds.sort_unstable();
-        dirty_holds.dedup();
-        for id in dirty_holds {
-            match self.holds.get(&id) {
-                Some(hold) => checkpoint.holds.push((id, hold.clone())),
-                None => checkpoint.removed_holds.push(id),
-            }
-        }
+        // The rows move to the checkpoint: after it the store has them.
+        self.dirty_holds.clear();
+        checkpoint.holds.extend(self.holds.drain());
         for key in self.dirty_customers.drain() {
             let units = self.customer_units.get(&key).copied().unwrap_or(0);
             if units == 0 {
@@ -241,21 +242,42 @@ impl Settled {
         checkpoint
     }
 
-    /// Marks a checkpoint's rows dirty again (its save failed).
-    pub fn mark_dirty(&mut self, checkpoint: &Checkpoint) {
-        self.dirty_skus
-            .extend(checkpoint.skus.iter().map(|(id, _)| *id));
-        self.dirty_holds
-            .extend(checkpoint.holds.iter().map(|(id, _)| *id));
-        self.dirty_holds
-            .extend(checkpoint.removed_holds.iter().copied());
-        self.dirty_customers
-            .extend(checkpoint.customer_units.iter().map(|(key, _)| key.clone()));
+    /// Puts a checkpoint's changes back (its save failed), keeping any
+    /// row that moved on since.
+    pub fn restore_unsaved(&mut self, checkpoint: Checkpoint) {
+        for (index, _) in &checkpoint.skus {
+            self.mark_sku_dirty(*index);
+        }
+        for (id, row) in checkpoint.holds {
+            let newer = self
+                .holds
+                .get(&id)
+                .is_none_or(|current| rank(row.status) > rank(current.status));
+            if newer {
+                self.holds.insert(id, row);
+                self.dirty_holds.push(id);
+            }
+        }
+        for ((sku, customer), _) in checkpoint.customer_units {
+            self.dirty_customers.insert((sku, customer));
+        }
+    }
+
+    fn mark_sku_dirty(&mut self, index: u32) {
+        let index_usize = index as usize;
+        if self.sku_dirty.len() <= index_usize {
+            self.sku_dirty.resize(index_usize + 1, false);
+        }
+        if !self.sku_dirty[index_usize] {
+            self.sku_dirty[index_usize] = true;
+            self.dirty_skus.push(index);
+        }
     }
 
     /// Marks everything clean (after loading from the store).
     pub fn mark_clean(&mut self) {
         self.dirty_skus.clear();
+        self.sku_dirty.clear();
         self.dirty_holds.clear();
         self.dirty_customers.clear();
     }
@@ -267,9 +289,10 @@ mod tests {
     use crate::holds::ReservationId;
     use crate::SkuId;
 
-    fn hold(status: HoldStatus) -> Event {
+    fn hold(from: Option<HoldStatus>, status: HoldStatus) -> Event {
         Event::Hold(HoldEvent {
             id: ReservationId::from_u64(9),
+            from,
             status,
             at_ms: 0,
             deadline_ms: 100,
@@ -284,40 +307,33 @@ mod tests {
 
     fn fold(events: &[Event]) -> Settled {
         let mut settled = Settled::default();
-        settled.apply(&Event::SkuCreated {
+        settled.apply(Event::SkuCreated {
             sku: SkuId::from_index(0),
             name: "a".into(),
         });
-        settled.apply(&Event::Operator {
+        settled.apply(Event::Operator {
             sku: SkuId::from_index(0),
             delta: 10,
             version: 1,
             limit: LimitChange::Set(Some(5)),
         });
         for event in events {
-            settled.apply(event);
+            settled.apply(event.clone());
         }
         settled
     }
 
+    use HoldStatus::{Confirmed, Held, Refunded};
+
     #[test]
     fn hold_lifecycle_in_any_order_settles_the_same() {
+        let reserve = hold(None, Held);
+        let confirm = hold(Some(Held), Confirmed);
+        let refund = hold(Some(Confirmed), Refunded);
         let orders = [
-            vec![
-                hold(HoldStatus::Held),
-                hold(HoldStatus::Confirmed),
-                hold(HoldStatus::Refunded),
-            ],
-            vec![
-                hold(HoldStatus::Refunded),
-                hold(HoldStatus::Held),
-                hold(HoldStatus::Confirmed),
-            ],
-            vec![
-                hold(HoldStatus::Confirmed),
-                hold(HoldStatus::Refunded),
-                hold(HoldStatus::Held),
-            ],
+            vec![reserve.clone(), confirm.clone(), refund.clone()],
+            vec![refund.clone(), reserve.clone(), confirm.clone()],
+            vec![confirm.clone(), refund.clone(), reserve.clone()],
         ];
         for events in orders {
             let s = fold(&events);
@@ -328,24 +344,29 @@ mod tests {
                 "{events:?}"
             );
             assert_eq!(s.customer_units[&(0, "ann".into())], 0);
+            assert_eq!(
+                s.holds[&9].status, Refunded,
+                "the row keeps the latest status"
+            );
         }
-        let s = fold(&[hold(HoldStatus::Confirmed), hold(HoldStatus::Held)]);
+        let s = fold(&[confirm.clone(), reserve.clone()]);
         let sku = s.skus[0].as_ref().unwrap();
         assert_eq!((sku.available(), sku.held, sku.sold), (8, 0, 2));
         assert_eq!(s.customer_units[&(0, "ann".into())], 2);
+        assert_eq!(s.holds[&9].status, Confirmed);
     }
 
     #[test]
     fn limit_changes_win_by_version_not_arrival() {
         let mut s = fold(&[]);
         let sku = SkuId::from_index(0);
-        s.apply(&Event::Operator {
+        s.apply(Event::Operator {
             sku,
             delta: 0,
             version: 3,
             limit: LimitChange::Set(None),
         });
-        s.apply(&Event::Operator {
+        s.apply(Event::Operator {
             sku,
             delta: 0,
             version: 2,
@@ -356,8 +377,8 @@ mod tests {
     }
 
     #[test]
-    fn checkpoint_carries_only_changes_and_pruning() {
-        let mut s = fold(&[hold(HoldStatus::Held)]);
+    fn checkpoint_moves_rows_out_and_failed_saves_put_them_back() {
+        let mut s = fold(&[hold(None, Held)]);
         let first = s.take_checkpoint();
         assert_eq!(
             (
@@ -367,12 +388,15 @@ mod tests {
             ),
             (1, 1, 1)
         );
+        assert!(s.holds.is_empty(), "rows leave memory with the checkpoint");
         assert!(s.take_checkpoint().is_empty());
-        s.apply(&hold(HoldStatus::Cancelled));
-        s.prune(1_000, 10, 10);
+        s.apply(hold(Some(Held), HoldStatus::Cancelled));
         let second = s.take_checkpoint();
-        assert_eq!(second.removed_holds, [9]);
+        assert_eq!(second.holds[0].1.status, HoldStatus::Cancelled);
         assert_eq!(second.customer_units, [((0, "ann".into()), 0)]);
         assert!(s.customer_units.is_empty());
+        s.restore_unsaved(second);
+        let again = s.take_checkpoint();
+        assert_eq!((again.skus.len(), again.holds.len()), (1, 1));
     }
 }

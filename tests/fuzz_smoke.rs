@@ -32,20 +32,23 @@ fn event() -> impl Strategy<Value = Event> {
         (sku.clone(), any::<u32>()).prop_map(|(sku, units)| Event::Sell { sku, units }),
         (
             any::<u64>(),
-            0..5usize,
+            0..6usize,
             any::<u64>(),
             any::<u64>(),
             prop::option::of("[a-z]{1,20}"),
-            prop::collection::vec((sku, 1..u32::MAX), 1..32)
+            prop::collection::vec((sku, 1..u32::MAX), 1..=32)
         )
-            .prop_map(|(id, status, at_ms, deadline_ms, customer, lines)| {
-                let statuses = [
-                    HoldStatus::Held,
-                    HoldStatus::Confirmed,
-                    HoldStatus::Cancelled,
-                    HoldStatus::Expired,
-                    HoldStatus::Refunded,
+            .prop_map(|(id, transition, at_ms, deadline_ms, customer, lines)| {
+                use HoldStatus::*;
+                let transitions = [
+                    (None, Held),
+                    (None, Confirmed),
+                    (Some(Held), Confirmed),
+                    (Some(Held), Cancelled),
+                    (Some(Held), Expired),
+                    (Some(Confirmed), Refunded),
                 ];
+                let (from, status) = transitions[transition];
                 let limit_mask = if lines.len() >= 32 {
                     u32::MAX
                 } else {
@@ -53,7 +56,8 @@ fn event() -> impl Strategy<Value = Event> {
                 };
                 Event::Hold(HoldEvent {
                     id: ReservationId::from_u64(id),
-                    status: statuses[status],
+                    from,
+                    status,
                     at_ms,
                     deadline_ms,
                     limit_mask,

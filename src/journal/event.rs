@@ -47,10 +47,14 @@ pub enum Event {
     Hold(HoldEvent),
 }
 
-/// A hold's full description plus its new status.
+/// A hold's full description plus the transition it made. Carrying the
+/// status it left (`from`) lets the fold adjust counts by a difference that
+/// commutes with every other event, without looking the hold up.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldEvent {
     pub id: ReservationId,
+    /// `None` for a new record.
+    pub from: Option<HoldStatus>,
     pub status: HoldStatus,
     pub at_ms: u64,
     pub deadline_ms: u64,
@@ -87,6 +91,18 @@ pub(crate) fn status_code(status: HoldStatus) -> u8 {
     }
 }
 
+/// Whether `from -> to` is a transition the engine can make.
+pub fn is_transition(from: Option<HoldStatus>, to: HoldStatus) -> bool {
+    use HoldStatus::*;
+    matches!(
+        (from, to),
+        (None, Held)
+            | (None, Confirmed)
+            | (Some(Held), Confirmed | Cancelled | Expired)
+            | (Some(Confirmed), Refunded)
+    )
+}
+
 pub(crate) fn status_from_code(code: u8) -> Option<HoldStatus> {
     Some(match code {
         1 => HoldStatus::Held,
@@ -104,6 +120,7 @@ pub(crate) fn status_from_code(code: u8) -> Option<HoldStatus> {
 pub fn encode_hold(
     out: &mut Vec<u8>,
     id: ReservationId,
+    from: Option<HoldStatus>,
     status: HoldStatus,
     at_ms: u64,
     deadline_ms: u64,
@@ -112,9 +129,11 @@ pub fn encode_hold(
     lines: &[Line],
 ) {
     debug_assert!(!lines.is_empty() && lines.len() <= MAX_LINES_PER_CART);
+    debug_assert!(is_transition(from, status), "{from:?} -> {status:?}");
     debug_assert!(customer.is_none_or(|c| !c.is_empty() && c.len() <= MAX_CUSTOMER_BYTES));
     out.push(HOLD);
     out.extend_from_slice(&id.as_u64().to_le_bytes());
+    out.push(from.map_or(0, status_code));
     out.push(status_code(status));
     out.extend_from_slice(&at_ms.to_le_bytes());
     out.extend_from_slice(&deadline_ms.to_le_bytes());
@@ -166,6 +185,7 @@ impl Event {
             Event::Hold(h) => encode_hold(
                 out,
                 h.id,
+                h.from,
                 h.status,
                 h.at_ms,
                 h.deadline_ms,
@@ -214,8 +234,17 @@ impl Event {
             },
             HOLD => {
                 let id = ReservationId::from_u64(r.u64()?);
+                let from = match r.u8()? {
+                    0 => None,
+                    code => {
+                        Some(status_from_code(code).ok_or(DecodeError::Invalid("hold status"))?)
+                    }
+                };
                 let status =
                     status_from_code(r.u8()?).ok_or(DecodeError::Invalid("hold status"))?;
+                if !is_transition(from, status) {
+                    return Err(DecodeError::Invalid("hold transition"));
+                }
                 let at_ms = r.u64()?;
                 let deadline_ms = r.u64()?;
                 let limit_mask = r.u32()?;
@@ -244,6 +273,7 @@ impl Event {
                 }
                 Event::Hold(HoldEvent {
                     id,
+                    from,
                     status,
                     at_ms,
                     deadline_ms,
@@ -346,6 +376,7 @@ mod tests {
         });
         round_trip(Event::Hold(HoldEvent {
             id: ReservationId::from_u64(0x1234_5678_9abc),
+            from: Some(HoldStatus::Confirmed),
             status: HoldStatus::Refunded,
             at_ms: 1_700_000_000_000,
             deadline_ms: 1_700_000_600_000,

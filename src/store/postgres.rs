@@ -72,6 +72,7 @@ impl PostgresStore {
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_reservations (
                  id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
                  deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
+             CREATE INDEX IF NOT EXISTS hotstock_reservations_by_time ON {schema}.hotstock_reservations (status_ms);
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_customer_units (
                  sku BIGINT NOT NULL, customer TEXT NOT NULL, units BIGINT NOT NULL,
                  PRIMARY KEY (sku, customer));"
@@ -248,17 +249,16 @@ impl Store for PostgresStore {
             )
             .map_err(|e| fail("writing a reservation", e))?;
         }
-        if !checkpoint.removed_holds.is_empty() {
-            let ids: Vec<i64> = checkpoint
-                .removed_holds
-                .iter()
-                .map(|&id| id as i64)
-                .collect();
+        if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
             tx.execute(
-                &format!("DELETE FROM {s}.hotstock_reservations WHERE id = ANY($1)"),
-                &[&ids],
+                &format!(
+                    "DELETE FROM {s}.hotstock_reservations
+                     WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= $1)
+                        OR (status = 'confirmed' AND status_ms <= $2)"
+                ),
+                &[&(ended_before as i64), &(confirmed_before as i64)],
             )
-            .map_err(|e| fail("deleting reservations", e))?;
+            .map_err(|e| fail("pruning old reservations", e))?;
         }
         for ((sku, customer), units) in &checkpoint.customer_units {
             let sku = *sku as i64;

@@ -35,6 +35,7 @@ CREATE TABLE IF NOT EXISTS hotstock_reservations (
     customer    TEXT,
     lines       TEXT NOT NULL
 );
+CREATE INDEX IF NOT EXISTS hotstock_reservations_by_time ON hotstock_reservations (status_ms);
 CREATE TABLE IF NOT EXISTS hotstock_customer_units (
     sku      INTEGER NOT NULL,
     customer TEXT NOT NULL,
@@ -253,13 +254,14 @@ impl Store for SqliteStore {
                     ])
                     .map_err(|e| fail("writing a reservation", e))?;
             }
-            let mut remove_hold = tx
-                .prepare_cached("DELETE FROM hotstock_reservations WHERE id = ?1")
-                .map_err(|e| fail("preparing reservation deletes", e))?;
-            for id in &checkpoint.removed_holds {
-                remove_hold
-                    .execute([*id as i64])
-                    .map_err(|e| fail("deleting a reservation", e))?;
+            if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
+                tx.execute(
+                    "DELETE FROM hotstock_reservations
+                     WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= ?1)
+                        OR (status = 'confirmed' AND status_ms <= ?2)",
+                    params![ended_before as i64, confirmed_before as i64],
+                )
+                .map_err(|e| fail("pruning old reservations", e))?;
             }
             let mut put_units = tx
                 .prepare_cached("INSERT OR REPLACE INTO hotstock_customer_units (sku, customer, units) VALUES (?1, ?2, ?3)")
