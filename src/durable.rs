@@ -340,11 +340,9 @@ fn fold_batch(settled: &mut Settled, batch: &[u8], start: Position) {
         ]) as usize;
         let payload =
             &batch[offset + segment::FRAME_HEADER_LEN..offset + segment::FRAME_HEADER_LEN + len];
-        match Event::decode(payload) {
-            Ok(event) => settled.apply(event),
-            // We encoded it ourselves a moment ago: a decode failure is a bug.
-            Err(error) => debug_assert!(false, "journal frame failed to decode: {error}"),
-        }
+        // We encoded it ourselves a moment ago: a decode failure is a bug.
+        let folded = settled.apply_frame(payload);
+        debug_assert!(folded.is_ok(), "journal frame failed to decode: {folded:?}");
         offset += segment::FRAME_HEADER_LEN + len;
     }
     settled.position = Position {

@@ -233,53 +233,17 @@ impl Event {
                 units: r.u32()?,
             },
             HOLD => {
-                let id = ReservationId::from_u64(r.u64()?);
-                let from = match r.u8()? {
-                    0 => None,
-                    code => {
-                        Some(status_from_code(code).ok_or(DecodeError::Invalid("hold status"))?)
-                    }
-                };
-                let status =
-                    status_from_code(r.u8()?).ok_or(DecodeError::Invalid("hold status"))?;
-                if !is_transition(from, status) {
-                    return Err(DecodeError::Invalid("hold transition"));
-                }
-                let at_ms = r.u64()?;
-                let deadline_ms = r.u64()?;
-                let limit_mask = r.u32()?;
-                let customer = r.str(MAX_CUSTOMER_BYTES)?;
-                let count = r.u8()? as usize;
-                if count == 0 || count > MAX_LINES_PER_CART {
-                    return Err(DecodeError::Invalid("line count"));
-                }
-                let mut lines = Vec::with_capacity(count);
-                for _ in 0..count {
-                    let sku = SkuId::from_index(r.u32()?);
-                    let quantity = r.u32()?;
-                    if quantity == 0 {
-                        return Err(DecodeError::Invalid("zero quantity"));
-                    }
-                    lines.push(Line { sku, quantity });
-                }
-                // checked_shr: a 32-line cart shifts by 32, which overflows.
-                if limit_mask
-                    .checked_shr(count as u32)
-                    .is_some_and(|beyond| beyond != 0)
-                {
-                    return Err(DecodeError::Invalid(
-                        "limit mask names a line that does not exist",
-                    ));
-                }
+                let hold = parse_hold(r.0)?;
+                r.0 = &[];
                 Event::Hold(HoldEvent {
-                    id,
-                    from,
-                    status,
-                    at_ms,
-                    deadline_ms,
-                    limit_mask,
-                    customer,
-                    lines,
+                    id: hold.id,
+                    from: hold.from,
+                    status: hold.status,
+                    at_ms: hold.at_ms,
+                    deadline_ms: hold.deadline_ms,
+                    limit_mask: hold.limit_mask,
+                    customer: hold.customer.map(Into::into),
+                    lines: hold.lines().collect(),
                 })
             }
             kind => return Err(DecodeError::UnknownKind(kind)),
@@ -291,10 +255,99 @@ impl Event {
     }
 }
 
+/// A hold event read in place, without allocating: the writer folds
+/// millions of these a second.
+#[derive(Clone, Copy, Debug)]
+pub struct HoldRef<'a> {
+    pub id: ReservationId,
+    pub from: Option<HoldStatus>,
+    pub status: HoldStatus,
+    pub at_ms: u64,
+    pub deadline_ms: u64,
+    pub limit_mask: u32,
+    pub customer: Option<&'a str>,
+    /// `(sku u32, quantity u32)` pairs, already checked.
+    raw_lines: &'a [u8],
+}
+
+impl HoldRef<'_> {
+    pub fn line_count(&self) -> usize {
+        self.raw_lines.len() / 8
+    }
+
+    pub fn lines(&self) -> impl Iterator<Item = Line> + '_ {
+        self.raw_lines.chunks_exact(8).map(|pair| Line {
+            sku: SkuId::from_index(u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]])),
+            quantity: u32::from_le_bytes([pair[4], pair[5], pair[6], pair[7]]),
+        })
+    }
+}
+
+/// If `payload` is a hold event, reads it in place (`Ok(None)` for other
+/// kinds).
+pub fn decode_hold_ref(payload: &[u8]) -> Result<Option<HoldRef<'_>>, DecodeError> {
+    match payload.first() {
+        Some(&HOLD) => parse_hold(&payload[1..]).map(Some),
+        Some(_) => Ok(None),
+        None => Err(DecodeError::Truncated),
+    }
+}
+
+/// The body of a hold event (after its kind byte), which must fill `body`.
+fn parse_hold(body: &[u8]) -> Result<HoldRef<'_>, DecodeError> {
+    let mut r = Reader(body);
+    let id = ReservationId::from_u64(r.u64()?);
+    let from = match r.u8()? {
+        0 => None,
+        code => Some(status_from_code(code).ok_or(DecodeError::Invalid("hold status"))?),
+    };
+    let status = status_from_code(r.u8()?).ok_or(DecodeError::Invalid("hold status"))?;
+    if !is_transition(from, status) {
+        return Err(DecodeError::Invalid("hold transition"));
+    }
+    let at_ms = r.u64()?;
+    let deadline_ms = r.u64()?;
+    let limit_mask = r.u32()?;
+    let customer = r.str_ref(MAX_CUSTOMER_BYTES)?;
+    let count = r.u8()? as usize;
+    if count == 0 || count > MAX_LINES_PER_CART {
+        return Err(DecodeError::Invalid("line count"));
+    }
+    let raw_lines = r.take(count * 8)?;
+    if raw_lines
+        .chunks_exact(8)
+        .any(|pair| pair[4..8] == [0, 0, 0, 0])
+    {
+        return Err(DecodeError::Invalid("zero quantity"));
+    }
+    // checked_shr: a 32-line cart shifts by 32, which overflows.
+    if limit_mask
+        .checked_shr(count as u32)
+        .is_some_and(|beyond| beyond != 0)
+    {
+        return Err(DecodeError::Invalid(
+            "limit mask names a line that does not exist",
+        ));
+    }
+    match r.0.len() {
+        0 => Ok(HoldRef {
+            id,
+            from,
+            status,
+            at_ms,
+            deadline_ms,
+            limit_mask,
+            customer,
+            raw_lines,
+        }),
+        trailing => Err(DecodeError::Trailing(trailing)),
+    }
+}
+
 struct Reader<'a>(&'a [u8]);
 
-impl Reader<'_> {
-    fn take(&mut self, n: usize) -> Result<&[u8], DecodeError> {
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.0.len() < n {
             return Err(DecodeError::Truncated);
         }
@@ -317,6 +370,21 @@ impl Reader<'_> {
         let mut word = [0u8; 8];
         word.copy_from_slice(bytes);
         Ok(u64::from_le_bytes(word))
+    }
+
+    /// A length-prefixed string, borrowed; length 0 is `None`.
+    fn str_ref(&mut self, max: usize) -> Result<Option<&'a str>, DecodeError> {
+        let len = self.u8()? as usize;
+        if len > max {
+            return Err(DecodeError::Invalid("string too long"));
+        }
+        if len == 0 {
+            return Ok(None);
+        }
+        let bytes = self.take(len)?;
+        std::str::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| DecodeError::Invalid("string is not UTF-8"))
     }
 
     /// A length-prefixed string; length 0 is `None`.
