@@ -43,6 +43,7 @@ pub mod event;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod lanes;
 pub mod segment;
 
 use std::future::Future;
@@ -59,7 +60,7 @@ use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 
 use fs::{JournalFs, SegmentFile};
-use segment::{append_frame, encode_header, Position, HEADER_LEN};
+use segment::{encode_header, Position, HEADER_LEN};
 
 /// Whether callers wait for their changes to be on disk.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,25 +126,10 @@ impl Ticket {
 /// frames and the position of its first byte.
 pub type BatchSink = Box<dyn FnMut(&[u8], Position) + Send>;
 
-#[derive(Debug, Default)]
-struct Lane {
-    /// Epoch of the frames in `open`; frames in `sealed` are older.
-    open_epoch: u64,
-    sealed: Vec<u8>,
-    open: Vec<u8>,
-}
-
-impl Lane {
-    fn len(&self) -> usize {
-        self.sealed.len() + self.open.len()
-    }
-}
-
 #[derive(Debug)]
 struct Shared {
-    lanes: Box<[CachePadded<Mutex<Lane>>]>,
-    /// Appends are tagged with this; the writer moves it once per batch.
-    open_epoch: CachePadded<AtomicU64>,
+    /// Per-CPU append buffers and the open epoch (the cut protocol).
+    lanes: lanes::Lanes,
     /// Every frame tagged at or below this is on disk.
     durable_epoch: CachePadded<AtomicU64>,
     failure: OnceLock<JournalError>,
@@ -161,7 +147,6 @@ struct Shared {
     space_lock: Mutex<()>,
     space_freed: Condvar,
     durability: Durability,
-    lane_bytes: usize,
 }
 
 /// The journal handle. Appends from any thread; one writer thread behind it.
@@ -190,15 +175,7 @@ impl Journal {
             .map_or(2, |n| n.get())
             .clamp(1, 64);
         let shared = Arc::new(Shared {
-            lanes: (0..lanes)
-                .map(|_| {
-                    CachePadded::new(Mutex::new(Lane {
-                        open_epoch: 1,
-                        ..Lane::default()
-                    }))
-                })
-                .collect(),
-            open_epoch: CachePadded::new(AtomicU64::new(1)),
+            lanes: lanes::Lanes::new(lanes, config.lane_bytes),
             durable_epoch: CachePadded::new(AtomicU64::new(0)),
             failure: OnceLock::new(),
             shutdown: AtomicBool::new(false),
@@ -210,7 +187,6 @@ impl Journal {
             space_lock: Mutex::new(()),
             space_freed: Condvar::new(),
             durability: config.durability,
-            lane_bytes: config.lane_bytes,
         });
         let writer = Writer {
             shared: Arc::clone(&shared),
@@ -257,13 +233,10 @@ impl Journal {
         if let Some(failure) = shared.failure.get() {
             return Err(failure.clone());
         }
-        let lane = &shared.lanes[hint % shared.lanes.len()];
-        let mut lane = lane.lock();
-        while lane.len() >= shared.lane_bytes {
-            // Backpressure: the writer is behind. Sleep until it drains
-            // (rather than spin: on few cores a spinning appender steals
-            // the CPU the writer needs), and never grow without bound.
-            drop(lane);
+        // Backpressure: a full lane means the writer is behind. Sleep until
+        // it drains (rather than spin: on few cores a spinning appender
+        // steals the CPU the writer needs); never grow without bound.
+        let on_full = || {
             self.kick_writer();
             if let Some(failure) = shared.failure.get() {
                 return Err(failure.clone());
@@ -272,26 +245,15 @@ impl Journal {
             shared
                 .space_freed
                 .wait_for(&mut space, Duration::from_millis(10));
-            drop(space);
-            lane = shared.lanes[hint % shared.lanes.len()].lock();
-        }
-        // Acquire: pairs with the writer's Release store; read under the lane
-        // lock, which is what orders this append against the writer's cut.
-        let epoch = shared.open_epoch.load(Ordering::Acquire);
-        debug_assert!(epoch >= lane.open_epoch, "epochs only grow");
-        if epoch > lane.open_epoch {
-            let Lane { sealed, open, .. } = &mut *lane;
-            sealed.append(open);
-            lane.open_epoch = epoch;
-        }
-        append_frame(&mut lane.open, write);
-        Ok(Ticket(epoch))
+            Ok(())
+        };
+        shared.lanes.append(hint, write, on_full).map(Ticket)
     }
 
     /// A ticket covering everything appended so far by anyone: durable once
     /// every change made before this call is on disk.
     pub fn ticket(&self) -> Ticket {
-        Ticket(self.shared.open_epoch.load(Ordering::Acquire))
+        Ticket(self.shared.lanes.open_epoch())
     }
 
     pub fn is_durable(&self, ticket: Ticket) -> bool {
@@ -468,21 +430,7 @@ impl Writer {
     /// earlier into `batch`. Returns the closed epoch.
     fn cut(&self, batch: &mut Vec<u8>) -> u64 {
         let shared = &*self.shared;
-        batch.clear();
-        // Relaxed load: only this thread writes the epoch. Release store:
-        // appenders that read the new epoch (under a lane lock we take
-        // below) see everything we did before.
-        let closed = shared.open_epoch.load(Ordering::Relaxed);
-        shared.open_epoch.store(closed + 1, Ordering::Release);
-        let mut freed = false;
-        for lane in shared.lanes.iter() {
-            let mut lane = lane.lock();
-            freed |= lane.len() >= shared.lane_bytes;
-            batch.append(&mut lane.sealed);
-            if lane.open_epoch <= closed {
-                batch.append(&mut lane.open);
-            }
-        }
+        let (closed, freed) = shared.lanes.cut(batch);
         if freed {
             let _guard = shared.space_lock.lock();
             shared.space_freed.notify_all();
