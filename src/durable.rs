@@ -403,12 +403,7 @@ fn recover(
     }
     for (index, &number) in needed.iter().enumerate() {
         let is_last = index + 1 == needed.len();
-        let file_name = segment_file_name(number);
-        let path = journal_dir.join(&file_name);
-        let bytes = std::fs::read(&path).map_err(|source| OpenError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let (file_name, path, bytes) = read_segment(journal_dir, number)?;
         let start = if number == from.segment {
             from.offset
         } else {
@@ -452,6 +447,17 @@ fn recover(
     Ok((settled, report))
 }
 
+/// A segment's file name, path and whole contents.
+fn read_segment(journal_dir: &Path, number: u64) -> Result<(String, PathBuf, Vec<u8>), OpenError> {
+    let file_name = segment_file_name(number);
+    let path = journal_dir.join(&file_name);
+    let bytes = std::fs::read(&path).map_err(|source| OpenError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((file_name, path, bytes))
+}
+
 fn truncate(path: &Path, len: u64) -> Result<(), OpenError> {
     let io_error = |source| OpenError::Io {
         path: path.to_owned(),
@@ -483,18 +489,9 @@ pub fn salvage(data_dir: &Path) -> Result<Vec<String>, OpenError> {
             cut_from = Some(index);
             break;
         }
-        let file_name = segment_file_name(number);
-        let path = journal_dir.join(&file_name);
-        let bytes = std::fs::read(&path).map_err(|source| OpenError::Io {
-            path: path.clone(),
-            source,
-        })?;
+        let (file_name, path, bytes) = read_segment(&journal_dir, number)?;
         if let Err(corruption) = segment::scan(&bytes, number, &file_name, true, 0, |_, _| Ok(())) {
-            let keep = if corruption.offset == 0 {
-                0
-            } else {
-                corruption.offset
-            };
+            let keep = corruption.offset;
             dropped.push(format!(
                 "{corruption}: truncated to {keep} bytes ({} bytes dropped)",
                 bytes.len() as u64 - keep

@@ -3,6 +3,9 @@
 //! engine runs (what `kill -9` leaves behind); `tests/crash.rs` kills real
 //! processes.
 
+mod common;
+use common::copy_dir;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -62,19 +65,6 @@ fn state(engine: &Engine) -> (Vec<SkuDocument>, Vec<HoldDocument>) {
     engine.for_each_reservation(|doc| holds.push(doc));
     holds.sort_by_key(|d| d.id);
     (skus, holds)
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 /// A short history touching every event kind.

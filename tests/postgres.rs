@@ -2,6 +2,9 @@
 //! `HOTSTOCK_TEST_POSTGRES_URL` (`.ci/run` always sets it and starts the
 //! server). Each test uses a schema of its own and drops it afterwards.
 
+mod common;
+use common::copy_dir;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -193,18 +196,4 @@ fn journal_tail_is_replayed_on_top_of_the_postgres_checkpoint() {
     drop(recovered);
     drop(durable);
     let _ = std::fs::remove_dir_all(&crashed);
-}
-
-fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
-    let _ = std::fs::remove_dir_all(to);
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }

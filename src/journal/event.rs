@@ -387,19 +387,9 @@ impl<'a> Reader<'a> {
             .map_err(|_| DecodeError::Invalid("string is not UTF-8"))
     }
 
-    /// A length-prefixed string; length 0 is `None`.
+    /// A length-prefixed string, owned; length 0 is `None`.
     fn str(&mut self, max: usize) -> Result<Option<Box<str>>, DecodeError> {
-        let len = self.u8()? as usize;
-        if len > max {
-            return Err(DecodeError::Invalid("string too long"));
-        }
-        if len == 0 {
-            return Ok(None);
-        }
-        let bytes = self.take(len)?;
-        let text =
-            std::str::from_utf8(bytes).map_err(|_| DecodeError::Invalid("string is not UTF-8"))?;
-        Ok(Some(text.into()))
+        self.str_ref(max).map(|text| text.map(Into::into))
     }
 }
 

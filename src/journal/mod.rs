@@ -520,6 +520,14 @@ mod tests {
         dir
     }
 
+    /// A sync journal on a file layer the test can break.
+    fn faulty_journal(dir: &Path) -> (FaultyFs, Journal) {
+        let fs = FaultyFs::new();
+        let config = JournalConfig::new(dir, Durability::Sync);
+        let journal = Journal::start(config, Arc::new(fs.clone()), 0, Box::new(|_, _| {})).unwrap();
+        (fs, journal)
+    }
+
     fn sell(units: u32) -> impl FnOnce(&mut Vec<u8>) {
         move |out| {
             Event::Sell {
@@ -578,14 +586,7 @@ mod tests {
     #[test]
     fn failed_fsync_is_sticky_and_never_acknowledged() {
         let dir = temp_dir("fsync");
-        let fs = FaultyFs::new();
-        let journal = Journal::start(
-            JournalConfig::new(&dir, Durability::Sync),
-            Arc::new(fs.clone()),
-            0,
-            Box::new(|_, _| {}),
-        )
-        .unwrap();
+        let (fs, journal) = faulty_journal(&dir);
         let ok = journal.append(0, sell(1)).unwrap();
         journal.wait_durable(ok).unwrap();
         fs.fail_sync_in(1);
@@ -608,14 +609,7 @@ mod tests {
     #[test]
     fn disk_full_fails_the_journal_with_enospc() {
         let dir = temp_dir("full");
-        let fs = FaultyFs::new();
-        let journal = Journal::start(
-            JournalConfig::new(&dir, Durability::Sync),
-            Arc::new(fs.clone()),
-            0,
-            Box::new(|_, _| {}),
-        )
-        .unwrap();
+        let (fs, journal) = faulty_journal(&dir);
         journal
             .wait_durable(journal.append(0, sell(1)).unwrap())
             .unwrap();
