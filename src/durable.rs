@@ -596,6 +596,8 @@ impl CheckpointShared {
         // The store forgets what the engine prunes: ended records after their
         // retention, confirmed ones after the refund window.
         let now = self.clock.now_ms();
+        checkpoint.prune_keys_before_ms =
+            Some(now.saturating_sub(self.engine.idempotency_retention_ms));
         checkpoint.prune_before_ms = Some((
             now.saturating_sub(self.engine.ended_retention_ms),
             now.saturating_sub(self.engine.refund_window_ms),

@@ -36,7 +36,7 @@ use crate::holds::{
     TimerWork, Transition, TransitionError,
 };
 use crate::idempotency::{IdempotencyTable, Origin, Reused};
-use crate::journal::event::{encode_hold, Event, LimitChange};
+use crate::journal::event::{encode_hold, Event, KeyEvent, LimitChange};
 use crate::journal::{DurableFuture, Journal, JournalError, Ticket};
 use crate::ledger::{LimitLedger, OverLimit};
 use crate::limits::{
@@ -331,6 +331,19 @@ impl Engine {
             };
             self.holds.restore(id, record, hold.status, hold.at_ms);
         }
+        // Oldest first: the table forgets keys in insertion order.
+        let mut keys: Vec<&KeyEvent> = settled.keys.values().collect();
+        keys.sort_by_key(|key| key.created_ms);
+        for key in keys {
+            let receipt = Receipt {
+                id: key.reservation,
+                status: key.status,
+                expires_at_ms: key.expires_at_ms,
+                replayed: false,
+            };
+            self.idempotency
+                .restore(&key.key, key.fingerprint, key.created_ms, Ok(receipt));
+        }
         for ((sku, customer), &units) in &settled.customer_units {
             let units =
                 u32::try_from(units).map_err(|_| negative(*sku as usize, "customer units"))?;
@@ -511,6 +524,19 @@ impl Engine {
             // Capacity refusals are about the server, not the request: a
             // retry after capacity frees up must be allowed to run.
             let keep = !matches!(outcome, Err(EngineError::CapacityExceeded { .. }));
+            if let Ok(receipt) = &outcome {
+                // Journaled after the reservation's own event, under the
+                // key's lock: a retry after a restart gets this receipt.
+                let event = Event::Idempotency(KeyEvent {
+                    key: key.into(),
+                    fingerprint,
+                    created_ms: now_ms,
+                    reservation: receipt.id,
+                    status: receipt.status,
+                    expires_at_ms: receipt.expires_at_ms,
+                });
+                self.record(stripe_hint(), |out| event.encode(out));
+            }
             (outcome, keep)
         });
         match ran {

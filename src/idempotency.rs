@@ -125,6 +125,28 @@ impl<T: Clone> IdempotencyTable<T> {
         Ok((outcome, Origin::Fresh))
     }
 
+    /// Puts back a remembered outcome (recovery only, before serving). An
+    /// entry already present is kept.
+    pub fn restore(&self, key: &str, fingerprint: u64, created_ms: u64, outcome: T) {
+        let hash = self.hasher.hash_one(key);
+        let mut guard = self.shards[shard_of(hash)].lock();
+        let shard = &mut *guard;
+        if shard.entries.find(hash, |e| *e.key == *key).is_some() {
+            return;
+        }
+        let key: Arc<str> = Arc::from(key);
+        shard.order.push_back((created_ms, Arc::clone(&key)));
+        let entry = IdempotencyEntry {
+            key,
+            fingerprint,
+            created_ms,
+            outcome,
+        };
+        shard
+            .entries
+            .insert_unique(hash, entry, |e| self.hasher.hash_one(&*e.key));
+    }
+
     /// Forgets keys older than the retention period. Returns how many.
     pub fn purge(&self, now_ms: u64) -> usize {
         let mut purged = 0;

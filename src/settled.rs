@@ -33,7 +33,9 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 use crate::holds::{HoldStatus, Line};
-use crate::journal::event::{decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, LimitChange};
+use crate::journal::event::{
+    decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, KeyEvent, LimitChange,
+};
 use crate::journal::segment::Position;
 
 /// One SKU's settled counts.
@@ -79,6 +81,9 @@ pub struct Settled {
     pub holds: FastMap<u64, SettledHold>,
     /// Units per (SKU id, customer) that count against a limit.
     pub customer_units: FastMap<(u32, Box<str>), i64>,
+    /// Remembered idempotent outcomes: after `Store::load`, every stored
+    /// one; in the writer's shadow, only those since the last checkpoint.
+    pub keys: FastMap<Box<str>, KeyEvent>,
     /// The journal position just past the last folded batch.
     pub position: Position,
     /// SKUs changed since the last checkpoint, and a flag per SKU id so each
@@ -90,6 +95,7 @@ pub struct Settled {
     /// is cheaper than a hash insert on the writer's path.
     dirty_holds: Vec<u64>,
     dirty_customers: FastSet<(u32, Box<str>)>,
+    dirty_keys: FastSet<Box<str>>,
     /// Reservation rows folded by the writer's fast path since the last
     /// checkpoint, in arrival order (deduplicated when taken).
     row_log: RowLog,
@@ -183,11 +189,17 @@ pub struct Checkpoint {
     pub prune_before_ms: Option<(u64, u64)>,
     /// Units of 0 mean "delete the row".
     pub customer_units: Vec<((u32, Box<str>), i64)>,
+    pub keys: Vec<KeyEvent>,
+    /// Delete remembered idempotency keys created before this.
+    pub prune_keys_before_ms: Option<u64>,
 }
 
 impl Checkpoint {
     pub fn is_empty(&self) -> bool {
-        self.skus.is_empty() && self.holds.is_empty() && self.customer_units.is_empty()
+        self.skus.is_empty()
+            && self.holds.is_empty()
+            && self.customer_units.is_empty()
+            && self.keys.is_empty()
     }
 }
 
@@ -235,6 +247,10 @@ impl Settled {
             }
             Event::Sell { sku, units } => self.sku_mut(sku.index()).sold += i64::from(units),
             Event::Hold(hold) => self.apply_hold(hold),
+            Event::Idempotency(key) => {
+                self.dirty_keys.insert(key.key.clone());
+                self.keys.insert(key.key.clone(), key);
+            }
         }
     }
 
@@ -334,6 +350,8 @@ impl Settled {
     pub fn forget_clean_holds(&mut self) {
         let dirty: FastSet<u64> = self.dirty_holds.iter().copied().collect();
         self.holds.retain(|id, _| dirty.contains(id));
+        let dirty_keys = &self.dirty_keys;
+        self.keys.retain(|key, _| dirty_keys.contains(key));
     }
 
     /// Takes what changed since the last call.
@@ -362,6 +380,10 @@ impl Settled {
         }
         checkpoint.holds.extend(rows.drain());
         self.holds = rows;
+        self.dirty_keys.clear();
+        checkpoint
+            .keys
+            .extend(self.keys.drain().map(|(_, key)| key));
         for key in self.dirty_customers.drain() {
             let units = self.customer_units.get(&key).copied().unwrap_or(0);
             if units == 0 {
@@ -391,6 +413,10 @@ impl Settled {
         for ((sku, customer), _) in checkpoint.customer_units {
             self.dirty_customers.insert((sku, customer));
         }
+        for key in checkpoint.keys {
+            self.dirty_keys.insert(key.key.clone());
+            self.keys.entry(key.key.clone()).or_insert(key);
+        }
     }
 
     fn mark_sku_dirty(&mut self, index: u32) {
@@ -410,6 +436,7 @@ impl Settled {
         self.sku_dirty.clear();
         self.dirty_holds.clear();
         self.dirty_customers.clear();
+        self.dirty_keys.clear();
     }
 }
 

@@ -546,3 +546,49 @@ proptest! {
         prop_assert_eq!(&state(closed.engine()), &before);
     }
 }
+
+#[test]
+fn idempotent_outcomes_survive_a_restart() {
+    let dir = TempDir::new("idem");
+    let snapshot = TempDir::new("idem-copy");
+    let (durable, _) = open(&dir.0);
+    let engine = durable.engine().clone();
+    let (sku, _) = engine.put_sku("tee", 5, None, None).unwrap();
+    let lines = [Line { sku, quantity: 2 }];
+    let order = Order {
+        lines: &lines,
+        confirm: true,
+        idempotency_key: Some("checkout-1"),
+        ..Order::default()
+    };
+    let first = engine.reserve(&order).unwrap();
+    engine.wait_durable(engine.durability_ticket()).unwrap();
+    copy_dir(&dir.0, &snapshot.0);
+    drop(engine);
+    durable.close().unwrap();
+    // From the journal alone (crash before any checkpoint), and from the
+    // store after a clean close: the retry gets the original receipt.
+    for data_dir in [&snapshot.0, &dir.0] {
+        let (recovered, _) = open(data_dir);
+        let engine = recovered.engine();
+        let retry = engine.reserve(&order).unwrap();
+        assert_eq!(
+            (retry.id, retry.status, retry.replayed),
+            (first.id, HoldStatus::Confirmed, true)
+        );
+        assert_eq!(
+            engine.sku_document(sku).unwrap().sold,
+            2,
+            "stock taken once"
+        );
+        let other = Order {
+            lines: &[Line { sku, quantity: 1 }],
+            idempotency_key: Some("checkout-1"),
+            ..Order::default()
+        };
+        assert_eq!(
+            engine.reserve(&other),
+            Err(EngineError::IdempotencyKeyReused)
+        );
+    }
+}

@@ -4,7 +4,7 @@
 //! this keeps the same checks in every `cargo test`.
 
 use hotstock::holds::{HoldStatus, Line, ReservationId};
-use hotstock::journal::event::{Event, HoldEvent, LimitChange};
+use hotstock::journal::event::{Event, HoldEvent, KeyEvent, LimitChange};
 use hotstock::journal::fuzzing::check_decoder;
 use hotstock::journal::segment::{append_frame, encode_header};
 use hotstock::SkuId;
@@ -30,6 +30,30 @@ fn event() -> impl Strategy<Value = Event> {
                 limit: limit.map_or(LimitChange::Unchanged, LimitChange::Set)
             }),
         (sku.clone(), any::<u32>()).prop_map(|(sku, units)| Event::Sell { sku, units }),
+        (
+            "[!-~]{1,128}",
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<bool>(),
+            any::<u64>()
+        )
+            .prop_map(
+                |(key, fingerprint, created_ms, id, confirmed, expires_at_ms)| {
+                    Event::Idempotency(KeyEvent {
+                        key: key.into(),
+                        fingerprint,
+                        created_ms,
+                        reservation: ReservationId::from_u64(id),
+                        status: if confirmed {
+                            HoldStatus::Confirmed
+                        } else {
+                            HoldStatus::Held
+                        },
+                        expires_at_ms,
+                    })
+                }
+            ),
         (
             any::<u64>(),
             0..6usize,

@@ -143,6 +143,18 @@ fn checkpoints_land_in_postgres_and_recovery_reads_them_back() {
     engine.cancel(extra.id).unwrap();
     engine.sell(cap, 1).unwrap();
     engine.wait_durable(engine.durability_ticket()).unwrap();
+    let keyed_lines = [Line {
+        sku: cap,
+        quantity: 1,
+    }];
+    let keyed = Order {
+        lines: &keyed_lines,
+        confirm: true,
+        idempotency_key: Some("pg-key-1"),
+        ..Order::default()
+    };
+    let first = engine.reserve(&keyed).unwrap();
+    engine.wait_durable(engine.durability_ticket()).unwrap();
     let before = (
         engine.skus_after(None, 10),
         engine.customer_units(tee, "ann"),
@@ -160,6 +172,14 @@ fn checkpoints_land_in_postgres_and_recovery_reads_them_back() {
     assert_eq!(
         report.events_replayed, 0,
         "the closing checkpoint covered everything"
+    );
+    // The idempotency key came back from PostgreSQL: the retry is replayed.
+    let retry = reopened.engine().reserve(&keyed).unwrap();
+    assert_eq!((retry.id, retry.replayed), (first.id, true));
+    assert_eq!(
+        reopened.engine().skus_after(None, 10),
+        before.0,
+        "nothing taken twice"
     );
 }
 

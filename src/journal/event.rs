@@ -18,7 +18,9 @@
 //! `fuzz/`).
 
 use crate::holds::{HoldStatus, Line, ReservationId};
-use crate::limits::{MAX_CUSTOMER_BYTES, MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES};
+use crate::limits::{
+    MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES,
+};
 use crate::SkuId;
 
 /// A change to a SKU's per-customer limit carried by an operator event.
@@ -45,6 +47,22 @@ pub enum Event {
     Sell { sku: SkuId, units: u32 },
     /// A hold reached `status` at `at_ms`.
     Hold(HoldEvent),
+    /// A request with an idempotency key succeeded: a retry must get this
+    /// receipt, also after a restart.
+    Idempotency(KeyEvent),
+}
+
+/// A remembered idempotent outcome (successful ones only: a refusal took
+/// nothing, so a retry may safely run again).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyEvent {
+    pub key: Box<str>,
+    pub fingerprint: u64,
+    pub created_ms: u64,
+    pub reservation: ReservationId,
+    /// The status the reservation was created in (held or confirmed).
+    pub status: HoldStatus,
+    pub expires_at_ms: u64,
 }
 
 /// A hold's full description plus the transition it made. Carrying the
@@ -80,6 +98,7 @@ const SKU_CREATED: u8 = 1;
 const OPERATOR: u8 = 2;
 const SELL: u8 = 3;
 const HOLD: u8 = 4;
+const IDEMPOTENCY: u8 = 5;
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -182,6 +201,17 @@ impl Event {
                 out.extend_from_slice(&sku.index().to_le_bytes());
                 out.extend_from_slice(&units.to_le_bytes());
             }
+            Event::Idempotency(k) => {
+                debug_assert!(!k.key.is_empty() && k.key.len() <= MAX_IDEMPOTENCY_KEY_BYTES);
+                out.push(IDEMPOTENCY);
+                out.push(k.key.len() as u8);
+                out.extend_from_slice(k.key.as_bytes());
+                out.extend_from_slice(&k.fingerprint.to_le_bytes());
+                out.extend_from_slice(&k.created_ms.to_le_bytes());
+                out.extend_from_slice(&k.reservation.as_u64().to_le_bytes());
+                out.push(status_code(k.status));
+                out.extend_from_slice(&k.expires_at_ms.to_le_bytes());
+            }
             Event::Hold(h) => encode_hold(
                 out,
                 h.id,
@@ -232,6 +262,28 @@ impl Event {
                 sku: SkuId::from_index(r.u32()?),
                 units: r.u32()?,
             },
+            IDEMPOTENCY => {
+                let key = r
+                    .str(MAX_IDEMPOTENCY_KEY_BYTES)?
+                    .ok_or(DecodeError::Invalid("empty idempotency key"))?;
+                let fingerprint = r.u64()?;
+                let created_ms = r.u64()?;
+                let reservation = ReservationId::from_u64(r.u64()?);
+                let status =
+                    status_from_code(r.u8()?).ok_or(DecodeError::Invalid("hold status"))?;
+                if !matches!(status, HoldStatus::Held | HoldStatus::Confirmed) {
+                    return Err(DecodeError::Invalid("idempotent outcome status"));
+                }
+                let expires_at_ms = r.u64()?;
+                Event::Idempotency(KeyEvent {
+                    key,
+                    fingerprint,
+                    created_ms,
+                    reservation,
+                    status,
+                    expires_at_ms,
+                })
+            }
             HOLD => {
                 let hold = parse_hold(r.0)?;
                 r.0 = &[];

@@ -6,6 +6,8 @@
 use postgres::{Client, NoTls};
 
 use super::{decode_lines, encode_lines, status_from_name, Store, StoreError};
+use crate::holds::ReservationId;
+use crate::journal::event::KeyEvent;
 use crate::journal::segment::Position;
 use crate::settled::{Checkpoint, Settled, SettledHold, SettledSku};
 
@@ -73,6 +75,9 @@ impl PostgresStore {
                  id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
                  deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
              CREATE INDEX IF NOT EXISTS hotstock_reservations_by_time ON {schema}.hotstock_reservations (status_ms);
+             CREATE TABLE IF NOT EXISTS {schema}.hotstock_idempotency (
+                 key TEXT PRIMARY KEY, fingerprint BIGINT NOT NULL, created_ms BIGINT NOT NULL,
+                 reservation BIGINT NOT NULL, status TEXT NOT NULL, expires_at_ms BIGINT NOT NULL);
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_customer_units (
                  sku BIGINT NOT NULL, customer TEXT NOT NULL, units BIGINT NOT NULL,
                  PRIMARY KEY (sku, customer));"
@@ -182,6 +187,28 @@ impl Store for PostgresStore {
                 row.get(2),
             );
         }
+        let keys = self
+            .client
+            .query(
+                &format!("SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms FROM {s}.hotstock_idempotency"),
+                &[],
+            )
+            .map_err(|e| self.fail("reading idempotency keys", e))?;
+        for row in keys {
+            let key: String = row.get(0);
+            let status: String = row.get(4);
+            let event = KeyEvent {
+                key: key.clone().into(),
+                fingerprint: row.get::<_, i64>(1) as u64,
+                created_ms: row.get::<_, i64>(2) as u64,
+                reservation: ReservationId::from_u64(row.get::<_, i64>(3) as u64),
+                status: status_from_name(&status).ok_or_else(|| {
+                    self.fail("reading an idempotency key", format!("status {status:?}"))
+                })?,
+                expires_at_ms: row.get::<_, i64>(5) as u64,
+            };
+            settled.keys.insert(key.into(), event);
+        }
         settled.mark_clean();
         Ok(Some(settled))
     }
@@ -281,6 +308,32 @@ impl Store for PostgresStore {
                 )
                 .map_err(|e| fail("writing customer units", e))?;
             }
+        }
+        for key in &checkpoint.keys {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.hotstock_idempotency (key, fingerprint, created_ms, reservation, status, expires_at_ms)
+                     VALUES ($1, $2, $3, $4, $5, $6)
+                     ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, created_ms = EXCLUDED.created_ms,
+                       reservation = EXCLUDED.reservation, status = EXCLUDED.status, expires_at_ms = EXCLUDED.expires_at_ms"
+                ),
+                &[
+                    &&*key.key,
+                    &(key.fingerprint as i64),
+                    &(key.created_ms as i64),
+                    &(key.reservation.as_u64() as i64),
+                    &key.status.as_str(),
+                    &(key.expires_at_ms as i64),
+                ],
+            )
+            .map_err(|e| fail("writing an idempotency key", e))?;
+        }
+        if let Some(before) = checkpoint.prune_keys_before_ms {
+            tx.execute(
+                &format!("DELETE FROM {s}.hotstock_idempotency WHERE created_ms <= $1"),
+                &[&(before as i64)],
+            )
+            .map_err(|e| fail("pruning idempotency keys", e))?;
         }
         for (key, value) in [
             ("position_segment", checkpoint.position.segment as i64),

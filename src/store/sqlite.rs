@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{decode_lines, encode_lines, status_from_name, Store, StoreError};
+use crate::holds::ReservationId;
+use crate::journal::event::KeyEvent;
 use crate::journal::segment::Position;
 use crate::settled::{Checkpoint, Settled, SettledHold, SettledSku};
 
@@ -36,6 +38,14 @@ CREATE TABLE IF NOT EXISTS hotstock_reservations (
     lines       TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS hotstock_reservations_by_time ON hotstock_reservations (status_ms);
+CREATE TABLE IF NOT EXISTS hotstock_idempotency (
+    key           TEXT PRIMARY KEY,
+    fingerprint   INTEGER NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    reservation   INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    expires_at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS hotstock_customer_units (
     sku      INTEGER NOT NULL,
     customer TEXT NOT NULL,
@@ -195,6 +205,38 @@ impl Store for SqliteStore {
                 .insert((sku as u32, customer.into()), count);
         }
         drop(units);
+        let mut keys = self
+            .connection
+            .prepare("SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms FROM hotstock_idempotency")
+            .map_err(|e| self.error("reading idempotency keys", e))?;
+        let rows = keys
+            .query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, String>(4)?,
+                    row.get::<_, i64>(5)?,
+                ))
+            })
+            .map_err(|e| self.error("reading idempotency keys", e))?;
+        for row in rows {
+            let (key, fingerprint, created, reservation, status, expires) =
+                row.map_err(|e| self.error("reading an idempotency key", e))?;
+            let status = status_from_name(&status)
+                .ok_or_else(|| self.corrupt(format!("key status {status:?}")))?;
+            let event = KeyEvent {
+                key: key.clone().into(),
+                fingerprint: fingerprint as u64,
+                created_ms: created as u64,
+                reservation: ReservationId::from_u64(reservation as u64),
+                status,
+                expires_at_ms: expires as u64,
+            };
+            settled.keys.insert(key.into(), event);
+        }
+        drop(keys);
         settled.mark_clean();
         Ok(Some(settled))
     }
@@ -281,6 +323,31 @@ impl Store for SqliteStore {
                         .execute(params![*sku as i64, &**customer, *units])
                         .map_err(|e| fail("writing customer units", e))?;
                 }
+            }
+            let mut put_key = tx
+                .prepare_cached(
+                    "INSERT OR REPLACE INTO hotstock_idempotency (key, fingerprint, created_ms, reservation, status, expires_at_ms)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )
+                .map_err(|e| fail("preparing idempotency writes", e))?;
+            for key in &checkpoint.keys {
+                put_key
+                    .execute(params![
+                        &*key.key,
+                        key.fingerprint as i64,
+                        key.created_ms as i64,
+                        key.reservation.as_u64() as i64,
+                        key.status.as_str(),
+                        key.expires_at_ms as i64
+                    ])
+                    .map_err(|e| fail("writing an idempotency key", e))?;
+            }
+            if let Some(before) = checkpoint.prune_keys_before_ms {
+                tx.execute(
+                    "DELETE FROM hotstock_idempotency WHERE created_ms <= ?1",
+                    [before as i64],
+                )
+                .map_err(|e| fail("pruning idempotency keys", e))?;
             }
             let mut put_meta = tx
                 .prepare_cached("INSERT OR REPLACE INTO hotstock_meta (key, value) VALUES (?1, ?2)")
