@@ -30,7 +30,7 @@ fn never_full() -> Result<(), ()> {
 #[test]
 fn cut_takes_exactly_the_closed_epoch() {
     loom::model(|| {
-        let lanes = Arc::new(Lanes::new(2, 1 << 16));
+        let lanes = Arc::new(Lanes::new(2, 32));
         let appenders: Vec<_> = [b'a', b'b']
             .into_iter()
             .enumerate()
@@ -74,7 +74,7 @@ fn cut_takes_exactly_the_closed_epoch() {
 #[test]
 fn batches_are_a_causal_prefix() {
     loom::model(|| {
-        let lanes = Arc::new(Lanes::new(2, 1 << 16));
+        let lanes = Arc::new(Lanes::new(2, 32));
         let a_done = Arc::new(AtomicBool::new(false));
         let first = {
             let (lanes, a_done) = (lanes.clone(), a_done.clone());
@@ -98,6 +98,48 @@ fn batches_are_a_causal_prefix() {
         second.join().unwrap();
         if cut.contains(&b'b') {
             assert!(cut.contains(&b'a'), "batch has b without a: {cut:?}");
+        }
+    });
+}
+
+/// Race: two appends into a half with room for only one frame, against a
+/// cut. The one that does not fit gives up (as if its wait failed); the cut
+/// must copy only whole frames that were written, never the unwritten room
+/// the refused reservation pointed past.
+#[test]
+fn a_reservation_that_does_not_fit_is_never_copied() {
+    loom::model(|| {
+        // One frame of a 1-byte payload is 9 bytes; 12 bytes hold one.
+        let lanes = Arc::new(Lanes::new(1, 12));
+        let appenders: Vec<_> = [b'a', b'b']
+            .into_iter()
+            .map(|byte| {
+                let lanes = lanes.clone();
+                thread::spawn(move || (byte, lanes.append(0, |out| out.push(byte), || Err(()))))
+            })
+            .collect();
+        let mut batch = Vec::new();
+        let (closed, _) = lanes.cut(&mut batch);
+        let mut seen = payloads(&batch);
+        assert_eq!(
+            batch.len(),
+            9 * seen.len(),
+            "the batch holds whole frames only"
+        );
+        let outcomes: Vec<(u8, Result<u64, ()>)> =
+            appenders.into_iter().map(|h| h.join().unwrap()).collect();
+        lanes.cut(&mut batch);
+        seen.extend(payloads(&batch));
+        for (byte, outcome) in outcomes {
+            match outcome {
+                Ok(tag) => {
+                    assert!(
+                        seen.contains(&byte),
+                        "appended frame tagged {tag} lost (closed {closed})"
+                    );
+                }
+                Err(()) => assert!(!seen.contains(&byte), "refused frame appeared"),
+            }
         }
     });
 }

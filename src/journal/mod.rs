@@ -16,20 +16,19 @@
 //! # Why epochs
 //!
 //! There is no global sequence number (a global atomic is a global lock).
-//! Instead the writer keeps an *open epoch*. An append reads it under its
-//! lane's lock and tags its frame with it; that tag is the append's
-//! `Ticket`. To cut batch `k`, the writer moves the open epoch to `k + 1`
-//! and then, lane by lane under each lane's lock, takes every frame tagged
-//! `k` or less. The lane lock orders the two: an append that read `k` is
-//! either already in the lane when the writer looks, or it took the lock
-//! after the writer and so read `k + 1`. Hence batch `k` holds *every*
-//! frame tagged `k` or less, and since tags only grow, an event appended
-//! before another is in the same batch or an earlier one. A crash therefore
+//! Instead the writer keeps an *open epoch*. An append tags its frame with
+//! it (the append's `Ticket`); to cut batch `k`, the writer moves the open
+//! epoch to `k + 1` and takes exactly the frames tagged `k`, waiting only
+//! for appends already tagged `k` to finish (the lock-free protocol is in
+//! `lanes.rs`). Hence batch `k` holds *every* frame tagged `k`, and since
+//! tags only grow, an event appended before another is in the same batch or
+//! an earlier one. A crash therefore
 //! loses a suffix of batches, never a hole, and `durable >= ticket` means
 //! everything appended before the ticket was taken is on disk.
 //!
-//! The only line shared by all cores on the append path is the open epoch,
-//! which the writer writes once per batch and appenders only read.
+//! Appends take no lock. The only line shared by all cores on the append
+//! path is the open epoch, which the writer writes once per batch and
+//! appenders only read.
 //!
 //! # Failure
 //!
@@ -82,8 +81,9 @@ pub struct JournalConfig {
     pub flush_interval: Duration,
     /// A new segment starts once the current one would exceed this.
     pub segment_bytes: u64,
-    /// Most unflushed bytes one lane holds; an append beyond it waits for
-    /// the writer (backpressure instead of unbounded memory).
+    /// Bytes in each of a lane's two halves (one per epoch parity); an
+    /// append that does not fit waits for the writer (backpressure instead
+    /// of unbounded memory). Memory: 2 x this x CPUs.
     pub lane_bytes: usize,
 }
 
@@ -94,7 +94,7 @@ impl JournalConfig {
             durability,
             flush_interval: Duration::from_millis(5),
             segment_bytes: 64 << 20,
-            lane_bytes: 8 << 20,
+            lane_bytes: 1 << 20,
         }
     }
 }
@@ -170,7 +170,8 @@ impl Journal {
             config.segment_bytes > HEADER_LEN as u64 + 64,
             "segment_bytes too small"
         );
-        assert!(config.lane_bytes >= 4096, "lane_bytes too small");
+        // A lane half must hold the largest frame (4096-byte payload + header).
+        assert!(config.lane_bytes >= 8192, "lane_bytes too small");
         let lanes = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 64);
