@@ -88,7 +88,7 @@ struct Lane {
 crate::sync::thread_local! {
     /// Where an append encodes its frame before reserving room for it (the
     /// size is known only once encoded).
-    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::new());
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Per-CPU append buffers and the open epoch.
