@@ -39,6 +39,11 @@
 //! cut copies only bytes that were written, and the append waits for the
 //! writer (backpressure) and retries.
 
+// loom's `thread_local!` (used under `--cfg loom` through the shim) does
+// not accept a `const { }` initializer, so the same declaration cannot be
+// const for both builds.
+#![allow(clippy::missing_const_for_thread_local)]
+
 use std::cell::RefCell;
 
 use crossbeam_utils::CachePadded;
@@ -88,7 +93,7 @@ struct Lane {
 crate::sync::thread_local! {
     /// Where an append encodes its frame before reserving room for it (the
     /// size is known only once encoded).
-    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::new());
 }
 
 /// Per-CPU append buffers and the open epoch.
