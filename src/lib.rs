@@ -33,6 +33,8 @@ pub mod engine;
 pub mod error;
 pub mod hint;
 pub mod holds;
+#[cfg(feature = "server")]
+pub mod http;
 pub mod idempotency;
 pub mod journal;
 pub mod ledger;

@@ -1,88 +1,104 @@
-//! `hotstock`: the command-line entry point.
+//! `hotstock`: the command-line entry point (clap).
 //!
-//! Today it has one job, `flash-sale`: an in-process flash sale on one SKU
-//! that checks the engine's invariants and reports throughput. The HTTP
-//! server (`serve`) arrives with the service issue.
+//! `serve` runs the HTTP service on a data directory; `flash-sale` runs an
+//! in-process sale that checks the engine's invariants; `salvage` cuts a
+//! damaged journal at its first bad frame.
 
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use clap::{Parser, Subcommand, ValueEnum};
+use hotstock::durable::{DurableConfig, DurableEngine, StoreConfig};
+use hotstock::journal::Durability;
 use hotstock::{Engine, EngineConfig, EngineError};
 
-const USAGE: &str = "\
-usage: hotstock flash-sale [--stock N] [--buyers N] [--limit-per-customer N]
-       hotstock salvage --data-dir DIR
-
-  flash-sale   sell one SKU's stock to concurrent buyers in this process, then
-               check that nothing was oversold or stranded and that
-               available + held + sold == received.
-    --stock N                units on sale (default 1000000)
-    --buyers N               concurrent buyer threads (default 64)
-    --limit-per-customer N   each buyer is a customer with this limit
-                             (default: no limit)
-
-  salvage      cut a damaged journal at its first bad frame so the engine can
-               start again, deleting what follows; prints what was dropped.
-               Run it only after deciding the data past the damage is lost.";
-
-struct SaleArgs {
-    stock: u64,
-    buyers: usize,
-    limit: Option<u32>,
+#[derive(Parser, Debug)]
+#[command(
+    name = "hotstock",
+    version,
+    about = "In-process stock engine that never oversells",
+    arg_required_else_help = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn parse(args: &[String]) -> Result<SaleArgs, String> {
-    let mut sale = SaleArgs {
-        stock: 1_000_000,
-        buyers: 64,
-        limit: None,
-    };
-    let mut rest = args.iter();
-    while let Some(flag) = rest.next() {
-        let mut value = |name: &str| {
-            rest.next()
-                .ok_or_else(|| format!("{name} needs a value"))
-                .and_then(|v| {
-                    v.parse::<u64>()
-                        .map_err(|_| format!("{name}: {v:?} is not a whole number"))
-                })
-        };
-        match flag.as_str() {
-            "--stock" => sale.stock = value("--stock")?,
-            "--buyers" => {
-                let buyers = value("--buyers")?;
-                if !(1..=4096).contains(&buyers) {
-                    return Err("--buyers must be between 1 and 4096".into());
-                }
-                sale.buyers = buyers as usize;
-            }
-            "--limit-per-customer" => {
-                let limit = value("--limit-per-customer")?;
-                if !(1..=u64::from(u32::MAX)).contains(&limit) {
-                    return Err("--limit-per-customer must be at least 1".into());
-                }
-                sale.limit = Some(limit as u32);
-            }
-            other => return Err(format!("unknown argument {other:?}")),
-        }
-    }
-    Ok(sale)
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the HTTP API on a data directory (recovering it first).
+    Serve(ServeArgs),
+    /// Sell one SKU's stock to concurrent buyers in this process, then check
+    /// that nothing was oversold or stranded and the books balance.
+    FlashSale(SaleArgs),
+    /// Cut a damaged journal at its first bad frame so the engine can start
+    /// again, deleting what follows; prints what was dropped. Run it only
+    /// after deciding the data past the damage is lost.
+    Salvage {
+        #[arg(long, env = "HOTSTOCK_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Internal: the workload tests/crash.rs kills with SIGKILL.
+    #[command(hide = true)]
+    CrashWorkload {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum DurabilityArg {
+    Sync,
+    Async,
+}
+
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (loopback only until operator auth exists).
+    #[arg(long, env = "HOTSTOCK_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the journal and the SQLite store live.
+    #[arg(long, env = "HOTSTOCK_DATA_DIR", default_value = "./hotstock-data")]
+    data_dir: PathBuf,
+    /// `sync`: a 2xx is sent only once the change is on disk.
+    #[arg(long, env = "HOTSTOCK_DURABILITY", value_enum, default_value = "sync")]
+    durability: DurabilityArg,
+    /// `sqlite` (in the data directory) or a `postgres://` URL.
+    #[arg(long, env = "HOTSTOCK_STORE", default_value = "sqlite")]
+    store: String,
+}
+
+#[derive(clap::Args, Debug)]
+struct SaleArgs {
+    /// Units on sale.
+    #[arg(long, default_value_t = 1_000_000)]
+    stock: u64,
+    /// Concurrent buyer threads.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    buyers: u16,
+    /// Each buyer is a customer with this limit (default: no limit).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    limit_per_customer: Option<u32>,
 }
 
 fn flash_sale(sale: &SaleArgs) -> Result<bool, String> {
     let engine = Engine::new(EngineConfig::default()).map_err(|e| e.to_string())?;
+    let buyers = usize::from(sale.buyers);
+    let limit = sale.limit_per_customer;
     let (sku, _) = engine
-        .put_sku("flash-sale", sale.stock, Some(sale.limit), None)
+        .put_sku("flash-sale", sale.stock, Some(limit), None)
         .map_err(|e| e.to_string())?;
     engine.prepare_hot(sku).map_err(|e| e.to_string())?;
     let sold = AtomicU64::new(0);
     let refused_by_limit = AtomicU64::new(0);
-    let start = Arc::new(Barrier::new(sale.buyers));
+    let start = Arc::new(Barrier::new(buyers));
     let began = Instant::now();
     let failure: Option<String> = std::thread::scope(|s| {
-        let buyers: Vec<_> = (0..sale.buyers)
+        let handles: Vec<_> = (0..buyers)
             .map(|buyer| {
                 let (engine, sold, refused, start) =
                     (&engine, &sold, &refused_by_limit, start.clone());
@@ -90,7 +106,7 @@ fn flash_sale(sale: &SaleArgs) -> Result<bool, String> {
                     let customer = format!("buyer-{buyer}");
                     start.wait();
                     loop {
-                        let outcome = match sale.limit {
+                        let outcome = match limit {
                             None => engine.sell(sku, 1),
                             Some(_) => engine.purchase(sku, 1, Some(&customer)).map(|_| ()),
                         };
@@ -109,7 +125,7 @@ fn flash_sale(sale: &SaleArgs) -> Result<bool, String> {
                 })
             })
             .collect();
-        buyers.into_iter().find_map(|b| match b.join() {
+        handles.into_iter().find_map(|b| match b.join() {
             Ok(Ok(())) => None,
             Ok(Err(error)) => Some(error.to_string()),
             Err(_) => Some("a buyer thread panicked".to_owned()),
@@ -121,12 +137,12 @@ fn flash_sale(sale: &SaleArgs) -> Result<bool, String> {
     }
     let doc = engine.sku_document(sku).map_err(|e| e.to_string())?;
     let sold = sold.load(Ordering::Relaxed);
-    let expected = match sale.limit {
+    let expected = match limit {
         None => sale.stock,
-        Some(limit) => sale.stock.min(u64::from(limit) * sale.buyers as u64),
+        Some(limit) => sale.stock.min(u64::from(limit) * buyers as u64),
     };
     println!("stock               {}", sale.stock);
-    println!("buyers              {}", sale.buyers);
+    println!("buyers              {buyers}");
     println!("units sold          {sold}");
     println!("oversold            {}", sold.saturating_sub(sale.stock));
     println!("left unsold         {}", doc.available);
@@ -152,58 +168,140 @@ fn flash_sale(sale: &SaleArgs) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let Some((command, rest)) = args.split_first() else {
-        eprintln!("{USAGE}");
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::FlashSale(sale) => match flash_sale(&sale) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(error) => {
+                eprintln!("flash sale failed: {error}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Salvage { data_dir } => salvage(&data_dir),
+        Command::CrashWorkload { data_dir } => crash_workload(data_dir),
+    }
+}
+
+/// Opens the data directory, serves HTTP until SIGINT or SIGTERM, then stops
+/// accepting, flushes the journal and writes a checkpoint.
+fn serve(args: ServeArgs) -> ExitCode {
+    if !args.listen.ip().is_loopback() {
+        eprintln!(
+            "refusing to listen on {}: only loopback addresses are served until operator authentication exists",
+            args.listen
+        );
         return ExitCode::from(2);
+    }
+    let durability = match args.durability {
+        DurabilityArg::Sync => Durability::Sync,
+        DurabilityArg::Async => Durability::Async,
     };
-    match command.as_str() {
-        "flash-sale" => {}
-        "salvage" => return salvage(rest),
-        // Internal: the workload that tests/crash.rs kills with SIGKILL.
-        "crash-workload" => return crash_workload(rest),
-        "-h" | "--help" | "help" => {
-            println!("{USAGE}");
-            return ExitCode::SUCCESS;
+    let mut config = DurableConfig::new(&args.data_dir, durability);
+    config.store = match args.store.as_str() {
+        "sqlite" => StoreConfig::Sqlite,
+        url if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            StoreConfig::Postgres {
+                url: url.to_owned(),
+                schema: "hotstock".to_owned(),
+            }
         }
         other => {
-            eprintln!("unknown command {other:?}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    }
-    let sale = match parse(rest) {
-        Ok(sale) => sale,
-        Err(message) => {
-            eprintln!("{message}\n\n{USAGE}");
+            eprintln!("--store must be `sqlite` or a postgres:// URL, not {other:?}");
             return ExitCode::from(2);
         }
     };
-    match flash_sale(&sale) {
-        Ok(true) => ExitCode::SUCCESS,
-        Ok(false) => ExitCode::FAILURE,
+    let (durable, report) = match DurableEngine::open(config) {
+        Ok(opened) => opened,
         Err(error) => {
-            eprintln!("flash sale failed: {error}");
+            eprintln!("hotstock: cannot open {}: {error}", args.data_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "hotstock: recovered {} SKUs and {} reservations ({} journal events replayed) in {:.2} s",
+        report.skus,
+        report.reservations,
+        report.events_replayed,
+        report.elapsed.as_secs_f64()
+    );
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("hotstock: cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let api = Arc::new(hotstock::http::Api::new(
+        durable.engine().clone(),
+        durability,
+    ));
+    let served = runtime.block_on(accept_until_signalled(args.listen, api));
+    // Stop the runtime (and its connections) before closing the engine.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let closed = durable.close();
+    match (served, closed) {
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Err(error), _) => {
+            eprintln!("hotstock: {error}");
+            ExitCode::FAILURE
+        }
+        (_, Err(error)) => {
+            eprintln!("hotstock: closing the data directory: {error}");
             ExitCode::FAILURE
         }
     }
 }
 
-fn data_dir_arg(args: &[String]) -> Result<std::path::PathBuf, String> {
-    match args {
-        [flag, dir] if flag == "--data-dir" => Ok(dir.into()),
-        _ => Err("expected --data-dir DIR".into()),
+async fn accept_until_signalled(
+    listen: SocketAddr,
+    api: Arc<hotstock::http::Api>,
+) -> std::io::Result<()> {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::signal::unix::{signal, SignalKind};
+
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // Tests and scripts read this line to find the port of `--listen :0`.
+    println!("listening on {}", listener.local_addr()?);
+    let mut terminate = signal(SignalKind::terminate())?;
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                // A failed accept (out of file descriptors, a reset
+                // connection) must not stop the server.
+                Err(error) => {
+                    eprintln!("hotstock: accept failed: {error}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        };
+        let api = Arc::clone(&api);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| Arc::clone(&api).handle(request));
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service);
+            // A client that goes away mid-request is not the server's error.
+            let _ = connection.await;
+        });
     }
+    eprintln!("hotstock: signal received; no longer accepting connections");
+    Ok(())
 }
 
-fn salvage(args: &[String]) -> ExitCode {
-    let dir = match data_dir_arg(args) {
-        Ok(dir) => dir,
-        Err(message) => {
-            eprintln!("{message}\n\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match hotstock::durable::salvage(&dir) {
+fn salvage(dir: &std::path::Path) -> ExitCode {
+    match hotstock::durable::salvage(dir) {
         Ok(dropped) if dropped.is_empty() => {
             println!("journal in {} is intact; nothing dropped", dir.display());
             ExitCode::SUCCESS
@@ -223,19 +321,12 @@ fn salvage(args: &[String]) -> ExitCode {
 
 /// Random operations from 4 threads in `sync` durability; each prints an
 /// `ACK` line only after its change is on disk. Runs until killed.
-fn crash_workload(args: &[String]) -> ExitCode {
+fn crash_workload(dir: PathBuf) -> ExitCode {
     use hotstock::durable::{DurableConfig, DurableEngine};
     use hotstock::journal::Durability;
     use hotstock::{Line, Order};
     use std::io::Write;
 
-    let dir = match data_dir_arg(args) {
-        Ok(dir) => dir,
-        Err(message) => {
-            eprintln!("{message}");
-            return ExitCode::from(2);
-        }
-    };
     let mut config = DurableConfig::new(&dir, Durability::Sync);
     config.checkpoint_interval = std::time::Duration::from_millis(200);
     config.segment_bytes = 64 << 10;

@@ -1,0 +1,591 @@
+//! The HTTP API buyers and operators call (hyper 1.x, HTTP/1.1, JSON).
+//!
+//! Routes and error codes follow the contract in the service issue and
+//! `docs/api.md`. Every error is `{"error": code, "message": sentence, …}`.
+//! Bad input never panics and never changes state. In `sync` durability a
+//! 2xx to a state-changing request is sent only once its journal record is
+//! on disk.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::error::EngineError;
+use crate::holds::{HoldDocument, Line, ReservationId};
+use crate::journal::Durability;
+use crate::limits::MAX_LINES_PER_CART;
+use crate::{Engine, Order, SkuDocument, SkuId};
+
+/// Largest request body accepted; beyond it, `payload_too_large`.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Largest page of `GET /v1/skus`.
+pub const MAX_PAGE: usize = 1000;
+
+/// What the handlers share.
+#[derive(Debug)]
+pub struct Api {
+    engine: Arc<Engine>,
+    durability: Durability,
+}
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// A refusal on its way to the client.
+#[derive(Debug)]
+struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+    details: Map<String, Value>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+        }
+    }
+
+    fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    fn into_response(self) -> HttpResponse {
+        let mut body = Map::new();
+        body.insert("error".into(), self.code.into());
+        body.insert("message".into(), self.message.into());
+        body.extend(self.details);
+        let mut response = json_response(self.status, &Value::Object(body));
+        if self.status == StatusCode::SERVICE_UNAVAILABLE
+            || self.status == StatusCode::TOO_MANY_REQUESTS
+        {
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+impl Api {
+    pub fn new(engine: Arc<Engine>, durability: Durability) -> Api {
+        Api { engine, durability }
+    }
+
+    /// Answers one request. Never fails: every problem becomes a JSON error.
+    pub async fn handle(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<HttpResponse, Infallible> {
+        Ok(match self.route(request).await {
+            Ok(response) => response,
+            Err(error) => error.into_response(),
+        })
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let query = request.uri().query().map(str::to_owned);
+        let header_key = request
+            .headers()
+            .get("idempotency-key")
+            .map(|v| {
+                v.to_str()
+                    .map(str::to_owned)
+                    .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
+            })
+            .transpose()?;
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let allowed = |methods: &[Method]| -> Result<(), ApiError> {
+            if methods.contains(&method) {
+                Ok(())
+            } else {
+                Err(ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    format!("{method} is not allowed on {path}"),
+                ))
+            }
+        };
+        match segments.as_slice() {
+            ["healthz"] => {
+                allowed(&[Method::GET])?;
+                Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
+            ["v1", "skus"] => {
+                allowed(&[Method::GET])?;
+                self.list_skus(query.as_deref())
+            }
+            ["v1", "skus", sku] => {
+                allowed(&[Method::GET, Method::PUT])?;
+                if method == Method::GET {
+                    let id = self.sku_id(sku)?;
+                    return Ok(json_response(
+                        StatusCode::OK,
+                        &sku_json(&self.document(id)?),
+                    ));
+                }
+                let body = read_json(request).await?;
+                self.put_sku(sku, body).await
+            }
+            ["v1", "skus", sku, "adjust"] => {
+                allowed(&[Method::POST])?;
+                let body = read_json(request).await?;
+                self.adjust(sku, body).await
+            }
+            ["v1", "reservations"] => {
+                allowed(&[Method::POST])?;
+                let body = read_json(request).await?;
+                self.reserve(body, header_key).await
+            }
+            ["v1", "reservations", id] => {
+                allowed(&[Method::GET])?;
+                let id = parse_reservation_id(id)?;
+                let document = self
+                    .engine
+                    .reservation(id)
+                    .map_err(|e| self.engine_error(e))?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &self.reservation_json(&document),
+                ))
+            }
+            ["v1", "reservations", id, action @ ("confirm" | "cancel" | "refund")] => {
+                allowed(&[Method::POST])?;
+                let id = parse_reservation_id(id)?;
+                let outcome = match *action {
+                    "confirm" => self.engine.confirm(id),
+                    "cancel" => self.engine.cancel(id),
+                    _ => self.engine.refund(id),
+                };
+                outcome.map_err(|e| self.engine_error(e))?;
+                self.acknowledge().await?;
+                let document = self
+                    .engine
+                    .reservation(id)
+                    .map_err(|e| self.engine_error(e))?;
+                Ok(json_response(
+                    StatusCode::OK,
+                    &self.reservation_json(&document),
+                ))
+            }
+            _ => Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {path}"),
+            )),
+        }
+    }
+
+    /// In `sync` durability, waits until every change made so far is on
+    /// disk; a storage failure becomes `storage_failed`.
+    async fn acknowledge(&self) -> Result<(), ApiError> {
+        if self.durability != Durability::Sync {
+            return Ok(());
+        }
+        let ticket = self.engine.durability_ticket();
+        match self.engine.durable(ticket) {
+            None => Ok(()),
+            Some(wait) => wait.await.map_err(|e| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_failed",
+                    format!("the change could not be made durable: {e}"),
+                )
+            }),
+        }
+    }
+
+    fn sku_id(&self, name: &str) -> Result<SkuId, ApiError> {
+        self.engine.sku(name).map_err(|e| self.engine_error(e))
+    }
+
+    fn document(&self, id: SkuId) -> Result<SkuDocument, ApiError> {
+        self.engine
+            .sku_document(id)
+            .map_err(|e| self.engine_error(e))
+    }
+
+    fn list_skus(&self, query: Option<&str>) -> Result<HttpResponse, ApiError> {
+        let mut after = None;
+        let mut limit = 100usize;
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            match key {
+                "after" => after = Some(self.sku_id(value)?),
+                "limit" => {
+                    limit = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=MAX_PAGE).contains(n))
+                        .ok_or_else(|| {
+                            ApiError::invalid(format!(
+                                "limit must be a whole number from 1 to {MAX_PAGE}"
+                            ))
+                        })?;
+                }
+                other => {
+                    return Err(ApiError::invalid(format!(
+                        "unknown query parameter {other:?}"
+                    )))
+                }
+            }
+        }
+        let page = self.engine.skus_after(after, limit);
+        let next = (page.len() == limit)
+            .then(|| page.last().map(|d| d.name.to_string()))
+            .flatten();
+        let skus: Vec<Value> = page.iter().map(sku_json).collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"skus": skus, "next_after": next}),
+        ))
+    }
+
+    async fn put_sku(&self, sku: &str, body: Map<String, Value>) -> Result<HttpResponse, ApiError> {
+        let mut fields = Fields::new(
+            body,
+            &["available", "per_customer_limit", "expected_version"],
+        )?;
+        let available = fields
+            .u64("available")?
+            .ok_or_else(|| ApiError::invalid("field \"available\" is required"))?;
+        let limit = fields.limit("per_customer_limit")?;
+        let expected = fields.u64("expected_version")?;
+        let (id, _) = self
+            .engine
+            .put_sku(sku, available, limit, expected)
+            .map_err(|e| self.engine_error(e))?;
+        self.acknowledge().await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &sku_json(&self.document(id)?),
+        ))
+    }
+
+    async fn adjust(&self, sku: &str, body: Map<String, Value>) -> Result<HttpResponse, ApiError> {
+        let mut fields = Fields::new(body, &["delta"])?;
+        let delta = fields
+            .i64("delta")?
+            .ok_or_else(|| ApiError::invalid("field \"delta\" is required"))?;
+        let id = self.sku_id(sku)?;
+        self.engine
+            .adjust(id, delta)
+            .map_err(|e| self.engine_error(e))?;
+        self.acknowledge().await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &sku_json(&self.document(id)?),
+        ))
+    }
+
+    async fn reserve(
+        &self,
+        body: Map<String, Value>,
+        header_key: Option<String>,
+    ) -> Result<HttpResponse, ApiError> {
+        let mut fields = Fields::new(
+            body,
+            &["lines", "customer", "ttl_ms", "confirm", "idempotency_key"],
+        )?;
+        let raw_lines = match fields.take("lines") {
+            Some(Value::Array(lines)) => lines,
+            Some(_) => return Err(ApiError::invalid("field \"lines\" must be an array")),
+            None => return Err(ApiError::invalid("field \"lines\" is required")),
+        };
+        if raw_lines.is_empty() {
+            return Err(ApiError::invalid("a reservation needs at least one line"));
+        }
+        if raw_lines.len() > MAX_LINES_PER_CART {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_LINES_PER_CART} lines are allowed"
+            )));
+        }
+        let mut lines = Vec::with_capacity(raw_lines.len());
+        for (index, raw) in raw_lines.into_iter().enumerate() {
+            let Value::Object(line) = raw else {
+                return Err(ApiError::invalid(format!("line {index} must be an object")));
+            };
+            let mut line =
+                Fields::new(line, &["sku", "quantity"]).map_err(|e| e.with("line", index))?;
+            let name = line
+                .string("sku")?
+                .ok_or_else(|| ApiError::invalid(format!("line {index} needs a \"sku\"")))?;
+            let quantity = line
+                .u64("quantity")?
+                .ok_or_else(|| ApiError::invalid(format!("line {index} needs a \"quantity\"")))?;
+            let quantity = u32::try_from(quantity)
+                .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
+            let sku = self.sku_id(&name)?;
+            lines.push(Line { sku, quantity });
+        }
+        let customer = fields.string("customer")?;
+        let ttl_ms = fields.u64("ttl_ms")?;
+        let confirm = fields.bool("confirm")?.unwrap_or(false);
+        let body_key = fields.string("idempotency_key")?;
+        let key = match (body_key, header_key) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::invalid(
+                    "the Idempotency-Key header and the idempotency_key field differ",
+                ))
+            }
+            (Some(key), _) | (None, Some(key)) => Some(key),
+            (None, None) => None,
+        };
+        let order = Order {
+            lines: &lines,
+            customer: customer.as_deref(),
+            ttl_ms,
+            confirm,
+            idempotency_key: key.as_deref(),
+        };
+        let receipt = self
+            .engine
+            .reserve(&order)
+            .map_err(|e| self.engine_error(e))?;
+        self.acknowledge().await?;
+        let document = self
+            .engine
+            .reservation(receipt.id)
+            .map_err(|e| self.engine_error(e))?;
+        Ok(json_response(
+            StatusCode::CREATED,
+            &self.reservation_json(&document),
+        ))
+    }
+
+    fn sku_name(&self, id: SkuId) -> Value {
+        self.engine
+            .sku_document(id)
+            .map_or(Value::Null, |d| Value::from(&*d.name))
+    }
+
+    fn reservation_json(&self, document: &HoldDocument) -> Value {
+        let lines: Vec<Value> = document
+            .lines
+            .iter()
+            .map(|l| json!({"sku": self.sku_name(l.sku), "quantity": l.quantity}))
+            .collect();
+        json!({
+            "id": document.id.to_string(),
+            "status": document.status.as_str(),
+            "lines": lines,
+            "customer": document.customer.as_deref(),
+            "expires_at_ms": document.deadline_ms,
+        })
+    }
+
+    /// Maps an engine refusal to the contract's code, status and details.
+    fn engine_error(&self, error: EngineError) -> ApiError {
+        let message = error.to_string();
+        let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, message.clone());
+        match error {
+            EngineError::SoldOut {
+                sku,
+                available,
+                requested,
+            } => conflict("sold_out")
+                .with("sku", self.sku_name(sku))
+                .with("available", available)
+                .with("requested", requested),
+            EngineError::LimitExceeded {
+                sku,
+                limit,
+                already,
+                requested,
+            } => conflict("limit_exceeded")
+                .with("sku", self.sku_name(sku))
+                .with("limit", limit)
+                .with("already", already)
+                .with("requested", requested),
+            EngineError::VersionConflict {
+                current, expected, ..
+            } => conflict("version_conflict")
+                .with("current_version", current)
+                .with("expected_version", expected),
+            EngineError::InsufficientStock {
+                sku,
+                available,
+                requested,
+            } => conflict("insufficient_stock")
+                .with("sku", self.sku_name(sku))
+                .with("available", available)
+                .with("requested", requested),
+            EngineError::InvalidTransition { status, .. } => {
+                conflict("invalid_transition").with("status", status.as_str())
+            }
+            EngineError::UnknownSku { name } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_sku", message).with("sku", &*name)
+            }
+            EngineError::UnknownSkuId { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_sku", message)
+            }
+            EngineError::UnknownReservation { id } => {
+                ApiError::new(StatusCode::NOT_FOUND, "unknown_reservation", message)
+                    .with("id", id.to_string())
+            }
+            EngineError::StorageFailed { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage_failed", message)
+            }
+            EngineError::CapacityExceeded { .. } => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message)
+            }
+            EngineError::StockLimit { .. }
+            | EngineError::InvalidQuantity { .. }
+            | EngineError::EmptyCart
+            | EngineError::TooManyLines { .. }
+            | EngineError::DuplicateSku { .. }
+            | EngineError::InvalidSkuName { .. }
+            | EngineError::InvalidCustomer { .. }
+            | EngineError::InvalidIdempotencyKey { .. }
+            | EngineError::InvalidTtl { .. }
+            | EngineError::InvalidLimit
+            | EngineError::CustomerRequired { .. }
+            | EngineError::IdempotencyKeyReused => ApiError::invalid(message),
+        }
+    }
+}
+
+fn sku_json(document: &SkuDocument) -> Value {
+    json!({
+        "sku": &*document.name,
+        "available": document.available,
+        "held": document.held,
+        "sold": document.sold,
+        "version": document.version,
+        "per_customer_limit": document.per_customer_limit,
+    })
+}
+
+fn parse_reservation_id(text: &str) -> Result<ReservationId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_reservation",
+            format!("unknown reservation {text:?}"),
+        )
+    })
+}
+
+/// Reads a JSON object body of at most `MAX_BODY_BYTES`.
+async fn read_json(request: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
+    let body = Limited::new(request.into_body(), MAX_BODY_BYTES);
+    let bytes = match body.collect().await {
+        Ok(collected) => collected.to_bytes(),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            ))
+        }
+        Err(error) => {
+            return Err(ApiError::invalid(format!(
+                "could not read the request body: {error}"
+            )))
+        }
+    };
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
+        Err(error) => Err(ApiError::invalid(format!("malformed JSON: {error}"))),
+    }
+}
+
+/// A JSON object's fields, checked one by one with messages naming them.
+struct Fields(Map<String, Value>);
+
+impl Fields {
+    /// Refuses fields not in `known` (a typo must not be silently ignored).
+    fn new(map: Map<String, Value>, known: &[&str]) -> Result<Fields, ApiError> {
+        if let Some(unknown) = map.keys().find(|k| !known.contains(&k.as_str())) {
+            return Err(ApiError::invalid(format!("unknown field {unknown:?}")));
+        }
+        Ok(Fields(map))
+    }
+
+    fn take(&mut self, name: &str) -> Option<Value> {
+        self.0.remove(name)
+    }
+
+    fn u64(&mut self, name: &str) -> Result<Option<u64>, ApiError> {
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value.as_u64().map(Some).ok_or_else(|| {
+                ApiError::invalid(format!("field {name:?} must be a non-negative integer"))
+            }),
+        }
+    }
+
+    fn i64(&mut self, name: &str) -> Result<Option<i64>, ApiError> {
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(value) => value
+                .as_i64()
+                .map(Some)
+                .ok_or_else(|| ApiError::invalid(format!("field {name:?} must be an integer"))),
+        }
+    }
+
+    fn bool(&mut self, name: &str) -> Result<Option<bool>, ApiError> {
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::Bool(b)) => Ok(Some(b)),
+            Some(_) => Err(ApiError::invalid(format!(
+                "field {name:?} must be true or false"
+            ))),
+        }
+    }
+
+    fn string(&mut self, name: &str) -> Result<Option<String>, ApiError> {
+        match self.take(name) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(_) => Err(ApiError::invalid(format!(
+                "field {name:?} must be a string"
+            ))),
+        }
+    }
+
+    /// Absent: unchanged. `null`: remove the limit. A number: set it.
+    fn limit(&mut self, name: &str) -> Result<Option<Option<u32>>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(value) => {
+                let limit = value
+                    .as_u64()
+                    .and_then(|v| u32::try_from(v).ok())
+                    .filter(|&v| v > 0);
+                limit.map(|l| Some(Some(l))).ok_or_else(|| {
+                    ApiError::invalid(format!("field {name:?} must be a positive integer or null"))
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,376 @@
+//! The real `hotstock serve` on a free loopback port, driven over HTTP/1.1:
+//! a whole sale, the error contract, and restarts (SIGTERM and SIGKILL).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(dir: &Path) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_hotstock"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--durability",
+                "sync",
+                "--data-dir",
+            ])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hotstock serve");
+        let stdout = child.stdout.take().expect("piped");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("server announces its address");
+        let addr = line
+            .trim()
+            .strip_prefix("listening on ")
+            .expect("listening line")
+            .parse()
+            .expect("address");
+        Server { child, addr }
+    }
+
+    /// One request on a fresh connection; returns the status and JSON body.
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> (u16, Value) {
+        let body = body.map(|b| b.to_string()).unwrap_or_default();
+        self.raw(method, path, body.as_bytes(), headers)
+    }
+
+    fn raw(&self, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut stream = TcpStream::connect(self.addr).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        );
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        request.push_str("\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        stream.write_all(body).unwrap();
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).unwrap();
+        let text = String::from_utf8_lossy(&response);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .expect("status line");
+        let json = text.split_once("\r\n\r\n").map_or(Value::Null, |(_, b)| {
+            serde_json::from_str(b).unwrap_or(Value::Null)
+        });
+        (status, json)
+    }
+
+    /// SIGTERM, and the exit code.
+    fn terminate(mut self) -> Option<i32> {
+        // SAFETY: sends a signal to our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        self.child.wait().expect("wait").code()
+    }
+
+    fn kill(mut self) {
+        self.child.kill().expect("SIGKILL");
+        self.child.wait().expect("wait");
+    }
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hotstock-http-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+#[test]
+fn a_whole_sale_and_every_error_over_http() {
+    let dir = temp_dir("sale");
+    let server = Server::start(&dir);
+    assert_eq!(server.call("GET", "/healthz", None, &[]).0, 200);
+
+    let (status, sku) = server.call(
+        "PUT",
+        "/v1/skus/console",
+        Some(&json!({"available": 3, "per_customer_limit": 1})),
+        &[],
+    );
+    assert_eq!(status, 200, "{sku}");
+    assert_eq!(
+        sku,
+        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "version": 1, "per_customer_limit": 1})
+    );
+
+    let hold =
+        json!({"lines": [{"sku": "console", "quantity": 1}], "customer": "alice", "ttl_ms": 60000});
+    let (status, reservation) = server.call("POST", "/v1/reservations", Some(&hold), &[]);
+    assert_eq!(status, 201, "{reservation}");
+    assert_eq!(reservation["status"], "held");
+    let id = reservation["id"].as_str().unwrap().to_owned();
+    let (status, again) = server.call("GET", &format!("/v1/reservations/{id}"), None, &[]);
+    assert_eq!(
+        (status, &again["lines"]),
+        (200, &json!([{"sku": "console", "quantity": 1}]))
+    );
+
+    let confirm = format!("/v1/reservations/{id}/confirm");
+    assert_eq!(
+        server.call("POST", &confirm, None, &[]).1["status"],
+        "confirmed"
+    );
+    assert_eq!(
+        server.call("POST", &confirm, None, &[]).0,
+        200,
+        "repeating a transition answers 200"
+    );
+    let (status, error) = server.call("POST", &format!("/v1/reservations/{id}/cancel"), None, &[]);
+    assert_eq!(
+        (status, &error["error"], &error["status"]),
+        (409, &json!("invalid_transition"), &json!("confirmed"))
+    );
+    assert_eq!(
+        server
+            .call("POST", &format!("/v1/reservations/{id}/refund"), None, &[])
+            .1["status"],
+        "refunded"
+    );
+
+    // Per-customer limit, and the idempotency header.
+    let buy =
+        json!({"lines": [{"sku": "console", "quantity": 1}], "customer": "bob", "confirm": true});
+    let first = server.call(
+        "POST",
+        "/v1/reservations",
+        Some(&buy),
+        &[("Idempotency-Key", "bob-1")],
+    );
+    let retry = server.call(
+        "POST",
+        "/v1/reservations",
+        Some(&buy),
+        &[("Idempotency-Key", "bob-1")],
+    );
+    assert_eq!((first.0, retry.0), (201, 201));
+    assert_eq!(
+        first.1["id"], retry.1["id"],
+        "a retry answers with the original reservation"
+    );
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&buy), &[]);
+    assert_eq!((status, &error["error"]), (409, &json!("limit_exceeded")));
+
+    // Sold out names the SKU and what was available.
+    server.call(
+        "PUT",
+        "/v1/skus/last-one",
+        Some(&json!({"available": 1})),
+        &[],
+    );
+    let greedy = json!({"lines": [{"sku": "last-one", "quantity": 2}]});
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&greedy), &[]);
+    assert_eq!(status, 409);
+    assert_eq!(
+        (&error["error"], &error["sku"], &error["available"]),
+        (&json!("sold_out"), &json!("last-one"), &json!(1))
+    );
+
+    // Operator errors.
+    let (status, error) = server.call(
+        "POST",
+        "/v1/skus/console/adjust",
+        Some(&json!({"delta": -10})),
+        &[],
+    );
+    assert_eq!(
+        (status, &error["error"]),
+        (409, &json!("insufficient_stock"))
+    );
+    let (status, error) = server.call(
+        "PUT",
+        "/v1/skus/console",
+        Some(&json!({"available": 5, "expected_version": 99})),
+        &[],
+    );
+    assert_eq!((status, &error["error"]), (409, &json!("version_conflict")));
+
+    // Everything else the contract names.
+    let cases: Vec<(u16, &str, (u16, Value))> = vec![
+        (
+            404,
+            "unknown_sku",
+            server.call("GET", "/v1/skus/nope", None, &[]),
+        ),
+        (
+            404,
+            "unknown_reservation",
+            server.call("GET", "/v1/reservations/00000000deadbeef", None, &[]),
+        ),
+        (
+            404,
+            "not_found",
+            server.call("GET", "/v2/anything", None, &[]),
+        ),
+        (
+            405,
+            "method_not_allowed",
+            server.call("DELETE", "/v1/skus/console", None, &[]),
+        ),
+        (
+            400,
+            "invalid_request",
+            server.raw("POST", "/v1/reservations", b"{not json", &[]),
+        ),
+        (
+            400,
+            "invalid_request",
+            server.call("POST", "/v1/reservations", Some(&json!({"lines": []})), &[]),
+        ),
+        (
+            400,
+            "invalid_request",
+            server.call(
+                "POST",
+                "/v1/reservations",
+                Some(&json!({"lines": [{"sku": "console", "quantity": 0}]})),
+                &[],
+            ),
+        ),
+        (
+            400,
+            "invalid_request",
+            server.call(
+                "PUT",
+                "/v1/skus/console",
+                Some(&json!({"available": -1})),
+                &[],
+            ),
+        ),
+        (
+            400,
+            "invalid_request",
+            server.call(
+                "PUT",
+                "/v1/skus/console",
+                Some(&json!({"avialable": 1})),
+                &[],
+            ),
+        ),
+        (
+            413,
+            "payload_too_large",
+            server.raw("PUT", "/v1/skus/big", &vec![b' '; 100_000], &[]),
+        ),
+    ];
+    for (want_status, want_code, (status, body)) in cases {
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (want_status, Some(want_code)),
+            "{body}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+
+    let (status, page) = server.call("GET", "/v1/skus?limit=1", None, &[]);
+    assert_eq!(
+        (
+            status,
+            page["skus"].as_array().map(Vec::len),
+            &page["next_after"]
+        ),
+        (200, Some(1), &json!("console"))
+    );
+    assert_eq!(server.terminate(), Some(0), "SIGTERM exits cleanly");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn restarts_keep_every_acknowledged_document() {
+    let dir = temp_dir("restart");
+    let server = Server::start(&dir);
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 10})), &[]);
+    let (_, held) = server.call(
+        "POST",
+        "/v1/reservations",
+        Some(&json!({"lines": [{"sku": "tee", "quantity": 2}]})),
+        &[],
+    );
+    let (_, sold) = server.call(
+        "POST",
+        "/v1/reservations",
+        Some(&json!({"lines": [{"sku": "tee", "quantity": 3}], "confirm": true})),
+        &[],
+    );
+    let (_, before) = server.call("GET", "/v1/skus/tee", None, &[]);
+    assert_eq!(server.terminate(), Some(0));
+
+    // Graceful restart: every document is back.
+    let server = Server::start(&dir);
+    assert_eq!(server.call("GET", "/v1/skus/tee", None, &[]).1, before);
+    let (_, after_sold) = server.call(
+        "GET",
+        &format!("/v1/reservations/{}", sold["id"].as_str().unwrap()),
+        None,
+        &[],
+    );
+    assert_eq!(after_sold["status"], "confirmed");
+    // In `sync`, a 201 means on disk: kill -9 right after it loses nothing.
+    let (status, late) = server.call(
+        "POST",
+        "/v1/reservations",
+        Some(&json!({"lines": [{"sku": "tee", "quantity": 1}], "confirm": true})),
+        &[],
+    );
+    assert_eq!(status, 201);
+    server.kill();
+    let server = Server::start(&dir);
+    let (_, doc) = server.call(
+        "GET",
+        &format!("/v1/reservations/{}", late["id"].as_str().unwrap()),
+        None,
+        &[],
+    );
+    assert_eq!(doc["status"], "confirmed");
+    let (_, doc) = server.call(
+        "GET",
+        &format!("/v1/reservations/{}", held["id"].as_str().unwrap()),
+        None,
+        &[],
+    );
+    assert_eq!(doc["status"], "held");
+    let (_, sku) = server.call("GET", "/v1/skus/tee", None, &[]);
+    assert_eq!(
+        (&sku["available"], &sku["held"], &sku["sold"]),
+        (&json!(4), &json!(2), &json!(4))
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
