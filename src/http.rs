@@ -32,6 +32,55 @@ pub const MAX_PAGE: usize = 1000;
 pub struct Api {
     engine: Arc<Engine>,
     durability: Durability,
+    /// Operator routes need `Authorization: Bearer <token>` when set.
+    admin_token: Option<String>,
+    in_flight: InFlight,
+}
+
+/// Requests being handled, counted per CPU so that admission control does
+/// not put every request on one shared cache line; each shard admits up to
+/// its share of the limit.
+#[derive(Debug)]
+struct InFlight {
+    shards: Box<[crossbeam_utils::CachePadded<std::sync::atomic::AtomicUsize>]>,
+    per_shard: usize,
+}
+
+/// A request admitted; gives its place back when dropped.
+struct Admitted<'a> {
+    shard: &'a std::sync::atomic::AtomicUsize,
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        // Relaxed: a count; nothing is published through it.
+        self.shard
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl InFlight {
+    fn new(limit: usize) -> InFlight {
+        let shards = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 64);
+        InFlight::with_shards(limit, shards)
+    }
+
+    fn with_shards(limit: usize, shards: usize) -> InFlight {
+        InFlight {
+            shards: (0..shards).map(|_| Default::default()).collect(),
+            per_shard: limit.div_ceil(shards).max(1),
+        }
+    }
+
+    fn admit(&self) -> Option<Admitted<'_>> {
+        let shard = &self.shards[crate::hint::stripe_hint() % self.shards.len()];
+        // Relaxed: a count; the RMW alone keeps it exact.
+        let before = shard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let admitted = Admitted { shard };
+        (before < self.per_shard).then_some(admitted)
+    }
 }
 
 type HttpResponse = Response<Full<Bytes>>;
@@ -92,8 +141,39 @@ fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
 }
 
 impl Api {
-    pub fn new(engine: Arc<Engine>, durability: Durability) -> Api {
-        Api { engine, durability }
+    /// `max_in_flight`: requests handled at once; beyond it, `overloaded`.
+    pub fn new(
+        engine: Arc<Engine>,
+        durability: Durability,
+        admin_token: Option<String>,
+        max_in_flight: usize,
+    ) -> Api {
+        Api {
+            engine,
+            durability,
+            admin_token,
+            in_flight: InFlight::new(max_in_flight),
+        }
+    }
+
+    /// Operator routes: refuse without the configured bearer token.
+    fn check_operator(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
+        let Some(token) = &self.admin_token else {
+            return Ok(());
+        };
+        let presented = request
+            .headers()
+            .get(hyper::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        match presented {
+            Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => Ok(()),
+            _ => Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "operator routes need the header `Authorization: Bearer <admin token>`",
+            )),
+        }
     }
 
     /// Answers one request. Never fails: every problem becomes a JSON error.
@@ -101,6 +181,16 @@ impl Api {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<HttpResponse, Infallible> {
+        // Peak shaving: past the in-flight cap, refuse at once rather than
+        // queue without bound.
+        let Some(_admitted) = self.in_flight.admit() else {
+            return Ok(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many requests in flight; retry after the Retry-After delay",
+            )
+            .into_response());
+        };
         Ok(match self.route(request).await {
             Ok(response) => response,
             Err(error) => error.into_response(),
@@ -150,11 +240,13 @@ impl Api {
                         &sku_json(&self.document(id)?),
                     ));
                 }
+                self.check_operator(&request)?;
                 let body = read_json(request).await?;
                 self.put_sku(sku, body).await
             }
             ["v1", "skus", sku, "adjust"] => {
                 allowed(&[Method::POST])?;
+                self.check_operator(&request)?;
                 let body = read_json(request).await?;
                 self.adjust(sku, body).await
             }
@@ -471,6 +563,15 @@ impl Api {
     }
 }
 
+/// Compares without an early exit, so response time does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
 fn sku_json(document: &SkuDocument) -> Value {
     json!({
         "sku": &*document.name,
@@ -587,5 +688,31 @@ impl Fields {
                 })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_refuses_past_the_cap_and_frees_on_drop() {
+        let in_flight = InFlight::with_shards(2, 1);
+        let first = in_flight.admit();
+        let second = in_flight.admit();
+        assert!(first.is_some() && second.is_some());
+        assert!(in_flight.admit().is_none(), "a third request is refused");
+        drop(first);
+        assert!(
+            in_flight.admit().is_some(),
+            "a finished request frees its place"
+        );
+    }
+
+    #[test]
+    fn tokens_compare_whole() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cres"));
+        assert!(!constant_time_eq(b"s3cret", b"s3cret-and-more"));
     }
 }

@@ -58,7 +58,7 @@ enum DurabilityArg {
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
-    /// Address to listen on (loopback only until operator auth exists).
+    /// Address to listen on (a non-loopback address needs --admin-token).
     #[arg(long, env = "HOTSTOCK_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Where the journal and the SQLite store live.
@@ -70,6 +70,16 @@ struct ServeArgs {
     /// `sqlite` (in the data directory) or a `postgres://` URL.
     #[arg(long, env = "HOTSTOCK_STORE", default_value = "sqlite")]
     store: String,
+    /// Operator routes (PUT/adjust SKUs) need `Authorization: Bearer TOKEN`.
+    /// Required to listen on a non-loopback address.
+    #[arg(long, env = "HOTSTOCK_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Requests handled at once; beyond it, 503 `overloaded` with Retry-After.
+    #[arg(long, env = "HOTSTOCK_MAX_IN_FLIGHT", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    max_in_flight: u32,
+    /// Open connections at once; beyond it, new ones wait in the backlog.
+    #[arg(long, env = "HOTSTOCK_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -187,9 +197,9 @@ fn main() -> ExitCode {
 /// Opens the data directory, serves HTTP until SIGINT or SIGTERM, then stops
 /// accepting, flushes the journal and writes a checkpoint.
 fn serve(args: ServeArgs) -> ExitCode {
-    if !args.listen.ip().is_loopback() {
+    if !args.listen.ip().is_loopback() && args.admin_token.is_none() {
         eprintln!(
-            "refusing to listen on {}: only loopback addresses are served until operator authentication exists",
+            "refusing to listen on {} without --admin-token: operator routes would be open to the network",
             args.listen
         );
         return ExitCode::from(2);
@@ -239,8 +249,14 @@ fn serve(args: ServeArgs) -> ExitCode {
     let api = Arc::new(hotstock::http::Api::new(
         durable.engine().clone(),
         durability,
+        args.admin_token.clone(),
+        args.max_in_flight as usize,
     ));
-    let served = runtime.block_on(accept_until_signalled(args.listen, api));
+    let served = runtime.block_on(accept_until_signalled(
+        args.listen,
+        api,
+        args.max_connections as usize,
+    ));
     // Stop the runtime (and its connections) before closing the engine.
     runtime.shutdown_timeout(Duration::from_secs(5));
     let closed = durable.close();
@@ -260,6 +276,7 @@ fn serve(args: ServeArgs) -> ExitCode {
 async fn accept_until_signalled(
     listen: SocketAddr,
     api: Arc<hotstock::http::Api>,
+    max_connections: usize,
 ) -> std::io::Result<()> {
     use hyper::server::conn::http1;
     use hyper::service::service_fn;
@@ -270,7 +287,18 @@ async fn accept_until_signalled(
     // Tests and scripts read this line to find the port of `--listen :0`.
     println!("listening on {}", listener.local_addr()?);
     let mut terminate = signal(SignalKind::terminate())?;
+    let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     loop {
+        // At the connection cap, stop accepting until one closes: the
+        // kernel's backlog holds the rest.
+        let permit = tokio::select! {
+            permit = Arc::clone(&connections).acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+            _ = terminate.recv() => break,
+        };
         let (stream, _) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
@@ -294,6 +322,7 @@ async fn accept_until_signalled(
                 .serve_connection(TokioIo::new(stream), service);
             // A client that goes away mid-request is not the server's error.
             let _ = connection.await;
+            drop(permit);
         });
     }
     eprintln!("hotstock: signal received; no longer accepting connections");

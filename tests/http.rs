@@ -17,6 +17,10 @@ struct Server {
 
 impl Server {
     fn start(dir: &Path) -> Server {
+        Server::start_with(dir, &[])
+    }
+
+    fn start_with(dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hotstock"))
             .args([
                 "serve",
@@ -27,6 +31,7 @@ impl Server {
                 "--data-dir",
             ])
             .arg(dir)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -373,4 +378,54 @@ fn restarts_keep_every_acknowledged_document() {
     );
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn operator_routes_need_the_admin_token_when_one_is_set() {
+    let dir = temp_dir("auth");
+    let server = Server::start_with(&dir, &["--admin-token", "s3cret"]);
+    let stock = json!({"available": 5});
+    let (status, error) = server.call("PUT", "/v1/skus/tee", Some(&stock), &[]);
+    assert_eq!((status, &error["error"]), (401, &json!("unauthorized")));
+    let wrong = server.call(
+        "PUT",
+        "/v1/skus/tee",
+        Some(&stock),
+        &[("Authorization", "Bearer nope")],
+    );
+    assert_eq!(wrong.0, 401);
+    let right = server.call(
+        "PUT",
+        "/v1/skus/tee",
+        Some(&stock),
+        &[("Authorization", "Bearer s3cret")],
+    );
+    assert_eq!(right.0, 200);
+    let adjust = server.call(
+        "POST",
+        "/v1/skus/tee/adjust",
+        Some(&json!({"delta": 1})),
+        &[],
+    );
+    assert_eq!(adjust.0, 401);
+    // Buyers need no token.
+    let buy = json!({"lines": [{"sku": "tee", "quantity": 1}], "confirm": true});
+    assert_eq!(
+        server.call("POST", "/v1/reservations", Some(&buy), &[]).0,
+        201
+    );
+    assert_eq!(server.call("GET", "/v1/skus/tee", None, &[]).0, 200);
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_public_address_without_a_token_is_refused() {
+    let out = Command::new(env!("CARGO_BIN_EXE_hotstock"))
+        .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
+        .arg(temp_dir("public"))
+        .output()
+        .expect("run hotstock");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token"));
 }
