@@ -471,6 +471,25 @@ impl Api {
         ))
     }
 
+    /// The engine names SKUs by id (`SKU #3`); clients know them by name.
+    fn with_sku_names(&self, message: String, error: &EngineError) -> String {
+        let sku = match error {
+            EngineError::SoldOut { sku, .. }
+            | EngineError::LimitExceeded { sku, .. }
+            | EngineError::CustomerRequired { sku }
+            | EngineError::InsufficientStock { sku, .. }
+            | EngineError::StockLimit { sku, .. }
+            | EngineError::DuplicateSku { sku } => *sku,
+            _ => return message,
+        };
+        match self.engine.sku_document(sku) {
+            Ok(document) => {
+                message.replace(&format!("SKU {sku}"), &format!("SKU {:?}", &*document.name))
+            }
+            Err(_) => message,
+        }
+    }
+
     fn sku_name(&self, id: SkuId) -> Value {
         self.engine
             .sku_document(id)
@@ -494,7 +513,7 @@ impl Api {
 
     /// Maps an engine refusal to the contract's code, status and details.
     fn engine_error(&self, error: EngineError) -> ApiError {
-        let message = error.to_string();
+        let message = self.with_sku_names(error.to_string(), &error);
         let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, message.clone());
         match error {
             EngineError::SoldOut {

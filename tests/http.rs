@@ -200,6 +200,13 @@ fn a_whole_sale_and_every_error_over_http() {
     let greedy = json!({"lines": [{"sku": "last-one", "quantity": 2}]});
     let (status, error) = server.call("POST", "/v1/reservations", Some(&greedy), &[]);
     assert_eq!(status, 409);
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("SKU \"last-one\""),
+        "{error}"
+    );
     assert_eq!(
         (&error["error"], &error["sku"], &error["available"]),
         (&json!("sold_out"), &json!("last-one"), &json!(1))
