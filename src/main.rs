@@ -288,6 +288,9 @@ async fn accept_until_signalled(
     println!("listening on {}", listener.local_addr()?);
     let mut terminate = signal(SignalKind::terminate())?;
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
+    // Flips to true on SIGTERM/SIGINT: every connection then finishes the
+    // request it is serving and closes.
+    let (shutdown, _) = tokio::sync::watch::channel(false);
     loop {
         // At the connection cap, stop accepting until one closes: the
         // kernel's backlog holds the rest.
@@ -314,18 +317,37 @@ async fn accept_until_signalled(
             _ = terminate.recv() => break,
         };
         let api = Arc::clone(&api);
+        let mut stopping = shutdown.subscribe();
         tokio::spawn(async move {
             let service = service_fn(move |request| Arc::clone(&api).handle(request));
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(Duration::from_secs(10))
                 .serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(connection);
             // A client that goes away mid-request is not the server's error.
-            let _ = connection.await;
+            tokio::select! {
+                _ = connection.as_mut() => {}
+                _ = stopping.changed() => {
+                    connection.as_mut().graceful_shutdown();
+                    let _ = connection.await;
+                }
+            }
             drop(permit);
         });
     }
-    eprintln!("hotstock: signal received; no longer accepting connections");
+    eprintln!(
+        "hotstock: signal received; no longer accepting connections, finishing requests in flight"
+    );
+    drop(listener);
+    let _ = shutdown.send(true);
+    // Every connection holds a permit until it has closed: having them all
+    // back means no request is in flight.
+    let all = u32::try_from(max_connections).unwrap_or(u32::MAX);
+    match tokio::time::timeout(Duration::from_secs(30), connections.acquire_many(all)).await {
+        Ok(_) => eprintln!("hotstock: all requests finished"),
+        Err(_) => eprintln!("hotstock: gave up waiting for requests after 30 s"),
+    }
     Ok(())
 }
 

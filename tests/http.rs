@@ -436,3 +436,68 @@ fn a_public_address_without_a_token_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--admin-token"));
 }
+
+#[test]
+fn sigterm_finishes_the_request_in_flight() {
+    let dir = temp_dir("drain");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotstock"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hotstock serve");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let addr: SocketAddr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    let server = Server { child, addr };
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 5})), &[]);
+
+    // A purchase whose body is only half sent when the signal arrives.
+    let body = json!({"lines": [{"sku": "tee", "quantity": 1}], "confirm": true}).to_string();
+    let (head, tail) = body.as_bytes().split_at(body.len() / 2);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "POST /v1/reservations HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .unwrap();
+    stream.write_all(head).unwrap();
+
+    let Server { mut child, .. } = server;
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    // Wait until the server says it stopped accepting: only then is the
+    // request provably in flight across the shutdown.
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = stderr.lines();
+    loop {
+        let line = lines.next().expect("server stderr").expect("line");
+        if line.contains("no longer accepting connections") {
+            break;
+        }
+    }
+    stream.write_all(tail).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.1 201"),
+        "in-flight request finished: {response}"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    // And it was kept: the next start shows the sale.
+    let server = Server::start(&dir);
+    assert_eq!(server.call("GET", "/v1/skus/tee", None, &[]).1["sold"], 1);
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
