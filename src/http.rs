@@ -27,9 +27,107 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// Largest page of `GET /v1/skus`.
 pub const MAX_PAGE: usize = 1000;
 
+/// Routes, as metrics label them.
+const ROUTES: [&str; 12] = [
+    "healthz",
+    "metrics",
+    "skus_list",
+    "sku_get",
+    "sku_put",
+    "sku_adjust",
+    "reservation_create",
+    "reservation_get",
+    "reservation_confirm",
+    "reservation_cancel",
+    "reservation_refund",
+    "other",
+];
+
+/// Outcomes, as metrics label them: "ok" for 2xx, else the error code.
+const CODES: [&str; 15] = [
+    "ok",
+    "sold_out",
+    "limit_exceeded",
+    "version_conflict",
+    "insufficient_stock",
+    "invalid_transition",
+    "unknown_sku",
+    "unknown_reservation",
+    "not_found",
+    "method_not_allowed",
+    "invalid_request",
+    "payload_too_large",
+    "unauthorized",
+    "overloaded",
+    "storage_failed",
+];
+
+fn classify(method: &Method, path: &str) -> usize {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let name = match (method, segments.as_slice()) {
+        (_, ["healthz"]) => "healthz",
+        (_, ["metrics"]) => "metrics",
+        (_, ["v1", "skus"]) => "skus_list",
+        (&Method::PUT, ["v1", "skus", _]) => "sku_put",
+        (_, ["v1", "skus", _]) => "sku_get",
+        (_, ["v1", "skus", _, "adjust"]) => "sku_adjust",
+        (_, ["v1", "reservations"]) => "reservation_create",
+        (_, ["v1", "reservations", _]) => "reservation_get",
+        (_, ["v1", "reservations", _, "confirm"]) => "reservation_confirm",
+        (_, ["v1", "reservations", _, "cancel"]) => "reservation_cancel",
+        (_, ["v1", "reservations", _, "refund"]) => "reservation_refund",
+        _ => "other",
+    };
+    ROUTES
+        .iter()
+        .position(|r| *r == name)
+        .unwrap_or(ROUTES.len() - 1)
+}
+
+/// Requests by (route, outcome), counted per CPU and summed when scraped:
+/// no counter line is shared by every request.
+#[derive(Debug)]
+struct RequestCounters {
+    shards: Box<[crossbeam_utils::CachePadded<Box<[std::sync::atomic::AtomicU64]>>]>,
+}
+
+impl RequestCounters {
+    fn new() -> RequestCounters {
+        let shards = std::thread::available_parallelism()
+            .map_or(2, |n| n.get())
+            .clamp(1, 64);
+        let cells = ROUTES.len() * CODES.len();
+        RequestCounters {
+            shards: (0..shards)
+                .map(|_| {
+                    crossbeam_utils::CachePadded::new(
+                        (0..cells).map(|_| Default::default()).collect(),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    fn count(&self, route: usize, code: &str) {
+        let code = CODES.iter().position(|c| *c == code).unwrap_or(0);
+        let shard = &self.shards[crate::hint::stripe_hint() % self.shards.len()];
+        // Relaxed: a statistic summed on read.
+        shard[route * CODES.len() + code].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn total(&self, route: usize, code: usize) -> u64 {
+        let cell = route * CODES.len() + code;
+        self.shards
+            .iter()
+            .map(|s| s[cell].load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    }
+}
+
 /// What the handlers share.
 #[derive(Debug)]
 pub struct Api {
+    requests: RequestCounters,
     engine: Arc<Engine>,
     durability: Durability,
     /// Operator routes need `Authorization: Bearer <token>` when set.
@@ -72,6 +170,16 @@ impl InFlight {
             shards: (0..shards).map(|_| Default::default()).collect(),
             per_shard: limit.div_ceil(shards).max(1),
         }
+    }
+
+    /// Requests admitted and not yet finished (refusals count for an
+    /// instant while they are turned away).
+    fn current(&self) -> usize {
+        // Relaxed: a gauge for monitoring.
+        self.shards
+            .iter()
+            .map(|s| s.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 
     fn admit(&self) -> Option<Admitted<'_>> {
@@ -149,6 +257,7 @@ impl Api {
         max_in_flight: usize,
     ) -> Api {
         Api {
+            requests: RequestCounters::new(),
             engine,
             durability,
             admin_token,
@@ -181,9 +290,11 @@ impl Api {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<HttpResponse, Infallible> {
+        let route = classify(request.method(), request.uri().path());
         // Peak shaving: past the in-flight cap, refuse at once rather than
         // queue without bound.
         let Some(_admitted) = self.in_flight.admit() else {
+            self.requests.count(route, "overloaded");
             return Ok(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -192,8 +303,14 @@ impl Api {
             .into_response());
         };
         Ok(match self.route(request).await {
-            Ok(response) => response,
-            Err(error) => error.into_response(),
+            Ok(response) => {
+                self.requests.count(route, "ok");
+                response
+            }
+            Err(error) => {
+                self.requests.count(route, error.code);
+                error.into_response()
+            }
         })
     }
 
@@ -226,6 +343,15 @@ impl Api {
             ["healthz"] => {
                 allowed(&[Method::GET])?;
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
+            }
+            ["metrics"] => {
+                allowed(&[Method::GET])?;
+                let mut response = Response::new(Full::new(Bytes::from(self.metrics())));
+                response.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                Ok(response)
             }
             ["v1", "skus"] => {
                 allowed(&[Method::GET])?;
@@ -292,6 +418,127 @@ impl Api {
                 format!("no route for {path}"),
             )),
         }
+    }
+
+    /// The Prometheus text exposition of the counters.
+    fn metrics(&self) -> String {
+        use std::fmt::Write;
+        let mut out = String::new();
+        let _ = writeln!(out, "# HELP hotstock_http_requests_total HTTP requests by route and outcome (ok or the error code).");
+        let _ = writeln!(out, "# TYPE hotstock_http_requests_total counter");
+        let mut sold_out = 0;
+        for (r, route) in ROUTES.iter().enumerate() {
+            for (c, code) in CODES.iter().enumerate() {
+                let n = self.requests.total(r, c);
+                if *code == "sold_out" {
+                    sold_out += n;
+                }
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "hotstock_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
+                    );
+                }
+            }
+        }
+        let create = ROUTES
+            .iter()
+            .position(|r| *r == "reservation_create")
+            .unwrap_or(0);
+        let _ = writeln!(
+            out,
+            "# HELP hotstock_reservations_total Reservation requests by outcome."
+        );
+        let _ = writeln!(out, "# TYPE hotstock_reservations_total counter");
+        for (c, code) in CODES.iter().enumerate() {
+            let n = self.requests.total(create, c);
+            if n > 0 || *code == "ok" || *code == "sold_out" {
+                let outcome = if *code == "ok" { "created" } else { code };
+                let _ = writeln!(
+                    out,
+                    "hotstock_reservations_total{{outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP hotstock_http_requests_in_flight Requests being handled now (this one included).");
+        let _ = writeln!(out, "# TYPE hotstock_http_requests_in_flight gauge");
+        let _ = writeln!(
+            out,
+            "hotstock_http_requests_in_flight {}",
+            self.in_flight.current()
+        );
+        let _ = writeln!(
+            out,
+            "# HELP hotstock_sold_out_total Requests refused because stock ran out."
+        );
+        let _ = writeln!(out, "# TYPE hotstock_sold_out_total counter");
+        let _ = writeln!(out, "hotstock_sold_out_total {sold_out}");
+        if let Some(journal) = self.engine.journal() {
+            let stats = journal.stats();
+            let histogram = |out: &mut String,
+                             name: &str,
+                             help: &str,
+                             bounds: &[String],
+                             counts: &[u64],
+                             sum: String| {
+                let _ = writeln!(out, "# HELP {name} {help}");
+                let _ = writeln!(out, "# TYPE {name} histogram");
+                let mut cumulative = 0;
+                for (bound, count) in bounds.iter().zip(counts) {
+                    cumulative += count;
+                    let _ = writeln!(out, "{name}_bucket{{le=\"{bound}\"}} {cumulative}");
+                }
+                let _ = writeln!(out, "{name}_sum {sum}");
+                let _ = writeln!(out, "{name}_count {cumulative}");
+            };
+            let mut bounds: Vec<String> = crate::journal::BATCH_BUCKETS
+                .iter()
+                .map(u64::to_string)
+                .collect();
+            bounds.push("+Inf".into());
+            histogram(
+                &mut out,
+                "hotstock_journal_batch_events",
+                "Events per group-committed journal batch.",
+                &bounds,
+                &stats.batch_buckets,
+                stats.frames.to_string(),
+            );
+            let mut bounds: Vec<String> = crate::journal::FSYNC_BUCKETS_US
+                .iter()
+                .map(|us| format!("{}", *us as f64 / 1e6))
+                .collect();
+            bounds.push("+Inf".into());
+            let sum = format!("{}", stats.fsync_us_total as f64 / 1e6);
+            histogram(
+                &mut out,
+                "hotstock_journal_fsync_seconds",
+                "fdatasync latency per journal batch.",
+                &bounds,
+                &stats.fsync_buckets,
+                sum,
+            );
+            let _ = writeln!(
+                out,
+                "# HELP hotstock_journal_bytes_total Bytes written to the journal."
+            );
+            let _ = writeln!(out, "# TYPE hotstock_journal_bytes_total counter");
+            let _ = writeln!(out, "hotstock_journal_bytes_total {}", stats.bytes);
+            let _ = writeln!(
+                out,
+                "# HELP hotstock_journal_durable_lag_epochs Batches appended but not yet on disk."
+            );
+            let _ = writeln!(out, "# TYPE hotstock_journal_durable_lag_epochs gauge");
+            let lag = stats.open_epoch.saturating_sub(stats.durable_epoch + 1);
+            let _ = writeln!(out, "hotstock_journal_durable_lag_epochs {lag}");
+            let _ = writeln!(
+                out,
+                "# HELP hotstock_journal_failed 1 once the journal failed (restart to recover)."
+            );
+            let _ = writeln!(out, "# TYPE hotstock_journal_failed gauge");
+            let _ = writeln!(out, "hotstock_journal_failed {}", u8::from(stats.failed));
+        }
+        out
     }
 
     /// In `sync` durability, waits until every change made so far is on

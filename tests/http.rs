@@ -474,6 +474,16 @@ fn sigterm_finishes_the_request_in_flight() {
     .unwrap();
     stream.write_all(head).unwrap();
 
+    // Only a request the server has accepted and is handling is in flight
+    // (one still in the kernel's backlog is reset, as in any server): wait
+    // until the gauge counts it besides the scrape itself.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric(&server, "hotstock_http_requests_in_flight") < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the half-sent request never became in flight"
+        );
+    }
     let Server { mut child, .. } = server;
     // SAFETY: sends a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -500,4 +510,73 @@ fn sigterm_finishes_the_request_in_flight() {
     assert_eq!(server.call("GET", "/v1/skus/tee", None, &[]).1["sold"], 1);
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn metrics_count_requests_outcomes_and_the_journal() {
+    let dir = temp_dir("metrics");
+    let server = Server::start(&dir);
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 1})), &[]);
+    let buy = json!({"lines": [{"sku": "tee", "quantity": 1}], "confirm": true});
+    assert_eq!(
+        server.call("POST", "/v1/reservations", Some(&buy), &[]).0,
+        201
+    );
+    assert_eq!(
+        server.call("POST", "/v1/reservations", Some(&buy), &[]).0,
+        409
+    );
+    assert_eq!(server.call("GET", "/nowhere", None, &[]).0, 404);
+
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    for line in [
+        "hotstock_http_requests_total{route=\"reservation_create\",code=\"ok\"} 1",
+        "hotstock_http_requests_total{route=\"reservation_create\",code=\"sold_out\"} 1",
+        "hotstock_http_requests_total{route=\"other\",code=\"not_found\"} 1",
+        "hotstock_reservations_total{outcome=\"created\"} 1",
+        "hotstock_sold_out_total 1",
+        "hotstock_journal_failed 0",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
+    }
+    let batches: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("hotstock_journal_fsync_seconds_count "))
+        .and_then(|n| n.parse().ok())
+        .expect("fsync histogram");
+    assert!(
+        batches >= 2,
+        "sync writes made at least two durable batches: {batches}"
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One value from `/metrics`.
+fn metric(server: &Server, name: &str) -> u64 {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name)
+                .and_then(|rest| rest.trim().parse().ok())
+        })
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }

@@ -122,6 +122,49 @@ impl Ticket {
     pub const NONE: Ticket = Ticket(0);
 }
 
+/// Upper bounds (microseconds) of the fsync latency histogram buckets.
+pub const FSYNC_BUCKETS_US: [u64; 10] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 1_000_000,
+];
+/// Upper bounds (frames) of the batch size histogram buckets.
+pub const BATCH_BUCKETS: [u64; 8] = [1, 4, 16, 64, 256, 1_024, 4_096, 16_384];
+
+/// Counters the writer publishes (it is their only writer).
+#[derive(Debug, Default)]
+struct WriterStats {
+    batches: AtomicU64,
+    frames: AtomicU64,
+    bytes: AtomicU64,
+    fsync_us_total: AtomicU64,
+    /// One more than `FSYNC_BUCKETS_US` (the last is +Inf); not cumulative.
+    fsync_buckets: [AtomicU64; 11],
+    /// One more than `BATCH_BUCKETS`; not cumulative.
+    batch_buckets: [AtomicU64; 9],
+}
+
+/// A reading of the journal's counters, for `/metrics`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    pub batches: u64,
+    pub frames: u64,
+    pub bytes: u64,
+    pub fsync_us_total: u64,
+    /// Per bucket of `FSYNC_BUCKETS_US`, then +Inf; not cumulative.
+    pub fsync_buckets: Vec<u64>,
+    /// Per bucket of `BATCH_BUCKETS`, then +Inf; not cumulative.
+    pub batch_buckets: Vec<u64>,
+    pub open_epoch: u64,
+    pub durable_epoch: u64,
+    pub failed: bool,
+}
+
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds
+        .iter()
+        .position(|&bound| value <= bound)
+        .unwrap_or(bounds.len())
+}
+
 /// Called by the writer with each batch once it is durable: the batch's
 /// frames and the position of its first byte.
 pub type BatchSink = Box<dyn FnMut(&[u8], Position) + Send>;
@@ -146,6 +189,7 @@ struct Shared {
     /// after every cut.
     space_lock: Mutex<()>,
     space_freed: Condvar,
+    stats: WriterStats,
     durability: Durability,
 }
 
@@ -187,6 +231,7 @@ impl Journal {
             wakers: Mutex::new(Vec::new()),
             space_lock: Mutex::new(()),
             space_freed: Condvar::new(),
+            stats: WriterStats::default(),
             durability: config.durability,
         });
         let writer = Writer {
@@ -255,6 +300,26 @@ impl Journal {
     /// every change made before this call is on disk.
     pub fn ticket(&self) -> Ticket {
         Ticket(self.shared.lanes.open_epoch())
+    }
+
+    /// The writer's counters and the epochs, for monitoring.
+    pub fn stats(&self) -> JournalStats {
+        let shared = &*self.shared;
+        let stats = &shared.stats;
+        // Relaxed: independent counters, each exact; the set is not a
+        // consistent cut, which monitoring does not need.
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        JournalStats {
+            batches: load(&stats.batches),
+            frames: load(&stats.frames),
+            bytes: load(&stats.bytes),
+            fsync_us_total: load(&stats.fsync_us_total),
+            fsync_buckets: stats.fsync_buckets.iter().map(load).collect(),
+            batch_buckets: stats.batch_buckets.iter().map(load).collect(),
+            open_epoch: shared.lanes.open_epoch(),
+            durable_epoch: shared.durable_epoch.load(Ordering::Acquire),
+            failed: shared.failure.get().is_some(),
+        }
     }
 
     pub fn is_durable(&self, ticket: Ticket) -> bool {
@@ -454,9 +519,35 @@ impl Writer {
         file.write_all(batch)
             .map_err(|e| JournalError::WriteFailed(Arc::new(e)))?;
         self.file_len += batch.len() as u64;
+        let began = std::time::Instant::now();
         file.sync_data()
             .map_err(|e| JournalError::SyncFailed(Arc::new(e)))?;
+        self.record(batch, began.elapsed().as_micros() as u64);
         Ok(start)
+    }
+
+    /// Publishes a durable batch's size and fsync latency.
+    fn record(&self, batch: &[u8], fsync_us: u64) {
+        let mut frames = 0u64;
+        let mut offset = 0usize;
+        while offset + segment::FRAME_HEADER_LEN <= batch.len() {
+            let len = u32::from_le_bytes([
+                batch[offset],
+                batch[offset + 1],
+                batch[offset + 2],
+                batch[offset + 3],
+            ]);
+            offset += segment::FRAME_HEADER_LEN + len as usize;
+            frames += 1;
+        }
+        let stats = &self.shared.stats;
+        // Relaxed: counters with one writer (this thread).
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.frames.fetch_add(frames, Ordering::Relaxed);
+        stats.bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.fsync_us_total.fetch_add(fsync_us, Ordering::Relaxed);
+        stats.fsync_buckets[bucket(&FSYNC_BUCKETS_US, fsync_us)].fetch_add(1, Ordering::Relaxed);
+        stats.batch_buckets[bucket(&BATCH_BUCKETS, frames)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn rotate(&mut self) -> Result<(), JournalError> {
