@@ -163,7 +163,7 @@ impl DurableEngine {
                 Box::new(crate::store::postgres::PostgresStore::connect(url, schema)?)
             }
         };
-        let (settled, mut report) = recover(&journal_dir, store.as_mut())?;
+        let (settled, mut report) = recover(&journal_dir, store.as_mut(), Mode::Repair)?;
         let next_segment = list_segments(&journal_dir)?
             .last()
             .map_or(settled.position.segment, |last| last + 1);
@@ -355,6 +355,7 @@ fn fold_batch(settled: &mut Settled, batch: &[u8], start: Position) {
 fn recover(
     journal_dir: &Path,
     store: &mut dyn Store,
+    mode: Mode,
 ) -> Result<(Settled, RecoveryReport), OpenError> {
     let loaded = store.load()?;
     let had_checkpoint = loaded.is_some();
@@ -431,13 +432,16 @@ fn recover(
         .map_err(OpenError::Corrupt)?;
         report.events_replayed += events;
         report.segments_replayed += 1;
-        if let Some(torn) = scan.torn {
+        if let Some(torn) = scan.torn.filter(|_| mode == Mode::Repair) {
             truncate(&path, torn.offset)?;
             eprintln!(
                 "hotstock: journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
                 torn.offset, torn.dropped
             );
             report.torn_tail = Some((number, torn));
+        }
+        if mode == Mode::ReadOnly {
+            report.torn_tail = report.torn_tail.or(scan.torn.map(|torn| (number, torn)));
         }
         settled.position = Position {
             segment: number,
@@ -469,6 +473,95 @@ fn truncate(path: &Path, len: u64) -> Result<(), OpenError> {
         .map_err(io_error)?;
     file.set_len(len).map_err(io_error)?;
     file.sync_all().map_err(io_error)
+}
+
+/// Whether recovery may truncate a torn tail (opening) or must only look
+/// (`inspect`, `verify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Repair,
+    ReadOnly,
+}
+
+/// What `inspect` reads from a data directory without changing it.
+#[derive(Debug)]
+pub struct Inspection {
+    pub report: RecoveryReport,
+    /// The state recovery would start from.
+    pub settled: Settled,
+    /// Journal segments: number, bytes.
+    pub segments: Vec<(u64, u64)>,
+    /// Whether the store file had a checkpoint.
+    pub store_description: String,
+}
+
+/// Reads a data directory as recovery would, changing nothing (a torn tail
+/// is reported, not truncated). Fails as `open` would on corruption or a
+/// missing segment. Works while a server holds the directory: it reads the
+/// SQLite store, which WAL mode lets another process read.
+pub fn inspect(data_dir: &Path) -> Result<Inspection, OpenError> {
+    let journal_dir = data_dir.join("journal");
+    let store_path = data_dir.join("hotstock.sqlite");
+    if !journal_dir.is_dir() && !store_path.is_file() {
+        return Err(OpenError::Io {
+            path: data_dir.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a hotstock data directory (no journal, no store)",
+            ),
+        });
+    }
+    let segments = if journal_dir.is_dir() {
+        list_segments(&journal_dir)?
+    } else {
+        Vec::new()
+    };
+    // Open the store only if it exists: opening would create it.
+    let mut store: Box<dyn Store> = if store_path.is_file() {
+        Box::new(SqliteStore::open(&store_path)?)
+    } else {
+        Box::new(NoStore)
+    };
+    let store_description = store.describe();
+    let (settled, report) = if journal_dir.is_dir() {
+        recover(&journal_dir, store.as_mut(), Mode::ReadOnly)?
+    } else {
+        (store.load()?.unwrap_or_default(), RecoveryReport::default())
+    };
+    let sizes = segments
+        .iter()
+        .map(|&n| {
+            let len =
+                std::fs::metadata(journal_dir.join(segment_file_name(n))).map_or(0, |m| m.len());
+            (n, len)
+        })
+        .collect();
+    Ok(Inspection {
+        report,
+        settled,
+        segments: sizes,
+        store_description,
+    })
+}
+
+/// A store that holds nothing (a data directory without a store file).
+struct NoStore;
+
+impl Store for NoStore {
+    fn describe(&self) -> String {
+        "no store file".into()
+    }
+
+    fn load(&mut self) -> Result<Option<Settled>, StoreError> {
+        Ok(None)
+    }
+
+    fn save(&mut self, _: &crate::settled::Checkpoint) -> Result<(), StoreError> {
+        Err(StoreError {
+            store: self.describe(),
+            message: "read-only inspection".into(),
+        })
+    }
 }
 
 /// Cuts the journal at its first damage so the engine can start, losing

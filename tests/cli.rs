@@ -58,3 +58,102 @@ fn bad_arguments_exit_2_with_a_message() {
         );
     }
 }
+
+#[test]
+fn import_inspect_and_verify_a_data_directory() {
+    let dir = std::env::temp_dir().join(format!("hotstock-cli-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("stock.csv");
+    std::fs::write(
+        &csv,
+        "sku,available,per_customer_limit\ntee-s,10\ntee-m,20,2\n\nps5,100,1\n",
+    )
+    .unwrap();
+    let data = dir.join("data");
+    let data = data.to_str().unwrap();
+
+    let out = hotstock(&["import", csv.to_str().unwrap(), "--data-dir", data]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 3 SKUs"));
+
+    let out = hotstock(&["inspect", "--data-dir", data]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("SKUs                 3\n"), "{text}");
+    assert!(text.contains("units available      130\n"), "{text}");
+
+    let out = hotstock(&["verify", "--data-dir", data]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("verify               ok"));
+
+    // A bad row anywhere: nothing is imported.
+    std::fs::write(&csv, "cap,5\nbad name,1\n").unwrap();
+    let out = hotstock(&["import", csv.to_str().unwrap(), "--data-dir", data]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text =
+        String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout).into_owned();
+    assert!(text.contains("SKUs                 3\n"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn verify_fails_on_a_damaged_journal() {
+    let dir = std::env::temp_dir().join(format!("hotstock-cli-verify-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("stock.csv");
+    let rows: String = (0..50).map(|i| format!("sku-{i},{i}\n")).collect();
+    std::fs::write(&csv, rows).unwrap();
+    let data = dir.join("data");
+    assert!(hotstock(&[
+        "import",
+        csv.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap()
+    ])
+    .status
+    .success());
+    // Flip a byte in the middle of the journal.
+    let segment = std::fs::read_dir(data.join("journal"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&segment, bytes).unwrap();
+    // The store's checkpoint covers it, so remove the store: verify must
+    // read the journal.
+    for file in [
+        "hotstock.sqlite",
+        "hotstock.sqlite-wal",
+        "hotstock.sqlite-shm",
+    ] {
+        let _ = std::fs::remove_file(data.join(file));
+    }
+    let out = hotstock(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("journal corrupt"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
