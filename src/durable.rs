@@ -330,20 +330,10 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, OpenError> {
 
 /// Folds one durable batch (a run of frames starting at `start`).
 fn fold_batch(settled: &mut Settled, batch: &[u8], start: Position) {
-    let mut offset = 0usize;
-    while offset + segment::FRAME_HEADER_LEN <= batch.len() {
-        let len = u32::from_le_bytes([
-            batch[offset],
-            batch[offset + 1],
-            batch[offset + 2],
-            batch[offset + 3],
-        ]) as usize;
-        let payload =
-            &batch[offset + segment::FRAME_HEADER_LEN..offset + segment::FRAME_HEADER_LEN + len];
+    for payload in segment::batch_payloads(batch) {
         // We encoded it ourselves a moment ago: a decode failure is a bug.
         let folded = settled.apply_frame(payload);
         debug_assert!(folded.is_ok(), "journal frame failed to decode: {folded:?}");
-        offset += segment::FRAME_HEADER_LEN + len;
     }
     settled.position = Position {
         segment: start.segment,

@@ -528,18 +528,7 @@ impl Writer {
 
     /// Publishes a durable batch's size and fsync latency.
     fn record(&self, batch: &[u8], fsync_us: u64) {
-        let mut frames = 0u64;
-        let mut offset = 0usize;
-        while offset + segment::FRAME_HEADER_LEN <= batch.len() {
-            let len = u32::from_le_bytes([
-                batch[offset],
-                batch[offset + 1],
-                batch[offset + 2],
-                batch[offset + 3],
-            ]);
-            offset += segment::FRAME_HEADER_LEN + len as usize;
-            frames += 1;
-        }
+        let frames = segment::batch_payloads(batch).count() as u64;
         let stats = &self.shared.stats;
         // Relaxed: counters with one writer (this thread).
         stats.batches.fetch_add(1, Ordering::Relaxed);

@@ -90,6 +90,20 @@ pub fn append_frame(out: &mut Vec<u8>, write_payload: impl FnOnce(&mut Vec<u8>))
     payload_len
 }
 
+/// The payloads of a batch this process framed itself (trusted: no
+/// checksums are checked; use `scan` for anything read from disk).
+pub fn batch_payloads(batch: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut offset = 0usize;
+    std::iter::from_fn(move || {
+        let header = batch.get(offset..offset + FRAME_HEADER_LEN)?;
+        let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        let start = offset + FRAME_HEADER_LEN;
+        let payload = batch.get(start..start + len)?;
+        offset = start + len;
+        Some(payload)
+    })
+}
+
 /// A segment that cannot be trusted, with where and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("journal corrupt in segment {segment} ({file}) at offset {offset}: {reason}")]
