@@ -3,117 +3,13 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Server {
-    fn start(dir: &Path) -> Server {
-        Server::start_with(dir, &[])
-    }
-
-    fn start_with(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_hotstock"))
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--durability",
-                "sync",
-                "--data-dir",
-            ])
-            .arg(dir)
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start hotstock serve");
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("server announces its address");
-        let addr = line
-            .trim()
-            .strip_prefix("listening on ")
-            .expect("listening line")
-            .parse()
-            .expect("address");
-        Server { child, addr }
-    }
-
-    /// One request on a fresh connection; returns the status and JSON body.
-    fn call(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<&Value>,
-        headers: &[(&str, &str)],
-    ) -> (u16, Value) {
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        self.raw(method, path, body.as_bytes(), headers)
-    }
-
-    fn raw(&self, method: &str, path: &str, body: &[u8], headers: &[(&str, &str)]) -> (u16, Value) {
-        let mut stream = TcpStream::connect(self.addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let text = String::from_utf8_lossy(&response);
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status line");
-        let json = text.split_once("\r\n\r\n").map_or(Value::Null, |(_, b)| {
-            serde_json::from_str(b).unwrap_or(Value::Null)
-        });
-        (status, json)
-    }
-
-    /// SIGTERM, and the exit code.
-    fn terminate(mut self) -> Option<i32> {
-        // SAFETY: sends a signal to our own child process.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        self.child.wait().expect("wait").code()
-    }
-
-    fn kill(mut self) {
-        self.child.kill().expect("SIGKILL");
-        self.child.wait().expect("wait");
-    }
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("hotstock-http-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
+mod common;
+use common::server::{temp_dir, Server};
 
 #[test]
 fn a_whole_sale_and_every_error_over_http() {
@@ -478,7 +374,7 @@ fn sigterm_finishes_the_request_in_flight() {
     // (one still in the kernel's backlog is reset, as in any server): wait
     // until the gauge counts it besides the scrape itself.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while metric(&server, "hotstock_http_requests_in_flight") < 2 {
+    while common::server::metric(&server, "hotstock_http_requests_in_flight") < 2 {
         assert!(
             std::time::Instant::now() < deadline,
             "the half-sent request never became in flight"
@@ -561,22 +457,4 @@ fn metrics_count_requests_outcomes_and_the_journal() {
     );
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
-}
-
-/// One value from `/metrics`.
-fn metric(server: &Server, name: &str) -> u64 {
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name)
-                .and_then(|rest| rest.trim().parse().ok())
-        })
-        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }

@@ -1,4 +1,8 @@
 //! Helpers shared by integration tests (each test file includes this module).
+// Each test crate uses a different subset of these helpers.
+#![allow(dead_code)]
+
+pub mod server;
 
 use std::path::Path;
 
