@@ -124,10 +124,63 @@ impl RequestCounters {
     }
 }
 
+/// How the server protects itself; `Default` is permissive but bounded.
+#[derive(Clone, Debug)]
+pub struct ApiOptions {
+    /// Operator routes need `Authorization: Bearer <token>` when set.
+    pub admin_token: Option<String>,
+    /// Requests handled at once; beyond it, `overloaded` (503).
+    pub max_in_flight: usize,
+    /// Reservation requests per second, all SKUs together; beyond it,
+    /// `overloaded` (429). Bursts of a tenth of a second's worth.
+    pub rate_limit: Option<u32>,
+    /// Reservation lines per second for any one SKU.
+    pub sku_rate_limit: Option<u32>,
+}
+
+impl Default for ApiOptions {
+    fn default() -> ApiOptions {
+        ApiOptions {
+            admin_token: None,
+            max_in_flight: 4096,
+            rate_limit: None,
+            sku_rate_limit: None,
+        }
+    }
+}
+
+fn bucket(rate: u32) -> crate::rate::RateLimit {
+    crate::rate::RateLimit::new(rate, (rate / 10).max(1))
+}
+
+/// Per-SKU buckets, created on first use, in shards by SKU id.
+#[derive(Debug)]
+struct SkuBuckets {
+    rate: u32,
+    shards: Box<[std::sync::Mutex<std::collections::HashMap<u32, crate::rate::RateLimit>>]>,
+}
+
+impl SkuBuckets {
+    fn admit(&self, sku: SkuId, now_ns: u64) -> bool {
+        let shard = &self.shards[sku.index() as usize % self.shards.len()];
+        let mut shard = shard
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shard
+            .entry(sku.index())
+            .or_insert_with(|| bucket(self.rate))
+            .admit(now_ns)
+    }
+}
+
 /// What the handlers share.
 #[derive(Debug)]
 pub struct Api {
     requests: RequestCounters,
+    global_rate: Option<crate::rate::RateLimit>,
+    sku_rate: Option<SkuBuckets>,
+    /// The monotonic clock the rate limits run on.
+    started: std::time::Instant,
     engine: Arc<Engine>,
     durability: Durability,
     /// Operator routes need `Authorization: Bearer <token>` when set.
@@ -249,20 +302,51 @@ fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
 }
 
 impl Api {
-    /// `max_in_flight`: requests handled at once; beyond it, `overloaded`.
-    pub fn new(
-        engine: Arc<Engine>,
-        durability: Durability,
-        admin_token: Option<String>,
-        max_in_flight: usize,
-    ) -> Api {
+    pub fn new(engine: Arc<Engine>, durability: Durability, options: ApiOptions) -> Api {
         Api {
             requests: RequestCounters::new(),
+            global_rate: options.rate_limit.map(bucket),
+            sku_rate: options.sku_rate_limit.map(|rate| SkuBuckets {
+                rate,
+                shards: (0..64).map(|_| Default::default()).collect(),
+            }),
+            started: std::time::Instant::now(),
             engine,
             durability,
-            admin_token,
-            in_flight: InFlight::new(max_in_flight),
+            admin_token: options.admin_token,
+            in_flight: InFlight::new(options.max_in_flight),
         }
+    }
+
+    /// The optional token buckets: refuse past the global rate, or past
+    /// any line's SKU rate.
+    fn check_rates(&self, lines: &[Line]) -> Result<(), ApiError> {
+        let now_ns = self.started.elapsed().as_nanos() as u64;
+        let refused = |what: String| {
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "overloaded",
+                format!("{what}; retry after the Retry-After delay"),
+            )
+        };
+        if let Some(global) = &self.global_rate {
+            if !global.admit(now_ns) {
+                return Err(refused(
+                    "reservation requests are over the server's rate limit".into(),
+                ));
+            }
+        }
+        if let Some(buckets) = &self.sku_rate {
+            for line in lines {
+                if !buckets.admit(line.sku, now_ns) {
+                    let name = self.sku_name(line.sku);
+                    return Err(
+                        refused(format!("SKU {name} is over its rate limit")).with("sku", name)
+                    );
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Operator routes: refuse without the configured bearer token.
@@ -703,6 +787,7 @@ impl Api {
             confirm,
             idempotency_key: key.as_deref(),
         };
+        self.check_rates(&lines)?;
         let receipt = self
             .engine
             .reserve(&order)

@@ -39,6 +39,8 @@ pub mod idempotency;
 pub mod journal;
 pub mod ledger;
 pub mod limits;
+#[cfg(feature = "server")]
+pub mod rate;
 pub mod settled;
 pub mod store;
 mod sync;

@@ -97,6 +97,13 @@ struct ServeArgs {
     /// Requests handled at once; beyond it, 503 `overloaded` with Retry-After.
     #[arg(long, env = "HOTSTOCK_MAX_IN_FLIGHT", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_in_flight: u32,
+    /// Reservation requests per second, all SKUs together (off by default);
+    /// beyond it, 429 `overloaded` with Retry-After.
+    #[arg(long, env = "HOTSTOCK_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    rate_limit: Option<u32>,
+    /// Reservation lines per second for any one SKU (off by default).
+    #[arg(long, env = "HOTSTOCK_SKU_RATE_LIMIT", value_parser = clap::value_parser!(u32).range(1..))]
+    sku_rate_limit: Option<u32>,
     /// Open connections at once; beyond it, new ones wait in the backlog.
     #[arg(long, env = "HOTSTOCK_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
@@ -269,11 +276,16 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let options = hotstock::http::ApiOptions {
+        admin_token: args.admin_token.clone(),
+        max_in_flight: args.max_in_flight as usize,
+        rate_limit: args.rate_limit,
+        sku_rate_limit: args.sku_rate_limit,
+    };
     let api = Arc::new(hotstock::http::Api::new(
         durable.engine().clone(),
         durability,
-        args.admin_token.clone(),
-        args.max_in_flight as usize,
+        options,
     ));
     let served = runtime.block_on(accept_until_signalled(
         args.listen,

@@ -458,3 +458,42 @@ fn metrics_count_requests_outcomes_and_the_journal() {
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_sku_over_its_rate_limit_is_refused_with_429() {
+    let dir = temp_dir("rate");
+    let server = Server::start_with(&dir, &["--sku-rate-limit", "1"]);
+    server.call(
+        "PUT",
+        "/v1/skus/tee",
+        Some(&json!({"available": 1000})),
+        &[],
+    );
+    let buy = json!({"lines": [{"sku": "tee", "quantity": 1}], "confirm": true});
+    // One a second: of 50 back-to-back requests all would pass only if they
+    // took over 49 s (the exact arithmetic is unit-tested in src/rate.rs).
+    let answers: Vec<(u16, Value)> = (0..50)
+        .map(|_| server.call("POST", "/v1/reservations", Some(&buy), &[]))
+        .collect();
+    assert_eq!(answers[0].0, 201, "the first fits the burst");
+    let refused: Vec<&Value> = answers
+        .iter()
+        .filter(|(status, _)| *status == 429)
+        .map(|(_, body)| body)
+        .collect();
+    assert!(!refused.is_empty(), "no request was refused");
+    assert_eq!(
+        (&refused[0]["error"], &refused[0]["sku"]),
+        (&json!("overloaded"), &json!("tee"))
+    );
+    let sold = server.call("GET", "/v1/skus/tee", None, &[]).1["sold"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(
+        sold as usize,
+        50 - refused.len(),
+        "refused requests took nothing"
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
