@@ -497,3 +497,97 @@ fn a_sku_over_its_rate_limit_is_refused_with_429() {
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn flash_sale_over_http_sells_exactly_the_stock() {
+    const STOCK: u64 = 300;
+    let dir = temp_dir("flash");
+    let server = Server::start(&dir);
+    server.call(
+        "PUT",
+        "/v1/skus/drop",
+        Some(&json!({"available": STOCK})),
+        &[],
+    );
+    let buy = json!({"lines": [{"sku": "drop", "quantity": 1}], "confirm": true});
+    // 16 buyers on their own connections race until they are told sold out.
+    let wins: Vec<u64> = std::thread::scope(|s| {
+        let buyers: Vec<_> = (0..16)
+            .map(|_| {
+                let (server, buy) = (&server, &buy);
+                s.spawn(move || {
+                    let mut wins = 0;
+                    loop {
+                        let (status, body) =
+                            server.call("POST", "/v1/reservations", Some(buy), &[]);
+                        match (status, body["error"].as_str()) {
+                            (201, _) => wins += 1,
+                            (409, Some("sold_out")) => return wins,
+                            other => panic!("unexpected answer {other:?}"),
+                        }
+                    }
+                })
+            })
+            .collect();
+        buyers.into_iter().map(|b| b.join().unwrap()).collect()
+    });
+    assert_eq!(
+        wins.iter().sum::<u64>(),
+        STOCK,
+        "successes == stock exactly"
+    );
+    let (_, sku) = server.call("GET", "/v1/skus/drop", None, &[]);
+    assert_eq!(
+        (&sku["available"], &sku["sold"]),
+        (&json!(0), &json!(STOCK))
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn holds_expire_and_carts_are_all_or_nothing_over_http() {
+    let dir = temp_dir("expiry");
+    let server = Server::start(&dir);
+    server.call("PUT", "/v1/skus/a", Some(&json!({"available": 5})), &[]);
+    server.call("PUT", "/v1/skus/b", Some(&json!({"available": 1})), &[]);
+    // A cart that cannot be filled takes nothing.
+    let cart = json!({"lines": [{"sku": "a", "quantity": 2}, {"sku": "b", "quantity": 2}]});
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&cart), &[]);
+    assert_eq!(
+        (status, &error["error"], &error["sku"]),
+        (409, &json!("sold_out"), &json!("b"))
+    );
+    assert_eq!(
+        server.call("GET", "/v1/skus/a", None, &[]).1["available"],
+        5
+    );
+    // One that can is taken whole.
+    let cart =
+        json!({"lines": [{"sku": "a", "quantity": 2}, {"sku": "b", "quantity": 1}], "ttl_ms": 1});
+    let (status, hold) = server.call("POST", "/v1/reservations", Some(&cart), &[]);
+    assert_eq!(status, 201, "{hold}");
+    // A 1 ms hold expires: wait on the status itself, bounded.
+    let path = format!("/v1/reservations/{}", hold["id"].as_str().unwrap());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while server.call("GET", &path, None, &[]).1["status"] != "expired" {
+        assert!(std::time::Instant::now() < deadline, "hold never expired");
+    }
+    let (status, error) = server.call("POST", &format!("{path}/confirm"), None, &[]);
+    assert_eq!(
+        (status, &error["status"]),
+        (409, &json!("expired")),
+        "a late confirm does not sell"
+    );
+    assert_eq!(
+        server.call("GET", "/v1/skus/a", None, &[]).1["available"],
+        5,
+        "units came back"
+    );
+    assert_eq!(
+        server.call("GET", "/v1/skus/b", None, &[]).1["available"],
+        1
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
