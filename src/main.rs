@@ -11,7 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use hotstock::durable::{DurableConfig, DurableEngine, StoreConfig};
 use hotstock::journal::Durability;
 use hotstock::{Engine, EngineConfig, EngineError};
@@ -78,6 +79,10 @@ enum DurabilityArg {
 
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
+    /// A TOML file with any of these settings (keys as the flags, with `_`
+    /// for `-`). The command line and the environment win over it.
+    #[arg(long, env = "HOTSTOCK_CONFIG")]
+    config: Option<PathBuf>,
     /// Address to listen on (a non-loopback address needs --admin-token).
     #[arg(long, env = "HOTSTOCK_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -205,7 +210,16 @@ fn flash_sale(sale: &SaleArgs) -> Result<bool, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let (Command::Serve(args), Some(("serve", serve_matches))) =
+        (&mut cli.command, matches.subcommand())
+    {
+        if let Err(message) = apply_config(args, serve_matches) {
+            eprintln!("{message}");
+            return ExitCode::from(2);
+        }
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::FlashSale(sale) => match flash_sale(&sale) {
@@ -222,6 +236,87 @@ fn main() -> ExitCode {
         Command::Verify { data_dir } => inspect(&data_dir, true),
         Command::CrashWorkload { data_dir } => crash_workload(data_dir),
     }
+}
+
+/// Fills the settings the command line and the environment left at their
+/// defaults from `--config FILE`. Unknown keys and wrong types are errors
+/// that name the key.
+fn apply_config(args: &mut ServeArgs, matches: &ArgMatches) -> Result<(), String> {
+    let Some(path) = args.config.clone() else {
+        return Ok(());
+    };
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let unset = |id: &str| {
+        !matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        )
+    };
+    let file = path.display().to_string();
+    let string = |key: &str, value: &toml::Value| {
+        value
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| format!("{file}: {key} must be a string"))
+    };
+    let number = |key: &str, value: &toml::Value| -> Result<u32, String> {
+        value
+            .as_integer()
+            .and_then(|n| u32::try_from(n).ok())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| format!("{file}: {key} must be a positive integer"))
+    };
+    const KNOWN: [&str; 9] = [
+        "listen",
+        "data_dir",
+        "durability",
+        "store",
+        "admin_token",
+        "max_in_flight",
+        "max_connections",
+        "rate_limit",
+        "sku_rate_limit",
+    ];
+    for (key, value) in &table {
+        // Before asking clap about it: clap panics on an id it does not know.
+        if !KNOWN.contains(&key.as_str()) {
+            return Err(format!("{file}: unknown setting {key:?}"));
+        }
+        if !unset(key) {
+            continue;
+        }
+        match key.as_str() {
+            "listen" => {
+                args.listen = string(key, value)?
+                    .parse()
+                    .map_err(|e| format!("{file}: listen: {e}"))?;
+            }
+            "data_dir" => args.data_dir = string(key, value)?.into(),
+            "durability" => {
+                args.durability = match string(key, value)?.as_str() {
+                    "sync" => DurabilityArg::Sync,
+                    "async" => DurabilityArg::Async,
+                    other => {
+                        return Err(format!(
+                            "{file}: durability must be \"sync\" or \"async\", not {other:?}"
+                        ))
+                    }
+                }
+            }
+            "store" => args.store = string(key, value)?,
+            "admin_token" => args.admin_token = Some(string(key, value)?),
+            "max_in_flight" => args.max_in_flight = number(key, value)?,
+            "max_connections" => args.max_connections = number(key, value)?,
+            "rate_limit" => args.rate_limit = Some(number(key, value)?),
+            "sku_rate_limit" => args.sku_rate_limit = Some(number(key, value)?),
+            other => return Err(format!("{file}: unknown setting {other:?}")),
+        }
+    }
+    Ok(())
 }
 
 /// Opens the data directory, serves HTTP until SIGINT or SIGTERM, then stops

@@ -591,3 +591,51 @@ fn holds_expire_and_carts_are_all_or_nothing_over_http() {
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_config_file_fills_what_the_command_line_leaves_unset() {
+    let dir = temp_dir("config");
+    std::fs::create_dir_all(&dir).unwrap();
+    let elsewhere = dir.join("from-file-data");
+    let config = dir.join("hotstock.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "admin_token = \"from-file\"\ndata_dir = {:?}\nmax_in_flight = 64\n",
+            elsewhere.display().to_string()
+        ),
+    )
+    .unwrap();
+    // The command line names the data directory (it wins); the file gives
+    // the admin token (nothing else set it).
+    let data = dir.join("data");
+    let server = Server::start_with(&data, &["--config", config.to_str().unwrap()]);
+    let stock = json!({"available": 1});
+    assert_eq!(server.call("PUT", "/v1/skus/tee", Some(&stock), &[]).0, 401);
+    assert_eq!(
+        server
+            .call(
+                "PUT",
+                "/v1/skus/tee",
+                Some(&stock),
+                &[("Authorization", "Bearer from-file")]
+            )
+            .0,
+        200
+    );
+    assert_eq!(server.terminate(), Some(0));
+    assert!(
+        data.join("journal").is_dir() && !elsewhere.exists(),
+        "the command line's data directory won"
+    );
+
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\ncolour = \"blue\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hotstock"))
+        .args(["serve", "--config", config.to_str().unwrap(), "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"colour\""));
+    let _ = std::fs::remove_dir_all(&dir);
+}
