@@ -550,8 +550,9 @@ fn import(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
             eprintln!("\nSKU {name:?}: {error}; {done} of {total} imported before it");
             return ExitCode::FAILURE;
         }
-        if (done + 1) % 10_000 == 0 || done + 1 == total {
-            eprint!("\rimported {} / {total}", done + 1);
+        let step = (total / 100).max(1);
+        if (done + 1) % step == 0 || done + 1 == total {
+            eprint!("\r{}", progress_bar(done + 1, total));
         }
     }
     eprintln!();
@@ -566,6 +567,14 @@ fn import(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `[#########-----------]  45%  4500/10000`
+fn progress_bar(done: usize, total: usize) -> String {
+    const WIDTH: usize = 30;
+    let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
+    let percent = (done * 100).checked_div(total).unwrap_or(100);
+    format!("[{}{}] {percent:>3}%  {done}/{total}", "#".repeat(filled), "-".repeat(WIDTH - filled))
 }
 
 /// `inspect` (report) and `verify` (report and judge).
