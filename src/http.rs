@@ -62,6 +62,9 @@ const CODES: [&str; 15] = [
     "storage_failed",
 ];
 
+/// HTTP statuses the server answers with, as metrics label them.
+const STATUSES: [u16; 11] = [200, 201, 400, 401, 404, 405, 409, 413, 429, 503, 500];
+
 fn classify(method: &Method, path: &str) -> usize {
     let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let name = match (method, segments.as_slice()) {
@@ -88,6 +91,7 @@ fn classify(method: &Method, path: &str) -> usize {
 /// no counter line is shared by every request.
 #[derive(Debug)]
 struct RequestCounters {
+    /// Per shard: `ROUTES x CODES` cells, then `ROUTES x STATUSES` cells.
     shards: Box<[crossbeam_utils::CachePadded<Box<[std::sync::atomic::AtomicU64]>>]>,
 }
 
@@ -96,7 +100,7 @@ impl RequestCounters {
         let shards = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 64);
-        let cells = ROUTES.len() * CODES.len();
+        let cells = ROUTES.len() * (CODES.len() + STATUSES.len());
         RequestCounters {
             shards: (0..shards)
                 .map(|_| {
@@ -108,11 +112,25 @@ impl RequestCounters {
         }
     }
 
-    fn count(&self, route: usize, code: &str) {
+    fn count(&self, route: usize, code: &str, status: StatusCode) {
         let code = CODES.iter().position(|c| *c == code).unwrap_or(0);
+        let status = STATUSES
+            .iter()
+            .position(|s| *s == status.as_u16())
+            .unwrap_or(STATUSES.len() - 1);
         let shard = &self.shards[crate::hint::stripe_hint() % self.shards.len()];
-        // Relaxed: a statistic summed on read.
+        // Relaxed: statistics summed on read.
         shard[route * CODES.len() + code].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let by_status = ROUTES.len() * CODES.len() + route * STATUSES.len() + status;
+        shard[by_status].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn total_by_status(&self, route: usize, status: usize) -> u64 {
+        let cell = ROUTES.len() * CODES.len() + route * STATUSES.len() + status;
+        self.shards
+            .iter()
+            .map(|s| s[cell].load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
     }
 
     fn total(&self, route: usize, code: usize) -> u64 {
@@ -378,7 +396,8 @@ impl Api {
         // Peak shaving: past the in-flight cap, refuse at once rather than
         // queue without bound.
         let Some(_admitted) = self.in_flight.admit() else {
-            self.requests.count(route, "overloaded");
+            self.requests
+                .count(route, "overloaded", StatusCode::SERVICE_UNAVAILABLE);
             return Ok(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -388,11 +407,11 @@ impl Api {
         };
         Ok(match self.route(request).await {
             Ok(response) => {
-                self.requests.count(route, "ok");
+                self.requests.count(route, "ok", response.status());
                 response
             }
             Err(error) => {
-                self.requests.count(route, error.code);
+                self.requests.count(route, error.code, error.status);
                 error.into_response()
             }
         })
@@ -522,6 +541,19 @@ impl Api {
                         out,
                         "hotstock_http_requests_total{{route=\"{route}\",code=\"{code}\"}} {n}"
                     );
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP hotstock_http_responses_total HTTP responses by route and status."
+        );
+        let _ = writeln!(out, "# TYPE hotstock_http_responses_total counter");
+        for (r, route) in ROUTES.iter().enumerate() {
+            for (st, status) in STATUSES.iter().enumerate() {
+                let n = self.requests.total_by_status(r, st);
+                if n > 0 {
+                    let _ = writeln!(out, "hotstock_http_responses_total{{route=\"{route}\",status=\"{status}\"}} {n}");
                 }
             }
         }

@@ -574,7 +574,11 @@ fn progress_bar(done: usize, total: usize) -> String {
     const WIDTH: usize = 30;
     let filled = (done * WIDTH).checked_div(total).unwrap_or(WIDTH);
     let percent = (done * 100).checked_div(total).unwrap_or(100);
-    format!("[{}{}] {percent:>3}%  {done}/{total}", "#".repeat(filled), "-".repeat(WIDTH - filled))
+    format!(
+        "[{}{}] {percent:>3}%  {done}/{total}",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled)
+    )
 }
 
 /// `inspect` (report) and `verify` (report and judge).

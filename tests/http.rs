@@ -438,6 +438,8 @@ fn metrics_count_requests_outcomes_and_the_journal() {
         "hotstock_http_requests_total{route=\"reservation_create\",code=\"sold_out\"} 1",
         "hotstock_http_requests_total{route=\"other\",code=\"not_found\"} 1",
         "hotstock_reservations_total{outcome=\"created\"} 1",
+        "hotstock_http_responses_total{route=\"reservation_create\",status=\"201\"} 1",
+        "hotstock_http_responses_total{route=\"reservation_create\",status=\"409\"} 1",
         "hotstock_sold_out_total 1",
         "hotstock_journal_failed 0",
     ] {
