@@ -424,14 +424,7 @@ fn metrics_count_requests_outcomes_and_the_journal() {
     );
     assert_eq!(server.call("GET", "/nowhere", None, &[]).0, 404);
 
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
+    let text = common::server::metrics_text(&server);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     for line in [
         "hotstock_http_requests_total{route=\"reservation_create\",code=\"ok\"} 1",

@@ -120,8 +120,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-/// One value from `/metrics`.
-pub fn metric(server: &Server, name: &str) -> u64 {
+/// The whole `/metrics` response, status line included.
+pub fn metrics_text(server: &Server) -> String {
     let mut stream = TcpStream::connect(server.addr).unwrap();
     write!(
         stream,
@@ -130,6 +130,12 @@ pub fn metric(server: &Server, name: &str) -> u64 {
     .unwrap();
     let mut text = String::new();
     stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// One value from `/metrics`.
+pub fn metric(server: &Server, name: &str) -> u64 {
+    let text = metrics_text(server);
     text.lines()
         .find_map(|l| {
             l.strip_prefix(name)
