@@ -446,6 +446,11 @@ async fn accept_until_signalled(
             _ = tokio::signal::ctrl_c() => break,
             _ = terminate.recv() => break,
         };
+        // Responses are written whole; Nagle's algorithm would hold a
+        // pipelined client's answers back for the delayed ACK (40 ms).
+        if let Err(error) = stream.set_nodelay(true) {
+            eprintln!("hotstock: TCP_NODELAY: {error}");
+        }
         let api = Arc::clone(&api);
         let mut stopping = shutdown.subscribe();
         tokio::spawn(async move {

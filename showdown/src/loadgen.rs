@@ -1,0 +1,463 @@
+//! A keep-alive HTTP/1.1 load generator, small enough to cost the machine
+//! little: raw requests written from a reused buffer, responses parsed in
+//! place (status line and `content-length` only), optional pipelining and
+//! optional pacing.
+//!
+//! It runs on its own threads, each a single-threaded tokio runtime driving
+//! a share of the connections, so every HTTP contender is measured by the
+//! same client at the same cost.
+//!
+//! Paced runs send at a fixed rate per connection. Latency is measured from
+//! the moment a request was due when the connection was still waiting for
+//! the previous answer (so a stalled server is charged for the queue it
+//! caused, as wrk2 does), and from the moment it was written otherwise (so
+//! the generator's own timer slack is not charged to the server).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::sale::{Mode, Outcome, Recorder, Rng, Sale, Stock};
+
+/// Deepest pipeline a connection keeps.
+pub const MAX_PIPELINE: usize = 64;
+/// Largest response the generator accepts (every contender answers < 1 KiB).
+const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+
+/// Which routes and bodies the server speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flavor {
+    /// `hotstock serve`: `POST /v1/reservations`, confirm by id.
+    Hotstock,
+    /// The showdown's own endpoints (article and bare): `POST /buy`,
+    /// `POST /hold`, `POST /confirm/{id}`.
+    Simple,
+}
+
+/// How the generator drives one sale.
+#[derive(Clone, Debug)]
+pub struct LoadPlan {
+    pub addr: SocketAddr,
+    pub flavor: Flavor,
+    pub mode: Mode,
+    pub connections: usize,
+    pub threads: usize,
+    /// Requests written before reading their answers (1: no pipelining).
+    pub pipeline: usize,
+    /// Purchases per second over all connections; `None` sends as fast as
+    /// answers come back.
+    pub rate: Option<f64>,
+}
+
+/// Runs the plan until the sale is over; every connection flushes its
+/// counts into `sale`.
+pub fn drive(plan: &LoadPlan, sale: &Arc<Sale>) -> Result<(), String> {
+    assert!(plan.connections > 0 && plan.threads > 0);
+    assert!((1..=MAX_PIPELINE).contains(&plan.pipeline));
+    if plan.mode == Mode::HoldConfirm && plan.pipeline != 1 {
+        return Err("hold-confirm needs the hold's id before the confirm: no pipelining".into());
+    }
+    let threads = plan.threads.min(plan.connections);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let plan = plan.clone();
+            let sale = Arc::clone(sale);
+            std::thread::Builder::new()
+                .name(format!("loadgen-{t}"))
+                .spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .map_err(|e| format!("cannot start a load-generator runtime: {e}"))?;
+                    runtime.block_on(async {
+                        let mut tasks = tokio::task::JoinSet::new();
+                        for c in (t..plan.connections).step_by(threads) {
+                            let plan = plan.clone();
+                            let sale = Arc::clone(&sale);
+                            tasks.spawn(async move {
+                                let mut buyer = Buyer::new(&plan, c as u64 + 1);
+                                let result = buyer.run(&plan, &sale).await;
+                                sale.flush(&mut buyer.recorder);
+                                if let Err(error) = result {
+                                    sale.error(|| error);
+                                }
+                            });
+                        }
+                        while tasks.join_next().await.is_some() {}
+                    });
+                    Ok::<(), String>(())
+                })
+                .map_err(|e| format!("cannot start a load-generator thread: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    for handle in handles {
+        handle
+            .join()
+            .map_err(|_| "a load-generator thread panicked".to_string())??;
+    }
+    Ok(())
+}
+
+/// One keep-alive connection and its buffers.
+struct Buyer {
+    rng: Rng,
+    recorder: Recorder,
+    write: Vec<u8>,
+    read: Vec<u8>,
+    /// Bytes of `read` already parsed.
+    consumed: usize,
+    interval: Option<Duration>,
+}
+
+/// One parsed response: its status and where its body lies in `read`.
+struct Response {
+    status: u16,
+    body: std::ops::Range<usize>,
+}
+
+impl Buyer {
+    fn new(plan: &LoadPlan, seed: u64) -> Buyer {
+        let interval = plan
+            .rate
+            .map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate.max(1e-3)));
+        Buyer {
+            rng: Rng::new(seed),
+            recorder: Recorder::new(1),
+            write: Vec::with_capacity(256 * plan.pipeline),
+            read: Vec::with_capacity(16 * 1024),
+            consumed: 0,
+            interval,
+        }
+    }
+
+    async fn run(&mut self, plan: &LoadPlan, sale: &Sale) -> Result<(), String> {
+        let mut stream = TcpStream::connect(plan.addr)
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", plan.addr))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| format!("TCP_NODELAY: {e}"))?;
+        let mut due = Instant::now();
+        let mut skus = [0usize; MAX_PIPELINE];
+        while !sale.is_over() {
+            let started = match self.interval {
+                None => Instant::now(),
+                Some(interval) => {
+                    let now = Instant::now();
+                    let started = if now < due {
+                        tokio::time::sleep_until(due.into()).await;
+                        Instant::now()
+                    } else {
+                        // Late because the last answer was slow: charge the
+                        // wait to the server.
+                        due
+                    };
+                    due += interval;
+                    started
+                }
+            };
+            self.write.clear();
+            let mut batch = 0;
+            while batch < plan.pipeline {
+                let Some(sku) = sale.pick(&mut self.rng) else {
+                    break;
+                };
+                skus[batch] = sku;
+                match plan.mode {
+                    Mode::Hot | Mode::Uniform => buy_request(&mut self.write, plan.flavor, sku),
+                    Mode::HoldConfirm => hold_request(&mut self.write, plan.flavor, sku),
+                }
+                batch += 1;
+            }
+            if batch == 0 {
+                break;
+            }
+            stream
+                .write_all(&self.write)
+                .await
+                .map_err(|e| format!("write to {}: {e}", plan.addr))?;
+            for &sku in &skus[..batch] {
+                let response = self.read_response(&mut stream).await?;
+                let outcome = match (plan.mode, response.status) {
+                    (Mode::HoldConfirm, 200 | 201) => {
+                        self.confirm(&mut stream, plan, response).await?
+                    }
+                    (_, 200 | 201) => Outcome::Sold,
+                    (_, 409) => Outcome::SoldOut,
+                    (_, status) => return Err(self.unexpected(status, response)),
+                };
+                let latency = started.elapsed().as_nanos() as u64;
+                sale.record(sku, outcome, &mut self.recorder, latency);
+            }
+        }
+        Ok(())
+    }
+
+    /// Confirms the hold whose answer is `held`; sold when confirmed.
+    async fn confirm(
+        &mut self,
+        stream: &mut TcpStream,
+        plan: &LoadPlan,
+        held: Response,
+    ) -> Result<Outcome, String> {
+        let body = &self.read[held.body.clone()];
+        let id = json_string_field(body, b"id")
+            .ok_or_else(|| {
+                format!(
+                    "a hold answer without an id: {}",
+                    String::from_utf8_lossy(body)
+                )
+            })?
+            .to_vec();
+        self.write.clear();
+        confirm_request(&mut self.write, plan.flavor, &id);
+        stream
+            .write_all(&self.write)
+            .await
+            .map_err(|e| format!("write to {}: {e}", plan.addr))?;
+        let confirmed = self.read_response(stream).await?;
+        match confirmed.status {
+            200 => Ok(Outcome::Sold),
+            status => Err(self.unexpected(status, confirmed)),
+        }
+    }
+
+    fn unexpected(&self, status: u16, response: Response) -> String {
+        format!(
+            "unexpected status {status}: {}",
+            String::from_utf8_lossy(&self.read[response.body])
+        )
+    }
+
+    /// Reads until one whole response is buffered; returns it and marks it
+    /// consumed (its bytes stay valid until the next read).
+    async fn read_response(&mut self, stream: &mut TcpStream) -> Result<Response, String> {
+        loop {
+            match parse_response(&self.read[self.consumed..])? {
+                Some((status, head, body)) => {
+                    let start = self.consumed + head;
+                    self.consumed = start + body;
+                    return Ok(Response {
+                        status,
+                        body: start..start + body,
+                    });
+                }
+                None => {
+                    // Keep the unparsed tail at the front, then read more.
+                    if self.consumed > 0 {
+                        self.read.drain(..self.consumed);
+                        self.consumed = 0;
+                    }
+                    if self.read.len() >= MAX_RESPONSE_BYTES {
+                        return Err("a response larger than 64 KiB".into());
+                    }
+                    let len = self.read.len();
+                    self.read.resize(len + 16 * 1024, 0);
+                    let n = stream
+                        .read(&mut self.read[len..])
+                        .await
+                        .map_err(|e| format!("read: {e}"))?;
+                    self.read.truncate(len + n);
+                    if n == 0 {
+                        return Err("the server closed the connection".into());
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn post(out: &mut Vec<u8>, path: &[u8], body: &[u8]) {
+    out.extend_from_slice(b"POST ");
+    out.extend_from_slice(path);
+    out.extend_from_slice(
+        b" HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\nContent-Length: ",
+    );
+    push_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n\r\n");
+    out.extend_from_slice(body);
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn sku_body(body: &mut Vec<u8>, flavor: Flavor, sku: usize, confirm: bool) {
+    match flavor {
+        Flavor::Hotstock => {
+            body.extend_from_slice(b"{\"lines\":[{\"sku\":\"");
+            body.extend_from_slice(Stock::name(sku).as_bytes());
+            body.extend_from_slice(b"\",\"quantity\":1}]");
+            if confirm {
+                body.extend_from_slice(b",\"confirm\":true}");
+            } else {
+                body.extend_from_slice(b",\"ttl_ms\":600000}");
+            }
+        }
+        Flavor::Simple => {
+            body.extend_from_slice(b"{\"sku\":\"");
+            body.extend_from_slice(Stock::name(sku).as_bytes());
+            body.extend_from_slice(b"\",\"quantity\":1}");
+        }
+    }
+}
+
+/// One purchase of one unit, confirmed at once.
+pub fn buy_request(out: &mut Vec<u8>, flavor: Flavor, sku: usize) {
+    let mut body = Vec::with_capacity(80);
+    sku_body(&mut body, flavor, sku, true);
+    let path: &[u8] = match flavor {
+        Flavor::Hotstock => b"/v1/reservations",
+        Flavor::Simple => b"/buy",
+    };
+    post(out, path, &body);
+}
+
+fn hold_request(out: &mut Vec<u8>, flavor: Flavor, sku: usize) {
+    let mut body = Vec::with_capacity(80);
+    sku_body(&mut body, flavor, sku, false);
+    let path: &[u8] = match flavor {
+        Flavor::Hotstock => b"/v1/reservations",
+        Flavor::Simple => b"/hold",
+    };
+    post(out, path, &body);
+}
+
+fn confirm_request(out: &mut Vec<u8>, flavor: Flavor, id: &[u8]) {
+    let mut path = Vec::with_capacity(64);
+    match flavor {
+        Flavor::Hotstock => {
+            path.extend_from_slice(b"/v1/reservations/");
+            path.extend_from_slice(id);
+            path.extend_from_slice(b"/confirm");
+        }
+        Flavor::Simple => {
+            path.extend_from_slice(b"/confirm/");
+            path.extend_from_slice(id);
+        }
+    }
+    post(out, &path, b"");
+}
+
+/// Parses one response at the start of `buf`: `(status, head length, body
+/// length)` once head and body are both buffered, `None` before.
+pub fn parse_response(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, String> {
+    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+        if buf.len() > MAX_RESPONSE_BYTES {
+            return Err("a response head larger than 64 KiB".into());
+        }
+        return Ok(None);
+    };
+    let head = &buf[..end];
+    if head.len() < 12 || !head.starts_with(b"HTTP/1.") {
+        return Err(format!(
+            "not an HTTP/1 response: {:?}",
+            String::from_utf8_lossy(&head[..head.len().min(40)])
+        ));
+    }
+    let status = std::str::from_utf8(&head[9..12])
+        .ok()
+        .and_then(|s| s.parse::<u16>().ok())
+        .ok_or_else(|| "a response without a status code".to_string())?;
+    let mut body = 0;
+    for line in head.split(|&b| b == b'\n').skip(1) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            continue;
+        };
+        let (name, value) = line.split_at(colon);
+        if name.eq_ignore_ascii_case(b"content-length") {
+            body = std::str::from_utf8(&value[1..])
+                .ok()
+                .and_then(|v| v.trim().parse::<usize>().ok())
+                .ok_or_else(|| "an unreadable content-length".to_string())?;
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            return Err("chunked responses are not expected from any contender".into());
+        }
+    }
+    if body > MAX_RESPONSE_BYTES {
+        return Err(format!("a {body}-byte response body"));
+    }
+    let head_len = end + 4;
+    Ok((buf.len() >= head_len + body).then_some((status, head_len, body)))
+}
+
+/// The string value of `"field":"…"` in a small JSON object (ids carry no
+/// escapes).
+pub fn json_string_field<'a>(json: &'a [u8], field: &[u8]) -> Option<&'a [u8]> {
+    let mut pattern = Vec::with_capacity(field.len() + 4);
+    pattern.push(b'"');
+    pattern.extend_from_slice(field);
+    pattern.extend_from_slice(b"\":");
+    let at = json.windows(pattern.len()).position(|w| w == pattern)? + pattern.len();
+    let rest = json[at..].strip_prefix(b" ").unwrap_or(&json[at..]);
+    let rest = rest.strip_prefix(b"\"")?;
+    let end = rest.iter().position(|&b| b == b'"')?;
+    Some(&rest[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_response_only_once_whole() {
+        let whole = b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\nContent-Length: 5\r\n\r\nhello";
+        for cut in 0..whole.len() {
+            assert_eq!(parse_response(&whole[..cut]).unwrap(), None, "cut at {cut}");
+        }
+        let head = whole.len() - 5;
+        assert_eq!(parse_response(whole).unwrap(), Some((409, head, 5)));
+        // A pipelined second response after it does not confuse the first.
+        let mut two = whole.to_vec();
+        two.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!(parse_response(&two).unwrap(), Some((409, head, 5)));
+        assert_eq!(
+            parse_response(&two[whole.len()..]).unwrap(),
+            Some((200, 38, 0))
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_http() {
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn writes_the_bodies_each_server_reads() {
+        let mut out = Vec::new();
+        buy_request(&mut out, Flavor::Hotstock, 42);
+        let text = String::from_utf8(out).unwrap();
+        let body = r#"{"lines":[{"sku":"s42","quantity":1}],"confirm":true}"#;
+        assert!(text.starts_with("POST /v1/reservations HTTP/1.1\r\n"));
+        assert!(text.ends_with(&format!("Content-Length: {}\r\n\r\n{body}", body.len())));
+        let mut out = Vec::new();
+        confirm_request(&mut out, Flavor::Simple, b"17");
+        assert!(out.starts_with(b"POST /confirm/17 HTTP/1.1\r\n"));
+        assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"));
+    }
+
+    #[test]
+    fn finds_the_id_of_a_hold() {
+        let body = br#"{"id":"00000000000000a1","status":"held","lines":[]}"#;
+        assert_eq!(
+            json_string_field(body, b"id"),
+            Some(&b"00000000000000a1"[..])
+        );
+        assert_eq!(json_string_field(br#"{"ok":true}"#, b"id"), None);
+    }
+}
