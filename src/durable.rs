@@ -634,7 +634,7 @@ impl Checkpointer {
         });
         let worker = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
-            .name("hotstock-checkpoint".into())
+            .name("hotstock-ckpt".into())
             .spawn(move || loop {
                 {
                     let mut stop = worker.stop.lock();

@@ -6,6 +6,7 @@
 //! 2xx to a state-changing request is sent only once its journal record is
 //! on disk.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::sync::Arc;
 
@@ -20,7 +21,7 @@ use crate::error::EngineError;
 use crate::holds::{HoldDocument, Line, ReservationId};
 use crate::journal::Durability;
 use crate::limits::MAX_LINES_PER_CART;
-use crate::{Engine, Order, SkuDocument, SkuId};
+use crate::{Engine, Order, Receipt, SkuDocument, SkuId};
 
 /// Largest request body accepted; beyond it, `payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -65,9 +66,29 @@ const CODES: [&str; 15] = [
 /// HTTP statuses the server answers with, as metrics label them.
 const STATUSES: [u16; 11] = [200, 201, 400, 401, 404, 405, 409, 413, 429, 503, 500];
 
+/// Most segments any route has.
+const MAX_SEGMENTS: usize = 5;
+
+/// The path's segments without allocating; `None` past `MAX_SEGMENTS`
+/// (no route is that deep).
+fn split_path(path: &str) -> Option<([&str; MAX_SEGMENTS], usize)> {
+    let mut segments = [""; MAX_SEGMENTS];
+    let mut count = 0;
+    for segment in path.trim_start_matches('/').split('/') {
+        if count == MAX_SEGMENTS {
+            return None;
+        }
+        segments[count] = segment;
+        count += 1;
+    }
+    Some((segments, count))
+}
+
 fn classify(method: &Method, path: &str) -> usize {
-    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    let name = match (method, segments.as_slice()) {
+    let Some((segments, count)) = split_path(path) else {
+        return ROUTES.len() - 1;
+    };
+    let name = match (method, &segments[..count]) {
         (_, ["healthz"]) => "healthz",
         (_, ["metrics"]) => "metrics",
         (_, ["v1", "skus"]) => "skus_list",
@@ -311,6 +332,11 @@ impl ApiError {
 
 fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    bytes_response(status, bytes)
+}
+
+/// A response whose JSON body is already written.
+fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
     let mut response = Response::new(Full::new(Bytes::from(bytes)));
     *response.status_mut() = status;
     response
@@ -368,12 +394,11 @@ impl Api {
     }
 
     /// Operator routes: refuse without the configured bearer token.
-    fn check_operator(&self, request: &Request<Incoming>) -> Result<(), ApiError> {
+    fn check_operator(&self, headers: &hyper::HeaderMap) -> Result<(), ApiError> {
         let Some(token) = &self.admin_token else {
             return Ok(());
         };
-        let presented = request
-            .headers()
+        let presented = headers
             .get(hyper::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
@@ -418,21 +443,29 @@ impl Api {
     }
 
     async fn route(&self, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-        let method = request.method().clone();
-        let path = request.uri().path().to_owned();
-        let query = request.uri().query().map(str::to_owned);
-        let header_key = request
-            .headers()
+        // Split once: the head stays borrowed while the body is read, so
+        // nothing of the request is copied.
+        let (parts, body) = request.into_parts();
+        let method = &parts.method;
+        let path = parts.uri.path();
+        let query = parts.uri.query();
+        let header_key = parts
+            .headers
             .get("idempotency-key")
             .map(|v| {
                 v.to_str()
-                    .map(str::to_owned)
                     .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
             })
             .transpose()?;
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let Some((segments, count)) = split_path(path) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no route for {path}"),
+            ));
+        };
         let allowed = |methods: &[Method]| -> Result<(), ApiError> {
-            if methods.contains(&method) {
+            if methods.contains(method) {
                 Ok(())
             } else {
                 Err(ApiError::new(
@@ -442,7 +475,7 @@ impl Api {
                 ))
             }
         };
-        match segments.as_slice() {
+        match &segments[..count] {
             ["healthz"] => {
                 allowed(&[Method::GET])?;
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
@@ -458,7 +491,7 @@ impl Api {
             }
             ["v1", "skus"] => {
                 allowed(&[Method::GET])?;
-                self.list_skus(query.as_deref())
+                self.list_skus(query)
             }
             ["v1", "skus", sku] => {
                 allowed(&[Method::GET, Method::PUT])?;
@@ -469,20 +502,20 @@ impl Api {
                         &sku_json(&self.document(id)?),
                     ));
                 }
-                self.check_operator(&request)?;
-                let body = read_json(request).await?;
+                self.check_operator(&parts.headers)?;
+                let body = read_json(body).await?;
                 self.put_sku(sku, body).await
             }
             ["v1", "skus", sku, "adjust"] => {
                 allowed(&[Method::POST])?;
-                self.check_operator(&request)?;
-                let body = read_json(request).await?;
+                self.check_operator(&parts.headers)?;
+                let body = read_json(body).await?;
                 self.adjust(sku, body).await
             }
             ["v1", "reservations"] => {
                 allowed(&[Method::POST])?;
-                let body = read_json(request).await?;
-                self.reserve(body, header_key).await
+                let bytes = read_body(body).await?;
+                self.reserve_bytes(&bytes, header_key).await
             }
             ["v1", "reservations", id] => {
                 allowed(&[Method::GET])?;
@@ -759,10 +792,88 @@ impl Api {
         ))
     }
 
+    /// `POST /v1/reservations`. A well-formed body takes the typed path
+    /// (borrowed strings, the answer written straight to bytes); anything
+    /// else goes through the field-by-field path, whose messages say exactly
+    /// what is wrong. Both accept the same bodies and answer the same JSON.
+    async fn reserve_bytes(
+        &self,
+        bytes: &[u8],
+        header_key: Option<&str>,
+    ) -> Result<HttpResponse, ApiError> {
+        match serde_json::from_slice::<ReserveBody<'_>>(bytes) {
+            Ok(body) => self.reserve_typed(body, header_key).await,
+            Err(_) => self.reserve(parse_object(bytes)?, header_key).await,
+        }
+    }
+
+    async fn reserve_typed(
+        &self,
+        body: ReserveBody<'_>,
+        header_key: Option<&str>,
+    ) -> Result<HttpResponse, ApiError> {
+        // The same checks, in the same order, as `reserve`; the types were
+        // checked by the parser.
+        if body.lines.is_empty() {
+            return Err(ApiError::invalid("a reservation needs at least one line"));
+        }
+        if body.lines.len() > MAX_LINES_PER_CART {
+            return Err(ApiError::invalid(format!(
+                "at most {MAX_LINES_PER_CART} lines are allowed"
+            )));
+        }
+        let mut lines = Vec::with_capacity(body.lines.len());
+        for (index, line) in body.lines.iter().enumerate() {
+            let quantity = u32::try_from(line.quantity)
+                .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
+            let sku = self.sku_id(&line.sku)?;
+            lines.push(Line { sku, quantity });
+        }
+        let key = match (body.idempotency_key.as_deref(), header_key) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::invalid(
+                    "the Idempotency-Key header and the idempotency_key field differ",
+                ))
+            }
+            (Some(key), _) | (None, Some(key)) => Some(key),
+            (None, None) => None,
+        };
+        let order = Order {
+            lines: &lines,
+            customer: body.customer.as_deref(),
+            ttl_ms: body.ttl_ms,
+            confirm: body.confirm.unwrap_or(false),
+            idempotency_key: key,
+        };
+        self.check_rates(&lines)?;
+        let receipt = self
+            .engine
+            .reserve(&order)
+            .map_err(|e| self.engine_error(e))?;
+        self.acknowledge().await?;
+        if receipt.replayed {
+            // A replay answers the reservation as it is now, which may
+            // differ from what this request asked for.
+            let document = self
+                .engine
+                .reservation(receipt.id)
+                .map_err(|e| self.engine_error(e))?;
+            return Ok(json_response(
+                StatusCode::CREATED,
+                &self.reservation_json(&document),
+            ));
+        }
+        // Just created, so it is exactly what was asked: the names are the
+        // request's (lookups are exact), the rest is in the receipt.
+        let mut out = Vec::with_capacity(160 + 48 * body.lines.len());
+        write_new_reservation(&mut out, &receipt, &body);
+        Ok(bytes_response(StatusCode::CREATED, out))
+    }
+
     async fn reserve(
         &self,
         body: Map<String, Value>,
-        header_key: Option<String>,
+        header_key: Option<&str>,
     ) -> Result<HttpResponse, ApiError> {
         let mut fields = Fields::new(
             body,
@@ -803,7 +914,7 @@ impl Api {
         let ttl_ms = fields.u64("ttl_ms")?;
         let confirm = fields.bool("confirm")?.unwrap_or(false);
         let body_key = fields.string("idempotency_key")?;
-        let key = match (body_key, header_key) {
+        let key = match (body_key.as_deref(), header_key) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::invalid(
                     "the Idempotency-Key header and the idempotency_key field differ",
@@ -817,7 +928,7 @@ impl Api {
             customer: customer.as_deref(),
             ttl_ms,
             confirm,
-            idempotency_key: key.as_deref(),
+            idempotency_key: key,
         };
         self.check_rates(&lines)?;
         let receipt = self
@@ -977,24 +1088,29 @@ fn parse_reservation_id(text: &str) -> Result<ReservationId, ApiError> {
 }
 
 /// Reads a JSON object body of at most `MAX_BODY_BYTES`.
-async fn read_json(request: Request<Incoming>) -> Result<Map<String, Value>, ApiError> {
-    let body = Limited::new(request.into_body(), MAX_BODY_BYTES);
-    let bytes = match body.collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-            ))
-        }
-        Err(error) => {
-            return Err(ApiError::invalid(format!(
-                "could not read the request body: {error}"
-            )))
-        }
-    };
-    match serde_json::from_slice::<Value>(&bytes) {
+async fn read_json(body: Incoming) -> Result<Map<String, Value>, ApiError> {
+    parse_object(&read_body(body).await?)
+}
+
+/// Reads a body of at most `MAX_BODY_BYTES`.
+async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    let body = Limited::new(body, MAX_BODY_BYTES);
+    match body.collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+        )),
+        Err(error) => Err(ApiError::invalid(format!(
+            "could not read the request body: {error}"
+        ))),
+    }
+}
+
+/// Parses a JSON object.
+fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, ApiError> {
+    match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::invalid("the body must be a JSON object")),
         Err(error) => Err(ApiError::invalid(format!("malformed JSON: {error}"))),
@@ -1002,6 +1118,71 @@ async fn read_json(request: Request<Incoming>) -> Result<Map<String, Value>, Api
 }
 
 /// A JSON object's fields, checked one by one with messages naming them.
+/// The body of `POST /v1/reservations`, borrowed from the request bytes
+/// (`Cow` borrows unless a string has escapes). Its accepted set is a
+/// subset of what `Fields` accepts: anything it refuses is re-parsed there.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReserveBody<'a> {
+    #[serde(borrow)]
+    lines: Vec<LineBody<'a>>,
+    #[serde(borrow, default)]
+    customer: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ttl_ms: Option<u64>,
+    #[serde(default)]
+    confirm: Option<bool>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<Cow<'a, str>>,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LineBody<'a> {
+    #[serde(borrow)]
+    sku: Cow<'a, str>,
+    quantity: u64,
+}
+
+/// Writes the JSON of a reservation just created from `body`, with the
+/// keys in the order `reservation_json` (a sorted map) writes them.
+fn write_new_reservation(out: &mut Vec<u8>, receipt: &Receipt, body: &ReserveBody<'_>) {
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"customer\":");
+    write_json_string_or_null(out, body.customer.as_deref());
+    out.extend_from_slice(b",\"expires_at_ms\":");
+    out.extend_from_slice(number.format(receipt.expires_at_ms).as_bytes());
+    out.extend_from_slice(b",\"id\":\"");
+    let id = receipt.id.as_u64();
+    for shift in (0..16).rev() {
+        out.push(b"0123456789abcdef"[((id >> (shift * 4)) & 0xf) as usize]);
+    }
+    out.extend_from_slice(b"\",\"lines\":[");
+    for (i, line) in body.lines.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"quantity\":");
+        out.extend_from_slice(number.format(line.quantity).as_bytes());
+        out.extend_from_slice(b",\"sku\":");
+        write_json_string_or_null(out, Some(&line.sku));
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"status\":\"");
+    out.extend_from_slice(receipt.status.as_str().as_bytes());
+    out.extend_from_slice(b"\"}");
+}
+
+fn write_json_string_or_null(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        // Writing a `str` into a `Vec` cannot fail.
+        Some(text) => {
+            let _ = serde_json::to_writer(&mut *out, text);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
 struct Fields(Map<String, Value>);
 
 impl Fields {
@@ -1090,6 +1271,126 @@ mod tests {
             in_flight.admit().is_some(),
             "a finished request frees its place"
         );
+    }
+
+    fn answer(api: &Api, body: &str, key: Option<&str>) -> (StatusCode, Value) {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let response = runtime
+            .block_on(api.reserve_bytes(body.as_bytes(), key))
+            .unwrap_or_else(ApiError::into_response);
+        let status = response.status();
+        let bytes = runtime
+            .block_on(response.into_body().collect())
+            .unwrap()
+            .to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn typed_purchase_answers_what_the_record_says() {
+        let engine = Arc::new(Engine::new(crate::EngineConfig::default()).unwrap());
+        engine.put_sku("tee", 10, None, None).unwrap();
+        engine.put_sku("mug-2", 10, Some(Some(3)), None).unwrap();
+        let api = Api::new(
+            Arc::clone(&engine),
+            Durability::Async,
+            ApiOptions::default(),
+        );
+        let bodies = [
+            r#"{"lines":[{"sku":"tee","quantity":1}],"confirm":true}"#,
+            r#"{"lines":[{"sku":"tee","quantity":2}],"ttl_ms":60000}"#,
+            r#"{"lines":[{"sku":"tee","quantity":1},{"sku":"mug-\u0032","quantity":2}],"customer":"ann \"\u00e9\"","confirm":false,"idempotency_key":null}"#,
+        ];
+        for body in bodies {
+            // The typed path takes these bodies...
+            assert!(
+                serde_json::from_slice::<ReserveBody<'_>>(body.as_bytes()).is_ok(),
+                "{body}"
+            );
+            let (status, fast) = answer(&api, body, None);
+            assert_eq!(status, StatusCode::CREATED, "{fast}");
+            // ...and answers exactly what the record, read back, says.
+            let id = parse_reservation_id(fast["id"].as_str().unwrap()).unwrap();
+            let document = engine.reservation(id).unwrap();
+            assert_eq!(fast, api.reservation_json(&document), "{body}");
+        }
+    }
+
+    #[test]
+    fn bodies_the_typed_path_refuses_get_the_detailed_messages() {
+        let engine = Arc::new(Engine::new(crate::EngineConfig::default()).unwrap());
+        engine.put_sku("tee", 10, None, None).unwrap();
+        let api = Api::new(
+            Arc::clone(&engine),
+            Durability::Async,
+            ApiOptions::default(),
+        );
+        let cases = [
+            (
+                r#"{"lines":[{"sku":"tee","quantity":1}],"colour":"red"}"#,
+                "unknown field \"colour\"",
+            ),
+            (
+                r#"{"lines":[{"sku":"tee"}]}"#,
+                "line 0 needs a \"quantity\"",
+            ),
+            (
+                r#"{"lines":[{"sku":"tee","quantity":-1}]}"#,
+                "must be a non-negative integer",
+            ),
+            (
+                r#"{"lines":[{"sku":"tee","quantity":1}],"confirm":"yes"}"#,
+                "must be true or false",
+            ),
+            (r#"{"lines":[]}"#, "at least one line"),
+            (
+                r#"{"lines":[{"sku":"tee","quantity":4294967296}]}"#,
+                "quantity out of range",
+            ),
+            (r#"[1]"#, "must be a JSON object"),
+            (r#"{"lines":"#, "malformed JSON"),
+        ];
+        for (body, expected) in cases {
+            let (status, answer) = answer(&api, body, None);
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+            let message = answer["message"].as_str().unwrap();
+            assert!(message.contains(expected), "{body}: {message}");
+        }
+        // Duplicate fields: serde refuses, the map keeps the last, as before.
+        let (status, _) = answer(
+            &api,
+            r#"{"lines":[{"sku":"tee","quantity":1}],"confirm":false,"confirm":true}"#,
+            None,
+        );
+        assert_eq!(status, StatusCode::CREATED);
+        let (status, answer) = answer(
+            &api,
+            r#"{"lines":[{"sku":"tee","quantity":1}],"idempotency_key":"a"}"#,
+            Some("b"),
+        );
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert!(answer["message"].as_str().unwrap().contains("differ"));
+        assert_eq!(
+            engine
+                .sku_document(engine.sku("tee").unwrap())
+                .unwrap()
+                .available,
+            9
+        );
+    }
+
+    #[test]
+    fn paths_split_without_allocating_up_to_the_deepest_route() {
+        let (segments, count) = split_path("/v1/reservations/00ff/confirm").unwrap();
+        assert_eq!(
+            &segments[..count],
+            ["v1", "reservations", "00ff", "confirm"]
+        );
+        assert!(split_path("/a/b/c/d/e/f").is_none());
+        assert_eq!(classify(&Method::POST, "/v1/reservations"), 6);
+        assert_eq!(classify(&Method::GET, "/a/b/c/d/e/f"), ROUTES.len() - 1);
     }
 
     #[test]

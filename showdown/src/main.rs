@@ -75,7 +75,7 @@ struct RunArgs {
     /// Workloads to run (default: all three).
     #[arg(long, value_enum, value_delimiter = ',')]
     mode: Vec<Mode>,
-    /// Only the contenders whose key contains one of these (see --list).
+    /// Only these contenders, by key (see --list).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// List the contenders and exit.
@@ -268,9 +268,7 @@ fn showdown(args: &RunArgs) -> Result<(), String> {
     };
     let selected: Vec<&Row> = all
         .iter()
-        .filter(|row| {
-            args.only.is_empty() || args.only.iter().any(|o| row.key.contains(o.as_str()))
-        })
+        .filter(|row| args.only.is_empty() || args.only.iter().any(|o| row.key == o))
         .collect();
     if selected.is_empty() {
         return Err("--only matched no contender (see --list)".into());

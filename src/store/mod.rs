@@ -42,7 +42,9 @@ pub(crate) fn encode_lines(lines: &[Line]) -> String {
         if i > 0 {
             out.push(',');
         }
-        out.push_str(&format!("{}:{}", line.sku.index(), line.quantity));
+        // Written per reservation per checkpoint: no `format!` allocation.
+        use std::fmt::Write;
+        let _ = write!(out, "{}:{}", line.sku.index(), line.quantity);
     }
     out
 }

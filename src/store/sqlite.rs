@@ -69,7 +69,14 @@ impl SqliteStore {
         };
         let connection = Connection::open(path).map_err(|e| fail(format!("cannot open: {e}")))?;
         connection
-            .execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;")
+            // A checkpoint in a sale writes a row per purchase: a cache big
+            // enough to hold the transaction's pages keeps SQLite from
+            // spilling them mid-transaction (and reading them back), and an
+            // in-memory statement journal from writing undo pages to disk.
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL;
+                 PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
+            )
             .map_err(|e| fail(format!("cannot set WAL mode: {e}")))?;
         connection
             .execute_batch(SCHEMA)
