@@ -11,7 +11,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
@@ -21,7 +21,12 @@ use crate::error::EngineError;
 use crate::holds::{HoldDocument, Line, ReservationId};
 use crate::journal::Durability;
 use crate::limits::MAX_LINES_PER_CART;
+use crate::order_body::{scan_order, ScannedLine};
 use crate::{Engine, Order, Receipt, SkuDocument, SkuId};
+
+/// Parsed once, not per request.
+const IDEMPOTENCY_KEY: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("idempotency-key");
 
 /// Largest request body accepted; beyond it, `payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -451,7 +456,7 @@ impl Api {
         let query = parts.uri.query();
         let header_key = parts
             .headers
-            .get("idempotency-key")
+            .get(IDEMPOTENCY_KEY)
             .map(|v| {
                 v.to_str()
                     .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
@@ -801,15 +806,42 @@ impl Api {
         bytes: &[u8],
         header_key: Option<&str>,
     ) -> Result<HttpResponse, ApiError> {
+        if let Some(order) = scan_order(bytes) {
+            let fields = OrderFields {
+                lines: order.lines(),
+                customer: order.customer,
+                ttl_ms: order.ttl_ms,
+                confirm: order.confirm,
+                idempotency_key: order.idempotency_key,
+            };
+            return self.reserve_typed(fields, header_key).await;
+        }
         match serde_json::from_slice::<ReserveBody<'_>>(bytes) {
-            Ok(body) => self.reserve_typed(body, header_key).await,
+            Ok(body) => {
+                let lines: Vec<ScannedLine<'_>> = body
+                    .lines
+                    .iter()
+                    .map(|l| ScannedLine {
+                        sku: &l.sku,
+                        quantity: l.quantity,
+                    })
+                    .collect();
+                let fields = OrderFields {
+                    lines: &lines,
+                    customer: body.customer.as_deref(),
+                    ttl_ms: body.ttl_ms,
+                    confirm: body.confirm,
+                    idempotency_key: body.idempotency_key.as_deref(),
+                };
+                self.reserve_typed(fields, header_key).await
+            }
             Err(_) => self.reserve(parse_object(bytes)?, header_key).await,
         }
     }
 
     async fn reserve_typed(
         &self,
-        body: ReserveBody<'_>,
+        body: OrderFields<'_>,
         header_key: Option<&str>,
     ) -> Result<HttpResponse, ApiError> {
         // The same checks, in the same order, as `reserve`; the types were
@@ -822,14 +854,20 @@ impl Api {
                 "at most {MAX_LINES_PER_CART} lines are allowed"
             )));
         }
-        let mut lines = Vec::with_capacity(body.lines.len());
+        // On the stack: at most MAX_LINES_PER_CART, checked above.
+        let unused = Line {
+            sku: SkuId::from_index(0),
+            quantity: 0,
+        };
+        let mut line_buffer = [unused; MAX_LINES_PER_CART];
         for (index, line) in body.lines.iter().enumerate() {
             let quantity = u32::try_from(line.quantity)
                 .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
-            let sku = self.sku_id(&line.sku)?;
-            lines.push(Line { sku, quantity });
+            let sku = self.sku_id(line.sku)?;
+            line_buffer[index] = Line { sku, quantity };
         }
-        let key = match (body.idempotency_key.as_deref(), header_key) {
+        let lines = &line_buffer[..body.lines.len()];
+        let key = match (body.idempotency_key, header_key) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::invalid(
                     "the Idempotency-Key header and the idempotency_key field differ",
@@ -839,13 +877,13 @@ impl Api {
             (None, None) => None,
         };
         let order = Order {
-            lines: &lines,
-            customer: body.customer.as_deref(),
+            lines,
+            customer: body.customer,
             ttl_ms: body.ttl_ms,
             confirm: body.confirm.unwrap_or(false),
             idempotency_key: key,
         };
-        self.check_rates(&lines)?;
+        self.check_rates(lines)?;
         let receipt = self
             .engine
             .reserve(&order)
@@ -866,7 +904,7 @@ impl Api {
         // Just created, so it is exactly what was asked: the names are the
         // request's (lookups are exact), the rest is in the receipt.
         let mut out = Vec::with_capacity(160 + 48 * body.lines.len());
-        write_new_reservation(&mut out, &receipt, &body);
+        write_new_reservation(&mut out, &receipt, body.lines, body.customer);
         Ok(bytes_response(StatusCode::CREATED, out))
     }
 
@@ -1092,20 +1130,47 @@ async fn read_json(body: Incoming) -> Result<Map<String, Value>, ApiError> {
     parse_object(&read_body(body).await?)
 }
 
-/// Reads a body of at most `MAX_BODY_BYTES`.
-async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    let body = Limited::new(body, MAX_BODY_BYTES);
-    match body.collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.is::<http_body_util::LengthLimitError>() => Err(ApiError::new(
+/// Reads a body of at most `MAX_BODY_BYTES`. A body that arrives in one
+/// frame (every small request) is returned as that frame, not copied.
+async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
+    use hyper::body::Body;
+    let too_large = || {
+        ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
             format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
-        )),
-        Err(error) => Err(ApiError::invalid(format!(
-            "could not read the request body: {error}"
-        ))),
+        )
+    };
+    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+        return Err(too_large());
     }
+    let mut first: Option<Bytes> = None;
+    let mut joined: Vec<u8> = Vec::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|error| {
+            ApiError::invalid(format!("could not read the request body: {error}"))
+        })?;
+        // Trailers carry nothing the API reads.
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let total = first.as_ref().map_or(0, Bytes::len) + joined.len() + data.len();
+        if total > MAX_BODY_BYTES {
+            return Err(too_large());
+        }
+        if first.is_none() && joined.is_empty() {
+            first = Some(data);
+        } else {
+            if let Some(first) = first.take() {
+                joined.extend_from_slice(&first);
+            }
+            joined.extend_from_slice(&data);
+        }
+    }
+    Ok(match first {
+        Some(first) => first,
+        None => Bytes::from(joined),
+    })
 }
 
 /// Parses a JSON object.
@@ -1144,12 +1209,26 @@ struct LineBody<'a> {
     quantity: u64,
 }
 
-/// Writes the JSON of a reservation just created from `body`, with the
-/// keys in the order `reservation_json` (a sorted map) writes them.
-fn write_new_reservation(out: &mut Vec<u8>, receipt: &Receipt, body: &ReserveBody<'_>) {
+/// A well-formed order body, however it was parsed.
+struct OrderFields<'a> {
+    lines: &'a [ScannedLine<'a>],
+    customer: Option<&'a str>,
+    ttl_ms: Option<u64>,
+    confirm: Option<bool>,
+    idempotency_key: Option<&'a str>,
+}
+
+/// Writes the JSON of a reservation just created from these lines, with
+/// the keys in the order `reservation_json` (a sorted map) writes them.
+fn write_new_reservation(
+    out: &mut Vec<u8>,
+    receipt: &Receipt,
+    lines: &[ScannedLine<'_>],
+    customer: Option<&str>,
+) {
     let mut number = itoa::Buffer::new();
     out.extend_from_slice(b"{\"customer\":");
-    write_json_string_or_null(out, body.customer.as_deref());
+    write_json_string_or_null(out, customer);
     out.extend_from_slice(b",\"expires_at_ms\":");
     out.extend_from_slice(number.format(receipt.expires_at_ms).as_bytes());
     out.extend_from_slice(b",\"id\":\"");
@@ -1158,14 +1237,21 @@ fn write_new_reservation(out: &mut Vec<u8>, receipt: &Receipt, body: &ReserveBod
         out.push(b"0123456789abcdef"[((id >> (shift * 4)) & 0xf) as usize]);
     }
     out.extend_from_slice(b"\",\"lines\":[");
-    for (i, line) in body.lines.iter().enumerate() {
+    for (i, line) in lines.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"quantity\":");
         out.extend_from_slice(number.format(line.quantity).as_bytes());
-        out.extend_from_slice(b",\"sku\":");
-        write_json_string_or_null(out, Some(&line.sku));
+        out.extend_from_slice(b",\"sku\":\"");
+        // The name was just found in the catalogue, whose names are
+        // `[A-Za-z0-9._~:-]`: nothing to escape.
+        debug_assert!(!line
+            .sku
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || b < 0x20));
+        out.extend_from_slice(line.sku.as_bytes());
+        out.push(b'"');
         out.push(b'}');
     }
     out.extend_from_slice(b"],\"status\":\"");
@@ -1379,6 +1465,137 @@ mod tests {
                 .available,
             9
         );
+    }
+
+    /// A JSON value of any type, often the wrong one for its key.
+    fn any_json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            "[a-z0-9é\"\\\\\u{1}\t:-]{0,6}".prop_map(|t| serde_json::to_string(&t).unwrap()),
+            Just(r#""a\u0062""#.to_string()),
+            Just("18446744073709551616".to_string()),
+            Just("-1".to_string()),
+            Just("1.0".to_string()),
+            Just("1e3".to_string()),
+            Just("007".to_string()),
+            Just("0".to_string()),
+            Just("true".to_string()),
+            Just("null".to_string()),
+            Just("[]".to_string()),
+            Just("{}".to_string()),
+        ]
+    }
+
+    fn string_json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => "[a-z0-9é:-]{0,6}".prop_map(|t| format!("\"{t}\"")),
+            2 => any_json(),
+        ]
+    }
+
+    fn integer_json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            8 => any::<u64>().prop_map(|n| (n >> (n % 64)).to_string()),
+            2 => any_json(),
+        ]
+    }
+
+    fn bool_json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![8 => any::<bool>().prop_map(|b| b.to_string()), 2 => any_json()]
+    }
+
+    /// `{"k": v, …}` from fields kept with probability `keep`, shuffled,
+    /// with whitespace between tokens.
+    fn object_json(
+        fields: Vec<(&'static str, proptest::strategy::BoxedStrategy<String>, f64)>,
+    ) -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let parts: Vec<_> = fields
+            .into_iter()
+            .map(|(key, value, keep)| {
+                (proptest::bool::weighted(keep), value, "[ \n]{0,1}").prop_map(
+                    move |(kept, v, ws)| kept.then(|| format!("{ws}\"{key}\"{ws}:{ws}{v}{ws}")),
+                )
+            })
+            .collect();
+        parts
+            .prop_map(|parts| parts.into_iter().flatten().collect::<Vec<_>>())
+            .prop_shuffle()
+            .prop_map(|parts| format!("{{{}}}", parts.join(",")))
+    }
+
+    fn line_json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        object_json(vec![
+            ("sku", string_json().boxed(), 0.95),
+            ("quantity", integer_json().boxed(), 0.95),
+            ("sku", string_json().boxed(), 0.05),
+            ("colour", any_json().boxed(), 0.05),
+        ])
+    }
+
+    fn body_json() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let lines = prop_oneof![
+            9 => proptest::collection::vec(line_json(), 0..4).prop_map(|l| format!("[{}]", l.join(" , "))),
+            1 => any_json(),
+        ];
+        let object = object_json(vec![
+            ("lines", lines.clone().boxed(), 0.95),
+            ("lines", lines.boxed(), 0.05),
+            ("customer", string_json().boxed(), 0.5),
+            ("ttl_ms", integer_json().boxed(), 0.5),
+            ("confirm", bool_json().boxed(), 0.5),
+            ("idempotency_key", string_json().boxed(), 0.5),
+            ("confirm", bool_json().boxed(), 0.05),
+            ("customer", string_json().boxed(), 0.05),
+            ("ttl_ms", integer_json().boxed(), 0.05),
+            ("idempotency_key", string_json().boxed(), 0.05),
+            ("colour", any_json().boxed(), 0.05),
+        ]);
+        (
+            object,
+            "[ \t\r\n]{0,2}",
+            prop_oneof![8 => Just(""), 1 => Just(","), 1 => Just("x")],
+        )
+            .prop_map(|(object, ws, tail)| format!("{ws}{object}{ws}{tail}"))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The scanner may decline any body, but what it accepts serde's
+        /// typed parse accepts too, with the same values.
+        #[test]
+        fn scanner_never_disagrees_with_serde(body in body_json()) {
+            if let Some(scanned) = scan_order(body.as_bytes()) {
+                let typed = serde_json::from_slice::<ReserveBody<'_>>(body.as_bytes());
+                let typed = typed.unwrap_or_else(|e| panic!("serde refuses {body}: {e}"));
+                let lines: Vec<(&str, u64)> =
+                    typed.lines.iter().map(|l| (&*l.sku, l.quantity)).collect();
+                let scanned_lines: Vec<(&str, u64)> =
+                    scanned.lines().iter().map(|l| (l.sku, l.quantity)).collect();
+                proptest::prop_assert_eq!(lines, scanned_lines);
+                proptest::prop_assert_eq!(typed.customer.as_deref(), scanned.customer);
+                proptest::prop_assert_eq!(typed.ttl_ms, scanned.ttl_ms);
+                proptest::prop_assert_eq!(typed.confirm, scanned.confirm);
+                proptest::prop_assert_eq!(typed.idempotency_key.as_deref(), scanned.idempotency_key);
+            }
+        }
+    }
+
+    #[test]
+    fn the_usual_purchase_takes_the_scanner() {
+        // Guards the generator above: the shapes that matter are accepted.
+        for body in [
+            r#"{"lines":[{"sku":"hot","quantity":1}],"confirm":true}"#,
+            r#" { "confirm" : false , "lines" : [ {"quantity":3,"sku":"a"} ] , "customer":"é" } "#,
+        ] {
+            assert!(scan_order(body.as_bytes()).is_some(), "{body}");
+        }
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub mod journal;
 pub mod ledger;
 pub mod limits;
 #[cfg(feature = "server")]
+pub mod order_body;
+#[cfg(feature = "server")]
 pub mod rate;
 pub mod settled;
 pub mod store;

@@ -41,6 +41,24 @@ pub struct Setting {
 pub trait Market {
     /// Runs the buyers until the sale is over.
     fn sell(&mut self, sale: &Arc<Sale>) -> Result<(), String>;
+    /// CPU seconds used so far by the server process, when there is one.
+    fn server_cpu_seconds(&self) -> Option<f64> {
+        None
+    }
+}
+
+/// User plus system CPU seconds of a process (all its threads).
+pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold
+    // spaces: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) as f64 / ticks.max(1) as f64)
 }
 
 /// The server behind an HTTP contender.
@@ -405,6 +423,10 @@ impl HttpMarket {
 impl Market for HttpMarket {
     fn sell(&mut self, sale: &Arc<Sale>) -> Result<(), String> {
         loadgen::drive(&self.plan, sale)
+    }
+
+    fn server_cpu_seconds(&self) -> Option<f64> {
+        process_cpu_seconds(self._server.child.id())
     }
 }
 

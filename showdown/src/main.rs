@@ -388,7 +388,7 @@ fn measure(
         Duration::from_secs_f64(args.max_seconds),
         title,
     ) {
-        Ok((sale, cpu_seconds)) => Measurement::measured(row, mode, sale, cpu_seconds, rate),
+        Ok((sale, cpu)) => Measurement::measured(row, mode, sale, cpu, rate),
         Err(error) => skipped(error),
     }
 }
@@ -403,9 +403,10 @@ fn run_sale(
     rate: Option<f64>,
     limit: Duration,
     title: &str,
-) -> Result<(sale::SaleResult, f64), String> {
+) -> Result<(sale::SaleResult, report::Cpu), String> {
     let mut market = row.contender.prepare(setting, mode, stock, rate)?;
     let cpu_before = report::machine_cpu_seconds();
+    let server_before = market.server_cpu_seconds();
     let sale = Arc::new(Sale::new(stock, limit));
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
@@ -428,9 +429,14 @@ fn run_sale(
     let sold = market.sell(&sale);
     let elapsed = started.elapsed();
     let cpu_after = report::machine_cpu_seconds();
+    let server_after = market.server_cpu_seconds();
     done.store(true, Ordering::Release);
     let _ = watcher.join();
     drop(market);
     sold?;
-    Ok((sale.finish(elapsed), cpu_after - cpu_before))
+    let cpu = report::Cpu {
+        machine: cpu_after - cpu_before,
+        server: server_after.zip(server_before).map(|(a, b)| a - b),
+    };
+    Ok((sale.finish(elapsed), cpu))
 }

@@ -48,9 +48,18 @@ impl Row {
     }
 }
 
+/// CPU seconds a sale used.
+#[derive(Clone, Copy, Debug)]
+pub struct Cpu {
+    /// The whole machine: load generator, server, Redis, PostgreSQL.
+    pub machine: f64,
+    /// The server process alone (HTTP contenders).
+    pub server: Option<f64>,
+}
+
 pub struct Measured {
     pub sale: SaleResult,
-    pub cpu_seconds: f64,
+    pub cpu: Cpu,
     pub paced_at: Option<f64>,
 }
 
@@ -67,7 +76,7 @@ impl Measurement {
         row: &Row,
         mode: Mode,
         sale: SaleResult,
-        cpu_seconds: f64,
+        cpu: Cpu,
         paced_at: Option<f64>,
     ) -> Measurement {
         Measurement {
@@ -76,7 +85,7 @@ impl Measurement {
             mode,
             result: Ok(Measured {
                 sale,
-                cpu_seconds,
+                cpu,
                 paced_at,
             }),
         }
@@ -196,7 +205,7 @@ pub fn print_done(title: &str, measurement: &Measurement) {
 pub fn print_table(measurements: &[Measurement]) {
     println!();
     println!(
-        "{:<13} {:<34} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8} {:>7} {:>9}",
+        "{:<13} {:<34} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8} {:>7} {:>9} {:>9}",
         "workload",
         "contender",
         "stock",
@@ -207,7 +216,8 @@ pub fn print_table(measurements: &[Measurement]) {
         "p99",
         "p99.9",
         "CPU s",
-        "CPU/unit"
+        "CPU/unit",
+        "srv/unit"
     );
     for m in measurements {
         match &m.result {
@@ -225,7 +235,7 @@ pub fn print_table(measurements: &[Measurement]) {
                     ));
                 }
                 println!(
-                    "{:<13} {:<34} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8} {:>7.2} {:>9}{note}",
+                    "{:<13} {:<34} {:>10} {:>10} {:>8} {:>10} {:>8} {:>8} {:>8} {:>7.2} {:>9} {:>9}{note}",
                     m.mode.name(),
                     m.label,
                     s.stock,
@@ -235,8 +245,11 @@ pub fn print_table(measurements: &[Measurement]) {
                     latency(s.percentile_us(0.5)),
                     latency(s.percentile_us(0.99)),
                     latency(s.percentile_us(0.999)),
-                    r.cpu_seconds,
-                    latency(r.cpu_seconds * 1e6 / s.sold.max(1) as f64),
+                    r.cpu.machine,
+                    latency(r.cpu.machine * 1e6 / s.sold.max(1) as f64),
+                    r.cpu
+                        .server
+                        .map_or("-".to_string(), |c| latency(c * 1e6 / s.sold.max(1) as f64)),
                 );
             }
             Err(reason) => println!(
@@ -368,7 +381,8 @@ pub fn json(measurements: &[Measurement], verdicts: &[Verdict], args: &RunArgs) 
                         "p999": s.percentile_us(0.999), "max": s.latencies.max() as f64 / 1e3,
                         "samples": s.latencies.len(),
                     },
-                    "machine_cpu_seconds": r.cpu_seconds,
+                    "machine_cpu_seconds": r.cpu.machine,
+                    "server_cpu_seconds": r.cpu.server,
                     "paced_at_units_per_second": r.paced_at,
                 })
             }
