@@ -143,7 +143,8 @@ fn drive_threads<C: Send>(
                 .name(format!("buyer-{index}"))
                 .spawn_scoped(scope, move || {
                     let mut rng = Rng::new(index as u64 + 1);
-                    let mut recorder = Recorder::new(sample_every);
+                    let publish_every = if sample_every > 1 { 4096 } else { 16 };
+                    let mut recorder = Recorder::new(sample_every, publish_every);
                     while !sale.is_over() {
                         let Some(sku) = sale.pick(&mut rng) else {
                             break;

@@ -110,6 +110,8 @@ struct Buyer {
     /// Bytes of `read` already parsed.
     consumed: usize,
     interval: Option<Duration>,
+    /// Where in the first interval this connection's schedule starts.
+    first_offset: Duration,
 }
 
 /// One parsed response: its status and where its body lies in `read`.
@@ -123,9 +125,13 @@ impl Buyer {
         let interval = plan
             .rate
             .map(|rate| Duration::from_secs_f64(plan.connections as f64 / rate.max(1e-3)));
+        let first_offset = interval.map_or(Duration::ZERO, |i| {
+            i.mul_f64((seed % plan.connections as u64) as f64 / plan.connections as f64)
+        });
         Buyer {
+            first_offset,
             rng: Rng::new(seed),
-            recorder: Recorder::new(1),
+            recorder: Recorder::new(1, 16),
             write: Vec::with_capacity(256 * plan.pipeline),
             read: Vec::with_capacity(16 * 1024),
             consumed: 0,
@@ -140,7 +146,9 @@ impl Buyer {
         stream
             .set_nodelay(true)
             .map_err(|e| format!("TCP_NODELAY: {e}"))?;
-        let mut due = Instant::now();
+        // Paced connections start spread over one interval: all starting
+        // together would send in lockstep bursts of `connections` requests.
+        let mut due = Instant::now() + self.first_offset;
         let mut skus = [0usize; MAX_PIPELINE];
         while !sale.is_over() {
             let started = match self.interval {

@@ -227,6 +227,9 @@ pub fn print_table(measurements: &[Measurement]) {
                 if s.timed_out {
                     note.push_str("  (stopped at the time limit)");
                 }
+                if s.runaway {
+                    note.push_str("  (stopped after selling 2x the stock)");
+                }
                 if s.errors > 0 {
                     note.push_str(&format!(
                         "  ({} errors: {})",
@@ -374,6 +377,7 @@ pub fn json(measurements: &[Measurement], verdicts: &[Verdict], args: &RunArgs) 
                     "stock": s.stock, "sold": s.sold, "oversold": s.oversold(),
                     "attempts": s.attempts, "errors": s.errors, "first_error": s.first_error,
                     "timed_out": s.timed_out,
+                    "stopped_oversold": s.runaway,
                     "seconds": s.selling.as_secs_f64(),
                     "units_per_second": s.units_per_second(),
                     "latency_us": {

@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+/// A sale that has sold this many times its stock is stopped: the point
+/// (it oversells) is made.
+pub const OVERSOLD_STOP: u64 = 2;
+
 /// Upper bound on the SKUs of one sale (the uniform mode uses 10 000).
 pub const MAX_SKUS: usize = 100_000;
 
@@ -99,6 +103,8 @@ pub struct Sale {
     /// Set when the sale is over (all sold out) or the deadline passed.
     over: AtomicBool,
     timed_out: AtomicBool,
+    /// Stopped for selling `OVERSOLD_STOP` times its stock.
+    runaway: AtomicBool,
     deadline: Instant,
     started: Instant,
     /// Nanoseconds after `started` at which the last SKU sold out.
@@ -119,6 +125,7 @@ impl Sale {
             sold_out_count: AtomicUsize::new(0),
             over: AtomicBool::new(false),
             timed_out: AtomicBool::new(false),
+            runaway: AtomicBool::new(false),
             deadline: now + max_duration,
             started: now,
             sold_out_at_ns: AtomicU64::new(0),
@@ -136,10 +143,19 @@ impl Sale {
         self.over.load(Ordering::Relaxed)
     }
 
-    /// Called by the watcher thread: ends the sale once its time is up.
+    /// Called by the watcher thread: ends the sale once its time is up, or
+    /// once it has sold `OVERSOLD_STOP` times its stock (a contender that
+    /// oversells may never run out).
     pub fn check_deadline(&self) {
-        if !self.is_over() && Instant::now() >= self.deadline {
+        if self.is_over() {
+            return;
+        }
+        if Instant::now() >= self.deadline {
             self.timed_out.store(true, Ordering::Relaxed);
+            self.stop();
+        }
+        if self.sold() > self.stock.units.saturating_mul(OVERSOLD_STOP) {
+            self.runaway.store(true, Ordering::Relaxed);
             self.stop();
         }
     }
@@ -174,7 +190,7 @@ impl Sale {
         // Publish counts often enough for the progress bar without a shared
         // write per attempt; latencies wait for the final flush (merging a
         // histogram walks all its buckets).
-        if local.attempts % 4096 == 0 {
+        if local.attempts & local.publish_mask == 0 {
             self.publish_counts(local);
         }
     }
@@ -245,6 +261,7 @@ impl Sale {
                 .unwrap_or_else(|e| e.into_inner())
                 .clone(),
             timed_out: self.timed_out.load(Ordering::Relaxed),
+            runaway: self.runaway.load(Ordering::Relaxed),
             selling,
             latencies: self
                 .latencies
@@ -266,11 +283,15 @@ pub struct Recorder {
     /// calls take tens of nanoseconds, and reading the clock twice for each
     /// would double their cost. A power of two, kept as its mask.
     sample_mask: u64,
+    /// Counts are published every this many attempts (a power of two,
+    /// kept as its mask): rarely for in-process calls, often for slow ones
+    /// so the watcher sees an oversell while it happens.
+    publish_mask: u64,
 }
 
 impl Recorder {
-    pub fn new(sample_every: u64) -> Recorder {
-        assert!(sample_every.is_power_of_two());
+    pub fn new(sample_every: u64, publish_every: u64) -> Recorder {
+        assert!(sample_every.is_power_of_two() && publish_every.is_power_of_two());
         Recorder {
             sold: 0,
             attempts: 0,
@@ -278,6 +299,7 @@ impl Recorder {
             published_attempts: 0,
             latencies: new_histogram(),
             sample_mask: sample_every - 1,
+            publish_mask: publish_every - 1,
         }
     }
 
@@ -307,6 +329,7 @@ pub struct SaleResult {
     pub errors: u64,
     pub first_error: Option<String>,
     pub timed_out: bool,
+    pub runaway: bool,
     /// From the start until the stock was gone (or the sale stopped).
     pub selling: Duration,
     pub latencies: Histogram<u64>,
@@ -365,7 +388,7 @@ mod tests {
     fn sale_ends_when_every_sku_is_sold_out() {
         let sale = Sale::new(Stock::new(Mode::Uniform, 10_000), Duration::from_secs(60));
         let mut rng = Rng::new(7);
-        let mut local = Recorder::new(1);
+        let mut local = Recorder::new(1, 16);
         let mut seen = 0;
         while let Some(sku) = sale.pick(&mut rng) {
             sale.record(sku, Outcome::SoldOut, &mut local, 10);
@@ -384,7 +407,7 @@ mod tests {
     #[test]
     fn oversold_is_what_was_sold_past_the_stock() {
         let sale = Sale::new(Stock::new(Mode::Hot, 2), Duration::from_secs(60));
-        let mut local = Recorder::new(1);
+        let mut local = Recorder::new(1, 16);
         for _ in 0..3 {
             sale.record(0, Outcome::Sold, &mut local, 1_000);
         }
