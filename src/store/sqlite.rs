@@ -286,8 +286,15 @@ impl Store for SqliteStore {
             }
             let mut put_hold = tx
                 .prepare_cached(
-                    "INSERT OR REPLACE INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    // An upsert, not INSERT OR REPLACE: REPLACE may delete
+                    // before it inserts, so SQLite keeps a statement journal
+                    // for every row (a quarter of a checkpoint's cost in a
+                    // sale, where every purchase is a row).
+                    "INSERT INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
+                       deadline_ms = excluded.deadline_ms, limit_mask = excluded.limit_mask,
+                       customer = excluded.customer, lines = excluded.lines",
                 )
                 .map_err(|e| fail("preparing reservation writes", e))?;
             for (id, hold) in &checkpoint.holds {
