@@ -321,6 +321,10 @@ fn showdown(args: &RunArgs) -> Result<(), String> {
 const PROBE_UNITS_PER_SKU: u64 = 1_000_000_000;
 /// Largest stock a sized sale gets (about 3 s of in-process selling).
 const MAX_UNITS: u64 = 400_000_000;
+/// Largest stock of a hold-confirm sale: every unit sold leaves a confirmed
+/// reservation record (kept for refunds), and the engine keeps at most
+/// `EngineConfig::max_reservations` (8,388,608 by default).
+const MAX_HOLD_CONFIRM_UNITS: u64 = 4_000_000;
 
 fn measure(
     setting: &Setting,
@@ -365,7 +369,11 @@ fn measure(
             match probe {
                 Ok((result, _)) if result.errors == 0 => {
                     let units = result.units_per_second() * args.seconds;
-                    (units as u64).clamp(10 * mode.skus() as u64, MAX_UNITS)
+                    let most = match mode {
+                        Mode::HoldConfirm => MAX_HOLD_CONFIRM_UNITS,
+                        Mode::Hot | Mode::Uniform => MAX_UNITS,
+                    };
+                    (units as u64).clamp(10 * mode.skus() as u64, most)
                 }
                 Ok((result, _)) => {
                     return skipped(

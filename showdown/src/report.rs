@@ -484,7 +484,7 @@ pub fn chart(measurements: &[Measurement], path: &Path) -> Result<(), String> {
                  caption: &str,
                  label_area: u32,
                  values: Vec<f64>,
-                 unit: &str|
+                 show: fn(f64) -> String|
      -> Result<(), String> {
         let max = values.iter().cloned().fold(1.0, f64::max) * 3.0;
         let min = values
@@ -512,7 +512,7 @@ pub fn chart(measurements: &[Measurement], path: &Path) -> Result<(), String> {
                     String::new()
                 }
             })
-            .x_label_formatter(&|v: &f64| format!("{}{unit}", si(*v)))
+            .x_label_formatter(&|v: &f64| show(*v))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| fail(&e))?;
@@ -530,7 +530,7 @@ pub fn chart(measurements: &[Measurement], path: &Path) -> Result<(), String> {
         chart
             .draw_series(values.iter().enumerate().map(|(i, v)| {
                 Text::new(
-                    format!(" {}{unit}", si(*v)),
+                    format!(" {}", show(*v)),
                     (v.max(min), i),
                     ("sans-serif", 13),
                 )
@@ -546,8 +546,14 @@ pub fn chart(measurements: &[Measurement], path: &Path) -> Result<(), String> {
         .iter()
         .map(|(_, r)| r.sale.percentile_us(0.99))
         .collect();
-    panel(&left, "units sold per second (log)", 290, rates, "/s")?;
-    panel(&right, "p99 latency, microseconds (log)", 0, p99, "us")?;
+    panel(
+        &left,
+        "units sold per second (log scale)",
+        290,
+        rates,
+        |v| format!("{}/s", si(v)),
+    )?;
+    panel(&right, "p99 latency (log scale)", 0, p99, latency)?;
     root.present().map_err(|e| fail(&e))?;
     Ok(())
 }

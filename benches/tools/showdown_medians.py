@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""Medians over several showdown runs (showdown.json files), as Markdown.
+
+Ratios are taken within each run (both sides measured minutes apart on the
+same machine) and the median of those ratios is reported, never a ratio of
+medians from different runs.
+
+    benches/tools/showdown_medians.py target/showdown/run-*/showdown.json
+"""
+import json
+import statistics
+import sys
+
+
+def fmt_rate(v):
+    if v >= 1e6:
+        return f"{v / 1e6:.2f}M"
+    if v >= 1e3:
+        return f"{v / 1e3:.1f}k"
+    return f"{v:.0f}"
+
+
+def fmt_us(v):
+    if v >= 1000:
+        return f"{v / 1000:.1f} ms"
+    if v >= 10:
+        return f"{v:.0f} µs"
+    return f"{v:.2f} µs"
+
+
+def main(paths):
+    runs = [json.load(open(p)) for p in paths]
+    order, rows = [], {}
+    for run in runs:
+        for row in run["rows"]:
+            key = (row["workload"], row["key"])
+            if key not in rows:
+                order.append(key)
+                rows[key] = []
+            rows[key].append(row)
+    print(f"Medians of {len(runs)} runs.\n")
+    print("| workload | contender | units/s | oversold | p50 | p99 | p99.9 | machine CPU per unit | server CPU per unit |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    for key in order:
+        measured = [r for r in rows[key] if "not_measured" not in r]
+        label = rows[key][0]["contender"]
+        if not measured:
+            print(f"| {key[0]} | {label} | not measured: {rows[key][0]['not_measured']} | | | | | | |")
+            continue
+        med = lambda f: statistics.median(f(r) for r in measured)
+        rate = med(lambda r: r["units_per_second"])
+        over = max(r["oversold"] for r in measured)
+        cpu = med(lambda r: r["machine_cpu_seconds"] * 1e6 / max(r["sold"], 1))
+        srv = [r["server_cpu_seconds"] for r in measured if r.get("server_cpu_seconds") is not None]
+        srv_txt = fmt_us(statistics.median(s * 1e6 / max(r["sold"], 1) for s, r in zip(srv, measured))) if srv else "-"
+        note = " (stopped at 2x stock)" if any(r.get("stopped_oversold") for r in measured) else ""
+        print(f"| {key[0]} | {label} | {fmt_rate(rate)} | {over}{note} | {fmt_us(med(lambda r: r['latency_us']['p50']))} "
+              f"| {fmt_us(med(lambda r: r['latency_us']['p99']))} | {fmt_us(med(lambda r: r['latency_us']['p999']))} "
+              f"| {fmt_us(cpu)} | {srv_txt} |")
+    print("\n| target (hot SKU) | wanted | median | runs met |")
+    print("|---|---:|---:|---:|")
+    targets = {}
+    for run in runs:
+        for t in run["targets"]:
+            targets.setdefault(t["target"], []).append(t)
+    for name, ts in targets.items():
+        values = [t["measured"] for t in ts if t["measured"] is not None]
+        sign = "<" if ts[0]["at_most"] else "≥"
+        median = f"{statistics.median(values):.2f}" if values else "-"
+        met = sum(1 for t in ts if t["met"])
+        print(f"| {name} | {sign} {ts[0]['wanted']} | {median} | {met}/{len(ts)} |")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) < 2:
+        sys.exit(__doc__)
+    main(sys.argv[1:])
