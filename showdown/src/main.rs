@@ -250,6 +250,13 @@ fn showdown(args: &RunArgs) -> Result<(), String> {
         .hotstock_bin
         .clone()
         .unwrap_or_else(|| bench_bin.with_file_name("hotstock"));
+    if !hotstock_bin.exists() {
+        eprintln!(
+            "hotstock-bench: {} not found: the hotstock HTTP rows will not run \
+             (build it with `cargo build --release --workspace`, or pass --hotstock-bin)",
+            hotstock_bin.display()
+        );
+    }
     let scratch = std::env::temp_dir().join(format!("hotstock-bench-{}", std::process::id()));
     let setting = Setting {
         hotstock_bin,
@@ -441,6 +448,11 @@ fn run_sale(
     done.store(true, Ordering::Release);
     let _ = watcher.join();
     drop(market);
+    // Write back what this contender left dirty (the in-process journal
+    // row alone writes a gigabyte) before the next one starts, so no row
+    // pays for the previous row's disk traffic.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
     sold?;
     let cpu = report::Cpu {
         machine: cpu_after - cpu_before,

@@ -46,7 +46,7 @@ fn run(out: &Path, modes: &str, rows: &[&str], stock: u64) -> Value {
     let hotstock = bench().with_file_name("hotstock");
     assert!(
         hotstock.exists(),
-        "{} is missing: build the workspace (cargo build, or cargo test at the top)",
+        "{} is missing: run the tests with `cargo test --workspace`, which builds it",
         hotstock.display()
     );
     let output = Command::new(bench())
