@@ -48,6 +48,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Draw the chart again from a saved showdown.json.
+    Chart { json: PathBuf, png: PathBuf },
     /// Internal: the bare hyper endpoint (one atomic per SKU).
     #[command(hide = true)]
     ServeBare {
@@ -217,6 +219,7 @@ fn main() -> ExitCode {
             redis,
             prefix,
         }) => endpoints::serve_article(listen, &redis, prefix),
+        Some(Command::Chart { json, png }) => redraw(&json, &png),
         None => showdown(&cli.run),
     };
     match outcome {
@@ -226,6 +229,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn redraw(json: &std::path::Path, png: &std::path::Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(json).map_err(|e| format!("{}: {e}", json.display()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", json.display()))?;
+    report::chart(&report::chart_bars_from_json(&report)?, png)
 }
 
 fn showdown(args: &RunArgs) -> Result<(), String> {
@@ -317,7 +327,7 @@ fn showdown(args: &RunArgs) -> Result<(), String> {
     )
     .map_err(|e| format!("{}: {e}", json_path.display()))?;
     let chart_path = args.out.join("showdown.png");
-    match report::chart(&measurements, &chart_path) {
+    match report::chart(&report::chart_bars(&measurements), &chart_path) {
         Ok(()) => eprintln!("wrote {} and {}", json_path.display(), chart_path.display()),
         Err(error) => eprintln!("wrote {}; no chart: {error}", json_path.display()),
     }

@@ -445,20 +445,60 @@ fn register_font() -> Result<(), String> {
         .clone()
 }
 
-/// Two panels of horizontal bars per workload: throughput (log scale) and
-/// p99 latency (log scale), one bar per measured contender.
-pub fn chart(measurements: &[Measurement], path: &Path) -> Result<(), String> {
+/// One bar pair of the chart.
+pub struct ChartBar {
+    pub key: String,
+    pub label: String,
+    pub units_per_second: f64,
+    pub p99_us: f64,
+}
+
+/// The hot workload's measured rows, as chart bars.
+pub fn chart_bars(measurements: &[Measurement]) -> Vec<ChartBar> {
+    measurements
+        .iter()
+        .filter(|m| m.mode == Mode::Hot)
+        .filter_map(|m| {
+            m.result.as_ref().ok().map(|r| ChartBar {
+                key: m.key.to_string(),
+                label: m.label.to_string(),
+                units_per_second: r.sale.units_per_second(),
+                p99_us: r.sale.percentile_us(0.99),
+            })
+        })
+        .collect()
+}
+
+/// The same bars from a saved `showdown.json` (`hotstock-bench chart`).
+pub fn chart_bars_from_json(report: &Value) -> Result<Vec<ChartBar>, String> {
+    let rows = report["rows"]
+        .as_array()
+        .ok_or("not a showdown report: no \"rows\"")?;
+    Ok(rows
+        .iter()
+        .filter(|r| r["workload"] == "hot" && r.get("not_measured").is_none())
+        .filter_map(|r| {
+            Some(ChartBar {
+                key: r["key"].as_str()?.to_string(),
+                label: r["contender"].as_str()?.to_string(),
+                units_per_second: r["units_per_second"].as_f64()?,
+                p99_us: r["latency_us"]["p99"].as_f64()?,
+            })
+        })
+        .collect())
+}
+
+/// Two panels of horizontal bars: throughput and p99 latency (both on log
+/// scales), one row per contender; hotstock orange, the bare endpoint grey,
+/// the remedies blue.
+pub fn chart(bars: &[ChartBar], path: &Path) -> Result<(), String> {
+    use plotters::coord::ranged1d::{IntoSegmentedCoord, SegmentValue};
     use plotters::prelude::*;
     register_font()?;
-    let measured: Vec<(&Measurement, &Measured)> = measurements
-        .iter()
-        .filter_map(|m| m.result.as_ref().ok().map(|r| (m, r)))
-        .filter(|(m, _)| m.mode == Mode::Hot)
-        .collect();
-    if measured.is_empty() {
+    if bars.is_empty() {
         return Err("nothing was measured on the hot workload".into());
     }
-    let n = measured.len();
+    let n = bars.len();
     let height = 140 + 34 * n as u32;
     let root = BitMapBackend::new(path, (1400, height)).into_drawing_area();
     let fail = |e: &dyn std::fmt::Display| format!("drawing the chart: {e}");
@@ -470,11 +510,10 @@ pub fn chart(measurements: &[Measurement], path: &Path) -> Result<(), String> {
         )
         .map_err(|e| fail(&e))?;
     let (left, right) = root.split_horizontally(820);
-    let names: Vec<String> = measured.iter().map(|(m, _)| m.label.to_string()).collect();
-    let color = |m: &Measurement| {
-        if m.key.starts_with("inproc") || m.key.starts_with("http") {
+    let color = |key: &str| {
+        if key.starts_with("inproc") || key.starts_with("http") {
             RGBColor(214, 86, 38)
-        } else if m.key.starts_with("bare") {
+        } else if key.starts_with("bare") {
             RGBColor(120, 120, 120)
         } else {
             RGBColor(52, 101, 164)
@@ -498,54 +537,46 @@ pub fn chart(measurements: &[Measurement], path: &Path) -> Result<(), String> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(label_area)
-            .build_cartesian_2d((min..max).log_scale(), 0..n)
+            .build_cartesian_2d((min..max).log_scale(), (0..n).into_segmented())
             .map_err(|e| fail(&e))?;
-        let names = &names;
         chart
             .configure_mesh()
             .disable_y_mesh()
-            .y_labels(n + 1)
-            .y_label_formatter(&|i: &usize| {
-                if label_area > 0 {
-                    names.get(*i).cloned().unwrap_or_default()
-                } else {
-                    String::new()
+            .y_labels(n)
+            .y_label_formatter(&|segment: &SegmentValue<usize>| match segment {
+                SegmentValue::CenterOf(i) if label_area > 0 => {
+                    bars.get(*i).map(|b| b.label.clone()).unwrap_or_default()
                 }
+                _ => String::new(),
             })
             .x_label_formatter(&|v: &f64| show(*v))
             .label_style(("sans-serif", 14))
             .draw()
             .map_err(|e| fail(&e))?;
         chart
-            .draw_series(
-                measured
-                    .iter()
-                    .zip(&values)
-                    .enumerate()
-                    .map(|(i, ((m, _), v))| {
-                        Rectangle::new([(min, i), (v.max(min), i + 1)], color(m).filled())
-                    }),
-            )
+            .draw_series(bars.iter().zip(&values).enumerate().map(|(i, (bar, v))| {
+                Rectangle::new(
+                    [
+                        (min, SegmentValue::Exact(i)),
+                        (v.max(min), SegmentValue::Exact(i + 1)),
+                    ],
+                    color(&bar.key).filled(),
+                )
+            }))
             .map_err(|e| fail(&e))?;
         chart
             .draw_series(values.iter().enumerate().map(|(i, v)| {
                 Text::new(
                     format!(" {}", show(*v)),
-                    (v.max(min), i),
+                    (v.max(min), SegmentValue::CenterOf(i)),
                     ("sans-serif", 13),
                 )
             }))
             .map_err(|e| fail(&e))?;
         Ok(())
     };
-    let rates: Vec<f64> = measured
-        .iter()
-        .map(|(_, r)| r.sale.units_per_second())
-        .collect();
-    let p99: Vec<f64> = measured
-        .iter()
-        .map(|(_, r)| r.sale.percentile_us(0.99))
-        .collect();
+    let rates = bars.iter().map(|b| b.units_per_second).collect();
+    let p99 = bars.iter().map(|b| b.p99_us).collect();
     panel(
         &left,
         "units sold per second (log scale)",
