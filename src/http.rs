@@ -89,11 +89,13 @@ fn split_path(path: &str) -> Option<([&str; MAX_SEGMENTS], usize)> {
     Some((segments, count))
 }
 
-fn classify(method: &Method, path: &str) -> usize {
-    let Some((segments, count)) = split_path(path) else {
+/// The metrics label of a request, from its already split path (`None`:
+/// deeper than any route).
+fn classify(method: &Method, segments: Option<&[&str]>) -> usize {
+    let Some(segments) = segments else {
         return ROUTES.len() - 1;
     };
-    let name = match (method, &segments[..count]) {
+    let name = match (method, segments) {
         (_, ["healthz"]) => "healthz",
         (_, ["metrics"]) => "metrics",
         (_, ["v1", "skus"]) => "skus_list",
@@ -422,7 +424,12 @@ impl Api {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<HttpResponse, Infallible> {
-        let route = classify(request.method(), request.uri().path());
+        // Split once: the path's segments serve the metrics label and the
+        // routing, and the head stays borrowed while the body is read.
+        let (parts, body) = request.into_parts();
+        let split = split_path(parts.uri.path());
+        let segments = split.as_ref().map(|(segments, count)| &segments[..*count]);
+        let route = classify(&parts.method, segments);
         // Peak shaving: past the in-flight cap, refuse at once rather than
         // queue without bound.
         let Some(_admitted) = self.in_flight.admit() else {
@@ -435,7 +442,7 @@ impl Api {
             )
             .into_response());
         };
-        Ok(match self.route(request).await {
+        Ok(match self.route(&parts, body, segments).await {
             Ok(response) => {
                 self.requests.count(route, "ok", response.status());
                 response
@@ -447,10 +454,12 @@ impl Api {
         })
     }
 
-    async fn route(&self, request: Request<Incoming>) -> Result<HttpResponse, ApiError> {
-        // Split once: the head stays borrowed while the body is read, so
-        // nothing of the request is copied.
-        let (parts, body) = request.into_parts();
+    async fn route(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: Incoming,
+        segments: Option<&[&str]>,
+    ) -> Result<HttpResponse, ApiError> {
         let method = &parts.method;
         let path = parts.uri.path();
         let query = parts.uri.query();
@@ -462,7 +471,7 @@ impl Api {
                     .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
             })
             .transpose()?;
-        let Some((segments, count)) = split_path(path) else {
+        let Some(segments) = segments else {
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
                 "not_found",
@@ -480,7 +489,7 @@ impl Api {
                 ))
             }
         };
-        match &segments[..count] {
+        match segments {
             ["healthz"] => {
                 allowed(&[Method::GET])?;
                 Ok(json_response(StatusCode::OK, &json!({"status": "ok"})))
@@ -846,14 +855,7 @@ impl Api {
     ) -> Result<HttpResponse, ApiError> {
         // The same checks, in the same order, as `reserve`; the types were
         // checked by the parser.
-        if body.lines.is_empty() {
-            return Err(ApiError::invalid("a reservation needs at least one line"));
-        }
-        if body.lines.len() > MAX_LINES_PER_CART {
-            return Err(ApiError::invalid(format!(
-                "at most {MAX_LINES_PER_CART} lines are allowed"
-            )));
-        }
+        check_line_count(body.lines.len())?;
         // On the stack: at most MAX_LINES_PER_CART, checked above.
         let unused = Line {
             sku: SkuId::from_index(0),
@@ -867,6 +869,18 @@ impl Api {
             line_buffer[index] = Line { sku, quantity };
         }
         let lines = &line_buffer[..body.lines.len()];
+        self.place_order(lines, &body, header_key).await
+    }
+
+    /// Places a checked order (`lines` are `body.lines` resolved) and
+    /// answers it: the shared end of both body paths.
+    async fn place_order(
+        &self,
+        lines: &[Line],
+        body: &OrderFields<'_>,
+        header_key: Option<&str>,
+    ) -> Result<HttpResponse, ApiError> {
+        debug_assert_eq!(lines.len(), body.lines.len());
         let key = match (body.idempotency_key, header_key) {
             (Some(a), Some(b)) if a != b => {
                 return Err(ApiError::invalid(
@@ -908,6 +922,7 @@ impl Api {
         Ok(bytes_response(StatusCode::CREATED, out))
     }
 
+    /// The field-by-field path: every message says exactly what is wrong.
     async fn reserve(
         &self,
         body: Map<String, Value>,
@@ -922,15 +937,9 @@ impl Api {
             Some(_) => return Err(ApiError::invalid("field \"lines\" must be an array")),
             None => return Err(ApiError::invalid("field \"lines\" is required")),
         };
-        if raw_lines.is_empty() {
-            return Err(ApiError::invalid("a reservation needs at least one line"));
-        }
-        if raw_lines.len() > MAX_LINES_PER_CART {
-            return Err(ApiError::invalid(format!(
-                "at most {MAX_LINES_PER_CART} lines are allowed"
-            )));
-        }
+        check_line_count(raw_lines.len())?;
         let mut lines = Vec::with_capacity(raw_lines.len());
+        let mut names = Vec::with_capacity(raw_lines.len());
         for (index, raw) in raw_lines.into_iter().enumerate() {
             let Value::Object(line) = raw else {
                 return Err(ApiError::invalid(format!("line {index} must be an object")));
@@ -947,41 +956,28 @@ impl Api {
                 .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
             let sku = self.sku_id(&name)?;
             lines.push(Line { sku, quantity });
+            names.push(name);
         }
         let customer = fields.string("customer")?;
         let ttl_ms = fields.u64("ttl_ms")?;
-        let confirm = fields.bool("confirm")?.unwrap_or(false);
+        let confirm = fields.bool("confirm")?;
         let body_key = fields.string("idempotency_key")?;
-        let key = match (body_key.as_deref(), header_key) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::invalid(
-                    "the Idempotency-Key header and the idempotency_key field differ",
-                ))
-            }
-            (Some(key), _) | (None, Some(key)) => Some(key),
-            (None, None) => None,
-        };
-        let order = Order {
-            lines: &lines,
+        let scanned: Vec<ScannedLine<'_>> = names
+            .iter()
+            .zip(&lines)
+            .map(|(name, line)| ScannedLine {
+                sku: name,
+                quantity: u64::from(line.quantity),
+            })
+            .collect();
+        let body = OrderFields {
+            lines: &scanned,
             customer: customer.as_deref(),
             ttl_ms,
             confirm,
-            idempotency_key: key,
+            idempotency_key: body_key.as_deref(),
         };
-        self.check_rates(&lines)?;
-        let receipt = self
-            .engine
-            .reserve(&order)
-            .map_err(|e| self.engine_error(e))?;
-        self.acknowledge().await?;
-        let document = self
-            .engine
-            .reservation(receipt.id)
-            .map_err(|e| self.engine_error(e))?;
-        Ok(json_response(
-            StatusCode::CREATED,
-            &self.reservation_json(&document),
-        ))
+        self.place_order(&lines, &body, header_key).await
     }
 
     /// The engine names SKUs by id (`SKU #3`); clients know them by name.
@@ -1209,6 +1205,19 @@ struct LineBody<'a> {
     quantity: u64,
 }
 
+/// The cart size limit, checked before any line is read.
+fn check_line_count(count: usize) -> Result<(), ApiError> {
+    if count == 0 {
+        return Err(ApiError::invalid("a reservation needs at least one line"));
+    }
+    if count > MAX_LINES_PER_CART {
+        return Err(ApiError::invalid(format!(
+            "at most {MAX_LINES_PER_CART} lines are allowed"
+        )));
+    }
+    Ok(())
+}
+
 /// A well-formed order body, however it was parsed.
 struct OrderFields<'a> {
     lines: &'a [ScannedLine<'a>],
@@ -1402,6 +1411,15 @@ mod tests {
             let document = engine.reservation(id).unwrap();
             assert_eq!(fast, api.reservation_json(&document), "{body}");
         }
+        // A repeated key sends the body down the field-by-field path, which
+        // answers through the same writer.
+        let body = r#"{"lines":[{"sku":"tee","quantity":1}],"confirm":false,"confirm":true}"#;
+        assert!(serde_json::from_slice::<ReserveBody<'_>>(body.as_bytes()).is_err());
+        let (status, slow) = answer(&api, body, None);
+        assert_eq!(status, StatusCode::CREATED, "{slow}");
+        let id = parse_reservation_id(slow["id"].as_str().unwrap()).unwrap();
+        assert_eq!(slow, api.reservation_json(&engine.reservation(id).unwrap()));
+        assert_eq!(slow["status"], "confirmed");
     }
 
     #[test]
@@ -1606,8 +1624,12 @@ mod tests {
             ["v1", "reservations", "00ff", "confirm"]
         );
         assert!(split_path("/a/b/c/d/e/f").is_none());
-        assert_eq!(classify(&Method::POST, "/v1/reservations"), 6);
-        assert_eq!(classify(&Method::GET, "/a/b/c/d/e/f"), ROUTES.len() - 1);
+        let label = |method: &Method, path: &str| {
+            let split = split_path(path);
+            classify(method, split.as_ref().map(|(s, n)| &s[..*n]))
+        };
+        assert_eq!(label(&Method::POST, "/v1/reservations"), 6);
+        assert_eq!(label(&Method::GET, "/a/b/c/d/e/f"), ROUTES.len() - 1);
     }
 
     #[test]

@@ -174,10 +174,8 @@ impl Buyer {
                     break;
                 };
                 skus[batch] = sku;
-                match plan.mode {
-                    Mode::Hot | Mode::Uniform => buy_request(&mut self.write, plan.flavor, sku),
-                    Mode::HoldConfirm => hold_request(&mut self.write, plan.flavor, sku),
-                }
+                let confirm = plan.mode != Mode::HoldConfirm;
+                order_request(&mut self.write, plan.flavor, sku, confirm);
                 batch += 1;
             }
             if batch == 0 {
@@ -323,23 +321,14 @@ fn sku_body(body: &mut Vec<u8>, flavor: Flavor, sku: usize, confirm: bool) {
     }
 }
 
-/// One purchase of one unit, confirmed at once.
-pub fn buy_request(out: &mut Vec<u8>, flavor: Flavor, sku: usize) {
+/// One unit of `sku`: bought at once (`confirm`) or held.
+pub fn order_request(out: &mut Vec<u8>, flavor: Flavor, sku: usize, confirm: bool) {
     let mut body = Vec::with_capacity(80);
-    sku_body(&mut body, flavor, sku, true);
-    let path: &[u8] = match flavor {
-        Flavor::Hotstock => b"/v1/reservations",
-        Flavor::Simple => b"/buy",
-    };
-    post(out, path, &body);
-}
-
-fn hold_request(out: &mut Vec<u8>, flavor: Flavor, sku: usize) {
-    let mut body = Vec::with_capacity(80);
-    sku_body(&mut body, flavor, sku, false);
-    let path: &[u8] = match flavor {
-        Flavor::Hotstock => b"/v1/reservations",
-        Flavor::Simple => b"/hold",
+    sku_body(&mut body, flavor, sku, confirm);
+    let path: &[u8] = match (flavor, confirm) {
+        (Flavor::Hotstock, _) => b"/v1/reservations",
+        (Flavor::Simple, true) => b"/buy",
+        (Flavor::Simple, false) => b"/hold",
     };
     post(out, path, &body);
 }
@@ -448,7 +437,7 @@ mod tests {
     #[test]
     fn writes_the_bodies_each_server_reads() {
         let mut out = Vec::new();
-        buy_request(&mut out, Flavor::Hotstock, 42);
+        order_request(&mut out, Flavor::Hotstock, 42, true);
         let text = String::from_utf8(out).unwrap();
         let body = r#"{"lines":[{"sku":"s42","quantity":1}],"confirm":true}"#;
         assert!(text.starts_with("POST /v1/reservations HTTP/1.1\r\n"));
