@@ -28,6 +28,8 @@
 pub mod catalogue;
 pub mod cell;
 pub mod clock;
+#[cfg(feature = "server")]
+pub mod connection;
 pub mod durable;
 pub mod engine;
 pub mod error;

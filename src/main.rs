@@ -112,6 +112,14 @@ struct ServeArgs {
     /// Open connections at once; beyond it, new ones wait in the backlog.
     #[arg(long, env = "HOTSTOCK_MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
+    /// Milliseconds a client may take to send a request head (from its
+    /// first byte, or from connecting); slower connections are closed.
+    #[arg(long, env = "HOTSTOCK_HEADER_TIMEOUT_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    header_timeout_ms: u32,
+    /// Milliseconds a keep-alive connection may sit idle, with no request
+    /// in flight, before it is closed (at least the header timeout).
+    #[arg(long, env = "HOTSTOCK_IDLE_TIMEOUT_MS", default_value_t = 60_000, value_parser = clap::value_parser!(u32).range(1..))]
+    idle_timeout_ms: u32,
 }
 
 #[derive(clap::Args, Debug)]
@@ -270,7 +278,7 @@ fn apply_config(args: &mut ServeArgs, matches: &ArgMatches) -> Result<(), String
             .filter(|&n| n > 0)
             .ok_or_else(|| format!("{file}: {key} must be a positive integer"))
     };
-    const KNOWN: [&str; 9] = [
+    const KNOWN: [&str; 11] = [
         "listen",
         "data_dir",
         "durability",
@@ -280,6 +288,8 @@ fn apply_config(args: &mut ServeArgs, matches: &ArgMatches) -> Result<(), String
         "max_connections",
         "rate_limit",
         "sku_rate_limit",
+        "header_timeout_ms",
+        "idle_timeout_ms",
     ];
     for (key, value) in &table {
         // Before asking clap about it: clap panics on an id it does not know.
@@ -311,6 +321,8 @@ fn apply_config(args: &mut ServeArgs, matches: &ArgMatches) -> Result<(), String
             "admin_token" => args.admin_token = Some(string(key, value)?),
             "max_in_flight" => args.max_in_flight = number(key, value)?,
             "max_connections" => args.max_connections = number(key, value)?,
+            "header_timeout_ms" => args.header_timeout_ms = number(key, value)?,
+            "idle_timeout_ms" => args.idle_timeout_ms = number(key, value)?,
             "rate_limit" => args.rate_limit = Some(number(key, value)?),
             "sku_rate_limit" => args.sku_rate_limit = Some(number(key, value)?),
             other => return Err(format!("{file}: unknown setting {other:?}")),
@@ -382,10 +394,15 @@ fn serve(args: ServeArgs) -> ExitCode {
         durability,
         options,
     ));
+    let limits = hotstock::connection::ConnectionLimits {
+        header_timeout: Duration::from_millis(u64::from(args.header_timeout_ms)),
+        idle_timeout: Duration::from_millis(u64::from(args.idle_timeout_ms)),
+    };
     let served = runtime.block_on(accept_until_signalled(
         args.listen,
         api,
         args.max_connections as usize,
+        limits,
     ));
     // Stop the runtime (and its connections) before closing the engine.
     runtime.shutdown_timeout(Duration::from_secs(5));
@@ -407,10 +424,8 @@ async fn accept_until_signalled(
     listen: SocketAddr,
     api: Arc<hotstock::http::Api>,
     max_connections: usize,
+    limits: hotstock::connection::ConnectionLimits,
 ) -> std::io::Result<()> {
-    use hyper::server::conn::http1;
-    use hyper::service::service_fn;
-    use hyper_util::rt::{TokioIo, TokioTimer};
     use tokio::signal::unix::{signal, SignalKind};
 
     let listener = tokio::net::TcpListener::bind(listen).await?;
@@ -418,9 +433,9 @@ async fn accept_until_signalled(
     println!("listening on {}", listener.local_addr()?);
     let mut terminate = signal(SignalKind::terminate())?;
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
-    // Flips to true on SIGTERM/SIGINT: every connection then finishes the
-    // request it is serving and closes.
-    let (shutdown, _) = tokio::sync::watch::channel(false);
+    // Raised on SIGTERM/SIGINT: every connection then finishes the request
+    // it is serving and closes.
+    let (shutdown, stop) = hotstock::connection::stop_signal();
     loop {
         // At the connection cap, stop accepting until one closes: the
         // kernel's backlog holds the rest.
@@ -452,22 +467,11 @@ async fn accept_until_signalled(
             eprintln!("hotstock: TCP_NODELAY: {error}");
         }
         let api = Arc::clone(&api);
-        let mut stopping = shutdown.subscribe();
+        let stop = stop.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| Arc::clone(&api).handle(request));
-            let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            // A client that goes away mid-request is not the server's error.
-            tokio::select! {
-                _ = connection.as_mut() => {}
-                _ = stopping.changed() => {
-                    connection.as_mut().graceful_shutdown();
-                    let _ = connection.await;
-                }
-            }
+            // However it ends (the client left, a timeout, shutdown), the
+            // permit goes back.
+            let _closed = hotstock::connection::serve(stream, api, limits, stop).await;
             drop(permit);
         });
     }
@@ -475,7 +479,7 @@ async fn accept_until_signalled(
         "hotstock: signal received; no longer accepting connections, finishing requests in flight"
     );
     drop(listener);
-    let _ = shutdown.send(true);
+    shutdown.stop();
     // Every connection holds a permit until it has closed: having them all
     // back means no request is in flight.
     let all = u32::try_from(max_connections).unwrap_or(u32::MAX);

@@ -634,3 +634,92 @@ fn a_config_file_fills_what_the_command_line_leaves_unset() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown setting \"colour\""));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Reads one response (head and a `content-length` body) from a keep-alive
+/// connection; returns its status.
+fn read_one_response(stream: &mut TcpStream) -> u16 {
+    let mut bytes = Vec::new();
+    let mut byte = [0u8; 1];
+    while !bytes.ends_with(b"\r\n\r\n") {
+        assert_eq!(
+            stream.read(&mut byte).expect("read the head"),
+            1,
+            "closed mid-head"
+        );
+        bytes.push(byte[0]);
+    }
+    let head = String::from_utf8(bytes).expect("ASCII head");
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).expect("read the body");
+    head.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Whether the server closed `stream`: a read sees the end (or a reset)
+/// before the 30 s read timeout, which only bounds a failing test.
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut byte = [0u8; 1];
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    }
+}
+
+const KEEP_ALIVE_GET: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n";
+
+#[test]
+fn a_request_head_that_never_ends_is_closed_after_the_header_timeout() {
+    let dir = temp_dir("slow-head");
+    let server = Server::start_with(&dir, &["--header-timeout-ms", "200"]);
+    // Connected and silent: owes a head from the start.
+    let mut silent = TcpStream::connect(server.addr).unwrap();
+    // Half a head, then nothing: the slowloris shape.
+    let mut half = TcpStream::connect(server.addr).unwrap();
+    half.write_all(b"POST /v1/reservations HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    assert!(
+        closed_by_server(&mut silent),
+        "a silent connection stayed open"
+    );
+    assert!(closed_by_server(&mut half), "a half-sent head stayed open");
+    // The server itself is fine.
+    assert_eq!(server.call("GET", "/healthz", None, &[]).0, 200);
+    server.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_keep_alive_connection_waits_between_requests_until_the_idle_timeout() {
+    let dir = temp_dir("idle");
+    let server = Server::start_with(
+        &dir,
+        &["--header-timeout-ms", "100", "--idle-timeout-ms", "2000"],
+    );
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    stream.write_all(KEEP_ALIVE_GET).unwrap();
+    assert_eq!(read_one_response(&mut stream), 200);
+    // Longer than the header timeout, shorter than the idle timeout: the
+    // wait between requests is not a slow head. (The sleep is the subject
+    // of the test: time passing with nothing sent.)
+    std::thread::sleep(Duration::from_millis(300));
+    stream.write_all(KEEP_ALIVE_GET).unwrap();
+    assert_eq!(read_one_response(&mut stream), 200);
+    // Then nothing: closed once idle for the idle timeout.
+    assert!(
+        closed_by_server(&mut stream),
+        "an idle connection stayed open"
+    );
+    server.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}
