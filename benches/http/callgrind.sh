@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Instructions per request in an HTTP server, per thread, counted by
+# callgrind (stable on a noisy machine, unlike time). The server runs under
+# valgrind, wrk (Debian package `wrk`) drives it with one-unit purchases on
+# 64 keep-alive connections: 3 s of warm-up, then counters are dumped,
+# then SECONDS of measurement, then dumped again.
+#   benches/http/callgrind.sh async|sync|bare [seconds]
+# `bare` is the showdown's bare hyper endpoint (hotstock-bench serve-bare).
+# Prints instructions per request for each thread and the top functions;
+# benches/tools/callgrind_per_request.py compares two runs function by
+# function.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+kind="${1:?async, sync or bare}"; seconds="${2:-10}"
+command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
+command -v valgrind >/dev/null || { echo "install valgrind" >&2; exit 1; }
+cargo build -q --release --workspace
+out="target/callgrind/$kind"; rm -rf "$out"; mkdir -p "$out"
+script="$out/request.lua"
+grind=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no --separate-threads=yes
+       "--callgrind-out-file=$out/cg.%p")
+if [ "$kind" = bare ]; then
+    "${grind[@]}" target/release/hotstock-bench serve-bare --listen 127.0.0.1:0 --mode hot \
+        --units 1000000000000 > "$out/stdout" 2> "$out/stderr" &
+    printf 'wrk.method = "POST"\nwrk.path = "/buy"\nwrk.body = %s\n' "'{\"sku\":\"s0\",\"quantity\":1}'" > "$script"
+else
+    "${grind[@]}" target/release/hotstock serve --listen 127.0.0.1:0 --durability "$kind" \
+        --data-dir "$out/data" --max-in-flight 100000 > "$out/stdout" 2> "$out/stderr" &
+    printf 'wrk.method = "POST"\nwrk.path = "/v1/reservations"\nwrk.body = %s\n' \
+        "'{\"lines\":[{\"sku\":\"s0\",\"quantity\":1}],\"confirm\":true}'" > "$script"
+fi
+server=$!
+until grep -q "listening on" "$out/stdout" 2>/dev/null; do sleep 0.2; done
+addr=$(sed -n 's/listening on //p' "$out/stdout")
+if [ "$kind" != bare ]; then
+    curl -s -X PUT "http://$addr/v1/skus/s0" -d '{"available": 1000000000000}' > /dev/null
+fi
+wrk -t1 -c64 -d3s -s "$script" "http://$addr" > /dev/null
+callgrind_control -d "$server" > /dev/null
+requests=$(wrk -t1 -c64 -d"${seconds}s" -s "$script" "http://$addr" | awk '/requests in/ {print $1}')
+callgrind_control -d "$server" > /dev/null
+kill -TERM "$server"; wait "$server" 2>/dev/null || true
+echo "$requests" > "$out/requests"
+echo "$kind: $requests requests measured"
+# Dump 2 (part .2) is the measurement: one file per thread.
+benches/tools/callgrind_per_request.py "$requests" "$out"/cg.*.2-*
