@@ -30,6 +30,7 @@ use crate::journal::segment::{
     self, parse_segment_file_name, segment_file_name, Corruption, Position, TornTail,
 };
 use crate::journal::{Durability, Journal, JournalConfig, JournalError};
+use crate::limits::RESERVATION_PRUNE_INTERVAL_MS;
 use crate::settled::Settled;
 use crate::store::sqlite::SqliteStore;
 use crate::store::{Store, StoreError};
@@ -611,6 +612,8 @@ struct CheckpointShared {
     engine: EngineConfig,
     clock: Arc<dyn Clock>,
     stop: Mutex<bool>,
+    /// When reservation rows past their retention were last deleted.
+    reservations_pruned_ms: Mutex<u64>,
     wake: Condvar,
 }
 
@@ -623,6 +626,7 @@ impl Checkpointer {
         clock: Arc<dyn Clock>,
         interval: Duration,
     ) -> io::Result<Checkpointer> {
+        let started_ms = clock.now_ms();
         let shared = Arc::new(CheckpointShared {
             store: Mutex::new(store),
             settled,
@@ -630,6 +634,9 @@ impl Checkpointer {
             engine,
             clock,
             stop: Mutex::new(false),
+            // Counted from the start, so a restart in a sale does not begin
+            // with a scan of the whole table.
+            reservations_pruned_ms: Mutex::new(started_ms),
             wake: Condvar::new(),
         });
         let worker = Arc::clone(&shared);
@@ -645,7 +652,7 @@ impl Checkpointer {
                         return;
                     }
                 }
-                if let Err(error) = worker.run() {
+                if let Err(error) = worker.run(false) {
                     // Not fatal: the journal still holds everything, and no
                     // segment is deleted until a checkpoint succeeds.
                     eprintln!("hotstock: checkpoint failed, will retry: {error}");
@@ -658,7 +665,7 @@ impl Checkpointer {
     }
 
     fn run_now(&self) -> Result<Position, StoreError> {
-        self.shared.run()
+        self.shared.run(false)
     }
 
     /// Stops the thread and writes a last checkpoint.
@@ -668,12 +675,13 @@ impl Checkpointer {
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
-        self.shared.run()
+        self.shared.run(true)
     }
 }
 
 impl CheckpointShared {
-    fn run(&self) -> Result<Position, StoreError> {
+    /// One checkpoint; `final_run` (at close) also prunes reservation rows.
+    fn run(&self, final_run: bool) -> Result<Position, StoreError> {
         let mut store = self.store.lock();
         let mut checkpoint = self.settled.lock().take_checkpoint();
         // The store forgets what the engine prunes: ended records after their
@@ -681,14 +689,21 @@ impl CheckpointShared {
         let now = self.clock.now_ms();
         checkpoint.prune_keys_before_ms =
             Some(now.saturating_sub(self.engine.idempotency_retention_ms));
-        checkpoint.prune_before_ms = Some((
-            now.saturating_sub(self.engine.ended_retention_ms),
-            now.saturating_sub(self.engine.refund_window_ms),
-        ));
+        let mut pruned_ms = self.reservations_pruned_ms.lock();
+        let prune = final_run || now.saturating_sub(*pruned_ms) >= RESERVATION_PRUNE_INTERVAL_MS;
+        if prune {
+            checkpoint.prune_before_ms = Some((
+                now.saturating_sub(self.engine.ended_retention_ms),
+                now.saturating_sub(self.engine.refund_window_ms),
+            ));
+        }
         if let Err(error) = store.save(&checkpoint) {
             // Not in the store: put the changes back for the next attempt.
             self.settled.lock().restore_unsaved(checkpoint);
             return Err(error);
+        }
+        if prune {
+            *pruned_ms = now;
         }
         // Segments wholly before the checkpoint's segment are in the store.
         if let Ok(segments) = list_segments(&self.journal_dir) {

@@ -41,3 +41,11 @@ pub const SHARDS: usize = 64;
 /// Most expiries or prunes one shard does per timer tick, so a tick never
 /// holds a shard lock for long; the rest wait for the next tick.
 pub const MAX_TIMER_WORK_PER_SHARD: usize = 4096;
+
+/// How often a checkpoint also deletes reservation rows past their
+/// retention (ended ones) or the refund window (confirmed ones). The SQLite
+/// store has no index over reservations by time (it would cost every
+/// purchase a second B-tree insert), so the delete scans the table: hourly,
+/// and at a clean close. Rows stay in the store up to this much longer than
+/// in the engine, which prunes its own records on time.
+pub const RESERVATION_PRUNE_INTERVAL_MS: u64 = 60 * 60 * 1000;

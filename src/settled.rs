@@ -185,7 +185,9 @@ pub struct Checkpoint {
     /// never meets an earlier one here (the journal is a causal prefix).
     pub holds: Vec<(u64, SettledHold)>,
     /// Delete cancelled, expired and refunded rows whose status is older
-    /// than the first value, and confirmed rows older than the second.
+    /// than the first value, and confirmed rows older than the second. Set
+    /// only now and then (`RESERVATION_PRUNE_INTERVAL_MS`): the SQLite store
+    /// keeps no index over reservations by time, so this is a scan.
     pub prune_before_ms: Option<(u64, u64)>,
     /// Units of 0 mean "delete the row".
     pub customer_units: Vec<((u32, Box<str>), i64)>,

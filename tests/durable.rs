@@ -592,3 +592,68 @@ fn idempotent_outcomes_survive_a_restart() {
         );
     }
 }
+
+/// Rows in the store's reservation table, by a second connection.
+fn stored_reservations(dir: &Path) -> i64 {
+    let connection = rusqlite::Connection::open(dir.join("hotstock.sqlite")).unwrap();
+    connection
+        .query_row("SELECT count(*) FROM hotstock_reservations", [], |row| {
+            row.get(0)
+        })
+        .unwrap()
+}
+
+/// The store forgets ended reservations past their retention, but only on
+/// the hourly prune (a scan) or at a clean close, never on every checkpoint.
+#[test]
+fn store_prunes_old_reservations_hourly_and_at_close() {
+    use hotstock::limits::RESERVATION_PRUNE_INTERVAL_MS;
+    let dir = TempDir::new("prune-cadence");
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut config = config(&dir.0);
+    config.engine.ended_retention_ms = 1_000;
+    let open = |clock: &Arc<ManualClock>| {
+        DurableEngine::open_with(
+            config.clone(),
+            Arc::new(hotstock::journal::fs::RealFs),
+            clock.clone(),
+        )
+        .unwrap()
+        .0
+    };
+    let durable = open(&clock);
+    let engine = durable.engine().clone();
+    let (sku, _) = engine.put_sku("tee", 10, None, None).unwrap();
+    let cancel_one = || {
+        let hold = engine
+            .reserve(&Order {
+                lines: &[Line { sku, quantity: 1 }],
+                ttl_ms: Some(60_000),
+                ..Order::default()
+            })
+            .unwrap();
+        engine.cancel(hold.id).unwrap();
+        // The checkpoint copies what the journal made durable.
+        engine.wait_durable(engine.durability_ticket()).unwrap();
+    };
+    cancel_one();
+    durable.checkpoint().unwrap();
+    assert_eq!(stored_reservations(&dir.0), 1);
+    clock.advance(10_000);
+    durable.checkpoint().unwrap();
+    assert_eq!(
+        stored_reservations(&dir.0),
+        1,
+        "past its retention, but the hourly prune is not due"
+    );
+    clock.advance(RESERVATION_PRUNE_INTERVAL_MS);
+    durable.checkpoint().unwrap();
+    assert_eq!(stored_reservations(&dir.0), 0, "the hourly prune ran");
+    cancel_one();
+    clock.advance(10_000);
+    durable.checkpoint().unwrap();
+    assert_eq!(stored_reservations(&dir.0), 1);
+    drop(engine);
+    durable.close().unwrap();
+    assert_eq!(stored_reservations(&dir.0), 0, "a clean close prunes");
+}

@@ -217,3 +217,12 @@ fn journal_tail_is_replayed_on_top_of_the_postgres_checkpoint() {
     drop(durable);
     let _ = std::fs::remove_dir_all(&crashed);
 }
+
+#[test]
+fn postgres_prunes_reservations_by_status_and_age() {
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "prune");
+    let mut store = hotstock::store::postgres::PostgresStore::connect(&url, &scratch.schema)
+        .expect("connect the PostgreSQL store");
+    common::store_prunes_reservations_by_status_and_age(&mut store);
+}

@@ -21,3 +21,79 @@ pub fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+/// What each store must do with reservation rows when a checkpoint asks it
+/// to prune (hourly, and at close): ended rows past their retention and
+/// confirmed ones past the refund window go, nothing else; a checkpoint
+/// that does not ask prunes nothing.
+pub fn store_prunes_reservations_by_status_and_age(store: &mut dyn hotstock::store::Store) {
+    use hotstock::settled::{Checkpoint, SettledHold};
+    use hotstock::{HoldStatus, Line, SkuId};
+
+    let row = |status: HoldStatus, at_ms: u64| SettledHold {
+        status,
+        at_ms,
+        deadline_ms: at_ms + 1_000,
+        limit_mask: 0,
+        customer: Some("ann".into()),
+        lines: vec![Line {
+            sku: SkuId::from_index(0),
+            quantity: 1,
+        }],
+    };
+    // (id, status, status time): ended rows are old before 1_000, confirmed
+    // rows before 2_000.
+    let rows = [
+        (1, HoldStatus::Cancelled, 100),
+        (2, HoldStatus::Expired, 200),
+        (3, HoldStatus::Refunded, 300),
+        (4, HoldStatus::Cancelled, 1_500),
+        (5, HoldStatus::Confirmed, 1_500),
+        (6, HoldStatus::Confirmed, 5_000),
+        (7, HoldStatus::Held, 100),
+    ];
+    let checkpoint = |holds: Vec<(u64, SettledHold)>, prune_before_ms| {
+        let mut checkpoint = Checkpoint {
+            holds,
+            prune_before_ms,
+            ..Checkpoint::default()
+        };
+        checkpoint.position.offset = 24;
+        checkpoint
+    };
+    let ids = |store: &mut dyn hotstock::store::Store| {
+        let mut ids: Vec<u64> = store
+            .load()
+            .expect("load")
+            .expect("a checkpoint")
+            .holds
+            .into_keys()
+            .collect();
+        ids.sort_unstable();
+        ids
+    };
+    let all = rows
+        .iter()
+        .map(|&(id, status, at)| (id, row(status, at)))
+        .collect();
+    store.save(&checkpoint(all, None)).expect("write the rows");
+    assert_eq!(ids(store), [1, 2, 3, 4, 5, 6, 7]);
+    store
+        .save(&checkpoint(Vec::new(), None))
+        .expect("a checkpoint without pruning");
+    assert_eq!(
+        ids(store),
+        [1, 2, 3, 4, 5, 6, 7],
+        "nothing asked, nothing pruned"
+    );
+    store
+        .save(&checkpoint(Vec::new(), Some((1_000, 2_000))))
+        .expect("prune");
+    assert_eq!(
+        ids(store),
+        [4, 6, 7],
+        "old ended and old confirmed rows go; newer ones and held ones stay"
+    );
+    let kept = store.load().unwrap().unwrap().holds;
+    assert_eq!(kept[&6], row(HoldStatus::Confirmed, 5_000));
+}
