@@ -57,8 +57,8 @@ def main(paths):
         print(f"| {key[0]} | {label} | {fmt_rate(rate)} | {over}{note} | {fmt_us(med(lambda r: r['latency_us']['p50']))} "
               f"| {fmt_us(med(lambda r: r['latency_us']['p99']))} | {fmt_us(med(lambda r: r['latency_us']['p999']))} "
               f"| {fmt_us(cpu)} | {srv_txt} |")
-    print("\n| target (hot SKU) | wanted | median | runs met |")
-    print("|---|---:|---:|---:|")
+    print("\n| target (hot SKU) | wanted | median | range | runs met |")
+    print("|---|---:|---:|---:|---:|")
     targets = {}
     for run in runs:
         for t in run["targets"]:
@@ -67,8 +67,9 @@ def main(paths):
         values = [t["measured"] for t in ts if t["measured"] is not None]
         sign = "<" if ts[0]["at_most"] else "≥"
         median = f"{statistics.median(values):.2f}" if values else "-"
+        spread = f"{min(values):.2f}–{max(values):.2f}" if values else "-"
         met = sum(1 for t in ts if t["met"])
-        print(f"| {name} | {sign} {ts[0]['wanted']} | {median} | {met}/{len(ts)} |")
+        print(f"| {name} | {sign} {ts[0]['wanted']} | {median} | {spread} | {met}/{len(ts)} |")
 
 
 if __name__ == "__main__":
