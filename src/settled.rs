@@ -145,8 +145,11 @@ impl RowLog {
     /// The latest row of each reservation, materialised, in id order;
     /// empties the log (keeping its buffers' capacity).
     fn drain_latest(&mut self) -> Vec<(u64, SettledHold)> {
+        // A stable sort, for its run detection: the log is a few sorted
+        // runs per batch (each CPU's lane holds ids in slot order), which
+        // it merges instead of partitioning from scratch.
         self.rows
-            .sort_unstable_by_key(|row| (row.id, std::cmp::Reverse(rank(row.status))));
+            .sort_by_key(|row| (row.id, std::cmp::Reverse(rank(row.status))));
         let mut out: Vec<(u64, SettledHold)> = Vec::new();
         let mut last_id = None;
         for row in &self.rows {

@@ -36,17 +36,42 @@ pub trait Store: Send {
 }
 
 /// Reservation lines as stored: `sku:quantity` pairs joined by commas.
-pub(crate) fn encode_lines(lines: &[Line]) -> String {
-    let mut out = String::with_capacity(lines.len() * 8);
+#[cfg(test)]
+fn encode_lines(lines: &[Line]) -> String {
+    let mut out = String::new();
+    encode_lines_into(&mut out, lines);
+    out
+}
+
+/// Reservation lines as stored (`sku:quantity` pairs joined by commas),
+/// into a buffer the caller reuses: a checkpoint in a sale writes one per
+/// purchase, so neither an allocation nor `fmt` per row.
+pub(crate) fn encode_lines_into(out: &mut String, lines: &[Line]) {
+    out.clear();
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
-        // Written per reservation per checkpoint: no `format!` allocation.
-        use std::fmt::Write;
-        let _ = write!(out, "{}:{}", line.sku.index(), line.quantity);
+        push_decimal(out, u64::from(line.sku.index()));
+        out.push(':');
+        push_decimal(out, u64::from(line.quantity));
     }
-    out
+}
+
+fn push_decimal(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
+    }
 }
 
 pub(crate) fn decode_lines(text: &str) -> Option<Vec<Line>> {
@@ -84,7 +109,19 @@ mod tests {
                 quantity: 1,
             },
         ];
+        assert_eq!(encode_lines(&lines), "3:2,40:1");
         assert_eq!(decode_lines(&encode_lines(&lines)), Some(lines));
+        let mut buffer = String::from("left over");
+        let extremes = [Line {
+            sku: SkuId::from_index(0),
+            quantity: u32::MAX,
+        }];
+        encode_lines_into(&mut buffer, &extremes);
+        assert_eq!(
+            buffer,
+            format!("0:{}", u32::MAX),
+            "the buffer is cleared first"
+        );
         for bad in ["", "1", "1:0", "x:1", "1:2,"] {
             assert_eq!(decode_lines(bad), None, "{bad:?}");
         }

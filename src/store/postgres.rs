@@ -5,7 +5,7 @@
 
 use postgres::{Client, NoTls};
 
-use super::{decode_lines, encode_lines, status_from_name, Store, StoreError};
+use super::{decode_lines, encode_lines_into, status_from_name, Store, StoreError};
 use crate::holds::ReservationId;
 use crate::journal::event::KeyEvent;
 use crate::journal::segment::Position;
@@ -261,7 +261,9 @@ impl Store for PostgresStore {
                    customer = EXCLUDED.customer, lines = EXCLUDED.lines"
             ))
             .map_err(|e| fail("preparing reservation writes", e))?;
+        let mut lines = String::new();
         for (id, hold) in &checkpoint.holds {
+            encode_lines_into(&mut lines, &hold.lines);
             tx.execute(
                 &put_hold,
                 &[
@@ -271,7 +273,7 @@ impl Store for PostgresStore {
                     &(hold.deadline_ms as i64),
                     &i64::from(hold.limit_mask),
                     &hold.customer.as_deref(),
-                    &encode_lines(&hold.lines),
+                    &lines,
                 ],
             )
             .map_err(|e| fail("writing a reservation", e))?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{decode_lines, encode_lines, status_from_name, Store, StoreError};
+use super::{decode_lines, encode_lines_into, status_from_name, Store, StoreError};
 use crate::holds::ReservationId;
 use crate::journal::event::KeyEvent;
 use crate::journal::segment::Position;
@@ -301,7 +301,9 @@ impl Store for SqliteStore {
                        customer = excluded.customer, lines = excluded.lines",
                 )
                 .map_err(|e| fail("preparing reservation writes", e))?;
+            let mut lines = String::new();
             for (id, hold) in &checkpoint.holds {
+                encode_lines_into(&mut lines, &hold.lines);
                 put_hold
                     .execute(params![
                         *id as i64,
@@ -310,7 +312,7 @@ impl Store for SqliteStore {
                         hold.deadline_ms as i64,
                         i64::from(hold.limit_mask),
                         hold.customer.as_deref(),
-                        encode_lines(&hold.lines)
+                        &lines
                     ])
                     .map_err(|e| fail("writing a reservation", e))?;
             }
