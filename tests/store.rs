@@ -70,3 +70,61 @@ fn opening_an_older_store_drops_the_index_over_every_reservation() {
     assert_eq!(old, 0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Rows go to SQLite many per statement with the rest one by one: every
+/// field of every row comes back, across both paths, and a later
+/// checkpoint's rows update earlier ones in place.
+#[test]
+fn sqlite_round_trips_rows_written_many_per_statement() {
+    use hotstock::settled::{Checkpoint, SettledHold};
+    use hotstock::store::Store;
+    use hotstock::{HoldStatus, Line, SkuId};
+
+    let dir = scratch("many");
+    let mut store = SqliteStore::open(&dir.join("hotstock.sqlite")).unwrap();
+    let row = |id: u64, status: HoldStatus| SettledHold {
+        status,
+        at_ms: 1_000 + id,
+        deadline_ms: 9_000 + id,
+        limit_mask: (id % 3) as u32,
+        customer: (id % 2 == 0).then(|| format!("customer-{id}").into()),
+        lines: (0..1 + id % 3)
+            .map(|l| Line {
+                sku: SkuId::from_index((id * 10 + l) as u32),
+                quantity: 1 + l as u32,
+            })
+            .collect(),
+    };
+    let save = |store: &mut SqliteStore, holds: Vec<(u64, SettledHold)>| {
+        let mut checkpoint = Checkpoint {
+            holds,
+            ..Checkpoint::default()
+        };
+        checkpoint.position.offset = 24;
+        store.save(&checkpoint).unwrap();
+    };
+    // 70 rows: two full statements and a tail of six.
+    save(
+        &mut store,
+        (0..70).map(|id| (id, row(id, HoldStatus::Held))).collect(),
+    );
+    // 40 of them move on: one full statement and a tail of eight.
+    save(
+        &mut store,
+        (10..50)
+            .map(|id| (id, row(id, HoldStatus::Confirmed)))
+            .collect(),
+    );
+    let loaded = store.load().unwrap().unwrap().holds;
+    assert_eq!(loaded.len(), 70);
+    for id in 0..70 {
+        let status = if (10..50).contains(&id) {
+            HoldStatus::Confirmed
+        } else {
+            HoldStatus::Held
+        };
+        assert_eq!(loaded[&id], row(id, status), "row {id}");
+    }
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

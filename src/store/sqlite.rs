@@ -58,6 +58,54 @@ CREATE TABLE IF NOT EXISTS hotstock_customer_units (
 );
 ";
 
+/// Reservation rows per upsert statement (7 parameters each, far below
+/// SQLite's limit of 32,766).
+const ROWS_PER_STATEMENT: usize = 32;
+
+/// An upsert of `rows` reservation rows. An upsert, not INSERT OR REPLACE:
+/// REPLACE may delete before it inserts, so SQLite keeps a statement
+/// journal for every row (a quarter of a checkpoint's cost in a sale).
+/// A checkpoint names each id once, so no statement meets an id twice.
+fn upsert_reservations_sql(rows: usize) -> String {
+    assert!((1..=ROWS_PER_STATEMENT).contains(&rows));
+    let mut sql = String::from(
+        "INSERT INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
+           deadline_ms = excluded.deadline_ms, limit_mask = excluded.limit_mask,
+           customer = excluded.customer, lines = excluded.lines",
+    );
+    sql
+}
+
+/// Binds one reservation as row `row` of an upsert statement.
+fn bind_reservation(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    row: usize,
+    id: u64,
+    hold: &SettledHold,
+    lines: &mut String,
+) -> rusqlite::Result<()> {
+    let first = row * 7 + 1;
+    encode_lines_into(lines, &hold.lines);
+    statement.raw_bind_parameter(first, id as i64)?;
+    statement.raw_bind_parameter(first + 1, hold.status.as_str())?;
+    statement.raw_bind_parameter(first + 2, hold.at_ms as i64)?;
+    statement.raw_bind_parameter(first + 3, hold.deadline_ms as i64)?;
+    statement.raw_bind_parameter(first + 4, i64::from(hold.limit_mask))?;
+    statement.raw_bind_parameter(first + 5, hold.customer.as_deref())?;
+    // Text is copied at bind time (SQLITE_TRANSIENT), so `lines` is free
+    // for the next row at once.
+    statement.raw_bind_parameter(first + 6, lines.as_str())
+}
+
 /// Checkpoints in a SQLite file.
 #[derive(Debug)]
 pub struct SqliteStore {
@@ -288,32 +336,31 @@ impl Store for SqliteStore {
                     ])
                     .map_err(|e| fail("writing a SKU", e))?;
             }
-            let mut put_hold = tx
-                .prepare_cached(
-                    // An upsert, not INSERT OR REPLACE: REPLACE may delete
-                    // before it inserts, so SQLite keeps a statement journal
-                    // for every row (a quarter of a checkpoint's cost in a
-                    // sale, where every purchase is a row).
-                    "INSERT INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                     ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
-                       deadline_ms = excluded.deadline_ms, limit_mask = excluded.limit_mask,
-                       customer = excluded.customer, lines = excluded.lines",
-                )
+            // In a sale every purchase is a row: many rows per statement,
+            // so SQLite's per-statement work (step, halt, reset) is paid
+            // once per `ROWS_PER_STATEMENT`; the tail goes one by one.
+            let mut put_many = tx
+                .prepare_cached(&upsert_reservations_sql(ROWS_PER_STATEMENT))
+                .map_err(|e| fail("preparing reservation writes", e))?;
+            let mut put_one = tx
+                .prepare_cached(&upsert_reservations_sql(1))
                 .map_err(|e| fail("preparing reservation writes", e))?;
             let mut lines = String::new();
-            for (id, hold) in &checkpoint.holds {
-                encode_lines_into(&mut lines, &hold.lines);
-                put_hold
-                    .execute(params![
-                        *id as i64,
-                        hold.status.as_str(),
-                        hold.at_ms as i64,
-                        hold.deadline_ms as i64,
-                        i64::from(hold.limit_mask),
-                        hold.customer.as_deref(),
-                        &lines
-                    ])
+            let mut groups = checkpoint.holds.chunks_exact(ROWS_PER_STATEMENT);
+            for group in &mut groups {
+                for (row, (id, hold)) in group.iter().enumerate() {
+                    bind_reservation(&mut put_many, row, *id, hold, &mut lines)
+                        .map_err(|e| fail("writing a reservation", e))?;
+                }
+                put_many
+                    .raw_execute()
+                    .map_err(|e| fail("writing reservations", e))?;
+            }
+            for (id, hold) in groups.remainder() {
+                bind_reservation(&mut put_one, 0, *id, hold, &mut lines)
+                    .map_err(|e| fail("writing a reservation", e))?;
+                put_one
+                    .raw_execute()
                     .map_err(|e| fail("writing a reservation", e))?;
             }
             if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
