@@ -374,9 +374,9 @@ impl Settled {
         // The rows move to the checkpoint: after it the store has them. Rows
         // from both fold paths merge, the later status winning.
         // The store gets them in id order: ids grow with time (slot-major),
-        // so its B-tree takes them at its right edge instead of at random
-        // leaves, which in a sale (a row per purchase) halves its page
-        // splits.
+        // so its B-tree takes them at its right edge instead of splitting
+        // pages at random leaves (in a sale, a row per purchase: 7.2 ->
+        // 3.1 us per row, examples/checkpoint_bench).
         self.dirty_holds.clear();
         let logged = self.row_log.drain_latest();
         if self.holds.is_empty() {
