@@ -21,8 +21,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::journal::Durability;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::journal::Durability;
-use hotstock::{Engine, EngineConfig};
+use hotstock::durable::journal::{Durability, Ticket};
+use hotstock::durable::{DurableConfig, DurableEngine, JournaledEngine};
+use hotstock::{ChangeSink, Engine, EngineConfig};
 
 struct Outcome {
     ops: u64,
@@ -28,14 +28,41 @@ struct Outcome {
     latencies_us: Vec<u32>,
 }
 
-fn run(
-    engine: &Engine,
+/// What a measured thread waits on: the journal's tickets, or nothing.
+trait Durable: Sync {
+    fn ticket(&self) -> Ticket;
+    fn wait(&self, ticket: Ticket);
+}
+
+impl Durable for Engine {
+    fn ticket(&self) -> Ticket {
+        Ticket::NONE
+    }
+
+    fn wait(&self, _: Ticket) {}
+}
+
+impl Durable for JournaledEngine {
+    fn ticket(&self) -> Ticket {
+        self.durability_ticket()
+    }
+
+    fn wait(&self, ticket: Ticket) {
+        self.wait_durable(ticket).expect("journal healthy");
+    }
+}
+
+fn run<S: ChangeSink>(
+    engine: &Engine<S>,
     threads: usize,
     seconds: u64,
     wait: bool,
     depth: usize,
     sell: bool,
-) -> Outcome {
+) -> Outcome
+where
+    Engine<S>: Durable,
+{
     let sku = engine.sku("hot").expect("created");
     let stop = AtomicBool::new(false);
     let start = Barrier::new(threads + 1);
@@ -60,15 +87,15 @@ fn run(
                             latencies.push(micros(began));
                             continue;
                         }
-                        in_flight.push_back((began, engine.durability_ticket()));
+                        in_flight.push_back((began, engine.ticket()));
                         while in_flight.len() > depth {
                             let (began, ticket) = in_flight.pop_front().expect("non-empty");
-                            engine.wait_durable(ticket).expect("journal healthy");
+                            engine.wait(ticket);
                             latencies.push(micros(began));
                         }
                     }
                     for (began, ticket) in in_flight {
-                        engine.wait_durable(ticket).expect("journal healthy");
+                        engine.wait(ticket);
                         latencies.push(micros(began));
                     }
                     latencies

@@ -14,8 +14,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::journal::Durability;
 
 fn config(dir: &PathBuf) -> DurableConfig {
     let mut config = DurableConfig::new(dir, Durability::Async);

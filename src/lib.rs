@@ -10,6 +10,18 @@
 //! Start with [`Engine`]; `docs/architecture.md` maps the modules and the
 //! invariant each one keeps.
 //!
+//! The crate is three layers, and imports run one way only:
+//!
+//! - [`core`]: the engine. No I/O, no serde, no journal: it reports every
+//!   change to a [`ChangeSink`] under the lock that publishes the change.
+//! - [`durable`]: the journal, the settled fold, the stores, the
+//!   checkpointer and recovery. It implements `ChangeSink` for the journal.
+//! - `server` (feature `server`): HTTP and JSON, over a durable engine.
+//!
+//! The `hotstock` binary (`src/bin/hotstock/`) is the only code that knows
+//! the command line and the configuration file. `tests/layers.rs` fails when
+//! a layer imports one above it.
+//!
 //! ```
 //! use hotstock::{Engine, EngineConfig, EngineError};
 //!
@@ -25,34 +37,20 @@
 //! assert_eq!(engine.sku_document(sku).unwrap().available, 1);
 //! ```
 
-pub mod catalogue;
-pub mod cell;
-pub mod clock;
-#[cfg(feature = "server")]
-pub mod connection;
+pub mod core;
 pub mod durable;
-pub mod engine;
-pub mod error;
-pub mod hint;
-pub mod holds;
 #[cfg(feature = "server")]
-pub mod http;
-pub mod idempotency;
-pub mod journal;
-pub mod ledger;
-pub mod limits;
-#[cfg(feature = "server")]
-pub mod order_body;
-#[cfg(feature = "server")]
-pub mod rate;
-pub mod settled;
-pub mod store;
-mod sync;
+pub mod server;
 
-pub use catalogue::SkuId;
-pub use clock::{Clock, ManualClock, SystemClock};
-pub use engine::{
-    ConfigError, Engine, EngineConfig, Order, Receipt, SkuDocument, TimerReport, TimerThread,
+#[cfg(loom)]
+pub mod models;
+
+pub use crate::core::change::{Change, ChangeSink, InMemory};
+pub use crate::core::clock::{Clock, ManualClock, SystemClock};
+pub use crate::core::engine::{
+    ConfigError, Engine, EngineConfig, Order, Receipt, SkuDocument, TimerReport,
 };
-pub use error::EngineError;
-pub use holds::{HoldDocument, HoldStatus, Line, ReservationId};
+pub use crate::core::error::EngineError;
+pub use crate::core::holds::HoldDocument;
+pub use crate::core::timers::TimerThread;
+pub use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};

@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
+use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::journal::Durability;
 use hotstock::{HoldStatus, ReservationId};
 
 fn status(name: &str) -> HoldStatus {

@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hotstock::durable::journal::fs::FaultyFs;
+use hotstock::durable::journal::Durability;
 use hotstock::durable::{salvage, DurableConfig, DurableEngine, OpenError};
-use hotstock::journal::fs::FaultyFs;
-use hotstock::journal::Durability;
 use hotstock::{
-    Engine, EngineError, HoldDocument, HoldStatus, Line, ManualClock, Order, SkuDocument,
+    ChangeSink, Engine, EngineError, HoldDocument, HoldStatus, Line, ManualClock, Order,
+    SkuDocument,
 };
 use proptest::prelude::*;
 
@@ -55,11 +56,16 @@ fn open_at(
     dir: &Path,
     clock: Arc<ManualClock>,
 ) -> (DurableEngine, hotstock::durable::RecoveryReport) {
-    DurableEngine::open_with(config(dir), Arc::new(hotstock::journal::fs::RealFs), clock).unwrap()
+    DurableEngine::open_with(
+        config(dir),
+        Arc::new(hotstock::durable::journal::fs::RealFs),
+        clock,
+    )
+    .unwrap()
 }
 
 /// Every SKU document and every reservation record, in a stable order.
-fn state(engine: &Engine) -> (Vec<SkuDocument>, Vec<HoldDocument>) {
+fn state<S: ChangeSink>(engine: &Engine<S>) -> (Vec<SkuDocument>, Vec<HoldDocument>) {
     let skus = engine.skus_after(None, usize::MAX);
     let mut holds = Vec::new();
     engine.for_each_reservation(|doc| holds.push(doc));
@@ -68,7 +74,7 @@ fn state(engine: &Engine) -> (Vec<SkuDocument>, Vec<HoldDocument>) {
 }
 
 /// A short history touching every event kind.
-fn history(engine: &Engine) {
+fn history<S: ChangeSink>(engine: &Engine<S>) {
     let (a, _) = engine.put_sku("a", 10, None, None).unwrap();
     let (b, _) = engine.put_sku("b", 5, Some(Some(2)), None).unwrap();
     engine.sell(a, 2).unwrap();
@@ -607,7 +613,7 @@ fn stored_reservations(dir: &Path) -> i64 {
 /// the hourly prune (a scan) or at a clean close, never on every checkpoint.
 #[test]
 fn store_prunes_old_reservations_hourly_and_at_close() {
-    use hotstock::limits::RESERVATION_PRUNE_INTERVAL_MS;
+    use hotstock::core::limits::RESERVATION_PRUNE_INTERVAL_MS;
     let dir = TempDir::new("prune-cadence");
     let clock = Arc::new(ManualClock::new(T0));
     let mut config = config(&dir.0);
@@ -615,7 +621,7 @@ fn store_prunes_old_reservations_hourly_and_at_close() {
     let open = |clock: &Arc<ManualClock>| {
         DurableEngine::open_with(
             config.clone(),
-            Arc::new(hotstock::journal::fs::RealFs),
+            Arc::new(hotstock::durable::journal::fs::RealFs),
             clock.clone(),
         )
         .unwrap()

@@ -456,7 +456,7 @@ fn operator_changes_bump_versions_and_check_expectations() {
     );
     assert_eq!(engine.adjust(sku, -10).unwrap().version, 3);
     assert_eq!(
-        engine.restock(sku, hotstock::limits::MAX_STOCK_PER_SKU),
+        engine.restock(sku, hotstock::core::limits::MAX_STOCK_PER_SKU),
         Err(EngineError::StockLimit { sku, received: 2 })
     );
     assert_eq!(engine.adjust(sku, 4).unwrap().version, 4);

@@ -1,12 +1,12 @@
-//! The decoder fuzz target's checks (`hotstock::journal::fuzzing`) on
+//! The decoder fuzz target's checks (`hotstock::durable::journal::fuzzing`) on
 //! generated inputs: valid segments of random events, then mutated (bytes
 //! flipped, cut short, spliced). The real fuzzer (`fuzz/`) explores further;
 //! this keeps the same checks in every `cargo test`.
 
-use hotstock::holds::{HoldStatus, Line, ReservationId};
-use hotstock::journal::event::{Event, HoldEvent, KeyEvent, LimitChange};
-use hotstock::journal::fuzzing::check_decoder;
-use hotstock::journal::segment::{append_frame, encode_header};
+use hotstock::core::holds::{HoldStatus, Line, ReservationId};
+use hotstock::durable::event::{Event, HoldEvent, KeyEvent, LimitChange};
+use hotstock::durable::journal::fuzzing::check_decoder;
+use hotstock::durable::journal::segment::{append_frame, encode_header};
 use hotstock::SkuId;
 use proptest::prelude::*;
 
@@ -117,7 +117,7 @@ proptest! {
     fn valid_segments_decode_completely(events in prop::collection::vec(event(), 0..20)) {
         let bytes = segment(&events);
         let mut seen = Vec::new();
-        hotstock::journal::segment::scan(&bytes, 0, "t", true, 0, |_, payload| {
+        hotstock::durable::journal::segment::scan(&bytes, 0, "t", true, 0, |_, payload| {
             seen.push(Event::decode(payload).unwrap());
             Ok(())
         }).unwrap();

@@ -5,10 +5,10 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use hotstock::durable::journal::fs::FaultyFs;
+use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::http::{Api, ApiOptions};
-use hotstock::journal::fs::FaultyFs;
-use hotstock::journal::Durability;
+use hotstock::server::api::{Api, ApiOptions};
 use hotstock::SystemClock;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;

@@ -8,9 +8,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use hotstock::cell::{OperatorChange, StripePolicy};
+use hotstock::core::cell::{OperatorChange, StripePolicy};
 use hotstock::{
-    Engine, EngineConfig, EngineError, HoldStatus, Line, ManualClock, Order, Receipt,
+    ChangeSink, Engine, EngineConfig, EngineError, HoldStatus, Line, ManualClock, Order, Receipt,
     ReservationId, SkuId,
 };
 use proptest::prelude::*;
@@ -573,7 +573,11 @@ fn initial(confirm: bool) -> HoldStatus {
     }
 }
 
-fn check_state(engine: &Engine, model: &Model, step: usize) -> Result<(), TestCaseError> {
+fn check_state<S: ChangeSink>(
+    engine: &Engine<S>,
+    model: &Model,
+    step: usize,
+) -> Result<(), TestCaseError> {
     for (index, s) in model.skus.iter().enumerate() {
         let Some(id) = s.id else { continue };
         let d = engine.sku_document(id).unwrap();

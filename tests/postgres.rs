@@ -8,8 +8,8 @@ use common::copy_dir;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine, StoreConfig};
-use hotstock::journal::Durability;
 use hotstock::{Line, Order};
 
 /// The server URL, or `None` (and a plain "skipped" line) without one.
@@ -222,7 +222,8 @@ fn journal_tail_is_replayed_on_top_of_the_postgres_checkpoint() {
 fn postgres_prunes_reservations_by_status_and_age() {
     let Some(url) = server() else { return };
     let scratch = Scratch::new(&url, "prune");
-    let mut store = hotstock::store::postgres::PostgresStore::connect(&url, &scratch.schema)
-        .expect("connect the PostgreSQL store");
+    let mut store =
+        hotstock::durable::store::postgres::PostgresStore::connect(&url, &scratch.schema)
+            .expect("connect the PostgreSQL store");
     common::store_prunes_reservations_by_status_and_age(&mut store);
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use hotstock::store::sqlite::SqliteStore;
+use hotstock::durable::store::sqlite::SqliteStore;
 
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("hotstock-store-{name}-{}", std::process::id()));
@@ -76,8 +76,8 @@ fn opening_an_older_store_drops_the_index_over_every_reservation() {
 /// checkpoint's rows update earlier ones in place.
 #[test]
 fn sqlite_round_trips_rows_written_many_per_statement() {
-    use hotstock::settled::{Checkpoint, SettledHold};
-    use hotstock::store::Store;
+    use hotstock::durable::settled::{Checkpoint, SettledHold};
+    use hotstock::durable::store::Store;
     use hotstock::{HoldStatus, Line, SkuId};
 
     let dir = scratch("many");

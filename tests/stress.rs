@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 
-use hotstock::cell::StripePolicy;
+use hotstock::core::cell::StripePolicy;
 use hotstock::{
     Engine, EngineConfig, EngineError, HoldStatus, Line, ManualClock, Order, ReservationId, SkuId,
 };

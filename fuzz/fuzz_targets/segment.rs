@@ -1,7 +1,7 @@
 #![no_main]
 //! Arbitrary bytes into the journal's segment scanner and event decoder.
-//! The checks live in `hotstock::journal::fuzzing::check_decoder`.
+//! The checks live in `hotstock::durable::journal::fuzzing::check_decoder`.
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    hotstock::journal::fuzzing::check_decoder(data);
+    hotstock::durable::journal::fuzzing::check_decoder(data);
 });

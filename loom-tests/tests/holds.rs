@@ -2,11 +2,11 @@
 //! `StockCell`: confirm, cancel, refund and expiry racing on one hold.
 #![cfg(loom)]
 
-use hotstock::cell::{StockCell, StripePolicy, TakeInto};
-use hotstock::holds::{
+use hotstock::models::SkuId;
+use hotstock::models::{
     HoldStatus, HoldTable, Line, NewHold, ReservationId, Retention, Settle, Transition,
 };
-use hotstock::SkuId;
+use hotstock::models::{StockCell, StripePolicy, TakeInto};
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
@@ -38,7 +38,7 @@ impl World {
             cell: StockCell::new(),
             settles: AtomicUsize::new(0),
         };
-        world.cell.restock(2, 0).unwrap();
+        world.cell.restock(2, 0, |_| {}).unwrap();
         let into = if status == HoldStatus::Held {
             TakeInto::Held
         } else {
@@ -57,7 +57,7 @@ impl World {
             created_ms: 0,
             status,
         };
-        let id = world.holds.insert(0, hold).unwrap();
+        let id = world.holds.insert(0, hold, |_| {}).unwrap();
         (Arc::new(world), id)
     }
 
@@ -99,7 +99,7 @@ fn confirm_cancel_and_expiry_race_on_one_hold() {
             thread::spawn(move || {
                 world
                     .holds
-                    .run_timers(DEADLINE, KEEP, |how, _| world.settle(how, 2))
+                    .run_timers(DEADLINE, KEEP, || {}, |how, _| world.settle(how, 2))
                     .expired
             })
         };
@@ -160,7 +160,7 @@ fn late_confirm_races_the_timer() {
             thread::spawn(move || {
                 world
                     .holds
-                    .run_timers(DEADLINE, KEEP, |how, _| world.settle(how, 1))
+                    .run_timers(DEADLINE, KEEP, || {}, |how, _| world.settle(how, 1))
                     .expired
             })
         };

@@ -1,9 +1,9 @@
-//! Loom models of the journal's epoch cut (`hotstock::journal::lanes`): the
+//! Loom models of the journal's epoch cut (`hotstock::durable::journal::lanes`): the
 //! protocol that makes each batch a causal prefix without a global sequence
 //! counter.
 #![cfg(loom)]
 
-use hotstock::journal::lanes::Lanes;
+use hotstock::models::Lanes;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::sync::Arc;
 use loom::thread;

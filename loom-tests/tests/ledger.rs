@@ -4,9 +4,9 @@
 
 use std::sync::Arc as StdArc;
 
-use hotstock::idempotency::{IdempotencyTable, Origin};
-use hotstock::ledger::{LimitLedger, OverLimit};
-use hotstock::SkuId;
+use hotstock::models::SkuId;
+use hotstock::models::{IdempotencyTable, Origin};
+use hotstock::models::{LimitLedger, OverLimit};
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
 use loom::thread;

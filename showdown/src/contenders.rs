@@ -12,9 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::journal::Durability;
-use hotstock::{Engine, EngineConfig, EngineError, Line, Order, SkuId};
+use hotstock::{ChangeSink, Engine, EngineConfig, EngineError, Line, Order, SkuId};
 
 use crate::endpoints::{ArticleKeys, BUY_SCRIPT, CONFIRM_SCRIPT, HOLD_SCRIPT};
 use crate::loadgen::{self, Flavor, LoadPlan};
@@ -113,8 +113,25 @@ impl Contender {
         rate: Option<f64>,
     ) -> Result<Box<dyn Market>, String> {
         match self {
-            Contender::InProcess { journal } => {
-                Ok(Box::new(InProcess::new(setting, mode, stock, *journal)?))
+            Contender::InProcess { journal: false } => {
+                let engine = Engine::new(EngineConfig::default()).map_err(|e| e.to_string())?;
+                Ok(Box::new(InProcess::new(
+                    setting,
+                    mode,
+                    stock,
+                    Arc::new(engine),
+                    None,
+                )?))
+            }
+            Contender::InProcess { journal: true } => {
+                let dir = scratch_dir(&setting.scratch, "inproc")?;
+                let (durable, _) = DurableEngine::open(DurableConfig::new(&dir, Durability::Async))
+                    .map_err(|e| format!("cannot open a journal in {}: {e}", dir.display()))?;
+                let engine = Arc::clone(durable.engine());
+                let journaled = Some((durable, dir));
+                Ok(Box::new(InProcess::new(
+                    setting, mode, stock, engine, journaled,
+                )?))
             }
             Contender::Http { server, pipeline } => Ok(Box::new(HttpMarket::new(
                 setting, *server, mode, stock, *pipeline, rate,
@@ -172,8 +189,8 @@ fn drive_threads<C: Send>(
 
 // ---- hotstock in-process ---------------------------------------------------
 
-struct InProcess {
-    engine: Arc<Engine>,
+struct InProcess<S: ChangeSink> {
+    engine: Arc<Engine<S>>,
     /// Keeps the journal open (and closes it) when journaled.
     durable: Option<DurableEngine>,
     skus: Vec<SkuId>,
@@ -182,22 +199,17 @@ struct InProcess {
     dir: Option<PathBuf>,
 }
 
-impl InProcess {
+impl<S: ChangeSink> InProcess<S> {
+    /// Sells through `engine`; `journaled` is the durable engine behind it
+    /// and its scratch directory, closed and removed on drop.
     fn new(
         setting: &Setting,
         mode: Mode,
         stock: Stock,
-        journal: bool,
-    ) -> Result<InProcess, String> {
-        let (engine, durable, dir) = if journal {
-            let dir = scratch_dir(&setting.scratch, "inproc")?;
-            let (durable, _) = DurableEngine::open(DurableConfig::new(&dir, Durability::Async))
-                .map_err(|e| format!("cannot open a journal in {}: {e}", dir.display()))?;
-            (Arc::clone(durable.engine()), Some(durable), Some(dir))
-        } else {
-            let engine = Engine::new(EngineConfig::default()).map_err(|e| e.to_string())?;
-            (Arc::new(engine), None, None)
-        };
+        engine: Arc<Engine<S>>,
+        journaled: Option<(DurableEngine, PathBuf)>,
+    ) -> Result<InProcess<S>, String> {
+        let (durable, dir) = journaled.unzip();
         let skus = (0..stock.skus)
             .map(|s| {
                 engine
@@ -222,7 +234,7 @@ impl InProcess {
     }
 }
 
-impl Market for InProcess {
+impl<S: ChangeSink> Market for InProcess<S> {
     fn sell(&mut self, sale: &Arc<Sale>) -> Result<(), String> {
         let engine = &*self.engine;
         let skus = &self.skus;
@@ -254,7 +266,7 @@ impl Market for InProcess {
     }
 }
 
-impl Drop for InProcess {
+impl<S: ChangeSink> Drop for InProcess<S> {
     fn drop(&mut self) {
         if let Some(durable) = self.durable.take() {
             if let Err(error) = durable.close() {

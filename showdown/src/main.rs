@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use hotstock::journal::Durability;
+use hotstock::durable::journal::Durability;
 
 use contenders::{Contender, Postgres, Server, Setting};
 use report::{Measurement, Row};

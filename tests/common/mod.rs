@@ -26,8 +26,10 @@ pub fn copy_dir(from: &Path, to: &Path) {
 /// to prune (hourly, and at close): ended rows past their retention and
 /// confirmed ones past the refund window go, nothing else; a checkpoint
 /// that does not ask prunes nothing.
-pub fn store_prunes_reservations_by_status_and_age(store: &mut dyn hotstock::store::Store) {
-    use hotstock::settled::{Checkpoint, SettledHold};
+pub fn store_prunes_reservations_by_status_and_age(
+    store: &mut dyn hotstock::durable::store::Store,
+) {
+    use hotstock::durable::settled::{Checkpoint, SettledHold};
     use hotstock::{HoldStatus, Line, SkuId};
 
     let row = |status: HoldStatus, at_ms: u64| SettledHold {
@@ -61,7 +63,7 @@ pub fn store_prunes_reservations_by_status_and_age(store: &mut dyn hotstock::sto
         checkpoint.position.offset = 24;
         checkpoint
     };
-    let ids = |store: &mut dyn hotstock::store::Store| {
+    let ids = |store: &mut dyn hotstock::durable::store::Store| {
         let mut ids: Vec<u64> = store
             .load()
             .expect("load")

@@ -22,8 +22,8 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 
-use crate::limits::SHARDS;
-use crate::sync::Mutex;
+use crate::core::limits::SHARDS;
+use crate::core::sync::Mutex;
 
 #[derive(Debug)]
 struct IdempotencyEntry<T> {

@@ -17,12 +17,13 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::error::EngineError;
-use crate::holds::{HoldDocument, Line, ReservationId};
-use crate::journal::Durability;
-use crate::limits::MAX_LINES_PER_CART;
-use crate::order_body::{scan_order, ScannedLine};
-use crate::{Engine, Order, Receipt, SkuDocument, SkuId};
+use crate::core::error::EngineError;
+use crate::core::holds::{HoldDocument, Line, ReservationId};
+use crate::core::limits::MAX_LINES_PER_CART;
+use crate::durable::journal::Durability;
+use crate::durable::JournaledEngine;
+use crate::server::order_body::{scan_order, ScannedLine};
+use crate::{Order, Receipt, SkuDocument, SkuId};
 
 /// Parsed once, not per request.
 const IDEMPOTENCY_KEY: hyper::header::HeaderName =
@@ -154,7 +155,7 @@ impl RequestCounters {
             .iter()
             .position(|s| *s == status.as_u16())
             .unwrap_or(STATUSES.len() - 1);
-        let shard = &self.shards[crate::hint::stripe_hint() % self.shards.len()];
+        let shard = &self.shards[crate::core::hint::stripe_hint() % self.shards.len()];
         // Relaxed: statistics summed on read.
         shard[route * CODES.len() + code].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let by_status = ROUTES.len() * CODES.len() + route * STATUSES.len() + status;
@@ -203,15 +204,15 @@ impl Default for ApiOptions {
     }
 }
 
-fn bucket(rate: u32) -> crate::rate::RateLimit {
-    crate::rate::RateLimit::new(rate, (rate / 10).max(1))
+fn bucket(rate: u32) -> crate::server::rate::RateLimit {
+    crate::server::rate::RateLimit::new(rate, (rate / 10).max(1))
 }
 
 /// Per-SKU buckets, created on first use, in shards by SKU id.
 #[derive(Debug)]
 struct SkuBuckets {
     rate: u32,
-    shards: Box<[std::sync::Mutex<std::collections::HashMap<u32, crate::rate::RateLimit>>]>,
+    shards: Box<[std::sync::Mutex<std::collections::HashMap<u32, crate::server::rate::RateLimit>>]>,
 }
 
 impl SkuBuckets {
@@ -231,11 +232,11 @@ impl SkuBuckets {
 #[derive(Debug)]
 pub struct Api {
     requests: RequestCounters,
-    global_rate: Option<crate::rate::RateLimit>,
+    global_rate: Option<crate::server::rate::RateLimit>,
     sku_rate: Option<SkuBuckets>,
     /// The monotonic clock the rate limits run on.
     started: std::time::Instant,
-    engine: Arc<Engine>,
+    engine: Arc<JournaledEngine>,
     durability: Durability,
     /// Operator routes need `Authorization: Bearer <token>` when set.
     admin_token: Option<String>,
@@ -290,7 +291,7 @@ impl InFlight {
     }
 
     fn admit(&self) -> Option<Admitted<'_>> {
-        let shard = &self.shards[crate::hint::stripe_hint() % self.shards.len()];
+        let shard = &self.shards[crate::core::hint::stripe_hint() % self.shards.len()];
         // Relaxed: a count; the RMW alone keeps it exact.
         let before = shard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let admitted = Admitted { shard };
@@ -361,7 +362,7 @@ fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
 }
 
 impl Api {
-    pub fn new(engine: Arc<Engine>, durability: Durability, options: ApiOptions) -> Api {
+    pub fn new(engine: Arc<JournaledEngine>, durability: Durability, options: ApiOptions) -> Api {
         Api {
             requests: RequestCounters::new(),
             global_rate: options.rate_limit.map(bucket),
@@ -644,8 +645,8 @@ impl Api {
         );
         let _ = writeln!(out, "# TYPE hotstock_sold_out_total counter");
         let _ = writeln!(out, "hotstock_sold_out_total {sold_out}");
-        if let Some(journal) = self.engine.journal() {
-            let stats = journal.stats();
+        {
+            let stats = self.engine.journal().stats();
             let histogram = |out: &mut String,
                              name: &str,
                              help: &str,
@@ -662,7 +663,7 @@ impl Api {
                 let _ = writeln!(out, "{name}_sum {sum}");
                 let _ = writeln!(out, "{name}_count {cumulative}");
             };
-            let mut bounds: Vec<String> = crate::journal::BATCH_BUCKETS
+            let mut bounds: Vec<String> = crate::durable::journal::BATCH_BUCKETS
                 .iter()
                 .map(u64::to_string)
                 .collect();
@@ -675,7 +676,7 @@ impl Api {
                 &stats.batch_buckets,
                 stats.frames.to_string(),
             );
-            let mut bounds: Vec<String> = crate::journal::FSYNC_BUCKETS_US
+            let mut bounds: Vec<String> = crate::durable::journal::FSYNC_BUCKETS_US
                 .iter()
                 .map(|us| format!("{}", *us as f64 / 1e6))
                 .collect();
@@ -719,16 +720,13 @@ impl Api {
             return Ok(());
         }
         let ticket = self.engine.durability_ticket();
-        match self.engine.durable(ticket) {
-            None => Ok(()),
-            Some(wait) => wait.await.map_err(|e| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "storage_failed",
-                    format!("the change could not be made durable: {e}"),
-                )
-            }),
-        }
+        self.engine.durable(ticket).await.map_err(|e| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage_failed",
+                format!("the change could not be made durable: {e}"),
+            )
+        })
     }
 
     fn sku_id(&self, name: &str) -> Result<SkuId, ApiError> {
@@ -1390,6 +1388,39 @@ impl Fields {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durable::{DurableConfig, DurableEngine};
+
+    /// A journaled engine in a fresh directory of its own; the directory
+    /// goes when the returned guard drops.
+    struct TempEngine {
+        durable: Option<DurableEngine>,
+        dir: std::path::PathBuf,
+    }
+
+    impl TempEngine {
+        fn new(name: &str) -> TempEngine {
+            let dir =
+                std::env::temp_dir().join(format!("hotstock-api-{name}-{}", std::process::id()));
+            let _ = std::fs::remove_dir_all(&dir);
+            let config = DurableConfig::new(&dir, Durability::Async);
+            let (durable, _) = DurableEngine::open(config).unwrap();
+            TempEngine {
+                durable: Some(durable),
+                dir,
+            }
+        }
+
+        fn engine(&self) -> Arc<JournaledEngine> {
+            Arc::clone(self.durable.as_ref().unwrap().engine())
+        }
+    }
+
+    impl Drop for TempEngine {
+        fn drop(&mut self) {
+            drop(self.durable.take());
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
 
     #[test]
     fn admission_refuses_past_the_cap_and_frees_on_drop() {
@@ -1422,7 +1453,8 @@ mod tests {
 
     #[test]
     fn typed_purchase_answers_what_the_record_says() {
-        let engine = Arc::new(Engine::new(crate::EngineConfig::default()).unwrap());
+        let temp = TempEngine::new("typed");
+        let engine = temp.engine();
         engine.put_sku("tee", 10, None, None).unwrap();
         engine.put_sku("mug-2", 10, Some(Some(3)), None).unwrap();
         let api = Api::new(
@@ -1461,7 +1493,8 @@ mod tests {
 
     #[test]
     fn bodies_the_typed_path_refuses_get_the_detailed_messages() {
-        let engine = Arc::new(Engine::new(crate::EngineConfig::default()).unwrap());
+        let temp = TempEngine::new("refused");
+        let engine = temp.engine();
         engine.put_sku("tee", 10, None, None).unwrap();
         let api = Api::new(
             Arc::clone(&engine),

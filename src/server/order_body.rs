@@ -12,7 +12,7 @@
 //! caller parses the body with serde as before. Whatever it accepts, serde
 //! accepts with the same values; a property test holds it to that.
 
-use crate::limits::MAX_LINES_PER_CART;
+use crate::core::limits::MAX_LINES_PER_CART;
 
 /// One line of an order, as written in the body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -43,105 +43,13 @@
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use crate::catalogue::SkuId;
-use crate::limits::{MAX_TIMER_WORK_PER_SHARD, SHARDS};
-use crate::sync::Mutex;
-
-/// A reservation's id: `generation << 32 | slot * SHARDS + shard`. Shown as
-/// 16 hex digits.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ReservationId(u64);
-
-impl ReservationId {
-    fn new(generation: u32, shard: usize, slot: usize) -> ReservationId {
-        let index = (slot * SHARDS + shard) as u64;
-        debug_assert!(index <= u64::from(u32::MAX));
-        ReservationId(u64::from(generation) << 32 | index)
-    }
-
-    fn generation(self) -> u32 {
-        (self.0 >> 32) as u32
-    }
-
-    fn shard(self) -> usize {
-        (self.0 as u32 as usize) % SHARDS
-    }
-
-    fn slot(self) -> usize {
-        (self.0 as u32 as usize) / SHARDS
-    }
-
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-
-    pub fn from_u64(raw: u64) -> ReservationId {
-        ReservationId(raw)
-    }
-}
-
-impl fmt::Display for ReservationId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:016x}", self.0)
-    }
-}
-
-impl FromStr for ReservationId {
-    type Err = std::num::ParseIntError;
-
-    fn from_str(s: &str) -> Result<ReservationId, Self::Err> {
-        u64::from_str_radix(s, 16).map(ReservationId)
-    }
-}
-
-/// Where a reservation is in its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum HoldStatus {
-    Held,
-    Confirmed,
-    Cancelled,
-    Expired,
-    Refunded,
-}
-
-impl HoldStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            HoldStatus::Held => "held",
-            HoldStatus::Confirmed => "confirmed",
-            HoldStatus::Cancelled => "cancelled",
-            HoldStatus::Expired => "expired",
-            HoldStatus::Refunded => "refunded",
-        }
-    }
-
-    /// Ended for good: the record only waits to be pruned.
-    pub fn is_final(self) -> bool {
-        matches!(
-            self,
-            HoldStatus::Cancelled | HoldStatus::Expired | HoldStatus::Refunded
-        )
-    }
-}
-
-impl fmt::Display for HoldStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One line of a cart: a SKU and how many units of it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Line {
-    pub sku: SkuId,
-    pub quantity: u32,
-}
+use super::limits::{MAX_TIMER_WORK_PER_SHARD, SHARDS};
+use super::sync::{AtomicU32, Mutex, Ordering};
+pub use super::types::{HoldStatus, Line, ReservationId};
 
 /// A record's lines; one line (the common case) is stored inline.
 #[derive(Clone, Debug)]
@@ -324,6 +232,10 @@ pub struct TimerWork {
 pub struct HoldTable {
     shards: Box<[CachePadded<Mutex<HoldShard>>]>,
     max_per_shard: usize,
+    /// The lowest generation a slot may take in this run: `boot << 16`,
+    /// so no id issued in an earlier run is ever issued again (see
+    /// `set_generation_floor`). Written once, before the table is shared.
+    generation_floor: AtomicU32,
 }
 
 impl HoldTable {
@@ -338,7 +250,27 @@ impl HoldTable {
                 .map(|_| CachePadded::new(Mutex::new(HoldShard::default())))
                 .collect(),
             max_per_shard,
+            generation_floor: AtomicU32::new(0),
         }
+    }
+
+    /// Makes every slot that is first used, or reused, from now on take a
+    /// generation of at least `floor`. Recovery sets it to this run's boot
+    /// number `<< 16` (the boot number is persisted in the store before
+    /// serving), so a restarted server never hands out an id it handed out
+    /// before, even for slots whose records were pruned and forgotten.
+    /// Within a run a slot cycles through the 65,536 generations of its
+    /// boot; at the default one-hour retention that is over seven years of
+    /// reuse of one slot before an id could repeat.
+    pub fn set_generation_floor(&self, floor: u32) {
+        // Relaxed: set before the table is shared (recovery), read under
+        // shard locks afterwards; the Arc that shares the engine publishes it.
+        self.generation_floor.store(floor, Ordering::Relaxed);
+    }
+
+    fn floor(&self) -> u32 {
+        // Relaxed: see `set_generation_floor`.
+        self.generation_floor.load(Ordering::Relaxed)
     }
 
     pub fn capacity(&self) -> usize {
@@ -349,7 +281,16 @@ impl HoldTable {
     /// otherwise in the next shard that has: the capacity is a limit on the
     /// whole table, not on one CPU's shard. `None` when every shard is full
     /// (the caller gives the units back and reports the capacity).
-    pub fn insert(&self, hint: usize, hold: NewHold<'_>) -> Option<ReservationId> {
+    ///
+    /// `publish` is called with the new id under the shard lock, before any
+    /// other thread can see the record: its creation is recorded before any
+    /// transition of it can be (`change.rs`).
+    pub fn insert(
+        &self,
+        hint: usize,
+        hold: NewHold<'_>,
+        publish: impl FnOnce(ReservationId),
+    ) -> Option<ReservationId> {
         debug_assert!(!hold.lines.is_empty());
         debug_assert!(matches!(
             hold.status,
@@ -361,12 +302,19 @@ impl HoldTable {
             if shard.live >= self.max_per_shard {
                 continue;
             }
-            return Some(Self::insert_into(&mut shard, shard_index, hold));
+            let id = Self::insert_into(&mut shard, shard_index, hold, self.floor());
+            publish(id);
+            return Some(id);
         }
         None
     }
 
-    fn insert_into(shard: &mut HoldShard, shard_index: usize, hold: NewHold<'_>) -> ReservationId {
+    fn insert_into(
+        shard: &mut HoldShard,
+        shard_index: usize,
+        hold: NewHold<'_>,
+        floor: u32,
+    ) -> ReservationId {
         let record = HoldRecord {
             lines: Lines::from_slice(hold.lines),
             customer: hold.customer,
@@ -377,7 +325,10 @@ impl HoldTable {
         let slot_index = match shard.free.pop() {
             Some(free) => free as usize,
             None => {
-                shard.slots.push(Slot::default());
+                shard.slots.push(Slot {
+                    generation: floor,
+                    record: None,
+                });
                 shard.slots.len() - 1
             }
         };
@@ -467,44 +418,41 @@ impl HoldTable {
     /// Expires held records whose deadline is at or before `now_ms`, and
     /// prunes ended and confirmed records past their retention. Bounded per
     /// shard per call; `more` says whether work was left.
+    ///
+    /// Each expiry is settled (and so recorded) under its shard's lock. So
+    /// that a sink's backpressure never waits under that lock, the lock is
+    /// taken for at most `EXPIRIES_PER_LOCK` expiries at a time, with
+    /// `make_room` called before each time it is taken.
     pub fn run_timers(
         &self,
         now_ms: u64,
         retention: Retention,
+        mut make_room: impl FnMut(),
         mut settle: impl FnMut(Settle, HoldView<'_>),
     ) -> TimerWork {
         let mut work = TimerWork::default();
         for shard in self.shards.iter() {
-            let mut guard = shard.lock();
-            let shard = &mut *guard;
             let mut budget = MAX_TIMER_WORK_PER_SHARD;
-            while let Some(&Reverse((deadline, id))) = shard.expiry.peek() {
-                if deadline > now_ms {
-                    break;
-                }
-                if budget == 0 {
-                    work.more = true;
-                    break;
-                }
-                budget -= 1;
-                shard.expiry.pop();
-                let Some(record) = shard.record_mut(id) else {
-                    continue;
-                };
-                if record.status != HoldStatus::Held {
+            loop {
+                make_room();
+                let mut guard = shard.lock();
+                let (expired, due_left) = expire_due(&mut guard, now_ms, &mut budget, &mut settle);
+                work.expired += expired;
+                if due_left && budget > 0 {
                     continue;
                 }
-                record.status = HoldStatus::Expired;
-                settle(Settle::Release, view(id, record));
-                shard.ended.push_back((now_ms, id));
-                work.expired += 1;
+                work.more |= due_left;
+                let shard = &mut *guard;
+                let floor = self.floor();
+                let (pruned, more) = prune(shard, Queue::Ended, now_ms, retention.ended_ms, floor);
+                work.pruned += pruned;
+                work.more |= more;
+                let refund_ms = retention.refund_window_ms;
+                let (pruned, more) = prune(shard, Queue::Confirmed, now_ms, refund_ms, floor);
+                work.pruned += pruned;
+                work.more |= more;
+                break;
             }
-            let (pruned, more) = prune(shard, Queue::Ended, now_ms, retention.ended_ms);
-            work.pruned += pruned;
-            work.more |= more;
-            let (pruned, more) = prune(shard, Queue::Confirmed, now_ms, retention.refund_window_ms);
-            work.pruned += pruned;
-            work.more |= more;
         }
         work
     }
@@ -583,6 +531,45 @@ impl HoldTable {
     }
 }
 
+/// Most expiries settled per acquisition of a shard lock (see
+/// `HoldTable::run_timers`): 64 hold events of at most 425 bytes each stay
+/// far inside the room a sink's `make_room` guarantees.
+const EXPIRIES_PER_LOCK: usize = 64;
+
+/// Expires up to `EXPIRIES_PER_LOCK` due records of one shard (and no more
+/// than `budget`). Returns how many, and whether due records are left.
+fn expire_due(
+    shard: &mut HoldShard,
+    now_ms: u64,
+    budget: &mut usize,
+    settle: &mut impl FnMut(Settle, HoldView<'_>),
+) -> (usize, bool) {
+    let mut expired = 0;
+    let mut this_lock = EXPIRIES_PER_LOCK;
+    while let Some(&Reverse((deadline, id))) = shard.expiry.peek() {
+        if deadline > now_ms {
+            return (expired, false);
+        }
+        if *budget == 0 || this_lock == 0 {
+            return (expired, true);
+        }
+        *budget -= 1;
+        shard.expiry.pop();
+        let Some(record) = shard.record_mut(id) else {
+            continue;
+        };
+        if record.status != HoldStatus::Held {
+            continue;
+        }
+        this_lock -= 1;
+        record.status = HoldStatus::Expired;
+        settle(Settle::Release, view(id, record));
+        shard.ended.push_back((now_ms, id));
+        expired += 1;
+    }
+    (expired, false)
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Queue {
     Ended,
@@ -592,7 +579,13 @@ enum Queue {
 /// Frees the slots of records that have sat in `queue` for `retention_ms`
 /// and are still in the status that put them there (a confirmed record that
 /// was refunded since waits in the ended queue instead). Bounded work.
-fn prune(shard: &mut HoldShard, queue: Queue, now_ms: u64, retention_ms: u64) -> (usize, bool) {
+fn prune(
+    shard: &mut HoldShard,
+    queue: Queue,
+    now_ms: u64,
+    retention_ms: u64,
+    floor: u32,
+) -> (usize, bool) {
     let mut pruned = 0;
     for _ in 0..MAX_TIMER_WORK_PER_SHARD {
         let items = match queue {
@@ -621,7 +614,7 @@ fn prune(shard: &mut HoldShard, queue: Queue, now_ms: u64, retention_ms: u64) ->
         slot.record = None;
         // A new generation makes the old id unknown rather than an alias of
         // whatever record reuses the slot.
-        slot.generation = slot.generation.wrapping_add(1);
+        slot.generation = next_generation(slot.generation, floor);
         shard.free.push(id.slot() as u32);
         shard.live -= 1;
         pruned += 1;
@@ -631,6 +624,17 @@ fn prune(shard: &mut HoldShard, queue: Queue, now_ms: u64, retention_ms: u64) ->
         Queue::Confirmed => &shard.confirmed,
     };
     (pruned, !items.is_empty())
+}
+
+/// The generation a slot takes when it is reused: the next one of this
+/// run's boot (`floor = boot << 16`), wrapping within the boot's 65,536.
+fn next_generation(current: u32, floor: u32) -> u32 {
+    let next = current.wrapping_add(1);
+    if current < floor || next & 0xFFFF == floor & 0xFFFF {
+        floor
+    } else {
+        next
+    }
 }
 
 fn view(id: ReservationId, record: &HoldRecord) -> HoldView<'_> {
@@ -658,7 +662,7 @@ mod tests {
             "{}",
             std::mem::size_of::<Slot>()
         );
-        assert!(std::mem::size_of::<crate::catalogue::SkuSlot>() <= 96);
+        assert!(std::mem::size_of::<crate::core::catalogue::SkuSlot>() <= 96);
     }
 
     #[test]

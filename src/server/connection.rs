@@ -44,7 +44,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
-use crate::http::Api;
+use crate::server::api::Api;
 
 /// Timer ticks in one header timeout: a stalled head is closed between
 /// one and `1 + 1/TICKS_PER_TIMEOUT` timeouts after it began.

@@ -11,9 +11,9 @@
 pub mod postgres;
 pub mod sqlite;
 
-use crate::holds::{HoldStatus, Line};
-use crate::journal::event::status_from_code;
-use crate::settled::{Checkpoint, Settled};
+use crate::core::holds::{HoldStatus, Line};
+use crate::durable::event::status_from_code;
+use crate::durable::settled::{Checkpoint, Settled};
 use crate::SkuId;
 
 /// Why a store could not be read or written.
@@ -33,6 +33,21 @@ pub trait Store: Send {
     /// Writes a checkpoint's changes and position in one transaction; when it
     /// returns, they are durable.
     fn save(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError>;
+    /// Counts one more start of a server on this store and returns the new
+    /// count (1 on the first start), durable when it returns. Reservation
+    /// ids carry it, so no run issues an id an earlier run issued.
+    fn next_boot(&mut self) -> Result<u32, StoreError>;
+}
+
+/// The meta key under which stores count boots.
+pub(crate) const BOOT_KEY: &str = "boot";
+
+/// The boot count after `previous`, as kept in a meta row: 1 to 65,535,
+/// wrapping (an id has 16 bits for it, `holds.rs`; 0 is an engine that
+/// never boots from a store). PostgreSQL computes the same in SQL.
+pub(crate) fn following_boot(previous: Option<i64>) -> u32 {
+    let previous = previous.unwrap_or(0).clamp(0, 65_535) as u32;
+    previous % 65_535 + 1
 }
 
 /// Reservation lines as stored: `sku:quantity` pairs joined by commas.

@@ -17,18 +17,12 @@
 //! string decodes to an event or a `DecodeError`, never a panic (fuzzed in
 //! `fuzz/`).
 
-use crate::holds::{HoldStatus, Line, ReservationId};
-use crate::limits::{
+pub use crate::core::change::{is_transition, LimitChange};
+use crate::core::change::{Change, HoldChange, KeyChange};
+use crate::core::limits::{
     MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES,
 };
-use crate::SkuId;
-
-/// A change to a SKU's per-customer limit carried by an operator event.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum LimitChange {
-    Unchanged,
-    Set(Option<u32>),
-}
+use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};
 
 /// One engine change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,18 +104,6 @@ pub(crate) fn status_code(status: HoldStatus) -> u8 {
     }
 }
 
-/// Whether `from -> to` is a transition the engine can make.
-pub fn is_transition(from: Option<HoldStatus>, to: HoldStatus) -> bool {
-    use HoldStatus::*;
-    matches!(
-        (from, to),
-        (None, Held)
-            | (None, Confirmed)
-            | (Some(Held), Confirmed | Cancelled | Expired)
-            | (Some(Confirmed), Refunded)
-    )
-}
-
 pub(crate) fn status_from_code(code: u8) -> Option<HoldStatus> {
     Some(match code {
         1 => HoldStatus::Held,
@@ -133,31 +115,77 @@ pub(crate) fn status_from_code(code: u8) -> Option<HoldStatus> {
     })
 }
 
-/// Appends the encoding of a hold event without building a `HoldEvent`
-/// (the engine encodes straight from its record into the lane buffer).
-#[allow(clippy::too_many_arguments)]
-pub fn encode_hold(
-    out: &mut Vec<u8>,
-    id: ReservationId,
-    from: Option<HoldStatus>,
-    status: HoldStatus,
-    at_ms: u64,
-    deadline_ms: u64,
-    limit_mask: u32,
-    customer: Option<&str>,
-    lines: &[Line],
-) {
+/// Appends the encoding of one engine change: the journal's one encoder,
+/// used for the engine's borrowed changes and for decoded `Event`s alike.
+pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
+    match *change {
+        Change::SkuCreated { sku, name } => {
+            debug_assert!(!name.is_empty() && name.len() <= MAX_SKU_NAME_BYTES);
+            out.push(SKU_CREATED);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.push(name.len() as u8);
+            out.extend_from_slice(name.as_bytes());
+        }
+        Change::Operator {
+            sku,
+            delta,
+            version,
+            limit,
+        } => {
+            out.push(OPERATOR);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&delta.to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+            let (tag, value) = match limit {
+                LimitChange::Unchanged => (0u8, 0u32),
+                LimitChange::Set(None) => (1, 0),
+                LimitChange::Set(Some(limit)) => (2, limit),
+            };
+            out.push(tag);
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+        Change::Sell { sku, units } => {
+            out.push(SELL);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&units.to_le_bytes());
+        }
+        Change::Idempotency(k) => encode_key(&k, out),
+        Change::Hold(h) => encode_hold(&h, out),
+    }
+}
+
+fn encode_key(k: &KeyChange<'_>, out: &mut Vec<u8>) {
+    debug_assert!(!k.key.is_empty() && k.key.len() <= MAX_IDEMPOTENCY_KEY_BYTES);
+    out.push(IDEMPOTENCY);
+    out.push(k.key.len() as u8);
+    out.extend_from_slice(k.key.as_bytes());
+    out.extend_from_slice(&k.fingerprint.to_le_bytes());
+    out.extend_from_slice(&k.created_ms.to_le_bytes());
+    out.extend_from_slice(&k.reservation.as_u64().to_le_bytes());
+    out.push(status_code(k.status));
+    out.extend_from_slice(&k.expires_at_ms.to_le_bytes());
+}
+
+fn encode_hold(h: &HoldChange<'_>, out: &mut Vec<u8>) {
+    let lines = h.lines;
     debug_assert!(!lines.is_empty() && lines.len() <= MAX_LINES_PER_CART);
-    debug_assert!(is_transition(from, status), "{from:?} -> {status:?}");
-    debug_assert!(customer.is_none_or(|c| !c.is_empty() && c.len() <= MAX_CUSTOMER_BYTES));
+    debug_assert!(
+        is_transition(h.from, h.status),
+        "{:?} -> {:?}",
+        h.from,
+        h.status
+    );
+    debug_assert!(h
+        .customer
+        .is_none_or(|c| !c.is_empty() && c.len() <= MAX_CUSTOMER_BYTES));
     out.push(HOLD);
-    out.extend_from_slice(&id.as_u64().to_le_bytes());
-    out.push(from.map_or(0, status_code));
-    out.push(status_code(status));
-    out.extend_from_slice(&at_ms.to_le_bytes());
-    out.extend_from_slice(&deadline_ms.to_le_bytes());
-    out.extend_from_slice(&limit_mask.to_le_bytes());
-    let customer = customer.unwrap_or("");
+    out.extend_from_slice(&h.id.as_u64().to_le_bytes());
+    out.push(h.from.map_or(0, status_code));
+    out.push(status_code(h.status));
+    out.extend_from_slice(&h.at_ms.to_le_bytes());
+    out.extend_from_slice(&h.deadline_ms.to_le_bytes());
+    out.extend_from_slice(&h.limit_mask.to_le_bytes());
+    let customer = h.customer.unwrap_or("");
     out.push(customer.len() as u8);
     out.extend_from_slice(customer.as_bytes());
     out.push(lines.len() as u8);
@@ -168,62 +196,46 @@ pub fn encode_hold(
 }
 
 impl Event {
-    /// Appends this event's encoding to `out`.
-    pub fn encode(&self, out: &mut Vec<u8>) {
+    /// The change this event records, borrowed.
+    pub fn as_change(&self) -> Change<'_> {
         match self {
-            Event::SkuCreated { sku, name } => {
-                debug_assert!(!name.is_empty() && name.len() <= MAX_SKU_NAME_BYTES);
-                out.push(SKU_CREATED);
-                out.extend_from_slice(&sku.index().to_le_bytes());
-                out.push(name.len() as u8);
-                out.extend_from_slice(name.as_bytes());
-            }
-            Event::Operator {
+            Event::SkuCreated { sku, name } => Change::SkuCreated { sku: *sku, name },
+            &Event::Operator {
                 sku,
                 delta,
                 version,
                 limit,
-            } => {
-                out.push(OPERATOR);
-                out.extend_from_slice(&sku.index().to_le_bytes());
-                out.extend_from_slice(&delta.to_le_bytes());
-                out.extend_from_slice(&version.to_le_bytes());
-                let (tag, value) = match limit {
-                    LimitChange::Unchanged => (0u8, 0u32),
-                    LimitChange::Set(None) => (1, 0),
-                    LimitChange::Set(Some(limit)) => (2, *limit),
-                };
-                out.push(tag);
-                out.extend_from_slice(&value.to_le_bytes());
-            }
-            Event::Sell { sku, units } => {
-                out.push(SELL);
-                out.extend_from_slice(&sku.index().to_le_bytes());
-                out.extend_from_slice(&units.to_le_bytes());
-            }
-            Event::Idempotency(k) => {
-                debug_assert!(!k.key.is_empty() && k.key.len() <= MAX_IDEMPOTENCY_KEY_BYTES);
-                out.push(IDEMPOTENCY);
-                out.push(k.key.len() as u8);
-                out.extend_from_slice(k.key.as_bytes());
-                out.extend_from_slice(&k.fingerprint.to_le_bytes());
-                out.extend_from_slice(&k.created_ms.to_le_bytes());
-                out.extend_from_slice(&k.reservation.as_u64().to_le_bytes());
-                out.push(status_code(k.status));
-                out.extend_from_slice(&k.expires_at_ms.to_le_bytes());
-            }
-            Event::Hold(h) => encode_hold(
-                out,
-                h.id,
-                h.from,
-                h.status,
-                h.at_ms,
-                h.deadline_ms,
-                h.limit_mask,
-                h.customer.as_deref(),
-                &h.lines,
-            ),
+            } => Change::Operator {
+                sku,
+                delta,
+                version,
+                limit,
+            },
+            &Event::Sell { sku, units } => Change::Sell { sku, units },
+            Event::Hold(h) => Change::Hold(HoldChange {
+                id: h.id,
+                from: h.from,
+                status: h.status,
+                at_ms: h.at_ms,
+                deadline_ms: h.deadline_ms,
+                limit_mask: h.limit_mask,
+                customer: h.customer.as_deref(),
+                lines: &h.lines,
+            }),
+            Event::Idempotency(k) => Change::Idempotency(KeyChange {
+                key: &k.key,
+                fingerprint: k.fingerprint,
+                created_ms: k.created_ms,
+                reservation: k.reservation,
+                status: k.status,
+                expires_at_ms: k.expires_at_ms,
+            }),
         }
+    }
+
+    /// Appends this event's encoding to `out`.
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        encode_change(&self.as_change(), out);
     }
 
     /// Decodes one event that fills `payload` exactly.
@@ -235,7 +247,7 @@ impl Event {
                 let name = r
                     .str(MAX_SKU_NAME_BYTES)?
                     .ok_or(DecodeError::Invalid("empty SKU name"))?;
-                crate::catalogue::validate_sku_name(&name)
+                crate::core::catalogue::validate_sku_name(&name)
                     .map_err(|_| DecodeError::Invalid("SKU name"))?;
                 Event::SkuCreated { sku, name }
             }

@@ -49,7 +49,7 @@ use std::cell::RefCell;
 use crossbeam_utils::CachePadded;
 
 use super::segment::append_frame;
-use crate::sync::{
+use crate::core::sync::{
     copy_from_cells, copy_into_cells, fence, yield_now, zeroed_cells, AtomicU64, Ordering,
     UnsafeCell,
 };
@@ -90,7 +90,7 @@ struct Lane {
     halves: [Half; 2],
 }
 
-crate::sync::thread_local! {
+crate::core::sync::thread_local! {
     /// Where an append encodes its frame before reserving room for it (the
     /// size is known only once encoded).
     static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::new());
@@ -192,6 +192,26 @@ impl Lanes {
             // The epoch moved while announcing: withdraw and retry with it.
             half.in_flight.fetch_sub(1, Ordering::Release);
         }
+    }
+
+    /// Bytes still free for appends to `hint`'s lane in the open epoch. A
+    /// hint, not a reservation: other appends to the lane race with it.
+    pub fn room(&self, hint: usize) -> usize {
+        let lane = &self.lanes[hint % self.lanes.len()];
+        // Acquire: pairs with the cut's Release store (as in `announce`).
+        let epoch = self.open_epoch.load(Ordering::Acquire);
+        let half = &lane.halves[(epoch & 1) as usize];
+        // Relaxed: a reading for a decision that is re-checked by `append`.
+        if half.sealed_at.load(Ordering::Relaxed) != NOT_SEALED {
+            return 0;
+        }
+        let reserved = half.reserved.load(Ordering::Relaxed) as usize;
+        self.capacity.saturating_sub(reserved)
+    }
+
+    /// Bytes in one lane half.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// The open epoch: a ticket for everything appended before this call.

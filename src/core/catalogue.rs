@@ -17,7 +17,6 @@
 //! SKUs are never removed: an id, once issued, names the same SKU for the
 //! life of the engine (set its stock to zero to stop selling it).
 
-use std::fmt;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
@@ -26,31 +25,10 @@ use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 use parking_lot::RwLock;
 
-use crate::cell::StockCell;
-use crate::error::EngineError;
-use crate::limits::{MAX_SKUS, MAX_SKU_NAME_BYTES, SHARDS};
-
-/// An interned SKU: an index into the catalogue that issued it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SkuId(u32);
-
-impl SkuId {
-    pub fn index(self) -> u32 {
-        self.0
-    }
-
-    /// Rebuilds an id from its index (for recovery and tests). An index the
-    /// catalogue never issued resolves to `UnknownSkuId`, never to a panic.
-    pub fn from_index(index: u32) -> SkuId {
-        SkuId(index)
-    }
-}
-
-impl fmt::Display for SkuId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "#{}", self.0)
-    }
-}
+use crate::core::cell::StockCell;
+use crate::core::error::EngineError;
+use crate::core::limits::{MAX_SKUS, MAX_SKU_NAME_BYTES, SHARDS};
+use crate::core::types::SkuId;
 
 const CHUNK_BITS: u32 = 12;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;

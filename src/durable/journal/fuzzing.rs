@@ -2,8 +2,8 @@
 //! kept in the library so a stable smoke test (`tests/fuzz_smoke.rs`) runs
 //! the same checks on every `cargo test`.
 
-use super::event::Event;
 use super::segment::{scan, MAX_FRAME_PAYLOAD};
+use crate::durable::event::Event;
 
 /// Feeds arbitrary bytes to the segment scanner (as a last and as a middle
 /// segment) and to the event decoder. Panics if either panics, or if what

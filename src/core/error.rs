@@ -6,12 +6,12 @@
 //! hot path never clones a name to build an error; callers that know the
 //! name (the HTTP layer) put it in their own messages.
 
-use crate::catalogue::SkuId;
-use crate::holds::{HoldStatus, ReservationId};
-use crate::limits::{
+use crate::core::holds::{HoldStatus, ReservationId};
+use crate::core::limits::{
     MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
     MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
 };
+use crate::core::types::SkuId;
 
 /// Why the engine refused an operation. A refused operation changed
 /// nothing.

@@ -32,11 +32,11 @@ use std::collections::{HashMap, HashSet};
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
-use crate::holds::{HoldStatus, Line};
-use crate::journal::event::{
+use crate::core::holds::{HoldStatus, Line};
+use crate::durable::event::{
     decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, KeyEvent, LimitChange,
 };
-use crate::journal::segment::Position;
+use crate::durable::journal::segment::Position;
 
 /// One SKU's settled counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -461,7 +461,7 @@ impl Settled {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
-    use crate::holds::ReservationId;
+    use crate::core::holds::ReservationId;
     use crate::SkuId;
 
     fn hold(from: Option<HoldStatus>, status: HoldStatus) -> Event {

@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{decode_lines, encode_lines_into, status_from_name, Store, StoreError};
-use crate::holds::ReservationId;
-use crate::journal::event::KeyEvent;
-use crate::journal::segment::Position;
-use crate::settled::{Checkpoint, Settled, SettledHold, SettledSku};
+use super::{
+    decode_lines, encode_lines_into, following_boot, status_from_name, Store, StoreError, BOOT_KEY,
+};
+use crate::core::holds::ReservationId;
+use crate::durable::event::KeyEvent;
+use crate::durable::journal::segment::Position;
+use crate::durable::settled::{Checkpoint, Settled, SettledHold, SettledSku};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS hotstock_meta (
@@ -157,6 +159,35 @@ impl SqliteStore {
 impl Store for SqliteStore {
     fn describe(&self) -> String {
         format!("SQLite file {}", self.path.display())
+    }
+
+    fn next_boot(&mut self) -> Result<u32, StoreError> {
+        let tx = self.connection.transaction().map_err(|e| StoreError {
+            store: format!("SQLite file {}", self.path.display()),
+            message: format!("counting a boot: {e}"),
+        })?;
+        let previous: Option<i64> = tx
+            .query_row(
+                "SELECT value FROM hotstock_meta WHERE key = ?1",
+                params![BOOT_KEY],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| StoreError {
+                store: format!("SQLite file {}", self.path.display()),
+                message: format!("reading the boot count: {e}"),
+            })?;
+        let boot = following_boot(previous);
+        tx.execute(
+            "INSERT OR REPLACE INTO hotstock_meta (key, value) VALUES (?1, ?2)",
+            params![BOOT_KEY, i64::from(boot)],
+        )
+        .and_then(|_| tx.commit())
+        .map_err(|e| StoreError {
+            store: format!("SQLite file {}", self.path.display()),
+            message: format!("writing the boot count: {e}"),
+        })?;
+        Ok(boot)
     }
 
     fn load(&mut self) -> Result<Option<Settled>, StoreError> {

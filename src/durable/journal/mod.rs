@@ -38,7 +38,6 @@
 //! becomes durable, every waiter and every later append gets the error, and
 //! the process must restart and recover from what is on disk.
 
-pub mod event;
 pub mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -140,6 +139,8 @@ struct WriterStats {
     fsync_buckets: [AtomicU64; 11],
     /// One more than `BATCH_BUCKETS`; not cumulative.
     batch_buckets: [AtomicU64; 9],
+    /// Threads waiting in `make_room` now (the writer is behind).
+    waiting_for_room: AtomicU64,
 }
 
 /// A reading of the journal's counters, for `/metrics`.
@@ -156,7 +157,13 @@ pub struct JournalStats {
     pub open_epoch: u64,
     pub durable_epoch: u64,
     pub failed: bool,
+    /// Threads waiting for lane room before taking an engine lock.
+    pub waiting_for_room: u64,
 }
+
+/// The lane room `make_room` waits for before an engine takes a lock under
+/// which it appends: 64 KiB, a hundred and fifty of the largest hold events.
+pub const ROOM_BEFORE_LOCK: usize = 64 * 1024;
 
 fn bucket(bounds: &[u64], value: u64) -> usize {
     bounds
@@ -296,6 +303,47 @@ impl Journal {
         shared.lanes.append(hint, write, on_full).map(Ticket)
     }
 
+    /// Waits, outside any engine lock, until `hint`'s lane has room for
+    /// `ROOM_BEFORE_LOCK` bytes (or a quarter of a lane half, if smaller),
+    /// so that the appends an engine makes under its locks do not wait.
+    ///
+    /// The bound this gives (`docs/storage.md`): an append made under an
+    /// engine lock waits for the writer only if more than that room was
+    /// appended to the same lane between this check and the append, which
+    /// takes a burst of appends from threads sharing one CPU while the
+    /// writer is behind; each engine critical section appends at most 64
+    /// events (`holds::EXPIRIES_PER_LOCK`), far less than the room.
+    pub fn make_room(&self, hint: usize) -> Result<(), JournalError> {
+        let shared = &*self.shared;
+        let wanted = ROOM_BEFORE_LOCK.min(shared.lanes.capacity() / 4);
+        if shared.lanes.room(hint) >= wanted {
+            return Ok(());
+        }
+        // Relaxed: a gauge for monitoring and tests.
+        shared
+            .stats
+            .waiting_for_room
+            .fetch_add(1, Ordering::Relaxed);
+        let outcome = loop {
+            if let Some(failure) = shared.failure.get() {
+                break Err(failure.clone());
+            }
+            if shared.lanes.room(hint) >= wanted {
+                break Ok(());
+            }
+            self.kick_writer();
+            let mut space = shared.space_lock.lock();
+            shared
+                .space_freed
+                .wait_for(&mut space, Duration::from_millis(10));
+        };
+        shared
+            .stats
+            .waiting_for_room
+            .fetch_sub(1, Ordering::Relaxed);
+        outcome
+    }
+
     /// A ticket covering everything appended so far by anyone: durable once
     /// every change made before this call is on disk.
     pub fn ticket(&self) -> Ticket {
@@ -319,6 +367,7 @@ impl Journal {
             open_epoch: shared.lanes.open_epoch(),
             durable_epoch: shared.durable_epoch.load(Ordering::Acquire),
             failed: shared.failure.get().is_some(),
+            waiting_for_room: load(&stats.waiting_for_room),
         }
     }
 
@@ -587,10 +636,10 @@ impl Writer {
 
 #[cfg(all(test, not(loom)))]
 mod tests {
-    use super::event::Event;
     use super::fs::{FaultyFs, RealFs};
     use super::segment::{scan, segment_file_name};
     use super::*;
+    use crate::durable::event::Event;
     use crate::SkuId;
 
     fn temp_dir(name: &str) -> PathBuf {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
+use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine, StoreConfig};
-use hotstock::journal::Durability;
 use hotstock::{Engine, EngineConfig, EngineError};
 
 #[derive(Parser, Debug)]
@@ -383,18 +383,18 @@ fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let options = hotstock::http::ApiOptions {
+    let options = hotstock::server::api::ApiOptions {
         admin_token: args.admin_token.clone(),
         max_in_flight: args.max_in_flight as usize,
         rate_limit: args.rate_limit,
         sku_rate_limit: args.sku_rate_limit,
     };
-    let api = Arc::new(hotstock::http::Api::new(
+    let api = Arc::new(hotstock::server::api::Api::new(
         durable.engine().clone(),
         durability,
         options,
     ));
-    let limits = hotstock::connection::ConnectionLimits {
+    let limits = hotstock::server::connection::ConnectionLimits {
         header_timeout: Duration::from_millis(u64::from(args.header_timeout_ms)),
         idle_timeout: Duration::from_millis(u64::from(args.idle_timeout_ms)),
     };
@@ -422,9 +422,9 @@ fn serve(args: ServeArgs) -> ExitCode {
 
 async fn accept_until_signalled(
     listen: SocketAddr,
-    api: Arc<hotstock::http::Api>,
+    api: Arc<hotstock::server::api::Api>,
     max_connections: usize,
-    limits: hotstock::connection::ConnectionLimits,
+    limits: hotstock::server::connection::ConnectionLimits,
 ) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
 
@@ -435,7 +435,7 @@ async fn accept_until_signalled(
     let connections = Arc::new(tokio::sync::Semaphore::new(max_connections));
     // Raised on SIGTERM/SIGINT: every connection then finishes the request
     // it is serving and closes.
-    let (shutdown, stop) = hotstock::connection::stop_signal();
+    let (shutdown, stop) = hotstock::server::connection::stop_signal();
     loop {
         // At the connection cap, stop accepting until one closes: the
         // kernel's backlog holds the rest.
@@ -471,7 +471,7 @@ async fn accept_until_signalled(
         tokio::spawn(async move {
             // However it ends (the client left, a timeout, shutdown), the
             // permit goes back.
-            let _closed = hotstock::connection::serve(stream, api, limits, stop).await;
+            let _closed = hotstock::server::connection::serve(stream, api, limits, stop).await;
             drop(permit);
         });
     }
@@ -511,7 +511,8 @@ fn parse_csv(text: &str) -> Result<Vec<ImportRow>, String> {
                 ))
             }
         };
-        hotstock::catalogue::validate_sku_name(name).map_err(|e| format!("line {number}: {e}"))?;
+        hotstock::core::catalogue::validate_sku_name(name)
+            .map_err(|e| format!("line {number}: {e}"))?;
         let available: u64 = available
             .parse()
             .map_err(|_| format!("line {number}: available {available:?} is not a whole number"))?;
@@ -613,7 +614,9 @@ fn inspect(data_dir: &std::path::Path, judge: bool) -> ExitCode {
         println!("torn tail            segment {segment} at offset {} ({} bytes, truncated on next start)", torn.offset, torn.dropped);
     }
     let skus: Vec<_> = settled.skus.iter().flatten().collect();
-    let sum = |f: fn(&hotstock::settled::SettledSku) -> i64| skus.iter().map(|s| f(s)).sum::<i64>();
+    let sum = |f: fn(&hotstock::durable::settled::SettledSku) -> i64| {
+        skus.iter().map(|s| f(s)).sum::<i64>()
+    };
     println!("SKUs                 {}", skus.len());
     println!("units available      {}", sum(|s| s.available()));
     println!("units held           {}", sum(|s| s.held));
@@ -678,8 +681,8 @@ fn salvage(dir: &std::path::Path) -> ExitCode {
 /// Random operations from 4 threads in `sync` durability; each prints an
 /// `ACK` line only after its change is on disk. Runs until killed.
 fn crash_workload(dir: PathBuf) -> ExitCode {
+    use hotstock::durable::journal::Durability;
     use hotstock::durable::{DurableConfig, DurableEngine};
-    use hotstock::journal::Durability;
     use hotstock::{Line, Order};
     use std::io::Write;
 

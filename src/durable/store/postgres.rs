@@ -5,11 +5,11 @@
 
 use postgres::{Client, NoTls};
 
-use super::{decode_lines, encode_lines_into, status_from_name, Store, StoreError};
-use crate::holds::ReservationId;
-use crate::journal::event::KeyEvent;
-use crate::journal::segment::Position;
-use crate::settled::{Checkpoint, Settled, SettledHold, SettledSku};
+use super::{decode_lines, encode_lines_into, status_from_name, Store, StoreError, BOOT_KEY};
+use crate::core::holds::ReservationId;
+use crate::durable::event::KeyEvent;
+use crate::durable::journal::segment::Position;
+use crate::durable::settled::{Checkpoint, Settled, SettledHold, SettledSku};
 
 /// Checkpoints in PostgreSQL.
 pub struct PostgresStore {
@@ -101,6 +101,25 @@ impl PostgresStore {
 }
 
 impl Store for PostgresStore {
+    fn next_boot(&mut self) -> Result<u32, StoreError> {
+        let s = self.schema.clone();
+        // One statement, so two servers started at once on one schema still
+        // get two different counts.
+        let sql = format!(
+            "INSERT INTO {s}.hotstock_meta (key, value) VALUES ($1, 1)
+             ON CONFLICT (key) DO UPDATE SET value = ({s}.hotstock_meta.value % 65535) + 1
+             RETURNING value"
+        );
+        let row = self
+            .client
+            .query_one(&sql, &[&BOOT_KEY])
+            .map_err(|e| self.fail("counting a boot", e))?;
+        let value: i64 = row
+            .try_get(0)
+            .map_err(|e| self.fail("reading the boot count", e))?;
+        u32::try_from(value).map_err(|_| self.fail("reading the boot count", "out of range"))
+    }
+
     fn describe(&self) -> String {
         format!(
             "PostgreSQL {} schema {}",

@@ -42,8 +42,8 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::limits::{MAX_STOCK_PER_SKU, MAX_STRIPES};
-use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::core::limits::{MAX_STOCK_PER_SKU, MAX_STRIPES};
+use crate::core::sync::{AtomicPtr, AtomicU32, AtomicU64, Mutex, Ordering};
 
 /// When a SKU widens and narrows. One policy serves the whole engine; it is
 /// passed in rather than stored so that a cold cell stays small.
@@ -311,7 +311,17 @@ impl StockCell {
     }
 
     /// Operator restock: `received` and `available` grow by `units`.
-    pub fn restock(&self, units: u64, hint: usize) -> Result<OperatorChange, TooMuchStock> {
+    ///
+    /// `publish` is called with the change under the lock, *before* the
+    /// units are credited: a sale of one of them can only be recorded after
+    /// the restock is (see `change.rs`). The same holds for every operator
+    /// change below.
+    pub fn restock(
+        &self,
+        units: u64,
+        hint: usize,
+        publish: impl FnOnce(OperatorChange),
+    ) -> Result<OperatorChange, TooMuchStock> {
         let mut meta = self.meta.lock();
         let received = meta.received.saturating_add(units);
         if received > MAX_STOCK_PER_SKU {
@@ -321,11 +331,13 @@ impl StockCell {
         }
         meta.received = received;
         meta.version += 1;
-        self.credit_locked(units, hint);
-        Ok(OperatorChange {
+        let change = OperatorChange {
             delta: units as i64,
             version: meta.version,
-        })
+        };
+        publish(change);
+        self.credit_locked(units, hint);
+        Ok(change)
     }
 
     /// Operator adjust downwards: refused (and nothing changes) when fewer
@@ -335,6 +347,7 @@ impl StockCell {
         units: u64,
         hint: usize,
         policy: &StripePolicy,
+        publish: impl FnOnce(OperatorChange),
     ) -> Result<OperatorChange, Insufficient> {
         let mut meta = self.meta.lock();
         let in_hand = self.drain_locked();
@@ -348,11 +361,13 @@ impl StockCell {
         );
         meta.received -= units;
         meta.version += 1;
-        self.redistribute_locked(in_hand - units, hint, policy);
-        Ok(OperatorChange {
+        let change = OperatorChange {
             delta: -(units as i64),
             version: meta.version,
-        })
+        };
+        publish(change);
+        self.redistribute_locked(in_hand - units, hint, policy);
+        Ok(change)
     }
 
     /// Operator set-absolute with the article's optimistic lock: when
@@ -367,6 +382,7 @@ impl StockCell {
         expected_version: Option<u64>,
         hint: usize,
         policy: &StripePolicy,
+        publish: impl FnOnce(OperatorChange),
     ) -> Result<OperatorChange, SetError> {
         let mut meta = self.meta.lock();
         if let Some(expected) = expected_version {
@@ -393,27 +409,33 @@ impl StockCell {
             }
         };
         let delta = target as i64 - in_hand as i64;
+        meta.received = received;
+        meta.version += 1;
+        let change = OperatorChange {
+            delta,
+            version: meta.version,
+        };
+        publish(change);
         if let Some(limit) = limit {
             // Relaxed: see `per_customer_limit`.
             self.per_customer_limit
                 .store(limit.unwrap_or(0), Ordering::Relaxed);
         }
-        meta.received = received;
-        meta.version += 1;
         self.redistribute_locked(target, hint, policy);
-        Ok(OperatorChange {
-            delta,
-            version: meta.version,
-        })
+        Ok(change)
     }
 
     /// Sets the per-customer limit (`None` removes it). Bumps the version.
-    pub fn set_limit(&self, limit: Option<u32>) -> u64 {
+    pub fn set_limit(&self, limit: Option<u32>, publish: impl FnOnce(OperatorChange)) -> u64 {
         let mut meta = self.meta.lock();
+        meta.version += 1;
+        publish(OperatorChange {
+            delta: 0,
+            version: meta.version,
+        });
         let raw = limit.unwrap_or(0);
         // Relaxed: see `per_customer_limit`.
         self.per_customer_limit.store(raw, Ordering::Relaxed);
-        meta.version += 1;
         meta.version
     }
 
@@ -704,7 +726,7 @@ mod tests {
 
     fn stocked(units: u64) -> StockCell {
         let cell = StockCell::new();
-        cell.restock(units, 0).unwrap();
+        cell.restock(units, 0, |_| {}).unwrap();
         cell
     }
 
@@ -756,7 +778,7 @@ mod tests {
         let p = policy();
         cell.widen(0, &p);
         assert_eq!(cell.snapshot().width, 1, "too little stock to spread");
-        cell.restock(100, 0).unwrap();
+        cell.restock(100, 0, |_| {}).unwrap();
         cell.widen(0, &p);
         assert_eq!(cell.snapshot().width, 4);
     }
@@ -765,9 +787,12 @@ mod tests {
     fn withdraw_refuses_below_zero_and_changes_nothing() {
         let cell = stocked(5);
         let p = policy();
-        assert_eq!(cell.withdraw(6, 0, &p), Err(Insufficient { available: 5 }));
+        assert_eq!(
+            cell.withdraw(6, 0, &p, |_| {}),
+            Err(Insufficient { available: 5 })
+        );
         assert_eq!(cell.snapshot().version, 1);
-        let change = cell.withdraw(5, 0, &p).unwrap();
+        let change = cell.withdraw(5, 0, &p, |_| {}).unwrap();
         assert_eq!(
             change,
             OperatorChange {
@@ -785,11 +810,11 @@ mod tests {
         let p = policy();
         cell.take(4, TakeInto::Held, 0, &p).unwrap();
         assert_eq!(
-            cell.set_available(3, None, Some(7), 0, &p),
+            cell.set_available(3, None, Some(7), 0, &p, |_| {}),
             Err(SetError::Stale(StaleVersion { current: 1 }))
         );
         let change = cell
-            .set_available(3, Some(Some(2)), Some(1), 0, &p)
+            .set_available(3, Some(Some(2)), Some(1), 0, &p, |_| {})
             .unwrap();
         assert_eq!(
             change,
@@ -807,14 +832,14 @@ mod tests {
     fn restock_refuses_past_the_stock_limit() {
         let cell = stocked(MAX_STOCK_PER_SKU);
         assert_eq!(
-            cell.restock(1, 0),
+            cell.restock(1, 0, |_| {}),
             Err(TooMuchStock {
                 received: MAX_STOCK_PER_SKU
             })
         );
         let p = policy();
         assert!(matches!(
-            cell.set_available(MAX_STOCK_PER_SKU + 1, None, None, 0, &p),
+            cell.set_available(MAX_STOCK_PER_SKU + 1, None, None, 0, &p, |_| {}),
             Err(SetError::TooMuch(_))
         ));
         assert_eq!(cell.snapshot().available, MAX_STOCK_PER_SKU);
@@ -824,9 +849,9 @@ mod tests {
     fn limit_change_bumps_version() {
         let cell = StockCell::new();
         assert_eq!(cell.per_customer_limit(), None);
-        assert_eq!(cell.set_limit(Some(1)), 1);
+        assert_eq!(cell.set_limit(Some(1), |_| {}), 1);
         assert_eq!(cell.per_customer_limit(), Some(1));
-        assert_eq!(cell.set_limit(None), 2);
+        assert_eq!(cell.set_limit(None, |_| {}), 2);
         assert_eq!(cell.per_customer_limit(), None);
     }
 

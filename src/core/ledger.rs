@@ -19,9 +19,9 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 
-use crate::catalogue::SkuId;
-use crate::limits::SHARDS;
-use crate::sync::Mutex;
+use crate::core::limits::SHARDS;
+use crate::core::sync::Mutex;
+use crate::core::types::SkuId;
 
 #[derive(Debug)]
 struct LedgerEntry {

@@ -1,0 +1,149 @@
+//! `Change` and `ChangeSink`: how the engine reports what it did without
+//! knowing who records it.
+//!
+//! # The rule that makes recovery exact
+//!
+//! An engine change is reported to the sink *before it becomes visible, or
+//! under the lock that publishes it*. Restocks, operator sets and give-backs
+//! are reported under the SKU's cell lock before their units are credited;
+//! a new reservation is reported under its hold shard's lock before the
+//! lock is released (nobody can transition a record it cannot see); a SKU's
+//! creation before its name is published. A sink that tags what it records
+//! with a monotonic sequence (the journal's epochs) therefore never records
+//! a change after one that depended on it: a purchase of a restocked unit
+//! is never durable in a batch before the restock's, and a hold's cancel is
+//! never durable before its creation.
+//!
+//! Takes (sales and holds) are the one exception, and a safe one: a take
+//! only lowers `available`, so a sink that loses it in a crash recovers
+//! *more* stock than was sold, never less; the caller that acknowledges a
+//! take durably waits for its own record first.
+//!
+//! # Why a type parameter
+//!
+//! `Engine<S: ChangeSink>` calls the sink by static dispatch: the purchase
+//! path pays no `dyn` call, and [`InMemory`] compiles to nothing.
+
+use super::types::{HoldStatus, Line, ReservationId, SkuId};
+
+/// A change to a SKU's per-customer limit carried by an operator change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LimitChange {
+    Unchanged,
+    Set(Option<u32>),
+}
+
+/// One engine change, borrowed from the engine's own state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Change<'a> {
+    /// A SKU got its id; reported before the SKU is visible to anyone else.
+    SkuCreated { sku: SkuId, name: &'a str },
+    /// An operator change: `delta` to received (and available), computed
+    /// under the SKU's lock, the version it produced, and maybe a new limit.
+    Operator {
+        sku: SkuId,
+        delta: i64,
+        version: u64,
+        limit: LimitChange,
+    },
+    /// A record-less sale (`Engine::sell`).
+    Sell { sku: SkuId, units: u32 },
+    /// A reservation was created (`from: None`) or changed status.
+    Hold(HoldChange<'a>),
+    /// A request with an idempotency key succeeded.
+    Idempotency(KeyChange<'a>),
+}
+
+/// A reservation's whole description plus the transition it made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HoldChange<'a> {
+    pub id: ReservationId,
+    /// `None` for a new record.
+    pub from: Option<HoldStatus>,
+    pub status: HoldStatus,
+    pub at_ms: u64,
+    pub deadline_ms: u64,
+    pub limit_mask: u32,
+    pub customer: Option<&'a str>,
+    pub lines: &'a [Line],
+}
+
+/// A remembered idempotent outcome.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyChange<'a> {
+    pub key: &'a str,
+    pub fingerprint: u64,
+    pub created_ms: u64,
+    pub reservation: ReservationId,
+    /// The status the reservation was created in (held or confirmed).
+    pub status: HoldStatus,
+    pub expires_at_ms: u64,
+}
+
+/// Whether `from -> to` is a transition the engine can make.
+pub fn is_transition(from: Option<HoldStatus>, to: HoldStatus) -> bool {
+    use HoldStatus::*;
+    matches!(
+        (from, to),
+        (None, Held)
+            | (None, Confirmed)
+            | (Some(Held), Confirmed | Cancelled | Expired)
+            | (Some(Confirmed), Refunded)
+    )
+}
+
+/// Where the engine reports its changes. See the module docs for when
+/// `record` is called.
+pub trait ChangeSink: Send + Sync {
+    /// Why changes can no longer be recorded, once that is so. The engine
+    /// then refuses every change with `StorageFailed`: a change that can
+    /// never be recorded must not be acknowledged.
+    fn failure(&self) -> Option<Box<str>>;
+
+    /// Waits, if the sink must, until it can take a change from the lane of
+    /// `hint` without waiting. The engine calls it before taking a lock
+    /// under which it will `record`, so backpressure never sleeps while an
+    /// engine lock is held (see `record`).
+    fn make_room(&self, hint: usize);
+
+    /// Records `change` from the caller's CPU `hint`. Called under engine
+    /// locks: it must not block on anything the engine holds, and should
+    /// not wait at all after `make_room` (a sink that must wait anyway
+    /// bounds the wait; the journal's bound is in `docs/storage.md`). A
+    /// failure is kept by the sink and reported through `failure`.
+    fn record(&self, hint: usize, change: &Change<'_>);
+}
+
+impl<T: ChangeSink + ?Sized> ChangeSink for std::sync::Arc<T> {
+    #[inline]
+    fn failure(&self) -> Option<Box<str>> {
+        (**self).failure()
+    }
+
+    #[inline]
+    fn make_room(&self, hint: usize) {
+        (**self).make_room(hint)
+    }
+
+    #[inline]
+    fn record(&self, hint: usize, change: &Change<'_>) {
+        (**self).record(hint, change)
+    }
+}
+
+/// The sink of a purely in-memory engine: records nothing, never fails.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct InMemory;
+
+impl ChangeSink for InMemory {
+    #[inline(always)]
+    fn failure(&self) -> Option<Box<str>> {
+        None
+    }
+
+    #[inline(always)]
+    fn make_room(&self, _hint: usize) {}
+
+    #[inline(always)]
+    fn record(&self, _hint: usize, _change: &Change<'_>) {}
+}

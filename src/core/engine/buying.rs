@@ -1,0 +1,407 @@
+//! Buying: reservations, purchases, record-less sales, and the
+//! transitions that end a reservation. The lock order and the all-or-none
+//! rule for carts are in the module docs of `engine/mod.rs`.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use super::{Engine, Order, Receipt};
+use crate::core::cell::{SoldOut, TakeInto};
+use crate::core::change::{Change, ChangeSink, HoldChange, KeyChange};
+use crate::core::error::EngineError;
+use crate::core::hint::stripe_hint;
+use crate::core::holds::{HoldView, NewHold, Settle, Transition, TransitionError};
+use crate::core::idempotency::{Origin, Reused};
+use crate::core::ledger::OverLimit;
+use crate::core::limits::{
+    MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
+};
+use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};
+
+impl<S: ChangeSink> Engine<S> {
+    /// Reserves (or, with `confirm`, buys) every line of `order`, or none.
+    pub fn reserve(&self, order: &Order<'_>) -> Result<Receipt, EngineError> {
+        let ttl_ms = self.validate(order)?;
+        self.check_storage()?;
+        let Some(key) = order.idempotency_key else {
+            return self.reserve_once(order, ttl_ms);
+        };
+        let fingerprint = fingerprint(order, ttl_ms);
+        let now_ms = self.clock.now_ms();
+        let ran = self.idempotency.run(key, fingerprint, now_ms, || {
+            let outcome = self.reserve_once(order, ttl_ms);
+            // Capacity refusals are about the server, not the request: a
+            // retry after capacity frees up must be allowed to run.
+            let keep = !matches!(outcome, Err(EngineError::CapacityExceeded { .. }));
+            if let Ok(receipt) = &outcome {
+                // Journaled after the reservation's own event, under the
+                // key's lock: a retry after a restart gets this receipt.
+                let change = KeyChange {
+                    key,
+                    fingerprint,
+                    created_ms: now_ms,
+                    reservation: receipt.id,
+                    status: receipt.status,
+                    expires_at_ms: receipt.expires_at_ms,
+                };
+                self.record(stripe_hint(), Change::Idempotency(change));
+            }
+            (outcome, keep)
+        });
+        match ran {
+            Ok((Ok(receipt), Origin::Replayed)) => Ok(Receipt {
+                replayed: true,
+                ..receipt
+            }),
+            Ok((outcome, _)) => outcome,
+            Err(Reused) => Err(EngineError::IdempotencyKeyReused),
+        }
+    }
+
+    /// Buys `quantity` units of one SKU now: a one-line, confirmed order.
+    pub fn purchase(
+        &self,
+        sku: SkuId,
+        quantity: u32,
+        customer: Option<&str>,
+    ) -> Result<Receipt, EngineError> {
+        let lines = [Line { sku, quantity }];
+        self.reserve(&Order {
+            lines: &lines,
+            customer,
+            confirm: true,
+            ..Order::default()
+        })
+    }
+
+    /// Counts `quantity` units as sold without keeping a reservation record:
+    /// the article's "pre-deduct", for callers that keep their own order
+    /// ledger. Nothing to confirm, cancel or refund by id afterwards (an
+    /// operator `adjust` puts units back). Refused on SKUs with a
+    /// per-customer limit, which need a named customer and a record.
+    #[inline]
+    pub fn sell(&self, sku: SkuId, quantity: u32) -> Result<(), EngineError> {
+        if quantity == 0 || quantity > MAX_LINE_QUANTITY {
+            return Err(EngineError::InvalidQuantity {
+                quantity: u64::from(quantity),
+            });
+        }
+        let cell = self.cell(sku)?;
+        if cell.per_customer_limit().is_some() {
+            return Err(EngineError::CustomerRequired { sku });
+        }
+        self.check_storage()?;
+        let units = u64::from(quantity);
+        let hint = stripe_hint();
+        cell.take(units, TakeInto::Sold, hint, &self.config.stripe_policy)
+            .map_err(|SoldOut { available }| EngineError::SoldOut {
+                sku,
+                available,
+                requested: units,
+            })?;
+        self.record(
+            hint,
+            Change::Sell {
+                sku,
+                units: quantity,
+            },
+        );
+        Ok(())
+    }
+
+    /// held → confirmed. Repeating it answers `Ok(Confirmed)`.
+    pub fn confirm(&self, id: ReservationId) -> Result<HoldStatus, EngineError> {
+        self.transition(id, Transition::Confirm)
+    }
+
+    /// held → cancelled, units back to stock. Repeating it answers
+    /// `Ok(Cancelled)`.
+    pub fn cancel(&self, id: ReservationId) -> Result<HoldStatus, EngineError> {
+        self.transition(id, Transition::Cancel)
+    }
+
+    /// confirmed → refunded, units back to stock (the article's order
+    /// cancellation). Repeating it answers `Ok(Refunded)`.
+    pub fn refund(&self, id: ReservationId) -> Result<HoldStatus, EngineError> {
+        self.transition(id, Transition::Refund)
+    }
+
+    /// Checks an order against every limit before anything is touched.
+    /// Returns the time-to-live to use.
+    fn validate(&self, order: &Order<'_>) -> Result<u64, EngineError> {
+        let lines = order.lines;
+        if lines.is_empty() {
+            return Err(EngineError::EmptyCart);
+        }
+        if lines.len() > MAX_LINES_PER_CART {
+            return Err(EngineError::TooManyLines { lines: lines.len() });
+        }
+        for (index, line) in lines.iter().enumerate() {
+            if line.quantity == 0 || line.quantity > MAX_LINE_QUANTITY {
+                return Err(EngineError::InvalidQuantity {
+                    quantity: u64::from(line.quantity),
+                });
+            }
+            self.slot(line.sku)?;
+            if lines[..index].iter().any(|earlier| earlier.sku == line.sku) {
+                return Err(EngineError::DuplicateSku { sku: line.sku });
+            }
+        }
+        if let Some(customer) = order.customer {
+            validate_customer(customer)?;
+        }
+        if let Some(key) = order.idempotency_key {
+            validate_idempotency_key(key)?;
+        }
+        match order.ttl_ms {
+            None => Ok(self.config.default_ttl_ms),
+            Some(ttl_ms) if (1..=self.config.max_ttl_ms).contains(&ttl_ms) => Ok(ttl_ms),
+            Some(ttl_ms) => Err(EngineError::InvalidTtl {
+                ttl_ms,
+                max_ms: self.config.max_ttl_ms,
+            }),
+        }
+    }
+
+    /// One attempt at an order, all lines or none.
+    fn reserve_once(&self, order: &Order<'_>, ttl_ms: u64) -> Result<Receipt, EngineError> {
+        let hint = stripe_hint();
+        let into = if order.confirm {
+            TakeInto::Sold
+        } else {
+            TakeInto::Held
+        };
+        let customer: Option<Arc<str>> = order.customer.map(Arc::from);
+        let policy = &self.config.stripe_policy;
+        let mut limit_mask = 0u32;
+        for (index, line) in order.lines.iter().enumerate() {
+            let taken = &order.lines[..index];
+            let cell = self.cell(line.sku)?;
+            if let Some(limit) = cell.per_customer_limit() {
+                let Some(customer) = customer.as_ref() else {
+                    self.undo(taken, limit_mask, into, customer.as_ref(), hint);
+                    return Err(EngineError::CustomerRequired { sku: line.sku });
+                };
+                if let Err(OverLimit { already }) =
+                    self.ledger
+                        .acquire(line.sku, customer, line.quantity, limit)
+                {
+                    self.undo(taken, limit_mask, into, Some(customer), hint);
+                    return Err(EngineError::LimitExceeded {
+                        sku: line.sku,
+                        limit,
+                        already,
+                        requested: line.quantity,
+                    });
+                }
+                limit_mask |= 1 << index;
+            }
+            let units = u64::from(line.quantity);
+            if let Err(SoldOut { available }) = cell.take(units, into, hint, policy) {
+                // Undo this line's limit too: include it in the undo range
+                // as a line with no units taken.
+                if limit_mask & (1 << index) != 0 {
+                    if let Some(customer) = customer.as_ref() {
+                        self.ledger.release(line.sku, customer, line.quantity);
+                    }
+                    limit_mask &= !(1 << index);
+                }
+                self.undo(taken, limit_mask, into, customer.as_ref(), hint);
+                return Err(EngineError::SoldOut {
+                    sku: line.sku,
+                    available,
+                    requested: units,
+                });
+            }
+        }
+        let now_ms = self.clock.now_ms();
+        let expires_at_ms = now_ms.saturating_add(ttl_ms);
+        let status = if order.confirm {
+            HoldStatus::Confirmed
+        } else {
+            HoldStatus::Held
+        };
+        let hold = NewHold {
+            lines: order.lines,
+            customer: customer.clone(),
+            limit_mask,
+            deadline_ms: expires_at_ms,
+            created_ms: now_ms,
+            status,
+        };
+        let publish = |id| {
+            let change = HoldChange {
+                id,
+                from: None,
+                status,
+                at_ms: now_ms,
+                deadline_ms: expires_at_ms,
+                limit_mask,
+                customer: order.customer,
+                lines: order.lines,
+            };
+            self.record(hint, Change::Hold(change));
+        };
+        self.sink.make_room(hint);
+        match self.holds.insert(hint, hold, publish) {
+            Some(id) => Ok(Receipt {
+                id,
+                status,
+                expires_at_ms,
+                replayed: false,
+            }),
+            None => {
+                self.undo(order.lines, limit_mask, into, customer.as_ref(), hint);
+                Err(EngineError::CapacityExceeded {
+                    what: "reservation records",
+                    limit: self.holds.capacity() as u64,
+                })
+            }
+        }
+    }
+
+    /// Gives back the units of `lines` taken into `into`, and their limit
+    /// counts per `limit_mask`.
+    fn undo(
+        &self,
+        lines: &[Line],
+        limit_mask: u32,
+        into: TakeInto,
+        customer: Option<&Arc<str>>,
+        hint: usize,
+    ) {
+        for (index, line) in lines.iter().enumerate() {
+            let Ok(cell) = self.cell(line.sku) else {
+                debug_assert!(false, "a taken line names a live SKU");
+                continue;
+            };
+            let units = u64::from(line.quantity);
+            match into {
+                TakeInto::Held => cell.release_held(units, hint),
+                TakeInto::Sold => cell.refund_sold(units, hint),
+            }
+            if limit_mask & (1 << index) != 0 {
+                if let Some(customer) = customer {
+                    self.ledger.release(line.sku, customer, line.quantity);
+                }
+            }
+        }
+    }
+
+    fn transition(
+        &self,
+        id: ReservationId,
+        transition: Transition,
+    ) -> Result<HoldStatus, EngineError> {
+        self.check_storage()?;
+        let hint = stripe_hint();
+        let now_ms = self.clock.now_ms();
+        self.sink.make_room(hint);
+        self.holds
+            .transition(id, transition, now_ms, |how, hold| {
+                self.settle(how, hold, hint, now_ms)
+            })
+            .map_err(|error| match error {
+                TransitionError::Unknown => EngineError::UnknownReservation { id },
+                TransitionError::Invalid { status } => EngineError::InvalidTransition {
+                    id,
+                    status,
+                    requested: transition.verb(),
+                },
+            })
+    }
+
+    /// Moves a record's units as its status changes. Called by the hold table
+    /// under the record's shard lock, exactly once per change.
+    pub(super) fn settle(&self, how: Settle, hold: HoldView<'_>, hint: usize, now_ms: u64) {
+        let from = match how {
+            Settle::Confirm | Settle::Release => HoldStatus::Held,
+            Settle::Refund => HoldStatus::Confirmed,
+        };
+        let change = HoldChange {
+            id: hold.id,
+            from: Some(from),
+            status: hold.status,
+            at_ms: now_ms,
+            deadline_ms: hold.deadline_ms,
+            limit_mask: hold.limit_mask,
+            customer: hold.customer.map(|c| &**c),
+            lines: hold.lines,
+        };
+        self.record(hint, Change::Hold(change));
+        for (index, line) in hold.lines.iter().enumerate() {
+            let Ok(cell) = self.cell(line.sku) else {
+                debug_assert!(
+                    false,
+                    "reservation {} names a SKU this engine never issued",
+                    hold.id
+                );
+                continue;
+            };
+            let units = u64::from(line.quantity);
+            match how {
+                Settle::Confirm => cell.confirm_held(units, hint),
+                Settle::Release => cell.release_held(units, hint),
+                Settle::Refund => cell.refund_sold(units, hint),
+            }
+            let gives_back = matches!(how, Settle::Release | Settle::Refund);
+            if gives_back && hold.limit_mask & (1 << index) != 0 {
+                if let Some(customer) = hold.customer {
+                    self.ledger.release(line.sku, customer, line.quantity);
+                }
+            }
+        }
+    }
+}
+
+fn validate_customer(customer: &str) -> Result<(), EngineError> {
+    if customer.is_empty() {
+        return Err(EngineError::InvalidCustomer {
+            reason: "it is empty",
+        });
+    }
+    if customer.len() > MAX_CUSTOMER_BYTES {
+        return Err(EngineError::InvalidCustomer {
+            reason: "it is too long",
+        });
+    }
+    if customer.chars().any(char::is_control) {
+        return Err(EngineError::InvalidCustomer {
+            reason: "it contains a control character",
+        });
+    }
+    Ok(())
+}
+
+fn validate_idempotency_key(key: &str) -> Result<(), EngineError> {
+    if key.is_empty() {
+        return Err(EngineError::InvalidIdempotencyKey {
+            reason: "it is empty",
+        });
+    }
+    if key.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return Err(EngineError::InvalidIdempotencyKey {
+            reason: "it is too long",
+        });
+    }
+    if !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(EngineError::InvalidIdempotencyKey {
+            reason: "it contains a character that is not printable ASCII",
+        });
+    }
+    Ok(())
+}
+
+/// A stable digest of what an order asks for (not of its key), so a key
+/// reused for a different request is recognised.
+fn fingerprint(order: &Order<'_>, ttl_ms: u64) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::with_seed(0x686f_7473_746f_636b).build_hasher();
+    for line in order.lines {
+        line.sku.hash(&mut hasher);
+        line.quantity.hash(&mut hasher);
+    }
+    order.customer.hash(&mut hasher);
+    order.confirm.hash(&mut hasher);
+    ttl_ms.hash(&mut hasher);
+    hasher.finish()
+}

@@ -1,0 +1,361 @@
+//! `Engine`: the whole in-process stock engine behind one API.
+//!
+//! It composes the catalogue (names → cells), the stock cells (lock-free
+//! takes), the hold table (reservation lifecycle and expiry timers), the
+//! customer-limit ledger and the idempotency table, and is the only place
+//! that knows the order in which they are touched:
+//!
+//! ```text
+//! reserve:  validate ─▶ [idempotency shard lock ─▶] for each line:
+//!             limit ledger (acquire) ─▶ stock cell (take)
+//!           ─▶ hold table (insert)        any failure: undo the lines taken
+//! confirm / cancel / refund / expiry:
+//!           hold shard lock ─▶ settle each line (cell, ledger) ─▶ unlock
+//! ```
+//!
+//! Lock order, which rules out deadlock: idempotency shard → hold shard →
+//! (stock cell | ledger shard). A cart never holds two cells' locks at once:
+//! lines are taken one after another, each under at most its own cell's
+//! lock, and undone the same way.
+
+use std::sync::Arc;
+
+use super::catalogue::{Catalogue, SkuSlot};
+use super::cell::{CellSnapshot, StockCell, StripePolicy};
+use super::change::{Change, ChangeSink, InMemory};
+use super::clock::{Clock, SystemClock};
+use super::error::EngineError;
+use super::hint::stripe_hint;
+use super::holds::{HoldDocument, HoldTable, Retention, TimerWork};
+use super::idempotency::IdempotencyTable;
+use super::ledger::LimitLedger;
+use super::limits::MAX_TTL_MS;
+use super::types::{HoldStatus, Line, ReservationId, SkuId};
+
+mod buying;
+mod operator;
+mod restore;
+
+/// Engine settings. `EngineConfig::default()` suits a shop; every field is a
+/// limit or a period, checked by `Engine::new`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EngineConfig {
+    pub stripe_policy: StripePolicy,
+    /// Hold time-to-live when a request names none.
+    pub default_ttl_ms: u64,
+    /// Longest time-to-live a request may ask for (at most `MAX_TTL_MS`).
+    pub max_ttl_ms: u64,
+    /// Most reservation records kept at once (open, confirmed, and ended but
+    /// not yet pruned). Past it, new reservations are refused with
+    /// `CapacityExceeded`; nothing is dropped.
+    pub max_reservations: usize,
+    /// How long a cancelled, expired or refunded record stays readable.
+    pub ended_retention_ms: u64,
+    /// How long a confirmed sale stays refundable by its id. Then its record
+    /// is pruned (the sale stands); a later refund is an operator `adjust`.
+    pub refund_window_ms: u64,
+    /// Most idempotency keys remembered; past it the oldest are forgotten.
+    pub max_idempotency_keys: usize,
+    /// How long an idempotency key is remembered.
+    pub idempotency_retention_ms: u64,
+}
+
+impl Default for EngineConfig {
+    fn default() -> EngineConfig {
+        EngineConfig {
+            stripe_policy: StripePolicy::for_this_machine(),
+            default_ttl_ms: 10 * 60 * 1000,
+            max_ttl_ms: MAX_TTL_MS,
+            max_reservations: 1 << 23,
+            ended_retention_ms: 60 * 60 * 1000,
+            refund_window_ms: 7 * 24 * 60 * 60 * 1000,
+            max_idempotency_keys: 1 << 20,
+            idempotency_retention_ms: 24 * 60 * 60 * 1000,
+        }
+    }
+}
+
+/// A configuration the engine refuses to start with.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid engine configuration: {0}")]
+pub struct ConfigError(pub &'static str);
+
+impl EngineConfig {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.stripe_policy.validate().map_err(ConfigError)?;
+        if self.max_ttl_ms == 0 || self.max_ttl_ms > MAX_TTL_MS {
+            return Err(ConfigError("max_ttl_ms must be between 1 and MAX_TTL_MS"));
+        }
+        if self.default_ttl_ms == 0 || self.default_ttl_ms > self.max_ttl_ms {
+            return Err(ConfigError(
+                "default_ttl_ms must be between 1 and max_ttl_ms",
+            ));
+        }
+        if self.max_reservations == 0 {
+            return Err(ConfigError("max_reservations must be at least 1"));
+        }
+        if self.max_idempotency_keys == 0 {
+            return Err(ConfigError("max_idempotency_keys must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// A reservation or purchase request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Order<'a> {
+    /// 1 to `MAX_LINES_PER_CART` lines, each SKU at most once.
+    pub lines: &'a [Line],
+    /// Required for SKUs with a per-customer limit.
+    pub customer: Option<&'a str>,
+    /// Hold time-to-live; the engine's default when `None`.
+    pub ttl_ms: Option<u64>,
+    /// `true`: buy now (the record starts confirmed).
+    pub confirm: bool,
+    /// A retry with the same key gets the first attempt's outcome.
+    pub idempotency_key: Option<&'a str>,
+}
+
+/// What a successful `reserve` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Receipt {
+    pub id: ReservationId,
+    /// `Held`, or `Confirmed` for an immediate purchase (as created; read the
+    /// reservation for its status now).
+    pub status: HoldStatus,
+    pub expires_at_ms: u64,
+    /// `true` when this answer was replayed for an idempotency key.
+    pub replayed: bool,
+}
+
+/// One SKU as readers see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SkuDocument {
+    pub id: SkuId,
+    pub name: Box<str>,
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    /// Sum of restocks and adjustments: `available + held + sold` at rest.
+    pub received: u64,
+    pub version: u64,
+    pub per_customer_limit: Option<u32>,
+}
+
+impl SkuDocument {
+    fn new(id: SkuId, slot: &SkuSlot, s: CellSnapshot) -> SkuDocument {
+        SkuDocument {
+            id,
+            name: slot.name().into(),
+            available: s.available,
+            held: s.held,
+            sold: s.sold,
+            received: s.received,
+            version: s.version,
+            per_customer_limit: s.per_customer_limit,
+        }
+    }
+
+    /// Invariant 2: `available + held + sold == received`. Exact only when no
+    /// operation on this SKU is in flight.
+    pub fn is_conserved(&self) -> bool {
+        u128::from(self.available) + u128::from(self.held) + u128::from(self.sold)
+            == u128::from(self.received)
+    }
+}
+
+/// What one timer pass did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TimerReport {
+    pub expired: usize,
+    pub pruned_reservations: usize,
+    pub purged_idempotency_keys: usize,
+    /// Work was left for the next pass.
+    pub more: bool,
+}
+
+type StoredOutcome = Result<Receipt, EngineError>;
+
+/// The stock engine. Share it as `Arc<Engine>`; every method takes `&self`.
+///
+/// `S` is where changes are reported ([`InMemory`]: nowhere). The durable
+/// layer plugs its journal in here; the engine never names it.
+#[derive(Debug)]
+pub struct Engine<S: ChangeSink = InMemory> {
+    config: EngineConfig,
+    catalogue: Catalogue,
+    holds: HoldTable,
+    ledger: LimitLedger,
+    idempotency: IdempotencyTable<StoredOutcome>,
+    clock: Arc<dyn Clock>,
+    sink: S,
+}
+
+impl Engine<InMemory> {
+    pub fn new(config: EngineConfig) -> Result<Engine, ConfigError> {
+        Engine::with_clock(config, Arc::new(SystemClock))
+    }
+
+    pub fn with_clock(config: EngineConfig, clock: Arc<dyn Clock>) -> Result<Engine, ConfigError> {
+        Engine::with_sink(config, clock, InMemory)
+    }
+}
+
+impl<S: ChangeSink> Engine<S> {
+    /// An engine that reports every change to `sink` (see `change.rs` for
+    /// when). Callers that acknowledge durably ask the sink's owner when a
+    /// change is recorded for good.
+    pub fn with_sink(
+        config: EngineConfig,
+        clock: Arc<dyn Clock>,
+        sink: S,
+    ) -> Result<Engine<S>, ConfigError> {
+        config.validate()?;
+        Ok(Engine {
+            catalogue: Catalogue::new(),
+            holds: HoldTable::new(config.max_reservations),
+            ledger: LimitLedger::new(),
+            idempotency: IdempotencyTable::new(
+                config.max_idempotency_keys,
+                config.idempotency_retention_ms,
+            ),
+            clock,
+            config,
+            sink,
+        })
+    }
+
+    /// Where this engine reports its changes.
+    pub fn sink(&self) -> &S {
+        &self.sink
+    }
+
+    /// Refuses changes once the sink has failed: they could never be
+    /// recorded, and acknowledging them would lie.
+    #[inline]
+    fn check_storage(&self) -> Result<(), EngineError> {
+        match self.sink.failure() {
+            None => Ok(()),
+            Some(message) => Err(EngineError::StorageFailed { message }),
+        }
+    }
+
+    /// Reports one change. A failure is kept by the sink and reaches the
+    /// caller through its durability wait (and `check_storage` refuses
+    /// every later change), so it is not reported twice here.
+    #[inline]
+    fn record(&self, hint: usize, change: Change<'_>) {
+        self.sink.record(hint, &change);
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    // ---- catalogue -------------------------------------------------------
+
+    /// Resolves a SKU name to its handle. Resolve once, then use the handle:
+    /// the hot path then hashes nothing.
+    pub fn sku(&self, name: &str) -> Result<SkuId, EngineError> {
+        self.catalogue
+            .find(name)
+            .ok_or_else(|| EngineError::UnknownSku { name: name.into() })
+    }
+
+    /// A SKU's name, read without a lock (names are set once, at creation).
+    /// `None` for an id this engine never issued.
+    pub fn sku_name(&self, sku: SkuId) -> Option<&str> {
+        self.catalogue.slot(sku).map(SkuSlot::name)
+    }
+
+    /// Number of SKUs.
+    pub fn sku_count(&self) -> usize {
+        self.catalogue.len()
+    }
+
+    /// Reads one SKU.
+    pub fn sku_document(&self, sku: SkuId) -> Result<SkuDocument, EngineError> {
+        let slot = self.slot(sku)?;
+        Ok(SkuDocument::new(sku, slot, slot.cell().snapshot()))
+    }
+
+    /// Up to `limit` SKUs in creation order, after `after` (a cursor: pass
+    /// the last id of the previous page).
+    pub fn skus_after(&self, after: Option<SkuId>, limit: usize) -> Vec<SkuDocument> {
+        self.catalogue
+            .iter_after(after)
+            .take(limit)
+            .map(|(id, slot)| SkuDocument::new(id, slot, slot.cell().snapshot()))
+            .collect()
+    }
+
+    // ---- reservations ----------------------------------------------------
+
+    /// Reads a reservation (expiring it first if its deadline has passed).
+    pub fn reservation(&self, id: ReservationId) -> Result<HoldDocument, EngineError> {
+        let hint = stripe_hint();
+        let now_ms = self.clock.now_ms();
+        self.sink.make_room(hint);
+        self.holds
+            .get(id, now_ms, |how, hold| self.settle(how, hold, hint, now_ms))
+            .ok_or(EngineError::UnknownReservation { id })
+    }
+
+    /// Calls `f` with every reservation record the engine still keeps.
+    pub fn for_each_reservation(&self, f: impl FnMut(HoldDocument)) {
+        self.holds.for_each(f);
+    }
+
+    /// Units `customer` holds or bought of `sku` that count against its limit.
+    pub fn customer_units(&self, sku: SkuId, customer: &str) -> u32 {
+        self.ledger.used(sku, customer)
+    }
+
+    // ---- timers ----------------------------------------------------------
+
+    /// Expires due holds, prunes ended records past their retention and
+    /// forgets old idempotency keys. Bounded work per call; `TimerThread`
+    /// calls it periodically.
+    pub fn run_timers(&self) -> TimerReport {
+        let now_ms = self.clock.now_ms();
+        let hint = stripe_hint();
+        let retention = Retention {
+            ended_ms: self.config.ended_retention_ms,
+            refund_window_ms: self.config.refund_window_ms,
+        };
+        let TimerWork {
+            expired,
+            pruned,
+            more,
+        } = self.holds.run_timers(
+            now_ms,
+            retention,
+            || self.sink.make_room(hint),
+            |how, hold| self.settle(how, hold, hint, now_ms),
+        );
+        let purged = self.idempotency.purge(now_ms);
+        TimerReport {
+            expired,
+            pruned_reservations: pruned,
+            purged_idempotency_keys: purged,
+            more,
+        }
+    }
+
+    // ---- internals -------------------------------------------------------
+
+    fn slot(&self, sku: SkuId) -> Result<&SkuSlot, EngineError> {
+        self.catalogue
+            .slot(sku)
+            .ok_or(EngineError::UnknownSkuId { sku })
+    }
+
+    #[inline]
+    fn cell(&self, sku: SkuId) -> Result<&StockCell, EngineError> {
+        self.slot(sku).map(SkuSlot::cell)
+    }
+}

@@ -1,0 +1,121 @@
+//! The nouns every layer shares: SKU handles, reservation ids, cart lines
+//! and reservation statuses. Plain values with no behaviour beyond
+//! formatting, so that `error.rs`, `catalogue.rs` and `holds.rs` can all
+//! name them without importing each other.
+
+use std::fmt;
+use std::str::FromStr;
+
+use super::limits::SHARDS;
+
+/// An interned SKU: an index into the catalogue that issued it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SkuId(pub(crate) u32);
+
+impl SkuId {
+    pub fn index(self) -> u32 {
+        self.0
+    }
+
+    /// Rebuilds an id from its index (for recovery and tests). An index the
+    /// catalogue never issued resolves to `UnknownSkuId`, never to a panic.
+    pub fn from_index(index: u32) -> SkuId {
+        SkuId(index)
+    }
+}
+
+impl fmt::Display for SkuId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// A reservation's id: `generation << 32 | slot * SHARDS + shard`. Shown as
+/// 16 hex digits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ReservationId(u64);
+
+impl ReservationId {
+    pub(crate) fn new(generation: u32, shard: usize, slot: usize) -> ReservationId {
+        let index = (slot * SHARDS + shard) as u64;
+        debug_assert!(index <= u64::from(u32::MAX));
+        ReservationId(u64::from(generation) << 32 | index)
+    }
+
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    pub(crate) fn shard(self) -> usize {
+        (self.0 as u32 as usize) % SHARDS
+    }
+
+    pub(crate) fn slot(self) -> usize {
+        (self.0 as u32 as usize) / SHARDS
+    }
+
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+
+    pub fn from_u64(raw: u64) -> ReservationId {
+        ReservationId(raw)
+    }
+}
+
+impl fmt::Display for ReservationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for ReservationId {
+    type Err = std::num::ParseIntError;
+
+    fn from_str(s: &str) -> Result<ReservationId, Self::Err> {
+        u64::from_str_radix(s, 16).map(ReservationId)
+    }
+}
+
+/// Where a reservation is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HoldStatus {
+    Held,
+    Confirmed,
+    Cancelled,
+    Expired,
+    Refunded,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Held => "held",
+            HoldStatus::Confirmed => "confirmed",
+            HoldStatus::Cancelled => "cancelled",
+            HoldStatus::Expired => "expired",
+            HoldStatus::Refunded => "refunded",
+        }
+    }
+
+    /// Ended for good: the record only waits to be pruned.
+    pub fn is_final(self) -> bool {
+        matches!(
+            self,
+            HoldStatus::Cancelled | HoldStatus::Expired | HoldStatus::Refunded
+        )
+    }
+}
+
+impl fmt::Display for HoldStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One line of a cart: a SKU and how many units of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Line {
+    pub sku: SkuId,
+    pub quantity: u32,
+}

@@ -1,0 +1,140 @@
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::recovery::list_segments;
+use parking_lot::{Condvar, Mutex};
+
+use crate::core::clock::Clock;
+use crate::core::engine::EngineConfig;
+use crate::core::limits::RESERVATION_PRUNE_INTERVAL_MS;
+use crate::durable::journal::segment::{segment_file_name, Position};
+use crate::durable::settled::Settled;
+use crate::durable::store::{Store, StoreError};
+
+/// The checkpointer thread: every interval, copies what changed in the
+/// writer's shadow to the store, then deletes segments the store covers.
+pub(super) struct Checkpointer {
+    shared: Arc<CheckpointShared>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+struct CheckpointShared {
+    store: Mutex<Box<dyn Store>>,
+    settled: Arc<Mutex<Settled>>,
+    journal_dir: PathBuf,
+    engine: EngineConfig,
+    clock: Arc<dyn Clock>,
+    stop: Mutex<bool>,
+    /// When reservation rows past their retention were last deleted.
+    reservations_pruned_ms: Mutex<u64>,
+    wake: Condvar,
+}
+
+impl Checkpointer {
+    pub(super) fn spawn(
+        store: Box<dyn Store>,
+        settled: Arc<Mutex<Settled>>,
+        journal_dir: PathBuf,
+        engine: EngineConfig,
+        clock: Arc<dyn Clock>,
+        interval: Duration,
+    ) -> io::Result<Checkpointer> {
+        let started_ms = clock.now_ms();
+        let shared = Arc::new(CheckpointShared {
+            store: Mutex::new(store),
+            settled,
+            journal_dir,
+            engine,
+            clock,
+            stop: Mutex::new(false),
+            // Counted from the start, so a restart in a sale does not begin
+            // with a scan of the whole table.
+            reservations_pruned_ms: Mutex::new(started_ms),
+            wake: Condvar::new(),
+        });
+        let worker = Arc::clone(&shared);
+        let handle = std::thread::Builder::new()
+            .name("hotstock-ckpt".into())
+            .spawn(move || loop {
+                {
+                    let mut stop = worker.stop.lock();
+                    if !*stop {
+                        worker.wake.wait_for(&mut stop, interval);
+                    }
+                    if *stop {
+                        return;
+                    }
+                }
+                if let Err(error) = worker.run(false) {
+                    // Not fatal: the journal still holds everything, and no
+                    // segment is deleted until a checkpoint succeeds.
+                    eprintln!("hotstock: checkpoint failed, will retry: {error}");
+                }
+            })?;
+        Ok(Checkpointer {
+            shared,
+            handle: Some(handle),
+        })
+    }
+
+    pub(super) fn run_now(&self) -> Result<Position, StoreError> {
+        self.shared.run(false)
+    }
+
+    /// Stops the thread and writes a last checkpoint.
+    pub(super) fn stop(mut self) -> Result<Position, StoreError> {
+        *self.shared.stop.lock() = true;
+        self.shared.wake.notify_all();
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+        self.shared.run(true)
+    }
+}
+
+impl CheckpointShared {
+    /// One checkpoint; `final_run` (at close) also prunes reservation rows.
+    fn run(&self, final_run: bool) -> Result<Position, StoreError> {
+        let mut store = self.store.lock();
+        let mut checkpoint = self.settled.lock().take_checkpoint();
+        // The store forgets what the engine prunes: ended records after their
+        // retention, confirmed ones after the refund window.
+        let now = self.clock.now_ms();
+        checkpoint.prune_keys_before_ms =
+            Some(now.saturating_sub(self.engine.idempotency_retention_ms));
+        let mut pruned_ms = self.reservations_pruned_ms.lock();
+        let prune = final_run || now.saturating_sub(*pruned_ms) >= RESERVATION_PRUNE_INTERVAL_MS;
+        if prune {
+            checkpoint.prune_before_ms = Some((
+                now.saturating_sub(self.engine.ended_retention_ms),
+                now.saturating_sub(self.engine.refund_window_ms),
+            ));
+        }
+        if let Err(error) = store.save(&checkpoint) {
+            // Not in the store: put the changes back for the next attempt.
+            self.settled.lock().restore_unsaved(checkpoint);
+            return Err(error);
+        }
+        if prune {
+            *pruned_ms = now;
+        }
+        // Segments wholly before the checkpoint's segment are in the store.
+        if let Ok(segments) = list_segments(&self.journal_dir) {
+            let mut removed = false;
+            for number in segments
+                .into_iter()
+                .filter(|&n| n < checkpoint.position.segment)
+            {
+                removed |=
+                    std::fs::remove_file(self.journal_dir.join(segment_file_name(number))).is_ok();
+            }
+            if removed {
+                let _ = File::open(&self.journal_dir).and_then(|d| d.sync_all());
+            }
+        }
+        Ok(checkpoint.position)
+    }
+}

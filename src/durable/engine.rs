@@ -1,0 +1,269 @@
+use std::fs::File;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::checkpoint::Checkpointer;
+use super::recovery::{fold_batch, list_segments, lock_dir, recover, restore_engine, Mode};
+use super::sink::JournaledEngine;
+use parking_lot::Mutex;
+
+use crate::core::clock::{Clock, SystemClock};
+use crate::core::engine::{Engine, EngineConfig};
+use crate::core::error::EngineError;
+use crate::core::timers::TimerThread;
+use crate::durable::journal::fs::{JournalFs, RealFs};
+use crate::durable::journal::segment::{Corruption, Position, TornTail};
+use crate::durable::journal::{Durability, Journal, JournalConfig, JournalError};
+use crate::durable::store::sqlite::SqliteStore;
+use crate::durable::store::{Store, StoreError};
+
+/// Where settled counts go.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreConfig {
+    /// `hotstock.sqlite` in the data directory.
+    Sqlite,
+    /// A PostgreSQL database (`postgresql://…` URL), tables in `schema`.
+    #[cfg(feature = "postgres")]
+    Postgres { url: String, schema: String },
+}
+
+/// Everything `DurableEngine::open` needs.
+#[derive(Clone, Debug)]
+pub struct DurableConfig {
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub engine: EngineConfig,
+    pub store: StoreConfig,
+    /// How often settled counts are written to the store (and fully covered
+    /// journal segments deleted).
+    pub checkpoint_interval: Duration,
+    /// How often holds are expired and old records pruned.
+    pub timer_period: Duration,
+    pub segment_bytes: u64,
+    pub flush_interval: Duration,
+}
+
+impl DurableConfig {
+    pub fn new(data_dir: impl Into<PathBuf>, durability: Durability) -> DurableConfig {
+        let journal = JournalConfig::new(PathBuf::new(), durability);
+        DurableConfig {
+            data_dir: data_dir.into(),
+            durability,
+            engine: EngineConfig::default(),
+            store: StoreConfig::Sqlite,
+            checkpoint_interval: Duration::from_secs(5),
+            timer_period: Duration::from_millis(50),
+            segment_bytes: journal.segment_bytes,
+            flush_interval: journal.flush_interval,
+        }
+    }
+
+    pub fn journal_dir(&self) -> PathBuf {
+        self.data_dir.join("journal")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("hotstock.sqlite")
+    }
+}
+
+/// What recovery found and did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Position of the store's checkpoint (0/0 when there was none).
+    pub store_position: Position,
+    pub segments_replayed: u64,
+    pub events_replayed: u64,
+    /// A partial frame at the end of the last segment, truncated.
+    pub torn_tail: Option<(u64, TornTail)>,
+    pub skus: usize,
+    pub reservations: usize,
+    /// Holds whose deadline passed while the engine was down.
+    pub expired_on_start: usize,
+    pub elapsed: Duration,
+}
+
+/// Why the engine refused to start. Each says what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("data directory {0} is in use by another hotstock process")]
+    Locked(PathBuf),
+    #[error("{0}; the journal after this point holds acknowledged changes, so hotstock will not start. Restore from backup, or run `hotstock salvage --data-dir DIR` to truncate at the damage and lose what follows")]
+    Corrupt(Corruption),
+    #[error("journal segment {missing} ({file}) is missing but later segments exist; restore it from backup (or `hotstock salvage` to drop everything from it on)")]
+    MissingSegment { missing: u64, file: String },
+    #[error("the store has no checkpoint at or after journal segment {first} (it may have been deleted or replaced by an older copy), and earlier segments were already removed: the state cannot be rebuilt exactly. Restore the store file ({store}) from backup")]
+    StoreBehindJournal { first: u64, store: String },
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("recovered state is inconsistent: {0}")]
+    Restore(EngineError),
+}
+
+/// The engine with its durability machinery. Dropping it (or `close`)
+/// flushes the journal and writes a last checkpoint.
+pub struct DurableEngine {
+    engine: Arc<JournaledEngine>,
+    journal: Arc<Journal>,
+    checkpointer: Option<Checkpointer>,
+    timers: Option<TimerThread>,
+    _lock: File,
+}
+
+impl std::fmt::Debug for DurableEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DurableEngine")
+            .field("journal", &self.journal.dir())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DurableEngine {
+    /// Opens (creating if needed) the data directory and recovers.
+    pub fn open(config: DurableConfig) -> Result<(DurableEngine, RecoveryReport), OpenError> {
+        DurableEngine::open_with(config, Arc::new(RealFs), Arc::new(SystemClock))
+    }
+
+    /// `open` with an injectable file layer and clock (for tests).
+    pub fn open_with(
+        config: DurableConfig,
+        fs: Arc<dyn JournalFs>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<(DurableEngine, RecoveryReport), OpenError> {
+        let started = Instant::now();
+        let journal_dir = config.journal_dir();
+        std::fs::create_dir_all(&journal_dir).map_err(|source| OpenError::Io {
+            path: journal_dir.clone(),
+            source,
+        })?;
+        let lock = lock_dir(&config.data_dir)?;
+        let mut store: Box<dyn Store> = match &config.store {
+            StoreConfig::Sqlite => Box::new(SqliteStore::open(&config.store_path())?),
+            #[cfg(feature = "postgres")]
+            StoreConfig::Postgres { url, schema } => Box::new(
+                crate::durable::store::postgres::PostgresStore::connect(url, schema)?,
+            ),
+        };
+        let (settled, mut report) = recover(&journal_dir, store.as_mut(), Mode::Repair)?;
+        let next_segment = list_segments(&journal_dir)?
+            .last()
+            .map_or(settled.position.segment, |last| last + 1);
+        report.reservations = settled.holds.len();
+        // The recovered fold becomes the writer's shadow: its rows that
+        // differ from the store are already marked dirty for the next
+        // checkpoint.
+        let settled_for_sink = Arc::new(Mutex::new(settled));
+        let sink_target = Arc::clone(&settled_for_sink);
+        let sink = Box::new(move |batch: &[u8], start: Position| {
+            fold_batch(&mut sink_target.lock(), batch, start)
+        });
+        let mut journal_config = JournalConfig::new(&journal_dir, config.durability);
+        journal_config.segment_bytes = config.segment_bytes;
+        journal_config.flush_interval = config.flush_interval;
+        let journal = Arc::new(
+            Journal::start(journal_config, fs, next_segment, sink).map_err(|source| {
+                OpenError::Io {
+                    path: journal_dir.clone(),
+                    source,
+                }
+            })?,
+        );
+        let boot = store.next_boot()?;
+        let engine = Engine::with_sink(config.engine.clone(), clock.clone(), Arc::clone(&journal))
+            .map_err(|e| {
+                OpenError::Restore(EngineError::StorageFailed {
+                    message: e.to_string().into(),
+                })
+            })?;
+        engine.set_boot(boot);
+        // Nothing has been appended yet, so the writer is not folding.
+        restore_engine(&engine, &settled_for_sink.lock()).map_err(OpenError::Restore)?;
+        report.skus = engine.sku_count();
+        let engine = Arc::new(engine);
+        report.expired_on_start = engine.run_timers().expired;
+        report.elapsed = started.elapsed();
+        let checkpointer = Checkpointer::spawn(
+            store,
+            Arc::clone(&settled_for_sink),
+            journal_dir,
+            config.engine.clone(),
+            clock,
+            config.checkpoint_interval,
+        )
+        .map_err(|source| OpenError::Io {
+            path: config.data_dir.clone(),
+            source,
+        })?;
+        let timers =
+            TimerThread::spawn(Arc::clone(&engine), config.timer_period).map_err(|source| {
+                OpenError::Io {
+                    path: config.data_dir.clone(),
+                    source,
+                }
+            })?;
+        let durable = DurableEngine {
+            engine,
+            journal,
+            checkpointer: Some(checkpointer),
+            timers: Some(timers),
+            _lock: lock,
+        };
+        Ok((durable, report))
+    }
+
+    pub fn engine(&self) -> &Arc<JournaledEngine> {
+        &self.engine
+    }
+
+    pub fn journal(&self) -> &Arc<Journal> {
+        &self.journal
+    }
+
+    /// Writes a checkpoint now (and deletes fully covered segments).
+    pub fn checkpoint(&self) -> Result<Position, StoreError> {
+        self.checkpointer
+            .as_ref()
+            .expect("open until closed")
+            .run_now()
+    }
+
+    /// Stops timers, flushes the journal, writes a last checkpoint.
+    pub fn close(mut self) -> Result<(), CloseError> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> Result<(), CloseError> {
+        drop(self.timers.take());
+        let flushed = self.journal.shutdown();
+        let checkpoint = match self.checkpointer.take() {
+            Some(checkpointer) => checkpointer.stop(),
+            None => Ok(Position::default()),
+        };
+        flushed.map_err(CloseError::Journal)?;
+        checkpoint.map_err(CloseError::Store)?;
+        Ok(())
+    }
+}
+
+impl Drop for DurableEngine {
+    fn drop(&mut self) {
+        if self.checkpointer.is_some() {
+            if let Err(error) = self.shut_down() {
+                eprintln!("hotstock: closing the data directory: {error}");
+            }
+        }
+    }
+}
+
+/// Why a clean close did not finish.
+#[derive(Debug, thiserror::Error)]
+pub enum CloseError {
+    #[error("flushing the journal: {0}")]
+    Journal(JournalError),
+    #[error("writing the last checkpoint: {0}")]
+    Store(StoreError),
+}

@@ -1,0 +1,410 @@
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::engine::{OpenError, RecoveryReport};
+use crate::core::cell::CellSnapshot;
+use crate::core::change::ChangeSink;
+use crate::core::engine::Receipt;
+use crate::core::holds::NewHold;
+use crate::core::types::{HoldStatus, ReservationId, SkuId};
+use crate::durable::event::KeyEvent;
+
+use crate::core::engine::Engine;
+use crate::core::error::EngineError;
+use crate::durable::event::Event;
+use crate::durable::journal::segment::{
+    self, parse_segment_file_name, segment_file_name, Corruption, Position,
+};
+use crate::durable::settled::Settled;
+use crate::durable::store::sqlite::SqliteStore;
+use crate::durable::store::{Store, StoreError};
+
+pub(super) fn lock_dir(dir: &Path) -> Result<File, OpenError> {
+    let path = dir.join("LOCK");
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|source| OpenError::Io {
+            path: path.clone(),
+            source,
+        })?;
+    #[cfg(unix)]
+    {
+        use std::os::fd::AsRawFd;
+        // SAFETY: `file` is open for the duration of the call; flock only
+        // takes a lock on it.
+        let rc = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            return Err(OpenError::Locked(dir.to_owned()));
+        }
+    }
+    Ok(file)
+}
+
+/// Segment numbers in `dir`, ascending.
+pub fn list_segments(dir: &Path) -> Result<Vec<u64>, OpenError> {
+    let io_error = |source| OpenError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut numbers = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io_error)? {
+        let entry = entry.map_err(io_error)?;
+        if let Some(number) = entry.file_name().to_str().and_then(parse_segment_file_name) {
+            numbers.push(number);
+        }
+    }
+    numbers.sort_unstable();
+    Ok(numbers)
+}
+
+/// Folds one durable batch (a run of frames starting at `start`).
+pub(super) fn fold_batch(settled: &mut Settled, batch: &[u8], start: Position) {
+    for payload in segment::batch_payloads(batch) {
+        // We encoded it ourselves a moment ago: a decode failure is a bug.
+        let folded = settled.apply_frame(payload);
+        debug_assert!(folded.is_ok(), "journal frame failed to decode: {folded:?}");
+    }
+    settled.position = Position {
+        segment: start.segment,
+        offset: start.offset + batch.len() as u64,
+    };
+}
+
+/// Loads the store and replays the journal after its position.
+pub(super) fn recover(
+    journal_dir: &Path,
+    store: &mut dyn Store,
+    mode: Mode,
+) -> Result<(Settled, RecoveryReport), OpenError> {
+    let loaded = store.load()?;
+    let had_checkpoint = loaded.is_some();
+    let mut settled = loaded.unwrap_or_default();
+    let mut report = RecoveryReport {
+        store_position: settled.position,
+        ..RecoveryReport::default()
+    };
+    let segments = list_segments(journal_dir)?;
+    let from = settled.position;
+    // Segments wholly before the checkpoint may linger if a deletion was
+    // interrupted; they are already folded into the store.
+    let needed: Vec<u64> = segments
+        .iter()
+        .copied()
+        .filter(|&n| n >= from.segment)
+        .collect();
+    if let Some(&first) = needed.first() {
+        let starts_where_expected = first == from.segment || (!had_checkpoint && first == 0);
+        if !starts_where_expected {
+            if had_checkpoint {
+                return Err(OpenError::MissingSegment {
+                    missing: from.segment,
+                    file: segment_file_name(from.segment),
+                });
+            }
+            return Err(OpenError::StoreBehindJournal {
+                first,
+                store: store.describe(),
+            });
+        }
+    } else if had_checkpoint && from.offset > segment::HEADER_LEN as u64 && !segments.is_empty() {
+        return Err(OpenError::MissingSegment {
+            missing: from.segment,
+            file: segment_file_name(from.segment),
+        });
+    }
+    for pair in needed.windows(2) {
+        if pair[1] != pair[0] + 1 {
+            let missing = pair[0] + 1;
+            return Err(OpenError::MissingSegment {
+                missing,
+                file: segment_file_name(missing),
+            });
+        }
+    }
+    for (index, &number) in needed.iter().enumerate() {
+        let is_last = index + 1 == needed.len();
+        let (file_name, path, bytes) = read_segment(journal_dir, number)?;
+        let start = if number == from.segment {
+            from.offset
+        } else {
+            0
+        };
+        let mut events = 0u64;
+        let scan = segment::scan(
+            &bytes,
+            number,
+            &file_name,
+            is_last,
+            start,
+            |offset, payload| {
+                let event = Event::decode(payload).map_err(|_| Corruption {
+                    segment: number,
+                    file: file_name.clone(),
+                    offset,
+                    reason: "frame checksum matches but its event does not decode",
+                })?;
+                settled.apply(event);
+                events += 1;
+                Ok(())
+            },
+        )
+        .map_err(OpenError::Corrupt)?;
+        report.events_replayed += events;
+        report.segments_replayed += 1;
+        if let Some(torn) = scan.torn.filter(|_| mode == Mode::Repair) {
+            truncate(&path, torn.offset)?;
+            eprintln!(
+                "hotstock: journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
+                torn.offset, torn.dropped
+            );
+            report.torn_tail = Some((number, torn));
+        }
+        if mode == Mode::ReadOnly {
+            report.torn_tail = report.torn_tail.or(scan.torn.map(|torn| (number, torn)));
+        }
+        settled.position = Position {
+            segment: number,
+            offset: scan.valid_end.max(start),
+        };
+    }
+    Ok((settled, report))
+}
+
+/// A segment's file name, path and whole contents.
+pub(super) fn read_segment(
+    journal_dir: &Path,
+    number: u64,
+) -> Result<(String, PathBuf, Vec<u8>), OpenError> {
+    let file_name = segment_file_name(number);
+    let path = journal_dir.join(&file_name);
+    let bytes = std::fs::read(&path).map_err(|source| OpenError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    Ok((file_name, path, bytes))
+}
+
+pub(super) fn truncate(path: &Path, len: u64) -> Result<(), OpenError> {
+    let io_error = |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error)?;
+    file.set_len(len).map_err(io_error)?;
+    file.sync_all().map_err(io_error)
+}
+
+/// Whether recovery may truncate a torn tail (opening) or must only look
+/// (`inspect`, `verify`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Mode {
+    Repair,
+    ReadOnly,
+}
+
+/// What `inspect` reads from a data directory without changing it.
+#[derive(Debug)]
+pub struct Inspection {
+    pub report: RecoveryReport,
+    /// The state recovery would start from.
+    pub settled: Settled,
+    /// Journal segments: number, bytes.
+    pub segments: Vec<(u64, u64)>,
+    /// Whether the store file had a checkpoint.
+    pub store_description: String,
+}
+
+/// Reads a data directory as recovery would, changing nothing (a torn tail
+/// is reported, not truncated). Fails as `open` would on corruption or a
+/// missing segment. Works while a server holds the directory: it reads the
+/// SQLite store, which WAL mode lets another process read.
+pub fn inspect(data_dir: &Path) -> Result<Inspection, OpenError> {
+    let journal_dir = data_dir.join("journal");
+    let store_path = data_dir.join("hotstock.sqlite");
+    if !journal_dir.is_dir() && !store_path.is_file() {
+        return Err(OpenError::Io {
+            path: data_dir.to_owned(),
+            source: io::Error::new(
+                io::ErrorKind::NotFound,
+                "not a hotstock data directory (no journal, no store)",
+            ),
+        });
+    }
+    let segments = if journal_dir.is_dir() {
+        list_segments(&journal_dir)?
+    } else {
+        Vec::new()
+    };
+    // Open the store only if it exists: opening would create it.
+    let mut store: Box<dyn Store> = if store_path.is_file() {
+        Box::new(SqliteStore::open(&store_path)?)
+    } else {
+        Box::new(NoStore)
+    };
+    let store_description = store.describe();
+    let (settled, report) = if journal_dir.is_dir() {
+        recover(&journal_dir, store.as_mut(), Mode::ReadOnly)?
+    } else {
+        (store.load()?.unwrap_or_default(), RecoveryReport::default())
+    };
+    let sizes = segments
+        .iter()
+        .map(|&n| {
+            let len =
+                std::fs::metadata(journal_dir.join(segment_file_name(n))).map_or(0, |m| m.len());
+            (n, len)
+        })
+        .collect();
+    Ok(Inspection {
+        report,
+        settled,
+        segments: sizes,
+        store_description,
+    })
+}
+
+/// A store that holds nothing (a data directory without a store file).
+struct NoStore;
+
+impl Store for NoStore {
+    fn next_boot(&mut self) -> Result<u32, StoreError> {
+        Err(StoreError {
+            store: self.describe(),
+            message: "read-only inspection".into(),
+        })
+    }
+
+    fn describe(&self) -> String {
+        "no store file".into()
+    }
+
+    fn load(&mut self) -> Result<Option<Settled>, StoreError> {
+        Ok(None)
+    }
+
+    fn save(&mut self, _: &crate::durable::settled::Checkpoint) -> Result<(), StoreError> {
+        Err(StoreError {
+            store: self.describe(),
+            message: "read-only inspection".into(),
+        })
+    }
+}
+
+/// Cuts the journal at its first damage so the engine can start, losing
+/// what follows: the damaged segment is truncated there and later segments
+/// are deleted. Returns a description of what was dropped. An explicit,
+/// operator-run step (`hotstock salvage`), never automatic.
+pub fn salvage(data_dir: &Path) -> Result<Vec<String>, OpenError> {
+    let journal_dir = data_dir.join("journal");
+    let segments = list_segments(&journal_dir)?;
+    let mut dropped = Vec::new();
+    let mut cut_from: Option<usize> = None;
+    for (index, &number) in segments.iter().enumerate() {
+        if index > 0 && number != segments[index - 1] + 1 {
+            dropped.push(format!(
+                "segment {} is missing: dropping every segment from {number} on",
+                segments[index - 1] + 1
+            ));
+            cut_from = Some(index);
+            break;
+        }
+        let (file_name, path, bytes) = read_segment(&journal_dir, number)?;
+        if let Err(corruption) = segment::scan(&bytes, number, &file_name, true, 0, |_, _| Ok(())) {
+            let keep = corruption.offset;
+            dropped.push(format!(
+                "{corruption}: truncated to {keep} bytes ({} bytes dropped)",
+                bytes.len() as u64 - keep
+            ));
+            truncate(&path, keep)?;
+            cut_from = Some(index + 1);
+            break;
+        }
+    }
+    if let Some(from) = cut_from {
+        for &number in &segments[from..] {
+            let path = journal_dir.join(segment_file_name(number));
+            std::fs::remove_file(&path).map_err(|source| OpenError::Io {
+                path: path.clone(),
+                source,
+            })?;
+            dropped.push(format!("deleted segment {}", segment_file_name(number)));
+        }
+    }
+    Ok(dropped)
+}
+
+/// Rebuilds a fresh, unshared engine from recovered counts and records.
+/// Records nothing: the state came from the journal.
+pub(super) fn restore_engine<S: ChangeSink>(
+    engine: &Engine<S>,
+    settled: &Settled,
+) -> Result<(), EngineError> {
+    assert!(engine.is_fresh(), "restore into a fresh engine only");
+    for (index, sku) in settled.skus.iter().enumerate() {
+        let Some(sku) = sku else { continue };
+        if sku.name.is_empty() {
+            // Counts for a SKU whose creation event was never durable:
+            // impossible by the journal's causal-prefix property.
+            return Err(EngineError::StorageFailed {
+                message: format!("journal names SKU #{index} but never recorded its creation")
+                    .into(),
+            });
+        }
+        let snapshot = CellSnapshot {
+            available: u64::try_from(sku.available()).map_err(|_| negative(index, "available"))?,
+            held: u64::try_from(sku.held).map_err(|_| negative(index, "held"))?,
+            sold: u64::try_from(sku.sold).map_err(|_| negative(index, "sold"))?,
+            received: u64::try_from(sku.received).map_err(|_| negative(index, "received"))?,
+            version: sku.version,
+            per_customer_limit: sku.limit,
+            width: 1,
+        };
+        engine.restore_sku(SkuId::from_index(index as u32), &sku.name, &snapshot)?;
+    }
+    for (&id, hold) in &settled.holds {
+        let record = NewHold {
+            lines: &hold.lines,
+            customer: hold.customer.as_deref().map(Arc::from),
+            limit_mask: hold.limit_mask,
+            deadline_ms: hold.deadline_ms,
+            created_ms: hold.at_ms,
+            status: HoldStatus::Held,
+        };
+        let id = ReservationId::from_u64(id);
+        engine.restore_reservation(id, record, hold.status, hold.at_ms);
+    }
+    // Oldest first: the table forgets keys in insertion order.
+    let mut keys: Vec<&KeyEvent> = settled.keys.values().collect();
+    keys.sort_by_key(|key| key.created_ms);
+    for key in keys {
+        let receipt = Receipt {
+            id: key.reservation,
+            status: key.status,
+            expires_at_ms: key.expires_at_ms,
+            replayed: false,
+        };
+        engine.restore_idempotency_key(&key.key, key.fingerprint, key.created_ms, receipt);
+    }
+    for ((sku, customer), &units) in &settled.customer_units {
+        let units = u32::try_from(units).map_err(|_| negative(*sku as usize, "customer units"))?;
+        engine.restore_customer_units(SkuId::from_index(*sku), customer, units);
+    }
+    Ok(())
+}
+
+fn negative(sku: usize, what: &str) -> EngineError {
+    EngineError::StorageFailed {
+        message: format!(
+            "recovered {what} of SKU #{sku} is out of range: the store and journal disagree"
+        )
+        .into(),
+    }
+}
