@@ -133,3 +133,33 @@ fn two_slow_paths_drain_concurrently() {
         assert_eq!((s.available, s.sold), (0, 2));
     });
 }
+
+/// Race: an operator restocks while a buyer takes, and the journal records
+/// both. The restock is recorded under the cell lock *before* its units are
+/// credited, so the buyer's take of that unit is always recorded after it:
+/// no cut of the journal holds the sale without the restock (which
+/// recovery would read as `sold > received`).
+#[test]
+fn restock_is_recorded_before_a_take_of_its_units() {
+    loom::model(|| {
+        let cell = Arc::new(StockCell::new());
+        let tape = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let p = policy();
+        let operator = {
+            let (cell, tape) = (cell.clone(), tape.clone());
+            thread::spawn(move || {
+                let record = |_| tape.lock().unwrap().push("restock");
+                cell.restock(1, 0, record).unwrap();
+            })
+        };
+        if cell.take(1, TakeInto::Sold, 1, &p).is_ok() {
+            tape.lock().unwrap().push("take");
+        }
+        operator.join().unwrap();
+        let tape = tape.lock().unwrap();
+        if let Some(take) = tape.iter().position(|&c| c == "take") {
+            let restock = tape.iter().position(|&c| c == "restock");
+            assert!(restock < Some(take), "recorded in this order: {:?}", &*tape);
+        }
+    });
+}

@@ -175,3 +175,49 @@ fn late_confirm_races_the_timer() {
         assert_eq!((s.available, s.held, s.sold), (2, 0, 0));
     });
 }
+
+/// Race: a reservation is created while another client cancels its id
+/// (guessed, or replayed). The creation is recorded under the shard lock
+/// that publishes the record, so a cancel can only be recorded after it:
+/// no cut of the journal ends a reservation it never created.
+#[test]
+fn a_reservation_is_recorded_before_anyone_can_end_it() {
+    loom::model(|| {
+        let holds = Arc::new(HoldTable::new(64));
+        let tape = Arc::new(loom::sync::Mutex::new(Vec::new()));
+        let creator = {
+            let (holds, tape) = (holds.clone(), tape.clone());
+            thread::spawn(move || {
+                let lines = [Line {
+                    sku: SkuId::from_index(0),
+                    quantity: 1,
+                }];
+                let hold = NewHold {
+                    lines: &lines,
+                    customer: None,
+                    limit_mask: 0,
+                    deadline_ms: DEADLINE,
+                    created_ms: 0,
+                    status: HoldStatus::Held,
+                };
+                let record = |_| tape.lock().unwrap().push("created");
+                holds.insert(0, hold, record).unwrap()
+            })
+        };
+        // The first record of shard 0 gets this id.
+        let guessed = ReservationId::from_u64(0);
+        let _ = holds.transition(guessed, Transition::Cancel, 0, |_, _| {
+            tape.lock().unwrap().push("cancelled")
+        });
+        assert_eq!(creator.join().unwrap(), guessed);
+        let tape = tape.lock().unwrap();
+        if let Some(cancelled) = tape.iter().position(|&c| c == "cancelled") {
+            let created = tape.iter().position(|&c| c == "created");
+            assert!(
+                created < Some(cancelled),
+                "recorded in this order: {:?}",
+                &*tape
+            );
+        }
+    });
+}

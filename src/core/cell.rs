@@ -498,6 +498,22 @@ impl StockCell {
         }
     }
 
+    /// Units available now, summed over the stripes without the lock: a
+    /// reading for decisions that tolerate a race (admission, monitoring),
+    /// exact only at quiescence. Never more than was ever available: units
+    /// enter a stripe only under the lock, after the change is recorded.
+    pub fn available_now(&self) -> u64 {
+        // Relaxed: independent readings of counters; no ordering is implied.
+        let width = self.width.load(Ordering::Relaxed) as usize;
+        let mut available = self.home.available.load(Ordering::Relaxed);
+        if let Some(wide) = self.wide_array() {
+            for stripe in wide.iter().take(width) {
+                available += stripe.available.load(Ordering::Relaxed);
+            }
+        }
+        available
+    }
+
     // ---- internals -------------------------------------------------------
 
     /// The stripe a caller with `hint` uses, and whether it is `home`.

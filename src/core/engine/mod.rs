@@ -272,6 +272,13 @@ impl<S: ChangeSink> Engine<S> {
         self.catalogue.slot(sku).map(SkuSlot::name)
     }
 
+    /// A SKU's available units read without its lock (see
+    /// `StockCell::available_now`): for admission and monitoring, not for
+    /// decisions that must be exact.
+    pub fn available_now(&self, sku: SkuId) -> Result<u64, EngineError> {
+        self.cell(sku).map(StockCell::available_now)
+    }
+
     /// Number of SKUs.
     pub fn sku_count(&self) -> usize {
         self.catalogue.len()
