@@ -663,3 +663,40 @@ fn store_prunes_old_reservations_hourly_and_at_close() {
     durable.close().unwrap();
     assert_eq!(stored_reservations(&dir.0), 0, "a clean close prunes");
 }
+
+/// Bug: a restarted server handed out ids it had handed out before. Slots
+/// past the highest restored record restarted at generation 0, so once an
+/// old record was pruned (from memory and from the store), the next run's
+/// first reservation got its id, and a late refund or an idempotent replay
+/// of the old order touched the new one.
+#[test]
+fn reservation_ids_never_repeat_across_restarts() {
+    let dir = TempDir::new("ids-across-restarts");
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut issued = std::collections::HashSet::new();
+    for run in 0..3 {
+        let (durable, _) = open_at(&dir.0, clock.clone());
+        let engine = durable.engine();
+        let sku = match engine.sku("tee") {
+            Ok(sku) => sku,
+            Err(_) => engine.put_sku("tee", 10, None, None).unwrap().0,
+        };
+        let lines = [Line { sku, quantity: 1 }];
+        let order = Order {
+            lines: &lines,
+            ..Order::default()
+        };
+        let receipt = engine.reserve(&order).unwrap();
+        assert!(
+            issued.insert(receipt.id),
+            "run {run} issued {} again",
+            receipt.id
+        );
+        engine.cancel(receipt.id).unwrap();
+        // Past the retention of ended records: pruned from memory now, and
+        // from the store at close.
+        clock.advance(engine.config().ended_retention_ms + 1);
+        assert_eq!(engine.run_timers().pruned_reservations, 1);
+        durable.close().unwrap();
+    }
+}

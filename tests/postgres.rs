@@ -227,3 +227,15 @@ fn postgres_prunes_reservations_by_status_and_age() {
             .expect("connect the PostgreSQL store");
     common::store_prunes_reservations_by_status_and_age(&mut store);
 }
+
+#[test]
+fn postgres_counts_boots() {
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "boots");
+    common::store_counts_boots(|| {
+        Box::new(
+            hotstock::durable::store::postgres::PostgresStore::connect(&url, &scratch.schema)
+                .expect("connect the PostgreSQL store"),
+        )
+    });
+}

@@ -128,3 +128,11 @@ fn sqlite_round_trips_rows_written_many_per_statement() {
     drop(store);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn sqlite_counts_boots() {
+    let dir = scratch("boots");
+    let path = dir.join("hotstock.sqlite");
+    common::store_counts_boots(|| Box::new(SqliteStore::open(&path).unwrap()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

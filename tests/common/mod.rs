@@ -99,3 +99,14 @@ pub fn store_prunes_reservations_by_status_and_age(
     let kept = store.load().unwrap().unwrap().holds;
     assert_eq!(kept[&6], row(HoldStatus::Confirmed, 5_000));
 }
+
+/// Every store counts boots from 1, one per call, durably (a reopened store
+/// goes on from where it was).
+pub fn store_counts_boots(mut open: impl FnMut() -> Box<dyn hotstock::durable::store::Store>) {
+    let mut store = open();
+    assert_eq!(store.next_boot().unwrap(), 1);
+    assert_eq!(store.next_boot().unwrap(), 2);
+    drop(store);
+    let mut store = open();
+    assert_eq!(store.next_boot().unwrap(), 3);
+}
