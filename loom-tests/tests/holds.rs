@@ -117,7 +117,7 @@ fn confirm_cancel_and_expiry_race_on_one_hold() {
         assert_eq!(s.available + s.held + s.sold, 2);
         let status = world
             .holds
-            .get(id, 0, |_, _| unreachable!())
+            .get(id, 0, || {}, |_, _| unreachable!())
             .unwrap()
             .status;
         match status {

@@ -391,13 +391,23 @@ impl HoldTable {
 
     /// Reads record `id`, expiring it first if its deadline has passed (so a
     /// reader never sees `held` after the deadline).
+    ///
+    /// A read that must expire the record calls `make_room` first, outside
+    /// the lock (see `run_timers`); a plain read never waits for it.
     pub fn get(
         &self,
         id: ReservationId,
         now_ms: u64,
+        make_room: impl FnOnce(),
         mut settle: impl FnMut(Settle, HoldView<'_>),
     ) -> Option<HoldDocument> {
+        let due = |r: &HoldRecord| r.status == HoldStatus::Held && now_ms >= r.deadline_ms;
         let mut guard = self.shards[id.shard()].lock();
+        if guard.record(id).is_some_and(due) {
+            drop(guard);
+            make_room();
+            guard = self.shards[id.shard()].lock();
+        }
         let shard = &mut *guard;
         let record = shard.record_mut(id)?;
         if record.status == HoldStatus::Held && now_ms >= record.deadline_ms {

@@ -306,9 +306,11 @@ impl<S: ChangeSink> Engine<S> {
     pub fn reservation(&self, id: ReservationId) -> Result<HoldDocument, EngineError> {
         let hint = stripe_hint();
         let now_ms = self.clock.now_ms();
-        self.sink.make_room(hint);
+        let make_room = || self.sink.make_room(hint);
         self.holds
-            .get(id, now_ms, |how, hold| self.settle(how, hold, hint, now_ms))
+            .get(id, now_ms, make_room, |how, hold| {
+                self.settle(how, hold, hint, now_ms)
+            })
             .ok_or(EngineError::UnknownReservation { id })
     }
 

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use parking_lot::{Condvar, Mutex};
+
 use super::segment::segment_file_name;
 
 /// Creates segment files and makes directory entries durable.
@@ -68,6 +70,11 @@ pub struct FaultyFs {
 struct Faults {
     syncs_until_failure: AtomicU64,
     space_left: AtomicU64,
+    /// While true, every `sync_data` waits (a disk that has stopped).
+    stalled: Mutex<bool>,
+    resumed: Condvar,
+    /// Syncs waiting in a stall now.
+    waiting: AtomicU64,
 }
 
 impl FaultyFs {
@@ -78,6 +85,9 @@ impl FaultyFs {
             faults: Arc::new(Faults {
                 syncs_until_failure: AtomicU64::new(0),
                 space_left: AtomicU64::new(u64::MAX),
+                stalled: Mutex::new(false),
+                resumed: Condvar::new(),
+                waiting: AtomicU64::new(0),
             }),
         }
     }
@@ -85,6 +95,23 @@ impl FaultyFs {
     /// The `n`-th `sync_data` from now fails (n >= 1).
     pub fn fail_sync_in(&self, n: u64) {
         self.faults.syncs_until_failure.store(n, Ordering::SeqCst);
+    }
+
+    /// Every `sync_data` from now waits until `resume` (a disk that stops
+    /// answering: the writer falls behind and the lanes fill).
+    pub fn stall(&self) {
+        *self.faults.stalled.lock() = true;
+    }
+
+    /// Lets stalled and later syncs through.
+    pub fn resume(&self) {
+        *self.faults.stalled.lock() = false;
+        self.faults.resumed.notify_all();
+    }
+
+    /// How many syncs are waiting in a stall now.
+    pub fn stalled_syncs(&self) -> u64 {
+        self.faults.waiting.load(Ordering::SeqCst)
     }
 
     /// Writes fail with "no space left" once `bytes` more have been written.
@@ -120,6 +147,15 @@ impl SegmentFile for FaultySegment {
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
+        let mut stalled = self.faults.stalled.lock();
+        if *stalled {
+            self.faults.waiting.fetch_add(1, Ordering::SeqCst);
+            while *stalled {
+                self.faults.resumed.wait(&mut stalled);
+            }
+            self.faults.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
+        drop(stalled);
         let n = self.faults.syncs_until_failure.load(Ordering::SeqCst);
         if n == 1 {
             self.faults.syncs_until_failure.store(0, Ordering::SeqCst);

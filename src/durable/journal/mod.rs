@@ -139,7 +139,8 @@ struct WriterStats {
     fsync_buckets: [AtomicU64; 11],
     /// One more than `BATCH_BUCKETS`; not cumulative.
     batch_buckets: [AtomicU64; 9],
-    /// Threads waiting in `make_room` now (the writer is behind).
+    /// Threads waiting for lane room now, in `make_room` or in a full
+    /// append (the writer is behind).
     waiting_for_room: AtomicU64,
 }
 
@@ -157,7 +158,7 @@ pub struct JournalStats {
     pub open_epoch: u64,
     pub durable_epoch: u64,
     pub failed: bool,
-    /// Threads waiting for lane room before taking an engine lock.
+    /// Threads waiting for lane room now (the writer is behind).
     pub waiting_for_room: u64,
 }
 
@@ -289,7 +290,16 @@ impl Journal {
         // Backpressure: a full lane means the writer is behind. Sleep until
         // it drains (rather than spin: on few cores a spinning appender
         // steals the CPU the writer needs); never grow without bound.
+        let mut waited = false;
         let on_full = || {
+            if !waited {
+                waited = true;
+                // Relaxed: a gauge (see `JournalStats::waiting_for_room`).
+                shared
+                    .stats
+                    .waiting_for_room
+                    .fetch_add(1, Ordering::Relaxed);
+            }
             self.kick_writer();
             if let Some(failure) = shared.failure.get() {
                 return Err(failure.clone());
@@ -300,7 +310,20 @@ impl Journal {
                 .wait_for(&mut space, Duration::from_millis(10));
             Ok(())
         };
-        shared.lanes.append(hint, write, on_full).map(Ticket)
+        let appended = shared.lanes.append(hint, write, on_full).map(Ticket);
+        if waited {
+            shared
+                .stats
+                .waiting_for_room
+                .fetch_sub(1, Ordering::Relaxed);
+        }
+        appended
+    }
+
+    /// Bytes free in `hint`'s lane for the open epoch (a reading: appends
+    /// race with it).
+    pub fn lane_room(&self, hint: usize) -> usize {
+        self.shared.lanes.room(hint)
     }
 
     /// Waits, outside any engine lock, until `hint`'s lane has room for
