@@ -53,7 +53,7 @@ impl Engine<Arc<Journal>> {
     }
 
     /// Resolves when `ticket` is on disk.
-    pub fn durable(&self, ticket: Ticket) -> DurableFuture {
+    pub fn durable(&self, ticket: Ticket) -> DurableFuture<'_> {
         self.sink().durable(ticket)
     }
 }

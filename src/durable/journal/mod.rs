@@ -160,6 +160,8 @@ pub struct JournalStats {
     pub failed: bool,
     /// Threads waiting for lane room now (the writer is behind).
     pub waiting_for_room: u64,
+    /// Wakers registered by pending `DurableFuture`s now.
+    pub async_waiters: u64,
 }
 
 /// The lane room `make_room` waits for before an engine takes a lock under
@@ -185,14 +187,19 @@ struct Shared {
     durable_epoch: CachePadded<AtomicU64>,
     failure: OnceLock<JournalError>,
     shutdown: AtomicBool,
-    /// The writer sleeps here; waiters and full lanes kick it.
-    kick: Mutex<bool>,
-    kicked: Condvar,
+    /// Set by whoever wants a batch now (a waiter, a full lane); the writer
+    /// clears it when it wakes. Read before it is written, so while a batch
+    /// is pending the waiters of a sale only read this line.
+    kicked: CachePadded<AtomicBool>,
+    /// The writer thread, for `unpark`; set by the writer when it starts.
+    writer_thread: OnceLock<std::thread::Thread>,
     /// Blocking waiters sleep here; the writer wakes them per batch.
     durable_lock: Mutex<()>,
     durable_changed: Condvar,
-    /// Async waiters, woken per batch.
-    wakers: Mutex<Vec<(u64, Waker)>>,
+    /// Async waiters by ticket, woken per batch; one list per lane (the
+    /// waiter's CPU at its first poll), so waiters on different CPUs never
+    /// share a lock. The writer visits every list once per batch.
+    wakers: Box<[CachePadded<Mutex<WaiterList>>]>,
     /// Appenders blocked on a full lane sleep here; the writer wakes them
     /// after every cut.
     space_lock: Mutex<()>,
@@ -232,11 +239,13 @@ impl Journal {
             durable_epoch: CachePadded::new(AtomicU64::new(0)),
             failure: OnceLock::new(),
             shutdown: AtomicBool::new(false),
-            kick: Mutex::new(false),
-            kicked: Condvar::new(),
+            kicked: CachePadded::new(AtomicBool::new(false)),
+            writer_thread: OnceLock::new(),
             durable_lock: Mutex::new(()),
             durable_changed: Condvar::new(),
-            wakers: Mutex::new(Vec::new()),
+            wakers: (0..lanes)
+                .map(|_| CachePadded::new(Mutex::new(Vec::new())))
+                .collect(),
             space_lock: Mutex::new(()),
             space_freed: Condvar::new(),
             stats: WriterStats::default(),
@@ -391,6 +400,7 @@ impl Journal {
             durable_epoch: shared.durable_epoch.load(Ordering::Acquire),
             failed: shared.failure.get().is_some(),
             waiting_for_room: load(&stats.waiting_for_room),
+            async_waiters: shared.wakers.iter().map(|w| w.lock().len() as u64).sum(),
         }
     }
 
@@ -423,11 +433,11 @@ impl Journal {
     }
 
     /// A future that resolves when `ticket` is durable, or the journal fails.
-    pub fn durable(&self, ticket: Ticket) -> DurableFuture {
+    pub fn durable(&self, ticket: Ticket) -> DurableFuture<'_> {
         DurableFuture {
-            shared: Arc::clone(&self.shared),
+            shared: &self.shared,
             ticket,
-            kicked: false,
+            registered: None,
         }
     }
 
@@ -463,53 +473,78 @@ impl Drop for Journal {
 }
 
 fn kick(shared: &Shared) {
-    let mut kicked = shared.kick.lock();
-    *kicked = true;
-    shared.kicked.notify_one();
+    // Relaxed load first: while a kick is pending nobody writes the line.
+    // AcqRel swap: the one that sets the flag unparks; the writer's swap
+    // that clears it pairs with it.
+    if !shared.kicked.load(Ordering::Relaxed) && !shared.kicked.swap(true, Ordering::AcqRel) {
+        if let Some(writer) = shared.writer_thread.get() {
+            writer.unpark();
+        }
+    }
 }
+
+/// Pending `DurableFuture`s of one lane: their tickets and wakers.
+type WaiterList = Vec<(u64, Waker)>;
 
 /// Resolves when its ticket is durable. See `Journal::durable`.
+///
+/// It borrows the journal (no reference count touched per request) and
+/// registers its waker once, in the list of the CPU it was first polled
+/// on; later polls with a waker that wakes the same task register nothing.
 #[derive(Debug)]
-pub struct DurableFuture {
-    shared: Arc<Shared>,
+pub struct DurableFuture<'a> {
+    shared: &'a Shared,
     ticket: Ticket,
-    kicked: bool,
+    /// The list this future registered in, and the waker it left there.
+    registered: Option<(usize, Waker)>,
 }
 
-impl Future for DurableFuture {
+impl DurableFuture<'_> {
+    fn outcome(&self) -> Option<Result<(), JournalError>> {
+        let shared = self.shared;
+        if shared.durable_epoch.load(Ordering::Acquire) >= self.ticket.0 {
+            return Some(Ok(()));
+        }
+        if let Some(failure) = shared.failure.get() {
+            return Some(Err(failure.clone()));
+        }
+        if shared.shutdown.load(Ordering::Acquire) {
+            return Some(Err(JournalError::Closed));
+        }
+        None
+    }
+}
+
+impl Future for DurableFuture<'_> {
     type Output = Result<(), JournalError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let shared = Arc::clone(&self.shared);
-        let ready = |s: &Shared| s.durable_epoch.load(Ordering::Acquire) >= self.ticket.0;
-        if ready(&shared) {
-            return Poll::Ready(Ok(()));
+        if let Some(outcome) = self.outcome() {
+            return Poll::Ready(outcome);
         }
-        if let Some(failure) = shared.failure.get() {
-            return Poll::Ready(Err(failure.clone()));
+        if let Some((_, waker)) = &self.registered {
+            if waker.will_wake(cx.waker()) {
+                // Still in its list: the writer removes an entry only once
+                // its ticket is durable (or the journal failed), which
+                // `outcome` would have seen.
+                return Poll::Pending;
+            }
         }
+        let shared = self.shared;
+        let list = crate::core::hint::stripe_hint() % shared.wakers.len();
         {
-            let mut wakers = shared.wakers.lock();
+            let mut wakers = shared.wakers[list].lock();
             // Check again under the lock the writer takes to wake us, so a
             // batch finishing in between cannot be missed.
-            if ready(&shared) {
-                return Poll::Ready(Ok(()));
-            }
-            if shared.failure.get().is_some() || shared.shutdown.load(Ordering::Acquire) {
-                drop(wakers);
-                return Poll::Ready(
-                    shared
-                        .failure
-                        .get()
-                        .cloned()
-                        .map_or(Err(JournalError::Closed), Err),
-                );
+            if let Some(outcome) = self.outcome() {
+                return Poll::Ready(outcome);
             }
             wakers.push((self.ticket.0, cx.waker().clone()));
         }
-        if !self.kicked {
-            self.kicked = true;
-            kick(&shared);
+        let first = self.registered.is_none();
+        self.registered = Some((list, cx.waker().clone()));
+        if first {
+            kick(shared);
         }
         Poll::Pending
     }
@@ -529,6 +564,7 @@ struct Writer {
 
 impl Writer {
     fn run(mut self) {
+        let _ = self.shared.writer_thread.set(std::thread::current());
         let mut batch: Vec<u8> = Vec::new();
         loop {
             let stopping = self.wait_for_work();
@@ -556,11 +592,14 @@ impl Writer {
     /// whether this is the last batch.
     fn wait_for_work(&self) -> bool {
         let shared = &*self.shared;
-        let mut kicked = shared.kick.lock();
-        if !*kicked && !shared.shutdown.load(Ordering::Acquire) {
-            shared.kicked.wait_for(&mut kicked, self.flush_interval);
+        // AcqRel: pairs with the kicker's swap. A kick that lands after
+        // this swap unparks the park below at once (park's token), or sets
+        // the flag after the cut that follows, so the next pass sees it.
+        if !shared.kicked.swap(false, Ordering::AcqRel) && !shared.shutdown.load(Ordering::Acquire)
+        {
+            std::thread::park_timeout(self.flush_interval);
+            shared.kicked.store(false, Ordering::Release);
         }
-        *kicked = false;
         shared.shutdown.load(Ordering::Acquire)
     }
 
@@ -645,15 +684,20 @@ impl Writer {
             let _guard = shared.durable_lock.lock();
             shared.durable_changed.notify_all();
         }
-        let failed = shared.failure.get().is_some();
-        let mut wakers = shared.wakers.lock();
-        wakers.retain(|(ticket, waker)| {
-            let done = failed || *ticket <= durable;
-            if done {
-                waker.wake_by_ref();
+        let failed = shared.failure.get().is_some() || shared.shutdown.load(Ordering::Acquire);
+        for list in shared.wakers.iter() {
+            let mut wakers = list.lock();
+            if wakers.is_empty() {
+                continue;
             }
-            !done
-        });
+            wakers.retain(|(ticket, waker)| {
+                let done = failed || *ticket <= durable;
+                if done {
+                    waker.wake_by_ref();
+                }
+                !done
+            });
+        }
     }
 }
 
@@ -824,6 +868,50 @@ mod tests {
     }
 
     /// A minimal executor: poll, park until woken.
+    /// Bug: every poll of a pending `DurableFuture` pushed another copy of
+    /// its waker (under a process-wide lock); a future polled by a busy
+    /// executor grew the list without bound until its batch landed.
+    #[test]
+    fn a_pending_durable_future_registers_its_waker_once() {
+        struct Count(std::sync::atomic::AtomicUsize);
+        impl std::task::Wake for Count {
+            fn wake(self: Arc<Self>) {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let dir = temp_dir("waker-once");
+        let fs = FaultyFs::new();
+        let journal = Journal::start(
+            JournalConfig::new(&dir, Durability::Sync),
+            Arc::new(fs.clone()),
+            0,
+            Box::new(|_, _| {}),
+        )
+        .unwrap();
+        fs.stall();
+        journal.append(0, sell(1)).unwrap();
+        let ticket = journal.ticket();
+        let count = Arc::new(Count(std::sync::atomic::AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let mut future = std::pin::pin!(journal.durable(ticket));
+        for _ in 0..100 {
+            assert!(future.as_mut().poll(&mut cx).is_pending());
+        }
+        let registered = journal.stats().async_waiters;
+        // Before asserting: a failed test must not leave the disk stalled
+        // (dropping the journal flushes).
+        fs.resume();
+        assert_eq!(registered, 1);
+        while future.as_mut().poll(&mut cx).is_pending() {
+            std::thread::yield_now();
+        }
+        assert!(count.0.load(Ordering::SeqCst) <= 1, "woken once at most");
+        journal.shutdown().unwrap();
+        assert_eq!(journal.stats().async_waiters, 0);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     fn block_on<F: Future>(future: F) -> F::Output {
         struct Unpark(std::thread::Thread);
         impl std::task::Wake for Unpark {
