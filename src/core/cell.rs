@@ -514,6 +514,13 @@ impl StockCell {
         available
     }
 
+    /// Holds this cell's lock until the guard drops: lets a test show
+    /// that some path never takes it.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn lock_for_test(&self) -> impl Drop + '_ {
+        self.meta.lock()
+    }
+
     // ---- internals -------------------------------------------------------
 
     /// The stripe a caller with `hint` uses, and whether it is `home`.

@@ -2,9 +2,13 @@
 //!
 //! Each variant says what was refused and carries the numbers a caller needs
 //! to act (how many units were available, what the current version is, which
-//! limit was hit). Messages name SKUs by their catalogue id (`SKU #12`): the
-//! hot path never clones a name to build an error; callers that know the
-//! name (the HTTP layer) put it in their own messages.
+//! limit was hit). The hot path never clones a name to build an error:
+//! `Display` names SKUs by their catalogue id (`SKU #12`), and
+//! [`EngineError::named`] renders the same message with SKU names from a
+//! lookup the caller supplies (the HTTP layer reads names lock-free with
+//! `Engine::sku_name`). One message text per variant, in `write_message`.
+
+use std::fmt;
 
 use crate::core::holds::{HoldStatus, ReservationId};
 use crate::core::limits::{
@@ -15,19 +19,14 @@ use crate::core::types::SkuId;
 
 /// Why the engine refused an operation. A refused operation changed
 /// nothing.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EngineError {
-    #[error("sold out: SKU {sku} has {available} units available, {requested} requested")]
     SoldOut {
         sku: SkuId,
         available: u64,
         requested: u64,
     },
 
-    #[error(
-        "per-customer limit reached on SKU {sku}: limit {limit}, this customer already has \
-         {already}, {requested} more requested"
-    )]
     LimitExceeded {
         sku: SkuId,
         limit: u32,
@@ -35,91 +34,244 @@ pub enum EngineError {
         requested: u32,
     },
 
-    #[error("SKU {sku} has a per-customer limit: name the customer to buy it")]
-    CustomerRequired { sku: SkuId },
+    CustomerRequired {
+        sku: SkuId,
+    },
 
     /// `sku` is `None` when the SKU does not exist yet (its version is 0).
-    #[error("version conflict: expected version {expected}, current version is {current}; read the SKU and retry")]
     VersionConflict {
         sku: Option<SkuId>,
         expected: u64,
         current: u64,
     },
 
-    #[error("invalid per-customer limit 0: give a limit of at least 1, or none to remove it")]
     InvalidLimit,
 
-    #[error(
-        "insufficient stock on SKU {sku}: cannot remove {requested} units, only {available} are \
-         available"
-    )]
     InsufficientStock {
         sku: SkuId,
         available: u64,
         requested: u64,
     },
 
-    #[error(
-        "SKU {sku} would exceed the stock limit of {MAX_STOCK_PER_SKU} units received \
-         (received so far: {received})"
-    )]
-    StockLimit { sku: SkuId, received: u64 },
+    StockLimit {
+        sku: SkuId,
+        received: u64,
+    },
 
-    #[error("unknown SKU {name:?}")]
-    UnknownSku { name: Box<str> },
+    UnknownSku {
+        name: Box<str>,
+    },
 
-    #[error("unknown SKU id {sku}: it was not issued by this engine")]
-    UnknownSkuId { sku: SkuId },
+    UnknownSkuId {
+        sku: SkuId,
+    },
 
-    #[error("unknown reservation {id}")]
-    UnknownReservation { id: ReservationId },
+    UnknownReservation {
+        id: ReservationId,
+    },
 
-    #[error("reservation {id} is {status}: it cannot be {requested}")]
     InvalidTransition {
         id: ReservationId,
         status: HoldStatus,
         requested: &'static str,
     },
 
-    #[error("invalid quantity {quantity}: must be between 1 and {MAX_LINE_QUANTITY}")]
-    InvalidQuantity { quantity: u64 },
+    InvalidQuantity {
+        quantity: u64,
+    },
 
-    #[error("a cart needs at least one line")]
     EmptyCart,
 
-    #[error("a cart has {lines} lines; at most {MAX_LINES_PER_CART} are allowed")]
-    TooManyLines { lines: usize },
+    TooManyLines {
+        lines: usize,
+    },
 
-    #[error("SKU {sku} appears in more than one line of the cart: merge them into one line")]
-    DuplicateSku { sku: SkuId },
+    DuplicateSku {
+        sku: SkuId,
+    },
 
-    #[error(
-        "invalid SKU name: {reason} (1 to {MAX_SKU_NAME_BYTES} bytes of letters, digits and \
-         . _ - ~ :)"
-    )]
-    InvalidSkuName { reason: &'static str },
+    InvalidSkuName {
+        reason: &'static str,
+    },
 
-    #[error("invalid customer: {reason} (1 to {MAX_CUSTOMER_BYTES} bytes, no control characters)")]
-    InvalidCustomer { reason: &'static str },
+    InvalidCustomer {
+        reason: &'static str,
+    },
 
-    #[error(
-        "invalid idempotency key: {reason} (1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes of printable \
-         ASCII)"
-    )]
-    InvalidIdempotencyKey { reason: &'static str },
+    InvalidIdempotencyKey {
+        reason: &'static str,
+    },
 
-    #[error("invalid hold time-to-live {ttl_ms} ms: must be between 1 ms and {max_ms} ms")]
-    InvalidTtl { ttl_ms: u64, max_ms: u64 },
+    InvalidTtl {
+        ttl_ms: u64,
+        max_ms: u64,
+    },
 
-    #[error(
-        "idempotency key was already used for a different request: use a new key for a new \
-         request"
-    )]
     IdempotencyKeyReused,
 
-    #[error("storage failed, changes are refused until a restart recovers from disk: {message}")]
-    StorageFailed { message: Box<str> },
+    StorageFailed {
+        message: Box<str>,
+    },
 
-    #[error("capacity exceeded: {what} (limit {limit}); retry later or raise the limit")]
-    CapacityExceeded { what: &'static str, limit: u64 },
+    CapacityExceeded {
+        what: &'static str,
+        limit: u64,
+    },
+}
+
+impl EngineError {
+    /// The message, naming SKUs by `name` (their id where it has none).
+    pub fn named<'a>(
+        &'a self,
+        name: impl Fn(SkuId) -> Option<&'a str> + 'a,
+    ) -> impl fmt::Display + 'a {
+        Named { error: self, name }
+    }
+
+    fn write_message(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        sku: &dyn Fn(&mut fmt::Formatter<'_>, SkuId) -> fmt::Result,
+    ) -> fmt::Result {
+        use EngineError::*;
+        match self {
+            SoldOut {
+                sku: id,
+                available,
+                requested,
+            } => {
+                f.write_str("sold out: SKU ")?;
+                sku(f, *id)?;
+                write!(f, " has {available} units available, {requested} requested")
+            }
+            LimitExceeded {
+                sku: id,
+                limit,
+                already,
+                requested,
+            } => {
+                f.write_str("per-customer limit reached on SKU ")?;
+                sku(f, *id)?;
+                write!(
+                    f,
+                    ": limit {limit}, this customer already has {already}, {requested} more \
+                     requested"
+                )
+            }
+            CustomerRequired { sku: id } => {
+                f.write_str("SKU ")?;
+                sku(f, *id)?;
+                f.write_str(" has a per-customer limit: name the customer to buy it")
+            }
+            VersionConflict {
+                expected, current, ..
+            } => write!(
+                f,
+                "version conflict: expected version {expected}, current version is {current}; \
+                 read the SKU and retry"
+            ),
+            InvalidLimit => f.write_str(
+                "invalid per-customer limit 0: give a limit of at least 1, or none to remove it",
+            ),
+            InsufficientStock {
+                sku: id,
+                available,
+                requested,
+            } => {
+                f.write_str("insufficient stock on SKU ")?;
+                sku(f, *id)?;
+                write!(
+                    f,
+                    ": cannot remove {requested} units, only {available} are available"
+                )
+            }
+            StockLimit { sku: id, received } => {
+                f.write_str("SKU ")?;
+                sku(f, *id)?;
+                write!(
+                    f,
+                    " would exceed the stock limit of {MAX_STOCK_PER_SKU} units received \
+                     (received so far: {received})"
+                )
+            }
+            UnknownSku { name } => write!(f, "unknown SKU {name:?}"),
+            UnknownSkuId { sku } => {
+                write!(f, "unknown SKU id {sku}: it was not issued by this engine")
+            }
+            UnknownReservation { id } => write!(f, "unknown reservation {id}"),
+            InvalidTransition {
+                id,
+                status,
+                requested,
+            } => write!(f, "reservation {id} is {status}: it cannot be {requested}"),
+            InvalidQuantity { quantity } => write!(
+                f,
+                "invalid quantity {quantity}: must be between 1 and {MAX_LINE_QUANTITY}"
+            ),
+            EmptyCart => f.write_str("a cart needs at least one line"),
+            TooManyLines { lines } => write!(
+                f,
+                "a cart has {lines} lines; at most {MAX_LINES_PER_CART} are allowed"
+            ),
+            DuplicateSku { sku: id } => {
+                f.write_str("SKU ")?;
+                sku(f, *id)?;
+                f.write_str(" appears in more than one line of the cart: merge them into one line")
+            }
+            InvalidSkuName { reason } => write!(
+                f,
+                "invalid SKU name: {reason} (1 to {MAX_SKU_NAME_BYTES} bytes of letters, digits \
+                 and . _ - ~ :)"
+            ),
+            InvalidCustomer { reason } => write!(
+                f,
+                "invalid customer: {reason} (1 to {MAX_CUSTOMER_BYTES} bytes, no control \
+                 characters)"
+            ),
+            InvalidIdempotencyKey { reason } => write!(
+                f,
+                "invalid idempotency key: {reason} (1 to {MAX_IDEMPOTENCY_KEY_BYTES} bytes of \
+                 printable ASCII)"
+            ),
+            InvalidTtl { ttl_ms, max_ms } => write!(
+                f,
+                "invalid hold time-to-live {ttl_ms} ms: must be between 1 ms and {max_ms} ms"
+            ),
+            IdempotencyKeyReused => f.write_str(
+                "idempotency key was already used for a different request: use a new key for a \
+                 new request",
+            ),
+            StorageFailed { message } => write!(
+                f,
+                "storage failed, changes are refused until a restart recovers from disk: {message}"
+            ),
+            CapacityExceeded { what, limit } => write!(
+                f,
+                "capacity exceeded: {what} (limit {limit}); retry later or raise the limit"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for EngineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_message(f, &|f, sku| write!(f, "{sku}"))
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+struct Named<'a, F> {
+    error: &'a EngineError,
+    name: F,
+}
+
+impl<'a, F: Fn(SkuId) -> Option<&'a str>> fmt::Display for Named<'a, F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.error
+            .write_message(f, &|f, sku| match (self.name)(sku) {
+                Some(name) => write!(f, "{name:?}"),
+                None => write!(f, "{sku}"),
+            })
+    }
 }

@@ -1008,28 +1008,10 @@ impl Api {
     }
 
     /// The engine names SKUs by id (`SKU #3`); clients know them by name.
-    fn with_sku_names(&self, message: String, error: &EngineError) -> String {
-        let sku = match error {
-            EngineError::SoldOut { sku, .. }
-            | EngineError::LimitExceeded { sku, .. }
-            | EngineError::CustomerRequired { sku }
-            | EngineError::InsufficientStock { sku, .. }
-            | EngineError::StockLimit { sku, .. }
-            | EngineError::DuplicateSku { sku } => *sku,
-            _ => return message,
-        };
-        match self.engine.sku_document(sku) {
-            Ok(document) => {
-                message.replace(&format!("SKU {sku}"), &format!("SKU {:?}", &*document.name))
-            }
-            Err(_) => message,
-        }
-    }
-
+    /// A SKU's name for an answer, read without the SKU's lock (a sold-out
+    /// storm must not queue on the lock the engine exists to avoid).
     fn sku_name(&self, id: SkuId) -> Value {
-        self.engine
-            .sku_document(id)
-            .map_or(Value::Null, |d| Value::from(&*d.name))
+        self.engine.sku_name(id).map_or(Value::Null, Value::from)
     }
 
     fn reservation_json(&self, document: &HoldDocument) -> Value {
@@ -1049,7 +1031,7 @@ impl Api {
 
     /// Maps an engine refusal to the contract's code, status and details.
     fn engine_error(&self, error: EngineError) -> ApiError {
-        let message = self.with_sku_names(error.to_string(), &error);
+        let message = error.named(|id| self.engine.sku_name(id)).to_string();
         let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, message.clone());
         match error {
             EngineError::SoldOut {
@@ -1449,6 +1431,42 @@ mod tests {
             .unwrap()
             .to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    /// Bug: a sold-out answer took the hot SKU's lock twice just to look
+    /// up its name, so a sold-out storm queued on the very lock the engine
+    /// avoids. It must render while another thread holds that lock.
+    #[test]
+    fn a_sold_out_answer_names_the_sku_without_taking_its_lock() {
+        let temp = TempEngine::new("sold-out-lock");
+        let engine = temp.engine();
+        let (sku, _) = engine.put_sku("tee", 0, None, None).unwrap();
+        let api = Api::new(
+            Arc::clone(&engine),
+            Durability::Async,
+            ApiOptions::default(),
+        );
+        let refusal = engine.purchase(sku, 1, None).unwrap_err();
+        let mut guard = Some(engine.lock_sku_for_test(sku));
+        let answer = std::thread::scope(|s| {
+            let answer = s.spawn(|| api.engine_error(refusal.clone()));
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while !answer.is_finished() {
+                if std::time::Instant::now() > deadline {
+                    drop(guard.take());
+                    panic!("the sold-out answer waited for the SKU's lock");
+                }
+                std::thread::yield_now();
+            }
+            answer.join().unwrap()
+        });
+        drop(guard);
+        assert_eq!(answer.code, "sold_out");
+        assert_eq!(
+            answer.message,
+            "sold out: SKU \"tee\" has 0 units available, 1 requested"
+        );
+        assert_eq!(answer.details["sku"], "tee");
     }
 
     #[test]

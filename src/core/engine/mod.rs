@@ -279,6 +279,15 @@ impl<S: ChangeSink> Engine<S> {
         self.cell(sku).map(StockCell::available_now)
     }
 
+    /// Holds `sku`'s cell lock until the guard drops (tests of paths that
+    /// must never take it).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn lock_sku_for_test(&self, sku: SkuId) -> impl Drop + '_ {
+        self.cell(sku)
+            .expect("a SKU of this engine")
+            .lock_for_test()
+    }
+
     /// Number of SKUs.
     pub fn sku_count(&self) -> usize {
         self.catalogue.len()
