@@ -700,3 +700,29 @@ fn reservation_ids_never_repeat_across_restarts() {
         durable.close().unwrap();
     }
 }
+
+/// Bug: out-of-range numbers in the SQLite store were cast without a check
+/// (a negative version became 18446744073709551615). A damaged store is an
+/// error that names the table and the row.
+#[test]
+fn a_damaged_sqlite_store_is_an_error_naming_the_row() {
+    let dir = TempDir::new("damaged-sqlite");
+    let (durable, _) = open(&dir.0);
+    durable.engine().put_sku("tee", 10, None, None).unwrap();
+    durable.close().unwrap();
+    let store = rusqlite::Connection::open(dir.0.join("hotstock.sqlite")).unwrap();
+    store
+        .execute("UPDATE hotstock_skus SET version = -1", [])
+        .unwrap();
+    drop(store);
+    match DurableEngine::open(config(&dir.0)) {
+        Err(OpenError::Store(error)) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("hotstock_skus (id 0)") && message.contains("version -1"),
+                "{message}"
+            );
+        }
+        other => panic!("a negative version opened: {other:?}"),
+    }
+}

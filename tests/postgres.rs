@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use hotstock::durable::journal::Durability;
-use hotstock::durable::{DurableConfig, DurableEngine, StoreConfig};
+use hotstock::durable::{DurableConfig, DurableEngine, OpenError, StoreConfig};
 use hotstock::{Line, Order};
 
 /// The server URL, or `None` (and a plain "skipped" line) without one.
@@ -238,4 +238,42 @@ fn postgres_counts_boots() {
                 .expect("connect the PostgreSQL store"),
         )
     });
+}
+
+/// Bug: a column of an unexpected type made `PostgresStore::load` panic
+/// (`Row::get`), and out-of-range numbers were cast without a check. A
+/// damaged store is an error that names the table and the row.
+#[test]
+fn a_damaged_postgres_store_is_an_error_not_a_panic() {
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "damaged");
+    let (durable, _) = DurableEngine::open(scratch.config(&scratch.dir)).unwrap();
+    durable.engine().put_sku("tee", 10, None, None).unwrap();
+    durable.close().unwrap();
+    let s = &scratch.schema;
+    let mut client = scratch.client();
+    client
+        .batch_execute(&format!("UPDATE {s}.hotstock_skus SET version = -1"))
+        .unwrap();
+    match DurableEngine::open(scratch.config(&scratch.dir)) {
+        Err(OpenError::Store(error)) => {
+            let message = error.to_string();
+            assert!(
+                message.contains("hotstock_skus (id 0)") && message.contains("version -1"),
+                "{message}"
+            );
+        }
+        other => panic!("a negative version opened: {other:?}"),
+    }
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE {s}.hotstock_skus ALTER COLUMN version TYPE text"
+        ))
+        .unwrap();
+    match DurableEngine::open(scratch.config(&scratch.dir)) {
+        Err(OpenError::Store(error)) => {
+            assert!(error.to_string().contains("reading SKUs"), "{error}");
+        }
+        other => panic!("a text version column opened: {other:?}"),
+    }
 }

@@ -9,6 +9,7 @@
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod rows;
 pub mod sqlite;
 
 use crate::core::holds::{HoldStatus, Line};

@@ -5,11 +5,11 @@
 
 use postgres::{Client, NoTls};
 
-use super::{decode_lines, encode_lines_into, status_from_name, Store, StoreError, BOOT_KEY};
-use crate::core::holds::ReservationId;
-use crate::durable::event::KeyEvent;
-use crate::durable::journal::segment::Position;
-use crate::durable::settled::{Checkpoint, Settled, SettledHold, SettledSku};
+use super::rows::{
+    self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow,
+};
+use super::{encode_lines_into, Store, StoreError, BOOT_KEY};
+use crate::durable::settled::{Checkpoint, Settled};
 
 /// Checkpoints in PostgreSQL.
 pub struct PostgresStore {
@@ -98,6 +98,36 @@ impl PostgresStore {
             message: format!("{what}: {e}"),
         }
     }
+
+    fn damaged(&self, damage: Damage) -> StoreError {
+        StoreError {
+            store: self.describe(),
+            message: damage.to_string(),
+        }
+    }
+
+    /// Runs `sql` and hands each row to `load`, which reads its columns
+    /// with `try_get` (a column of the wrong type is an error, not a panic)
+    /// and converts them through the shared row codec.
+    fn load_rows(
+        &mut self,
+        sql: &str,
+        what: &str,
+        settled: &mut Settled,
+        load: impl Fn(&postgres::Row, &mut Settled) -> Result<Result<(), Damage>, postgres::Error>,
+    ) -> Result<(), StoreError> {
+        let reading = format!("reading {what}");
+        let rows = self
+            .client
+            .query(sql, &[])
+            .map_err(|e| self.fail(&reading, e))?;
+        for row in &rows {
+            load(row, settled)
+                .map_err(|e| self.fail(&reading, e))?
+                .map_err(|d| self.damaged(d))?;
+        }
+        Ok(())
+    }
 }
 
 impl Store for PostgresStore {
@@ -133,101 +163,78 @@ impl Store for PostgresStore {
             .client
             .query(&format!("SELECT key, value FROM {s}.hotstock_meta"), &[])
             .map_err(|e| self.fail("reading meta", e))?;
-        let value = |key: &str| {
-            meta.iter()
-                .find(|r| r.get::<_, String>(0) == key)
-                .map(|r| r.get::<_, i64>(1))
+        let value = |key: &str| -> Result<Option<i64>, StoreError> {
+            for row in &meta {
+                let name: String = row.try_get(0).map_err(|e| self.fail("reading meta", e))?;
+                if name == key {
+                    return row.try_get(1).map_err(|e| self.fail("reading meta", e));
+                }
+            }
+            Ok(None)
         };
-        let (Some(segment), Some(offset)) = (value("position_segment"), value("position_offset"))
+        let (Some(segment), Some(offset)) = (value("position_segment")?, value("position_offset")?)
         else {
             return Ok(None);
         };
         let mut settled = Settled::default();
-        settled.position = Position {
-            segment: segment as u64,
-            offset: offset as u64,
-        };
-        let skus = self
-            .client
-            .query(
-                &format!("SELECT id, name, held, sold, received, version, per_customer_limit, limit_version FROM {s}.hotstock_skus"),
-                &[],
-            )
-            .map_err(|e| self.fail("reading SKUs", e))?;
-        for row in skus {
-            let index = row.get::<_, i64>(0) as usize;
-            if settled.skus.len() <= index {
-                settled.skus.resize(index + 1, None);
-            }
-            settled.skus[index] = Some(SettledSku {
-                name: row.get::<_, String>(1).into(),
-                held: row.get(2),
-                sold: row.get(3),
-                received: row.get(4),
-                version: row.get::<_, i64>(5) as u64,
-                limit: row.get::<_, Option<i64>>(6).map(|l| l as u32),
-                limit_version: row.get::<_, i64>(7) as u64,
-            });
-        }
-        let holds = self
-            .client
-            .query(
-                &format!("SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines FROM {s}.hotstock_reservations"),
-                &[],
-            )
-            .map_err(|e| self.fail("reading reservations", e))?;
-        for row in holds {
-            let status: String = row.get(1);
-            let lines: String = row.get(6);
-            let hold = SettledHold {
-                status: status_from_name(&status).ok_or_else(|| {
-                    self.fail("reading a reservation", format!("status {status:?}"))
-                })?,
-                at_ms: row.get::<_, i64>(2) as u64,
-                deadline_ms: row.get::<_, i64>(3) as u64,
-                limit_mask: row.get::<_, i64>(4) as u32,
-                customer: row.get::<_, Option<String>>(5).map(Into::into),
-                lines: decode_lines(&lines).ok_or_else(|| {
-                    self.fail("reading a reservation", format!("lines {lines:?}"))
-                })?,
+        settled.position = rows::position(segment, offset).map_err(|d| self.damaged(d))?;
+        let sql = format!(
+            "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version \
+             FROM {s}.hotstock_skus"
+        );
+        self.load_rows(&sql, "SKUs", &mut settled, |row, settled| {
+            let sku = SkuRow {
+                id: row.try_get(0)?,
+                name: row.try_get(1)?,
+                held: row.try_get(2)?,
+                sold: row.try_get(3)?,
+                received: row.try_get(4)?,
+                version: row.try_get(5)?,
+                per_customer_limit: row.try_get(6)?,
+                limit_version: row.try_get(7)?,
             };
-            settled.holds.insert(row.get::<_, i64>(0) as u64, hold);
-        }
-        let units = self
-            .client
-            .query(
-                &format!("SELECT sku, customer, units FROM {s}.hotstock_customer_units"),
-                &[],
-            )
-            .map_err(|e| self.fail("reading customer units", e))?;
-        for row in units {
-            settled.customer_units.insert(
-                (row.get::<_, i64>(0) as u32, row.get::<_, String>(1).into()),
-                row.get(2),
-            );
-        }
-        let keys = self
-            .client
-            .query(
-                &format!("SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms FROM {s}.hotstock_idempotency"),
-                &[],
-            )
-            .map_err(|e| self.fail("reading idempotency keys", e))?;
-        for row in keys {
-            let key: String = row.get(0);
-            let status: String = row.get(4);
-            let event = KeyEvent {
-                key: key.clone().into(),
-                fingerprint: row.get::<_, i64>(1) as u64,
-                created_ms: row.get::<_, i64>(2) as u64,
-                reservation: ReservationId::from_u64(row.get::<_, i64>(3) as u64),
-                status: status_from_name(&status).ok_or_else(|| {
-                    self.fail("reading an idempotency key", format!("status {status:?}"))
-                })?,
-                expires_at_ms: row.get::<_, i64>(5) as u64,
+            Ok(sku.load_into(settled))
+        })?;
+        let sql = format!(
+            "SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines \
+             FROM {s}.hotstock_reservations"
+        );
+        self.load_rows(&sql, "reservations", &mut settled, |row, settled| {
+            let hold = ReservationRow {
+                id: row.try_get(0)?,
+                status: row.try_get(1)?,
+                status_ms: row.try_get(2)?,
+                deadline_ms: row.try_get(3)?,
+                limit_mask: row.try_get(4)?,
+                customer: row.try_get(5)?,
+                lines: row.try_get(6)?,
             };
-            settled.keys.insert(key.into(), event);
-        }
+            Ok(hold.load_into(settled))
+        })?;
+        let sql = format!("SELECT sku, customer, units FROM {s}.hotstock_customer_units");
+        self.load_rows(&sql, "customer units", &mut settled, |row, settled| {
+            let units = CustomerUnitsRow {
+                sku: row.try_get(0)?,
+                customer: row.try_get(1)?,
+                units: row.try_get(2)?,
+            };
+            Ok(units.load_into(settled))
+        })?;
+        let sql = format!(
+            "SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms \
+             FROM {s}.hotstock_idempotency"
+        );
+        self.load_rows(&sql, "idempotency keys", &mut settled, |row, settled| {
+            let key = KeyRow {
+                key: row.try_get(0)?,
+                fingerprint: row.try_get(1)?,
+                created_ms: row.try_get(2)?,
+                reservation: row.try_get(3)?,
+                status: row.try_get(4)?,
+                expires_at_ms: row.try_get(5)?,
+            };
+            Ok(key.load_into(settled))
+        })?;
         settled.mark_clean();
         Ok(Some(settled))
     }
@@ -286,7 +293,7 @@ impl Store for PostgresStore {
             tx.execute(
                 &put_hold,
                 &[
-                    &(*id as i64),
+                    &as_stored(*id),
                     &hold.status.as_str(),
                     &(hold.at_ms as i64),
                     &(hold.deadline_ms as i64),
@@ -340,9 +347,9 @@ impl Store for PostgresStore {
                 ),
                 &[
                     &&*key.key,
-                    &(key.fingerprint as i64),
+                    &as_stored(key.fingerprint),
                     &(key.created_ms as i64),
-                    &(key.reservation.as_u64() as i64),
+                    &as_stored(key.reservation.as_u64()),
                     &key.status.as_str(),
                     &(key.expires_at_ms as i64),
                 ],

@@ -6,13 +6,11 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::{
-    decode_lines, encode_lines_into, following_boot, status_from_name, Store, StoreError, BOOT_KEY,
+use super::rows::{
+    self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow,
 };
-use crate::core::holds::ReservationId;
-use crate::durable::event::KeyEvent;
-use crate::durable::journal::segment::Position;
-use crate::durable::settled::{Checkpoint, Settled, SettledHold, SettledSku};
+use super::{encode_lines_into, following_boot, Store, StoreError, BOOT_KEY};
+use crate::durable::settled::{Checkpoint, Settled, SettledHold};
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS hotstock_meta (
@@ -97,7 +95,7 @@ fn bind_reservation(
 ) -> rusqlite::Result<()> {
     let first = row * 7 + 1;
     encode_lines_into(lines, &hold.lines);
-    statement.raw_bind_parameter(first, id as i64)?;
+    statement.raw_bind_parameter(first, as_stored(id))?;
     statement.raw_bind_parameter(first + 1, hold.status.as_str())?;
     statement.raw_bind_parameter(first + 2, hold.at_ms as i64)?;
     statement.raw_bind_parameter(first + 3, hold.deadline_ms as i64)?;
@@ -148,11 +146,36 @@ impl SqliteStore {
         }
     }
 
-    fn corrupt(&self, what: String) -> StoreError {
+    fn damaged(&self, damage: Damage) -> StoreError {
         StoreError {
             store: self.describe(),
-            message: format!("unreadable row: {what}"),
+            message: damage.to_string(),
         }
+    }
+
+    /// Reads every row of one query through `read` (the driver's typed
+    /// getters) and `load` (the shared checked conversion).
+    fn load_rows<R>(
+        &self,
+        sql: &str,
+        what: &str,
+        read: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<R>,
+        load: impl Fn(R, &mut Settled) -> Result<(), Damage>,
+        settled: &mut Settled,
+    ) -> Result<(), StoreError> {
+        let reading = format!("reading {what}");
+        let mut statement = self
+            .connection
+            .prepare(sql)
+            .map_err(|e| self.error(&reading, e))?;
+        let rows = statement
+            .query_map([], read)
+            .map_err(|e| self.error(&reading, e))?;
+        for row in rows {
+            let row = row.map_err(|e| self.error(&reading, e))?;
+            load(row, settled).map_err(|d| self.damaged(d))?;
+        }
+        Ok(())
     }
 }
 
@@ -206,127 +229,74 @@ impl Store for SqliteStore {
             return Ok(None);
         };
         let mut settled = Settled::default();
-        settled.position = Position {
-            segment: segment as u64,
-            offset: offset as u64,
-        };
-        let mut skus = self
-            .connection
-            .prepare("SELECT id, name, held, sold, received, version, per_customer_limit, limit_version FROM hotstock_skus")
-            .map_err(|e| self.error("reading SKUs", e))?;
-        let rows = skus
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    SettledSku {
-                        name: row.get::<_, String>(1)?.into(),
-                        held: row.get(2)?,
-                        sold: row.get(3)?,
-                        received: row.get(4)?,
-                        version: row.get::<_, i64>(5)? as u64,
-                        limit: row.get::<_, Option<i64>>(6)?.map(|l| l as u32),
-                        limit_version: row.get::<_, i64>(7)? as u64,
-                    },
-                ))
-            })
-            .map_err(|e| self.error("reading SKUs", e))?;
-        for row in rows {
-            let (id, sku) = row.map_err(|e| self.error("reading a SKU", e))?;
-            let index = usize::try_from(id).map_err(|_| self.corrupt(format!("SKU id {id}")))?;
-            if settled.skus.len() <= index {
-                settled.skus.resize(index + 1, None);
-            }
-            settled.skus[index] = Some(sku);
-        }
-        drop(skus);
-        let mut holds = self
-            .connection
-            .prepare("SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines FROM hotstock_reservations")
-            .map_err(|e| self.error("reading reservations", e))?;
-        let rows = holds
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, i64>(4)?,
-                    row.get::<_, Option<String>>(5)?,
-                    row.get::<_, String>(6)?,
-                ))
-            })
-            .map_err(|e| self.error("reading reservations", e))?;
-        for row in rows {
-            let (id, status, at, deadline, mask, customer, lines) =
-                row.map_err(|e| self.error("reading a reservation", e))?;
-            let status = status_from_name(&status)
-                .ok_or_else(|| self.corrupt(format!("reservation status {status:?}")))?;
-            let lines = decode_lines(&lines)
-                .ok_or_else(|| self.corrupt(format!("reservation lines {lines:?}")))?;
-            let hold = SettledHold {
-                status,
-                at_ms: at as u64,
-                deadline_ms: deadline as u64,
-                limit_mask: mask as u32,
-                customer: customer.map(Into::into),
-                lines,
-            };
-            settled.holds.insert(id as u64, hold);
-        }
-        drop(holds);
-        let mut units = self
-            .connection
-            .prepare("SELECT sku, customer, units FROM hotstock_customer_units")
-            .map_err(|e| self.error("reading customer units", e))?;
-        let rows = units
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, i64>(0)?,
-                    row.get::<_, String>(1)?,
-                    row.get::<_, i64>(2)?,
-                ))
-            })
-            .map_err(|e| self.error("reading customer units", e))?;
-        for row in rows {
-            let (sku, customer, count) =
-                row.map_err(|e| self.error("reading customer units", e))?;
-            settled
-                .customer_units
-                .insert((sku as u32, customer.into()), count);
-        }
-        drop(units);
-        let mut keys = self
-            .connection
-            .prepare("SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms FROM hotstock_idempotency")
-            .map_err(|e| self.error("reading idempotency keys", e))?;
-        let rows = keys
-            .query_map([], |row| {
-                Ok((
-                    row.get::<_, String>(0)?,
-                    row.get::<_, i64>(1)?,
-                    row.get::<_, i64>(2)?,
-                    row.get::<_, i64>(3)?,
-                    row.get::<_, String>(4)?,
-                    row.get::<_, i64>(5)?,
-                ))
-            })
-            .map_err(|e| self.error("reading idempotency keys", e))?;
-        for row in rows {
-            let (key, fingerprint, created, reservation, status, expires) =
-                row.map_err(|e| self.error("reading an idempotency key", e))?;
-            let status = status_from_name(&status)
-                .ok_or_else(|| self.corrupt(format!("key status {status:?}")))?;
-            let event = KeyEvent {
-                key: key.clone().into(),
-                fingerprint: fingerprint as u64,
-                created_ms: created as u64,
-                reservation: ReservationId::from_u64(reservation as u64),
-                status,
-                expires_at_ms: expires as u64,
-            };
-            settled.keys.insert(key.into(), event);
-        }
-        drop(keys);
+        settled.position = rows::position(segment, offset).map_err(|d| self.damaged(d))?;
+        self.load_rows(
+            "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version \
+             FROM hotstock_skus",
+            "SKUs",
+            |row| {
+                Ok(SkuRow {
+                    id: row.get(0)?,
+                    name: row.get(1)?,
+                    held: row.get(2)?,
+                    sold: row.get(3)?,
+                    received: row.get(4)?,
+                    version: row.get(5)?,
+                    per_customer_limit: row.get(6)?,
+                    limit_version: row.get(7)?,
+                })
+            },
+            |row, settled| row.load_into(settled),
+            &mut settled,
+        )?;
+        self.load_rows(
+            "SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines \
+             FROM hotstock_reservations",
+            "reservations",
+            |row| {
+                Ok(ReservationRow {
+                    id: row.get(0)?,
+                    status: row.get(1)?,
+                    status_ms: row.get(2)?,
+                    deadline_ms: row.get(3)?,
+                    limit_mask: row.get(4)?,
+                    customer: row.get(5)?,
+                    lines: row.get(6)?,
+                })
+            },
+            |row, settled| row.load_into(settled),
+            &mut settled,
+        )?;
+        self.load_rows(
+            "SELECT sku, customer, units FROM hotstock_customer_units",
+            "customer units",
+            |row| {
+                Ok(CustomerUnitsRow {
+                    sku: row.get(0)?,
+                    customer: row.get(1)?,
+                    units: row.get(2)?,
+                })
+            },
+            |row, settled| row.load_into(settled),
+            &mut settled,
+        )?;
+        self.load_rows(
+            "SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms \
+             FROM hotstock_idempotency",
+            "idempotency keys",
+            |row| {
+                Ok(KeyRow {
+                    key: row.get(0)?,
+                    fingerprint: row.get(1)?,
+                    created_ms: row.get(2)?,
+                    reservation: row.get(3)?,
+                    status: row.get(4)?,
+                    expires_at_ms: row.get(5)?,
+                })
+            },
+            |row, settled| row.load_into(settled),
+            &mut settled,
+        )?;
         settled.mark_clean();
         Ok(Some(settled))
     }
@@ -432,9 +402,9 @@ impl Store for SqliteStore {
                 put_key
                     .execute(params![
                         &*key.key,
-                        key.fingerprint as i64,
+                        as_stored(key.fingerprint),
                         key.created_ms as i64,
-                        key.reservation.as_u64() as i64,
+                        as_stored(key.reservation.as_u64()),
                         key.status.as_str(),
                         key.expires_at_ms as i64
                     ])

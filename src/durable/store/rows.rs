@@ -1,0 +1,243 @@
+//! The stores' one row codec: what a row of each table holds as SQL
+//! values, and the checked conversion of those values into settled state.
+//! SQLite and PostgreSQL only fetch the raw values (each with its own
+//! driver) and hand them here, so both refuse the same damage the same
+//! way: a value out of range is an error that names the table and the row,
+//! never a panic and never a silently wrapped number.
+//!
+//! 64-bit ids and fingerprints are stored as the same 64 bits in a signed
+//! `BIGINT` (`as_stored` / `from_stored`); every other number must fit its
+//! type exactly.
+
+use super::{decode_lines, status_from_name};
+use crate::core::limits::MAX_SKUS;
+use crate::core::types::ReservationId;
+use crate::durable::event::KeyEvent;
+use crate::durable::journal::segment::Position;
+use crate::durable::settled::{Settled, SettledHold, SettledSku};
+
+/// A row that cannot be what the store wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub table: &'static str,
+    /// Which row (`id 7`, `key "k-1"`), as far as it could be read.
+    pub row: String,
+    pub what: String,
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "damaged row in {} ({}): {}; restore the store from backup",
+            self.table, self.row, self.what
+        )
+    }
+}
+
+/// A 64-bit id or fingerprint as stored (the same bits, signed).
+pub(crate) fn as_stored(value: u64) -> i64 {
+    i64::from_ne_bytes(value.to_ne_bytes())
+}
+
+/// The inverse of `as_stored`.
+pub(crate) fn from_stored(value: i64) -> u64 {
+    u64::from_ne_bytes(value.to_ne_bytes())
+}
+
+struct Checker {
+    table: &'static str,
+    row: String,
+}
+
+impl Checker {
+    fn damage(&self, what: String) -> Damage {
+        Damage {
+            table: self.table,
+            row: self.row.clone(),
+            what,
+        }
+    }
+
+    fn non_negative(&self, column: &str, value: i64) -> Result<u64, Damage> {
+        u64::try_from(value).map_err(|_| self.damage(format!("{column} {value} is negative")))
+    }
+
+    fn fits_u32(&self, column: &str, value: i64) -> Result<u32, Damage> {
+        u32::try_from(value).map_err(|_| self.damage(format!("{column} {value} is out of range")))
+    }
+}
+
+/// The journal position from the two meta rows.
+pub(crate) fn position(segment: i64, offset: i64) -> Result<Position, Damage> {
+    let check = Checker {
+        table: "hotstock_meta",
+        row: "position".into(),
+    };
+    Ok(Position {
+        segment: check.non_negative("position_segment", segment)?,
+        offset: check.non_negative("position_offset", offset)?,
+    })
+}
+
+/// `hotstock_skus` as stored.
+pub(crate) struct SkuRow {
+    pub id: i64,
+    pub name: String,
+    pub held: i64,
+    pub sold: i64,
+    pub received: i64,
+    pub version: i64,
+    pub per_customer_limit: Option<i64>,
+    pub limit_version: i64,
+}
+
+impl SkuRow {
+    pub(crate) fn load_into(self, settled: &mut Settled) -> Result<(), Damage> {
+        let check = Checker {
+            table: "hotstock_skus",
+            row: format!("id {}", self.id),
+        };
+        let index = check.fits_u32("id", self.id)?;
+        if index >= MAX_SKUS {
+            return Err(check.damage(format!("id {index} is past the SKU limit")));
+        }
+        if self.held < 0 || self.sold < 0 || self.received < self.held + self.sold {
+            return Err(check.damage(format!(
+                "counts held {}, sold {}, received {} do not add up",
+                self.held, self.sold, self.received
+            )));
+        }
+        let limit = match self.per_customer_limit {
+            None => None,
+            Some(limit) => Some(check.fits_u32("per_customer_limit", limit)?),
+        };
+        let sku = SettledSku {
+            name: self.name.into(),
+            held: self.held,
+            sold: self.sold,
+            received: self.received,
+            version: check.non_negative("version", self.version)?,
+            limit,
+            limit_version: check.non_negative("limit_version", self.limit_version)?,
+        };
+        let index = index as usize;
+        if settled.skus.len() <= index {
+            settled.skus.resize(index + 1, None);
+        }
+        settled.skus[index] = Some(sku);
+        Ok(())
+    }
+}
+
+/// `hotstock_reservations` as stored.
+pub(crate) struct ReservationRow {
+    pub id: i64,
+    pub status: String,
+    pub status_ms: i64,
+    pub deadline_ms: i64,
+    pub limit_mask: i64,
+    pub customer: Option<String>,
+    pub lines: String,
+}
+
+impl ReservationRow {
+    pub(crate) fn load_into(self, settled: &mut Settled) -> Result<(), Damage> {
+        let id = from_stored(self.id);
+        let check = Checker {
+            table: "hotstock_reservations",
+            row: format!("id {}", ReservationId::from_u64(id)),
+        };
+        let hold = SettledHold {
+            status: status_from_name(&self.status)
+                .ok_or_else(|| check.damage(format!("status {:?}", self.status)))?,
+            at_ms: check.non_negative("status_ms", self.status_ms)?,
+            deadline_ms: check.non_negative("deadline_ms", self.deadline_ms)?,
+            limit_mask: check.fits_u32("limit_mask", self.limit_mask)?,
+            customer: self.customer.map(Into::into),
+            lines: decode_lines(&self.lines)
+                .ok_or_else(|| check.damage(format!("lines {:?}", self.lines)))?,
+        };
+        settled.holds.insert(id, hold);
+        Ok(())
+    }
+}
+
+/// `hotstock_customer_units` as stored.
+pub(crate) struct CustomerUnitsRow {
+    pub sku: i64,
+    pub customer: String,
+    pub units: i64,
+}
+
+impl CustomerUnitsRow {
+    pub(crate) fn load_into(self, settled: &mut Settled) -> Result<(), Damage> {
+        let check = Checker {
+            table: "hotstock_customer_units",
+            row: format!("sku {}, customer {:?}", self.sku, self.customer),
+        };
+        let sku = check.fits_u32("sku", self.sku)?;
+        check.non_negative("units", self.units)?;
+        settled
+            .customer_units
+            .insert((sku, self.customer.into()), self.units);
+        Ok(())
+    }
+}
+
+/// `hotstock_idempotency` as stored.
+pub(crate) struct KeyRow {
+    pub key: String,
+    pub fingerprint: i64,
+    pub created_ms: i64,
+    pub reservation: i64,
+    pub status: String,
+    pub expires_at_ms: i64,
+}
+
+impl KeyRow {
+    pub(crate) fn load_into(self, settled: &mut Settled) -> Result<(), Damage> {
+        let check = Checker {
+            table: "hotstock_idempotency",
+            row: format!("key {:?}", self.key),
+        };
+        let event = KeyEvent {
+            key: self.key.as_str().into(),
+            fingerprint: from_stored(self.fingerprint),
+            created_ms: check.non_negative("created_ms", self.created_ms)?,
+            reservation: ReservationId::from_u64(from_stored(self.reservation)),
+            status: status_from_name(&self.status)
+                .ok_or_else(|| check.damage(format!("status {:?}", self.status)))?,
+            expires_at_ms: check.non_negative("expires_at_ms", self.expires_at_ms)?,
+        };
+        settled.keys.insert(self.key.into(), event);
+        Ok(())
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_keep_their_bits_and_damage_names_the_row() {
+        for id in [0, 1, u64::MAX, 1 << 63, 0xdead_beef_0000_0040] {
+            assert_eq!(from_stored(as_stored(id)), id);
+        }
+        let mut settled = Settled::default();
+        let row = SkuRow {
+            id: 7,
+            name: "tee".into(),
+            held: 0,
+            sold: 0,
+            received: 5,
+            version: -1,
+            per_customer_limit: None,
+            limit_version: 0,
+        };
+        let damage = row.load_into(&mut settled).unwrap_err();
+        assert_eq!(damage.table, "hotstock_skus");
+        assert_eq!(damage.row, "id 7");
+        assert!(damage.what.contains("version -1"), "{damage}");
+    }
+}
