@@ -723,3 +723,37 @@ fn a_keep_alive_connection_waits_between_requests_until_the_idle_timeout() {
     server.terminate();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bug: SIGINT could be missed. The accept loop made a new `ctrl_c()`
+/// future on every pass (a signal arriving while none existed was lost),
+/// and none existed before the loop, so a SIGINT during recovery killed
+/// the process by the default action instead of stopping it cleanly. Now
+/// both signals are registered before the data directory is opened.
+#[test]
+fn sigint_during_recovery_stops_the_server_cleanly() {
+    let dir = temp_dir("sigint");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotstock"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start hotstock serve");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = stderr.next().expect("server stderr").expect("line");
+        if line.contains("opening") {
+            break;
+        }
+    }
+    // SAFETY: sends a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let rest: Vec<String> = stderr.map_while(Result::ok).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{rest:?}");
+    assert!(
+        rest.iter().any(|line| line.contains("SIGINT received")),
+        "{rest:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -71,7 +71,7 @@ impl Checkpointer {
                 if let Err(error) = worker.run(false) {
                     // Not fatal: the journal still holds everything, and no
                     // segment is deleted until a checkpoint succeeds.
-                    eprintln!("hotstock: checkpoint failed, will retry: {error}");
+                    tracing::warn!("checkpoint failed, will retry: {error}");
                 }
             })?;
         Ok(Checkpointer {

@@ -253,7 +253,7 @@ impl Drop for DurableEngine {
     fn drop(&mut self) {
         if self.checkpointer.is_some() {
             if let Err(error) = self.shut_down() {
-                eprintln!("hotstock: closing the data directory: {error}");
+                tracing::error!("closing the data directory: {error}");
             }
         }
     }

@@ -158,8 +158,8 @@ pub(super) fn recover(
         report.segments_replayed += 1;
         if let Some(torn) = scan.torn.filter(|_| mode == Mode::Repair) {
             truncate(&path, torn.offset)?;
-            eprintln!(
-                "hotstock: journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
+            tracing::warn!(
+                "journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
                 torn.offset, torn.dropped
             );
             report.torn_tail = Some((number, torn));

@@ -9,5 +9,6 @@
 
 pub mod api;
 pub mod connection;
+pub mod listener;
 pub mod order_body;
 pub mod rate;

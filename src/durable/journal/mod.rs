@@ -673,7 +673,7 @@ impl Writer {
     }
 
     fn fail(&self, failure: JournalError) {
-        eprintln!("hotstock: {failure}");
+        tracing::error!("{failure}");
         let _ = self.shared.failure.set(failure);
         self.wake(0);
     }

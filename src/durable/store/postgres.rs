@@ -5,9 +5,7 @@
 
 use postgres::{Client, NoTls};
 
-use super::rows::{
-    self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow,
-};
+use super::rows::{self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow};
 use super::{encode_lines_into, Store, StoreError, BOOT_KEY};
 use crate::durable::settled::{Checkpoint, Settled};
 

@@ -6,9 +6,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
-use super::rows::{
-    self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow,
-};
+use super::rows::{self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow};
 use super::{encode_lines_into, following_boot, Store, StoreError, BOOT_KEY};
 use crate::durable::settled::{Checkpoint, Settled, SettledHold};
 

@@ -1,0 +1,179 @@
+//! `serve`'s settings: one struct, read from the command line and the
+//! environment by clap and from `--config FILE.toml` by serde, so there is
+//! one list of keys. Precedence: command line, then environment, then the
+//! file, then the defaults (`Settings::default_*`).
+//!
+//! Every field is an `Option` so that "not given" is visible after clap has
+//! run: the file fills exactly those, and `resolve` applies the defaults.
+//! Numbers that must be positive are `NonZeroU32` in both readers.
+
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory, ValueEnum};
+use hotstock::durable::journal::Durability;
+use hotstock::durable::StoreConfig;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DurabilityArg {
+    Sync,
+    Async,
+}
+
+/// What `hotstock serve` takes. Keys in the file are the flags with `_`
+/// for `-`.
+#[derive(clap::Parser, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServeSettings {
+    /// A TOML file with any of these settings (keys as the flags, with `_`
+    /// for `-`). The command line and the environment win over it.
+    #[arg(long, env = "HOTSTOCK_CONFIG")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Address to listen on (a non-loopback address needs --admin-token)
+    /// [default: 127.0.0.1:8080].
+    #[arg(long, env = "HOTSTOCK_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Where the journal and the SQLite store live [default: ./hotstock-data].
+    #[arg(long, env = "HOTSTOCK_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// `sync`: a 2xx is sent only once the change is on disk [default: sync].
+    #[arg(long, env = "HOTSTOCK_DURABILITY", value_enum)]
+    durability: Option<DurabilityArg>,
+    /// `sqlite` (in the data directory) or a `postgres://` URL [default: sqlite].
+    #[arg(long, env = "HOTSTOCK_STORE")]
+    store: Option<String>,
+    /// Operator routes (PUT/adjust SKUs) need `Authorization: Bearer TOKEN`.
+    /// Required to listen on a non-loopback address.
+    #[arg(long, env = "HOTSTOCK_ADMIN_TOKEN")]
+    admin_token: Option<String>,
+    /// Requests handled at once; beyond it, 503 `overloaded` with
+    /// Retry-After [default: 4096].
+    #[arg(long, env = "HOTSTOCK_MAX_IN_FLIGHT")]
+    max_in_flight: Option<NonZeroU32>,
+    /// Reservation requests per second, all SKUs together (off by default);
+    /// beyond it, 429 `overloaded` with Retry-After.
+    #[arg(long, env = "HOTSTOCK_RATE_LIMIT")]
+    rate_limit: Option<NonZeroU32>,
+    /// Reservation lines per second for any one SKU (off by default).
+    #[arg(long, env = "HOTSTOCK_SKU_RATE_LIMIT")]
+    sku_rate_limit: Option<NonZeroU32>,
+    /// Open connections at once; beyond it, new ones wait in the backlog
+    /// [default: 10000].
+    #[arg(long, env = "HOTSTOCK_MAX_CONNECTIONS")]
+    max_connections: Option<NonZeroU32>,
+    /// Milliseconds a client may take to send a request head (from its
+    /// first byte, or from connecting); slower connections are closed
+    /// [default: 10000].
+    #[arg(long, env = "HOTSTOCK_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: Option<NonZeroU32>,
+    /// Milliseconds a keep-alive connection may sit idle, with no request
+    /// in flight, before it is closed (at least the header timeout)
+    /// [default: 60000].
+    #[arg(long, env = "HOTSTOCK_IDLE_TIMEOUT_MS")]
+    idle_timeout_ms: Option<NonZeroU32>,
+}
+
+/// Settings with every default applied and every value checked.
+#[derive(Debug)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub durability: Durability,
+    pub store: StoreConfig,
+    pub admin_token: Option<String>,
+    pub max_in_flight: usize,
+    pub rate_limit: Option<u32>,
+    pub sku_rate_limit: Option<u32>,
+    pub max_connections: usize,
+    pub header_timeout_ms: u64,
+    pub idle_timeout_ms: u64,
+}
+
+impl ServeSettings {
+    /// Fills what the command line and environment left unset from the
+    /// file, then applies the defaults. Errors name the file and the key.
+    pub fn resolve(self) -> Result<Settings, String> {
+        let merged = match self.config.clone() {
+            Some(path) => self.filled_from(&path)?,
+            None => self,
+        };
+        merged.with_defaults()
+    }
+
+    fn filled_from(self, path: &Path) -> Result<ServeSettings, String> {
+        let file = path.display();
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {file}: {e}"))?;
+        let table: toml::Table = text.parse().map_err(|e| format!("{file}: {e}"))?;
+        // The keys clap knows are the keys the file may use: one list.
+        let command = ServeSettings::command();
+        let known =
+            |key: &str| key != "config" && command.get_arguments().any(|arg| arg.get_id() == key);
+        if let Some(key) = table.keys().find(|key| !known(key)) {
+            return Err(format!("{file}: unknown setting {key:?}"));
+        }
+        // Both sides as JSON objects: a key the command line or the
+        // environment set (not null) wins over the file's.
+        let from_file = serde_json::to_value(&table).map_err(|e| format!("{file}: {e}"))?;
+        let mut merged = serde_json::to_value(&self).map_err(|e| e.to_string())?;
+        if let (Some(merged), Some(from_file)) = (merged.as_object_mut(), from_file.as_object()) {
+            for (key, value) in from_file {
+                if merged.get(key).is_none_or(serde_json::Value::is_null) {
+                    merged.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        let mut settings: ServeSettings =
+            serde_json::from_value(merged).map_err(|e| format!("{file}: {e}"))?;
+        settings.config = self.config;
+        Ok(settings)
+    }
+
+    fn with_defaults(self) -> Result<Settings, String> {
+        let positive = |value: Option<NonZeroU32>, default: u32| value.map_or(default, |v| v.get());
+        Ok(Settings {
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir: self
+                .data_dir
+                .unwrap_or_else(|| PathBuf::from("./hotstock-data")),
+            durability: match self.durability.unwrap_or(DurabilityArg::Sync) {
+                DurabilityArg::Sync => Durability::Sync,
+                DurabilityArg::Async => Durability::Async,
+            },
+            store: store_config(self.store.as_deref().unwrap_or("sqlite"))?,
+            admin_token: self.admin_token,
+            max_in_flight: positive(self.max_in_flight, 4096) as usize,
+            rate_limit: self.rate_limit.map(NonZeroU32::get),
+            sku_rate_limit: self.sku_rate_limit.map(NonZeroU32::get),
+            max_connections: positive(self.max_connections, 10_000) as usize,
+            header_timeout_ms: u64::from(positive(self.header_timeout_ms, 10_000)),
+            idle_timeout_ms: u64::from(positive(self.idle_timeout_ms, 60_000)),
+        })
+    }
+}
+
+/// `--store`: `sqlite`, or a PostgreSQL URL in a build with PostgreSQL.
+fn store_config(store: &str) -> Result<StoreConfig, String> {
+    let postgres = store.starts_with("postgres://") || store.starts_with("postgresql://");
+    match store {
+        "sqlite" => Ok(StoreConfig::Sqlite),
+        #[cfg(feature = "postgres")]
+        url if postgres => Ok(StoreConfig::Postgres {
+            url: url.to_owned(),
+            schema: "hotstock".to_owned(),
+        }),
+        _ if postgres => Err(
+            "--store: this build has no PostgreSQL support (it was built without the \
+             `postgres` feature); use `sqlite` or a build with it"
+                .to_owned(),
+        ),
+        other => Err(format!(
+            "--store must be `sqlite` or a postgres:// URL, not {other:?}"
+        )),
+    }
+}

@@ -1,0 +1,139 @@
+//! `hotstock serve`: open the data directory, serve HTTP until SIGINT or
+//! SIGTERM, then stop accepting, finish the requests in flight, flush the
+//! journal and write a checkpoint.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hotstock::durable::{DurableConfig, DurableEngine};
+use hotstock::server::api::{Api, ApiOptions};
+use hotstock::server::connection::ConnectionLimits;
+use hotstock::server::listener;
+
+use crate::config::Settings;
+
+pub fn serve(settings: Settings) -> ExitCode {
+    if !settings.listen.ip().is_loopback() && settings.admin_token.is_none() {
+        eprintln!(
+            "refusing to listen on {} without --admin-token: operator routes would be open to the network",
+            settings.listen
+        );
+        return ExitCode::from(2);
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!("cannot start the runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    // Before recovery (which can take seconds): a signal during it is kept
+    // and stops the server cleanly once it listens.
+    let signals = match runtime.block_on(async { ShutdownSignals::register() }) {
+        Ok(signals) => signals,
+        Err(error) => {
+            tracing::error!("cannot register for SIGINT and SIGTERM: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut config = DurableConfig::new(&settings.data_dir, settings.durability);
+    config.store = settings.store.clone();
+    tracing::info!("opening {}", settings.data_dir.display());
+    let (durable, report) = match DurableEngine::open(config) {
+        Ok(opened) => opened,
+        Err(error) => {
+            tracing::error!("cannot open {}: {error}", settings.data_dir.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing::info!(
+        "recovered {} SKUs and {} reservations ({} journal events replayed) in {:.2} s",
+        report.skus,
+        report.reservations,
+        report.events_replayed,
+        report.elapsed.as_secs_f64()
+    );
+    let options = ApiOptions {
+        admin_token: settings.admin_token.clone(),
+        max_in_flight: settings.max_in_flight,
+        rate_limit: settings.rate_limit,
+        sku_rate_limit: settings.sku_rate_limit,
+    };
+    let api = Arc::new(Api::new(
+        durable.engine().clone(),
+        settings.durability,
+        options,
+    ));
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_millis(settings.header_timeout_ms),
+        idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+    };
+    let served = runtime.block_on(accept_until_signalled(
+        settings.listen,
+        api,
+        settings.max_connections,
+        limits,
+        signals.received(),
+    ));
+    // Stop the runtime (and its connections) before closing the engine.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    let closed = durable.close();
+    match (served, closed) {
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Err(error), _) => {
+            tracing::error!("{error}");
+            ExitCode::FAILURE
+        }
+        (_, Err(error)) => {
+            tracing::error!("closing the data directory: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Binds, prints the address, and serves until `shutdown` resolves.
+async fn accept_until_signalled(
+    listen: SocketAddr,
+    api: Arc<Api>,
+    max_connections: usize,
+    limits: ConnectionLimits,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // Tests and scripts read this line to find the port of `--listen :0`.
+    println!("listening on {}", listener.local_addr()?);
+    listener::serve_until(listener, api, max_connections, limits, shutdown).await;
+    Ok(())
+}
+
+/// SIGINT and SIGTERM, each registered once, as one future.
+struct ShutdownSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    /// Registers the handlers now: from here on neither signal kills the
+    /// process; one that arrives before the server listens is kept and
+    /// shuts it down as soon as it does.
+    fn register() -> std::io::Result<ShutdownSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(ShutdownSignals {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+        })
+    }
+
+    async fn received(mut self) {
+        let which = tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        };
+        tracing::info!("{which} received");
+    }
+}
