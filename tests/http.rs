@@ -757,3 +757,36 @@ fn sigint_during_recovery_stops_the_server_cleanly() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Bug (found by schemathesis): a 405 did not say which methods the
+/// resource takes; RFC 9110 requires the `Allow` header.
+#[test]
+fn a_wrong_method_is_answered_with_the_allowed_ones() {
+    let dir = temp_dir("allow");
+    let server = Server::start(&dir);
+    for (method, path, allow) in [
+        ("DELETE", "/v1/skus/tee", "GET, PUT"),
+        ("GET", "/v1/reservations", "POST"),
+        ("PATCH", "/v1/reservations/0000000000000000/cancel", "POST"),
+        ("POST", "/healthz", "GET"),
+    ] {
+        let mut stream = TcpStream::connect(server.addr).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        assert!(response.starts_with("HTTP/1.1 405"), "{response}");
+        let header = format!("allow: {allow}\r\n");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains(&header.to_ascii_lowercase()),
+            "{method} {path}: no {header:?} in\n{response}"
+        );
+    }
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

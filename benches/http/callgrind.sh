@@ -5,6 +5,8 @@
 # 64 keep-alive connections: 3 s of warm-up, then counters are dumped,
 # then SECONDS of measurement, then dumped again.
 #   benches/http/callgrind.sh async|sync|bare [seconds]
+# BODY='{"lines":[...]}' overrides the purchase body (hotstock only), e.g.
+# to measure a body the one-pass scanner declines.
 # `bare` is the showdown's bare hyper endpoint (hotstock-bench serve-bare).
 # Prints instructions per request for each thread and the top functions;
 # benches/tools/callgrind_per_request.py compares two runs function by
@@ -26,8 +28,9 @@ if [ "$kind" = bare ]; then
 else
     "${grind[@]}" target/release/hotstock serve --listen 127.0.0.1:0 --durability "$kind" \
         --data-dir "$out/data" --max-in-flight 100000 > "$out/stdout" 2> "$out/stderr" &
-    printf 'wrk.method = "POST"\nwrk.path = "/v1/reservations"\nwrk.body = %s\n' \
-        "'{\"lines\":[{\"sku\":\"s0\",\"quantity\":1}],\"confirm\":true}'" > "$script"
+    usual='{"lines":[{"sku":"s0","quantity":1}],"confirm":true}'
+    body="${BODY:-$usual}"
+    printf 'wrk.method = "POST"\nwrk.path = "/v1/reservations"\nwrk.body = [[%s]]\n' "$body" > "$script"
 fi
 server=$!
 until grep -q "listening on" "$out/stdout" 2>/dev/null; do sleep 0.2; done

@@ -121,11 +121,15 @@ pub enum EngineError {
 
 impl EngineError {
     /// The message, naming SKUs by `name` (their id where it has none).
-    pub fn named<'a>(
-        &'a self,
-        name: impl Fn(SkuId) -> Option<&'a str> + 'a,
-    ) -> impl fmt::Display + 'a {
-        Named { error: self, name }
+    pub fn named<'e, 'n, F>(&'e self, name: F) -> Named<'e, 'n, F>
+    where
+        F: Fn(SkuId) -> Option<&'n str>,
+    {
+        Named {
+            error: self,
+            name,
+            names: std::marker::PhantomData,
+        }
     }
 
     fn write_message(
@@ -261,12 +265,14 @@ impl fmt::Display for EngineError {
 
 impl std::error::Error for EngineError {}
 
-struct Named<'a, F> {
-    error: &'a EngineError,
+/// An error's message with SKU names (see `EngineError::named`).
+pub struct Named<'e, 'n, F> {
+    error: &'e EngineError,
     name: F,
+    names: std::marker::PhantomData<&'n str>,
 }
 
-impl<'a, F: Fn(SkuId) -> Option<&'a str>> fmt::Display for Named<'a, F> {
+impl<'n, F: Fn(SkuId) -> Option<&'n str>> fmt::Display for Named<'_, 'n, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.error
             .write_message(f, &|f, sku| match (self.name)(sku) {

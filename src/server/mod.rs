@@ -1,5 +1,22 @@
 //! The HTTP service: the only layer that knows HTTP or JSON.
 //!
+//! ```text
+//! connection.rs   one HTTP/1.1 connection (hyper), slow-head and idle guard
+//! listener.rs     the accept loop, until one shutdown future resolves
+//! api.rs          Api: admission, routing (route.rs), dispatch, durable ack
+//! route.rs        Route: the one enum dispatch and metrics labels share
+//! error.rs        ApiError and Code: the boundary's one error type
+//! admission.rs    in-flight cap (per CPU) and the optional token buckets
+//! rate.rs         RateLimit: GCRA token bucket
+//! auth.rs         operator token
+//! skus.rs         SKU handlers
+//! reservations.rs reservation handlers (the purchase path)
+//! body.rs         bounded body reads; parse_order (scanner, then fields)
+//! order_body.rs   the one-pass scanner for the usual order body
+//! response.rs     JSON documents; a new reservation written straight to bytes
+//! metrics.rs      per-CPU request counters; /metrics via prometheus-client
+//! ```
+//!
 //! # Architecture invariant
 //!
 //! The server speaks to the engine through its public API and to the
@@ -7,8 +24,19 @@
 //! It never parses command lines or configuration files (the binary does),
 //! and the engine never learns that HTTP exists.
 
+pub mod admission;
 pub mod api;
+pub mod auth;
+pub mod body;
 pub mod connection;
+pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod order_body;
 pub mod rate;
+pub mod reservations;
+pub mod response;
+pub mod route;
+pub mod skus;
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,218 @@
+//! The HTTP boundary's one error type: `ApiError`, with a `Code` from one
+//! enum (the contract's `error` field, and the metrics' outcome label), the
+//! status, a message a client can act on and the details that go with it.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::{Response, StatusCode};
+use serde_json::{Map, Value};
+
+use crate::core::error::EngineError;
+use crate::core::types::SkuId;
+
+/// The responses this server writes.
+pub type HttpResponse = Response<Full<Bytes>>;
+
+/// Every error code of the contract (`docs/api.md`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    SoldOut,
+    LimitExceeded,
+    VersionConflict,
+    InsufficientStock,
+    InvalidTransition,
+    UnknownSku,
+    UnknownReservation,
+    NotFound,
+    MethodNotAllowed,
+    InvalidRequest,
+    PayloadTooLarge,
+    Unauthorized,
+    Overloaded,
+    StorageFailed,
+}
+
+impl Code {
+    /// In label order.
+    pub const ALL: [Code; 14] = [
+        Code::SoldOut,
+        Code::LimitExceeded,
+        Code::VersionConflict,
+        Code::InsufficientStock,
+        Code::InvalidTransition,
+        Code::UnknownSku,
+        Code::UnknownReservation,
+        Code::NotFound,
+        Code::MethodNotAllowed,
+        Code::InvalidRequest,
+        Code::PayloadTooLarge,
+        Code::Unauthorized,
+        Code::Overloaded,
+        Code::StorageFailed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::SoldOut => "sold_out",
+            Code::LimitExceeded => "limit_exceeded",
+            Code::VersionConflict => "version_conflict",
+            Code::InsufficientStock => "insufficient_stock",
+            Code::InvalidTransition => "invalid_transition",
+            Code::UnknownSku => "unknown_sku",
+            Code::UnknownReservation => "unknown_reservation",
+            Code::NotFound => "not_found",
+            Code::MethodNotAllowed => "method_not_allowed",
+            Code::InvalidRequest => "invalid_request",
+            Code::PayloadTooLarge => "payload_too_large",
+            Code::Unauthorized => "unauthorized",
+            Code::Overloaded => "overloaded",
+            Code::StorageFailed => "storage_failed",
+        }
+    }
+
+    /// The position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A refusal on its way to the client.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: Code,
+    pub message: String,
+    pub details: Map<String, Value>,
+    /// For a 405: the methods the resource takes (the `Allow` header).
+    pub allow: Option<&'static str>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: Code, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Map::new(),
+            allow: None,
+        }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, Code::InvalidRequest, message)
+    }
+
+    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
+        self.details.insert(key.to_owned(), value.into());
+        self
+    }
+
+    pub fn into_response(self) -> HttpResponse {
+        let mut body = Map::new();
+        body.insert("error".into(), self.code.as_str().into());
+        body.insert("message".into(), self.message.into());
+        body.extend(self.details);
+        let mut response = json_response(self.status, &Value::Object(body));
+        let headers = response.headers_mut();
+        let busy = [
+            StatusCode::SERVICE_UNAVAILABLE,
+            StatusCode::TOO_MANY_REQUESTS,
+        ];
+        if busy.contains(&self.status) {
+            headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        if let Some(allow) = self.allow {
+            headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        response
+    }
+
+    /// Maps an engine refusal to the contract's code, status and details;
+    /// `name` finds SKU names (lock-free) for the message and details.
+    pub fn from_engine<'a>(
+        error: EngineError,
+        name: impl Fn(SkuId) -> Option<&'a str>,
+    ) -> ApiError {
+        let message = error.named(&name).to_string();
+        let sku = |id: SkuId| name(id).map_or(Value::Null, Value::from);
+        let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, message.clone());
+        let status = |status, code| ApiError::new(status, code, message.clone());
+        match error {
+            EngineError::SoldOut {
+                sku: id,
+                available,
+                requested,
+            } => conflict(Code::SoldOut)
+                .with("sku", sku(id))
+                .with("available", available)
+                .with("requested", requested),
+            EngineError::LimitExceeded {
+                sku: id,
+                limit,
+                already,
+                requested,
+            } => conflict(Code::LimitExceeded)
+                .with("sku", sku(id))
+                .with("limit", limit)
+                .with("already", already)
+                .with("requested", requested),
+            EngineError::VersionConflict {
+                current, expected, ..
+            } => conflict(Code::VersionConflict)
+                .with("current_version", current)
+                .with("expected_version", expected),
+            EngineError::InsufficientStock {
+                sku: id,
+                available,
+                requested,
+            } => conflict(Code::InsufficientStock)
+                .with("sku", sku(id))
+                .with("available", available)
+                .with("requested", requested),
+            EngineError::InvalidTransition { status, .. } => {
+                conflict(Code::InvalidTransition).with("status", status.as_str())
+            }
+            EngineError::UnknownSku { name } => {
+                status(StatusCode::NOT_FOUND, Code::UnknownSku).with("sku", &*name)
+            }
+            EngineError::UnknownSkuId { .. } => status(StatusCode::NOT_FOUND, Code::UnknownSku),
+            EngineError::UnknownReservation { id } => {
+                status(StatusCode::NOT_FOUND, Code::UnknownReservation).with("id", id.to_string())
+            }
+            EngineError::StorageFailed { .. } => {
+                status(StatusCode::SERVICE_UNAVAILABLE, Code::StorageFailed)
+            }
+            EngineError::CapacityExceeded { .. } => {
+                status(StatusCode::SERVICE_UNAVAILABLE, Code::Overloaded)
+            }
+            EngineError::StockLimit { .. }
+            | EngineError::InvalidQuantity { .. }
+            | EngineError::EmptyCart
+            | EngineError::TooManyLines { .. }
+            | EngineError::DuplicateSku { .. }
+            | EngineError::InvalidSkuName { .. }
+            | EngineError::InvalidCustomer { .. }
+            | EngineError::InvalidIdempotencyKey { .. }
+            | EngineError::InvalidTtl { .. }
+            | EngineError::InvalidLimit
+            | EngineError::CustomerRequired { .. }
+            | EngineError::IdempotencyKeyReused => ApiError::invalid(message),
+        }
+    }
+}
+
+pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    bytes_response(status, bytes)
+}
+
+/// A response whose JSON body is already written.
+pub fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
+    let mut response = Response::new(Full::new(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}

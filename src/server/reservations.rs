@@ -1,0 +1,169 @@
+//! Reservation routes: create (the purchase path), read, and the
+//! transitions confirm, cancel and refund.
+
+use hyper::body::Incoming;
+use hyper::StatusCode;
+
+use super::api::Api;
+use super::body::{check_line_count, parse_order, read_body, OrderFields};
+use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
+use super::response::{reservation_json, write_new_reservation};
+use super::route::Route;
+use crate::core::engine::Order;
+use crate::core::limits::MAX_LINES_PER_CART;
+use crate::core::types::{Line, ReservationId, SkuId};
+
+type Parts = hyper::http::request::Parts;
+
+/// Parsed once, not per request.
+const IDEMPOTENCY_KEY: hyper::header::HeaderName =
+    hyper::header::HeaderName::from_static("idempotency-key");
+
+/// A placed order, waiting to be answered.
+enum Placed {
+    /// Created now: its JSON, written from the receipt.
+    Created(Vec<u8>),
+    /// An idempotent retry of an earlier order: answered as it is now.
+    Replayed(ReservationId),
+}
+
+fn parse_reservation_id(text: &str) -> Result<ReservationId, ApiError> {
+    text.parse().map_err(|_| {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            Code::UnknownReservation,
+            format!("unknown reservation {text:?}"),
+        )
+    })
+}
+
+impl Api {
+    /// `POST /v1/reservations`. Everything up to the durable wait is
+    /// synchronous, so the request's future stays small: the parsed body
+    /// and the line buffer live on the stack of `place_now`.
+    pub(super) async fn create_reservation(
+        &self,
+        parts: &Parts,
+        body: Incoming,
+    ) -> Result<HttpResponse, ApiError> {
+        let header_key = parts
+            .headers
+            .get(IDEMPOTENCY_KEY)
+            .map(|v| {
+                v.to_str()
+                    .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
+            })
+            .transpose()?;
+        let bytes = read_body(body).await?;
+        self.reserve_bytes(&bytes, header_key).await
+    }
+
+    /// Places the order in `bytes` and answers it once durable.
+    pub(super) async fn reserve_bytes(
+        &self,
+        bytes: &[u8],
+        header_key: Option<&str>,
+    ) -> Result<HttpResponse, ApiError> {
+        let placed = parse_order(bytes, |order| self.place_now(order, header_key))?;
+        self.acknowledge().await?;
+        self.answer_placed(placed)
+    }
+
+    /// Resolves the order's SKUs, checks it, places it and writes its
+    /// answer (sent only after `acknowledge`).
+    fn place_now(
+        &self,
+        body: OrderFields<'_>,
+        header_key: Option<&str>,
+    ) -> Result<Placed, ApiError> {
+        check_line_count(body.lines.len())?;
+        // On the stack: at most MAX_LINES_PER_CART, checked above.
+        let unused = Line {
+            sku: SkuId::from_index(0),
+            quantity: 0,
+        };
+        let mut line_buffer = [unused; MAX_LINES_PER_CART];
+        for (index, line) in body.lines.iter().enumerate() {
+            let quantity = u32::try_from(line.quantity)
+                .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
+            let sku = self.sku_id(line.sku)?;
+            line_buffer[index] = Line { sku, quantity };
+        }
+        let lines = &line_buffer[..body.lines.len()];
+        let key = match (body.idempotency_key, header_key) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::invalid(
+                    "the Idempotency-Key header and the idempotency_key field differ",
+                ))
+            }
+            (Some(key), _) | (None, Some(key)) => Some(key),
+            (None, None) => None,
+        };
+        let order = Order {
+            lines,
+            customer: body.customer,
+            ttl_ms: body.ttl_ms,
+            confirm: body.confirm.unwrap_or(false),
+            idempotency_key: key,
+        };
+        self.rates.check(lines, |id| self.sku_name(id))?;
+        let receipt = self
+            .engine
+            .reserve(&order)
+            .map_err(|e| self.engine_error(e))?;
+        if receipt.replayed {
+            return Ok(Placed::Replayed(receipt.id));
+        }
+        // Just created, so it is exactly what was asked: the names are the
+        // request's (lookups are exact), the rest is in the receipt.
+        let mut out = Vec::with_capacity(160 + 48 * body.lines.len());
+        write_new_reservation(&mut out, &receipt, body.lines, body.customer);
+        Ok(Placed::Created(out))
+    }
+
+    /// The answer to a placed order, once it is as durable as the
+    /// durability mode promises.
+    fn answer_placed(&self, placed: Placed) -> Result<HttpResponse, ApiError> {
+        match placed {
+            Placed::Created(json) => Ok(bytes_response(StatusCode::CREATED, json)),
+            // A replay answers the reservation as it is now, which may
+            // differ from what this request asked for.
+            Placed::Replayed(id) => self.reservation_response(StatusCode::CREATED, id),
+        }
+    }
+
+    fn reservation_response(
+        &self,
+        status: StatusCode,
+        id: ReservationId,
+    ) -> Result<HttpResponse, ApiError> {
+        let document = self
+            .engine
+            .reservation(id)
+            .map_err(|e| self.engine_error(e))?;
+        let json = reservation_json(&document, |id| self.sku_name(id));
+        Ok(json_response(status, &json))
+    }
+
+    /// `GET /v1/reservations/{id}`
+    pub(super) fn get_reservation(&self, id: &str) -> Result<HttpResponse, ApiError> {
+        self.reservation_response(StatusCode::OK, parse_reservation_id(id)?)
+    }
+
+    /// `POST /v1/reservations/{id}/confirm|cancel|refund`
+    pub(super) async fn transition(
+        &self,
+        route: Route,
+        id: &str,
+    ) -> Result<HttpResponse, ApiError> {
+        let id = parse_reservation_id(id)?;
+        let outcome = match route {
+            Route::ReservationConfirm => self.engine.confirm(id),
+            Route::ReservationCancel => self.engine.cancel(id),
+            _ => self.engine.refund(id),
+        };
+        outcome.map_err(|e| self.engine_error(e))?;
+        self.acknowledge().await?;
+        self.reservation_response(StatusCode::OK, id)
+    }
+}

@@ -1,0 +1,90 @@
+//! The JSON the API answers with: SKU and reservation documents, and a
+//! just-created reservation written straight to bytes.
+
+use serde_json::{json, Value};
+
+use super::order_body::ScannedLine;
+use crate::core::engine::{Receipt, SkuDocument};
+use crate::core::holds::HoldDocument;
+use crate::core::types::SkuId;
+
+pub fn sku_json(document: &SkuDocument) -> Value {
+    json!({
+        "sku": &*document.name,
+        "available": document.available,
+        "held": document.held,
+        "sold": document.sold,
+        "version": document.version,
+        "per_customer_limit": document.per_customer_limit,
+    })
+}
+
+/// A reservation as readers see it; `name` finds SKU names (lock-free).
+pub fn reservation_json<'a>(
+    document: &HoldDocument,
+    name: impl Fn(SkuId) -> Option<&'a str>,
+) -> Value {
+    let lines: Vec<Value> = document
+        .lines
+        .iter()
+        .map(|l| json!({"sku": name(l.sku), "quantity": l.quantity}))
+        .collect();
+    json!({
+        "id": document.id.to_string(),
+        "status": document.status.as_str(),
+        "lines": lines,
+        "customer": document.customer.as_deref(),
+        "expires_at_ms": document.deadline_ms,
+    })
+}
+
+/// Writes the JSON of a reservation just created from these lines, with
+/// the keys in the order `reservation_json` (a sorted map) writes them.
+pub fn write_new_reservation(
+    out: &mut Vec<u8>,
+    receipt: &Receipt,
+    lines: &[ScannedLine<'_>],
+    customer: Option<&str>,
+) {
+    let mut number = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"customer\":");
+    write_json_string_or_null(out, customer);
+    out.extend_from_slice(b",\"expires_at_ms\":");
+    out.extend_from_slice(number.format(receipt.expires_at_ms).as_bytes());
+    out.extend_from_slice(b",\"id\":\"");
+    let id = receipt.id.as_u64();
+    for shift in (0..16).rev() {
+        out.push(b"0123456789abcdef"[((id >> (shift * 4)) & 0xf) as usize]);
+    }
+    out.extend_from_slice(b"\",\"lines\":[");
+    for (i, line) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"quantity\":");
+        out.extend_from_slice(number.format(line.quantity).as_bytes());
+        out.extend_from_slice(b",\"sku\":\"");
+        // The name was just found in the catalogue, whose names are
+        // `[A-Za-z0-9._~:-]`: nothing to escape.
+        debug_assert!(!line
+            .sku
+            .bytes()
+            .any(|b| b == b'"' || b == b'\\' || b < 0x20));
+        out.extend_from_slice(line.sku.as_bytes());
+        out.push(b'"');
+        out.push(b'}');
+    }
+    out.extend_from_slice(b"],\"status\":\"");
+    out.extend_from_slice(receipt.status.as_str().as_bytes());
+    out.extend_from_slice(b"\"}");
+}
+
+fn write_json_string_or_null(out: &mut Vec<u8>, text: Option<&str>) {
+    match text {
+        // Writing a `str` into a `Vec` cannot fail.
+        Some(text) => {
+            let _ = serde_json::to_writer(&mut *out, text);
+        }
+        None => out.extend_from_slice(b"null"),
+    }
+}

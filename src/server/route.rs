@@ -1,0 +1,219 @@
+//! The API's routes: one `Route` enum, which the dispatcher matches and
+//! the metrics label, so the two can never disagree.
+
+use hyper::Method;
+
+/// Every route of the API, plus `Other` for requests that match none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    Healthz,
+    Metrics,
+    SkusList,
+    SkuGet,
+    SkuPut,
+    SkuAdjust,
+    ReservationCreate,
+    ReservationGet,
+    ReservationConfirm,
+    ReservationCancel,
+    ReservationRefund,
+    Other,
+}
+
+impl Route {
+    /// In label order (the metrics' rows).
+    pub const ALL: [Route; 12] = [
+        Route::Healthz,
+        Route::Metrics,
+        Route::SkusList,
+        Route::SkuGet,
+        Route::SkuPut,
+        Route::SkuAdjust,
+        Route::ReservationCreate,
+        Route::ReservationGet,
+        Route::ReservationConfirm,
+        Route::ReservationCancel,
+        Route::ReservationRefund,
+        Route::Other,
+    ];
+
+    /// The metrics label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::Healthz => "healthz",
+            Route::Metrics => "metrics",
+            Route::SkusList => "skus_list",
+            Route::SkuGet => "sku_get",
+            Route::SkuPut => "sku_put",
+            Route::SkuAdjust => "sku_adjust",
+            Route::ReservationCreate => "reservation_create",
+            Route::ReservationGet => "reservation_get",
+            Route::ReservationConfirm => "reservation_confirm",
+            Route::ReservationCancel => "reservation_cancel",
+            Route::ReservationRefund => "reservation_refund",
+            Route::Other => "other",
+        }
+    }
+
+    /// The position in `ALL`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// A request matched to its route; `param` is the path's one variable
+/// segment (a SKU name or a reservation id), empty where there is none.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Matched<'a> {
+    pub route: Route,
+    pub param: &'a str,
+}
+
+/// Why a request matched no route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Miss {
+    NotFound,
+    /// The path exists, the method does not; `allow` is the `Allow` header.
+    MethodNotAllowed {
+        allow: &'static str,
+    },
+}
+
+/// The route a request is counted under, and where it goes. A method the
+/// path does not take is counted under the path's first route.
+pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>, Miss>) {
+    let Some((segments, count)) = split_path(path) else {
+        return (Route::Other, Err(Miss::NotFound));
+    };
+    // Each path shape with the methods it takes, in `Allow` order.
+    let (param, shape): (&str, &[(Method, Route)]) = match &segments[..count] {
+        ["healthz"] => ("", &[(Method::GET, Route::Healthz)]),
+        ["metrics"] => ("", &[(Method::GET, Route::Metrics)]),
+        ["v1", "skus"] => ("", &[(Method::GET, Route::SkusList)]),
+        ["v1", "skus", sku] => (
+            sku,
+            &[(Method::GET, Route::SkuGet), (Method::PUT, Route::SkuPut)],
+        ),
+        ["v1", "skus", sku, "adjust"] => (sku, &[(Method::POST, Route::SkuAdjust)]),
+        ["v1", "reservations"] => ("", &[(Method::POST, Route::ReservationCreate)]),
+        ["v1", "reservations", id] => (id, &[(Method::GET, Route::ReservationGet)]),
+        ["v1", "reservations", id, "confirm"] => (id, &[(Method::POST, Route::ReservationConfirm)]),
+        ["v1", "reservations", id, "cancel"] => (id, &[(Method::POST, Route::ReservationCancel)]),
+        ["v1", "reservations", id, "refund"] => (id, &[(Method::POST, Route::ReservationRefund)]),
+        _ => return (Route::Other, Err(Miss::NotFound)),
+    };
+    match shape.iter().find(|(m, _)| m == method) {
+        Some(&(_, route)) => (route, Ok(Matched { route, param })),
+        None => {
+            let allow = if shape.len() == 2 {
+                "GET, PUT"
+            } else {
+                shape[0].0.as_str()
+            };
+            (shape[0].1, Err(Miss::MethodNotAllowed { allow }))
+        }
+    }
+}
+
+/// Most segments any route has.
+const MAX_SEGMENTS: usize = 5;
+
+/// The path's segments without allocating; `None` past `MAX_SEGMENTS`
+/// (no route is that deep).
+fn split_path(path: &str) -> Option<([&str; MAX_SEGMENTS], usize)> {
+    let mut segments = [""; MAX_SEGMENTS];
+    let leading = path.bytes().take_while(|&b| b == b'/').count();
+    // By bytes: `/` is ASCII, so every cut is at a character boundary.
+    let mut rest = &path[leading..];
+    for (count, segment) in segments.iter_mut().enumerate() {
+        match rest.bytes().position(|b| b == b'/') {
+            Some(at) => {
+                *segment = &rest[..at];
+                rest = &rest[at + 1..];
+            }
+            None => {
+                *segment = rest;
+                return Some((segments, count + 1));
+            }
+        }
+    }
+    // MAX_SEGMENTS segments and a slash after the last: one too many.
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_without_allocating_up_to_the_deepest_route() {
+        let (segments, count) = split_path("/v1/reservations/00ff/confirm").unwrap();
+        assert_eq!(
+            &segments[..count],
+            ["v1", "reservations", "00ff", "confirm"]
+        );
+        assert_eq!(split_path("/a/b/c/d/e").map(|(_, n)| n), Some(5));
+        assert!(split_path("/a/b/c/d/e/f").is_none());
+        assert_eq!(
+            split_path("//healthz").map(|(s, n)| s[..n].to_vec()),
+            Some(vec!["healthz"])
+        );
+    }
+
+    #[test]
+    fn every_route_is_reached_and_labelled_by_its_position() {
+        for (index, route) in Route::ALL.iter().enumerate() {
+            assert_eq!(route.index(), index);
+        }
+        let cases = [
+            (Method::GET, "/healthz", Route::Healthz),
+            (Method::GET, "/metrics", Route::Metrics),
+            (Method::GET, "/v1/skus", Route::SkusList),
+            (Method::GET, "/v1/skus/tee", Route::SkuGet),
+            (Method::PUT, "/v1/skus/tee", Route::SkuPut),
+            (Method::POST, "/v1/skus/tee/adjust", Route::SkuAdjust),
+            (Method::POST, "/v1/reservations", Route::ReservationCreate),
+            (Method::GET, "/v1/reservations/01", Route::ReservationGet),
+            (
+                Method::POST,
+                "/v1/reservations/01/confirm",
+                Route::ReservationConfirm,
+            ),
+            (
+                Method::POST,
+                "/v1/reservations/01/cancel",
+                Route::ReservationCancel,
+            ),
+            (
+                Method::POST,
+                "/v1/reservations/01/refund",
+                Route::ReservationRefund,
+            ),
+        ];
+        for (method, path, route) in cases {
+            let (label, matched) = resolve(&method, path);
+            assert_eq!(
+                (label, matched.map(|m| m.route)),
+                (route, Ok(route)),
+                "{path}"
+            );
+        }
+        assert_eq!(
+            resolve(&Method::GET, "/nowhere"),
+            (Route::Other, Err(Miss::NotFound))
+        );
+    }
+
+    /// RFC 9110 15.5.6: a 405 names the methods the resource takes.
+    #[test]
+    fn a_wrong_method_names_the_allowed_ones() {
+        let allow = |method: Method, path: &str| match resolve(&method, path).1 {
+            Err(Miss::MethodNotAllowed { allow }) => allow,
+            other => panic!("{method} {path}: {other:?}"),
+        };
+        assert_eq!(allow(Method::DELETE, "/v1/skus/tee"), "GET, PUT");
+        assert_eq!(allow(Method::GET, "/v1/reservations"), "POST");
+        assert_eq!(allow(Method::POST, "/healthz"), "GET");
+        assert_eq!(allow(Method::GET, "/v1/reservations/01/cancel"), "POST");
+    }
+}
