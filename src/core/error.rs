@@ -12,7 +12,7 @@ use std::fmt;
 
 use crate::core::holds::{HoldStatus, ReservationId};
 use crate::core::limits::{
-    MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
+    MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
     MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
 };
 use crate::core::types::SkuId;
@@ -229,7 +229,7 @@ impl EngineError {
             ),
             InvalidCustomer { reason } => write!(
                 f,
-                "invalid customer: {reason} (1 to {MAX_CUSTOMER_BYTES} bytes, no control \
+                "invalid customer: {reason} (1 to {MAX_CUSTOMER_CHARS} characters, no control \
                  characters)"
             ),
             InvalidIdempotencyKey { reason } => write!(

@@ -7,8 +7,13 @@
 /// Longest SKU name, in bytes.
 pub const MAX_SKU_NAME_BYTES: usize = 64;
 
-/// Longest customer identifier, in bytes.
-pub const MAX_CUSTOMER_BYTES: usize = 128;
+/// Longest customer identifier, in characters (the API says the same:
+/// JSON Schema counts characters, not bytes).
+pub const MAX_CUSTOMER_CHARS: usize = 63;
+
+/// Longest customer identifier in bytes, implied by `MAX_CUSTOMER_CHARS`
+/// (at most 4 bytes a character): what the journal's one-byte length holds.
+pub const MAX_CUSTOMER_BYTES: usize = 4 * MAX_CUSTOMER_CHARS;
 
 /// Longest idempotency key, in bytes.
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 128;

@@ -135,7 +135,10 @@ impl Api {
         body: Incoming,
         matched: Matched<'_>,
     ) -> Result<HttpResponse, ApiError> {
-        let param = matched.param;
+        let param = route::decode_segment(matched.param).ok_or_else(|| {
+            ApiError::invalid("the path has a malformed percent-escape or is not UTF-8")
+        })?;
+        let param = &*param;
         match matched.route {
             Route::Healthz => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
             Route::Metrics => Ok(self.metrics()),

@@ -31,11 +31,14 @@ pub enum Code {
     Unauthorized,
     Overloaded,
     StorageFailed,
+    StockLimit,
+    CustomerRequired,
+    IdempotencyKeyReused,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 14] = [
+    pub const ALL: [Code; 17] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -50,6 +53,9 @@ impl Code {
         Code::Unauthorized,
         Code::Overloaded,
         Code::StorageFailed,
+        Code::StockLimit,
+        Code::CustomerRequired,
+        Code::IdempotencyKeyReused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -68,6 +74,9 @@ impl Code {
             Code::Unauthorized => "unauthorized",
             Code::Overloaded => "overloaded",
             Code::StorageFailed => "storage_failed",
+            Code::StockLimit => "stock_limit",
+            Code::CustomerRequired => "customer_required",
+            Code::IdempotencyKeyReused => "idempotency_key_reused",
         }
     }
 
@@ -186,8 +195,11 @@ impl ApiError {
             EngineError::CapacityExceeded { .. } => {
                 status(StatusCode::SERVICE_UNAVAILABLE, Code::Overloaded)
             }
-            EngineError::StockLimit { .. }
-            | EngineError::InvalidQuantity { .. }
+            // The request is well formed; the SKU's state refuses it.
+            EngineError::StockLimit { sku: id, received } => conflict(Code::StockLimit)
+                .with("sku", sku(id))
+                .with("received", received),
+            EngineError::InvalidQuantity { .. }
             | EngineError::EmptyCart
             | EngineError::TooManyLines { .. }
             | EngineError::DuplicateSku { .. }
@@ -195,9 +207,13 @@ impl ApiError {
             | EngineError::InvalidCustomer { .. }
             | EngineError::InvalidIdempotencyKey { .. }
             | EngineError::InvalidTtl { .. }
-            | EngineError::InvalidLimit
-            | EngineError::CustomerRequired { .. }
-            | EngineError::IdempotencyKeyReused => ApiError::invalid(message),
+            | EngineError::InvalidLimit => ApiError::invalid(message),
+            // Well formed, refused by state: the SKU's limit, the key's
+            // first request.
+            EngineError::CustomerRequired { sku: id } => {
+                conflict(Code::CustomerRequired).with("sku", sku(id))
+            }
+            EngineError::IdempotencyKeyReused => conflict(Code::IdempotencyKeyReused),
         }
     }
 }

@@ -115,6 +115,30 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
     }
 }
 
+/// A path segment with its percent-escapes decoded (`a%3Ab` is `a:b`);
+/// borrowed when it has none. `None` for a malformed escape or bytes that
+/// are not UTF-8.
+pub fn decode_segment(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !segment.contains('%') {
+        return Some(std::borrow::Cow::Borrowed(segment));
+    }
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut at = 0;
+    while at < bytes.len() {
+        if bytes[at] == b'%' {
+            let hex = bytes.get(at + 1..at + 3)?;
+            let hex = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            at += 3;
+        } else {
+            out.push(bytes[at]);
+            at += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
+}
+
 /// Most segments any route has.
 const MAX_SEGMENTS: usize = 5;
 
@@ -202,6 +226,16 @@ mod tests {
             resolve(&Method::GET, "/nowhere"),
             (Route::Other, Err(Miss::NotFound))
         );
+    }
+
+    #[test]
+    fn escaped_segments_decode_and_bad_escapes_are_refused() {
+        assert_eq!(decode_segment("tee").as_deref(), Some("tee"));
+        assert_eq!(decode_segment("a%3Ab").as_deref(), Some("a:b"));
+        assert_eq!(decode_segment("%7e%7E").as_deref(), Some("~~"));
+        for bad in ["%", "%3", "%zz", "%ff", "a%3"] {
+            assert_eq!(decode_segment(bad), None, "{bad}");
+        }
     }
 
     /// RFC 9110 15.5.6: a 405 names the methods the resource takes.

@@ -14,7 +14,7 @@ use crate::core::holds::{HoldView, NewHold, Settle, Transition, TransitionError}
 use crate::core::idempotency::{Origin, Reused};
 use crate::core::ledger::OverLimit;
 use crate::core::limits::{
-    MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
+    MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
 };
 use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};
 
@@ -360,7 +360,7 @@ fn validate_customer(customer: &str) -> Result<(), EngineError> {
             reason: "it is empty",
         });
     }
-    if customer.len() > MAX_CUSTOMER_BYTES {
+    if customer.chars().count() > MAX_CUSTOMER_CHARS {
         return Err(EngineError::InvalidCustomer {
             reason: "it is too long",
         });
