@@ -132,6 +132,8 @@ impl EngineError {
         }
     }
 
+    // Long by design: one arm per variant, so every message lives in one
+    // place (a split would scatter the contract's texts).
     fn write_message(
         &self,
         f: &mut fmt::Formatter<'_>,

@@ -15,7 +15,7 @@ use crate::core::error::EngineError;
 use crate::core::timers::TimerThread;
 use crate::durable::journal::fs::{JournalFs, RealFs};
 use crate::durable::journal::segment::{Corruption, Position, TornTail};
-use crate::durable::journal::{Durability, Journal, JournalConfig, JournalError};
+use crate::durable::journal::{BatchSink, Durability, Journal, JournalConfig, JournalError};
 use crate::durable::store::sqlite::SqliteStore;
 use crate::durable::store::{Store, StoreError};
 
@@ -141,13 +141,7 @@ impl DurableEngine {
             source,
         })?;
         let lock = lock_dir(&config.data_dir)?;
-        let mut store: Box<dyn Store> = match &config.store {
-            StoreConfig::Sqlite => Box::new(SqliteStore::open(&config.store_path())?),
-            #[cfg(feature = "postgres")]
-            StoreConfig::Postgres { url, schema } => Box::new(
-                crate::durable::store::postgres::PostgresStore::connect(url, schema)?,
-            ),
-        };
+        let mut store = open_store(&config)?;
         let (settled, mut report) = recover(&journal_dir, store.as_mut(), Mode::Repair)?;
         let next_segment = list_segments(&journal_dir)?
             .last()
@@ -161,17 +155,7 @@ impl DurableEngine {
         let sink = Box::new(move |batch: &[u8], start: Position| {
             fold_batch(&mut sink_target.lock(), batch, start)
         });
-        let mut journal_config = JournalConfig::new(&journal_dir, config.durability);
-        journal_config.segment_bytes = config.segment_bytes;
-        journal_config.flush_interval = config.flush_interval;
-        let journal = Arc::new(
-            Journal::start(journal_config, fs, next_segment, sink).map_err(|source| {
-                OpenError::Io {
-                    path: journal_dir.clone(),
-                    source,
-                }
-            })?,
-        );
+        let journal = Arc::new(start_journal(&config, fs, next_segment, sink)?);
         let boot = store.next_boot()?;
         let engine = Engine::with_sink(config.engine.clone(), clock.clone(), Arc::clone(&journal))
             .map_err(|e| {
@@ -266,4 +250,30 @@ pub enum CloseError {
     Journal(JournalError),
     #[error("writing the last checkpoint: {0}")]
     Store(StoreError),
+}
+
+fn open_store(config: &DurableConfig) -> Result<Box<dyn Store>, OpenError> {
+    Ok(match &config.store {
+        StoreConfig::Sqlite => Box::new(SqliteStore::open(&config.store_path())?),
+        #[cfg(feature = "postgres")]
+        StoreConfig::Postgres { url, schema } => Box::new(
+            crate::durable::store::postgres::PostgresStore::connect(url, schema)?,
+        ),
+    })
+}
+
+fn start_journal(
+    config: &DurableConfig,
+    fs: Arc<dyn JournalFs>,
+    next_segment: u64,
+    sink: BatchSink,
+) -> Result<Journal, OpenError> {
+    let journal_dir = config.journal_dir();
+    let mut journal_config = JournalConfig::new(&journal_dir, config.durability);
+    journal_config.segment_bytes = config.segment_bytes;
+    journal_config.flush_interval = config.flush_interval;
+    Journal::start(journal_config, fs, next_segment, sink).map_err(|source| OpenError::Io {
+        path: journal_dir,
+        source,
+    })
 }

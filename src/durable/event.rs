@@ -239,6 +239,7 @@ impl Event {
     }
 
     /// Decodes one event that fills `payload` exactly.
+    // Long by design: one arm per event kind, mirroring `encode_change`.
     pub fn decode(payload: &[u8]) -> Result<Event, DecodeError> {
         let mut r = Reader(payload);
         let event = match r.u8()? {

@@ -88,8 +88,37 @@ pub(super) fn recover(
         store_position: settled.position,
         ..RecoveryReport::default()
     };
-    let segments = list_segments(journal_dir)?;
+    let needed = segments_to_replay(journal_dir, &*store, settled.position, had_checkpoint)?;
     let from = settled.position;
+    for (index, &number) in needed.iter().enumerate() {
+        let is_last = index + 1 == needed.len();
+        let start = if number == from.segment {
+            from.offset
+        } else {
+            0
+        };
+        replay_segment(
+            journal_dir,
+            number,
+            start,
+            is_last,
+            mode,
+            &mut settled,
+            &mut report,
+        )?;
+    }
+    Ok((settled, report))
+}
+
+/// The segments to replay after the store's position, checked to start
+/// where the store ends and to have no gap.
+fn segments_to_replay(
+    journal_dir: &Path,
+    store: &dyn Store,
+    from: Position,
+    had_checkpoint: bool,
+) -> Result<Vec<u64>, OpenError> {
+    let segments = list_segments(journal_dir)?;
     // Segments wholly before the checkpoint may linger if a deletion was
     // interrupted; they are already folded into the store.
     let needed: Vec<u64> = segments
@@ -97,14 +126,15 @@ pub(super) fn recover(
         .copied()
         .filter(|&n| n >= from.segment)
         .collect();
+    let missing = |missing: u64| OpenError::MissingSegment {
+        missing,
+        file: segment_file_name(missing),
+    };
     if let Some(&first) = needed.first() {
         let starts_where_expected = first == from.segment || (!had_checkpoint && first == 0);
         if !starts_where_expected {
             if had_checkpoint {
-                return Err(OpenError::MissingSegment {
-                    missing: from.segment,
-                    file: segment_file_name(from.segment),
-                });
+                return Err(missing(from.segment));
             }
             return Err(OpenError::StoreBehindJournal {
                 first,
@@ -112,67 +142,64 @@ pub(super) fn recover(
             });
         }
     } else if had_checkpoint && from.offset > segment::HEADER_LEN as u64 && !segments.is_empty() {
-        return Err(OpenError::MissingSegment {
-            missing: from.segment,
-            file: segment_file_name(from.segment),
-        });
+        return Err(missing(from.segment));
     }
-    for pair in needed.windows(2) {
-        if pair[1] != pair[0] + 1 {
-            let missing = pair[0] + 1;
-            return Err(OpenError::MissingSegment {
-                missing,
-                file: segment_file_name(missing),
-            });
-        }
+    if let Some(pair) = needed.windows(2).find(|pair| pair[1] != pair[0] + 1) {
+        return Err(missing(pair[0] + 1));
     }
-    for (index, &number) in needed.iter().enumerate() {
-        let is_last = index + 1 == needed.len();
-        let (file_name, path, bytes) = read_segment(journal_dir, number)?;
-        let start = if number == from.segment {
-            from.offset
-        } else {
-            0
-        };
-        let mut events = 0u64;
-        let scan = segment::scan(
-            &bytes,
-            number,
-            &file_name,
-            is_last,
-            start,
-            |offset, payload| {
-                let event = Event::decode(payload).map_err(|_| Corruption {
-                    segment: number,
-                    file: file_name.clone(),
-                    offset,
-                    reason: "frame checksum matches but its event does not decode",
-                })?;
-                settled.apply(event);
-                events += 1;
-                Ok(())
-            },
-        )
-        .map_err(OpenError::Corrupt)?;
-        report.events_replayed += events;
-        report.segments_replayed += 1;
-        if let Some(torn) = scan.torn.filter(|_| mode == Mode::Repair) {
-            truncate(&path, torn.offset)?;
-            tracing::warn!(
-                "journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
-                torn.offset, torn.dropped
-            );
-            report.torn_tail = Some((number, torn));
-        }
-        if mode == Mode::ReadOnly {
-            report.torn_tail = report.torn_tail.or(scan.torn.map(|torn| (number, torn)));
-        }
-        settled.position = Position {
-            segment: number,
-            offset: scan.valid_end.max(start),
-        };
+    Ok(needed)
+}
+
+/// Folds one segment's frames from `start` into `settled`; in `Repair`
+/// mode truncates a torn tail (only the last segment may have one).
+fn replay_segment(
+    journal_dir: &Path,
+    number: u64,
+    start: u64,
+    is_last: bool,
+    mode: Mode,
+    settled: &mut Settled,
+    report: &mut RecoveryReport,
+) -> Result<(), OpenError> {
+    let (file_name, path, bytes) = read_segment(journal_dir, number)?;
+    let mut events = 0u64;
+    let scan = segment::scan(
+        &bytes,
+        number,
+        &file_name,
+        is_last,
+        start,
+        |offset, payload| {
+            let event = Event::decode(payload).map_err(|_| Corruption {
+                segment: number,
+                file: file_name.clone(),
+                offset,
+                reason: "frame checksum matches but its event does not decode",
+            })?;
+            settled.apply(event);
+            events += 1;
+            Ok(())
+        },
+    )
+    .map_err(OpenError::Corrupt)?;
+    report.events_replayed += events;
+    report.segments_replayed += 1;
+    if let Some(torn) = scan.torn.filter(|_| mode == Mode::Repair) {
+        truncate(&path, torn.offset)?;
+        tracing::warn!(
+            "journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
+            torn.offset, torn.dropped
+        );
+        report.torn_tail = Some((number, torn));
     }
-    Ok((settled, report))
+    if mode == Mode::ReadOnly {
+        report.torn_tail = report.torn_tail.or(scan.torn.map(|torn| (number, torn)));
+    }
+    settled.position = Position {
+        segment: number,
+        offset: scan.valid_end.max(start),
+    };
+    Ok(())
 }
 
 /// A segment's file name, path and whole contents.

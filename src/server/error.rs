@@ -139,6 +139,8 @@ impl ApiError {
 
     /// Maps an engine refusal to the contract's code, status and details;
     /// `name` finds SKU names (lock-free) for the message and details.
+    // Long by design: one arm per engine refusal, the whole mapping to
+    // the contract in one match.
     pub fn from_engine<'a>(
         error: EngineError,
         name: impl Fn(SkuId) -> Option<&'a str>,

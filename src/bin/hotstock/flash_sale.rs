@@ -90,15 +90,33 @@ fn flash_sale(sale: &SaleArgs) -> Result<bool, String> {
         None => sale.stock,
         Some(limit) => sale.stock.min(u64::from(limit) * buyers as u64),
     };
+    Ok(print_report(
+        sale,
+        buyers,
+        sold,
+        &doc,
+        refused_by_limit.load(Ordering::Relaxed),
+        elapsed,
+        expected,
+    ))
+}
+
+/// Prints the sale's figures; `true` when every invariant held.
+fn print_report(
+    sale: &SaleArgs,
+    buyers: usize,
+    sold: u64,
+    doc: &hotstock::SkuDocument,
+    refused_by_limit: u64,
+    elapsed: std::time::Duration,
+    expected: u64,
+) -> bool {
     println!("stock               {}", sale.stock);
     println!("buyers              {buyers}");
     println!("units sold          {sold}");
     println!("oversold            {}", sold.saturating_sub(sale.stock));
     println!("left unsold         {}", doc.available);
-    println!(
-        "refused by limit    {}",
-        refused_by_limit.load(Ordering::Relaxed)
-    );
+    println!("refused by limit    {}", refused_by_limit);
     println!("elapsed             {:.3} s", elapsed.as_secs_f64());
     println!(
         "throughput          {:.1} M units/s",
@@ -113,5 +131,5 @@ fn flash_sale(sale: &SaleArgs) -> Result<bool, String> {
             "BROKEN"
         }
     );
-    Ok(ok)
+    ok
 }

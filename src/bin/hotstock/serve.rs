@@ -22,24 +22,8 @@ pub fn serve(settings: Settings) -> ExitCode {
         );
         return ExitCode::from(2);
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            tracing::error!("cannot start the runtime: {error}");
-            return ExitCode::FAILURE;
-        }
-    };
-    // Before recovery (which can take seconds): a signal during it is kept
-    // and stops the server cleanly once it listens.
-    let signals = match runtime.block_on(async { ShutdownSignals::register() }) {
-        Ok(signals) => signals,
-        Err(error) => {
-            tracing::error!("cannot register for SIGINT and SIGTERM: {error}");
-            return ExitCode::FAILURE;
-        }
+    let Some((runtime, signals)) = runtime_and_signals() else {
+        return ExitCode::FAILURE;
     };
     let mut config = DurableConfig::new(&settings.data_dir, settings.durability);
     config.store = settings.store.clone();
@@ -94,6 +78,22 @@ pub fn serve(settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The runtime, and SIGINT and SIGTERM registered on it. Made before
+/// recovery (which can take seconds): a signal during it is kept and stops
+/// the server cleanly once it listens.
+fn runtime_and_signals() -> Option<(tokio::runtime::Runtime, ShutdownSignals)> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|error| tracing::error!("cannot start the runtime: {error}"))
+        .ok()?;
+    let signals = runtime
+        .block_on(async { ShutdownSignals::register() })
+        .map_err(|error| tracing::error!("cannot register for SIGINT and SIGTERM: {error}"))
+        .ok()?;
+    Some((runtime, signals))
 }
 
 /// Binds, prints the address, and serves until `shutdown` resolves.

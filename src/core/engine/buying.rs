@@ -172,48 +172,7 @@ impl<S: ChangeSink> Engine<S> {
             TakeInto::Held
         };
         let customer: Option<Arc<str>> = order.customer.map(Arc::from);
-        let policy = &self.config.stripe_policy;
-        let mut limit_mask = 0u32;
-        for (index, line) in order.lines.iter().enumerate() {
-            let taken = &order.lines[..index];
-            let cell = self.cell(line.sku)?;
-            if let Some(limit) = cell.per_customer_limit() {
-                let Some(customer) = customer.as_ref() else {
-                    self.undo(taken, limit_mask, into, customer.as_ref(), hint);
-                    return Err(EngineError::CustomerRequired { sku: line.sku });
-                };
-                if let Err(OverLimit { already }) =
-                    self.ledger
-                        .acquire(line.sku, customer, line.quantity, limit)
-                {
-                    self.undo(taken, limit_mask, into, Some(customer), hint);
-                    return Err(EngineError::LimitExceeded {
-                        sku: line.sku,
-                        limit,
-                        already,
-                        requested: line.quantity,
-                    });
-                }
-                limit_mask |= 1 << index;
-            }
-            let units = u64::from(line.quantity);
-            if let Err(SoldOut { available }) = cell.take(units, into, hint, policy) {
-                // Undo this line's limit too: include it in the undo range
-                // as a line with no units taken.
-                if limit_mask & (1 << index) != 0 {
-                    if let Some(customer) = customer.as_ref() {
-                        self.ledger.release(line.sku, customer, line.quantity);
-                    }
-                    limit_mask &= !(1 << index);
-                }
-                self.undo(taken, limit_mask, into, customer.as_ref(), hint);
-                return Err(EngineError::SoldOut {
-                    sku: line.sku,
-                    available,
-                    requested: units,
-                });
-            }
-        }
+        let limit_mask = self.take_lines(order.lines, customer.as_ref(), into, hint)?;
         let now_ms = self.clock.now_ms();
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let status = if order.confirm {
@@ -258,6 +217,61 @@ impl<S: ChangeSink> Engine<S> {
                 })
             }
         }
+    }
+
+    /// Takes every line's units (and limit counts) into `into`, or none:
+    /// a refusal undoes the lines already taken. Returns the limit mask
+    /// (bit `i`: line `i` counted against the customer's limit).
+    fn take_lines(
+        &self,
+        lines: &[Line],
+        customer: Option<&Arc<str>>,
+        into: TakeInto,
+        hint: usize,
+    ) -> Result<u32, EngineError> {
+        let policy = &self.config.stripe_policy;
+        let mut limit_mask = 0u32;
+        for (index, line) in lines.iter().enumerate() {
+            let taken = &lines[..index];
+            let cell = self.cell(line.sku)?;
+            if let Some(limit) = cell.per_customer_limit() {
+                let Some(customer) = customer else {
+                    self.undo(taken, limit_mask, into, customer, hint);
+                    return Err(EngineError::CustomerRequired { sku: line.sku });
+                };
+                if let Err(OverLimit { already }) =
+                    self.ledger
+                        .acquire(line.sku, customer, line.quantity, limit)
+                {
+                    self.undo(taken, limit_mask, into, Some(customer), hint);
+                    return Err(EngineError::LimitExceeded {
+                        sku: line.sku,
+                        limit,
+                        already,
+                        requested: line.quantity,
+                    });
+                }
+                limit_mask |= 1 << index;
+            }
+            let units = u64::from(line.quantity);
+            if let Err(SoldOut { available }) = cell.take(units, into, hint, policy) {
+                // Undo this line's limit too: include it in the undo range
+                // as a line with no units taken.
+                if limit_mask & (1 << index) != 0 {
+                    if let Some(customer) = customer {
+                        self.ledger.release(line.sku, customer, line.quantity);
+                    }
+                    limit_mask &= !(1 << index);
+                }
+                self.undo(taken, limit_mask, into, customer, hint);
+                return Err(EngineError::SoldOut {
+                    sku: line.sku,
+                    available,
+                    requested: units,
+                });
+            }
+        }
+        Ok(limit_mask)
     }
 
     /// Gives back the units of `lines` taken into `into`, and their limit

@@ -173,6 +173,8 @@ fn frame_at(bytes: &[u8], offset: usize) -> Option<&[u8]> {
 /// Scans segment `number` (its whole contents in `bytes`), calling
 /// `on_frame(offset, payload)` for each valid frame at or after `from`.
 /// `is_last` says whether a damaged end may be a torn tail.
+// Long by design: the frame loop and its three outcomes (frame,
+// torn tail, corruption) read best together.
 pub fn scan(
     bytes: &[u8],
     number: u64,

@@ -3,7 +3,7 @@
 //! (default `hotstock`), created on first use. A checkpoint is one
 //! transaction; recovery reads the same rows back.
 
-use postgres::{Client, NoTls};
+use postgres::{Client, NoTls, Transaction};
 
 use super::rows::{self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow};
 use super::{encode_lines_into, Store, StoreError, BOOT_KEY};
@@ -155,6 +155,8 @@ impl Store for PostgresStore {
         )
     }
 
+    // Long by design: four tables, each one `load_rows` call naming its
+    // columns in the order the shared row codec takes them.
     fn load(&mut self) -> Result<Option<Settled>, StoreError> {
         let s = self.schema.clone();
         let meta = self
@@ -248,134 +250,187 @@ impl Store for PostgresStore {
             .client
             .transaction()
             .map_err(|e| fail("starting a checkpoint", e))?;
-        let put_sku = tx
-            .prepare(&format!(
-                "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-                 ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
-                   held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
-                   version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
-                   limit_version = EXCLUDED.limit_version"
-            ))
-            .map_err(|e| fail("preparing SKU writes", e))?;
-        for (id, sku) in &checkpoint.skus {
-            let limit = sku.limit.map(i64::from);
-            tx.execute(
-                &put_sku,
-                &[
-                    &(*id as i64),
-                    &&*sku.name,
-                    &sku.available(),
-                    &sku.held,
-                    &sku.sold,
-                    &sku.received,
-                    &(sku.version as i64),
-                    &limit,
-                    &(sku.limit_version as i64),
-                ],
-            )
-            .map_err(|e| fail("writing a SKU", e))?;
-        }
-        let put_hold = tx
-            .prepare(&format!(
-                "INSERT INTO {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_ms = EXCLUDED.status_ms,
-                   deadline_ms = EXCLUDED.deadline_ms, limit_mask = EXCLUDED.limit_mask,
-                   customer = EXCLUDED.customer, lines = EXCLUDED.lines"
-            ))
-            .map_err(|e| fail("preparing reservation writes", e))?;
-        let mut lines = String::new();
-        for (id, hold) in &checkpoint.holds {
-            encode_lines_into(&mut lines, &hold.lines);
-            tx.execute(
-                &put_hold,
-                &[
-                    &as_stored(*id),
-                    &hold.status.as_str(),
-                    &(hold.at_ms as i64),
-                    &(hold.deadline_ms as i64),
-                    &i64::from(hold.limit_mask),
-                    &hold.customer.as_deref(),
-                    &lines,
-                ],
-            )
-            .map_err(|e| fail("writing a reservation", e))?;
-        }
-        if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
-            tx.execute(
-                &format!(
-                    "DELETE FROM {s}.hotstock_reservations
-                     WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= $1)
-                        OR (status = 'confirmed' AND status_ms <= $2)"
-                ),
-                &[&(ended_before as i64), &(confirmed_before as i64)],
-            )
-            .map_err(|e| fail("pruning old reservations", e))?;
-        }
-        for ((sku, customer), units) in &checkpoint.customer_units {
-            let sku = *sku as i64;
-            let customer: &str = customer;
-            if *units == 0 {
-                tx.execute(
-                    &format!(
-                        "DELETE FROM {s}.hotstock_customer_units WHERE sku = $1 AND customer = $2"
-                    ),
-                    &[&sku, &customer],
-                )
-                .map_err(|e| fail("deleting customer units", e))?;
-            } else {
-                tx.execute(
-                    &format!(
-                        "INSERT INTO {s}.hotstock_customer_units (sku, customer, units) VALUES ($1, $2, $3)
-                         ON CONFLICT (sku, customer) DO UPDATE SET units = EXCLUDED.units"
-                    ),
-                    &[&sku, &customer, units],
-                )
-                .map_err(|e| fail("writing customer units", e))?;
-            }
-        }
-        for key in &checkpoint.keys {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {s}.hotstock_idempotency (key, fingerprint, created_ms, reservation, status, expires_at_ms)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, created_ms = EXCLUDED.created_ms,
-                       reservation = EXCLUDED.reservation, status = EXCLUDED.status, expires_at_ms = EXCLUDED.expires_at_ms"
-                ),
-                &[
-                    &&*key.key,
-                    &as_stored(key.fingerprint),
-                    &(key.created_ms as i64),
-                    &as_stored(key.reservation.as_u64()),
-                    &key.status.as_str(),
-                    &(key.expires_at_ms as i64),
-                ],
-            )
-            .map_err(|e| fail("writing an idempotency key", e))?;
-        }
-        if let Some(before) = checkpoint.prune_keys_before_ms {
-            tx.execute(
-                &format!("DELETE FROM {s}.hotstock_idempotency WHERE created_ms <= $1"),
-                &[&(before as i64)],
-            )
-            .map_err(|e| fail("pruning idempotency keys", e))?;
-        }
-        for (key, value) in [
-            ("position_segment", checkpoint.position.segment as i64),
-            ("position_offset", checkpoint.position.offset as i64),
-        ] {
-            tx.execute(
-                &format!(
-                    "INSERT INTO {s}.hotstock_meta (key, value) VALUES ($1, $2)
-                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
-                ),
-                &[&key, &value],
-            )
-            .map_err(|e| fail("writing the position", e))?;
-        }
+        write_skus(&mut tx, &s, checkpoint, &fail)?;
+        write_reservations(&mut tx, &s, checkpoint, &fail)?;
+        write_customer_units(&mut tx, &s, checkpoint, &fail)?;
+        write_keys(&mut tx, &s, checkpoint, &fail)?;
+        write_position(&mut tx, &s, checkpoint, &fail)?;
         tx.commit().map_err(|e| fail("committing a checkpoint", e))
     }
+}
+
+/// Names what failed, for the checkpoint's error.
+type Fail<'a> = &'a dyn Fn(&str, postgres::Error) -> StoreError;
+
+fn write_skus(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let put_sku = tx
+        .prepare(&format!(
+            "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+             ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
+               held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
+               version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
+               limit_version = EXCLUDED.limit_version"
+        ))
+        .map_err(|e| fail("preparing SKU writes", e))?;
+    for (id, sku) in &checkpoint.skus {
+        let limit = sku.limit.map(i64::from);
+        tx.execute(
+            &put_sku,
+            &[
+                &(*id as i64),
+                &&*sku.name,
+                &sku.available(),
+                &sku.held,
+                &sku.sold,
+                &sku.received,
+                &(sku.version as i64),
+                &limit,
+                &(sku.limit_version as i64),
+            ],
+        )
+        .map_err(|e| fail("writing a SKU", e))?;
+    }
+    Ok(())
+}
+
+fn write_reservations(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let put_hold = tx
+        .prepare(&format!(
+            "INSERT INTO {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_ms = EXCLUDED.status_ms,
+               deadline_ms = EXCLUDED.deadline_ms, limit_mask = EXCLUDED.limit_mask,
+               customer = EXCLUDED.customer, lines = EXCLUDED.lines"
+        ))
+        .map_err(|e| fail("preparing reservation writes", e))?;
+    let mut lines = String::new();
+    for (id, hold) in &checkpoint.holds {
+        encode_lines_into(&mut lines, &hold.lines);
+        tx.execute(
+            &put_hold,
+            &[
+                &as_stored(*id),
+                &hold.status.as_str(),
+                &(hold.at_ms as i64),
+                &(hold.deadline_ms as i64),
+                &i64::from(hold.limit_mask),
+                &hold.customer.as_deref(),
+                &lines,
+            ],
+        )
+        .map_err(|e| fail("writing a reservation", e))?;
+    }
+    if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
+        tx.execute(
+            &format!(
+                "DELETE FROM {s}.hotstock_reservations
+                 WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= $1)
+                    OR (status = 'confirmed' AND status_ms <= $2)"
+            ),
+            &[&(ended_before as i64), &(confirmed_before as i64)],
+        )
+        .map_err(|e| fail("pruning old reservations", e))?;
+    }
+    Ok(())
+}
+
+fn write_customer_units(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    for ((sku, customer), units) in &checkpoint.customer_units {
+        let sku = *sku as i64;
+        let customer: &str = customer;
+        if *units == 0 {
+            tx.execute(
+                &format!(
+                    "DELETE FROM {s}.hotstock_customer_units WHERE sku = $1 AND customer = $2"
+                ),
+                &[&sku, &customer],
+            )
+            .map_err(|e| fail("deleting customer units", e))?;
+        } else {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.hotstock_customer_units (sku, customer, units) VALUES ($1, $2, $3)
+                     ON CONFLICT (sku, customer) DO UPDATE SET units = EXCLUDED.units"
+                ),
+                &[&sku, &customer, units],
+            )
+            .map_err(|e| fail("writing customer units", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_keys(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    for key in &checkpoint.keys {
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.hotstock_idempotency (key, fingerprint, created_ms, reservation, status, expires_at_ms)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, created_ms = EXCLUDED.created_ms,
+                   reservation = EXCLUDED.reservation, status = EXCLUDED.status, expires_at_ms = EXCLUDED.expires_at_ms"
+            ),
+            &[
+                &&*key.key,
+                &as_stored(key.fingerprint),
+                &(key.created_ms as i64),
+                &as_stored(key.reservation.as_u64()),
+                &key.status.as_str(),
+                &(key.expires_at_ms as i64),
+            ],
+        )
+        .map_err(|e| fail("writing an idempotency key", e))?;
+    }
+    if let Some(before) = checkpoint.prune_keys_before_ms {
+        tx.execute(
+            &format!("DELETE FROM {s}.hotstock_idempotency WHERE created_ms <= $1"),
+            &[&(before as i64)],
+        )
+        .map_err(|e| fail("pruning idempotency keys", e))?;
+    }
+    Ok(())
+}
+
+fn write_position(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    for (key, value) in [
+        ("position_segment", checkpoint.position.segment as i64),
+        ("position_offset", checkpoint.position.offset as i64),
+    ] {
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.hotstock_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            &[&key, &value],
+        )
+        .map_err(|e| fail("writing the position", e))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::rows::{self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow};
 use super::{encode_lines_into, following_boot, Store, StoreError, BOOT_KEY};
@@ -211,6 +211,8 @@ impl Store for SqliteStore {
         Ok(boot)
     }
 
+    // Long by design: four tables, each one `load_rows` call naming its
+    // columns in the order the shared row codec takes them.
     fn load(&mut self) -> Result<Option<Settled>, StoreError> {
         let meta = |key: &str| -> Result<Option<i64>, StoreError> {
             self.connection
@@ -309,128 +311,172 @@ impl Store for SqliteStore {
             .connection
             .transaction()
             .map_err(|e| fail("starting a checkpoint", e))?;
-        {
-            let mut put_sku = tx
-                .prepare_cached(
-                    "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-                     ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
-                       held = excluded.held, sold = excluded.sold, received = excluded.received,
-                       version = excluded.version, per_customer_limit = excluded.per_customer_limit,
-                       limit_version = excluded.limit_version",
-                )
-                .map_err(|e| fail("preparing SKU writes", e))?;
-            for (id, sku) in &checkpoint.skus {
-                put_sku
-                    .execute(params![
-                        *id as i64,
-                        &*sku.name,
-                        sku.available(),
-                        sku.held,
-                        sku.sold,
-                        sku.received,
-                        sku.version as i64,
-                        sku.limit.map(i64::from),
-                        sku.limit_version as i64
-                    ])
-                    .map_err(|e| fail("writing a SKU", e))?;
-            }
-            // In a sale every purchase is a row: many rows per statement,
-            // so SQLite's per-statement work (step, halt, reset) is paid
-            // once per `ROWS_PER_STATEMENT`; the tail goes one by one.
-            let mut put_many = tx
-                .prepare_cached(&upsert_reservations_sql(ROWS_PER_STATEMENT))
-                .map_err(|e| fail("preparing reservation writes", e))?;
-            let mut put_one = tx
-                .prepare_cached(&upsert_reservations_sql(1))
-                .map_err(|e| fail("preparing reservation writes", e))?;
-            let mut lines = String::new();
-            let mut groups = checkpoint.holds.chunks_exact(ROWS_PER_STATEMENT);
-            for group in &mut groups {
-                for (row, (id, hold)) in group.iter().enumerate() {
-                    bind_reservation(&mut put_many, row, *id, hold, &mut lines)
-                        .map_err(|e| fail("writing a reservation", e))?;
-                }
-                put_many
-                    .raw_execute()
-                    .map_err(|e| fail("writing reservations", e))?;
-            }
-            for (id, hold) in groups.remainder() {
-                bind_reservation(&mut put_one, 0, *id, hold, &mut lines)
-                    .map_err(|e| fail("writing a reservation", e))?;
-                put_one
-                    .raw_execute()
-                    .map_err(|e| fail("writing a reservation", e))?;
-            }
-            if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
-                tx.execute(
-                    "DELETE FROM hotstock_reservations
-                     WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= ?1)
-                        OR (status = 'confirmed' AND status_ms <= ?2)",
-                    params![ended_before as i64, confirmed_before as i64],
-                )
-                .map_err(|e| fail("pruning old reservations", e))?;
-            }
-            let mut put_units = tx
-                .prepare_cached("INSERT OR REPLACE INTO hotstock_customer_units (sku, customer, units) VALUES (?1, ?2, ?3)")
-                .map_err(|e| fail("preparing customer-unit writes", e))?;
-            let mut remove_units = tx
-                .prepare_cached(
-                    "DELETE FROM hotstock_customer_units WHERE sku = ?1 AND customer = ?2",
-                )
-                .map_err(|e| fail("preparing customer-unit deletes", e))?;
-            for ((sku, customer), units) in &checkpoint.customer_units {
-                if *units == 0 {
-                    remove_units
-                        .execute(params![*sku as i64, &**customer])
-                        .map_err(|e| fail("deleting customer units", e))?;
-                } else {
-                    put_units
-                        .execute(params![*sku as i64, &**customer, *units])
-                        .map_err(|e| fail("writing customer units", e))?;
-                }
-            }
-            let mut put_key = tx
-                .prepare_cached(
-                    "INSERT OR REPLACE INTO hotstock_idempotency (key, fingerprint, created_ms, reservation, status, expires_at_ms)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                )
-                .map_err(|e| fail("preparing idempotency writes", e))?;
-            for key in &checkpoint.keys {
-                put_key
-                    .execute(params![
-                        &*key.key,
-                        as_stored(key.fingerprint),
-                        key.created_ms as i64,
-                        as_stored(key.reservation.as_u64()),
-                        key.status.as_str(),
-                        key.expires_at_ms as i64
-                    ])
-                    .map_err(|e| fail("writing an idempotency key", e))?;
-            }
-            if let Some(before) = checkpoint.prune_keys_before_ms {
-                tx.execute(
-                    "DELETE FROM hotstock_idempotency WHERE created_ms <= ?1",
-                    [before as i64],
-                )
-                .map_err(|e| fail("pruning idempotency keys", e))?;
-            }
-            let mut put_meta = tx
-                .prepare_cached("INSERT OR REPLACE INTO hotstock_meta (key, value) VALUES (?1, ?2)")
-                .map_err(|e| fail("preparing meta writes", e))?;
-            put_meta
-                .execute(params![
-                    "position_segment",
-                    checkpoint.position.segment as i64
-                ])
-                .map_err(|e| fail("writing the position", e))?;
-            put_meta
-                .execute(params![
-                    "position_offset",
-                    checkpoint.position.offset as i64
-                ])
-                .map_err(|e| fail("writing the position", e))?;
-        }
+        write_skus(&tx, checkpoint, &fail)?;
+        write_reservations(&tx, checkpoint, &fail)?;
+        write_customer_units(&tx, checkpoint, &fail)?;
+        write_keys(&tx, checkpoint, &fail)?;
+        write_position(&tx, checkpoint, &fail)?;
         tx.commit().map_err(|e| fail("committing a checkpoint", e))
     }
+}
+
+/// Names what failed, for the checkpoint's error.
+type Fail<'a> = &'a dyn Fn(&str, rusqlite::Error) -> StoreError;
+
+fn write_skus(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_sku = tx
+        .prepare_cached(
+            "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
+               held = excluded.held, sold = excluded.sold, received = excluded.received,
+               version = excluded.version, per_customer_limit = excluded.per_customer_limit,
+               limit_version = excluded.limit_version",
+        )
+        .map_err(|e| fail("preparing SKU writes", e))?;
+    for (id, sku) in &checkpoint.skus {
+        put_sku
+            .execute(params![
+                *id as i64,
+                &*sku.name,
+                sku.available(),
+                sku.held,
+                sku.sold,
+                sku.received,
+                sku.version as i64,
+                sku.limit.map(i64::from),
+                sku.limit_version as i64
+            ])
+            .map_err(|e| fail("writing a SKU", e))?;
+    }
+    Ok(())
+}
+
+fn write_reservations(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    // In a sale every purchase is a row: many rows per statement,
+    // so SQLite's per-statement work (step, halt, reset) is paid
+    // once per `ROWS_PER_STATEMENT`; the tail goes one by one.
+    let mut put_many = tx
+        .prepare_cached(&upsert_reservations_sql(ROWS_PER_STATEMENT))
+        .map_err(|e| fail("preparing reservation writes", e))?;
+    let mut put_one = tx
+        .prepare_cached(&upsert_reservations_sql(1))
+        .map_err(|e| fail("preparing reservation writes", e))?;
+    let mut lines = String::new();
+    let mut groups = checkpoint.holds.chunks_exact(ROWS_PER_STATEMENT);
+    for group in &mut groups {
+        for (row, (id, hold)) in group.iter().enumerate() {
+            bind_reservation(&mut put_many, row, *id, hold, &mut lines)
+                .map_err(|e| fail("writing a reservation", e))?;
+        }
+        put_many
+            .raw_execute()
+            .map_err(|e| fail("writing reservations", e))?;
+    }
+    for (id, hold) in groups.remainder() {
+        bind_reservation(&mut put_one, 0, *id, hold, &mut lines)
+            .map_err(|e| fail("writing a reservation", e))?;
+        put_one
+            .raw_execute()
+            .map_err(|e| fail("writing a reservation", e))?;
+    }
+    if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
+        tx.execute(
+            "DELETE FROM hotstock_reservations
+             WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= ?1)
+                OR (status = 'confirmed' AND status_ms <= ?2)",
+            params![ended_before as i64, confirmed_before as i64],
+        )
+        .map_err(|e| fail("pruning old reservations", e))?;
+    }
+    Ok(())
+}
+
+fn write_customer_units(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_units = tx
+        .prepare_cached("INSERT OR REPLACE INTO hotstock_customer_units (sku, customer, units) VALUES (?1, ?2, ?3)")
+        .map_err(|e| fail("preparing customer-unit writes", e))?;
+    let mut remove_units = tx
+        .prepare_cached("DELETE FROM hotstock_customer_units WHERE sku = ?1 AND customer = ?2")
+        .map_err(|e| fail("preparing customer-unit deletes", e))?;
+    for ((sku, customer), units) in &checkpoint.customer_units {
+        if *units == 0 {
+            remove_units
+                .execute(params![*sku as i64, &**customer])
+                .map_err(|e| fail("deleting customer units", e))?;
+        } else {
+            put_units
+                .execute(params![*sku as i64, &**customer, *units])
+                .map_err(|e| fail("writing customer units", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_keys(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_key = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO hotstock_idempotency (key, fingerprint, created_ms, reservation, status, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(|e| fail("preparing idempotency writes", e))?;
+    for key in &checkpoint.keys {
+        put_key
+            .execute(params![
+                &*key.key,
+                as_stored(key.fingerprint),
+                key.created_ms as i64,
+                as_stored(key.reservation.as_u64()),
+                key.status.as_str(),
+                key.expires_at_ms as i64
+            ])
+            .map_err(|e| fail("writing an idempotency key", e))?;
+    }
+    if let Some(before) = checkpoint.prune_keys_before_ms {
+        tx.execute(
+            "DELETE FROM hotstock_idempotency WHERE created_ms <= ?1",
+            [before as i64],
+        )
+        .map_err(|e| fail("pruning idempotency keys", e))?;
+    }
+    Ok(())
+}
+
+fn write_position(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_meta = tx
+        .prepare_cached("INSERT OR REPLACE INTO hotstock_meta (key, value) VALUES (?1, ?2)")
+        .map_err(|e| fail("preparing meta writes", e))?;
+    put_meta
+        .execute(params![
+            "position_segment",
+            checkpoint.position.segment as i64
+        ])
+        .map_err(|e| fail("writing the position", e))?;
+    put_meta
+        .execute(params![
+            "position_offset",
+            checkpoint.position.offset as i64
+        ])
+        .map_err(|e| fail("writing the position", e))?;
+    Ok(())
 }

@@ -1,0 +1,151 @@
+use super::*;
+
+fn policy() -> StripePolicy {
+    StripePolicy {
+        stripes: 4,
+        widen_after_conflicts: 1,
+        widen_min_units: 8,
+        narrow_below_units: 4,
+    }
+}
+
+fn stocked(units: u64) -> StockCell {
+    let cell = StockCell::new();
+    cell.restock(units, 0, |_| {}).unwrap();
+    cell
+}
+
+#[test]
+fn take_until_sold_out_then_verdict_is_exact() {
+    let cell = stocked(3);
+    let p = policy();
+    assert_eq!(cell.take(2, TakeInto::Sold, 0, &p), Ok(()));
+    assert_eq!(
+        cell.take(2, TakeInto::Sold, 0, &p),
+        Err(SoldOut { available: 1 })
+    );
+    assert_eq!(cell.take(1, TakeInto::Held, 0, &p), Ok(()));
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.held, s.sold, s.received), (0, 1, 2, 3));
+}
+
+#[test]
+fn stripe_local_miss_falls_to_slow_path_not_sold_out() {
+    let cell = stocked(100);
+    let p = policy();
+    cell.widen(0, &p);
+    assert_eq!(cell.snapshot().width, 4);
+    // Each stripe holds 25; ask 60 from stripe 1: no stripe can cover it,
+    // the slow path drains and serves it.
+    assert_eq!(cell.take(60, TakeInto::Sold, 1, &p), Ok(()));
+    // 40 left, above narrow_below: still wide and spread.
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.sold, s.width), (40, 60, 4));
+}
+
+#[test]
+fn narrows_when_stock_runs_low_and_keeps_counts() {
+    let cell = stocked(16);
+    let p = policy();
+    cell.widen(2, &p);
+    assert_eq!(cell.snapshot().width, 4);
+    assert_eq!(cell.take(13, TakeInto::Held, 2, &p), Ok(()));
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.held, s.width), (3, 13, 1));
+    cell.release_held(13, 3);
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.held, s.sold), (16, 0, 0));
+}
+
+#[test]
+fn widen_needs_stock_and_contention() {
+    let cell = stocked(4);
+    let p = policy();
+    cell.widen(0, &p);
+    assert_eq!(cell.snapshot().width, 1, "too little stock to spread");
+    cell.restock(100, 0, |_| {}).unwrap();
+    cell.widen(0, &p);
+    assert_eq!(cell.snapshot().width, 4);
+}
+
+#[test]
+fn withdraw_refuses_below_zero_and_changes_nothing() {
+    let cell = stocked(5);
+    let p = policy();
+    assert_eq!(
+        cell.withdraw(6, 0, &p, |_| {}),
+        Err(Insufficient { available: 5 })
+    );
+    assert_eq!(cell.snapshot().version, 1);
+    let change = cell.withdraw(5, 0, &p, |_| {}).unwrap();
+    assert_eq!(
+        change,
+        OperatorChange {
+            delta: -5,
+            version: 2
+        }
+    );
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.received), (0, 0));
+}
+
+#[test]
+fn set_available_checks_version_and_returns_delta() {
+    let cell = stocked(10);
+    let p = policy();
+    cell.take(4, TakeInto::Held, 0, &p).unwrap();
+    assert_eq!(
+        cell.set_available(3, None, Some(7), 0, &p, |_| {}),
+        Err(SetError::Stale(StaleVersion { current: 1 }))
+    );
+    let change = cell
+        .set_available(3, Some(Some(2)), Some(1), 0, &p, |_| {})
+        .unwrap();
+    assert_eq!(
+        change,
+        OperatorChange {
+            delta: -3,
+            version: 2
+        }
+    );
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.held, s.received), (3, 4, 7));
+    assert_eq!(s.per_customer_limit, Some(2));
+}
+
+#[test]
+fn restock_refuses_past_the_stock_limit() {
+    let cell = stocked(MAX_STOCK_PER_SKU);
+    assert_eq!(
+        cell.restock(1, 0, |_| {}),
+        Err(TooMuchStock {
+            received: MAX_STOCK_PER_SKU
+        })
+    );
+    let p = policy();
+    assert!(matches!(
+        cell.set_available(MAX_STOCK_PER_SKU + 1, None, None, 0, &p, |_| {}),
+        Err(SetError::TooMuch(_))
+    ));
+    assert_eq!(cell.snapshot().available, MAX_STOCK_PER_SKU);
+}
+
+#[test]
+fn limit_change_bumps_version() {
+    let cell = StockCell::new();
+    assert_eq!(cell.per_customer_limit(), None);
+    assert_eq!(cell.set_limit(Some(1), |_| {}), 1);
+    assert_eq!(cell.per_customer_limit(), Some(1));
+    assert_eq!(cell.set_limit(None, |_| {}), 2);
+    assert_eq!(cell.per_customer_limit(), None);
+}
+
+#[test]
+fn contention_widens_on_its_own() {
+    let cell = stocked(1_000);
+    let p = policy();
+    // widen_after_conflicts = 1: a single recorded conflict widens.
+    cell.note_conflict(0, &p);
+    assert_eq!(cell.snapshot().width, 4);
+    assert_eq!(cell.snapshot().available, 1_000);
+}

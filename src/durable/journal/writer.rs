@@ -1,0 +1,162 @@
+//! The writer thread: cuts the lanes into batches, writes and syncs them,
+//! marks them durable, wakes the waiters and hands each batch to the fold.
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::fs::{JournalFs, SegmentFile};
+use super::segment::{self, encode_header, Position, HEADER_LEN};
+use super::{bucket, BatchSink, JournalError, Shared, BATCH_BUCKETS, FSYNC_BUCKETS_US};
+
+pub(super) struct Writer {
+    pub(super) shared: Arc<Shared>,
+    pub(super) fs: Arc<dyn JournalFs>,
+    pub(super) dir: PathBuf,
+    pub(super) segment_bytes: u64,
+    pub(super) flush_interval: Duration,
+    pub(super) next_segment: u64,
+    pub(super) file: Option<Box<dyn SegmentFile>>,
+    pub(super) file_len: u64,
+    pub(super) sink: BatchSink,
+}
+
+impl Writer {
+    pub(super) fn run(mut self) {
+        let _ = self.shared.writer_thread.set(std::thread::current());
+        let mut batch: Vec<u8> = Vec::new();
+        loop {
+            let stopping = self.wait_for_work();
+            let epoch = self.cut(&mut batch);
+            if !batch.is_empty() {
+                match self.write(&batch) {
+                    Ok(start) => (self.sink)(&batch, start),
+                    Err(failure) => {
+                        self.fail(failure);
+                        return;
+                    }
+                }
+            }
+            // Release: pairs with the Acquire loads of waiters; the batch is
+            // on disk before anyone can see its epoch as durable.
+            self.shared.durable_epoch.store(epoch, Ordering::Release);
+            self.wake(epoch);
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps until kicked, the flush interval passes, or shutdown. Returns
+    /// whether this is the last batch.
+    fn wait_for_work(&self) -> bool {
+        let shared = &*self.shared;
+        // AcqRel: pairs with the kicker's swap. A kick that lands after
+        // this swap unparks the park below at once (park's token), or sets
+        // the flag after the cut that follows, so the next pass sees it.
+        if !shared.kicked.swap(false, Ordering::AcqRel) && !shared.shutdown.load(Ordering::Acquire)
+        {
+            std::thread::park_timeout(self.flush_interval);
+            shared.kicked.store(false, Ordering::Release);
+        }
+        shared.shutdown.load(Ordering::Acquire)
+    }
+
+    /// Closes the open epoch and gathers every frame tagged with it or
+    /// earlier into `batch`. Returns the closed epoch.
+    fn cut(&self, batch: &mut Vec<u8>) -> u64 {
+        let shared = &*self.shared;
+        let (closed, freed) = shared.lanes.cut(batch);
+        if freed {
+            let _guard = shared.space_lock.lock();
+            shared.space_freed.notify_all();
+        }
+        closed
+    }
+
+    /// Writes `batch` to the current segment (starting a new one when it
+    /// would overflow) and syncs it. Returns the batch's start position.
+    fn write(&mut self, batch: &[u8]) -> Result<Position, JournalError> {
+        let over = self.file_len + batch.len() as u64 > self.segment_bytes;
+        if self.file.is_none() || (over && self.file_len > HEADER_LEN as u64) {
+            self.rotate()?;
+        }
+        let start = Position {
+            segment: self.next_segment - 1,
+            offset: self.file_len,
+        };
+        let file = self.file.as_mut().expect("rotate opened a segment");
+        file.write_all(batch)
+            .map_err(|e| JournalError::WriteFailed(Arc::new(e)))?;
+        self.file_len += batch.len() as u64;
+        let began = std::time::Instant::now();
+        file.sync_data()
+            .map_err(|e| JournalError::SyncFailed(Arc::new(e)))?;
+        self.record(batch, began.elapsed().as_micros() as u64);
+        Ok(start)
+    }
+
+    /// Publishes a durable batch's size and fsync latency.
+    fn record(&self, batch: &[u8], fsync_us: u64) {
+        let frames = segment::batch_payloads(batch).count() as u64;
+        let stats = &self.shared.stats;
+        // Relaxed: counters with one writer (this thread).
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.frames.fetch_add(frames, Ordering::Relaxed);
+        stats.bytes.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        stats.fsync_us_total.fetch_add(fsync_us, Ordering::Relaxed);
+        stats.fsync_buckets[bucket(&FSYNC_BUCKETS_US, fsync_us)].fetch_add(1, Ordering::Relaxed);
+        stats.batch_buckets[bucket(&BATCH_BUCKETS, frames)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn rotate(&mut self) -> Result<(), JournalError> {
+        let number = self.next_segment;
+        let write_failed = |e| JournalError::WriteFailed(Arc::new(e));
+        let mut file = self
+            .fs
+            .create_segment(&self.dir, number)
+            .map_err(write_failed)?;
+        file.write_all(&encode_header(number))
+            .map_err(write_failed)?;
+        file.sync_data()
+            .map_err(|e| JournalError::SyncFailed(Arc::new(e)))?;
+        // The new file's directory entry must be durable before any frame in
+        // it is acknowledged.
+        self.fs
+            .sync_dir(&self.dir)
+            .map_err(|e| JournalError::SyncFailed(Arc::new(e)))?;
+        self.file = Some(file);
+        self.file_len = HEADER_LEN as u64;
+        self.next_segment += 1;
+        Ok(())
+    }
+
+    fn fail(&self, failure: JournalError) {
+        tracing::error!("{failure}");
+        let _ = self.shared.failure.set(failure);
+        self.wake(0);
+    }
+
+    fn wake(&self, durable: u64) {
+        let shared = &*self.shared;
+        {
+            let _guard = shared.durable_lock.lock();
+            shared.durable_changed.notify_all();
+        }
+        let failed = shared.failure.get().is_some() || shared.shutdown.load(Ordering::Acquire);
+        for list in shared.wakers.iter() {
+            let mut wakers = list.lock();
+            if wakers.is_empty() {
+                continue;
+            }
+            wakers.retain(|(ticket, waker)| {
+                let done = failed || *ticket <= durable;
+                if done {
+                    waker.wake_by_ref();
+                }
+                !done
+            });
+        }
+    }
+}

@@ -1,0 +1,193 @@
+use super::*;
+use crate::core::holds::ReservationId;
+use crate::SkuId;
+
+fn hold(from: Option<HoldStatus>, status: HoldStatus) -> Event {
+    Event::Hold(HoldEvent {
+        id: ReservationId::from_u64(9),
+        from,
+        status,
+        at_ms: 0,
+        deadline_ms: 100,
+        limit_mask: 1,
+        customer: Some("ann".into()),
+        lines: vec![Line {
+            sku: SkuId::from_index(0),
+            quantity: 2,
+        }],
+    })
+}
+
+fn fold(events: &[Event]) -> Settled {
+    let mut settled = Settled::default();
+    settled.apply(Event::SkuCreated {
+        sku: SkuId::from_index(0),
+        name: "a".into(),
+    });
+    settled.apply(Event::Operator {
+        sku: SkuId::from_index(0),
+        delta: 10,
+        version: 1,
+        limit: LimitChange::Set(Some(5)),
+    });
+    for event in events {
+        settled.apply(event.clone());
+    }
+    settled
+}
+
+use HoldStatus::{Confirmed, Held, Refunded};
+
+#[test]
+fn hold_lifecycle_in_any_order_settles_the_same() {
+    let reserve = hold(None, Held);
+    let confirm = hold(Some(Held), Confirmed);
+    let refund = hold(Some(Confirmed), Refunded);
+    let orders = [
+        vec![reserve.clone(), confirm.clone(), refund.clone()],
+        vec![refund.clone(), reserve.clone(), confirm.clone()],
+        vec![confirm.clone(), refund.clone(), reserve.clone()],
+    ];
+    for events in orders {
+        let s = fold(&events);
+        let sku = s.skus[0].as_ref().unwrap();
+        assert_eq!(
+            (sku.available(), sku.held, sku.sold),
+            (10, 0, 0),
+            "{events:?}"
+        );
+        assert_eq!(s.customer_units[&(0, "ann".into())], 0);
+        assert_eq!(
+            s.holds[&9].status, Refunded,
+            "the row keeps the latest status"
+        );
+    }
+    let s = fold(&[confirm.clone(), reserve.clone()]);
+    let sku = s.skus[0].as_ref().unwrap();
+    assert_eq!((sku.available(), sku.held, sku.sold), (8, 0, 2));
+    assert_eq!(s.customer_units[&(0, "ann".into())], 2);
+    assert_eq!(s.holds[&9].status, Confirmed);
+}
+
+#[test]
+fn limit_changes_win_by_version_not_arrival() {
+    let mut s = fold(&[]);
+    let sku = SkuId::from_index(0);
+    s.apply(Event::Operator {
+        sku,
+        delta: 0,
+        version: 3,
+        limit: LimitChange::Set(None),
+    });
+    s.apply(Event::Operator {
+        sku,
+        delta: 0,
+        version: 2,
+        limit: LimitChange::Set(Some(1)),
+    });
+    let settled = s.skus[0].as_ref().unwrap();
+    assert_eq!((settled.limit, settled.version), (None, 3));
+}
+
+#[test]
+fn checkpoint_moves_rows_out_and_failed_saves_put_them_back() {
+    let mut s = fold(&[hold(None, Held)]);
+    let first = s.take_checkpoint();
+    assert_eq!(
+        (
+            first.skus.len(),
+            first.holds.len(),
+            first.customer_units.len()
+        ),
+        (1, 1, 1)
+    );
+    assert!(s.holds.is_empty(), "rows leave memory with the checkpoint");
+    assert!(s.take_checkpoint().is_empty());
+    s.apply(hold(Some(Held), HoldStatus::Cancelled));
+    let second = s.take_checkpoint();
+    assert_eq!(second.holds[0].1.status, HoldStatus::Cancelled);
+    assert_eq!(second.customer_units, [((0, "ann".into()), 0)]);
+    assert!(s.customer_units.is_empty());
+    s.restore_unsaved(second);
+    let again = s.take_checkpoint();
+    assert_eq!((again.skus.len(), again.holds.len()), (1, 1));
+}
+
+#[test]
+fn both_fold_paths_agree() {
+    let events = [
+        hold(None, Held),
+        hold(Some(Held), Confirmed),
+        Event::Sell {
+            sku: SkuId::from_index(0),
+            units: 3,
+        },
+        hold(Some(Confirmed), Refunded),
+    ];
+    let by_event = fold(&events);
+    let mut by_frame = fold(&[]);
+    for event in &events {
+        let mut payload = Vec::new();
+        event.encode(&mut payload);
+        by_frame.apply_frame(&payload).unwrap();
+    }
+    assert_eq!(by_event.skus, by_frame.skus);
+    assert_eq!(by_event.customer_units, by_frame.customer_units);
+    let (a, b) = (
+        by_event.clone().take_checkpoint().holds,
+        by_frame.clone().take_checkpoint().holds,
+    );
+    assert_eq!(a, b);
+    assert_eq!(a[0].1.status, Refunded);
+}
+
+fn hold_with_id(id: u64, from: Option<HoldStatus>, status: HoldStatus) -> Event {
+    match hold(from, status) {
+        Event::Hold(mut event) => {
+            event.id = ReservationId::from_u64(id);
+            Event::Hold(event)
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn apply_as_frame(s: &mut Settled, event: &Event) {
+    let mut payload = Vec::new();
+    event.encode(&mut payload);
+    s.apply_frame(&payload).unwrap();
+}
+
+/// The store takes rows in id order (its B-tree appends instead of
+/// splitting random leaves): from the writer's log, from the
+/// event-by-event path, and from both at once, the latest status winning.
+#[test]
+fn checkpoint_rows_come_in_id_order_with_the_latest_status() {
+    let ids = [70u64, 3, 41, 5, 1 << 33, 12, 9];
+    let mut by_frame = fold(&[]);
+    for &id in &ids {
+        apply_as_frame(&mut by_frame, &hold_with_id(id, None, Held));
+    }
+    apply_as_frame(&mut by_frame, &hold_with_id(41, Some(Held), Confirmed));
+    let rows = by_frame.take_checkpoint().holds;
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    assert_eq!(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>(), sorted);
+    let status_of = |rows: &[(u64, SettledHold)], id: u64| {
+        rows.iter().find(|(i, _)| *i == id).map(|(_, h)| h.status)
+    };
+    assert_eq!(status_of(&rows, 41), Some(Confirmed));
+    assert_eq!(status_of(&rows, 70), Some(Held));
+
+    let mut mixed = fold(&ids.map(|id| hold_with_id(id, None, Held)));
+    apply_as_frame(&mut mixed, &hold_with_id(12, Some(Held), Confirmed));
+    apply_as_frame(&mut mixed, &hold_with_id(2, None, Held));
+    mixed.apply(hold_with_id(5, Some(Held), HoldStatus::Cancelled));
+    let rows = mixed.take_checkpoint().holds;
+    let mut expected = ids.to_vec();
+    expected.push(2);
+    expected.sort_unstable();
+    assert_eq!(rows.iter().map(|(id, _)| *id).collect::<Vec<_>>(), expected);
+    assert_eq!(status_of(&rows, 12), Some(Confirmed));
+    assert_eq!(status_of(&rows, 5), Some(HoldStatus::Cancelled));
+    assert_eq!(status_of(&rows, 2), Some(Held));
+}
