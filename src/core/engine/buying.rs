@@ -222,6 +222,7 @@ impl<S: ChangeSink> Engine<S> {
     /// Takes every line's units (and limit counts) into `into`, or none:
     /// a refusal undoes the lines already taken. Returns the limit mask
     /// (bit `i`: line `i` counted against the customer's limit).
+    #[inline]
     fn take_lines(
         &self,
         lines: &[Line],

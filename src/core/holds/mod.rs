@@ -268,6 +268,7 @@ impl HoldTable {
         self.generation_floor.store(floor, Ordering::Relaxed);
     }
 
+    #[inline]
     fn floor(&self) -> u32 {
         // Relaxed: see `set_generation_floor`.
         self.generation_floor.load(Ordering::Relaxed)
@@ -309,6 +310,7 @@ impl HoldTable {
         None
     }
 
+    #[inline]
     fn insert_into(
         shard: &mut HoldShard,
         shard_index: usize,

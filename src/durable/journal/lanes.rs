@@ -196,6 +196,7 @@ impl Lanes {
 
     /// Bytes still free for appends to `hint`'s lane in the open epoch. A
     /// hint, not a reservation: other appends to the lane race with it.
+    #[inline]
     pub fn room(&self, hint: usize) -> usize {
         let lane = &self.lanes[hint % self.lanes.len()];
         // Acquire: pairs with the cut's Release store (as in `announce`).
@@ -210,6 +211,7 @@ impl Lanes {
     }
 
     /// Bytes in one lane half.
+    #[inline]
     pub fn capacity(&self) -> usize {
         self.capacity
     }

@@ -348,12 +348,19 @@ impl Journal {
     /// takes a burst of appends from threads sharing one CPU while the
     /// writer is behind; each engine critical section appends at most 64
     /// events (`holds::EXPIRIES_PER_LOCK`), far less than the room.
+    #[inline]
     pub fn make_room(&self, hint: usize) -> Result<(), JournalError> {
         let shared = &*self.shared;
         let wanted = ROOM_BEFORE_LOCK.min(shared.lanes.capacity() / 4);
         if shared.lanes.room(hint) >= wanted {
             return Ok(());
         }
+        self.wait_for_room(hint, wanted)
+    }
+
+    #[cold]
+    fn wait_for_room(&self, hint: usize, wanted: usize) -> Result<(), JournalError> {
+        let shared = &*self.shared;
         // Relaxed: a gauge for monitoring and tests.
         shared
             .stats
