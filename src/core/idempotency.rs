@@ -82,6 +82,14 @@ impl<T: Clone> IdempotencyTable<T> {
     /// outcome is worth keeping, stores it; later calls with the same key and
     /// fingerprint get the stored outcome. `op` runs under the key's shard
     /// lock, so it must not itself use this table.
+    /// Whether `key`'s shard lock is held now (tests of paths that must
+    /// not wait while holding it).
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn is_locked_for(&self, key: &str) -> bool {
+        let hash = self.hasher.hash_one(key);
+        self.shards[shard_of(hash)].try_lock().is_none()
+    }
+
     pub fn run(
         &self,
         key: &str,

@@ -23,6 +23,9 @@ impl<S: ChangeSink> Engine<S> {
     pub fn reserve(&self, order: &Order<'_>) -> Result<Receipt, EngineError> {
         let ttl_ms = self.validate(order)?;
         self.check_storage()?;
+        // Before any lock, the idempotency key's included: the hold's
+        // creation is recorded under its shard lock, inside the key's.
+        self.sink.make_room(stripe_hint());
         let Some(key) = order.idempotency_key else {
             return self.reserve_once(order, ttl_ms);
         };
@@ -201,7 +204,7 @@ impl<S: ChangeSink> Engine<S> {
             };
             self.record(hint, Change::Hold(change));
         };
-        self.sink.make_room(hint);
+        // `reserve` made room before taking any lock.
         match self.holds.insert(hint, hold, publish) {
             Some(id) => Ok(Receipt {
                 id,

@@ -35,6 +35,8 @@ use super::types::{HoldStatus, Line, ReservationId, SkuId};
 mod buying;
 mod operator;
 mod restore;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 /// Engine settings. `EngineConfig::default()` suits a shop; every field is a
 /// limit or a period, checked by `Engine::new`.
