@@ -4,7 +4,7 @@
 //! processes.
 
 mod common;
-use common::copy_dir;
+use common::{copy_dir, TempDir};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,25 +20,6 @@ use hotstock::{
 use proptest::prelude::*;
 
 const T0: u64 = 1_700_000_000_000;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir =
-            std::env::temp_dir().join(format!("hotstock-test-{name}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn config(dir: &Path) -> DurableConfig {
     let mut config = DurableConfig::new(dir, Durability::Sync);

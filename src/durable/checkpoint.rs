@@ -86,12 +86,21 @@ impl Checkpointer {
 
     /// Stops the thread and writes a last checkpoint.
     pub(super) fn stop(mut self) -> Result<Position, StoreError> {
+        self.join();
+        self.shared.run(true)
+    }
+
+    /// Stops the thread with no last checkpoint (a simulated crash).
+    pub(super) fn abandon(mut self) {
+        self.join();
+    }
+
+    fn join(&mut self) {
         *self.shared.stop.lock() = true;
         self.shared.wake.notify_all();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
-        self.shared.run(true)
     }
 }
 

@@ -13,7 +13,7 @@ use crate::core::clock::{Clock, SystemClock};
 use crate::core::engine::{Engine, EngineConfig};
 use crate::core::error::EngineError;
 use crate::core::timers::TimerThread;
-use crate::durable::journal::fs::{JournalFs, RealFs};
+use crate::durable::journal::fs::{create_dir_all_durably, JournalFs, RealFs};
 use crate::durable::journal::segment::{Corruption, Position, TornTail};
 use crate::durable::journal::{BatchSink, Durability, Journal, JournalConfig, JournalError};
 use crate::durable::store::sqlite::SqliteStore;
@@ -136,7 +136,7 @@ impl DurableEngine {
     ) -> Result<(DurableEngine, RecoveryReport), OpenError> {
         let started = Instant::now();
         let journal_dir = config.journal_dir();
-        std::fs::create_dir_all(&journal_dir).map_err(|source| OpenError::Io {
+        create_dir_all_durably(fs.as_ref(), &journal_dir).map_err(|source| OpenError::Io {
             path: journal_dir.clone(),
             source,
         })?;
@@ -218,6 +218,19 @@ impl DurableEngine {
     /// Stops timers, flushes the journal, writes a last checkpoint.
     pub fn close(mut self) -> Result<(), CloseError> {
         self.shut_down()
+    }
+
+    /// Ends the engine as a crash would, for tests: the timers and the
+    /// checkpointer stop with no last checkpoint, and the journal stops.
+    /// What the journal still holds reaches the disk only if the file layer
+    /// lets it: after [`FaultyFs::power_loss`](crate::durable::journal::fs::FaultyFs::power_loss)
+    /// nothing does, so what is left is exactly what a power cut leaves.
+    pub fn crash(mut self) {
+        drop(self.timers.take());
+        if let Some(checkpointer) = self.checkpointer.take() {
+            checkpointer.abandon();
+        }
+        let _ = self.journal.shutdown();
     }
 
     fn shut_down(&mut self) -> Result<(), CloseError> {

@@ -4,7 +4,7 @@
 
 pub mod server;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Copies a directory tree: a data directory as a crash would leave it,
 /// when taken while the engine runs.
@@ -109,4 +109,25 @@ pub fn store_counts_boots(mut open: impl FnMut() -> Box<dyn hotstock::durable::s
     drop(store);
     let mut store = open();
     assert_eq!(store.next_boot().unwrap(), 3);
+}
+
+/// A directory under the system temp dir that does not exist yet (`open`
+/// makes it), removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir =
+            std::env::temp_dir().join(format!("hotstock-test-{name}-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

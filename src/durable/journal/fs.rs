@@ -1,11 +1,18 @@
 //! The journal's file layer, behind traits so tests can inject faults
-//! (a failing `fdatasync`, a full disk) without touching the real disk's
-//! behaviour.
+//! (a failing `fdatasync`, a full disk, a power cut) without touching the
+//! real disk's behaviour.
+//!
+//! A power cut is the fault a `kill -9` test cannot show: after SIGKILL the
+//! page cache still holds every write, so a missing `fdatasync` or a missing
+//! sync of a directory goes unnoticed. [`FaultyFs::power_loss`] throws away
+//! exactly what the kernel would be allowed to lose: bytes written but not
+//! synced, and files and directories whose entry was never synced into
+//! their parent.
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -18,6 +25,30 @@ pub trait JournalFs: Send + Sync + std::fmt::Debug {
     fn create_segment(&self, dir: &Path, number: u64) -> io::Result<Box<dyn SegmentFile>>;
     /// Makes the directory's entries (new or removed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+    /// Creates one directory (its parent exists); not yet durable.
+    fn create_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// Creates `dir` and every missing parent, and makes each new entry durable
+/// by syncing the directory that holds it: a data directory made on first
+/// start must still exist after a power cut, or the journal in it (and every
+/// acknowledged change) goes with it.
+pub fn create_dir_all_durably(fs: &dyn JournalFs, dir: &Path) -> io::Result<()> {
+    if dir.as_os_str().is_empty() || dir.is_dir() {
+        return Ok(());
+    }
+    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(parent) = parent {
+        create_dir_all_durably(fs, parent)?;
+    }
+    match fs.create_dir(dir) {
+        Ok(()) => {}
+        // Another process made it first: its entry may still be unsynced,
+        // so sync the parent all the same.
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    fs.sync_dir(parent.unwrap_or(Path::new(".")))
 }
 
 /// An open segment being appended to.
@@ -55,11 +86,16 @@ impl JournalFs for RealFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        std::fs::create_dir(dir)
+    }
 }
 
 /// A file layer that fails on command: the `n`-th `sync_data` from now (1 =
-/// the next one) fails with EIO, or writes fail with "no space" once more
-/// than `space` bytes have been written. For fault-injection tests.
+/// the next one) fails with EIO, writes fail with "no space" once more
+/// than `space` bytes have been written, syncs stall, or the power goes
+/// (everything not yet synced is lost). For fault-injection tests.
 #[derive(Debug, Clone)]
 pub struct FaultyFs {
     inner: RealFs,
@@ -75,6 +111,37 @@ struct Faults {
     resumed: Condvar,
     /// Syncs waiting in a stall now.
     waiting: AtomicU64,
+    /// What a power cut may lose: every file and directory made through
+    /// this layer, with what of it is durable.
+    made: Mutex<Made>,
+    /// The power is off: every call fails with EIO.
+    off: AtomicBool,
+    /// The `n`-th `sync_data` from now cuts the power instead (0 = never).
+    syncs_until_power_loss: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Made {
+    files: Vec<MadeFile>,
+    /// Directories made, and whether their entry in the parent is synced.
+    dirs: Vec<(PathBuf, bool)>,
+}
+
+#[derive(Debug)]
+struct MadeFile {
+    path: PathBuf,
+    written: u64,
+    synced: u64,
+    entry_synced: bool,
+}
+
+/// What a power cut threw away.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PowerLoss {
+    /// Bytes written to files that survive, but never synced.
+    pub unsynced_bytes: u64,
+    /// Files and directories whose entry was never synced, removed.
+    pub unsynced_entries: u64,
 }
 
 impl FaultyFs {
@@ -88,6 +155,9 @@ impl FaultyFs {
                 stalled: Mutex::new(false),
                 resumed: Condvar::new(),
                 waiting: AtomicU64::new(0),
+                made: Mutex::new(Made::default()),
+                off: AtomicBool::new(false),
+                syncs_until_power_loss: AtomicU64::new(0),
             }),
         }
     }
@@ -118,6 +188,90 @@ impl FaultyFs {
     pub fn disk_full_after(&self, bytes: u64) {
         self.faults.space_left.store(bytes, Ordering::SeqCst);
     }
+
+    /// The `n`-th `sync_data` from now (n >= 1) does not happen: the power
+    /// goes at that moment instead, as [`FaultyFs::power_loss`].
+    pub fn power_loss_at_sync(&self, n: u64) {
+        self.faults
+            .syncs_until_power_loss
+            .store(n, Ordering::SeqCst);
+    }
+
+    /// Cuts the power now: every file made through this layer loses what
+    /// was written but not synced, every file or directory whose entry was
+    /// never synced into its parent disappears, and every later call fails
+    /// with EIO (stalled syncs too). What is left on disk is what a machine
+    /// that lost power could boot with.
+    pub fn power_loss(&self) -> PowerLoss {
+        self.faults.power_loss()
+    }
+
+    /// Whether the power has been cut.
+    pub fn is_off(&self) -> bool {
+        self.faults.off.load(Ordering::SeqCst)
+    }
+}
+
+impl Faults {
+    fn power_loss(&self) -> PowerLoss {
+        let mut made = self.made.lock();
+        if self.off.swap(true, Ordering::SeqCst) {
+            return PowerLoss::default();
+        }
+        let mut lost = PowerLoss::default();
+        let gone_dirs: Vec<PathBuf> = made
+            .dirs
+            .iter()
+            .filter(|(_, synced)| !synced)
+            .map(|(path, _)| path.clone())
+            .collect();
+        for file in &made.files {
+            let gone = !file.entry_synced || gone_dirs.iter().any(|d| file.path.starts_with(d));
+            if gone {
+                lost.unsynced_entries += u64::from(std::fs::remove_file(&file.path).is_ok());
+            } else if file.written > file.synced {
+                lost.unsynced_bytes += file.written - file.synced;
+                truncate(&file.path, file.synced);
+            }
+        }
+        for dir in &gone_dirs {
+            lost.unsynced_entries += u64::from(std::fs::remove_dir_all(dir).is_ok());
+        }
+        made.files.clear();
+        made.dirs.clear();
+        drop(made);
+        // A stalled sync wakes to find the power gone.
+        *self.stalled.lock() = false;
+        self.resumed.notify_all();
+        lost
+    }
+
+    fn check_power(&self) -> io::Result<()> {
+        if self.off.load(Ordering::SeqCst) {
+            return Err(io::Error::from_raw_os_error(libc::EIO));
+        }
+        Ok(())
+    }
+
+    /// Counts a sync down to a planned power cut; true when it is now.
+    fn power_goes_now(&self) -> bool {
+        let n = self.syncs_until_power_loss.load(Ordering::SeqCst);
+        if n > 1 {
+            self.syncs_until_power_loss.store(n - 1, Ordering::SeqCst);
+        }
+        n == 1
+    }
+}
+
+/// Cuts a file back to `len` bytes. A test fixture: a failure here means
+/// the test's own files are not what it thinks, so it panics.
+fn truncate(path: &Path, len: u64) {
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("power loss: opening {}: {e}", path.display()));
+    file.set_len(len)
+        .unwrap_or_else(|e| panic!("power loss: truncating {}: {e}", path.display()));
 }
 
 impl Default for FaultyFs {
@@ -129,33 +283,33 @@ impl Default for FaultyFs {
 struct FaultySegment {
     inner: Box<dyn SegmentFile>,
     faults: Arc<Faults>,
+    path: PathBuf,
+}
+
+impl FaultySegment {
+    fn track(&self, update: impl FnOnce(&mut MadeFile)) {
+        let mut made = self.faults.made.lock();
+        if let Some(file) = made.files.iter_mut().find(|f| f.path == self.path) {
+            update(file);
+        }
+    }
 }
 
 impl SegmentFile for FaultySegment {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let left = self.faults.space_left.load(Ordering::SeqCst);
-        if (bytes.len() as u64) > left {
-            // Like a real full disk: part of the write lands, then ENOSPC.
-            self.inner.write_all(&bytes[..left as usize])?;
-            self.faults.space_left.store(0, Ordering::SeqCst);
-            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
-        }
-        self.faults
-            .space_left
-            .store(left - bytes.len() as u64, Ordering::SeqCst);
-        self.inner.write_all(bytes)
+        self.faults.check_power()?;
+        let (landed, written) = self.write_within_space(bytes);
+        self.track(|file| file.written += landed);
+        written
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        let mut stalled = self.faults.stalled.lock();
-        if *stalled {
-            self.faults.waiting.fetch_add(1, Ordering::SeqCst);
-            while *stalled {
-                self.faults.resumed.wait(&mut stalled);
-            }
-            self.faults.waiting.fetch_sub(1, Ordering::SeqCst);
+        self.wait_while_stalled();
+        self.faults.check_power()?;
+        if self.faults.power_goes_now() {
+            self.faults.power_loss();
+            return Err(io::Error::from_raw_os_error(libc::EIO));
         }
-        drop(stalled);
         let n = self.faults.syncs_until_failure.load(Ordering::SeqCst);
         if n == 1 {
             self.faults.syncs_until_failure.store(0, Ordering::SeqCst);
@@ -166,20 +320,88 @@ impl SegmentFile for FaultySegment {
                 .syncs_until_failure
                 .store(n - 1, Ordering::SeqCst);
         }
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        self.track(|file| file.synced = file.written);
+        Ok(())
+    }
+}
+
+impl FaultySegment {
+    /// Writes what the space left allows; returns the bytes that landed.
+    fn write_within_space(&mut self, bytes: &[u8]) -> (u64, io::Result<()>) {
+        let left = self.faults.space_left.load(Ordering::SeqCst);
+        if (bytes.len() as u64) > left {
+            // Like a real full disk: part of the write lands, then ENOSPC.
+            if let Err(e) = self.inner.write_all(&bytes[..left as usize]) {
+                return (0, Err(e));
+            }
+            self.faults.space_left.store(0, Ordering::SeqCst);
+            return (left, Err(io::Error::from_raw_os_error(libc::ENOSPC)));
+        }
+        self.faults
+            .space_left
+            .store(left - bytes.len() as u64, Ordering::SeqCst);
+        match self.inner.write_all(bytes) {
+            Ok(()) => (bytes.len() as u64, Ok(())),
+            Err(e) => (0, Err(e)),
+        }
+    }
+
+    fn wait_while_stalled(&self) {
+        let mut stalled = self.faults.stalled.lock();
+        if *stalled {
+            self.faults.waiting.fetch_add(1, Ordering::SeqCst);
+            while *stalled {
+                self.faults.resumed.wait(&mut stalled);
+            }
+            self.faults.waiting.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 }
 
 impl JournalFs for FaultyFs {
     fn create_segment(&self, dir: &Path, number: u64) -> io::Result<Box<dyn SegmentFile>> {
+        self.faults.check_power()?;
         let inner = self.inner.create_segment(dir, number)?;
+        let path = dir.join(segment_file_name(number));
+        self.faults.made.lock().files.push(MadeFile {
+            path: path.clone(),
+            written: 0,
+            synced: 0,
+            entry_synced: false,
+        });
         Ok(Box::new(FaultySegment {
             inner,
             faults: Arc::clone(&self.faults),
+            path,
         }))
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.inner.sync_dir(dir)
+        self.faults.check_power()?;
+        self.inner.sync_dir(dir)?;
+        let mut made = self.faults.made.lock();
+        for file in &mut made.files {
+            if file.path.parent() == Some(dir) {
+                file.entry_synced = true;
+            }
+        }
+        for (path, synced) in &mut made.dirs {
+            if path.parent() == Some(dir) {
+                *synced = true;
+            }
+        }
+        Ok(())
+    }
+
+    fn create_dir(&self, dir: &Path) -> io::Result<()> {
+        self.faults.check_power()?;
+        self.inner.create_dir(dir)?;
+        self.faults
+            .made
+            .lock()
+            .dirs
+            .push((dir.to_path_buf(), false));
+        Ok(())
     }
 }
