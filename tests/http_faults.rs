@@ -49,6 +49,7 @@ async fn a_failed_fsync_answers_storage_failed_and_refuses_later_changes() {
         DurableEngine::open_with(config, Arc::new(fs.clone()), Arc::new(SystemClock)).unwrap();
     let api = Arc::new(Api::new(
         durable.engine().clone(),
+        durable.public_ids().clone(),
         Durability::Sync,
         ApiOptions::default(),
     ));

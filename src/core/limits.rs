@@ -54,3 +54,11 @@ pub const MAX_TIMER_WORK_PER_SHARD: usize = 4096;
 /// and at a clean close. Rows stay in the store up to this much longer than
 /// in the engine, which prunes its own records on time.
 pub const RESERVATION_PRUNE_INTERVAL_MS: u64 = 60 * 60 * 1000;
+
+/// Customers whose reservation rate (the server's optional per-customer
+/// limit) is tracked at once. A customer's bucket is kept only while it is
+/// not yet full again (at most a burst's worth of time after its last
+/// request), so this bounds customers active within that window, not
+/// customers overall; past it, new customers are refused (429) rather than
+/// let through unlimited.
+pub const MAX_RATE_LIMITED_CUSTOMERS: usize = 1 << 20;

@@ -22,6 +22,7 @@ pub mod holds;
 pub mod idempotency;
 pub mod ledger;
 pub mod limits;
+pub mod public_id;
 pub(crate) mod sync;
 pub mod timers;
 pub mod types;

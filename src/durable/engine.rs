@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use crate::core::clock::{Clock, SystemClock};
 use crate::core::engine::{Engine, EngineConfig};
 use crate::core::error::EngineError;
+use crate::core::public_id::PublicIds;
 use crate::core::timers::TimerThread;
 use crate::durable::journal::fs::{create_dir_all_durably, JournalFs, RealFs};
 use crate::durable::journal::segment::{Corruption, Position, TornTail};
@@ -108,6 +109,8 @@ pub enum OpenError {
 /// flushes the journal and writes a last checkpoint.
 pub struct DurableEngine {
     engine: Arc<JournaledEngine>,
+    /// Reservation ids as shown outside, under this data's key.
+    public_ids: PublicIds,
     journal: Arc<Journal>,
     checkpointer: Option<Checkpointer>,
     timers: Option<TimerThread>,
@@ -157,6 +160,7 @@ impl DurableEngine {
         });
         let journal = Arc::new(start_journal(&config, fs, next_segment, sink)?);
         let boot = store.next_boot()?;
+        let public_ids = PublicIds::new(store.reservation_id_key(fresh_key(&config)?)?);
         let engine = Engine::with_sink(config.engine.clone(), clock.clone(), Arc::clone(&journal))
             .map_err(|e| {
                 OpenError::Restore(EngineError::StorageFailed {
@@ -191,6 +195,7 @@ impl DurableEngine {
             })?;
         let durable = DurableEngine {
             engine,
+            public_ids,
             journal,
             checkpointer: Some(checkpointer),
             timers: Some(timers),
@@ -205,6 +210,11 @@ impl DurableEngine {
 
     pub fn journal(&self) -> &Arc<Journal> {
         &self.journal
+    }
+
+    /// Encodes and decodes the public form of this data's reservation ids.
+    pub fn public_ids(&self) -> &PublicIds {
+        &self.public_ids
     }
 
     /// Writes a checkpoint now (and deletes fully covered segments).
@@ -263,6 +273,16 @@ pub enum CloseError {
     Journal(JournalError),
     #[error("writing the last checkpoint: {0}")]
     Store(StoreError),
+}
+
+/// 16 bytes from the operating system, for a key made on first start.
+fn fresh_key(config: &DurableConfig) -> Result<[u8; 16], OpenError> {
+    let mut key = [0u8; 16];
+    getrandom::fill(&mut key).map_err(|e| OpenError::Io {
+        path: config.data_dir.clone(),
+        source: std::io::Error::other(format!("no random bytes for the reservation id key: {e}")),
+    })?;
+    Ok(key)
 }
 
 fn open_store(config: &DurableConfig) -> Result<Box<dyn Store>, OpenError> {

@@ -309,6 +309,13 @@ impl Store for NoStore {
         })
     }
 
+    fn reservation_id_key(&mut self, _: [u8; 16]) -> Result<[u8; 16], StoreError> {
+        Err(StoreError {
+            store: self.describe(),
+            message: "read-only inspection".into(),
+        })
+    }
+
     fn describe(&self) -> String {
         "no store file".into()
     }

@@ -1,6 +1,6 @@
 //! Admission control: a cap on requests in flight (per CPU, so it puts no
 //! shared line on every request) and the optional token buckets for
-//! reservations, all SKUs together and per SKU.
+//! reservations: all SKUs together, per SKU, and per customer.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,6 +12,7 @@ use hyper::StatusCode;
 
 use super::error::{ApiError, Code};
 use super::rate::RateLimit;
+use crate::core::limits::MAX_RATE_LIMITED_CUSTOMERS;
 use crate::core::types::{Line, SkuId};
 
 /// Requests being handled, counted per CPU; each shard admits up to its
@@ -95,18 +96,68 @@ impl SkuBuckets {
     }
 }
 
+/// Shards of the per-customer buckets.
+const CUSTOMER_SHARDS: usize = 64;
+
+/// Per-customer buckets, by customer, in shards by a hash of the name;
+/// bounded by `MAX_RATE_LIMITED_CUSTOMERS`.
+#[derive(Debug)]
+struct CustomerBuckets {
+    rate: u32,
+    hasher: foldhash::fast::RandomState,
+    shards: Box<[Mutex<CustomerShard>]>,
+}
+
+type CustomerShard = HashMap<Box<str>, RateLimit>;
+
+impl CustomerBuckets {
+    fn new(rate: u32) -> CustomerBuckets {
+        CustomerBuckets {
+            rate,
+            hasher: Default::default(),
+            shards: (0..CUSTOMER_SHARDS).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// `Some(admitted)`, or `None` when the shard is full of customers
+    /// that are all still within their burst.
+    fn admit(&self, customer: &str, now_ns: u64) -> Option<bool> {
+        use std::hash::BuildHasher;
+        let at = self.hasher.hash_one(customer) as usize % self.shards.len();
+        let mut shard = self.shards[at]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(bucket) = shard.get(customer) {
+            return Some(bucket.admit(now_ns));
+        }
+        let most = MAX_RATE_LIMITED_CUSTOMERS / CUSTOMER_SHARDS;
+        if shard.len() >= most {
+            shard.retain(|_, bucket| !bucket.is_idle(now_ns));
+            if shard.len() >= most {
+                return None;
+            }
+        }
+        let bucket = bucket(self.rate);
+        let admitted = bucket.admit(now_ns);
+        shard.insert(customer.into(), bucket);
+        Some(admitted)
+    }
+}
+
 /// The optional reservation rate limits.
 #[derive(Debug)]
 pub struct Rates {
     global: Option<RateLimit>,
     per_sku: Option<SkuBuckets>,
+    per_customer: Option<CustomerBuckets>,
     /// The monotonic clock the buckets run on.
     started: Instant,
 }
 
 impl Rates {
-    pub fn new(global: Option<u32>, per_sku: Option<u32>) -> Rates {
+    pub fn new(global: Option<u32>, per_sku: Option<u32>, per_customer: Option<u32>) -> Rates {
         Rates {
+            per_customer: per_customer.map(CustomerBuckets::new),
             global: global.map(bucket),
             per_sku: per_sku.map(|rate| SkuBuckets {
                 rate,
@@ -155,9 +206,47 @@ impl Rates {
     }
 }
 
+impl Rates {
+    /// Refuses past the customer's own rate (one buyer cannot take the
+    /// whole queue); no clock read when the limit is off.
+    pub fn check_customer(&self, customer: &str) -> Result<(), ApiError> {
+        let Some(buckets) = &self.per_customer else {
+            return Ok(());
+        };
+        let now_ns = self.started.elapsed().as_nanos() as u64;
+        match buckets.admit(customer, now_ns) {
+            Some(true) => Ok(()),
+            Some(false) => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::Overloaded,
+                "this customer's reservation requests are over the per-customer rate limit; retry after the Retry-After delay",
+            )
+            .with("customer", customer)),
+            None => Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                Code::Overloaded,
+                "too many customers are being rate-limited at once; retry after the Retry-After delay",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_customer_is_limited_by_name_and_others_are_not() {
+        let rates = Rates::new(None, None, Some(10));
+        assert!(rates.check_customer("ann").is_ok(), "the first is admitted");
+        let refused = rates.check_customer("ann").unwrap_err();
+        assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(refused.details["customer"], "ann");
+        assert!(
+            rates.check_customer("bob").is_ok(),
+            "another customer has their own bucket"
+        );
+    }
 
     #[test]
     fn admission_refuses_past_the_cap_and_frees_on_drop() {

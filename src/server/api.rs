@@ -15,15 +15,17 @@ use std::sync::Arc;
 
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use super::admission::{self, InFlight, Rates};
+use super::auth::{authorize, Auth, AuthConfig, Caller, Role, Scope};
 use super::error::{json_response, ApiError, Code, HttpResponse};
 use super::metrics::{self, RequestCounters};
 use super::route::{self, Matched, Miss, Route};
 use crate::core::error::EngineError;
+use crate::core::public_id::PublicIds;
 use crate::core::types::SkuId;
 use crate::durable::journal::Durability;
 use crate::durable::JournaledEngine;
@@ -35,8 +37,8 @@ pub use super::body::MAX_BODY_BYTES;
 /// How the server protects itself; `Default` is permissive but bounded.
 #[derive(Clone, Debug)]
 pub struct ApiOptions {
-    /// Operator routes need `Authorization: Bearer <token>` when set.
-    pub admin_token: Option<String>,
+    /// The roles: operator token, service tokens, buyer token keys.
+    pub auth: AuthConfig,
     /// Requests handled at once; beyond it, `overloaded` (503).
     pub max_in_flight: usize,
     /// Reservation requests per second, all SKUs together; beyond it,
@@ -44,15 +46,18 @@ pub struct ApiOptions {
     pub rate_limit: Option<u32>,
     /// Reservation lines per second for any one SKU.
     pub sku_rate_limit: Option<u32>,
+    /// Reservation requests per second for any one customer.
+    pub customer_rate_limit: Option<u32>,
 }
 
 impl Default for ApiOptions {
     fn default() -> ApiOptions {
         ApiOptions {
-            admin_token: None,
+            auth: AuthConfig::default(),
             max_in_flight: 4096,
             rate_limit: None,
             sku_rate_limit: None,
+            customer_rate_limit: None,
         }
     }
 }
@@ -60,9 +65,10 @@ impl Default for ApiOptions {
 /// What the handlers share.
 pub struct Api {
     pub(super) engine: Arc<JournaledEngine>,
+    /// Reservation ids as the world sees them.
+    pub(super) public_ids: PublicIds,
     durability: Durability,
-    /// Operator routes need `Authorization: Bearer <token>` when set.
-    pub(super) admin_token: Option<String>,
+    auth: Auth,
     in_flight: InFlight,
     pub(super) rates: Rates,
     requests: Arc<RequestCounters>,
@@ -78,7 +84,12 @@ impl std::fmt::Debug for Api {
 }
 
 impl Api {
-    pub fn new(engine: Arc<JournaledEngine>, durability: Durability, options: ApiOptions) -> Api {
+    pub fn new(
+        engine: Arc<JournaledEngine>,
+        public_ids: PublicIds,
+        durability: Durability,
+        options: ApiOptions,
+    ) -> Api {
         let in_flight = InFlight::new(options.max_in_flight);
         let requests = Arc::new(RequestCounters::new());
         let registry = metrics::registry(
@@ -87,10 +98,15 @@ impl Api {
             Arc::clone(engine.journal()),
         );
         Api {
-            rates: Rates::new(options.rate_limit, options.sku_rate_limit),
+            rates: Rates::new(
+                options.rate_limit,
+                options.sku_rate_limit,
+                options.customer_rate_limit,
+            ),
             engine,
+            public_ids,
             durability,
-            admin_token: options.admin_token,
+            auth: Auth::new(&options.auth),
             in_flight,
             requests,
             registry,
@@ -113,20 +129,44 @@ impl Api {
                 .count(label, Some(refusal.code), refusal.status);
             return Ok(refusal.into_response());
         };
-        let answered = match matched {
-            Ok(matched) => self.dispatch(&parts, body, matched).await,
-            Err(miss) => Err(not_routed(&parts, miss)),
+        let (caller, answered) = match matched {
+            Ok(matched) => self.authorized(&parts, body, matched).await,
+            Err(miss) => (Caller::Anonymous, Err(not_routed(&parts, miss))),
         };
-        Ok(match answered {
-            Ok(response) => {
-                self.requests.count(label, None, response.status());
-                response
+        let (status, code) = match &answered {
+            Ok(response) => (response.status(), None),
+            Err(error) => (error.status, Some(error.code)),
+        };
+        self.requests.count(label, code, status);
+        let role = match (&caller, code) {
+            (Caller::Anonymous, Some(Code::Unauthorized))
+                if parts.headers.contains_key(AUTHORIZATION) =>
+            {
+                Role::Rejected
             }
-            Err(error) => {
-                self.requests.count(label, Some(error.code), error.status);
-                error.into_response()
-            }
-        })
+            _ => caller.role(),
+        };
+        self.requests.count_role(role, status);
+        audit(&caller, label, status, code);
+        Ok(answered.unwrap_or_else(ApiError::into_response))
+    }
+
+    /// Identifies the caller, checks what it may do here, and dispatches.
+    async fn authorized(
+        &self,
+        parts: &hyper::http::request::Parts,
+        body: Incoming,
+        matched: Matched<'_>,
+    ) -> (Caller, Result<HttpResponse, ApiError>) {
+        let caller = match self.auth.identify(&parts.headers) {
+            Ok(caller) => caller,
+            Err(refusal) => return (Caller::Anonymous, Err(refusal)),
+        };
+        let answered = match authorize(&self.auth, matched.route, &caller) {
+            Ok(scope) => self.dispatch(parts, body, matched, scope).await,
+            Err(refusal) => Err(refusal),
+        };
+        (caller, answered)
     }
 
     async fn dispatch(
@@ -134,6 +174,7 @@ impl Api {
         parts: &hyper::http::request::Parts,
         body: Incoming,
         matched: Matched<'_>,
+        scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
         let param = route::decode_segment(matched.param).ok_or_else(|| {
             ApiError::invalid("the path has a malformed percent-escape or is not UTF-8")
@@ -144,12 +185,12 @@ impl Api {
             Route::Metrics => Ok(self.metrics()),
             Route::SkusList => self.list_skus(parts.uri.query()),
             Route::SkuGet => self.get_sku(param),
-            Route::SkuPut => self.put_sku(parts, param, body).await,
-            Route::SkuAdjust => self.adjust(parts, param, body).await,
-            Route::ReservationCreate => self.create_reservation(parts, body).await,
-            Route::ReservationGet => self.get_reservation(param),
+            Route::SkuPut => self.put_sku(param, body).await,
+            Route::SkuAdjust => self.adjust(param, body).await,
+            Route::ReservationCreate => self.create_reservation(parts, body, scope).await,
+            Route::ReservationGet => self.get_reservation(param, scope),
             Route::ReservationConfirm | Route::ReservationCancel | Route::ReservationRefund => {
-                self.transition(matched.route, param).await
+                self.transition(matched.route, param, scope).await
             }
             Route::Other => Err(not_routed(parts, Miss::NotFound)),
         }
@@ -190,6 +231,36 @@ impl Api {
     pub(super) fn engine_error(&self, error: EngineError) -> ApiError {
         ApiError::from_engine(error, |id| self.sku_name(id))
     }
+}
+
+/// The audit log: what an operator or a service did, by the name of its
+/// token (never the token). Changes are logged at `info`, except the
+/// purchase path's reservations (at sale rates a line per request would
+/// cost more than the request): those are at `debug`, and counted by role
+/// in `/metrics` either way.
+fn audit(caller: &Caller, route: Route, status: StatusCode, code: Option<Code>) {
+    let role = caller.role();
+    if !matches!(role, Role::Operator | Role::Service) || !changes_state(route) {
+        return;
+    }
+    let outcome = code.map_or("ok", Code::as_str);
+    if route == Route::ReservationCreate {
+        tracing::debug!(target: "hotstock::audit", role = role.as_str(), token = caller.name(), route = route.label(), status = status.as_u16(), outcome);
+    } else {
+        tracing::info!(target: "hotstock::audit", role = role.as_str(), token = caller.name(), route = route.label(), status = status.as_u16(), outcome);
+    }
+}
+
+fn changes_state(route: Route) -> bool {
+    matches!(
+        route,
+        Route::SkuPut
+            | Route::SkuAdjust
+            | Route::ReservationCreate
+            | Route::ReservationConfirm
+            | Route::ReservationCancel
+            | Route::ReservationRefund
+    )
 }
 
 fn not_routed(parts: &hyper::http::request::Parts, miss: Miss) -> ApiError {

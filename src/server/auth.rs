@@ -1,27 +1,408 @@
-//! Who may call what. Today: operator routes need the admin token as a
-//! bearer token when one is configured.
+//! Who may do what: the caller's role, from the bearer token, and what
+//! each role may do on each route.
+//!
+//! Three roles (`docs/api.md`, "Roles"):
+//! - **operator**, the `--admin-token`: SKU changes, every read, refunds;
+//! - **service**, a `--service-token NAME=TOKEN` (several): the shop's
+//!   checkout and payment services: reserve for any customer, confirm,
+//!   cancel, refund, read any reservation;
+//! - **buyer**, an HS256 JWT signed by the shop's login service with one of
+//!   the `--buyer-key KID=SECRET` keys (header `kid`): reserve for itself
+//!   (the customer is the token's `sub`), read and cancel its own
+//!   reservations.
+//!
+//! With no service token and no buyer key the server is *open*, as before
+//! roles existed: buyer routes take no token (a laptop, or one trusted
+//! service on loopback), and the admin token, when set, guards the
+//! operator routes. Configuring either turns on the rules for every route.
+//! `hotstock serve` refuses a non-loopback address without them.
+//!
+//! Secrets are compared without an early exit (`constant_time_eq`; a
+//! length mismatch is the only thing timing can tell), JWT signatures by
+//! `jsonwebtoken` (HMAC verification through the `hmac` crate's
+//! constant-time check), and no secret is ever written to a message or log.
+
+use std::sync::Arc;
 
 use hyper::{HeaderMap, StatusCode};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 
 use super::error::{ApiError, Code};
+use super::route::Route;
+use crate::core::limits::MAX_CUSTOMER_CHARS;
 
-/// Refuses an operator request without the configured bearer token.
-pub fn check_operator(admin_token: Option<&str>, headers: &HeaderMap) -> Result<(), ApiError> {
-    let Some(token) = admin_token else {
-        return Ok(());
-    };
-    let presented = headers
-        .get(hyper::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    match presented {
-        Some(presented) if constant_time_eq(presented.as_bytes(), token.as_bytes()) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            Code::Unauthorized,
-            "operator routes need the header `Authorization: Bearer <admin token>`",
-        )),
+/// Seconds of clock difference allowed between the login service and this
+/// server when checking `exp` and `nbf`.
+pub const TOKEN_LEEWAY_S: u64 = 30;
+/// Longest `kid` a token may name (it is echoed in messages).
+const MAX_KID_CHARS: usize = 64;
+/// Longest bearer token looked at; longer is refused unread.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// The roles configured for this server.
+#[derive(Clone, Debug, Default)]
+pub struct AuthConfig {
+    pub admin_token: Option<String>,
+    /// `(name, token)`: the name is what logs and metrics show.
+    pub service_tokens: Vec<(String, String)>,
+    /// `(kid, secret)`: buyer token keys, several at once so keys rotate.
+    pub buyer_keys: Vec<(String, Vec<u8>)>,
+}
+
+/// Shortest secret accepted for a buyer key or a token: 32 bytes, the
+/// HS256 output size (RFC 7518 3.2 asks keys at least that long).
+pub const MIN_SECRET_BYTES: usize = 32;
+
+impl AuthConfig {
+    /// Refuses secrets too short to be safe, names used twice, and keys the
+    /// JWT crate does not take; the message names the flag and the name,
+    /// never the secret.
+    pub fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::HashSet::new();
+        for (name, token) in &self.service_tokens {
+            if token.len() < MIN_SECRET_BYTES {
+                return Err(format!(
+                    "--service-token {name}=…: the token must be at least {MIN_SECRET_BYTES} bytes"
+                ));
+            }
+            if !seen.insert(name.as_str()) {
+                return Err(format!("--service-token {name}=… is given twice"));
+            }
+            if self.admin_token.as_deref() == Some(token.as_str()) {
+                return Err(format!(
+                    "--service-token {name}=… is the admin token: give each role its own"
+                ));
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        for (kid, secret) in &self.buyer_keys {
+            if secret.len() < MIN_SECRET_BYTES {
+                return Err(format!(
+                    "--buyer-key {kid}=…: the secret must be at least {MIN_SECRET_BYTES} bytes"
+                ));
+            }
+            if !seen.insert(kid.as_str()) {
+                return Err(format!("--buyer-key {kid}=… is given twice"));
+            }
+            DecodingKey::from_secret(secret)
+                .map_err(|e| format!("--buyer-key {kid}=…: not a usable HS256 key: {e}"))?;
+        }
+        Ok(())
     }
+
+    /// Whether roles apply to buyer routes (a service token or buyer key
+    /// is configured).
+    pub fn is_secured(&self) -> bool {
+        !self.service_tokens.is_empty() || !self.buyer_keys.is_empty()
+    }
+}
+
+/// Who is calling, once the token is checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Caller {
+    /// No token (or, on an open server, a token nobody asked for).
+    Anonymous,
+    Operator,
+    /// A service, by the name its token was configured with.
+    Service(Arc<str>),
+    /// A buyer: the token's subject, which is the customer.
+    Buyer(Box<str>),
+}
+
+impl Caller {
+    /// The metrics and log label.
+    pub fn role(&self) -> Role {
+        match self {
+            Caller::Anonymous => Role::Anonymous,
+            Caller::Operator => Role::Operator,
+            Caller::Service(_) => Role::Service,
+            Caller::Buyer(_) => Role::Buyer,
+        }
+    }
+
+    /// The token's name for the audit log (never the token).
+    pub fn name(&self) -> &str {
+        match self {
+            Caller::Anonymous => "-",
+            Caller::Operator => "operator",
+            Caller::Service(name) => name,
+            Caller::Buyer(customer) => customer,
+        }
+    }
+}
+
+/// A caller's role, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    Anonymous,
+    Buyer,
+    Service,
+    Operator,
+    /// A token that failed its check (forged, expired, unknown).
+    Rejected,
+}
+
+impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Anonymous,
+        Role::Buyer,
+        Role::Service,
+        Role::Operator,
+        Role::Rejected,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Anonymous => "none",
+            Role::Buyer => "buyer",
+            Role::Service => "service",
+            Role::Operator => "operator",
+            Role::Rejected => "rejected",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which reservations a permitted caller may touch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope<'a> {
+    /// Any customer's (operator, service, or an open server).
+    Any,
+    /// This customer's only (a buyer): others' answer as unknown.
+    Customer(&'a str),
+}
+
+/// The configured roles, ready to check requests.
+pub struct Auth {
+    admin_token: Option<Box<str>>,
+    services: Vec<(Arc<str>, Box<str>)>,
+    buyer_keys: Vec<(Box<str>, DecodingKey)>,
+    validation: Validation,
+    secured: bool,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only, never secrets.
+        f.debug_struct("Auth")
+            .field("operator", &self.admin_token.is_some())
+            .field(
+                "services",
+                &self.services.iter().map(|(n, _)| n).collect::<Vec<_>>(),
+            )
+            .field(
+                "buyer_keys",
+                &self.buyer_keys.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Auth {
+    pub fn new(config: &AuthConfig) -> Auth {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.leeway = TOKEN_LEEWAY_S;
+        Auth {
+            admin_token: config.admin_token.as_deref().map(Box::from),
+            services: config
+                .service_tokens
+                .iter()
+                .map(|(name, token)| (Arc::from(name.as_str()), Box::from(token.as_str())))
+                .collect(),
+            // `validate` has refused every key this would drop.
+            buyer_keys: config
+                .buyer_keys
+                .iter()
+                .filter_map(|(kid, secret)| {
+                    let key = DecodingKey::from_secret(secret).ok()?;
+                    Some((Box::from(kid.as_str()), key))
+                })
+                .collect(),
+            validation,
+            secured: config.is_secured(),
+        }
+    }
+
+    pub fn is_secured(&self) -> bool {
+        self.secured
+    }
+
+    /// Who presented the request's bearer token. On an open server only
+    /// the admin token means anything; other tokens are ignored there.
+    pub fn identify(&self, headers: &HeaderMap) -> Result<Caller, ApiError> {
+        let Some(value) = headers.get(hyper::header::AUTHORIZATION) else {
+            return Ok(Caller::Anonymous);
+        };
+        let token = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .filter(|t| !t.is_empty() && t.len() <= MAX_TOKEN_BYTES);
+        let Some(token) = token else {
+            // On an open server a header nobody asked for changes nothing;
+            // an operator route then answers that it needs the token.
+            return match self.secured {
+                true => Err(unauthorized(
+                    "the Authorization header must be `Bearer <token>` (at most 4096 bytes)",
+                )),
+                false => Ok(Caller::Anonymous),
+            };
+        };
+        if let Some(caller) = self.shared_secret(token) {
+            return Ok(caller);
+        }
+        if !self.secured {
+            return Ok(Caller::Anonymous);
+        }
+        if token.bytes().filter(|&b| b == b'.').count() == 2 && !self.buyer_keys.is_empty() {
+            return self.buyer(token).map(Caller::Buyer);
+        }
+        Err(unauthorized(
+            "the bearer token is not one this server knows (not the operator token, a service token, or a buyer token)",
+        ))
+    }
+
+    /// The operator or service whose token this is. Every configured token
+    /// is compared, so timing does not tell which one nearly matched.
+    fn shared_secret(&self, token: &str) -> Option<Caller> {
+        let mut found = None;
+        if let Some(admin) = &self.admin_token {
+            if constant_time_eq(token.as_bytes(), admin.as_bytes()) {
+                found = Some(Caller::Operator);
+            }
+        }
+        for (name, secret) in &self.services {
+            if constant_time_eq(token.as_bytes(), secret.as_bytes()) && found.is_none() {
+                found = Some(Caller::Service(Arc::clone(name)));
+            }
+        }
+        found
+    }
+
+    /// The customer a buyer token names, once its key, signature and times
+    /// check out; otherwise a 401 that says which check failed.
+    fn buyer(&self, token: &str) -> Result<Box<str>, ApiError> {
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| unauthorized("the buyer token is not a well-formed JWT"))?;
+        let kid = header
+            .kid
+            .ok_or_else(|| unauthorized("the buyer token's header names no key (`kid`)"))?;
+        let key = self
+            .buyer_keys
+            .iter()
+            .find(|(known, _)| **known == *kid)
+            .map(|(_, key)| key)
+            .ok_or_else(|| {
+                let shown: String = kid.chars().take(MAX_KID_CHARS).collect();
+                unauthorized(format!(
+                    "the buyer token names key {shown:?}, which this server does not have"
+                ))
+            })?;
+        let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
+            .map_err(|e| unauthorized(token_refusal(e.kind())))?;
+        let subject = data.claims.sub;
+        if subject.is_empty() || subject.chars().count() > MAX_CUSTOMER_CHARS {
+            return Err(unauthorized(format!(
+                "the buyer token's subject must be 1 to {MAX_CUSTOMER_CHARS} characters (it is the customer)"
+            )));
+        }
+        Ok(subject.into_boxed_str())
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Claims {
+    sub: String,
+}
+
+/// What a failed token check tells the client.
+fn token_refusal(kind: &ErrorKind) -> String {
+    match kind {
+        ErrorKind::ExpiredSignature => "the buyer token has expired (`exp` is past)".into(),
+        ErrorKind::ImmatureSignature => {
+            "the buyer token is not valid yet (`nbf` is in the future)".into()
+        }
+        ErrorKind::InvalidSignature => {
+            "the buyer token's signature does not match its key".into()
+        }
+        ErrorKind::InvalidAlgorithm => "buyer tokens must be signed with HS256".into(),
+        ErrorKind::MissingRequiredClaim(claim) => {
+            format!("the buyer token has no `{claim}` claim")
+        }
+        _ => "the buyer token's claims are malformed (`sub` must be a string, `exp` and `nbf` numbers)"
+            .into(),
+    }
+}
+
+/// What `caller` may do on `route`: the scope of reservations it acts on,
+/// or the refusal.
+pub fn authorize<'a>(auth: &Auth, route: Route, caller: &'a Caller) -> Result<Scope<'a>, ApiError> {
+    let operator_route = matches!(route, Route::SkuPut | Route::SkuAdjust)
+        || (auth.secured && route == Route::Metrics);
+    if operator_route {
+        return match (auth.admin_token.is_some(), caller) {
+            (false, _) | (true, Caller::Operator) => Ok(Scope::Any),
+            (true, Caller::Anonymous) => Err(unauthorized(
+                "operator routes need the header `Authorization: Bearer <admin token>`",
+            )),
+            (true, _) => Err(forbidden(format!(
+                "only the operator may {}",
+                action(route)
+            ))),
+        };
+    }
+    if !auth.secured || matches!(route, Route::Healthz | Route::Other) {
+        return Ok(Scope::Any);
+    }
+    let allowed = match (route, caller) {
+        (_, Caller::Anonymous) => {
+            return Err(unauthorized(
+                "this route needs the header `Authorization: Bearer <token>`: a buyer token, or a service or operator token",
+            ))
+        }
+        (Route::SkusList | Route::SkuGet, _) => Some(Scope::Any),
+        (Route::ReservationGet | Route::ReservationRefund, Caller::Operator) => Some(Scope::Any),
+        (_, Caller::Operator) => None,
+        (_, Caller::Service(_)) => Some(Scope::Any),
+        (Route::ReservationConfirm | Route::ReservationRefund, Caller::Buyer(_)) => None,
+        (_, Caller::Buyer(customer)) => Some(Scope::Customer(customer)),
+    };
+    allowed.ok_or_else(|| {
+        forbidden(format!(
+            "a {} may not {}",
+            caller.role().as_str(),
+            action(route)
+        ))
+    })
+}
+
+/// What a route does, for refusals.
+fn action(route: Route) -> &'static str {
+    match route {
+        Route::SkuPut => "create or change a SKU",
+        Route::SkuAdjust => "adjust a SKU's stock",
+        Route::Metrics => "read the metrics",
+        Route::ReservationCreate => "create reservations (buyers and services do)",
+        Route::ReservationConfirm => "confirm a reservation (payment is confirmed by a service)",
+        Route::ReservationCancel => "cancel a reservation (buyers and services do)",
+        Route::ReservationRefund => "refund a sale (services and the operator do)",
+        _ => "use this route",
+    }
+}
+
+fn unauthorized(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, Code::Unauthorized, message)
+}
+
+fn forbidden(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::FORBIDDEN, Code::Forbidden, message)
 }
 
 /// Compares without an early exit, so response time does not reveal how
@@ -34,13 +415,5 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tokens_compare_whole() {
-        assert!(constant_time_eq(b"s3cret", b"s3cret"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cres"));
-        assert!(!constant_time_eq(b"s3cret", b"s3cret-and-more"));
-    }
-}
+#[path = "auth_tests.rs"]
+mod tests;

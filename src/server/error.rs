@@ -4,7 +4,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 
@@ -34,11 +34,12 @@ pub enum Code {
     StockLimit,
     CustomerRequired,
     IdempotencyKeyReused,
+    Forbidden,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 17] = [
+    pub const ALL: [Code; 18] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -56,6 +57,7 @@ impl Code {
         Code::StockLimit,
         Code::CustomerRequired,
         Code::IdempotencyKeyReused,
+        Code::Forbidden,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +79,7 @@ impl Code {
             Code::StockLimit => "stock_limit",
             Code::CustomerRequired => "customer_required",
             Code::IdempotencyKeyReused => "idempotency_key_reused",
+            Code::Forbidden => "forbidden",
         }
     }
 
@@ -133,6 +136,10 @@ impl ApiError {
         }
         if let Some(allow) = self.allow {
             headers.insert(ALLOW, HeaderValue::from_static(allow));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 6750 3: a 401 names the scheme it wants.
+            headers.insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

@@ -20,6 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::auth::Role;
 use super::error::Code;
 use super::route::Route;
 use crate::durable::journal::{Journal, BATCH_BUCKETS, FSYNC_BUCKETS_US};
@@ -28,7 +29,7 @@ use crate::durable::journal::{Journal, BATCH_BUCKETS, FSYNC_BUCKETS_US};
 const OUTCOMES: usize = 1 + Code::ALL.len();
 
 /// HTTP statuses the server answers with; anything else counts as `other`.
-const STATUSES: [u16; 11] = [200, 201, 400, 401, 404, 405, 409, 413, 429, 500, 503];
+const STATUSES: [u16; 12] = [200, 201, 400, 401, 403, 404, 405, 409, 413, 429, 500, 503];
 const STATUS_CELLS: usize = STATUSES.len() + 1;
 
 fn outcome_label(outcome: usize) -> &'static str {
@@ -44,8 +45,14 @@ fn status_label(cell: usize) -> String {
         .map_or_else(|| "other".to_owned(), u16::to_string)
 }
 
-/// Requests by (route, outcome) and (route, status), counted per CPU and
-/// summed when scraped.
+const ROLE_CELLS: usize = Role::ALL.len() * ROLE_OUTCOMES.len();
+
+/// How a request ended, as counted by role: answered (2xx), refused by
+/// the roles (401 or 403), or any other error.
+const ROLE_OUTCOMES: [&str; 3] = ["ok", "denied", "error"];
+
+/// Requests by (route, outcome), (route, status) and (role, outcome),
+/// counted per CPU and summed when scraped.
 #[derive(Debug)]
 pub struct RequestCounters {
     /// Per shard: `Route::ALL x OUTCOMES` cells, then `Route::ALL x
@@ -58,7 +65,7 @@ impl RequestCounters {
         let shards = std::thread::available_parallelism()
             .map_or(2, |n| n.get())
             .clamp(1, 64);
-        let cells = Route::ALL.len() * (OUTCOMES + STATUS_CELLS);
+        let cells = Route::ALL.len() * (OUTCOMES + STATUS_CELLS) + ROLE_CELLS;
         RequestCounters {
             shards: (0..shards)
                 .map(|_| CachePadded::new((0..cells).map(|_| AtomicU64::new(0)).collect()))
@@ -78,6 +85,22 @@ impl RequestCounters {
         shard[route.index() * OUTCOMES + outcome].fetch_add(1, Ordering::Relaxed);
         let by_status = Route::ALL.len() * OUTCOMES + route.index() * STATUS_CELLS + status;
         shard[by_status].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one answered request by the caller's role.
+    pub fn count_role(&self, role: Role, status: StatusCode) {
+        let outcome = match status.as_u16() {
+            200..=299 => 0,
+            401 | 403 => 1,
+            _ => 2,
+        };
+        let shard = &self.shards[crate::core::hint::stripe_hint() % self.shards.len()];
+        // Relaxed: statistics summed on read.
+        shard[Self::role_cell(role, outcome)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn role_cell(role: Role, outcome: usize) -> usize {
+        Route::ALL.len() * (OUTCOMES + STATUS_CELLS) + role.index() * ROLE_OUTCOMES.len() + outcome
     }
 
     fn sum(&self, cell: usize) -> u64 {
@@ -181,6 +204,22 @@ impl Sources {
                 }
                 if n > 0 {
                     let labels = [("route", route.label()), ("code", outcome_label(outcome))];
+                    ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let help = "HTTP requests by the caller's role (none, buyer, service, operator, or rejected: a token that failed its check) and outcome (ok, denied: 401/403, error)";
+        let mut family = encoder.encode_descriptor(
+            "hotstock_http_requests_by_role",
+            help,
+            None,
+            MetricType::Counter,
+        )?;
+        for role in Role::ALL {
+            for (outcome, label) in ROLE_OUTCOMES.iter().enumerate() {
+                let n = requests.sum(RequestCounters::role_cell(role, outcome));
+                if n > 0 {
+                    let labels = [("role", role.as_str()), ("outcome", *label)];
                     ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
                 }
             }

@@ -54,6 +54,15 @@ impl RateLimit {
     }
 }
 
+impl RateLimit {
+    /// Whether the bucket is full again at `now_ns`: it remembers nothing
+    /// a fresh bucket would not, so it can be dropped.
+    pub fn is_idle(&self, now_ns: u64) -> bool {
+        // Relaxed: a hint for eviction, read under the owner's lock.
+        self.tat_ns.load(Ordering::Relaxed) <= now_ns
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,12 +5,16 @@ use hyper::body::Incoming;
 use hyper::StatusCode;
 
 use super::api::Api;
+use super::auth::Scope;
 use super::body::{check_line_count, parse_order, read_body, OrderFields};
 use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
 use super::response::{reservation_json, write_new_reservation};
 use super::route::Route;
 use crate::core::engine::Order;
+use crate::core::error::EngineError;
+use crate::core::holds::HoldDocument;
 use crate::core::limits::MAX_LINES_PER_CART;
+use crate::core::public_id::PUBLIC_ID_CHARS;
 use crate::core::types::{Line, ReservationId, SkuId};
 
 type Parts = hyper::http::request::Parts;
@@ -27,14 +31,15 @@ enum Placed {
     Replayed(ReservationId),
 }
 
-fn parse_reservation_id(text: &str) -> Result<ReservationId, ApiError> {
-    text.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            Code::UnknownReservation,
-            format!("unknown reservation {text:?}"),
-        )
-    })
+/// The one answer for a reservation the caller may not see: unknown, and
+/// someone else's, answer the same, so ids cannot be probed.
+fn unknown_reservation(text: &str) -> ApiError {
+    let shown: String = text.chars().take(PUBLIC_ID_CHARS + 8).collect();
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        Code::UnknownReservation,
+        format!("unknown reservation {shown:?}"),
+    )
 }
 
 impl Api {
@@ -45,6 +50,7 @@ impl Api {
         &self,
         parts: &Parts,
         body: Incoming,
+        scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
         let header_key = parts
             .headers
@@ -55,7 +61,7 @@ impl Api {
             })
             .transpose()?;
         let bytes = read_body(body).await?;
-        self.reserve_bytes(&bytes, header_key).await
+        self.reserve_bytes(&bytes, header_key, scope).await
     }
 
     /// Places the order in `bytes` and answers it once durable.
@@ -63,8 +69,9 @@ impl Api {
         &self,
         bytes: &[u8],
         header_key: Option<&str>,
+        scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
-        let placed = parse_order(bytes, |order| self.place_now(order, header_key))?;
+        let placed = parse_order(bytes, |order| self.place_now(order, header_key, scope))?;
         self.acknowledge().await?;
         self.answer_placed(placed)
     }
@@ -75,8 +82,10 @@ impl Api {
         &self,
         body: OrderFields<'_>,
         header_key: Option<&str>,
+        scope: Scope<'_>,
     ) -> Result<Placed, ApiError> {
         check_line_count(body.lines.len())?;
+        let customer = customer_in_scope(body.customer, scope)?;
         // On the stack: at most MAX_LINES_PER_CART, checked above.
         let unused = Line {
             sku: SkuId::from_index(0),
@@ -101,12 +110,15 @@ impl Api {
         };
         let order = Order {
             lines,
-            customer: body.customer,
+            customer,
             ttl_ms: body.ttl_ms,
             confirm: body.confirm.unwrap_or(false),
             idempotency_key: key,
         };
         self.rates.check(lines, |id| self.sku_name(id))?;
+        if let Some(customer) = order.customer {
+            self.rates.check_customer(customer)?;
+        }
         let receipt = self
             .engine
             .reserve(&order)
@@ -116,8 +128,9 @@ impl Api {
         }
         // Just created, so it is exactly what was asked: the names are the
         // request's (lookups are exact), the rest is in the receipt.
-        let mut out = Vec::with_capacity(160 + 48 * body.lines.len());
-        write_new_reservation(&mut out, &receipt, body.lines, body.customer);
+        let mut out = Vec::with_capacity(176 + 48 * body.lines.len());
+        let id = self.public_ids.text(receipt.id);
+        write_new_reservation(&mut out, &receipt, &id, body.lines, customer);
         Ok(Placed::Created(out))
     }
 
@@ -132,38 +145,101 @@ impl Api {
         }
     }
 
+    /// The reservation `text` names, if `scope` may see it.
+    fn visible(&self, text: &str, scope: Scope<'_>) -> Result<HoldDocument, ApiError> {
+        let id = self
+            .public_ids
+            .decode(text)
+            .ok_or_else(|| unknown_reservation(text))?;
+        let document = self
+            .engine
+            .reservation(id)
+            .map_err(|e| self.reservation_error(e, text))?;
+        match scope {
+            Scope::Customer(customer) if document.customer.as_deref() != Some(customer) => {
+                Err(unknown_reservation(text))
+            }
+            _ => Ok(document),
+        }
+    }
+
+    /// An engine refusal about the reservation `text`, named by its public
+    /// id (the engine's message names the internal one).
+    fn reservation_error(&self, error: EngineError, text: &str) -> ApiError {
+        match error {
+            EngineError::UnknownReservation { .. } => unknown_reservation(text),
+            EngineError::InvalidTransition {
+                status, requested, ..
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                Code::InvalidTransition,
+                format!("reservation {text} is {status}: it cannot be {requested}"),
+            )
+            .with("status", status.as_str()),
+            other => self.engine_error(other),
+        }
+    }
+
     fn reservation_response(
         &self,
         status: StatusCode,
         id: ReservationId,
     ) -> Result<HttpResponse, ApiError> {
+        let text = self.public_ids.to_string(id);
         let document = self
             .engine
             .reservation(id)
-            .map_err(|e| self.engine_error(e))?;
-        let json = reservation_json(&document, |id| self.sku_name(id));
+            .map_err(|e| self.reservation_error(e, &text))?;
+        let json = reservation_json(&document, &text, |id| self.sku_name(id));
         Ok(json_response(status, &json))
     }
 
     /// `GET /v1/reservations/{id}`
-    pub(super) fn get_reservation(&self, id: &str) -> Result<HttpResponse, ApiError> {
-        self.reservation_response(StatusCode::OK, parse_reservation_id(id)?)
+    pub(super) fn get_reservation(
+        &self,
+        text: &str,
+        scope: Scope<'_>,
+    ) -> Result<HttpResponse, ApiError> {
+        let document = self.visible(text, scope)?;
+        let json = reservation_json(&document, text, |id| self.sku_name(id));
+        Ok(json_response(StatusCode::OK, &json))
     }
 
     /// `POST /v1/reservations/{id}/confirm|cancel|refund`
     pub(super) async fn transition(
         &self,
         route: Route,
-        id: &str,
+        text: &str,
+        scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
-        let id = parse_reservation_id(id)?;
+        // A reservation's customer never changes, so checking it before
+        // the transition is as good as checking it under the lock.
+        let id = self.visible(text, scope)?.id;
         let outcome = match route {
             Route::ReservationConfirm => self.engine.confirm(id),
             Route::ReservationCancel => self.engine.cancel(id),
             _ => self.engine.refund(id),
         };
-        outcome.map_err(|e| self.engine_error(e))?;
+        outcome.map_err(|e| self.reservation_error(e, text))?;
         self.acknowledge().await?;
         self.reservation_response(StatusCode::OK, id)
+    }
+}
+
+/// The customer an order is placed for: a buyer's own (a body naming
+/// another is refused), or whatever a service or an open server sends.
+fn customer_in_scope<'a>(
+    body: Option<&'a str>,
+    scope: Scope<'a>,
+) -> Result<Option<&'a str>, ApiError> {
+    match (scope, body) {
+        (Scope::Any, body) => Ok(body),
+        (Scope::Customer(own), None) => Ok(Some(own)),
+        (Scope::Customer(own), Some(named)) if named == own => Ok(Some(own)),
+        (Scope::Customer(_), Some(_)) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            Code::Forbidden,
+            "a buyer reserves for itself only: the body's \"customer\" differs from the buyer token's subject (leave it out)",
+        )),
     }
 }

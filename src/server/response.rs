@@ -20,8 +20,10 @@ pub fn sku_json(document: &SkuDocument) -> Value {
 }
 
 /// A reservation as readers see it; `name` finds SKU names (lock-free).
+/// `id` is its public id (`core::public_id`).
 pub fn reservation_json<'a>(
     document: &HoldDocument,
+    id: &str,
     name: impl Fn(SkuId) -> Option<&'a str>,
 ) -> Value {
     let lines: Vec<Value> = document
@@ -30,7 +32,7 @@ pub fn reservation_json<'a>(
         .map(|l| json!({"sku": name(l.sku), "quantity": l.quantity}))
         .collect();
     json!({
-        "id": document.id.to_string(),
+        "id": id,
         "status": document.status.as_str(),
         "lines": lines,
         "customer": document.customer.as_deref(),
@@ -38,11 +40,13 @@ pub fn reservation_json<'a>(
     })
 }
 
-/// Writes the JSON of a reservation just created from these lines, with
+/// Writes the JSON of a reservation just created from these lines (`id`
+/// its public id's text), with
 /// the keys in the order `reservation_json` (a sorted map) writes them.
 pub fn write_new_reservation(
     out: &mut Vec<u8>,
     receipt: &Receipt,
+    id: &[u8],
     lines: &[ScannedLine<'_>],
     customer: Option<&str>,
 ) {
@@ -52,10 +56,9 @@ pub fn write_new_reservation(
     out.extend_from_slice(b",\"expires_at_ms\":");
     out.extend_from_slice(number.format(receipt.expires_at_ms).as_bytes());
     out.extend_from_slice(b",\"id\":\"");
-    let id = receipt.id.as_u64();
-    for shift in (0..16).rev() {
-        out.push(b"0123456789abcdef"[((id >> (shift * 4)) & 0xf) as usize]);
-    }
+    // Hex digits: nothing to escape.
+    debug_assert!(id.iter().all(u8::is_ascii_hexdigit));
+    out.extend_from_slice(id);
     out.extend_from_slice(b"\",\"lines\":[");
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {

@@ -10,6 +10,7 @@ use hyper::StatusCode;
 use serde_json::Value;
 
 use super::api::{Api, ApiOptions};
+use super::auth::Scope;
 use super::body::{parse_fields, parse_order, OrderFields};
 use super::error::ApiError;
 use super::order_body::scan_order;
@@ -20,7 +21,15 @@ use crate::durable::journal::Durability;
 use crate::durable::{DurableConfig, DurableEngine, JournaledEngine};
 
 fn json_of(api: &Api, document: &HoldDocument) -> Value {
-    reservation_json(document, |id| api.engine.sku_name(id))
+    let id = api.public_ids.to_string(document.id);
+    reservation_json(document, &id, |id| api.engine.sku_name(id))
+}
+
+/// The id a response names, decoded.
+fn id_in(api: &Api, answer: &Value) -> ReservationId {
+    api.public_ids
+        .decode(answer["id"].as_str().unwrap())
+        .expect("a public id this server made")
 }
 
 /// A journaled engine in a fresh directory of its own; the directory
@@ -45,6 +54,17 @@ impl TempEngine {
     fn engine(&self) -> Arc<JournaledEngine> {
         Arc::clone(self.durable.as_ref().unwrap().engine())
     }
+
+    /// An API over this engine, open (no roles), with `options`.
+    fn api(&self, options: ApiOptions) -> Api {
+        let durable = self.durable.as_ref().unwrap();
+        Api::new(
+            self.engine(),
+            durable.public_ids().clone(),
+            Durability::Async,
+            options,
+        )
+    }
 }
 
 impl Drop for TempEngine {
@@ -59,7 +79,7 @@ fn answer(api: &Api, body: &str, key: Option<&str>) -> (StatusCode, Value) {
         .build()
         .unwrap();
     let response = runtime
-        .block_on(api.reserve_bytes(body.as_bytes(), key))
+        .block_on(api.reserve_bytes(body.as_bytes(), key, Scope::Any))
         .unwrap_or_else(ApiError::into_response);
     let status = response.status();
     let bytes = runtime
@@ -77,11 +97,7 @@ fn a_sold_out_answer_names_the_sku_without_taking_its_lock() {
     let temp = TempEngine::new("sold-out-lock");
     let engine = temp.engine();
     let (sku, _) = engine.put_sku("tee", 0, None, None).unwrap();
-    let api = Api::new(
-        Arc::clone(&engine),
-        Durability::Async,
-        ApiOptions::default(),
-    );
+    let api = temp.api(ApiOptions::default());
     let refusal = engine.purchase(sku, 1, None).unwrap_err();
     let mut guard = Some(engine.lock_sku_for_test(sku));
     let answer = std::thread::scope(|s| {
@@ -111,11 +127,7 @@ fn typed_purchase_answers_what_the_record_says() {
     let engine = temp.engine();
     engine.put_sku("tee", 10, None, None).unwrap();
     engine.put_sku("mug-2", 10, Some(Some(3)), None).unwrap();
-    let api = Api::new(
-        Arc::clone(&engine),
-        Durability::Async,
-        ApiOptions::default(),
-    );
+    let api = temp.api(ApiOptions::default());
     let bodies = [
         r#"{"lines":[{"sku":"tee","quantity":1}],"confirm":true}"#,
         r#"{"lines":[{"sku":"tee","quantity":2}],"ttl_ms":60000}"#,
@@ -125,7 +137,7 @@ fn typed_purchase_answers_what_the_record_says() {
         let (status, fast) = answer(&api, body, None);
         assert_eq!(status, StatusCode::CREATED, "{fast}");
         // Each answers exactly what the record, read back, says.
-        let id: ReservationId = fast["id"].as_str().unwrap().parse().unwrap();
+        let id = id_in(&api, &fast);
         let document = engine.reservation(id).unwrap();
         assert_eq!(fast, json_of(&api, &document), "{body}");
     }
@@ -135,7 +147,7 @@ fn typed_purchase_answers_what_the_record_says() {
     assert!(scan_order(body.as_bytes()).is_none());
     let (status, slow) = answer(&api, body, None);
     assert_eq!(status, StatusCode::CREATED, "{slow}");
-    let id: ReservationId = slow["id"].as_str().unwrap().parse().unwrap();
+    let id = id_in(&api, &slow);
     assert_eq!(slow, json_of(&api, &engine.reservation(id).unwrap()));
     assert_eq!(slow["status"], "confirmed");
 }
@@ -145,11 +157,7 @@ fn bodies_the_typed_path_refuses_get_the_detailed_messages() {
     let temp = TempEngine::new("refused");
     let engine = temp.engine();
     engine.put_sku("tee", 10, None, None).unwrap();
-    let api = Api::new(
-        Arc::clone(&engine),
-        Durability::Async,
-        ApiOptions::default(),
-    );
+    let api = temp.api(ApiOptions::default());
     let cases = [
         (
             r#"{"lines":[{"sku":"tee","quantity":1}],"colour":"red"}"#,

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use clap::{CommandFactory, ValueEnum};
 use hotstock::durable::journal::Durability;
 use hotstock::durable::StoreConfig;
+use hotstock::server::auth::AuthConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -50,6 +51,17 @@ pub struct ServeSettings {
     /// Required to listen on a non-loopback address.
     #[arg(long, env = "HOTSTOCK_ADMIN_TOKEN")]
     admin_token: Option<String>,
+    /// `NAME=TOKEN` (repeat for several): a service (checkout, payment) that
+    /// reserves for any customer, confirms, cancels and refunds. With a
+    /// service token or a buyer key, every buyer route needs a token.
+    /// Tokens are at least 32 bytes; NAME is what logs and metrics show.
+    #[arg(long, env = "HOTSTOCK_SERVICE_TOKENS", value_delimiter = ',')]
+    service_token: Option<Vec<String>>,
+    /// `KID=SECRET` (repeat for several, so keys rotate): an HS256 key the
+    /// shop's login service signs buyer tokens with (JWT header `kid`,
+    /// claims `sub` = the customer, `exp`). Secrets are at least 32 bytes.
+    #[arg(long, env = "HOTSTOCK_BUYER_KEYS", value_delimiter = ',')]
+    buyer_key: Option<Vec<String>>,
     /// Requests handled at once; beyond it, 503 `overloaded` with
     /// Retry-After [default: 4096].
     #[arg(long, env = "HOTSTOCK_MAX_IN_FLIGHT")]
@@ -61,6 +73,10 @@ pub struct ServeSettings {
     /// Reservation lines per second for any one SKU (off by default).
     #[arg(long, env = "HOTSTOCK_SKU_RATE_LIMIT")]
     sku_rate_limit: Option<NonZeroU32>,
+    /// Reservation requests per second for any one customer (off by
+    /// default), so one buyer cannot take the whole queue.
+    #[arg(long, env = "HOTSTOCK_CUSTOMER_RATE_LIMIT")]
+    customer_rate_limit: Option<NonZeroU32>,
     /// Open connections at once; beyond it, new ones wait in the backlog
     /// [default: 10000].
     #[arg(long, env = "HOTSTOCK_MAX_CONNECTIONS")]
@@ -84,10 +100,11 @@ pub struct Settings {
     pub data_dir: PathBuf,
     pub durability: Durability,
     pub store: StoreConfig,
-    pub admin_token: Option<String>,
+    pub auth: AuthConfig,
     pub max_in_flight: usize,
     pub rate_limit: Option<u32>,
     pub sku_rate_limit: Option<u32>,
+    pub customer_rate_limit: Option<u32>,
     pub max_connections: usize,
     pub header_timeout_ms: u64,
     pub idle_timeout_ms: u64,
@@ -146,15 +163,59 @@ impl ServeSettings {
                 DurabilityArg::Async => Durability::Async,
             },
             store: store_config(self.store.as_deref().unwrap_or("sqlite"))?,
-            admin_token: self.admin_token,
+            auth: auth_config(
+                self.admin_token,
+                self.service_token.unwrap_or_default(),
+                self.buyer_key.unwrap_or_default(),
+            )?,
             max_in_flight: positive(self.max_in_flight, 4096) as usize,
             rate_limit: self.rate_limit.map(NonZeroU32::get),
             sku_rate_limit: self.sku_rate_limit.map(NonZeroU32::get),
+            customer_rate_limit: self.customer_rate_limit.map(NonZeroU32::get),
             max_connections: positive(self.max_connections, 10_000) as usize,
             header_timeout_ms: u64::from(positive(self.header_timeout_ms, 10_000)),
             idle_timeout_ms: u64::from(positive(self.idle_timeout_ms, 60_000)),
         })
     }
+}
+
+/// The roles from `--admin-token`, `--service-token NAME=TOKEN` and
+/// `--buyer-key KID=SECRET`, checked. Messages name the flag and the name,
+/// never a secret.
+fn auth_config(
+    admin_token: Option<String>,
+    service_tokens: Vec<String>,
+    buyer_keys: Vec<String>,
+) -> Result<AuthConfig, String> {
+    let named = |flag: &str, what: &str, pairs: Vec<String>| {
+        pairs
+            .into_iter()
+            .map(|pair| {
+                let (name, secret) = pair.split_once('=').unwrap_or((pair.as_str(), ""));
+                let good_name = !name.is_empty()
+                    && name.len() <= 64
+                    && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+                if !good_name || secret.is_empty() {
+                    // The pair may hold a secret: show only what precedes `=`.
+                    let shown: String = name.chars().take(64).collect();
+                    return Err(format!(
+                        "{flag} takes {what}=SECRET with a {what} of letters, digits, `-`, `_` or `.` (at most 64) and a non-empty secret; got {shown:?}=…"
+                    ));
+                }
+                Ok((name.to_owned(), secret.to_owned()))
+            })
+            .collect::<Result<Vec<_>, String>>()
+    };
+    let config = AuthConfig {
+        admin_token,
+        service_tokens: named("--service-token", "NAME", service_tokens)?,
+        buyer_keys: named("--buyer-key", "KID", buyer_keys)?
+            .into_iter()
+            .map(|(kid, secret)| (kid, secret.into_bytes()))
+            .collect(),
+    };
+    config.validate()?;
+    Ok(config)
 }
 
 /// `--store`: `sqlite`, or a PostgreSQL URL in a build with PostgreSQL.

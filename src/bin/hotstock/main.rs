@@ -28,6 +28,22 @@ mod serve;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr: `human` (one readable line each) or `json`
+    /// (one object per line, for a log shipper).
+    #[arg(
+        long,
+        global = true,
+        env = "HOTSTOCK_LOG_FORMAT",
+        value_enum,
+        default_value = "human"
+    )]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand, Debug)]
@@ -68,17 +84,22 @@ enum Command {
 
 /// Log lines (the library's `tracing` events) go to stderr, from INFO up;
 /// stdout carries only what a command prints for its caller.
-fn init_logging() {
-    tracing_subscriber::fmt()
+/// The audit log (`hotstock::audit`: what operators and services did, by
+/// token name) is among them.
+fn init_logging(format: LogFormat) {
+    let logs = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
-        .with_max_level(tracing::Level::INFO)
-        .with_target(false)
-        .init();
+        .with_max_level(tracing::Level::INFO);
+    match format {
+        LogFormat::Human => logs.with_target(false).init(),
+        LogFormat::Json => logs.json().init(),
+    }
 }
 
 fn main() -> ExitCode {
-    init_logging();
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
         Command::Serve(settings) => match settings.resolve() {
             Ok(settings) => serve::serve(settings),
             Err(message) => {

@@ -15,11 +15,8 @@ use hotstock::server::listener;
 use crate::config::Settings;
 
 pub fn serve(settings: Settings) -> ExitCode {
-    if !settings.listen.ip().is_loopback() && settings.admin_token.is_none() {
-        eprintln!(
-            "refusing to listen on {} without --admin-token: operator routes would be open to the network",
-            settings.listen
-        );
+    if let Err(missing) = exposed_safely(&settings) {
+        eprintln!("refusing to listen on {}: {missing}", settings.listen);
         return ExitCode::from(2);
     }
     let Some((runtime, signals)) = runtime_and_signals() else {
@@ -43,13 +40,15 @@ pub fn serve(settings: Settings) -> ExitCode {
         report.elapsed.as_secs_f64()
     );
     let options = ApiOptions {
-        admin_token: settings.admin_token.clone(),
+        auth: settings.auth.clone(),
         max_in_flight: settings.max_in_flight,
         rate_limit: settings.rate_limit,
         sku_rate_limit: settings.sku_rate_limit,
+        customer_rate_limit: settings.customer_rate_limit,
     };
     let api = Arc::new(Api::new(
         durable.engine().clone(),
+        durable.public_ids().clone(),
         settings.durability,
         options,
     ));
@@ -78,6 +77,22 @@ pub fn serve(settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// A non-loopback address is the internet, or a network as good as: it
+/// needs the operator token, and a service token or a buyer key so that
+/// buyer routes (confirm and refund among them) are not open to anyone.
+fn exposed_safely(settings: &Settings) -> Result<(), &'static str> {
+    if settings.listen.ip().is_loopback() {
+        return Ok(());
+    }
+    if settings.auth.admin_token.is_none() {
+        return Err("a non-loopback address needs --admin-token, or operator routes would be open to the network");
+    }
+    if !settings.auth.is_secured() {
+        return Err("a non-loopback address needs at least one --service-token or --buyer-key, or anyone on the network could reserve, confirm and refund");
+    }
+    Ok(())
 }
 
 /// The runtime, and SIGINT and SIGTERM registered on it. Made before

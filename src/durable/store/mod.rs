@@ -38,6 +38,32 @@ pub trait Store: Send {
     /// count (1 on the first start), durable when it returns. Reservation
     /// ids carry it, so no run issues an id an earlier run issued.
     fn next_boot(&mut self) -> Result<u32, StoreError>;
+    /// The key of public reservation ids (`core::public_id`): the one
+    /// stored, or `fresh` stored now when there is none (the first start),
+    /// durable when it returns. Kept with the data, so ids stay the same
+    /// across restarts; a copy of the store is a copy of the key.
+    fn reservation_id_key(&mut self, fresh: [u8; 16]) -> Result<[u8; 16], StoreError>;
+}
+
+/// The meta keys under which stores keep the two halves of the reservation
+/// id key (as signed 64-bit values, the meta column's type).
+pub(crate) const ID_KEY_KEYS: [&str; 2] = ["reservation_id_key_0", "reservation_id_key_1"];
+
+/// A key's halves as meta values, and back.
+pub(crate) fn id_key_halves(key: [u8; 16]) -> [i64; 2] {
+    let half = |at: usize| {
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&key[at..at + 8]);
+        i64::from_le_bytes(bytes)
+    };
+    [half(0), half(8)]
+}
+
+pub(crate) fn id_key_from_halves(halves: [i64; 2]) -> [u8; 16] {
+    let mut key = [0u8; 16];
+    key[..8].copy_from_slice(&halves[0].to_le_bytes());
+    key[8..].copy_from_slice(&halves[1].to_le_bytes());
+    key
 }
 
 /// The meta key under which stores count boots.

@@ -6,7 +6,9 @@
 use postgres::{Client, NoTls, Transaction};
 
 use super::rows::{self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow};
-use super::{encode_lines_into, Store, StoreError, BOOT_KEY};
+use super::{
+    encode_lines_into, id_key_from_halves, id_key_halves, Store, StoreError, BOOT_KEY, ID_KEY_KEYS,
+};
 use crate::durable::settled::{Checkpoint, Settled};
 
 /// Checkpoints in PostgreSQL.
@@ -146,6 +148,38 @@ impl Store for PostgresStore {
             .try_get(0)
             .map_err(|e| self.fail("reading the boot count", e))?;
         u32::try_from(value).map_err(|_| self.fail("reading the boot count", "out of range"))
+    }
+
+    fn reservation_id_key(&mut self, fresh: [u8; 16]) -> Result<[u8; 16], StoreError> {
+        let s = self.schema.clone();
+        // One statement per half: the insert wins when no key is stored,
+        // else the stored half is read. (Two servers making the very first
+        // key of one schema at the same instant: the second sees no row and
+        // fails to start with this message; started again, it reads the
+        // first one's key.)
+        let sql = format!(
+            "WITH inserted AS (
+                 INSERT INTO {s}.hotstock_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO NOTHING RETURNING value)
+             SELECT value FROM inserted
+             UNION ALL SELECT value FROM {s}.hotstock_meta WHERE key = $1
+             LIMIT 1"
+        );
+        let mut halves = [0i64; 2];
+        for ((key, half), fresh) in ID_KEY_KEYS
+            .iter()
+            .zip(&mut halves)
+            .zip(id_key_halves(fresh))
+        {
+            let row = self
+                .client
+                .query_one(&sql, &[key, &fresh])
+                .map_err(|e| self.fail("storing the reservation id key", e))?;
+            *half = row
+                .try_get(0)
+                .map_err(|e| self.fail("reading the reservation id key", e))?;
+        }
+        Ok(id_key_from_halves(halves))
     }
 
     fn describe(&self) -> String {

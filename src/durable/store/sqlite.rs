@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::rows::{self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow};
-use super::{encode_lines_into, following_boot, Store, StoreError, BOOT_KEY};
+use super::{
+    encode_lines_into, following_boot, id_key_from_halves, id_key_halves, Store, StoreError,
+    BOOT_KEY, ID_KEY_KEYS,
+};
 use crate::durable::settled::{Checkpoint, Settled, SettledHold};
 
 pub const SCHEMA: &str = "
@@ -209,6 +212,40 @@ impl Store for SqliteStore {
             message: format!("writing the boot count: {e}"),
         })?;
         Ok(boot)
+    }
+
+    fn reservation_id_key(&mut self, fresh: [u8; 16]) -> Result<[u8; 16], StoreError> {
+        let store = format!("SQLite file {}", self.path.display());
+        let fail = |what: &str, e: rusqlite::Error| StoreError {
+            store: store.clone(),
+            message: format!("{what} the reservation id key: {e}"),
+        };
+        let tx = self
+            .connection
+            .transaction()
+            .map_err(|e| fail("reading", e))?;
+        let mut halves = [0i64; 2];
+        for ((key, half), fresh) in ID_KEY_KEYS
+            .iter()
+            .zip(&mut halves)
+            .zip(id_key_halves(fresh))
+        {
+            // Only where none is stored: a key, once made, never changes.
+            tx.execute(
+                "INSERT OR IGNORE INTO hotstock_meta (key, value) VALUES (?1, ?2)",
+                params![key, fresh],
+            )
+            .map_err(|e| fail("storing", e))?;
+            *half = tx
+                .query_row(
+                    "SELECT value FROM hotstock_meta WHERE key = ?1",
+                    params![key],
+                    |row| row.get(0),
+                )
+                .map_err(|e| fail("reading", e))?;
+        }
+        tx.commit().map_err(|e| fail("storing", e))?;
+        Ok(id_key_from_halves(halves))
     }
 
     // Long by design: four tables, each one `load_rows` call naming its
