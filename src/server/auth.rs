@@ -307,7 +307,10 @@ impl Auth {
             })?;
         let data = jsonwebtoken::decode::<Claims>(token, key, &self.validation)
             .map_err(|e| unauthorized(token_refusal(e.kind())))?;
-        let subject = data.claims.sub;
+        let subject = data
+            .claims
+            .sub
+            .ok_or_else(|| unauthorized("the buyer token has no `sub` claim (the customer)"))?;
         if subject.is_empty() || subject.chars().count() > MAX_CUSTOMER_CHARS {
             return Err(unauthorized(format!(
                 "the buyer token's subject must be 1 to {MAX_CUSTOMER_CHARS} characters (it is the customer)"
@@ -319,7 +322,7 @@ impl Auth {
 
 #[derive(serde::Deserialize)]
 struct Claims {
-    sub: String,
+    sub: Option<String>,
 }
 
 /// What a failed token check tells the client.

@@ -20,6 +20,11 @@ impl Server {
     }
 
     pub fn start_with(dir: &Path, extra: &[&str]) -> Server {
+        Server::start_logging(dir, extra, Stdio::null())
+    }
+
+    /// `start_with`, with the server's log lines (stderr) going to `logs`.
+    pub fn start_logging(dir: &Path, extra: &[&str], logs: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hotstock"))
             .args([
                 "serve",
@@ -32,7 +37,7 @@ impl Server {
             .arg(dir)
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(logs)
             .spawn()
             .expect("start hotstock serve");
         let stdout = child.stdout.take().expect("piped");
@@ -126,6 +131,19 @@ pub fn metrics_text(server: &Server) -> String {
     write!(
         stream,
         "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    text
+}
+
+/// The `/metrics` response, asked with an `Authorization` header.
+pub fn metrics_text_with(server: &Server, auth: &str) -> String {
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
