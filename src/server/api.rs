@@ -20,7 +20,7 @@ use hyper::{Request, Response, StatusCode};
 use serde_json::json;
 
 use super::admission::{self, InFlight, Rates};
-use super::auth::{authorize, Auth, AuthConfig, Caller, Role, Scope};
+use super::auth::{authorize, Auth, AuthConfig, Caller, Role, Scope, TokenCache};
 use super::error::{json_response, ApiError, Code, HttpResponse};
 use super::metrics::{self, RequestCounters};
 use super::route::{self, Matched, Miss, Route};
@@ -118,6 +118,16 @@ impl Api {
         self: Arc<Self>,
         request: Request<Incoming>,
     ) -> Result<HttpResponse, Infallible> {
+        self.handle_on(request, Arc::default()).await
+    }
+
+    /// `handle` for a request on a connection whose last verified buyer
+    /// token is in `tokens`.
+    pub async fn handle_on(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        tokens: Arc<TokenCache>,
+    ) -> Result<HttpResponse, Infallible> {
         // The head stays borrowed while the body is read.
         let (parts, body) = request.into_parts();
         let (label, matched) = route::resolve(&parts.method, parts.uri.path());
@@ -126,18 +136,17 @@ impl Api {
         let Some(_admitted) = self.in_flight.admit() else {
             let refusal = admission::too_many_in_flight();
             self.requests
-                .count(label, Some(refusal.code), refusal.status);
+                .count(label, Some(refusal.code), refusal.status, Role::Anonymous);
             return Ok(refusal.into_response());
         };
         let (caller, answered) = match matched {
-            Ok(matched) => self.authorized(&parts, body, matched).await,
+            Ok(matched) => self.authorized(&parts, body, matched, &tokens).await,
             Err(miss) => (Caller::Anonymous, Err(not_routed(&parts, miss))),
         };
         let (status, code) = match &answered {
             Ok(response) => (response.status(), None),
             Err(error) => (error.status, Some(error.code)),
         };
-        self.requests.count(label, code, status);
         let role = match (&caller, code) {
             (Caller::Anonymous, Some(Code::Unauthorized))
                 if parts.headers.contains_key(AUTHORIZATION) =>
@@ -146,7 +155,7 @@ impl Api {
             }
             _ => caller.role(),
         };
-        self.requests.count_role(role, status);
+        self.requests.count(label, code, status, role);
         audit(&caller, label, status, code);
         Ok(answered.unwrap_or_else(ApiError::into_response))
     }
@@ -157,8 +166,13 @@ impl Api {
         parts: &hyper::http::request::Parts,
         body: Incoming,
         matched: Matched<'_>,
+        tokens: &TokenCache,
     ) -> (Caller, Result<HttpResponse, ApiError>) {
-        let caller = match self.auth.identify(&parts.headers) {
+        let identified = match self.auth.identifies(matched.route) {
+            true => self.auth.identify(&parts.headers, tokens),
+            false => Ok(Caller::Anonymous),
+        };
+        let caller = match identified {
             Ok(caller) => caller,
             Err(refusal) => return (Caller::Anonymous, Err(refusal)),
         };

@@ -45,6 +45,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
 use crate::server::api::Api;
+use crate::server::auth::TokenCache;
 
 /// Timer ticks in one header timeout: a stalled head is closed between
 /// one and `1 + 1/TICKS_PER_TIMEOUT` timeouts after it began.
@@ -294,12 +295,15 @@ pub async fn serve(
         progress: Arc::clone(&progress),
     });
     let on_request = Arc::clone(&progress);
+    // The buyer token last verified on this connection.
+    let tokens = Arc::new(TokenCache::default());
     let service = service_fn(move |request: Request<Incoming>| {
         on_request.on_head();
         let serving = Serving(Arc::clone(&on_request));
         let api = Arc::clone(&api);
+        let tokens = Arc::clone(&tokens);
         async move {
-            let response = api.handle(request).await;
+            let response = api.handle_on(request, tokens).await;
             drop(serving);
             response
         }

@@ -73,8 +73,9 @@ impl RequestCounters {
         }
     }
 
-    /// Counts one answered request; `code` is `None` for a success.
-    pub fn count(&self, route: Route, code: Option<Code>, status: StatusCode) {
+    /// Counts one answered request by route, outcome, status and the
+    /// caller's role; `code` is `None` for a success.
+    pub fn count(&self, route: Route, code: Option<Code>, status: StatusCode, role: Role) {
         let outcome = code.map_or(0, |code| 1 + code.index());
         let status = STATUSES
             .iter()
@@ -85,18 +86,12 @@ impl RequestCounters {
         shard[route.index() * OUTCOMES + outcome].fetch_add(1, Ordering::Relaxed);
         let by_status = Route::ALL.len() * OUTCOMES + route.index() * STATUS_CELLS + status;
         shard[by_status].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts one answered request by the caller's role.
-    pub fn count_role(&self, role: Role, status: StatusCode) {
-        let outcome = match status.as_u16() {
-            200..=299 => 0,
-            401 | 403 => 1,
-            _ => 2,
+        let by_role = match code {
+            None => 0,
+            Some(Code::Unauthorized | Code::Forbidden) => 1,
+            Some(_) => 2,
         };
-        let shard = &self.shards[crate::core::hint::stripe_hint() % self.shards.len()];
-        // Relaxed: statistics summed on read.
-        shard[Self::role_cell(role, outcome)].fetch_add(1, Ordering::Relaxed);
+        shard[Self::role_cell(role, by_role)].fetch_add(1, Ordering::Relaxed);
     }
 
     fn role_cell(role: Role, outcome: usize) -> usize {
@@ -350,9 +345,19 @@ mod tests {
         .unwrap();
         let requests = Arc::new(RequestCounters::new());
         for code in Code::ALL {
-            requests.count(Route::SkuGet, Some(code), StatusCode::CONFLICT);
+            requests.count(
+                Route::SkuGet,
+                Some(code),
+                StatusCode::CONFLICT,
+                Role::Anonymous,
+            );
         }
-        requests.count(Route::Healthz, None, StatusCode::IM_A_TEAPOT);
+        requests.count(
+            Route::Healthz,
+            None,
+            StatusCode::IM_A_TEAPOT,
+            Role::Anonymous,
+        );
         let gauge = InFlightGauge(Arc::new([]));
         let text = render(&registry(requests, gauge, Arc::new(journal)));
         for code in Code::ALL {

@@ -40,6 +40,7 @@ fn unknown_reservation(text: &str) -> ApiError {
         Code::UnknownReservation,
         format!("unknown reservation {shown:?}"),
     )
+    .with("id", shown)
 }
 
 impl Api {
