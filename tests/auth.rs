@@ -486,6 +486,10 @@ fn reservation_ids_cannot_be_walked() {
             "both halves change: {pair:x?}"
         );
         assert!(diff.count_ones() >= 32, "{pair:x?}");
+        // The bits that differ are spread over at least 64 positions of
+        // the 128 (not a counter's low bits).
+        let span = 128 - diff.leading_zeros() - diff.trailing_zeros();
+        assert!(span >= 64, "differing bits span only {span}: {pair:x?}");
     }
     // 10,000 neighbours of real ids: ±1..±125 and every one-bit flip. The
     // service sees every reservation, so a 404 means there is none.

@@ -155,6 +155,10 @@ mod tests {
             assert!(low != 0 && high != 0, "{raw}");
             let differing = low.count_ones() + high.count_ones();
             assert!(differing >= 32, "{raw}: only {differing} bits differ");
+            // Spread over at least 64 of the 128 positions.
+            let diff = u128::from(low) | u128::from(high) << 64;
+            let span = 128 - diff.leading_zeros() - diff.trailing_zeros();
+            assert!(span >= 64, "{raw}: differing bits span only {span}");
             previous = next;
         }
     }
