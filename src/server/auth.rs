@@ -351,15 +351,21 @@ impl Auth {
                 "the buyer token's subject must be 1 to {MAX_CUSTOMER_CHARS} characters (it is the customer)"
             )));
         }
-        Ok((subject.into(), data.claims.exp))
+        let exp = data
+            .claims
+            .exp
+            .ok_or_else(|| unauthorized("the buyer token has no `exp` claim"))?;
+        Ok((subject.into(), exp))
     }
 }
 
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: Option<String>,
-    /// Checked by the crate (required); kept for the cache.
-    exp: u64,
+    /// Checked by the crate (required, so present once it passes); kept
+    /// for the cache. An `Option` so that a token without it is refused
+    /// by the crate's "missing claim", not as malformed.
+    exp: Option<u64>,
 }
 
 /// The buyer token last verified on one connection (`Auth::identify`).
