@@ -114,6 +114,8 @@ impl Api {
     }
 
     /// Answers one request. Never fails: every problem becomes a JSON error.
+    /// Outside a connection (tests, embedders): no buyer token is
+    /// remembered between requests.
     pub async fn handle(
         self: Arc<Self>,
         request: Request<Incoming>,
@@ -167,7 +169,7 @@ impl Api {
         body: Incoming,
         matched: Matched<'_>,
         tokens: &TokenCache,
-    ) -> (Caller, Result<HttpResponse, ApiError>) {
+    ) -> (Caller<'_>, Result<HttpResponse, ApiError>) {
         let identified = match self.auth.identifies(matched.route) {
             true => self.auth.identify(&parts.headers, tokens),
             false => Ok(Caller::Anonymous),
@@ -243,7 +245,11 @@ impl Api {
 
     /// An engine refusal as the contract answers it.
     pub(super) fn engine_error(&self, error: EngineError) -> ApiError {
-        ApiError::from_engine(error, |id| self.sku_name(id))
+        ApiError::from_engine(
+            error,
+            |id| self.sku_name(id),
+            |id| self.public_ids.to_string(id),
+        )
     }
 }
 

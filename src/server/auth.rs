@@ -100,17 +100,19 @@ impl AuthConfig {
 
 /// Who is calling, once the token is checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Caller {
+pub enum Caller<'a> {
     /// No token (or, on an open server, a token nobody asked for).
     Anonymous,
     Operator,
-    /// A service, by the name its token was configured with.
-    Service(Arc<str>),
+    /// A service, by the name its token was configured with (borrowed from
+    /// `Auth`: cloning one shared `Arc` per request would put a refcount
+    /// line that every core writes on the service's purchase path).
+    Service(&'a str),
     /// A buyer: the token's subject, which is the customer.
     Buyer(Arc<str>),
 }
 
-impl Caller {
+impl Caller<'_> {
     /// The metrics and log label.
     pub fn role(&self) -> Role {
         match self {
@@ -179,10 +181,9 @@ pub enum Scope<'a> {
 /// The configured roles, ready to check requests.
 pub struct Auth {
     admin_token: Option<Box<str>>,
-    services: Vec<(Arc<str>, Box<str>)>,
+    services: Vec<(Box<str>, Box<str>)>,
     buyer_keys: Vec<(Box<str>, DecodingKey)>,
     validation: Validation,
-    secured: bool,
 }
 
 impl std::fmt::Debug for Auth {
@@ -214,7 +215,7 @@ impl Auth {
             services: config
                 .service_tokens
                 .iter()
-                .map(|(name, token)| (Arc::from(name.as_str()), Box::from(token.as_str())))
+                .map(|(name, token)| (Box::from(name.as_str()), Box::from(token.as_str())))
                 .collect(),
             // `validate` has refused every key this would drop.
             buyer_keys: config
@@ -226,24 +227,28 @@ impl Auth {
                 })
                 .collect(),
             validation,
-            secured: config.is_secured(),
         }
     }
 
+    /// Whether roles apply to buyer routes (`AuthConfig::is_secured`).
     pub fn is_secured(&self) -> bool {
-        self.secured
+        !self.services.is_empty() || !self.buyer_keys.is_empty()
     }
 
     /// Whether `route` looks at the caller at all: every route of a server
     /// with roles, only the operator routes of an open one (whose buyer
     /// routes ignore tokens, so the purchase path skips the header).
     pub fn identifies(&self, route: Route) -> bool {
-        self.secured || matches!(route, Route::SkuPut | Route::SkuAdjust)
+        self.is_secured() || matches!(route, Route::SkuPut | Route::SkuAdjust)
     }
 
     /// Who presented the request's bearer token. On an open server only
     /// the admin token means anything; other tokens are ignored there.
-    pub fn identify(&self, headers: &HeaderMap, cache: &TokenCache) -> Result<Caller, ApiError> {
+    pub fn identify(
+        &self,
+        headers: &HeaderMap,
+        cache: &TokenCache,
+    ) -> Result<Caller<'_>, ApiError> {
         let Some(value) = headers.get(hyper::header::AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
         };
@@ -255,7 +260,7 @@ impl Auth {
         let Some(token) = token else {
             // On an open server a header nobody asked for changes nothing;
             // an operator route then answers that it needs the token.
-            return match self.secured {
+            return match self.is_secured() {
                 true => Err(unauthorized(
                     "the Authorization header must be `Bearer <token>` (at most 4096 bytes)",
                 )),
@@ -265,7 +270,7 @@ impl Auth {
         if let Some(caller) = self.shared_secret(token) {
             return Ok(caller);
         }
-        if !self.secured {
+        if !self.is_secured() {
             return Ok(Caller::Anonymous);
         }
         if token.bytes().filter(|&b| b == b'.').count() == 2 && !self.buyer_keys.is_empty() {
@@ -278,7 +283,7 @@ impl Auth {
 
     /// The operator or service whose token this is. Every configured token
     /// is compared, so timing does not tell which one nearly matched.
-    fn shared_secret(&self, token: &str) -> Option<Caller> {
+    fn shared_secret(&self, token: &str) -> Option<Caller<'_>> {
         let mut found = None;
         if let Some(admin) = &self.admin_token {
             if constant_time_eq(token.as_bytes(), admin.as_bytes()) {
@@ -287,7 +292,7 @@ impl Auth {
         }
         for (name, secret) in &self.services {
             if constant_time_eq(token.as_bytes(), secret.as_bytes()) && found.is_none() {
-                found = Some(Caller::Service(Arc::clone(name)));
+                found = Some(Caller::Service(name));
             }
         }
         found
@@ -408,9 +413,13 @@ fn token_refusal(kind: &ErrorKind) -> String {
 
 /// What `caller` may do on `route`: the scope of reservations it acts on,
 /// or the refusal.
-pub fn authorize<'a>(auth: &Auth, route: Route, caller: &'a Caller) -> Result<Scope<'a>, ApiError> {
+pub fn authorize<'a>(
+    auth: &Auth,
+    route: Route,
+    caller: &'a Caller<'_>,
+) -> Result<Scope<'a>, ApiError> {
     let operator_route = matches!(route, Route::SkuPut | Route::SkuAdjust)
-        || (auth.secured && route == Route::Metrics);
+        || (auth.is_secured() && route == Route::Metrics);
     if operator_route {
         return match (auth.admin_token.is_some(), caller) {
             (false, _) | (true, Caller::Operator) => Ok(Scope::Any),
@@ -423,7 +432,7 @@ pub fn authorize<'a>(auth: &Auth, route: Route, caller: &'a Caller) -> Result<Sc
             ))),
         };
     }
-    if !auth.secured || matches!(route, Route::Healthz | Route::Other) {
+    if !auth.is_secured() || matches!(route, Route::Healthz | Route::Other) {
         return Ok(Scope::Any);
     }
     let allowed = match (route, caller) {

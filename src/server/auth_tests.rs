@@ -72,7 +72,7 @@ fn shared_secrets_name_their_role_and_others_are_refused() {
     );
     assert_eq!(
         auth.identify(&headers("service-token"), &cache).unwrap(),
-        Caller::Service("checkout".into())
+        Caller::Service("checkout")
     );
     assert!(auth.identify(&headers("service-tokem"), &cache).is_err());
     assert_eq!(

@@ -9,7 +9,8 @@ use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 
 use crate::core::error::EngineError;
-use crate::core::types::SkuId;
+use crate::core::public_id::PUBLIC_ID_CHARS;
+use crate::core::types::{ReservationId, SkuId};
 
 /// The responses this server writes.
 pub type HttpResponse = Response<Full<Bytes>>;
@@ -144,13 +145,29 @@ impl ApiError {
         response
     }
 
+    /// The one answer for a reservation id the caller may not see: one
+    /// that names none, and another customer's, answer alike (no oracle).
+    /// `text` is the id as the client wrote it (or its public form).
+    pub fn unknown_reservation(text: &str) -> ApiError {
+        let shown: String = text.chars().take(PUBLIC_ID_CHARS + 8).collect();
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            Code::UnknownReservation,
+            format!("unknown reservation {shown:?}"),
+        )
+        .with("id", shown)
+    }
+
     /// Maps an engine refusal to the contract's code, status and details;
-    /// `name` finds SKU names (lock-free) for the message and details.
+    /// `name` finds SKU names (lock-free), `public_id` writes a reservation
+    /// id as clients know it (the engine's own messages name the internal
+    /// id, which never leaves the server).
     // Long by design: one arm per engine refusal, the whole mapping to
     // the contract in one match.
     pub fn from_engine<'a>(
         error: EngineError,
         name: impl Fn(SkuId) -> Option<&'a str>,
+        public_id: impl Fn(ReservationId) -> String,
     ) -> ApiError {
         let message = error.named(&name).to_string();
         let sku = |id: SkuId| name(id).map_or(Value::Null, Value::from);
@@ -188,16 +205,24 @@ impl ApiError {
                 .with("sku", sku(id))
                 .with("available", available)
                 .with("requested", requested),
-            EngineError::InvalidTransition { status, .. } => {
-                conflict(Code::InvalidTransition).with("status", status.as_str())
-            }
+            EngineError::InvalidTransition {
+                id,
+                status,
+                requested,
+            } => ApiError::new(
+                StatusCode::CONFLICT,
+                Code::InvalidTransition,
+                format!(
+                    "reservation {} is {status}: it cannot be {requested}",
+                    public_id(id)
+                ),
+            )
+            .with("status", status.as_str()),
             EngineError::UnknownSku { name } => {
                 status(StatusCode::NOT_FOUND, Code::UnknownSku).with("sku", &*name)
             }
             EngineError::UnknownSkuId { .. } => status(StatusCode::NOT_FOUND, Code::UnknownSku),
-            EngineError::UnknownReservation { id } => {
-                status(StatusCode::NOT_FOUND, Code::UnknownReservation).with("id", id.to_string())
-            }
+            EngineError::UnknownReservation { id } => ApiError::unknown_reservation(&public_id(id)),
             EngineError::StorageFailed { .. } => {
                 status(StatusCode::SERVICE_UNAVAILABLE, Code::StorageFailed)
             }

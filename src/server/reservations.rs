@@ -11,10 +11,8 @@ use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
 use super::response::{reservation_json, write_new_reservation};
 use super::route::Route;
 use crate::core::engine::Order;
-use crate::core::error::EngineError;
 use crate::core::holds::HoldDocument;
 use crate::core::limits::MAX_LINES_PER_CART;
-use crate::core::public_id::PUBLIC_ID_CHARS;
 use crate::core::types::{Line, ReservationId, SkuId};
 
 type Parts = hyper::http::request::Parts;
@@ -29,18 +27,6 @@ enum Placed {
     Created(Vec<u8>),
     /// An idempotent retry of an earlier order: answered as it is now.
     Replayed(ReservationId),
-}
-
-/// The one answer for a reservation the caller may not see: unknown, and
-/// someone else's, answer the same, so ids cannot be probed.
-fn unknown_reservation(text: &str) -> ApiError {
-    let shown: String = text.chars().take(PUBLIC_ID_CHARS + 8).collect();
-    ApiError::new(
-        StatusCode::NOT_FOUND,
-        Code::UnknownReservation,
-        format!("unknown reservation {shown:?}"),
-    )
-    .with("id", shown)
 }
 
 impl Api {
@@ -146,38 +132,26 @@ impl Api {
         }
     }
 
-    /// The reservation `text` names, if `scope` may see it.
-    fn visible(&self, text: &str, scope: Scope<'_>) -> Result<HoldDocument, ApiError> {
-        let id = self
-            .public_ids
+    /// The reservation `text` names, or the one refusal for an id that
+    /// names none.
+    fn decode_id(&self, text: &str) -> Result<ReservationId, ApiError> {
+        self.public_ids
             .decode(text)
-            .ok_or_else(|| unknown_reservation(text))?;
+            .ok_or_else(|| ApiError::unknown_reservation(text))
+    }
+
+    /// The reservation `id` as `scope` may see it; another customer's
+    /// answers as unknown.
+    fn visible(&self, id: ReservationId, scope: Scope<'_>) -> Result<HoldDocument, ApiError> {
         let document = self
             .engine
             .reservation(id)
-            .map_err(|e| self.reservation_error(e, text))?;
+            .map_err(|e| self.engine_error(e))?;
         match scope {
-            Scope::Customer(customer) if document.customer.as_deref() != Some(customer) => {
-                Err(unknown_reservation(text))
-            }
+            Scope::Customer(customer) if document.customer.as_deref() != Some(customer) => Err(
+                ApiError::unknown_reservation(&self.public_ids.to_string(id)),
+            ),
             _ => Ok(document),
-        }
-    }
-
-    /// An engine refusal about the reservation `text`, named by its public
-    /// id (the engine's message names the internal one).
-    fn reservation_error(&self, error: EngineError, text: &str) -> ApiError {
-        match error {
-            EngineError::UnknownReservation { .. } => unknown_reservation(text),
-            EngineError::InvalidTransition {
-                status, requested, ..
-            } => ApiError::new(
-                StatusCode::CONFLICT,
-                Code::InvalidTransition,
-                format!("reservation {text} is {status}: it cannot be {requested}"),
-            )
-            .with("status", status.as_str()),
-            other => self.engine_error(other),
         }
     }
 
@@ -186,11 +160,8 @@ impl Api {
         status: StatusCode,
         id: ReservationId,
     ) -> Result<HttpResponse, ApiError> {
+        let document = self.visible(id, Scope::Any)?;
         let text = self.public_ids.to_string(id);
-        let document = self
-            .engine
-            .reservation(id)
-            .map_err(|e| self.reservation_error(e, &text))?;
         let json = reservation_json(&document, &text, |id| self.sku_name(id));
         Ok(json_response(status, &json))
     }
@@ -201,7 +172,7 @@ impl Api {
         text: &str,
         scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
-        let document = self.visible(text, scope)?;
+        let document = self.visible(self.decode_id(text)?, scope)?;
         let json = reservation_json(&document, text, |id| self.sku_name(id));
         Ok(json_response(StatusCode::OK, &json))
     }
@@ -213,15 +184,19 @@ impl Api {
         text: &str,
         scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
-        // A reservation's customer never changes, so checking it before
-        // the transition is as good as checking it under the lock.
-        let id = self.visible(text, scope)?.id;
+        let id = self.decode_id(text)?;
+        if let Scope::Customer(_) = scope {
+            // A reservation's customer never changes, so checking it before
+            // the transition is as good as checking it under the lock. A
+            // service (any customer's) skips the read: nothing to check.
+            self.visible(id, scope)?;
+        }
         let outcome = match route {
             Route::ReservationConfirm => self.engine.confirm(id),
             Route::ReservationCancel => self.engine.cancel(id),
             _ => self.engine.refund(id),
         };
-        outcome.map_err(|e| self.reservation_error(e, text))?;
+        outcome.map_err(|e| self.engine_error(e))?;
         self.acknowledge().await?;
         self.reservation_response(StatusCode::OK, id)
     }

@@ -127,23 +127,19 @@ pub fn temp_dir(name: &str) -> PathBuf {
 
 /// The whole `/metrics` response, status line included.
 pub fn metrics_text(server: &Server) -> String {
-    let mut stream = TcpStream::connect(server.addr).unwrap();
-    write!(
-        stream,
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).unwrap();
-    text
+    metrics_response(server, "")
 }
 
 /// The `/metrics` response, asked with an `Authorization` header.
 pub fn metrics_text_with(server: &Server, auth: &str) -> String {
+    metrics_response(server, &format!("Authorization: {auth}\r\n"))
+}
+
+fn metrics_response(server: &Server, headers: &str) -> String {
     let mut stream = TcpStream::connect(server.addr).unwrap();
     write!(
         stream,
-        "GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: {auth}\r\nConnection: close\r\n\r\n"
+        "GET /metrics HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n"
     )
     .unwrap();
     let mut text = String::new();
