@@ -23,16 +23,20 @@ impl<S: ChangeSink> Engine<S> {
     pub fn reserve(&self, order: &Order<'_>) -> Result<Receipt, EngineError> {
         let ttl_ms = self.validate(order)?;
         self.check_storage()?;
+        // One CPU hint for the whole order (each read is a call into
+        // glibc): a thread that migrates meanwhile only shares a stripe or
+        // a lane for this one order.
+        let hint = stripe_hint();
         // Before any lock, the idempotency key's included: the hold's
         // creation is recorded under its shard lock, inside the key's.
-        self.sink.make_room(stripe_hint());
+        self.sink.make_room(hint);
         let Some(key) = order.idempotency_key else {
-            return self.reserve_once(order, ttl_ms);
+            return self.reserve_once(order, ttl_ms, hint);
         };
         let fingerprint = fingerprint(order, ttl_ms);
         let now_ms = self.clock.now_ms();
         let ran = self.idempotency.run(key, fingerprint, now_ms, || {
-            let outcome = self.reserve_once(order, ttl_ms);
+            let outcome = self.reserve_once(order, ttl_ms, hint);
             // Capacity refusals are about the server, not the request: a
             // retry after capacity frees up must be allowed to run.
             let keep = !matches!(outcome, Err(EngineError::CapacityExceeded { .. }));
@@ -47,7 +51,7 @@ impl<S: ChangeSink> Engine<S> {
                     status: receipt.status,
                     expires_at_ms: receipt.expires_at_ms,
                 };
-                self.record(stripe_hint(), Change::Idempotency(change));
+                self.record(hint, Change::Idempotency(change));
             }
             (outcome, keep)
         });
@@ -167,8 +171,12 @@ impl<S: ChangeSink> Engine<S> {
     }
 
     /// One attempt at an order, all lines or none.
-    fn reserve_once(&self, order: &Order<'_>, ttl_ms: u64) -> Result<Receipt, EngineError> {
-        let hint = stripe_hint();
+    fn reserve_once(
+        &self,
+        order: &Order<'_>,
+        ttl_ms: u64,
+        hint: usize,
+    ) -> Result<Receipt, EngineError> {
         let into = if order.confirm {
             TakeInto::Sold
         } else {
