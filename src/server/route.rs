@@ -118,10 +118,19 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
 /// A path segment with its percent-escapes decoded (`a%3Ab` is `a:b`);
 /// borrowed when it has none. `None` for a malformed escape or bytes that
 /// are not UTF-8.
+///
+/// Inline for its common case (every request has a segment, usually
+/// without escapes, often empty); the decoding itself is out of line.
+#[inline]
 pub fn decode_segment(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
-    if !segment.contains('%') {
+    if !segment.as_bytes().contains(&b'%') {
         return Some(std::borrow::Cow::Borrowed(segment));
     }
+    decode_escapes(segment).map(std::borrow::Cow::Owned)
+}
+
+#[inline(never)]
+fn decode_escapes(segment: &str) -> Option<String> {
     let bytes = segment.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut at = 0;
@@ -136,7 +145,7 @@ pub fn decode_segment(segment: &str) -> Option<std::borrow::Cow<'_, str>> {
             at += 1;
         }
     }
-    String::from_utf8(out).ok().map(std::borrow::Cow::Owned)
+    String::from_utf8(out).ok()
 }
 
 /// Most segments any route has.
