@@ -6,6 +6,8 @@
 //! (recovery then found `sold > received`); and a hold was visible to
 //! cancels before its creation was appended.
 
+mod common;
+
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use hotstock::core::change::HoldChange;
@@ -225,4 +227,101 @@ fn every_prefix_of_what_the_engine_records_is_a_state_it_passed_through() {
     check_every_prefix(&changes).unwrap();
     let document = engine.sku_document(sku).unwrap();
     assert!(document.is_conserved(), "{document:?}");
+}
+
+/// The journal in front of the engine, with a hook at the moment a restock
+/// is recorded: a buyer takes a unit if one is on sale *then*, the journal
+/// is cut (a durable batch of everything appended so far), and the data
+/// directory is copied as a crash at that instant would leave it. Before
+/// the rule, the restock's units were already on sale when it was
+/// recorded, so the copy held the sale without the restock and recovery
+/// found `sold > received` and refused to start.
+struct CutAtRestock {
+    journal: Arc<hotstock::durable::journal::Journal>,
+    engine: OnceLock<Weak<Engine<Arc<CutAtRestock>>>>,
+    data_dir: std::path::PathBuf,
+    crash_copy: std::path::PathBuf,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl ChangeSink for CutAtRestock {
+    fn failure(&self) -> Option<Box<str>> {
+        ChangeSink::failure(&self.journal)
+    }
+
+    fn make_room(&self, hint: usize) {
+        ChangeSink::make_room(&self.journal, hint)
+    }
+
+    fn record(&self, hint: usize, change: &Change<'_>) {
+        if let Change::Operator { sku, delta, .. } = *change {
+            if delta > 0 && !self.cut.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                let engine = self.engine.get().and_then(Weak::upgrade).expect("engine");
+                // Only a unit on sale now can be taken without waiting for
+                // a lock (the buyer runs on another thread).
+                if engine.available_now(sku).expect("known SKU") > 0 {
+                    std::thread::scope(|s| {
+                        s.spawn(|| engine.sell(sku, 1).expect("a unit on sale"));
+                    });
+                }
+                self.journal.flush().expect("the cut is durable");
+                common::copy_dir(&self.data_dir, &self.crash_copy);
+            }
+        }
+        ChangeSink::record(&self.journal, hint, change)
+    }
+}
+
+#[test]
+fn a_journal_cut_at_a_restock_never_holds_a_sale_of_its_units() {
+    use hotstock::durable::journal::{fs::RealFs, Durability, Journal, JournalConfig};
+    use hotstock::durable::{DurableConfig, DurableEngine};
+
+    let root = common::TempDir::new("cut-at-restock");
+    let data_dir = root.0.join("data");
+    let crash_copy = root.0.join("crash");
+    std::fs::create_dir_all(data_dir.join("journal")).unwrap();
+    let mut config = JournalConfig::new(data_dir.join("journal"), Durability::Async);
+    // Batches are cut only when the test flushes.
+    config.flush_interval = std::time::Duration::from_secs(3600);
+    let journal = Journal::start(config, Arc::new(RealFs), 0, Box::new(|_, _| {})).unwrap();
+    let sink = Arc::new(CutAtRestock {
+        journal: Arc::new(journal),
+        engine: OnceLock::new(),
+        data_dir: data_dir.clone(),
+        crash_copy: crash_copy.clone(),
+        cut: Default::default(),
+    });
+    let engine = Engine::with_sink(
+        EngineConfig::default(),
+        Arc::new(SystemClock),
+        Arc::clone(&sink),
+    )
+    .unwrap();
+    let engine = Arc::new(engine);
+    assert!(sink.engine.set(Arc::downgrade(&engine)).is_ok());
+    let (sku, _) = engine.put_sku("tee", 0, None, None).unwrap();
+    engine.restock(sku, 5).unwrap();
+    engine.sell(sku, 1).unwrap();
+    sink.journal.flush().unwrap();
+    assert!(sink.cut.load(std::sync::atomic::Ordering::SeqCst));
+
+    // Recovery from the first batch only: what the crash copy holds.
+    let (recovered, _) = DurableEngine::open(DurableConfig::new(&crash_copy, Durability::Async))
+        .expect("recovery from the cut: a sale of a unit never received would refuse it");
+    let doc = recovered
+        .engine()
+        .sku_document(recovered.engine().sku("tee").unwrap())
+        .unwrap();
+    assert_eq!((doc.received, doc.sold), (0, 0), "{doc:?}");
+    drop(recovered);
+    // And the whole journal recovers the whole story.
+    drop(engine);
+    drop(sink);
+    let (whole, _) = DurableEngine::open(DurableConfig::new(&data_dir, Durability::Async)).unwrap();
+    let doc = whole
+        .engine()
+        .sku_document(whole.engine().sku("tee").unwrap())
+        .unwrap();
+    assert_eq!((doc.received, doc.sold), (5, 1), "{doc:?}");
 }
