@@ -206,10 +206,13 @@ impl std::fmt::Debug for Auth {
 impl Auth {
     pub fn new(config: &AuthConfig) -> Auth {
         let mut validation = Validation::new(Algorithm::HS256);
+        // The crate checks the signature and that `exp` and `sub` are
+        // there; `exp` and `nbf` are compared here, against the same clock
+        // the connection's token cache uses (`check_times`).
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.validate_nbf = true;
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
         validation.validate_aud = false;
-        validation.leeway = TOKEN_LEEWAY_S;
         Auth {
             admin_token: config.admin_token.as_deref().map(Box::from),
             services: config
@@ -249,6 +252,16 @@ impl Auth {
         headers: &HeaderMap,
         cache: &TokenCache,
     ) -> Result<Caller<'_>, ApiError> {
+        self.identify_at(headers, cache, unix_now_s())
+    }
+
+    /// `identify` with the time (Unix seconds) buyer tokens are checked at.
+    fn identify_at(
+        &self,
+        headers: &HeaderMap,
+        cache: &TokenCache,
+        now_s: u64,
+    ) -> Result<Caller<'_>, ApiError> {
         let Some(value) = headers.get(hyper::header::AUTHORIZATION) else {
             return Ok(Caller::Anonymous);
         };
@@ -274,7 +287,7 @@ impl Auth {
             return Ok(Caller::Anonymous);
         }
         if token.bytes().filter(|&b| b == b'.').count() == 2 && !self.buyer_keys.is_empty() {
-            return self.buyer_cached(token, cache).map(Caller::Buyer);
+            return self.buyer_cached(token, cache, now_s).map(Caller::Buyer);
         }
         Err(unauthorized(
             "the bearer token is not one this server knows (not the operator token, a service token, or a buyer token)",
@@ -304,19 +317,23 @@ impl Auth {
     /// an HMAC) costs more than the purchase. A cached token is used only
     /// while its `exp` (with the leeway) is ahead; `nbf` had passed when it
     /// was verified, and time only moves on.
-    fn buyer_cached(&self, token: &str, cache: &TokenCache) -> Result<Arc<str>, ApiError> {
-        let now_s = unix_now_s();
+    fn buyer_cached(
+        &self,
+        token: &str,
+        cache: &TokenCache,
+        now_s: u64,
+    ) -> Result<Arc<str>, ApiError> {
         let mut cached = cache.last.lock();
         if let Some(last) = &*cached {
             // Constant time: the cached token is a valid one, and an early
             // exit would time how much of a forgery matches it.
             if constant_time_eq(token.as_bytes(), last.token.as_bytes())
-                && now_s < last.exp_s.saturating_add(TOKEN_LEEWAY_S)
+                && check_times(last.exp_s, None, now_s).is_ok()
             {
                 return Ok(Arc::clone(&last.customer));
             }
         }
-        let (customer, exp_s) = self.buyer(token)?;
+        let (customer, exp_s) = self.buyer(token, now_s)?;
         *cached = Some(Verified {
             token: token.into(),
             customer: Arc::clone(&customer),
@@ -328,7 +345,7 @@ impl Auth {
     /// The customer a buyer token names and its `exp`, once its key,
     /// signature and times check out; otherwise a 401 that says which check
     /// failed.
-    fn buyer(&self, token: &str) -> Result<(Arc<str>, u64), ApiError> {
+    fn buyer(&self, token: &str, now_s: u64) -> Result<(Arc<str>, u64), ApiError> {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| unauthorized("the buyer token is not a well-formed JWT"))?;
         let kid = header
@@ -360,17 +377,33 @@ impl Auth {
             .claims
             .exp
             .ok_or_else(|| unauthorized("the buyer token has no `exp` claim"))?;
+        check_times(exp, data.claims.nbf, now_s)?;
         Ok((subject.into(), exp))
     }
+}
+
+/// A buyer token's validity at `now_s`, with `TOKEN_LEEWAY_S` either way
+/// for clock differences between the login service and this server.
+fn check_times(exp_s: u64, nbf_s: Option<u64>, now_s: u64) -> Result<(), ApiError> {
+    if now_s >= exp_s.saturating_add(TOKEN_LEEWAY_S) {
+        return Err(unauthorized("the buyer token has expired (`exp` is past)"));
+    }
+    if nbf_s.is_some_and(|nbf| nbf > now_s.saturating_add(TOKEN_LEEWAY_S)) {
+        return Err(unauthorized(
+            "the buyer token is not valid yet (`nbf` is in the future)",
+        ));
+    }
+    Ok(())
 }
 
 #[derive(serde::Deserialize)]
 struct Claims {
     sub: Option<String>,
-    /// Checked by the crate (required, so present once it passes); kept
-    /// for the cache. An `Option` so that a token without it is refused
-    /// by the crate's "missing claim", not as malformed.
+    /// Required (the crate checks it is there); compared by `check_times`.
+    /// An `Option` so that a token without it is refused by the crate's
+    /// "missing claim", not as malformed.
     exp: Option<u64>,
+    nbf: Option<u64>,
 }
 
 /// The buyer token last verified on one connection (`Auth::identify`).
@@ -395,10 +428,6 @@ fn unix_now_s() -> u64 {
 /// What a failed token check tells the client.
 fn token_refusal(kind: &ErrorKind) -> String {
     match kind {
-        ErrorKind::ExpiredSignature => "the buyer token has expired (`exp` is past)".into(),
-        ErrorKind::ImmatureSignature => {
-            "the buyer token is not valid yet (`nbf` is in the future)".into()
-        }
         ErrorKind::InvalidSignature => {
             "the buyer token's signature does not match its key".into()
         }

@@ -80,3 +80,46 @@ fn shared_secrets_name_their_role_and_others_are_refused() {
         Caller::Anonymous
     );
 }
+
+fn token_with(sub: &str, claims: serde_json::Value) -> String {
+    let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+    header.kid = Some("k1".into());
+    let mut claims = claims;
+    claims["sub"] = sub.into();
+    let key = jsonwebtoken::EncodingKey::from_secret(KEY.as_bytes()).unwrap();
+    jsonwebtoken::encode(&header, &claims, &key).unwrap()
+}
+
+/// A token that expires while its connection is open stops working there:
+/// the cache checks `exp` against the same clock the first check used.
+#[test]
+fn a_cached_token_expires_on_its_connection() {
+    let auth = auth();
+    let cache = TokenCache::default();
+    let t = 1_800_000_000;
+    let token = token_with("ann", serde_json::json!({"exp": t + 60}));
+    let at = |now| auth.identify_at(&headers(&token), &cache, now);
+    assert_eq!(at(t).unwrap(), Caller::Buyer("ann".into()));
+    assert_eq!(
+        at(t + 60 + TOKEN_LEEWAY_S - 1).unwrap(),
+        Caller::Buyer("ann".into())
+    );
+    let refused = at(t + 60 + TOKEN_LEEWAY_S).unwrap_err();
+    assert!(refused.message.contains("expired"), "{}", refused.message);
+}
+
+#[test]
+fn a_token_not_valid_yet_becomes_valid() {
+    let auth = auth();
+    let cache = TokenCache::default();
+    let t = 1_800_000_000;
+    let token = token_with("ann", serde_json::json!({"exp": t + 3600, "nbf": t + 100}));
+    let refused = auth.identify_at(&headers(&token), &cache, t).unwrap_err();
+    assert!(
+        refused.message.contains("not valid yet"),
+        "{}",
+        refused.message
+    );
+    let later = auth.identify_at(&headers(&token), &cache, t + 100).unwrap();
+    assert_eq!(later, Caller::Buyer("ann".into()));
+}
