@@ -47,7 +47,7 @@ fn a_stalled_disk_does_not_stall_requests_that_need_no_journal_room() {
     let fs = FaultyFs::new();
     let mut config = JournalConfig::new(&dir, Durability::Async);
     config.lane_bytes = 8192;
-    let journal = Journal::start(config, Arc::new(fs.clone()), 0, Box::new(|_, _| {})).unwrap();
+    let journal = Journal::start(config, Arc::new(fs.clone()), 0, Box::new(|_| {})).unwrap();
     let journal = Arc::new(journal);
     let engine = Engine::with_sink(
         EngineConfig::default(),

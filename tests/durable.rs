@@ -265,15 +265,62 @@ fn torn_last_frame_is_truncated_and_reported() {
     assert_eq!(state(recovered.engine()), before);
 }
 
+/// A batch's frames are the lanes concatenated in CPU order, so a sale on
+/// CPU 0 can precede, within one batch, the restock on CPU 1 that it took
+/// from. A torn write that kept the sale and lost the restock left a state
+/// the engine never passed through (more sold than received), and recovery
+/// refused to start on the SKU. The marker at the start of each batch lets
+/// recovery drop a last batch that did not reach the disk whole.
+#[test]
+fn a_batch_torn_after_a_sale_and_before_its_restock_is_dropped_whole() {
+    use hotstock::durable::event::{Event, LimitChange};
+    use hotstock::durable::journal::segment::{append_frame, BatchMarker};
+    let dir = TempDir::new("torn-batch");
+    let (durable, _) = open(&dir.0);
+    let (sku, _) = durable.engine().put_sku("hot", 0, None, None).unwrap();
+    durable.journal().flush().unwrap();
+    let before = state(durable.engine());
+    drop(durable);
+    // The batch as the writer would lay it out: the sale's lane first.
+    let mut frames = Vec::new();
+    append_frame(&mut frames, |out| Event::Sell { sku, units: 1 }.encode(out));
+    let sale_end = frames.len();
+    let restock = Event::Operator {
+        sku,
+        delta: 1,
+        version: 2,
+        limit: LimitChange::Unchanged,
+    };
+    append_frame(&mut frames, |out| restock.encode(out));
+    let last = last_segment(&dir.0);
+    let mut bytes = std::fs::read(&last).unwrap();
+    let intact = bytes.len() as u64;
+    bytes.extend_from_slice(&BatchMarker::frame(T0, 2, frames.len() as u32));
+    // The write tore after the sale's frame.
+    bytes.extend_from_slice(&frames[..sale_end]);
+    std::fs::write(&last, &bytes).unwrap();
+    let (recovered, report) = open(&dir.0);
+    let (_, torn) = report.torn_tail.expect("torn batch reported");
+    assert_eq!(torn.offset, intact, "cut at the batch's marker");
+    assert_eq!(std::fs::metadata(&last).unwrap().len(), intact);
+    assert_eq!(state(recovered.engine()), before);
+}
+
 #[test]
 fn flipped_byte_mid_journal_refuses_to_start_until_salvaged() {
     let dir = TempDir::new("flip");
     let (durable, _) = open(&dir.0);
     let (sku, _) = durable.engine().put_sku("hot", 1_000, None, None).unwrap();
-    for _ in 0..50 {
-        durable.engine().sell(sku, 1).unwrap();
-    }
+    // Batches of 5: salvage keeps whole batches, so the damage must not
+    // land in the one that created the SKU.
     durable.journal().flush().unwrap();
+    for round in 0..10 {
+        for _ in 0..5 {
+            durable.engine().sell(sku, 1).unwrap();
+        }
+        durable.journal().flush().unwrap();
+        assert_eq!(durable.journal().stats().batches, round + 2);
+    }
     let snapshot = TempDir::new("flip-copy");
     copy_dir(&dir.0, &snapshot.0);
     drop(durable);
@@ -296,7 +343,10 @@ fn flipped_byte_mid_journal_refuses_to_start_until_salvaged() {
         .engine()
         .sku_document(recovered.engine().sku("hot").unwrap())
         .unwrap();
-    assert!(doc.sold < 50 && doc.is_conserved(), "{doc:?}");
+    assert!(
+        doc.sold < 50 && doc.sold % 5 == 0 && doc.is_conserved(),
+        "{doc:?}"
+    );
 }
 
 #[test]

@@ -284,7 +284,7 @@ fn a_journal_cut_at_a_restock_never_holds_a_sale_of_its_units() {
     let mut config = JournalConfig::new(data_dir.join("journal"), Durability::Async);
     // Batches are cut only when the test flushes.
     config.flush_interval = std::time::Duration::from_secs(3600);
-    let journal = Journal::start(config, Arc::new(RealFs), 0, Box::new(|_, _| {})).unwrap();
+    let journal = Journal::start(config, Arc::new(RealFs), 0, Box::new(|_| {})).unwrap();
     let sink = Arc::new(CutAtRestock {
         journal: Arc::new(journal),
         engine: OnceLock::new(),

@@ -16,7 +16,9 @@ use crate::core::public_id::PublicIds;
 use crate::core::timers::TimerThread;
 use crate::durable::journal::fs::{create_dir_all_durably, JournalFs, RealFs};
 use crate::durable::journal::segment::{Corruption, Position, TornTail};
-use crate::durable::journal::{BatchSink, Durability, Journal, JournalConfig, JournalError};
+use crate::durable::journal::{
+    BatchSink, Durability, DurableBatch, Journal, JournalConfig, JournalError,
+};
 use crate::durable::store::sqlite::SqliteStore;
 use crate::durable::store::{Store, StoreError};
 
@@ -145,7 +147,13 @@ impl DurableEngine {
         })?;
         let lock = lock_dir(&config.data_dir)?;
         let mut store = open_store(&config)?;
-        let (settled, mut report) = recover(&journal_dir, store.as_mut(), Mode::Repair)?;
+        let (settled, mut report) = recover(
+            &journal_dir,
+            store.as_mut(),
+            Mode::Repair,
+            &mut |_| {},
+            &mut |_| {},
+        )?;
         let next_segment = list_segments(&journal_dir)?
             .last()
             .map_or(settled.position.segment, |last| last + 1);
@@ -155,10 +163,15 @@ impl DurableEngine {
         // checkpoint.
         let settled_for_sink = Arc::new(Mutex::new(settled));
         let sink_target = Arc::clone(&settled_for_sink);
-        let sink = Box::new(move |batch: &[u8], start: Position| {
-            fold_batch(&mut sink_target.lock(), batch, start)
-        });
-        let journal = Arc::new(start_journal(&config, fs, next_segment, sink)?);
+        let sink =
+            Box::new(move |batch: &DurableBatch<'_>| fold_batch(&mut sink_target.lock(), batch));
+        let journal = Arc::new(start_journal(
+            &config,
+            fs,
+            clock.clone(),
+            next_segment,
+            sink,
+        )?);
         let boot = store.next_boot()?;
         let public_ids = PublicIds::new(store.reservation_id_key(fresh_key(&config)?)?);
         let engine = Engine::with_sink(config.engine.clone(), clock.clone(), Arc::clone(&journal))
@@ -298,6 +311,7 @@ fn open_store(config: &DurableConfig) -> Result<Box<dyn Store>, OpenError> {
 fn start_journal(
     config: &DurableConfig,
     fs: Arc<dyn JournalFs>,
+    clock: Arc<dyn Clock>,
     next_segment: u64,
     sink: BatchSink,
 ) -> Result<Journal, OpenError> {
@@ -305,6 +319,7 @@ fn start_journal(
     let mut journal_config = JournalConfig::new(&journal_dir, config.durability);
     journal_config.segment_bytes = config.segment_bytes;
     journal_config.flush_interval = config.flush_interval;
+    journal_config.clock = clock;
     Journal::start(journal_config, fs, next_segment, sink).map_err(|source| OpenError::Io {
         path: journal_dir,
         source,

@@ -9,14 +9,14 @@ use crate::core::change::ChangeSink;
 use crate::core::engine::Receipt;
 use crate::core::holds::NewHold;
 use crate::core::types::{HoldStatus, ReservationId, SkuId};
-use crate::durable::event::KeyEvent;
+use crate::durable::event::{Event, KeyEvent};
 
 use crate::core::engine::Engine;
 use crate::core::error::EngineError;
-use crate::durable::event::Event;
 use crate::durable::journal::segment::{
-    self, parse_segment_file_name, segment_file_name, Corruption, Position,
+    self, parse_segment_file_name, segment_file_name, BatchMarker, Corruption, Position, TornTail,
 };
+use crate::durable::journal::DurableBatch;
 use crate::durable::settled::Settled;
 use crate::durable::store::sqlite::SqliteStore;
 use crate::durable::store::{Store, StoreError};
@@ -62,28 +62,33 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, OpenError> {
     Ok(numbers)
 }
 
-/// Folds one durable batch (a run of frames starting at `start`).
-pub(super) fn fold_batch(settled: &mut Settled, batch: &[u8], start: Position) {
-    for payload in segment::batch_payloads(batch) {
+/// Folds one durable batch's frames into `settled`.
+pub(super) fn fold_batch(settled: &mut Settled, batch: &DurableBatch<'_>) {
+    for payload in segment::batch_payloads(batch.frames) {
         // We encoded it ourselves a moment ago: a decode failure is a bug.
         let folded = settled.apply_frame(payload);
         debug_assert!(folded.is_ok(), "journal frame failed to decode: {folded:?}");
     }
-    settled.position = Position {
-        segment: start.segment,
-        offset: start.offset + batch.len() as u64,
-    };
+    settled.position = batch.end;
 }
 
+/// Called with every batch recovery replays, after it is folded.
+pub(super) type OnBatch<'a> = &'a mut dyn FnMut(&DurableBatch<'_>);
+
 /// Loads the store and replays the journal after its position.
+/// `start_feed` sees the store's state before any batch is replayed;
+/// `on_batch` then sees each replayed batch.
 pub(super) fn recover(
     journal_dir: &Path,
     store: &mut dyn Store,
     mode: Mode,
+    start_feed: &mut dyn FnMut(&Settled),
+    on_batch: OnBatch<'_>,
 ) -> Result<(Settled, RecoveryReport), OpenError> {
     let loaded = store.load()?;
     let had_checkpoint = loaded.is_some();
     let mut settled = loaded.unwrap_or_default();
+    start_feed(&settled);
     let mut report = RecoveryReport {
         store_position: settled.position,
         ..RecoveryReport::default()
@@ -97,15 +102,13 @@ pub(super) fn recover(
         } else {
             0
         };
-        replay_segment(
-            journal_dir,
+        let segment = SegmentReplay {
             number,
             start,
             is_last,
             mode,
-            &mut settled,
-            &mut report,
-        )?;
+        };
+        segment.replay(journal_dir, &mut settled, &mut report, on_batch)?;
     }
     Ok((settled, report))
 }
@@ -150,56 +153,159 @@ fn segments_to_replay(
     Ok(needed)
 }
 
-/// Folds one segment's frames from `start` into `settled`; in `Repair`
-/// mode truncates a torn tail (only the last segment may have one).
-fn replay_segment(
-    journal_dir: &Path,
+/// One segment to replay from `start`.
+struct SegmentReplay {
     number: u64,
     start: u64,
+    /// Only the last segment may end in a torn write.
     is_last: bool,
     mode: Mode,
-    settled: &mut Settled,
-    report: &mut RecoveryReport,
-) -> Result<(), OpenError> {
-    let (file_name, path, bytes) = read_segment(journal_dir, number)?;
-    let mut events = 0u64;
-    let scan = segment::scan(
-        &bytes,
-        number,
-        &file_name,
-        is_last,
-        start,
-        |offset, payload| {
-            let event = Event::decode(payload).map_err(|_| Corruption {
-                segment: number,
-                file: file_name.clone(),
-                offset,
-                reason: "frame checksum matches but its event does not decode",
-            })?;
-            settled.apply(event);
-            events += 1;
-            Ok(())
-        },
-    )
-    .map_err(OpenError::Corrupt)?;
-    report.events_replayed += events;
-    report.segments_replayed += 1;
-    if let Some(torn) = scan.torn.filter(|_| mode == Mode::Repair) {
-        truncate(&path, torn.offset)?;
-        tracing::warn!(
-            "journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
-            torn.offset, torn.dropped
-        );
-        report.torn_tail = Some((number, torn));
+}
+
+/// A batch whose marker has been read, with the frames seen so far.
+struct OpenBatch {
+    offset: u64,
+    marker: BatchMarker,
+    frames: u32,
+    bytes: u64,
+}
+
+impl SegmentReplay {
+    /// Folds the segment's whole batches into `settled`; in `Repair` mode
+    /// truncates a torn tail, which drops a last batch that did not reach
+    /// the disk whole (nothing in it was acknowledged).
+    fn replay(
+        &self,
+        journal_dir: &Path,
+        settled: &mut Settled,
+        report: &mut RecoveryReport,
+        on_batch: OnBatch<'_>,
+    ) -> Result<(), OpenError> {
+        let (file_name, path, bytes) = read_segment(journal_dir, self.number)?;
+        let corrupt = |offset: u64, reason: &'static str| Corruption {
+            segment: self.number,
+            file: file_name.clone(),
+            offset,
+            reason,
+        };
+        let mut events = 0u64;
+        let mut open: Option<OpenBatch> = None;
+        let mut folded_end = self.start.max(segment::HEADER_LEN as u64);
+        let mut at_ms = 0;
+        let scan = segment::scan(&bytes, self.number, &file_name, self.is_last, self.start, {
+            |offset, payload| {
+                let frame_len = (segment::FRAME_HEADER_LEN + payload.len()) as u64;
+                if let Some(marker) = BatchMarker::decode(payload) {
+                    if open.is_some() {
+                        return Err(corrupt(offset, "batch marker inside an unfinished batch"));
+                    }
+                    open = Some(OpenBatch {
+                        offset,
+                        marker,
+                        frames: 0,
+                        bytes: 0,
+                    });
+                    if marker.frames > 0 {
+                        return Ok(());
+                    }
+                }
+                let batch_start = match open.as_mut() {
+                    Some(batch) if batch.frames < batch.marker.frames => {
+                        batch.frames += 1;
+                        batch.bytes += frame_len;
+                        if batch.frames < batch.marker.frames {
+                            return Ok(());
+                        }
+                        if batch.bytes != u64::from(batch.marker.bytes) {
+                            return Err(corrupt(
+                                batch.offset,
+                                "batch marker's length disagrees with its frames",
+                            ));
+                        }
+                        at_ms = batch.marker.at_ms;
+                        batch.offset + segment::BATCH_MARKER_FRAME_LEN as u64
+                    }
+                    Some(_) => {
+                        // An empty batch: nothing to fold.
+                        open = None;
+                        folded_end = offset + frame_len;
+                        return Ok(());
+                    }
+                    // A format 1 frame: a batch of its own.
+                    None => offset,
+                };
+                open = None;
+                let end = offset + frame_len;
+                let frames = &bytes[batch_start as usize..end as usize];
+                let mut frame_offset = batch_start;
+                for payload in segment::batch_payloads(frames) {
+                    let at = frame_offset;
+                    frame_offset += (segment::FRAME_HEADER_LEN + payload.len()) as u64;
+                    // The decoding fold, not `apply_frame`'s row log:
+                    // restoring the engine reads `settled.holds`.
+                    let event = Event::decode(payload).map_err(|_| {
+                        corrupt(at, "frame checksum matches but its event does not decode")
+                    })?;
+                    settled.apply(event);
+                    events += 1;
+                }
+                let batch = DurableBatch {
+                    frames,
+                    end: Position {
+                        segment: self.number,
+                        offset: end,
+                    },
+                    at_ms,
+                };
+                settled.position = batch.end;
+                on_batch(&batch);
+                folded_end = end;
+                Ok(())
+            }
+        })
+        .map_err(OpenError::Corrupt)?;
+        report.events_replayed += events;
+        report.segments_replayed += 1;
+        let torn = match (open, scan.torn) {
+            (Some(batch), _) if self.is_last => Some(TornTail {
+                offset: batch.offset,
+                dropped: bytes.len() as u64 - batch.offset,
+            }),
+            (Some(batch), _) => {
+                return Err(OpenError::Corrupt(corrupt(
+                    batch.offset,
+                    "batch cut short in a segment that is not the last",
+                )))
+            }
+            (None, torn) => torn,
+        };
+        self.finish(&path, &file_name, torn, report)?;
+        settled.position = Position {
+            segment: self.number,
+            // A torn header leaves nothing, not even the header.
+            offset: torn.map_or(folded_end, |torn| folded_end.min(torn.offset)),
+        };
+        Ok(())
     }
-    if mode == Mode::ReadOnly {
-        report.torn_tail = report.torn_tail.or(scan.torn.map(|torn| (number, torn)));
+
+    fn finish(
+        &self,
+        path: &Path,
+        file_name: &str,
+        torn: Option<TornTail>,
+        report: &mut RecoveryReport,
+    ) -> Result<(), OpenError> {
+        let Some(torn) = torn else { return Ok(()) };
+        if self.mode == Mode::Repair {
+            truncate(path, torn.offset)?;
+            tracing::warn!(
+                "journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
+                torn.offset, torn.dropped
+            );
+        }
+        report.torn_tail = report.torn_tail.or(Some((self.number, torn)));
+        Ok(())
     }
-    settled.position = Position {
-        segment: number,
-        offset: scan.valid_end.max(start),
-    };
-    Ok(())
 }
 
 /// A segment's file name, path and whole contents.
@@ -278,7 +384,13 @@ pub fn inspect(data_dir: &Path) -> Result<Inspection, OpenError> {
     };
     let store_description = store.describe();
     let (settled, report) = if journal_dir.is_dir() {
-        recover(&journal_dir, store.as_mut(), Mode::ReadOnly)?
+        recover(
+            &journal_dir,
+            store.as_mut(),
+            Mode::ReadOnly,
+            &mut |_| {},
+            &mut |_| {},
+        )?
     } else {
         (store.load()?.unwrap_or_default(), RecoveryReport::default())
     };
@@ -351,10 +463,21 @@ pub fn salvage(data_dir: &Path) -> Result<Vec<String>, OpenError> {
             break;
         }
         let (file_name, path, bytes) = read_segment(&journal_dir, number)?;
-        if let Err(corruption) = segment::scan(&bytes, number, &file_name, true, 0, |_, _| Ok(())) {
-            let keep = corruption.offset;
+        // The start of the batch being read, while it is unfinished: a
+        // batch is kept whole or not at all.
+        let mut unfinished: Option<(u64, u32)> = None;
+        let scanned = segment::scan(&bytes, number, &file_name, true, 0, |offset, payload| {
+            unfinished = match (BatchMarker::decode(payload), unfinished) {
+                (Some(marker), _) => (marker.frames > 0).then_some((offset, marker.frames)),
+                (None, Some((start, left))) => (left > 1).then_some((start, left - 1)),
+                (None, None) => None,
+            };
+            Ok(())
+        });
+        if let Err(corruption) = scanned {
+            let keep = unfinished.map_or(corruption.offset, |(start, _)| start);
             dropped.push(format!(
-                "{corruption}: truncated to {keep} bytes ({} bytes dropped)",
+                "{corruption}: truncated to {keep} bytes, the start of the batch holding the damage ({} bytes dropped)",
                 bytes.len() as u64 - keep
             ));
             truncate(&path, keep)?;

@@ -340,7 +340,7 @@ mod tests {
             JournalConfig::new(&dir, Durability::Async),
             Arc::new(crate::durable::journal::fs::RealFs),
             0,
-            Box::new(|_, _| {}),
+            Box::new(|_| {}),
         )
         .unwrap();
         let requests = Arc::new(RequestCounters::new());

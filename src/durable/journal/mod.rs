@@ -60,6 +60,7 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 
+use crate::core::clock::{Clock, SystemClock};
 use fs::JournalFs;
 use segment::{Position, HEADER_LEN};
 
@@ -87,6 +88,8 @@ pub struct JournalConfig {
     /// append that does not fit waits for the writer (backpressure instead
     /// of unbounded memory). Memory: 2 x this x CPUs.
     pub lane_bytes: usize,
+    /// The time written in each batch's marker.
+    pub clock: Arc<dyn Clock>,
 }
 
 impl JournalConfig {
@@ -97,6 +100,7 @@ impl JournalConfig {
             flush_interval: Duration::from_millis(5),
             segment_bytes: 64 << 20,
             lane_bytes: 1 << 20,
+            clock: Arc::new(SystemClock),
         }
     }
 }
@@ -178,9 +182,19 @@ fn bucket(bounds: &[u64], value: u64) -> usize {
         .unwrap_or(bounds.len())
 }
 
-/// Called by the writer with each batch once it is durable: the batch's
-/// frames and the position of its first byte.
-pub type BatchSink = Box<dyn FnMut(&[u8], Position) + Send>;
+/// One durable batch as the writer (or recovery) hands it on.
+#[derive(Clone, Copy, Debug)]
+pub struct DurableBatch<'a> {
+    /// The batch's event frames (without its marker).
+    pub frames: &'a [u8],
+    /// The journal position just past the batch.
+    pub end: Position,
+    /// When the writer cut it (its marker's time).
+    pub at_ms: u64,
+}
+
+/// Called by the writer with each batch once it is durable.
+pub type BatchSink = Box<dyn FnMut(&DurableBatch<'_>) + Send>;
 
 #[derive(Debug)]
 struct Shared {
@@ -264,6 +278,8 @@ impl Journal {
             file: None,
             file_len: 0,
             sink,
+            clock: Arc::clone(&config.clock),
+            last_at_ms: 0,
         };
         let handle = std::thread::Builder::new()
             .name("hotstock-journal".into())

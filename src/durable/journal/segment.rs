@@ -4,7 +4,21 @@
 //! segment = header frame*
 //! header  = "hotstock" (8) | format version u32 | segment number u64 | crc32c(previous 20 bytes) u32
 //! frame   = payload length u32 | crc32c(payload) u32 | payload (one event)
+//! batch   = marker frame, then the batch's event frames (format 2)
+//! marker  = 0xB7 | batch time ms u64 | event frames u32 | their bytes u32
 //! ```
+//!
+//! # Batches
+//!
+//! The writer starts every batch with a marker frame: the time it was cut
+//! and how many frames (and bytes) follow. A batch is the journal's unit of
+//! durability (one `fdatasync`) and the change feed's unit of ordering
+//! (`durable::feed`), so recovery replays whole batches only: a last batch
+//! with fewer frames than its marker promises was never acknowledged and is
+//! dropped whole, marker and all. A prefix of a batch is not a state the
+//! engine passed through (lanes are concatenated in CPU order, so a sale on
+//! CPU 0 can precede the restock on CPU 1 it depended on). Format 1
+//! segments have no markers; their frames replay one at a time.
 //!
 //! All integers little-endian. Segments are named `{number:016x}.hsj` and
 //! numbered consecutively; a frame never spans two segments.
@@ -26,8 +40,16 @@ use std::fmt;
 
 /// Magic at the start of every segment.
 pub const MAGIC: [u8; 8] = *b"hotstock";
-/// Format version written by this build.
-pub const FORMAT_VERSION: u32 = 1;
+/// Format version written by this build (2: batches start with a marker).
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads (1: no batch markers).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
+/// The first byte of a batch marker's payload; never an event kind.
+pub const BATCH_MARKER: u8 = 0xB7;
+/// Bytes of a marker's payload.
+pub const BATCH_MARKER_LEN: usize = 17;
+/// Bytes of a whole marker frame.
+pub const BATCH_MARKER_FRAME_LEN: usize = FRAME_HEADER_LEN + BATCH_MARKER_LEN;
 /// Bytes of a segment header.
 pub const HEADER_LEN: usize = 24;
 /// Bytes of a frame header.
@@ -90,6 +112,50 @@ pub fn append_frame(out: &mut Vec<u8>, write_payload: impl FnOnce(&mut Vec<u8>))
     payload_len
 }
 
+/// What a batch marker says of the frames that follow it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BatchMarker {
+    /// When the writer cut the batch (Unix ms, never less than the batch
+    /// before's): the time of every feed event the batch makes.
+    pub at_ms: u64,
+    pub frames: u32,
+    pub bytes: u32,
+}
+
+impl BatchMarker {
+    /// The marker frame for a batch of `frames` event frames, `bytes` long.
+    pub fn frame(at_ms: u64, frames: u32, bytes: u32) -> [u8; BATCH_MARKER_FRAME_LEN] {
+        let mut out = Vec::with_capacity(BATCH_MARKER_FRAME_LEN);
+        append_frame(&mut out, |payload| {
+            payload.push(BATCH_MARKER);
+            payload.extend_from_slice(&at_ms.to_le_bytes());
+            payload.extend_from_slice(&frames.to_le_bytes());
+            payload.extend_from_slice(&bytes.to_le_bytes());
+        });
+        let mut frame = [0u8; BATCH_MARKER_FRAME_LEN];
+        frame.copy_from_slice(&out);
+        frame
+    }
+
+    /// The marker a payload is, if it is one (an event payload never starts
+    /// with `BATCH_MARKER`).
+    pub fn decode(payload: &[u8]) -> Option<BatchMarker> {
+        if payload.len() != BATCH_MARKER_LEN || payload[0] != BATCH_MARKER {
+            return None;
+        }
+        let word = |at: usize, len: usize| {
+            let mut bytes = [0u8; 8];
+            bytes[..len].copy_from_slice(&payload[at..at + len]);
+            u64::from_le_bytes(bytes)
+        };
+        Some(BatchMarker {
+            at_ms: word(1, 8),
+            frames: word(9, 4) as u32,
+            bytes: word(13, 4) as u32,
+        })
+    }
+}
+
 /// The payloads of a batch this process framed itself (trusted: no
 /// checksums are checked; use `scan` for anything read from disk).
 pub fn batch_payloads(batch: &[u8]) -> impl Iterator<Item = &[u8]> {
@@ -146,7 +212,7 @@ pub fn check_header(bytes: &[u8], number: u64) -> Result<(), &'static str> {
         return Err("segment header checksum mismatch");
     }
     let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err("unsupported journal format version");
     }
     let mut word = [0u8; 8];

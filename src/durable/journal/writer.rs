@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::fs::{JournalFs, SegmentFile};
-use super::segment::{self, encode_header, Position, HEADER_LEN};
-use super::{bucket, BatchSink, JournalError, Shared, BATCH_BUCKETS, FSYNC_BUCKETS_US};
+use super::segment::{self, encode_header, BatchMarker, Position, HEADER_LEN};
+use super::{
+    bucket, BatchSink, DurableBatch, JournalError, Shared, BATCH_BUCKETS, FSYNC_BUCKETS_US,
+};
+use crate::core::clock::Clock;
 
 pub(super) struct Writer {
     pub(super) shared: Arc<Shared>,
@@ -20,6 +23,10 @@ pub(super) struct Writer {
     pub(super) file: Option<Box<dyn SegmentFile>>,
     pub(super) file_len: u64,
     pub(super) sink: BatchSink,
+    pub(super) clock: Arc<dyn Clock>,
+    /// The previous batch's time: batch times never go back, even when the
+    /// wall clock does, so feed times follow feed positions.
+    pub(super) last_at_ms: u64,
 }
 
 impl Writer {
@@ -30,8 +37,14 @@ impl Writer {
             let stopping = self.wait_for_work();
             let epoch = self.cut(&mut batch);
             if !batch.is_empty() {
-                match self.write(&batch) {
-                    Ok(start) => (self.sink)(&batch, start),
+                self.last_at_ms = self.last_at_ms.max(self.clock.now_ms());
+                let at_ms = self.last_at_ms;
+                match self.write(&batch, at_ms) {
+                    Ok(end) => (self.sink)(&DurableBatch {
+                        frames: &batch,
+                        end,
+                        at_ms,
+                    }),
                     Err(failure) => {
                         self.fail(failure);
                         return;
@@ -75,31 +88,36 @@ impl Writer {
         closed
     }
 
-    /// Writes `batch` to the current segment (starting a new one when it
-    /// would overflow) and syncs it. Returns the batch's start position.
-    fn write(&mut self, batch: &[u8]) -> Result<Position, JournalError> {
-        let over = self.file_len + batch.len() as u64 > self.segment_bytes;
+    /// Writes `batch` behind its marker to the current segment (starting a
+    /// new one when it would overflow) and syncs it. Returns the position
+    /// just past the batch.
+    fn write(&mut self, batch: &[u8], at_ms: u64) -> Result<Position, JournalError> {
+        let frames = segment::batch_payloads(batch).count() as u64;
+        // A batch is at most the lanes' halves, far below 4 GiB.
+        let marker = BatchMarker::frame(at_ms, frames as u32, batch.len() as u32);
+        let len = (marker.len() + batch.len()) as u64;
+        let over = self.file_len + len > self.segment_bytes;
         if self.file.is_none() || (over && self.file_len > HEADER_LEN as u64) {
             self.rotate()?;
         }
-        let start = Position {
+        let file = self.file.as_mut().expect("rotate opened a segment");
+        let write_failed = |e| JournalError::WriteFailed(Arc::new(e));
+        file.write_all(&marker).map_err(write_failed)?;
+        file.write_all(batch).map_err(write_failed)?;
+        self.file_len += len;
+        let end = Position {
             segment: self.next_segment - 1,
             offset: self.file_len,
         };
-        let file = self.file.as_mut().expect("rotate opened a segment");
-        file.write_all(batch)
-            .map_err(|e| JournalError::WriteFailed(Arc::new(e)))?;
-        self.file_len += batch.len() as u64;
         let began = std::time::Instant::now();
         file.sync_data()
             .map_err(|e| JournalError::SyncFailed(Arc::new(e)))?;
-        self.record(batch, began.elapsed().as_micros() as u64);
-        Ok(start)
+        self.record(batch, frames, began.elapsed().as_micros() as u64);
+        Ok(end)
     }
 
     /// Publishes a durable batch's size and fsync latency.
-    fn record(&self, batch: &[u8], fsync_us: u64) {
-        let frames = segment::batch_payloads(batch).count() as u64;
+    fn record(&self, batch: &[u8], frames: u64, fsync_us: u64) {
         let stats = &self.shared.stats;
         // Relaxed: counters with one writer (this thread).
         stats.batches.fetch_add(1, Ordering::Relaxed);
