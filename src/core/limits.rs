@@ -62,3 +62,15 @@ pub const RESERVATION_PRUNE_INTERVAL_MS: u64 = 60 * 60 * 1000;
 /// customers overall; past it, new customers are refused (429) rather than
 /// let through unlimited.
 pub const MAX_RATE_LIMITED_CUSTOMERS: usize = 1 << 20;
+
+/// Change-feed events kept in memory after the store has them, for readers
+/// near the head (older ones are read from the store's `events` table).
+/// About 200 bytes each: 13 MiB. Events not yet in the store are kept until
+/// a checkpoint writes them, like the shadow's reservation rows.
+pub const FEED_EVENTS_IN_MEMORY: usize = 1 << 16;
+
+/// Most events one feed request returns (looked at, with a filter).
+pub const MAX_FEED_PAGE: usize = 1_000;
+
+/// Longest a long-poll of the feed waits.
+pub const MAX_FEED_WAIT_MS: u64 = 30_000;

@@ -55,6 +55,17 @@ impl PublicIds {
         block.into()
     }
 
+    /// This key's change-feed id: 64 bits of the block of all ones under
+    /// the key (never a public id: its check bits are not zero), so event
+    /// ids differ between data directories and stay put across restarts.
+    pub fn feed_id(&self) -> u64 {
+        let mut block = GenericArray::from([0xFFu8; 16]);
+        self.cipher.encrypt_block(&mut block);
+        let mut word = [0u8; 8];
+        word.copy_from_slice(&block[..8]);
+        u64::from_le_bytes(word)
+    }
+
     /// `id`'s text form: 32 lowercase hex characters.
     pub fn text(&self, id: ReservationId) -> [u8; PUBLIC_ID_CHARS] {
         let bytes = self.encode(id);

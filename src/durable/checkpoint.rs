@@ -10,9 +10,17 @@ use parking_lot::{Condvar, Mutex};
 use crate::core::clock::Clock;
 use crate::core::engine::EngineConfig;
 use crate::core::limits::RESERVATION_PRUNE_INTERVAL_MS;
+use crate::durable::feed::{Feed, FeedEvent};
 use crate::durable::journal::segment::{segment_file_name, Position};
-use crate::durable::settled::Settled;
+use crate::durable::settled::{EventsRetention, Settled};
 use crate::durable::store::{Store, StoreError};
+
+/// How long the outbox keeps events (both bounds apply).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedRetention {
+    pub max_age_ms: u64,
+    pub max_events: u64,
+}
 
 /// The checkpointer thread: every interval, copies what changed in the
 /// writer's shadow to the store, then deletes segments the store covers.
@@ -24,6 +32,10 @@ pub(super) struct Checkpointer {
 struct CheckpointShared {
     store: Mutex<Box<dyn Store>>,
     settled: Arc<Mutex<Settled>>,
+    /// Its events of the checkpoint's batches go to the store with them.
+    feed: Arc<Feed>,
+    feed_id: u64,
+    retention: FeedRetention,
     journal_dir: PathBuf,
     engine: EngineConfig,
     clock: Arc<dyn Clock>,
@@ -34,9 +46,12 @@ struct CheckpointShared {
 }
 
 impl Checkpointer {
+    // One argument per thing it ties together; a struct would only name them again.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn spawn(
         store: Box<dyn Store>,
         settled: Arc<Mutex<Settled>>,
+        feed: (Arc<Feed>, u64, FeedRetention),
         journal_dir: PathBuf,
         engine: EngineConfig,
         clock: Arc<dyn Clock>,
@@ -46,6 +61,9 @@ impl Checkpointer {
         let shared = Arc::new(CheckpointShared {
             store: Mutex::new(store),
             settled,
+            feed: feed.0,
+            feed_id: feed.1,
+            retention: feed.2,
             journal_dir,
             engine,
             clock,
@@ -84,6 +102,19 @@ impl Checkpointer {
         self.shared.run(false)
     }
 
+    /// Outbox events after `after` (at most `limit`), and the oldest
+    /// position the outbox holds. Waits for a checkpoint in progress.
+    pub(super) fn read_events(
+        &self,
+        after: u64,
+        limit: usize,
+    ) -> Result<(Vec<FeedEvent>, Option<u64>), StoreError> {
+        let mut store = self.shared.store.lock();
+        let events = store.read_events(after, limit)?;
+        let oldest = store.oldest_event()?;
+        Ok((events, oldest))
+    }
+
     /// Stops the thread and writes a last checkpoint.
     pub(super) fn stop(mut self) -> Result<Position, StoreError> {
         self.join();
@@ -109,11 +140,21 @@ impl CheckpointShared {
     fn run(&self, final_run: bool) -> Result<Position, StoreError> {
         let mut store = self.store.lock();
         let mut checkpoint = self.settled.lock().take_checkpoint();
+        // Every batch up to the checkpoint's position reached the feed under
+        // the lock just taken (the writer's sink pushes while folding).
+        let (events, feed_next) = self.feed.unsaved_through(checkpoint.position);
+        checkpoint.events = events;
+        checkpoint.feed_next_position = feed_next;
+        checkpoint.feed_id = self.feed_id;
         // The store forgets what the engine prunes: ended records after their
         // retention, confirmed ones after the refund window.
         let now = self.clock.now_ms();
         checkpoint.prune_keys_before_ms =
             Some(now.saturating_sub(self.engine.idempotency_retention_ms));
+        checkpoint.events_retention = Some(EventsRetention {
+            before_ms: now.saturating_sub(self.retention.max_age_ms),
+            max_events: self.retention.max_events,
+        });
         let mut pruned_ms = self.reservations_pruned_ms.lock();
         let prune = final_run || now.saturating_sub(*pruned_ms) >= RESERVATION_PRUNE_INTERVAL_MS;
         if prune {
@@ -127,6 +168,7 @@ impl CheckpointShared {
             self.settled.lock().restore_unsaved(checkpoint);
             return Err(error);
         }
+        self.feed.mark_saved(feed_next);
         if prune {
             *pruned_ms = now;
         }

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::checkpoint::Checkpointer;
+use super::checkpoint::{Checkpointer, FeedRetention};
+use super::feed::{Feed, FeedFilter, FeedPage, FeedRead};
 use super::recovery::{fold_batch, list_segments, lock_dir, recover, restore_engine, Mode};
 use super::sink::JournaledEngine;
 use parking_lot::Mutex;
@@ -46,6 +47,10 @@ pub struct DurableConfig {
     pub timer_period: Duration,
     pub segment_bytes: u64,
     pub flush_interval: Duration,
+    /// How long the outbox (`hotstock_events`) keeps events, by age and by
+    /// count; both apply.
+    pub events_retention: Duration,
+    pub events_retention_count: u64,
 }
 
 impl DurableConfig {
@@ -60,6 +65,8 @@ impl DurableConfig {
             timer_period: Duration::from_millis(50),
             segment_bytes: journal.segment_bytes,
             flush_interval: journal.flush_interval,
+            events_retention: Duration::from_secs(7 * 24 * 3600),
+            events_retention_count: 10_000_000,
         }
     }
 
@@ -113,6 +120,7 @@ pub struct DurableEngine {
     engine: Arc<JournaledEngine>,
     /// Reservation ids as shown outside, under this data's key.
     public_ids: PublicIds,
+    feed: Arc<Feed>,
     journal: Arc<Journal>,
     checkpointer: Option<Checkpointer>,
     timers: Option<TimerThread>,
@@ -147,13 +155,22 @@ impl DurableEngine {
         })?;
         let lock = lock_dir(&config.data_dir)?;
         let mut store = open_store(&config)?;
+        let public_ids = PublicIds::new(store.reservation_id_key(fresh_key(&config)?)?);
+        let feed: std::cell::OnceCell<Arc<Feed>> = std::cell::OnceCell::new();
         let (settled, mut report) = recover(
             &journal_dir,
             store.as_mut(),
             Mode::Repair,
-            &mut |_| {},
-            &mut |_| {},
+            &mut |settled| {
+                let _ = feed.set(Arc::new(Feed::new(public_ids.clone(), settled)));
+            },
+            &mut |batch| {
+                if let Some(feed) = feed.get() {
+                    feed.push(batch);
+                }
+            },
         )?;
+        let feed = feed.into_inner().expect("recover starts the feed");
         let next_segment = list_segments(&journal_dir)?
             .last()
             .map_or(settled.position.segment, |last| last + 1);
@@ -163,8 +180,14 @@ impl DurableEngine {
         // checkpoint.
         let settled_for_sink = Arc::new(Mutex::new(settled));
         let sink_target = Arc::clone(&settled_for_sink);
-        let sink =
-            Box::new(move |batch: &DurableBatch<'_>| fold_batch(&mut sink_target.lock(), batch));
+        let sink_feed = Arc::clone(&feed);
+        let sink = Box::new(move |batch: &DurableBatch<'_>| {
+            let mut settled = sink_target.lock();
+            fold_batch(&mut settled, batch);
+            // Under the fold's lock: a checkpoint that reads the fold's
+            // position finds every batch up to it in the feed.
+            sink_feed.push(batch);
+        });
         let journal = Arc::new(start_journal(
             &config,
             fs,
@@ -173,7 +196,6 @@ impl DurableEngine {
             sink,
         )?);
         let boot = store.next_boot()?;
-        let public_ids = PublicIds::new(store.reservation_id_key(fresh_key(&config)?)?);
         let engine = Engine::with_sink(config.engine.clone(), clock.clone(), Arc::clone(&journal))
             .map_err(|e| {
                 OpenError::Restore(EngineError::StorageFailed {
@@ -187,9 +209,14 @@ impl DurableEngine {
         let engine = Arc::new(engine);
         report.expired_on_start = engine.run_timers().expired;
         report.elapsed = started.elapsed();
+        let retention = FeedRetention {
+            max_age_ms: config.events_retention.as_millis() as u64,
+            max_events: config.events_retention_count,
+        };
         let checkpointer = Checkpointer::spawn(
             store,
             Arc::clone(&settled_for_sink),
+            (Arc::clone(&feed), public_ids.feed_id(), retention),
             journal_dir,
             config.engine.clone(),
             clock,
@@ -209,6 +236,7 @@ impl DurableEngine {
         let durable = DurableEngine {
             engine,
             public_ids,
+            feed,
             journal,
             checkpointer: Some(checkpointer),
             timers: Some(timers),
@@ -228,6 +256,53 @@ impl DurableEngine {
     /// Encodes and decodes the public form of this data's reservation ids.
     pub fn public_ids(&self) -> &PublicIds {
         &self.public_ids
+    }
+
+    /// The change feed (durable events, in position order).
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
+    }
+
+    /// This data directory's feed id, from which event ids are made.
+    pub fn feed_id(&self) -> u64 {
+        self.public_ids.feed_id()
+    }
+
+    /// Feed events after `after` matching `filter`, at most `limit` looked
+    /// at: from memory near the head, from the store's outbox further back
+    /// (this may wait for a checkpoint in progress: call it off the async
+    /// runtime).
+    pub fn read_events(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &FeedFilter,
+    ) -> Result<FeedPage, FeedError> {
+        match self.feed.read(after, limit, filter) {
+            FeedRead::Page(page) => Ok(page),
+            FeedRead::Ahead { last } => Err(FeedError::Ahead { after, last }),
+            FeedRead::FromStore => {
+                let checkpointer = self.checkpointer.as_ref().ok_or(FeedError::Closed)?;
+                let (events, oldest) = checkpointer
+                    .read_events(after, limit)
+                    .map_err(FeedError::Store)?;
+                let oldest = oldest.unwrap_or_else(|| self.feed.first_in_memory());
+                if after + 1 < oldest {
+                    return Err(FeedError::Gone { after, oldest });
+                }
+                let mut page = FeedPage {
+                    events: Vec::new(),
+                    next_after: after,
+                };
+                for event in events {
+                    page.next_after = event.position;
+                    if filter.matches(&event) {
+                        page.events.push(event);
+                    }
+                }
+                Ok(page)
+            }
+        }
     }
 
     /// Writes a checkpoint now (and deletes fully covered segments).
@@ -277,6 +352,19 @@ impl Drop for DurableEngine {
             }
         }
     }
+}
+
+/// Why the feed cannot answer a read.
+#[derive(Debug, thiserror::Error)]
+pub enum FeedError {
+    #[error("events after position {after} are no longer kept: the oldest still held is {oldest} (retention passed them); resume from {oldest} minus one or rebuild from the store's counts")]
+    Gone { after: u64, oldest: u64 },
+    #[error("position {after} is past the newest event, {last}: this reader's position comes from another data directory or a newer copy of this one")]
+    Ahead { after: u64, last: u64 },
+    #[error("reading the outbox: {0}")]
+    Store(StoreError),
+    #[error("the engine is closed")]
+    Closed,
 }
 
 /// Why a clean close did not finish.

@@ -26,6 +26,8 @@ mod checkpoint;
 #[cfg(not(loom))]
 mod engine;
 pub mod event;
+#[cfg(not(loom))]
+pub mod feed;
 pub mod journal;
 #[cfg(not(loom))]
 mod recovery;
@@ -38,7 +40,7 @@ pub mod store;
 
 #[cfg(not(loom))]
 pub use engine::{
-    CloseError, DurableConfig, DurableEngine, OpenError, RecoveryReport, StoreConfig,
+    CloseError, DurableConfig, DurableEngine, FeedError, OpenError, RecoveryReport, StoreConfig,
 };
 #[cfg(not(loom))]
 pub use recovery::{inspect, list_segments, salvage, Inspection};

@@ -432,6 +432,18 @@ impl Store for NoStore {
         "no store file".into()
     }
 
+    fn read_events(
+        &mut self,
+        _: u64,
+        _: usize,
+    ) -> Result<Vec<crate::durable::feed::FeedEvent>, StoreError> {
+        Ok(Vec::new())
+    }
+
+    fn oldest_event(&mut self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     fn load(&mut self) -> Result<Option<Settled>, StoreError> {
         Ok(None)
     }

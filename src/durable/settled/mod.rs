@@ -36,6 +36,7 @@ use crate::core::holds::{HoldStatus, Line};
 use crate::durable::event::{
     decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, KeyEvent, LimitChange,
 };
+use crate::durable::feed::FeedEvent;
 use crate::durable::journal::segment::Position;
 
 /// One SKU's settled counts.
@@ -86,6 +87,9 @@ pub struct Settled {
     pub keys: FastMap<Box<str>, KeyEvent>,
     /// The journal position just past the last folded batch.
     pub position: Position,
+    /// The change feed's next position as of the store's checkpoint (set by
+    /// `Store::load`; the writer's shadow does not track it, the feed does).
+    pub feed_next_position: u64,
     /// SKUs changed since the last checkpoint, and a flag per SKU id so each
     /// is listed once (a flag test is cheaper than a set insert per event).
     dirty_skus: Vec<u32>,
@@ -183,6 +187,14 @@ impl RowLog {
 #[derive(Clone, Debug, Default)]
 pub struct Checkpoint {
     pub position: Position,
+    /// The feed events of the batches up to `position` not yet stored
+    /// (the outbox rows), and the feed position that follows them.
+    pub events: Vec<FeedEvent>,
+    pub feed_next_position: u64,
+    /// This data directory's feed id (the events' ids are made from it).
+    pub feed_id: u64,
+    /// Delete stored events older than this (ms) or beyond this many.
+    pub events_retention: Option<EventsRetention>,
     pub skus: Vec<(u32, SettledSku)>,
     /// Rows to write, in id order; a row already stored with a later status
     /// never meets an earlier one here (the journal is a causal prefix).
@@ -199,9 +211,19 @@ pub struct Checkpoint {
     pub prune_keys_before_ms: Option<u64>,
 }
 
+/// How long the outbox keeps events: both bounds apply.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EventsRetention {
+    /// Delete events whose `at_ms` is before this.
+    pub before_ms: u64,
+    /// Keep at most this many (the newest).
+    pub max_events: u64,
+}
+
 impl Checkpoint {
     pub fn is_empty(&self) -> bool {
-        self.skus.is_empty()
+        self.events.is_empty()
+            && self.skus.is_empty()
             && self.holds.is_empty()
             && self.customer_units.is_empty()
             && self.keys.is_empty()

@@ -14,6 +14,7 @@ pub mod sqlite;
 
 use crate::core::holds::{HoldStatus, Line};
 use crate::durable::event::status_from_code;
+use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled};
 use crate::SkuId;
 
@@ -43,6 +44,19 @@ pub trait Store: Send {
     /// durable when it returns. Kept with the data, so ids stay the same
     /// across restarts; a copy of the store is a copy of the key.
     fn reservation_id_key(&mut self, fresh: [u8; 16]) -> Result<[u8; 16], StoreError>;
+    /// Outbox events after position `after`, at most `limit`, in order.
+    fn read_events(&mut self, after: u64, limit: usize) -> Result<Vec<FeedEvent>, StoreError>;
+    /// The oldest position the outbox still holds (`None` when empty).
+    fn oldest_event(&mut self) -> Result<Option<u64>, StoreError>;
+}
+
+/// The meta key of the feed position that follows the stored events.
+pub(crate) const FEED_NEXT_KEY: &str = "feed_next_position";
+
+/// The first position retention keeps, by count: events at or below the
+/// result are deleted.
+pub(crate) fn delete_through_by_count(checkpoint: &Checkpoint, max_events: u64) -> i64 {
+    (checkpoint.feed_next_position.saturating_sub(1)).saturating_sub(max_events) as i64
 }
 
 /// The meta keys under which stores keep the two halves of the reservation

@@ -5,10 +5,15 @@
 
 use postgres::{Client, NoTls, Transaction};
 
-use super::rows::{self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow};
-use super::{
-    encode_lines_into, id_key_from_halves, id_key_halves, Store, StoreError, BOOT_KEY, ID_KEY_KEYS,
+use super::rows::{
+    self, as_stored, CustomerUnitsRow, Damage, EventRow, KeyRow, ReservationRow, SkuRow,
+    EVENT_COLUMNS,
 };
+use super::{
+    delete_through_by_count, encode_lines_into, id_key_from_halves, id_key_halves, Store,
+    StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
+};
+use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled};
 
 /// Checkpoints in PostgreSQL.
@@ -80,7 +85,14 @@ impl PostgresStore {
                  reservation BIGINT NOT NULL, status TEXT NOT NULL, expires_at_ms BIGINT NOT NULL);
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_customer_units (
                  sku BIGINT NOT NULL, customer TEXT NOT NULL, units BIGINT NOT NULL,
-                 PRIMARY KEY (sku, customer));"
+                 PRIMARY KEY (sku, customer));
+             CREATE TABLE IF NOT EXISTS {schema}.hotstock_events (
+                 position BIGINT PRIMARY KEY, id TEXT NOT NULL, type TEXT NOT NULL,
+                 at_ms BIGINT NOT NULL, sku TEXT NOT NULL, available BIGINT NOT NULL,
+                 held BIGINT NOT NULL, sold BIGINT NOT NULL, received BIGINT NOT NULL,
+                 reservation TEXT, status TEXT, from_status TEXT, customer TEXT, lines TEXT,
+                 deadline_ms BIGINT, delta BIGINT, version BIGINT, limit_set BIGINT,
+                 per_customer_limit BIGINT, units BIGINT);"
         );
         client
             .batch_execute(&ddl)
@@ -212,6 +224,8 @@ impl Store for PostgresStore {
         };
         let mut settled = Settled::default();
         settled.position = rows::position(segment, offset).map_err(|d| self.damaged(d))?;
+        settled.feed_next_position =
+            rows::feed_next_position(value(FEED_NEXT_KEY)?).map_err(|d| self.damaged(d))?;
         let sql = format!(
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version \
              FROM {s}.hotstock_skus"
@@ -288,9 +302,127 @@ impl Store for PostgresStore {
         write_reservations(&mut tx, &s, checkpoint, &fail)?;
         write_customer_units(&mut tx, &s, checkpoint, &fail)?;
         write_keys(&mut tx, &s, checkpoint, &fail)?;
+        write_events(&mut tx, &s, checkpoint, &fail)?;
         write_position(&mut tx, &s, checkpoint, &fail)?;
         tx.commit().map_err(|e| fail("committing a checkpoint", e))
     }
+
+    fn read_events(&mut self, after: u64, limit: usize) -> Result<Vec<FeedEvent>, StoreError> {
+        let s = self.schema.clone();
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM {s}.hotstock_events WHERE position > $1 ORDER BY position LIMIT $2"
+        );
+        let rows = self
+            .client
+            .query(&sql, &[&(after as i64), &(limit as i64)])
+            .map_err(|e| self.fail("reading events", e))?;
+        let mut events = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let event = event_row(row).map_err(|e| self.fail("reading events", e))?;
+            events.push(event.into_event().map_err(|d| self.damaged(d))?);
+        }
+        Ok(events)
+    }
+
+    fn oldest_event(&mut self) -> Result<Option<u64>, StoreError> {
+        let s = self.schema.clone();
+        let row = self
+            .client
+            .query_one(
+                &format!("SELECT MIN(position) FROM {s}.hotstock_events"),
+                &[],
+            )
+            .map_err(|e| self.fail("reading the oldest event", e))?;
+        let oldest: Option<i64> = row
+            .try_get(0)
+            .map_err(|e| self.fail("reading the oldest event", e))?;
+        Ok(oldest.map(rows::from_stored))
+    }
+}
+
+fn event_row(row: &postgres::Row) -> Result<EventRow, postgres::Error> {
+    Ok(EventRow {
+        position: row.try_get(0)?,
+        id: row.try_get(1)?,
+        kind: row.try_get(2)?,
+        at_ms: row.try_get(3)?,
+        sku: row.try_get(4)?,
+        available: row.try_get(5)?,
+        held: row.try_get(6)?,
+        sold: row.try_get(7)?,
+        received: row.try_get(8)?,
+        reservation: row.try_get(9)?,
+        status: row.try_get(10)?,
+        from_status: row.try_get(11)?,
+        customer: row.try_get(12)?,
+        lines: row.try_get(13)?,
+        deadline_ms: row.try_get(14)?,
+        delta: row.try_get(15)?,
+        version: row.try_get(16)?,
+        limit_set: row.try_get(17)?,
+        per_customer_limit: row.try_get(18)?,
+        units: row.try_get(19)?,
+    })
+}
+
+/// The outbox rows of the checkpoint's batches, then retention.
+fn write_events(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let insert = tx
+        .prepare(&format!(
+            "INSERT INTO {s}.hotstock_events ({EVENT_COLUMNS}) VALUES \
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+        ))
+        .map_err(|e| fail("preparing event writes", e))?;
+    for event in &checkpoint.events {
+        let r = EventRow::of(event, checkpoint.feed_id);
+        tx.execute(
+            &insert,
+            &[
+                &r.position,
+                &r.id,
+                &r.kind,
+                &r.at_ms,
+                &r.sku,
+                &r.available,
+                &r.held,
+                &r.sold,
+                &r.received,
+                &r.reservation,
+                &r.status,
+                &r.from_status,
+                &r.customer,
+                &r.lines,
+                &r.deadline_ms,
+                &r.delta,
+                &r.version,
+                &r.limit_set,
+                &r.per_customer_limit,
+                &r.units,
+            ],
+        )
+        .map_err(|e| fail("writing an event", e))?;
+    }
+    if let Some(retention) = checkpoint.events_retention {
+        // Positions and times grow together: both bounds delete a prefix.
+        tx.execute(
+            &format!(
+                "DELETE FROM {s}.hotstock_events WHERE position <= $1 OR position < \
+                 (SELECT COALESCE(MIN(position), $2) FROM {s}.hotstock_events WHERE at_ms >= $3)"
+            ),
+            &[
+                &delete_through_by_count(checkpoint, retention.max_events),
+                &(checkpoint.feed_next_position as i64),
+                &(retention.before_ms as i64),
+            ],
+        )
+        .map_err(|e| fail("pruning old events", e))?;
+    }
+    Ok(())
 }
 
 /// Names what failed, for the checkpoint's error.
@@ -454,6 +586,7 @@ fn write_position(
     for (key, value) in [
         ("position_segment", checkpoint.position.segment as i64),
         ("position_offset", checkpoint.position.offset as i64),
+        (FEED_NEXT_KEY, checkpoint.feed_next_position as i64),
     ] {
         tx.execute(
             &format!(

@@ -11,10 +11,13 @@
 
 use super::{decode_lines, status_from_name};
 use crate::core::limits::MAX_SKUS;
+use crate::core::types::HoldStatus;
 use crate::core::types::ReservationId;
 use crate::durable::event::KeyEvent;
+use crate::durable::feed::{FeedCounts, FeedEvent, FeedKind, FeedOperator, FeedReservation};
 use crate::durable::journal::segment::Position;
 use crate::durable::settled::{Settled, SettledHold, SettledSku};
+use std::sync::Arc;
 
 /// A row that cannot be what the store wrote.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -240,4 +243,167 @@ mod tests {
         assert_eq!(damage.row, "id 7");
         assert!(damage.what.contains("version -1"), "{damage}");
     }
+}
+
+/// The feed's next position from its meta row (1 when there is none: a
+/// store from before the feed, or a fresh one).
+pub(crate) fn feed_next_position(value: Option<i64>) -> Result<u64, Damage> {
+    let check = Checker {
+        table: "hotstock_meta",
+        row: "feed_next_position".into(),
+    };
+    match value {
+        None => Ok(1),
+        Some(value) => Ok(check.non_negative("feed_next_position", value)?.max(1)),
+    }
+}
+
+/// One row of the outbox (`hotstock_events`), as SQL values, in the
+/// column order of `EVENT_COLUMNS`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EventRow {
+    pub position: i64,
+    pub id: String,
+    pub kind: String,
+    pub at_ms: i64,
+    pub sku: String,
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub received: i64,
+    pub reservation: Option<String>,
+    pub status: Option<String>,
+    pub from_status: Option<String>,
+    pub customer: Option<String>,
+    pub lines: Option<String>,
+    pub deadline_ms: Option<i64>,
+    pub delta: Option<i64>,
+    pub version: Option<i64>,
+    /// 1 when the event set the per-customer limit (to `per_customer_limit`,
+    /// NULL for none).
+    pub limit_set: Option<i64>,
+    pub per_customer_limit: Option<i64>,
+    pub units: Option<i64>,
+}
+
+/// The outbox's columns, in `EventRow`'s order.
+pub const EVENT_COLUMNS: &str = "position, id, type, at_ms, sku, available, held, sold, received, \
+     reservation, status, from_status, customer, lines, deadline_ms, delta, version, limit_set, \
+     per_customer_limit, units";
+
+impl EventRow {
+    pub fn of(event: &FeedEvent, feed_id: u64) -> EventRow {
+        let reservation = event.reservation.as_deref();
+        let operator = event.operator.as_ref();
+        EventRow {
+            position: event.position as i64,
+            id: event.id(feed_id),
+            kind: event.kind.as_str().into(),
+            at_ms: event.at_ms as i64,
+            sku: event.sku.to_string(),
+            available: event.counts.available,
+            held: event.counts.held,
+            sold: event.counts.sold,
+            received: event.counts.received,
+            reservation: reservation.map(|r| r.public_id.to_string()),
+            status: reservation.map(|r| r.status.as_str().into()),
+            from_status: reservation.and_then(|r| r.from).map(|s| s.as_str().into()),
+            customer: reservation.and_then(|r| r.customer.as_deref().map(String::from)),
+            lines: reservation.map(|r| encode_feed_lines(&r.lines)),
+            deadline_ms: reservation.map(|r| r.deadline_ms as i64),
+            delta: operator.map(|o| o.delta),
+            version: operator.map(|o| o.version as i64),
+            limit_set: operator.map(|o| i64::from(o.limit.is_some())),
+            per_customer_limit: operator.and_then(|o| o.limit.flatten()).map(i64::from),
+            units: event.units.map(i64::from),
+        }
+    }
+
+    /// The event this row holds, checked.
+    pub fn into_event(self) -> Result<FeedEvent, Damage> {
+        let check = Checker {
+            table: "hotstock_events",
+            row: format!("position {}", self.position),
+        };
+        let position = check.non_negative("position", self.position)?;
+        let kind = FeedKind::from_name(&self.kind)
+            .ok_or_else(|| check.damage(format!("type {:?} is not an event type", self.kind)))?;
+        let parse_status = |column: &str,
+                            name: &Option<String>|
+         -> Result<Option<HoldStatus>, Damage> {
+            name.as_deref()
+                .map(|name| {
+                    status_from_name(name)
+                        .ok_or_else(|| check.damage(format!("{column} {name:?} is not a status")))
+                })
+                .transpose()
+        };
+        let reservation = match (&self.reservation, parse_status("status", &self.status)?) {
+            (Some(public_id), Some(status)) => Some(Arc::new(FeedReservation {
+                public_id: public_id.as_str().into(),
+                from: parse_status("from_status", &self.from_status)?,
+                status,
+                customer: self.customer.map(Into::into),
+                lines: decode_feed_lines(self.lines.as_deref().unwrap_or(""))
+                    .ok_or_else(|| check.damage("lines are not name:quantity pairs".into()))?,
+                deadline_ms: check.non_negative("deadline_ms", self.deadline_ms.unwrap_or(0))?,
+            })),
+            (None, None) => None,
+            _ => return Err(check.damage("reservation without a status".into())),
+        };
+        let operator = match (self.delta, self.version) {
+            (Some(delta), Some(version)) => Some(FeedOperator {
+                delta,
+                version: check.non_negative("version", version)?,
+                limit: match self.limit_set {
+                    Some(1) => Some(
+                        self.per_customer_limit
+                            .map(|l| check.fits_u32("per_customer_limit", l))
+                            .transpose()?,
+                    ),
+                    _ => None,
+                },
+            }),
+            _ => None,
+        };
+        Ok(FeedEvent {
+            position,
+            kind,
+            at_ms: check.non_negative("at_ms", self.at_ms)?,
+            sku: self.sku.into(),
+            counts: FeedCounts {
+                available: self.available,
+                held: self.held,
+                sold: self.sold,
+                received: self.received,
+            },
+            reservation,
+            operator,
+            units: self.units.map(|u| check.fits_u32("units", u)).transpose()?,
+        })
+    }
+}
+
+/// A feed event's lines as stored: `name:quantity` pairs joined by commas
+/// (a SKU name may hold `:` but never `,`; the quantity follows the last `:`).
+fn encode_feed_lines(lines: &[(Arc<str>, u32)]) -> String {
+    let mut out = String::new();
+    for (i, (name, quantity)) in lines.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(name);
+        out.push(':');
+        out.push_str(&quantity.to_string());
+    }
+    out
+}
+
+fn decode_feed_lines(text: &str) -> Option<Vec<(Arc<str>, u32)>> {
+    text.split(',')
+        .map(|pair| {
+            let (name, quantity) = pair.rsplit_once(':')?;
+            Some((Arc::from(name), quantity.parse().ok()?))
+        })
+        .collect()
 }

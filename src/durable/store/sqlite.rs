@@ -6,11 +6,15 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
-use super::rows::{self, as_stored, CustomerUnitsRow, Damage, KeyRow, ReservationRow, SkuRow};
-use super::{
-    encode_lines_into, following_boot, id_key_from_halves, id_key_halves, Store, StoreError,
-    BOOT_KEY, ID_KEY_KEYS,
+use super::rows::{
+    self, as_stored, CustomerUnitsRow, Damage, EventRow, KeyRow, ReservationRow, SkuRow,
+    EVENT_COLUMNS,
 };
+use super::{
+    delete_through_by_count, encode_lines_into, following_boot, id_key_from_halves, id_key_halves,
+    Store, StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
+};
+use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled, SettledHold};
 
 pub const SCHEMA: &str = "
@@ -56,6 +60,30 @@ CREATE TABLE IF NOT EXISTS hotstock_customer_units (
     customer TEXT NOT NULL,
     units    INTEGER NOT NULL,
     PRIMARY KEY (sku, customer)
+);
+-- The outbox: the change feed's events, written in the checkpoint's
+-- transaction (docs/storage.md).
+CREATE TABLE IF NOT EXISTS hotstock_events (
+    position           INTEGER PRIMARY KEY,
+    id                 TEXT NOT NULL,
+    type               TEXT NOT NULL,
+    at_ms              INTEGER NOT NULL,
+    sku                TEXT NOT NULL,
+    available          INTEGER NOT NULL,
+    held               INTEGER NOT NULL,
+    sold               INTEGER NOT NULL,
+    received           INTEGER NOT NULL,
+    reservation        TEXT,
+    status             TEXT,
+    from_status        TEXT,
+    customer           TEXT,
+    lines              TEXT,
+    deadline_ms        INTEGER,
+    delta              INTEGER,
+    version            INTEGER,
+    limit_set          INTEGER,
+    per_customer_limit INTEGER,
+    units              INTEGER
 );
 ";
 
@@ -267,6 +295,8 @@ impl Store for SqliteStore {
         };
         let mut settled = Settled::default();
         settled.position = rows::position(segment, offset).map_err(|d| self.damaged(d))?;
+        settled.feed_next_position =
+            rows::feed_next_position(meta(FEED_NEXT_KEY)?).map_err(|d| self.damaged(d))?;
         self.load_rows(
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version \
              FROM hotstock_skus",
@@ -352,9 +382,116 @@ impl Store for SqliteStore {
         write_reservations(&tx, checkpoint, &fail)?;
         write_customer_units(&tx, checkpoint, &fail)?;
         write_keys(&tx, checkpoint, &fail)?;
+        write_events(&tx, checkpoint, &fail)?;
         write_position(&tx, checkpoint, &fail)?;
         tx.commit().map_err(|e| fail("committing a checkpoint", e))
     }
+
+    fn read_events(&mut self, after: u64, limit: usize) -> Result<Vec<FeedEvent>, StoreError> {
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM hotstock_events WHERE position > ?1 ORDER BY position LIMIT ?2"
+        );
+        let reading = |e| self.error("reading events", e);
+        let mut statement = self.connection.prepare_cached(&sql).map_err(reading)?;
+        let rows = statement
+            .query_map(params![after as i64, limit as i64], |row| {
+                Ok(EventRow {
+                    position: row.get(0)?,
+                    id: row.get(1)?,
+                    kind: row.get(2)?,
+                    at_ms: row.get(3)?,
+                    sku: row.get(4)?,
+                    available: row.get(5)?,
+                    held: row.get(6)?,
+                    sold: row.get(7)?,
+                    received: row.get(8)?,
+                    reservation: row.get(9)?,
+                    status: row.get(10)?,
+                    from_status: row.get(11)?,
+                    customer: row.get(12)?,
+                    lines: row.get(13)?,
+                    deadline_ms: row.get(14)?,
+                    delta: row.get(15)?,
+                    version: row.get(16)?,
+                    limit_set: row.get(17)?,
+                    per_customer_limit: row.get(18)?,
+                    units: row.get(19)?,
+                })
+            })
+            .map_err(reading)?;
+        let mut events = Vec::new();
+        for row in rows {
+            let row = row.map_err(reading)?;
+            events.push(row.into_event().map_err(|d| self.damaged(d))?);
+        }
+        Ok(events)
+    }
+
+    fn oldest_event(&mut self) -> Result<Option<u64>, StoreError> {
+        let oldest: Option<i64> = self
+            .connection
+            .query_row("SELECT MIN(position) FROM hotstock_events", [], |row| {
+                row.get(0)
+            })
+            .map_err(|e| self.error("reading the oldest event", e))?;
+        Ok(oldest.map(rows::from_stored))
+    }
+}
+
+/// The outbox rows of the checkpoint's batches, then retention.
+fn write_events(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_event = tx
+        .prepare_cached(&format!(
+            "INSERT INTO hotstock_events ({EVENT_COLUMNS}) VALUES \
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+        ))
+        .map_err(|e| fail("preparing event writes", e))?;
+    for event in &checkpoint.events {
+        let r = EventRow::of(event, checkpoint.feed_id);
+        put_event
+            .execute(params![
+                r.position,
+                r.id,
+                r.kind,
+                r.at_ms,
+                r.sku,
+                r.available,
+                r.held,
+                r.sold,
+                r.received,
+                r.reservation,
+                r.status,
+                r.from_status,
+                r.customer,
+                r.lines,
+                r.deadline_ms,
+                r.delta,
+                r.version,
+                r.limit_set,
+                r.per_customer_limit,
+                r.units
+            ])
+            .map_err(|e| fail("writing an event", e))?;
+    }
+    if let Some(retention) = checkpoint.events_retention {
+        // Positions and times grow together (batch times never go back),
+        // so both bounds delete a prefix: by the primary key.
+        tx.execute(
+            "DELETE FROM hotstock_events WHERE position <= ?1 OR position < \
+             (SELECT COALESCE(MIN(position), ?2) FROM hotstock_events WHERE at_ms >= ?3)",
+            params![
+                delete_through_by_count(checkpoint, retention.max_events),
+                checkpoint.feed_next_position as i64,
+                retention.before_ms as i64
+            ],
+        )
+        .map_err(|e| fail("pruning old events", e))?;
+    }
+    Ok(())
 }
 
 /// Names what failed, for the checkpoint's error.
@@ -515,5 +652,8 @@ fn write_position(
             checkpoint.position.offset as i64
         ])
         .map_err(|e| fail("writing the position", e))?;
+    put_meta
+        .execute(params![FEED_NEXT_KEY, checkpoint.feed_next_position as i64])
+        .map_err(|e| fail("writing the feed position", e))?;
     Ok(())
 }

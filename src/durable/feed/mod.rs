@@ -1,0 +1,661 @@
+//! The change feed: every durable state change as an event with a dense
+//! position, for the rest of the shop.
+//!
+//! # Where positions come from
+//!
+//! The journal already has a total order of batches; the feed adds one
+//! inside each batch (`order.rs` says which, and why the counts it reports
+//! are never negative) and numbers the events 1, 2, 3, ... across batches.
+//! Nothing on the purchase path changes: the writer hands each durable
+//! batch's bytes to [`Feed::push`] (one copy, under the lock the fold
+//! already takes), and events are made from them only when someone reads
+//! the feed or a checkpoint writes it to the store (`materialize`).
+//!
+//! A batch's bytes are fixed once durable and its marker carries its time,
+//! so a recovery that replays the same batches gives every event the same
+//! position, time and counts: the event id (`{feed id}-{position}`) is the
+//! same on every delivery, before and after a crash. The store's `events`
+//! table (the outbox) is written in the same transaction as the settled
+//! counts, so the two never disagree; recovery continues numbering from the
+//! store's next position.
+//!
+//! Only durable batches reach the feed: nothing a consumer saw can be lost
+//! in a crash, in `sync` and `async` alike.
+
+mod order;
+
+pub use order::{feed_order, Step};
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use crate::core::limits::FEED_EVENTS_IN_MEMORY;
+use crate::core::public_id::PublicIds;
+use crate::core::types::HoldStatus;
+use crate::durable::event::{Event, HoldEvent, LimitChange};
+use crate::durable::journal::segment::{self, Position};
+use crate::durable::journal::DurableBatch;
+use crate::durable::settled::Settled;
+
+/// What happened. The text forms are the contract's `type` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FeedKind {
+    ReservationCreated,
+    ReservationConfirmed,
+    ReservationCancelled,
+    ReservationExpired,
+    ReservationRefunded,
+    SkuCreated,
+    /// An operator change (restock, adjust, set, limit).
+    SkuChanged,
+    /// A record-less sale (`Engine::sell`, library callers only).
+    SkuSold,
+    /// `available` reached 0.
+    SkuSoldOut,
+    /// `available` left 0.
+    SkuBackInStock,
+}
+
+impl FeedKind {
+    pub const ALL: [FeedKind; 10] = [
+        FeedKind::ReservationCreated,
+        FeedKind::ReservationConfirmed,
+        FeedKind::ReservationCancelled,
+        FeedKind::ReservationExpired,
+        FeedKind::ReservationRefunded,
+        FeedKind::SkuCreated,
+        FeedKind::SkuChanged,
+        FeedKind::SkuSold,
+        FeedKind::SkuSoldOut,
+        FeedKind::SkuBackInStock,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FeedKind::ReservationCreated => "reservation.created",
+            FeedKind::ReservationConfirmed => "reservation.confirmed",
+            FeedKind::ReservationCancelled => "reservation.cancelled",
+            FeedKind::ReservationExpired => "reservation.expired",
+            FeedKind::ReservationRefunded => "reservation.refunded",
+            FeedKind::SkuCreated => "sku.created",
+            FeedKind::SkuChanged => "sku.changed",
+            FeedKind::SkuSold => "sku.sold",
+            FeedKind::SkuSoldOut => "sku.sold_out",
+            FeedKind::SkuBackInStock => "sku.back_in_stock",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<FeedKind> {
+        FeedKind::ALL.into_iter().find(|kind| kind.as_str() == name)
+    }
+
+    /// The event a reservation's transition to `status` is.
+    fn of_transition(from: Option<HoldStatus>, status: HoldStatus) -> FeedKind {
+        match (from, status) {
+            (None, _) => FeedKind::ReservationCreated,
+            (_, HoldStatus::Confirmed) => FeedKind::ReservationConfirmed,
+            (_, HoldStatus::Cancelled) => FeedKind::ReservationCancelled,
+            (_, HoldStatus::Expired) => FeedKind::ReservationExpired,
+            (_, HoldStatus::Refunded) => FeedKind::ReservationRefunded,
+            (_, HoldStatus::Held) => FeedKind::ReservationCreated,
+        }
+    }
+}
+
+/// A SKU's counts after an event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FeedCounts {
+    pub available: i64,
+    pub held: i64,
+    pub sold: i64,
+    pub received: i64,
+}
+
+/// The reservation a reservation event is about; a cart's events (one per
+/// line SKU) share it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedReservation {
+    /// The public id (`core::public_id`): the only form that leaves.
+    pub public_id: Box<str>,
+    /// `None` for a new reservation.
+    pub from: Option<HoldStatus>,
+    pub status: HoldStatus,
+    pub customer: Option<Box<str>>,
+    /// (SKU name, quantity), in the reservation's order.
+    pub lines: Vec<(Arc<str>, u32)>,
+    pub deadline_ms: u64,
+}
+
+/// An operator change's details.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FeedOperator {
+    pub delta: i64,
+    pub version: u64,
+    /// `Some` when the change set the per-customer limit (to `None`: off).
+    pub limit: Option<Option<u32>>,
+}
+
+/// One event of the feed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedEvent {
+    pub position: u64,
+    pub kind: FeedKind,
+    pub at_ms: u64,
+    pub sku: Arc<str>,
+    pub counts: FeedCounts,
+    pub reservation: Option<Arc<FeedReservation>>,
+    pub operator: Option<FeedOperator>,
+    /// Units of a record-less sale.
+    pub units: Option<u32>,
+}
+
+impl FeedEvent {
+    /// The event's id: the same on every delivery, and distinct across
+    /// data directories (`feed_id` comes from the directory's key).
+    pub fn id(&self, feed_id: u64) -> String {
+        event_id(feed_id, self.position)
+    }
+}
+
+/// `{feed id as 16 hex}-{position}`.
+pub fn event_id(feed_id: u64, position: u64) -> String {
+    format!("{feed_id:016x}-{position}")
+}
+
+/// Which events a reader wants.
+#[derive(Clone, Debug, Default)]
+pub struct FeedFilter {
+    pub sku: Option<Box<str>>,
+    /// Empty: every kind.
+    pub kinds: Vec<FeedKind>,
+}
+
+impl FeedFilter {
+    pub fn matches(&self, event: &FeedEvent) -> bool {
+        self.sku.as_deref().is_none_or(|sku| *event.sku == *sku)
+            && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
+    }
+}
+
+/// A page of the feed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FeedPage {
+    pub events: Vec<FeedEvent>,
+    /// Resume after this position: past every event looked at, matching
+    /// the filter or not, so a narrow filter still moves forward.
+    pub next_after: u64,
+}
+
+/// Where a read must go.
+#[derive(Debug)]
+pub enum FeedRead {
+    Page(FeedPage),
+    /// Older than memory holds: read the store from `after`.
+    FromStore,
+    /// `after` is past the newest event, `last` (a consumer from another
+    /// data directory, or one restored from an older backup).
+    Ahead {
+        last: u64,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct FeedSku {
+    name: Arc<str>,
+    counts: FeedCounts,
+}
+
+/// A durable batch not yet turned into events.
+struct RawBatch {
+    frames: Vec<u8>,
+    end: Position,
+    at_ms: u64,
+}
+
+struct FeedInner {
+    public_ids: PublicIds,
+    skus: Vec<Option<FeedSku>>,
+    /// The position the next event gets.
+    next_position: u64,
+    raw: VecDeque<RawBatch>,
+    /// Made events, positions contiguous and ending at `next_position - 1`.
+    events: VecDeque<FeedEvent>,
+    /// The journal position the made events reach.
+    made_through: Position,
+    /// Per made batch not yet saved: its end and the position after its
+    /// last event, so a checkpoint writes exactly the events of the
+    /// batches it covers.
+    boundaries: VecDeque<(Position, u64)>,
+    /// Every event up to here is in the store.
+    saved_through: u64,
+    /// Events whose counts came out negative (a broken invariant; logged).
+    negative_counts: u64,
+}
+
+/// The feed: durable batches in, events out.
+pub struct Feed {
+    inner: Mutex<FeedInner>,
+    /// Bumped (under `inner`) whenever a batch arrives; readers wait on it.
+    arrived: Condvar,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed").finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    /// A feed continuing from `settled` (the store's checkpoint: names and
+    /// counts), whose next event is `settled.feed_next_position`.
+    pub fn new(public_ids: PublicIds, settled: &Settled) -> Feed {
+        let skus = settled
+            .skus
+            .iter()
+            .map(|sku| {
+                sku.as_ref().map(|sku| FeedSku {
+                    name: Arc::from(&*sku.name),
+                    counts: FeedCounts {
+                        available: sku.available(),
+                        held: sku.held,
+                        sold: sku.sold,
+                        received: sku.received,
+                    },
+                })
+            })
+            .collect();
+        let next = settled.feed_next_position.max(1);
+        Feed {
+            inner: Mutex::new(FeedInner {
+                public_ids,
+                skus,
+                next_position: next,
+                raw: VecDeque::new(),
+                events: VecDeque::new(),
+                made_through: settled.position,
+                boundaries: VecDeque::new(),
+                saved_through: next - 1,
+                negative_counts: 0,
+            }),
+            arrived: Condvar::new(),
+            wakers: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes a durable batch (the writer's sink, and recovery's replay).
+    pub fn push(&self, batch: &DurableBatch<'_>) {
+        if batch.frames.is_empty() {
+            return;
+        }
+        self.inner.lock().raw.push_back(RawBatch {
+            frames: batch.frames.to_vec(),
+            end: batch.end,
+            at_ms: batch.at_ms,
+        });
+        self.arrived.notify_all();
+        let wakers = std::mem::take(&mut *self.wakers.lock());
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// The oldest position memory holds (the next one when it holds none).
+    pub fn first_in_memory(&self) -> u64 {
+        let inner = self.inner.lock();
+        inner
+            .events
+            .front()
+            .map_or(inner.next_position, |e| e.position)
+    }
+
+    /// The position of the last durable event (0 before the first).
+    pub fn last_position(&self) -> u64 {
+        let mut inner = self.inner.lock();
+        inner.make_all();
+        inner.next_position - 1
+    }
+
+    /// Events after `after` matching `filter`, at most `limit` looked at
+    /// (from memory), or `FromStore` when memory no longer holds `after + 1`.
+    pub fn read(&self, after: u64, limit: usize, filter: &FeedFilter) -> FeedRead {
+        let mut inner = self.inner.lock();
+        inner.make_all();
+        let last = inner.next_position - 1;
+        let first = inner
+            .events
+            .front()
+            .map_or(inner.next_position, |e| e.position);
+        if after > last {
+            return FeedRead::Ahead { last };
+        }
+        if after == last {
+            return FeedRead::Page(FeedPage {
+                events: Vec::new(),
+                next_after: after,
+            });
+        }
+        if after + 1 < first {
+            return FeedRead::FromStore;
+        }
+        let skip = (after + 1 - first) as usize;
+        let mut page = FeedPage {
+            events: Vec::new(),
+            next_after: after,
+        };
+        for event in inner.events.iter().skip(skip).take(limit) {
+            page.next_after = event.position;
+            if filter.matches(event) {
+                page.events.push(event.clone());
+            }
+        }
+        FeedRead::Page(page)
+    }
+
+    /// Waits until an event past `after` is durable, or `timeout` passes.
+    /// Returns whether one is.
+    pub fn wait_past(&self, after: u64, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.inner.lock();
+        loop {
+            inner.make_all();
+            if inner.next_position - 1 > after {
+                return true;
+            }
+            if self.arrived.wait_until(&mut inner, deadline).timed_out() {
+                inner.make_all();
+                return inner.next_position - 1 > after;
+            }
+        }
+    }
+
+    /// Whether an event past `after` is durable; if not, `waker` is woken
+    /// when the next batch arrives (the async form of `wait_past`).
+    pub fn poll_past(&self, after: u64, waker: &Waker) -> bool {
+        // The waker is registered before looking, so a batch that arrives
+        // in between wakes it.
+        {
+            let mut wakers = self.wakers.lock();
+            if !wakers.iter().any(|w| w.will_wake(waker)) {
+                wakers.push(waker.clone());
+            }
+        }
+        let mut inner = self.inner.lock();
+        inner.make_all();
+        inner.next_position - 1 > after
+    }
+
+    /// The events a checkpoint at `through` (a batch boundary) must write:
+    /// those after the last saved one, up to the end of the batches it
+    /// covers; and the position that follows them.
+    pub fn unsaved_through(&self, through: Position) -> (Vec<FeedEvent>, u64) {
+        let mut inner = self.inner.lock();
+        inner.make_through(through);
+        // Not popped here: a failed save takes the same events again.
+        let next = inner
+            .boundaries
+            .iter()
+            .take_while(|(end, _)| *end <= through)
+            .last()
+            .map_or(inner.saved_through + 1, |&(_, after)| after);
+        let saved = inner.saved_through;
+        let first = inner
+            .events
+            .front()
+            .map_or(inner.next_position, |e| e.position);
+        let skip = saved.saturating_sub(first - 1) as usize;
+        let take = next.saturating_sub(saved + 1) as usize;
+        let events = inner.events.iter().skip(skip).take(take).cloned().collect();
+        (events, next)
+    }
+
+    /// Records that the store holds every event before `next_position`, and
+    /// drops the oldest saved events from memory past the memory limit.
+    pub fn mark_saved(&self, next_position: u64) {
+        let mut inner = self.inner.lock();
+        inner.saved_through = inner.saved_through.max(next_position - 1);
+        let saved = inner.saved_through;
+        while inner
+            .boundaries
+            .front()
+            .is_some_and(|&(_, after)| after <= saved + 1)
+        {
+            inner.boundaries.pop_front();
+        }
+        while inner.events.len() > FEED_EVENTS_IN_MEMORY
+            && inner
+                .events
+                .front()
+                .is_some_and(|e| e.position <= inner.saved_through)
+        {
+            inner.events.pop_front();
+        }
+    }
+
+    /// Events whose counts came out negative (must stay 0).
+    pub fn negative_counts(&self) -> u64 {
+        self.inner.lock().negative_counts
+    }
+}
+
+impl FeedInner {
+    fn make_all(&mut self) {
+        while let Some(batch) = self.raw.pop_front() {
+            self.make(batch);
+        }
+    }
+
+    fn make_through(&mut self, through: Position) {
+        while self.raw.front().is_some_and(|batch| batch.end <= through) {
+            let batch = self.raw.pop_front().expect("front exists");
+            self.make(batch);
+        }
+    }
+
+    /// Turns one durable batch into events, in feed order.
+    fn make(&mut self, batch: RawBatch) {
+        let mut events = Vec::new();
+        for payload in segment::batch_payloads(&batch.frames) {
+            match Event::decode(payload) {
+                Ok(event) => events.push(event),
+                // Encoded by this process and read back checked: a bug.
+                Err(error) => tracing::error!("feed: a durable frame does not decode: {error}"),
+            }
+        }
+        for step in feed_order(events) {
+            match step {
+                Step::Single(event) => self.make_single(event, batch.at_ms),
+                Step::Chain(chain) => {
+                    for hold in chain {
+                        self.make_hold(hold, batch.at_ms);
+                    }
+                }
+            }
+        }
+        self.made_through = batch.end;
+        self.boundaries.push_back((batch.end, self.next_position));
+    }
+
+    fn make_single(&mut self, event: Event, at_ms: u64) {
+        match event {
+            Event::SkuCreated { sku, name } => {
+                let index = sku.index() as usize;
+                if self.skus.len() <= index {
+                    self.skus.resize(index + 1, None);
+                }
+                self.skus[index] = Some(FeedSku {
+                    name: Arc::from(name),
+                    counts: FeedCounts::default(),
+                });
+                self.emit(index, FeedKind::SkuCreated, at_ms, Detail::None);
+            }
+            Event::Operator {
+                sku,
+                delta,
+                version,
+                limit,
+            } => {
+                let index = sku.index() as usize;
+                let before = self.counts(index);
+                self.update(index, |c| {
+                    c.received += delta;
+                    c.available += delta;
+                });
+                let operator = FeedOperator {
+                    delta,
+                    version,
+                    limit: match limit {
+                        LimitChange::Unchanged => None,
+                        LimitChange::Set(limit) => Some(limit),
+                    },
+                };
+                self.emit(
+                    index,
+                    FeedKind::SkuChanged,
+                    at_ms,
+                    Detail::Operator(operator),
+                );
+                self.emit_crossing(index, before, at_ms);
+            }
+            Event::Sell { sku, units } => {
+                let index = sku.index() as usize;
+                let before = self.counts(index);
+                self.update(index, |c| {
+                    c.available -= i64::from(units);
+                    c.sold += i64::from(units);
+                });
+                self.emit(index, FeedKind::SkuSold, at_ms, Detail::Units(units));
+                self.emit_crossing(index, before, at_ms);
+            }
+            Event::Hold(hold) => self.make_hold(hold, at_ms),
+            Event::Idempotency(_) => {}
+        }
+    }
+
+    /// A reservation's transition: its counts move on every line's SKU,
+    /// then one event per line SKU (a SKU twice in a cart is refused by the
+    /// engine, so each SKU has one line).
+    fn make_hold(&mut self, hold: HoldEvent, at_ms: u64) {
+        let (from_held, from_sold) = effect(hold.from);
+        let (to_held, to_sold) = effect(Some(hold.status));
+        let mut before = Vec::with_capacity(hold.lines.len());
+        for line in &hold.lines {
+            let index = line.sku.index() as usize;
+            before.push(self.counts(index));
+            let q = i64::from(line.quantity);
+            self.update(index, |c| {
+                let held = q * (to_held - from_held);
+                let sold = q * (to_sold - from_sold);
+                c.held += held;
+                c.sold += sold;
+                c.available -= held + sold;
+            });
+        }
+        let reservation = Arc::new(FeedReservation {
+            public_id: self.public_ids.to_string(hold.id).into(),
+            from: hold.from,
+            status: hold.status,
+            customer: hold.customer,
+            lines: hold
+                .lines
+                .iter()
+                .map(|line| (self.name(line.sku.index() as usize), line.quantity))
+                .collect(),
+            deadline_ms: hold.deadline_ms,
+        });
+        let kind = FeedKind::of_transition(hold.from, hold.status);
+        for (line, before) in hold.lines.iter().zip(before) {
+            let index = line.sku.index() as usize;
+            let detail = Detail::Reservation(Arc::clone(&reservation));
+            self.emit(index, kind, at_ms, detail);
+            self.emit_crossing(index, before, at_ms);
+        }
+    }
+
+    fn emit_crossing(&mut self, index: usize, before: FeedCounts, at_ms: u64) {
+        let after = self.counts(index);
+        if before.available > 0 && after.available == 0 {
+            self.emit(index, FeedKind::SkuSoldOut, at_ms, Detail::None);
+        } else if before.available == 0 && after.available > 0 {
+            self.emit(index, FeedKind::SkuBackInStock, at_ms, Detail::None);
+        }
+    }
+
+    fn emit(&mut self, index: usize, kind: FeedKind, at_ms: u64, detail: Detail) {
+        let counts = self.counts(index);
+        if counts.available < 0 || counts.held < 0 || counts.sold < 0 {
+            self.negative_counts += 1;
+            tracing::error!(
+                "feed: SKU #{index} counts {counts:?} after a {} event (a broken invariant)",
+                kind.as_str()
+            );
+            debug_assert!(false, "negative feed counts {counts:?}");
+        }
+        let (reservation, operator, units) = match detail {
+            Detail::None => (None, None, None),
+            Detail::Reservation(r) => (Some(r), None, None),
+            Detail::Operator(o) => (None, Some(o), None),
+            Detail::Units(u) => (None, None, Some(u)),
+        };
+        let position = self.next_position;
+        self.next_position += 1;
+        self.events.push_back(FeedEvent {
+            position,
+            kind,
+            at_ms,
+            sku: self.name(index),
+            counts,
+            reservation,
+            operator,
+            units,
+        });
+    }
+
+    fn counts(&self, index: usize) -> FeedCounts {
+        self.skus
+            .get(index)
+            .and_then(Option::as_ref)
+            .map_or_else(FeedCounts::default, |sku| sku.counts)
+    }
+
+    fn update(&mut self, index: usize, change: impl FnOnce(&mut FeedCounts)) {
+        if self.skus.len() <= index {
+            self.skus.resize(index + 1, None);
+        }
+        let sku = self.skus[index].get_or_insert_with(|| FeedSku {
+            name: Arc::from(""),
+            counts: FeedCounts::default(),
+        });
+        change(&mut sku.counts);
+    }
+
+    fn name(&self, index: usize) -> Arc<str> {
+        self.skus
+            .get(index)
+            .and_then(Option::as_ref)
+            .map_or_else(|| Arc::from(""), |sku| Arc::clone(&sku.name))
+    }
+}
+
+enum Detail {
+    None,
+    Reservation(Arc<FeedReservation>),
+    Operator(FeedOperator),
+    Units(u32),
+}
+
+/// (held, sold) units a status keeps per unit of a line.
+fn effect(status: Option<HoldStatus>) -> (i64, i64) {
+    match status {
+        Some(HoldStatus::Held) => (1, 0),
+        Some(HoldStatus::Confirmed) => (0, 1),
+        _ => (0, 0),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,119 @@
+//! The order of a batch's events in the feed.
+//!
+//! Within a batch the journal has no order: the writer concatenates the
+//! per-CPU lanes, and the fold does not need one (deltas commute). The feed
+//! does: each event carries its SKU's counts *after* it, and those counts
+//! must be ones the SKU could have had, never negative. So the feed orders
+//! each batch in four stages, a rule that needs nothing but the batch:
+//!
+//! 1. SKU creations.
+//! 2. **Credits and moves**: changes to reservations created in an earlier
+//!    batch (confirm, cancel, expire, refund: none takes from `available`),
+//!    then operator changes that add units (or none), by version.
+//! 3. **Round trips**: reservations created *and* ended (cancelled, expired,
+//!    refunded) in this batch, each as its whole chain (created, ..., ended).
+//! 4. **Takes**: reservations created in this batch and still held or
+//!    confirmed at its end (their chain), record-less sales, then operator
+//!    changes that remove units, by version.
+//!
+//! Why nothing goes negative. `held` and `sold` only fall by a transition
+//! of a reservation whose creation comes earlier in the feed (an earlier
+//! batch, or earlier in its own chain). For `available`, let `start` be the
+//! SKU's available at the batch's start and `credits` what stage 2 adds:
+//! stage 2 only adds; a round trip of `q` units dips to `start + credits - q`,
+//! and in real time its creation took `q` units when the SKU had at most
+//! `start + credits` (an event is journaled before the change it records
+//! becomes visible, so every credit it could have used is in this batch or
+//! an earlier one, and takes in the real history only lowered the count);
+//! stage 4 only takes, down to the batch's end, which is a state the engine
+//! passed through (the journal's causal-prefix property), hence `>= 0`.
+//!
+//! Within a stage, events keep their order in the batch (deterministic:
+//! a batch's bytes are fixed once durable, so a replay after a crash gives
+//! every event the same position).
+
+use crate::core::types::HoldStatus;
+use crate::durable::event::{Event, HoldEvent};
+
+/// One step of the feed order: an event, or a reservation's chain of
+/// transitions within the batch (in status order).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Step {
+    Single(Event),
+    Chain(Vec<HoldEvent>),
+}
+
+/// `events` (one batch, in frame order) in feed order. Idempotency events
+/// are dropped: they record a receipt, not a change of stock.
+pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
+    let mut created: Vec<Step> = Vec::new();
+    let mut credit_ops: Vec<Event> = Vec::new();
+    let mut take_ops: Vec<Event> = Vec::new();
+    let mut sells: Vec<Step> = Vec::new();
+    // Chains by first appearance; a batch holds at most a few of one id.
+    let mut chains: Vec<Vec<HoldEvent>> = Vec::new();
+    let mut chain_of: std::collections::HashMap<u64, usize, foldhash::fast::RandomState> =
+        std::collections::HashMap::default();
+    for event in events {
+        match event {
+            Event::SkuCreated { .. } => created.push(Step::Single(event)),
+            Event::Operator { delta, .. } if delta >= 0 => credit_ops.push(event),
+            Event::Operator { .. } => take_ops.push(event),
+            Event::Sell { .. } => sells.push(Step::Single(event)),
+            Event::Hold(hold) => {
+                let next = chains.len();
+                let index = *chain_of.entry(hold.id.as_u64()).or_insert(next);
+                if index == next {
+                    chains.push(Vec::new());
+                }
+                chains[index].push(hold);
+            }
+            Event::Idempotency(_) => {}
+        }
+    }
+    let mut moves = Vec::new();
+    let mut round_trips = Vec::new();
+    let mut takes = Vec::new();
+    for mut chain in chains {
+        chain.sort_by_key(|hold| hold.from.map_or(0, rank));
+        let born_here = chain[0].from.is_none();
+        let ended = chain.last().is_some_and(|hold| is_end(hold.status));
+        match (born_here, ended) {
+            (false, _) => moves.push(Step::Chain(chain)),
+            (true, true) => round_trips.push(Step::Chain(chain)),
+            (true, false) => takes.push(Step::Chain(chain)),
+        }
+    }
+    let by_version = |event: &Event| match event {
+        Event::Operator { version, .. } => *version,
+        _ => 0,
+    };
+    credit_ops.sort_by_key(by_version);
+    take_ops.sort_by_key(by_version);
+    let mut order = created;
+    order.extend(moves);
+    order.extend(credit_ops.into_iter().map(Step::Single));
+    order.extend(round_trips);
+    order.extend(takes);
+    order.extend(sells);
+    order.extend(take_ops.into_iter().map(Step::Single));
+    order
+}
+
+/// Where a status lies on its reservation's path (held, then confirmed /
+/// cancelled / expired, then refunded): a chain sorts by the status each
+/// event left.
+fn rank(status: HoldStatus) -> u8 {
+    match status {
+        HoldStatus::Held => 1,
+        HoldStatus::Confirmed | HoldStatus::Cancelled | HoldStatus::Expired => 2,
+        HoldStatus::Refunded => 3,
+    }
+}
+
+fn is_end(status: HoldStatus) -> bool {
+    matches!(
+        status,
+        HoldStatus::Cancelled | HoldStatus::Expired | HoldStatus::Refunded
+    )
+}
