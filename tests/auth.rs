@@ -139,7 +139,7 @@ fn every_route_answers_every_role_as_the_roles_say() {
     let roles = roles();
     // Expected status per role, in the order of `roles().names`.
     type Row = (&'static str, &'static str, [u16; 7]);
-    let rows: [Row; 11] = [
+    let rows: [Row; 12] = [
         ("GET", "/healthz", [200, 200, 200, 200, 200, 401, 401]),
         ("GET", "/metrics", [401, 403, 403, 403, 200, 401, 401]),
         ("GET", "/v1/skus", [401, 200, 200, 200, 200, 401, 401]),
@@ -175,6 +175,7 @@ fn every_route_answers_every_role_as_the_roles_say() {
             "/v1/reservations/{confirmed}/refund",
             [401, 403, 403, 200, 200, 401, 401],
         ),
+        ("GET", "/v1/events", [401, 403, 403, 200, 200, 401, 401]),
     ];
     let mut wrong = Vec::new();
     for (method, template, expected) in rows {

@@ -15,6 +15,10 @@ use crate::durable::journal::segment::{segment_file_name, Position};
 use crate::durable::settled::{EventsRetention, Settled};
 use crate::durable::store::{Store, StoreError};
 
+/// Reads the store's outbox (see `Checkpointer::outbox`).
+pub(super) type Outbox =
+    Arc<dyn Fn(u64, usize) -> Result<(Vec<FeedEvent>, Option<u64>), StoreError> + Send + Sync>;
+
 /// How long the outbox keeps events (both bounds apply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FeedRetention {
@@ -102,17 +106,16 @@ impl Checkpointer {
         self.shared.run(false)
     }
 
-    /// Outbox events after `after` (at most `limit`), and the oldest
-    /// position the outbox holds. Waits for a checkpoint in progress.
-    pub(super) fn read_events(
-        &self,
-        after: u64,
-        limit: usize,
-    ) -> Result<(Vec<FeedEvent>, Option<u64>), StoreError> {
-        let mut store = self.shared.store.lock();
-        let events = store.read_events(after, limit)?;
-        let oldest = store.oldest_event()?;
-        Ok((events, oldest))
+    /// Reads the outbox: events after a position (at most a count), and
+    /// the oldest position it holds. Waits for a checkpoint in progress.
+    pub(super) fn outbox(&self) -> Outbox {
+        let shared = Arc::clone(&self.shared);
+        Arc::new(move |after, limit| {
+            let mut store = shared.store.lock();
+            let events = store.read_events(after, limit)?;
+            let oldest = store.oldest_event()?;
+            Ok((events, oldest))
+        })
     }
 
     /// Stops the thread and writes a last checkpoint.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::checkpoint::{Checkpointer, FeedRetention};
+use super::checkpoint::{Checkpointer, FeedRetention, Outbox};
 use super::feed::{Feed, FeedFilter, FeedPage, FeedRead};
 use super::recovery::{fold_batch, list_segments, lock_dir, recover, restore_engine, Mode};
 use super::sink::JournaledEngine;
@@ -268,40 +268,13 @@ impl DurableEngine {
         self.public_ids.feed_id()
     }
 
-    /// Feed events after `after` matching `filter`, at most `limit` looked
-    /// at: from memory near the head, from the store's outbox further back
-    /// (this may wait for a checkpoint in progress: call it off the async
-    /// runtime).
-    pub fn read_events(
-        &self,
-        after: u64,
-        limit: usize,
-        filter: &FeedFilter,
-    ) -> Result<FeedPage, FeedError> {
-        match self.feed.read(after, limit, filter) {
-            FeedRead::Page(page) => Ok(page),
-            FeedRead::Ahead { last } => Err(FeedError::Ahead { after, last }),
-            FeedRead::FromStore => {
-                let checkpointer = self.checkpointer.as_ref().ok_or(FeedError::Closed)?;
-                let (events, oldest) = checkpointer
-                    .read_events(after, limit)
-                    .map_err(FeedError::Store)?;
-                let oldest = oldest.unwrap_or_else(|| self.feed.first_in_memory());
-                if after + 1 < oldest {
-                    return Err(FeedError::Gone { after, oldest });
-                }
-                let mut page = FeedPage {
-                    events: Vec::new(),
-                    next_after: after,
-                };
-                for event in events {
-                    page.next_after = event.position;
-                    if filter.matches(&event) {
-                        page.events.push(event);
-                    }
-                }
-                Ok(page)
-            }
+    /// A reader of the feed that reaches back into the store's outbox.
+    pub fn feed_reader(&self) -> FeedReader {
+        let checkpointer = self.checkpointer.as_ref().expect("open until closed");
+        FeedReader {
+            feed: Arc::clone(&self.feed),
+            outbox: checkpointer.outbox(),
+            feed_id: self.public_ids.feed_id(),
         }
     }
 
@@ -354,6 +327,65 @@ impl Drop for DurableEngine {
     }
 }
 
+/// Reads the feed: from memory near the head, from the store's outbox
+/// further back. Cheap to clone.
+#[derive(Clone)]
+pub struct FeedReader {
+    feed: Arc<Feed>,
+    outbox: Outbox,
+    feed_id: u64,
+}
+
+impl std::fmt::Debug for FeedReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedReader").finish_non_exhaustive()
+    }
+}
+
+impl FeedReader {
+    pub fn feed(&self) -> &Arc<Feed> {
+        &self.feed
+    }
+
+    /// This data directory's feed id, from which event ids are made.
+    pub fn feed_id(&self) -> u64 {
+        self.feed_id
+    }
+
+    /// Events after `after` matching `filter`, at most `limit` looked at.
+    /// Reading the outbox may wait for a checkpoint in progress: call it
+    /// off an async runtime's workers.
+    pub fn read(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &FeedFilter,
+    ) -> Result<FeedPage, FeedError> {
+        match self.feed.read(after, limit, filter) {
+            FeedRead::Page(page) => Ok(page),
+            FeedRead::Ahead { last } => Err(FeedError::Ahead { after, last }),
+            FeedRead::FromStore => {
+                let (events, oldest) = (self.outbox)(after, limit).map_err(FeedError::Store)?;
+                let oldest = oldest.unwrap_or_else(|| self.feed.first_in_memory());
+                if after + 1 < oldest {
+                    return Err(FeedError::Gone { after, oldest });
+                }
+                let mut page = FeedPage {
+                    events: Vec::new(),
+                    next_after: after,
+                };
+                for event in events {
+                    page.next_after = event.position;
+                    if filter.matches(&event) {
+                        page.events.push(event);
+                    }
+                }
+                Ok(page)
+            }
+        }
+    }
+}
+
 /// Why the feed cannot answer a read.
 #[derive(Debug, thiserror::Error)]
 pub enum FeedError {
@@ -363,8 +395,6 @@ pub enum FeedError {
     Ahead { after: u64, last: u64 },
     #[error("reading the outbox: {0}")]
     Store(StoreError),
-    #[error("the engine is closed")]
-    Closed,
 }
 
 /// Why a clean close did not finish.

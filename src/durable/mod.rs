@@ -40,7 +40,8 @@ pub mod store;
 
 #[cfg(not(loom))]
 pub use engine::{
-    CloseError, DurableConfig, DurableEngine, FeedError, OpenError, RecoveryReport, StoreConfig,
+    CloseError, DurableConfig, DurableEngine, FeedError, FeedReader, OpenError, RecoveryReport,
+    StoreConfig,
 };
 #[cfg(not(loom))]
 pub use recovery::{inspect, list_segments, salvage, Inspection};

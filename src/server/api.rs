@@ -28,7 +28,7 @@ use crate::core::error::EngineError;
 use crate::core::public_id::PublicIds;
 use crate::core::types::SkuId;
 use crate::durable::journal::Durability;
-use crate::durable::JournaledEngine;
+use crate::durable::{FeedReader, JournaledEngine};
 
 /// Largest page of `GET /v1/skus`.
 pub const MAX_PAGE: usize = 1000;
@@ -48,6 +48,8 @@ pub struct ApiOptions {
     pub sku_rate_limit: Option<u32>,
     /// Reservation requests per second for any one customer.
     pub customer_rate_limit: Option<u32>,
+    /// The change feed (`/v1/events`); without one those routes are 404.
+    pub feed: Option<FeedReader>,
 }
 
 impl Default for ApiOptions {
@@ -58,6 +60,7 @@ impl Default for ApiOptions {
             rate_limit: None,
             sku_rate_limit: None,
             customer_rate_limit: None,
+            feed: None,
         }
     }
 }
@@ -71,6 +74,7 @@ pub struct Api {
     auth: Auth,
     in_flight: InFlight,
     pub(super) rates: Rates,
+    pub(super) feed: Option<FeedReader>,
     requests: Arc<RequestCounters>,
     registry: prometheus_client::registry::Registry,
 }
@@ -106,6 +110,7 @@ impl Api {
             engine,
             public_ids,
             durability,
+            feed: options.feed,
             auth: Auth::new(&options.auth),
             in_flight,
             requests,
@@ -211,12 +216,20 @@ impl Api {
             Route::ReservationConfirm | Route::ReservationCancel | Route::ReservationRefund => {
                 self.transition(matched.route, param, scope).await
             }
+            // Boxed: their futures (blocking reads, waits) are larger than
+            // the purchase path's, and an unboxed one would grow the state
+            // every request's future carries.
+            Route::EventsList => Box::pin(self.list_events(parts.uri.query())).await,
+            Route::EventsStream => {
+                Box::pin(self.stream_events(&parts.headers, parts.uri.query())).await
+            }
             Route::Other => Err(not_routed(parts, Miss::NotFound)),
         }
     }
 
     fn metrics(&self) -> HttpResponse {
-        let mut response = Response::new(Full::new(metrics::render(&self.registry).into()));
+        let rendered = Full::new(metrics::render(&self.registry).into());
+        let mut response = Response::new(rendered.into());
         response.headers_mut().insert(
             CONTENT_TYPE,
             HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -242,7 +242,11 @@ impl Auth {
     /// with roles, only the operator routes of an open one (whose buyer
     /// routes ignore tokens, so the purchase path skips the header).
     pub fn identifies(&self, route: Route) -> bool {
-        self.is_secured() || matches!(route, Route::SkuPut | Route::SkuAdjust)
+        self.is_secured()
+            || matches!(
+                route,
+                Route::SkuPut | Route::SkuAdjust | Route::EventsList | Route::EventsStream
+            )
     }
 
     /// Who presented the request's bearer token. On an open server only
@@ -447,8 +451,12 @@ pub fn authorize<'a>(
     route: Route,
     caller: &'a Caller<'_>,
 ) -> Result<Scope<'a>, ApiError> {
+    // The feed tells everything about every customer: with only an admin
+    // token configured it is the operator's; with roles, services' too.
+    let feed_route = matches!(route, Route::EventsList | Route::EventsStream);
     let operator_route = matches!(route, Route::SkuPut | Route::SkuAdjust)
-        || (auth.is_secured() && route == Route::Metrics);
+        || (auth.is_secured() && route == Route::Metrics)
+        || (!auth.is_secured() && feed_route);
     if operator_route {
         return match (auth.admin_token.is_some(), caller) {
             (false, _) | (true, Caller::Operator) => Ok(Scope::Any),
@@ -471,6 +479,10 @@ pub fn authorize<'a>(
             ))
         }
         (Route::SkusList | Route::SkuGet, _) => Some(Scope::Any),
+        (Route::EventsList | Route::EventsStream, Caller::Operator | Caller::Service(_)) => {
+            Some(Scope::Any)
+        }
+        (Route::EventsList | Route::EventsStream, Caller::Buyer(_)) => None,
         (Route::ReservationGet | Route::ReservationRefund, Caller::Operator) => Some(Scope::Any),
         (_, Caller::Operator) => None,
         (_, Caller::Service(_)) => Some(Scope::Any),
@@ -496,6 +508,9 @@ fn action(route: Route) -> &'static str {
         Route::ReservationConfirm => "confirm a reservation (payment is confirmed by a service)",
         Route::ReservationCancel => "cancel a reservation (buyers and services do)",
         Route::ReservationRefund => "refund a sale (services and the operator do)",
+        Route::EventsList | Route::EventsStream => {
+            "read the change feed (services and the operator do)"
+        }
         _ => "use this route",
     }
 }

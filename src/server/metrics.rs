@@ -29,7 +29,9 @@ use crate::durable::journal::{Journal, BATCH_BUCKETS, FSYNC_BUCKETS_US};
 const OUTCOMES: usize = 1 + Code::ALL.len();
 
 /// HTTP statuses the server answers with; anything else counts as `other`.
-const STATUSES: [u16; 12] = [200, 201, 400, 401, 403, 404, 405, 409, 413, 429, 500, 503];
+const STATUSES: [u16; 13] = [
+    200, 201, 400, 401, 403, 404, 405, 409, 410, 413, 429, 500, 503,
+];
 const STATUS_CELLS: usize = STATUSES.len() + 1;
 
 fn outcome_label(outcome: usize) -> &'static str {

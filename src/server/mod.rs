@@ -8,7 +8,8 @@
 //! error.rs        ApiError and Code: the boundary's one error type
 //! admission.rs    in-flight cap (per CPU) and the optional token buckets
 //! rate.rs         RateLimit: GCRA token bucket
-//! auth.rs         operator token
+//! auth.rs         roles: operator token, service tokens, buyer JWTs
+//! events.rs       the change feed: GET /v1/events (long-poll), /v1/events/stream (SSE)
 //! skus.rs         SKU handlers
 //! reservations.rs reservation handlers (the purchase path)
 //! body.rs         bounded body reads; parse_order (scanner, then fields)
@@ -30,6 +31,7 @@ pub mod auth;
 pub mod body;
 pub mod connection;
 pub mod error;
+pub mod events;
 pub mod listener;
 pub mod metrics;
 pub mod order_body;

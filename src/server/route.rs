@@ -17,12 +17,14 @@ pub enum Route {
     ReservationConfirm,
     ReservationCancel,
     ReservationRefund,
+    EventsList,
+    EventsStream,
     Other,
 }
 
 impl Route {
     /// In label order (the metrics' rows).
-    pub const ALL: [Route; 12] = [
+    pub const ALL: [Route; 14] = [
         Route::Healthz,
         Route::Metrics,
         Route::SkusList,
@@ -34,6 +36,8 @@ impl Route {
         Route::ReservationConfirm,
         Route::ReservationCancel,
         Route::ReservationRefund,
+        Route::EventsList,
+        Route::EventsStream,
         Route::Other,
     ];
 
@@ -51,6 +55,8 @@ impl Route {
             Route::ReservationConfirm => "reservation_confirm",
             Route::ReservationCancel => "reservation_cancel",
             Route::ReservationRefund => "reservation_refund",
+            Route::EventsList => "events_list",
+            Route::EventsStream => "events_stream",
             Route::Other => "other",
         }
     }
@@ -100,6 +106,8 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
         ["v1", "reservations", id, "confirm"] => (id, &[(Method::POST, Route::ReservationConfirm)]),
         ["v1", "reservations", id, "cancel"] => (id, &[(Method::POST, Route::ReservationCancel)]),
         ["v1", "reservations", id, "refund"] => (id, &[(Method::POST, Route::ReservationRefund)]),
+        ["v1", "events"] => ("", &[(Method::GET, Route::EventsList)]),
+        ["v1", "events", "stream"] => ("", &[(Method::GET, Route::EventsStream)]),
         _ => return (Route::Other, Err(Miss::NotFound)),
     };
     match shape.iter().find(|(m, _)| m == method) {
@@ -222,6 +230,8 @@ mod tests {
                 "/v1/reservations/01/refund",
                 Route::ReservationRefund,
             ),
+            (Method::GET, "/v1/events", Route::EventsList),
+            (Method::GET, "/v1/events/stream", Route::EventsStream),
         ];
         for (method, path, route) in cases {
             let (label, matched) = resolve(&method, path);

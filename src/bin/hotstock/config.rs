@@ -91,6 +91,14 @@ pub struct ServeSettings {
     /// [default: 60000].
     #[arg(long, env = "HOTSTOCK_IDLE_TIMEOUT_MS")]
     idle_timeout_ms: Option<NonZeroU32>,
+    /// Hours the store's outbox (`hotstock_events`) keeps change-feed
+    /// events; older ones are pruned at checkpoints, and a reader asking
+    /// for them gets 410 `gone` [default: 168].
+    #[arg(long, env = "HOTSTOCK_EVENTS_RETENTION_HOURS")]
+    events_retention_hours: Option<NonZeroU32>,
+    /// Most change-feed events the outbox keeps (the newest) [default: 10000000].
+    #[arg(long, env = "HOTSTOCK_EVENTS_RETENTION_COUNT")]
+    events_retention_count: Option<NonZeroU32>,
 }
 
 /// Settings with every default applied and every value checked.
@@ -108,6 +116,8 @@ pub struct Settings {
     pub max_connections: usize,
     pub header_timeout_ms: u64,
     pub idle_timeout_ms: u64,
+    pub events_retention: std::time::Duration,
+    pub events_retention_count: u64,
 }
 
 impl ServeSettings {
@@ -175,6 +185,10 @@ impl ServeSettings {
             max_connections: positive(self.max_connections, 10_000) as usize,
             header_timeout_ms: u64::from(positive(self.header_timeout_ms, 10_000)),
             idle_timeout_ms: u64::from(positive(self.idle_timeout_ms, 60_000)),
+            events_retention: std::time::Duration::from_secs(
+                u64::from(positive(self.events_retention_hours, 168)) * 3600,
+            ),
+            events_retention_count: u64::from(positive(self.events_retention_count, 10_000_000)),
         })
     }
 }

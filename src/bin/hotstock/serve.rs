@@ -24,6 +24,8 @@ pub fn serve(settings: Settings) -> ExitCode {
     };
     let mut config = DurableConfig::new(&settings.data_dir, settings.durability);
     config.store = settings.store.clone();
+    config.events_retention = settings.events_retention;
+    config.events_retention_count = settings.events_retention_count;
     tracing::info!("opening {}", settings.data_dir.display());
     let (durable, report) = match DurableEngine::open(config) {
         Ok(opened) => opened,
@@ -45,6 +47,7 @@ pub fn serve(settings: Settings) -> ExitCode {
         rate_limit: settings.rate_limit,
         sku_rate_limit: settings.sku_rate_limit,
         customer_rate_limit: settings.customer_rate_limit,
+        feed: Some(durable.feed_reader()),
     };
     let api = Arc::new(Api::new(
         durable.engine().clone(),

@@ -1,0 +1,511 @@
+//! The change feed through the durable engine: every operation's events,
+//! the outbox agreeing with the settled counts, and the same positions
+//! after a crash.
+
+mod common;
+use common::{copy_dir, TempDir};
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hotstock::core::change::Change;
+use hotstock::durable::feed::{FeedEvent, FeedFilter};
+use hotstock::durable::journal::fs::RealFs;
+use hotstock::durable::journal::Durability;
+use hotstock::durable::{DurableConfig, DurableEngine};
+use hotstock::{HoldStatus, Line, ManualClock, Order};
+
+const T0: u64 = 1_700_000_000_000;
+
+fn config(dir: &Path) -> DurableConfig {
+    let mut config = DurableConfig::new(dir, Durability::Sync);
+    config.checkpoint_interval = Duration::from_secs(3600);
+    config.segment_bytes = 4096;
+    config
+}
+
+fn open(dir: &Path, clock: &Arc<ManualClock>) -> DurableEngine {
+    DurableEngine::open_with(config(dir), Arc::new(RealFs), clock.clone())
+        .unwrap()
+        .0
+}
+
+/// Every durable event after `after`, in order (memory and outbox).
+fn events_after(durable: &DurableEngine, after: u64) -> Vec<FeedEvent> {
+    durable.journal().flush().unwrap();
+    let reader = durable.feed_reader();
+    let mut events = Vec::new();
+    let mut after = after;
+    loop {
+        let page = reader.read(after, 1000, &FeedFilter::default()).unwrap();
+        if page.next_after == after {
+            return events;
+        }
+        after = page.next_after;
+        events.extend(page.events);
+    }
+}
+
+/// The rows of the operation table: a name, what to do, and the events it
+/// must produce as (type, SKU) in order.
+type Row = (
+    &'static str,
+    Box<dyn Fn(&DurableEngine, &ManualClock, &mut Ids)>,
+    &'static [(&'static str, &'static str)],
+);
+
+/// Reservations the table's rows make and later rows act on.
+#[derive(Default)]
+struct Ids(HashMap<&'static str, hotstock::ReservationId>);
+
+fn line(durable: &DurableEngine, sku: &str, quantity: u32) -> Line {
+    Line {
+        sku: durable.engine().sku(sku).unwrap(),
+        quantity,
+    }
+}
+
+fn reserve(durable: &DurableEngine, lines: &[Line], confirm: bool) -> hotstock::ReservationId {
+    let order = Order {
+        lines,
+        customer: Some("ann"),
+        ttl_ms: Some(1_000),
+        confirm,
+        ..Order::default()
+    };
+    durable.engine().reserve(&order).unwrap().id
+}
+
+fn rows() -> Vec<Row> {
+    vec![
+        (
+            "put_sku creates a SKU with stock",
+            Box::new(|d, _, _| {
+                d.engine().put_sku("tee", 3, None, None).unwrap();
+            }),
+            &[
+                ("sku.created", "tee"),
+                ("sku.changed", "tee"),
+                ("sku.back_in_stock", "tee"),
+            ],
+        ),
+        (
+            "put_sku creates an empty SKU",
+            Box::new(|d, _, _| {
+                d.engine().put_sku("mug", 0, None, None).unwrap();
+            }),
+            &[("sku.created", "mug"), ("sku.changed", "mug")],
+        ),
+        (
+            "restock",
+            Box::new(|d, _, _| {
+                let mug = d.engine().sku("mug").unwrap();
+                d.engine().restock(mug, 2).unwrap();
+            }),
+            &[("sku.changed", "mug"), ("sku.back_in_stock", "mug")],
+        ),
+        (
+            "set_limit",
+            Box::new(|d, _, _| {
+                let tee = d.engine().sku("tee").unwrap();
+                d.engine().set_limit(tee, Some(5)).unwrap();
+            }),
+            &[("sku.changed", "tee")],
+        ),
+        (
+            "reserve (a hold)",
+            Box::new(|d, _, ids| {
+                let lines = [line(d, "tee", 1)];
+                ids.0.insert("hold", reserve(d, &lines, false));
+            }),
+            &[("reservation.created", "tee")],
+        ),
+        (
+            "confirm",
+            Box::new(|d, _, ids| {
+                d.engine().confirm(ids.0["hold"]).unwrap();
+            }),
+            &[("reservation.confirmed", "tee")],
+        ),
+        (
+            "refund",
+            Box::new(|d, _, ids| {
+                d.engine().refund(ids.0["hold"]).unwrap();
+            }),
+            &[("reservation.refunded", "tee")],
+        ),
+        (
+            "a cart: one event per line SKU",
+            Box::new(|d, _, ids| {
+                let lines = [line(d, "tee", 1), line(d, "mug", 1)];
+                ids.0.insert("cart", reserve(d, &lines, false));
+            }),
+            &[
+                ("reservation.created", "tee"),
+                ("reservation.created", "mug"),
+            ],
+        ),
+        (
+            "cancel",
+            Box::new(|d, _, ids| {
+                d.engine().cancel(ids.0["cart"]).unwrap();
+            }),
+            &[
+                ("reservation.cancelled", "tee"),
+                ("reservation.cancelled", "mug"),
+            ],
+        ),
+        (
+            "expiry",
+            Box::new(|d, clock, ids| {
+                let lines = [line(d, "mug", 2)];
+                ids.0.insert("expiring", reserve(d, &lines, false));
+                clock.advance(5_000);
+                assert_eq!(d.engine().run_timers().expired, 1);
+            }),
+            &[
+                ("reservation.created", "mug"),
+                ("sku.sold_out", "mug"),
+                ("reservation.expired", "mug"),
+                ("sku.back_in_stock", "mug"),
+            ],
+        ),
+        (
+            "purchase (born confirmed) selling out",
+            Box::new(|d, _, _| {
+                let mug = d.engine().sku("mug").unwrap();
+                d.engine().purchase(mug, 2, Some("ann")).unwrap();
+            }),
+            &[("reservation.created", "mug"), ("sku.sold_out", "mug")],
+        ),
+        (
+            "adjust",
+            Box::new(|d, _, _| {
+                let tee = d.engine().sku("tee").unwrap();
+                d.engine().adjust(tee, -1).unwrap();
+            }),
+            &[("sku.changed", "tee")],
+        ),
+        (
+            "sell (record-less)",
+            Box::new(|d, _, _| {
+                d.engine().put_sku("pin", 1, None, None).unwrap();
+                let pin = d.engine().sku("pin").unwrap();
+                d.engine().sell(pin, 1).unwrap();
+            }),
+            &[
+                ("sku.created", "pin"),
+                ("sku.changed", "pin"),
+                ("sku.back_in_stock", "pin"),
+                ("sku.sold", "pin"),
+                ("sku.sold_out", "pin"),
+            ],
+        ),
+        (
+            "an idempotent retry changes nothing and says nothing",
+            Box::new(|d, _, _| {
+                let lines = [line(d, "tee", 1)];
+                let order = Order {
+                    lines: &lines,
+                    customer: Some("ann"),
+                    idempotency_key: Some("k-1"),
+                    ..Order::default()
+                };
+                let first = d.engine().reserve(&order).unwrap();
+                let again = d.engine().reserve(&order).unwrap();
+                assert_eq!(first.id, again.id);
+            }),
+            &[("reservation.created", "tee")],
+        ),
+    ]
+}
+
+/// Which change kinds and transitions the table covers: adding a change
+/// or a transition to the engine fails this until the table has a row.
+fn covered(change: &Change<'_>) -> &'static str {
+    match change {
+        Change::SkuCreated { .. } => "put_sku creates a SKU with stock",
+        Change::Operator { .. } => "restock",
+        Change::Sell { .. } => "sell (record-less)",
+        Change::Hold(hold) => match (hold.from, hold.status) {
+            (None, HoldStatus::Held) => "reserve (a hold)",
+            (None, HoldStatus::Confirmed) => "purchase (born confirmed) selling out",
+            (Some(HoldStatus::Held), HoldStatus::Confirmed) => "confirm",
+            (Some(HoldStatus::Held), HoldStatus::Cancelled) => "cancel",
+            (Some(HoldStatus::Held), HoldStatus::Expired) => "expiry",
+            (Some(HoldStatus::Confirmed), HoldStatus::Refunded) => "refund",
+            (from, to) => panic!("a transition {from:?} -> {to:?} with no row"),
+        },
+        Change::Idempotency(_) => "an idempotent retry changes nothing and says nothing",
+    }
+}
+
+#[test]
+fn every_operation_produces_exactly_its_documented_events() {
+    let dir = TempDir::new("feed-table");
+    let clock = Arc::new(ManualClock::new(T0));
+    let durable = open(&dir.0, &clock);
+    let mut ids = Ids::default();
+    let rows = rows();
+    let names: Vec<&str> = rows.iter().map(|r| r.0).collect();
+    // Every transition the engine can make has its row.
+    let statuses = [
+        HoldStatus::Held,
+        HoldStatus::Confirmed,
+        HoldStatus::Cancelled,
+        HoldStatus::Expired,
+        HoldStatus::Refunded,
+    ];
+    let froms = std::iter::once(None).chain(statuses.map(Some));
+    for from in froms {
+        for to in statuses {
+            if hotstock::durable::event::is_transition(from, to) {
+                let change = Change::Hold(hotstock::core::change::HoldChange {
+                    id: hotstock::ReservationId::from_u64(1),
+                    from,
+                    status: to,
+                    at_ms: 0,
+                    deadline_ms: 0,
+                    limit_mask: 0,
+                    customer: None,
+                    lines: &[],
+                });
+                assert!(names.contains(&covered(&change)), "{from:?} -> {to:?}");
+            }
+        }
+    }
+    let mut after = 0;
+    for (name, operation, expected) in &rows {
+        operation(&durable, &clock, &mut ids);
+        let events = events_after(&durable, after);
+        let got: Vec<(&str, &str)> = events.iter().map(|e| (e.kind.as_str(), &*e.sku)).collect();
+        assert_eq!(got, *expected, "{name}");
+        for (i, event) in events.iter().enumerate() {
+            assert_eq!(
+                event.position,
+                after + 1 + i as u64,
+                "{name}: dense positions"
+            );
+            let c = event.counts;
+            assert!(
+                c.available >= 0 && c.held >= 0 && c.sold >= 0,
+                "{name}: {c:?}"
+            );
+            let doc = durable
+                .engine()
+                .sku_document(durable.engine().sku(&event.sku).unwrap());
+            assert!(doc.is_ok());
+        }
+        after += events.len() as u64;
+        // The last event of each SKU shows the SKU as it is now.
+        for event in &events {
+            let doc = durable
+                .engine()
+                .sku_document(durable.engine().sku(&event.sku).unwrap())
+                .unwrap();
+            let last = events.iter().rev().find(|e| e.sku == event.sku).unwrap();
+            assert_eq!(
+                (last.counts.available, last.counts.held, last.counts.sold),
+                (doc.available as i64, doc.held as i64, doc.sold as i64),
+                "{name}: {}",
+                event.sku
+            );
+        }
+    }
+    let reservation = events_after(&durable, 0)
+        .into_iter()
+        .find(|e| e.kind.as_str() == "reservation.created")
+        .unwrap();
+    let r = reservation.reservation.unwrap();
+    assert_eq!(r.customer.as_deref(), Some("ann"));
+    assert_eq!(
+        durable.public_ids().decode(&r.public_id),
+        Some(ids.0["hold"]),
+        "the public id"
+    );
+}
+
+/// Folds the outbox from position 1: (available, held, sold, received) per SKU.
+fn replay_outbox(store: &Path) -> HashMap<String, (i64, i64, i64, i64)> {
+    let db = rusqlite::Connection::open(store).unwrap();
+    let mut counts: HashMap<String, (i64, i64, i64, i64)> = HashMap::new();
+    let mut statement = db
+        .prepare(
+            "SELECT position, type, sku, from_status, status, lines, delta, units \
+             FROM hotstock_events ORDER BY position",
+        )
+        .unwrap();
+    let mut rows = statement.query([]).unwrap();
+    let mut expected_position = 1;
+    let effect = |status: Option<&str>| match status {
+        Some("held") => (1, 0),
+        Some("confirmed") => (0, 1),
+        _ => (0, 0),
+    };
+    while let Some(row) = rows.next().unwrap() {
+        let position: i64 = row.get(0).unwrap();
+        assert_eq!(position, expected_position, "the outbox has no gap");
+        expected_position += 1;
+        let kind: String = row.get(1).unwrap();
+        let sku: String = row.get(2).unwrap();
+        let entry = counts.entry(sku.clone()).or_default();
+        match kind.as_str() {
+            "sku.changed" => {
+                let delta: i64 = row.get(6).unwrap();
+                entry.0 += delta;
+                entry.3 += delta;
+            }
+            "sku.sold" => {
+                let units: i64 = row.get(7).unwrap();
+                entry.0 -= units;
+                entry.2 += units;
+            }
+            kind if kind.starts_with("reservation.") => {
+                let from: Option<String> = row.get(3).unwrap();
+                let to: Option<String> = row.get(4).unwrap();
+                let lines: String = row.get(5).unwrap();
+                let quantity: i64 = lines
+                    .split(',')
+                    .find_map(|pair| {
+                        let (name, q) = pair.rsplit_once(':')?;
+                        (name == sku).then(|| q.parse().unwrap())
+                    })
+                    .expect("the event's SKU is one of its lines");
+                let (held_before, sold_before) = effect(from.as_deref());
+                let (held_after, sold_after) = effect(to.as_deref());
+                let held = quantity * (held_after - held_before);
+                let sold = quantity * (sold_after - sold_before);
+                entry.1 += held;
+                entry.2 += sold;
+                entry.0 -= held + sold;
+            }
+            _ => {}
+        }
+    }
+    counts
+}
+
+fn stored_counts(store: &Path) -> HashMap<String, (i64, i64, i64, i64)> {
+    let db = rusqlite::Connection::open(store).unwrap();
+    let mut statement = db
+        .prepare("SELECT name, available, held, sold, received FROM hotstock_skus")
+        .unwrap();
+    let rows = statement
+        .query_map([], |row| {
+            Ok((
+                row.get(0)?,
+                (row.get(1)?, row.get(2)?, row.get(3)?, row.get(4)?),
+            ))
+        })
+        .unwrap();
+    rows.map(Result::unwrap).collect()
+}
+
+fn workload(durable: &DurableEngine, clock: &ManualClock, rounds: u32) {
+    let engine = durable.engine();
+    let (tee, _) = engine.put_sku("tee", 40, None, None).unwrap();
+    let (mug, _) = engine.put_sku("mug", 10, None, None).unwrap();
+    for round in 0..rounds {
+        let lines = [
+            Line {
+                sku: tee,
+                quantity: 1,
+            },
+            Line {
+                sku: mug,
+                quantity: 1,
+            },
+        ];
+        let order = Order {
+            lines: &lines,
+            ttl_ms: Some(100),
+            ..Order::default()
+        };
+        if let Ok(receipt) = engine.reserve(&order) {
+            match round % 3 {
+                0 => drop(engine.confirm(receipt.id)),
+                1 => drop(engine.cancel(receipt.id)),
+                _ => {}
+            }
+        }
+        let _ = engine.purchase(tee, 1, None);
+        if round % 7 == 0 {
+            engine.restock(mug, 2).unwrap();
+            durable.journal().flush().unwrap();
+        }
+        clock.advance(30);
+        engine.run_timers();
+    }
+}
+
+/// After a crash at any point and a recovery, the outbox replayed from
+/// position 1 gives exactly the store's settled counts, and the positions
+/// a reader saw before the crash hold the same events after it.
+#[test]
+fn the_outbox_replays_to_the_settled_counts_and_positions_survive_a_crash() {
+    let dir = TempDir::new("feed-outbox");
+    let clock = Arc::new(ManualClock::new(T0));
+    let durable = open(&dir.0, &clock);
+    workload(&durable, &clock, 30);
+    durable.checkpoint().unwrap();
+    workload_more(&durable, &clock);
+    let seen = events_after(&durable, 0);
+    // A crash: the directory as kill -9 leaves it (the tail after the
+    // checkpoint is only in the journal).
+    let crashed = TempDir::new("feed-outbox-crash");
+    copy_dir(&dir.0, &crashed.0);
+    drop(durable);
+    let recovered = open(&crashed.0, &clock);
+    let replayed = events_after(&recovered, 0);
+    assert_eq!(replayed.len(), seen.len());
+    for (before, after) in seen.iter().zip(&replayed) {
+        assert_eq!(before, after, "position {}", before.position);
+    }
+    recovered.checkpoint().unwrap();
+    let store = crashed.0.join("hotstock.sqlite");
+    assert_eq!(replay_outbox(&store), stored_counts(&store));
+    assert_eq!(recovered.feed().negative_counts(), 0);
+}
+
+fn workload_more(durable: &DurableEngine, clock: &ManualClock) {
+    let tee = durable.engine().sku("tee").unwrap();
+    for _ in 0..5 {
+        let _ = durable.engine().purchase(tee, 1, None);
+        clock.advance(10);
+    }
+    durable.journal().flush().unwrap();
+}
+
+/// Retention by count: the outbox keeps the newest events, and a reader
+/// asking for an older position is told the oldest one kept.
+#[test]
+fn a_position_older_than_retention_is_gone_with_the_oldest_kept() {
+    let dir = TempDir::new("feed-gone");
+    let clock = Arc::new(ManualClock::new(T0));
+    let mut config = config(&dir.0);
+    config.events_retention_count = 5;
+    let durable = DurableEngine::open_with(config.clone(), Arc::new(RealFs), clock.clone())
+        .unwrap()
+        .0;
+    workload(&durable, &clock, 10);
+    let last = events_after(&durable, 0).last().unwrap().position;
+    drop(durable);
+    // After a restart memory holds nothing: reads go to the outbox.
+    let durable = DurableEngine::open_with(config, Arc::new(RealFs), clock.clone())
+        .unwrap()
+        .0;
+    let reader = durable.feed_reader();
+    match reader.read(0, 10, &FeedFilter::default()) {
+        Err(hotstock::durable::FeedError::Gone { oldest, .. }) => assert_eq!(oldest, last - 4),
+        other => panic!("expected gone, got {other:?}"),
+    }
+    let page = reader.read(last - 5, 10, &FeedFilter::default()).unwrap();
+    assert_eq!(page.events.len(), 5);
+    assert_eq!(page.next_after, last);
+    match reader.read(last + 3, 10, &FeedFilter::default()) {
+        Err(hotstock::durable::FeedError::Ahead { last: l, .. }) => assert_eq!(l, last),
+        other => panic!("expected ahead, got {other:?}"),
+    }
+}
