@@ -78,32 +78,7 @@ impl Server {
         body: &[u8],
         headers: &[(&str, &str)],
     ) -> (u16, Value) {
-        let mut stream = TcpStream::connect(self.addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut request = format!(
-            "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        );
-        for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
-        }
-        request.push_str("\r\n");
-        stream.write_all(request.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).unwrap();
-        let text = String::from_utf8_lossy(&response);
-        let status = text
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .expect("status line");
-        let json = text.split_once("\r\n\r\n").map_or(Value::Null, |(_, b)| {
-            serde_json::from_str(b).unwrap_or(Value::Null)
-        });
-        (status, json)
+        request(self.addr, method, path, body, headers)
     }
 
     /// SIGTERM, and the exit code.
@@ -117,6 +92,42 @@ impl Server {
         self.child.kill().expect("SIGKILL");
         self.child.wait().expect("wait");
     }
+}
+
+/// One request to `addr` on a fresh connection; the status and JSON body.
+pub fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> (u16, Value) {
+    let mut stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("status line");
+    let json = text.split_once("\r\n\r\n").map_or(Value::Null, |(_, b)| {
+        serde_json::from_str(b).unwrap_or(Value::Null)
+    });
+    (status, json)
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {
