@@ -256,3 +256,52 @@ fn bad_feed_requests_are_clear_4xx_and_a_long_poll_waits_for_the_next_event() {
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn events_tail_prints_the_feed_from_a_position() {
+    let dir = temp_dir("feed-tail");
+    let server = Server::start(&dir);
+    put_sku(&server, "hot", 1);
+    let bought = buy(&server, "hot").unwrap();
+    let tail = |extra: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_hotstock"))
+            .args([
+                "events",
+                "tail",
+                "--once",
+                "--server",
+                &server.addr.to_string(),
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let lines: Vec<String> = tail(&[]).lines().map(String::from).collect();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| l.split_whitespace().nth(1).unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "sku.created",
+            "sku.changed",
+            "sku.back_in_stock",
+            "reservation.created",
+            "sku.sold_out"
+        ]
+    );
+    assert!(lines[3].contains(&bought), "{}", lines[3]);
+    // From a position, as JSON: exactly what the feed serves after it.
+    let json: Vec<Value> = tail(&["--from", "3", "--json"])
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut served = Vec::new();
+    drain(&server, 3, &mut served);
+    assert_eq!(json, served);
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

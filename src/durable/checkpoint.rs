@@ -10,14 +10,10 @@ use parking_lot::{Condvar, Mutex};
 use crate::core::clock::Clock;
 use crate::core::engine::EngineConfig;
 use crate::core::limits::RESERVATION_PRUNE_INTERVAL_MS;
-use crate::durable::feed::{Feed, FeedEvent};
+use crate::durable::feed::Feed;
 use crate::durable::journal::segment::{segment_file_name, Position};
 use crate::durable::settled::{EventsRetention, Settled};
 use crate::durable::store::{Store, StoreError};
-
-/// Reads the store's outbox (see `Checkpointer::outbox`).
-pub(super) type Outbox =
-    Arc<dyn Fn(u64, usize) -> Result<(Vec<FeedEvent>, Option<u64>), StoreError> + Send + Sync>;
 
 /// How long the outbox keeps events (both bounds apply).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -34,7 +30,8 @@ pub(super) struct Checkpointer {
 }
 
 struct CheckpointShared {
-    store: Mutex<Box<dyn Store>>,
+    /// Shared with feed readers (the outbox, publishers' positions).
+    store: Arc<Mutex<Box<dyn Store>>>,
     settled: Arc<Mutex<Settled>>,
     /// Its events of the checkpoint's batches go to the store with them.
     feed: Arc<Feed>,
@@ -63,7 +60,7 @@ impl Checkpointer {
     ) -> io::Result<Checkpointer> {
         let started_ms = clock.now_ms();
         let shared = Arc::new(CheckpointShared {
-            store: Mutex::new(store),
+            store: Arc::new(Mutex::new(store)),
             settled,
             feed: feed.0,
             feed_id: feed.1,
@@ -106,16 +103,9 @@ impl Checkpointer {
         self.shared.run(false)
     }
 
-    /// Reads the outbox: events after a position (at most a count), and
-    /// the oldest position it holds. Waits for a checkpoint in progress.
-    pub(super) fn outbox(&self) -> Outbox {
-        let shared = Arc::clone(&self.shared);
-        Arc::new(move |after, limit| {
-            let mut store = shared.store.lock();
-            let events = store.read_events(after, limit)?;
-            let oldest = store.oldest_event()?;
-            Ok((events, oldest))
-        })
+    /// The store, for feed readers: they wait for a checkpoint in progress.
+    pub(super) fn store(&self) -> Arc<Mutex<Box<dyn Store>>> {
+        Arc::clone(&self.shared.store)
     }
 
     /// Stops the thread and writes a last checkpoint.

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::checkpoint::{Checkpointer, FeedRetention, Outbox};
+use super::checkpoint::{Checkpointer, FeedRetention};
 use super::feed::{Feed, FeedFilter, FeedPage, FeedRead};
 use super::recovery::{fold_batch, list_segments, lock_dir, recover, restore_engine, Mode};
 use super::sink::JournaledEngine;
@@ -273,7 +273,7 @@ impl DurableEngine {
         let checkpointer = self.checkpointer.as_ref().expect("open until closed");
         FeedReader {
             feed: Arc::clone(&self.feed),
-            outbox: checkpointer.outbox(),
+            store: checkpointer.store(),
             feed_id: self.public_ids.feed_id(),
         }
     }
@@ -332,7 +332,7 @@ impl Drop for DurableEngine {
 #[derive(Clone)]
 pub struct FeedReader {
     feed: Arc<Feed>,
-    outbox: Outbox,
+    store: Arc<Mutex<Box<dyn Store>>>,
     feed_id: u64,
 }
 
@@ -365,7 +365,11 @@ impl FeedReader {
             FeedRead::Page(page) => Ok(page),
             FeedRead::Ahead { last } => Err(FeedError::Ahead { after, last }),
             FeedRead::FromStore => {
-                let (events, oldest) = (self.outbox)(after, limit).map_err(FeedError::Store)?;
+                let (events, oldest) = {
+                    let mut store = self.store.lock();
+                    let events = store.read_events(after, limit).map_err(FeedError::Store)?;
+                    (events, store.oldest_event().map_err(FeedError::Store)?)
+                };
                 let oldest = oldest.unwrap_or_else(|| self.feed.first_in_memory());
                 if after + 1 < oldest {
                     return Err(FeedError::Gone { after, oldest });
@@ -384,6 +388,25 @@ impl FeedReader {
             }
         }
     }
+}
+
+impl FeedReader {
+    /// The feed position a publisher (`name`) last had acknowledged, as
+    /// kept in the store (0 when none).
+    pub fn publisher_position(&self, name: &str) -> Result<u64, StoreError> {
+        let value = self.store.lock().read_meta(&publisher_key(name))?;
+        Ok(value.map_or(0, |v| u64::try_from(v).unwrap_or(0)))
+    }
+
+    /// Keeps a publisher's acknowledged position in the store.
+    pub fn save_publisher_position(&self, name: &str, position: u64) -> Result<(), StoreError> {
+        let value = i64::try_from(position).unwrap_or(i64::MAX);
+        self.store.lock().write_meta(&publisher_key(name), value)
+    }
+}
+
+fn publisher_key(name: &str) -> String {
+    format!("publisher_position:{name}")
 }
 
 /// Why the feed cannot answer a read.

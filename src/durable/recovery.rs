@@ -444,6 +444,17 @@ impl Store for NoStore {
         Ok(None)
     }
 
+    fn read_meta(&mut self, _: &str) -> Result<Option<i64>, StoreError> {
+        Ok(None)
+    }
+
+    fn write_meta(&mut self, _: &str, _: i64) -> Result<(), StoreError> {
+        Err(StoreError {
+            store: self.describe(),
+            message: "read-only inspection".into(),
+        })
+    }
+
     fn load(&mut self) -> Result<Option<Settled>, StoreError> {
         Ok(None)
     }

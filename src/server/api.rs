@@ -23,6 +23,7 @@ use super::admission::{self, InFlight, Rates};
 use super::auth::{authorize, Auth, AuthConfig, Caller, Role, Scope, TokenCache};
 use super::error::{json_response, ApiError, Code, HttpResponse};
 use super::metrics::{self, RequestCounters};
+use super::nats::PublisherStats;
 use super::route::{self, Matched, Miss, Route};
 use crate::core::error::EngineError;
 use crate::core::public_id::PublicIds;
@@ -50,6 +51,8 @@ pub struct ApiOptions {
     pub customer_rate_limit: Option<u32>,
     /// The change feed (`/v1/events`); without one those routes are 404.
     pub feed: Option<FeedReader>,
+    /// The JetStream publisher's gauges, for `/metrics`.
+    pub publisher: Option<Arc<PublisherStats>>,
 }
 
 impl Default for ApiOptions {
@@ -61,6 +64,7 @@ impl Default for ApiOptions {
             sku_rate_limit: None,
             customer_rate_limit: None,
             feed: None,
+            publisher: None,
         }
     }
 }
@@ -100,6 +104,13 @@ impl Api {
             Arc::clone(&requests),
             metrics::InFlightGauge(in_flight.counts()),
             Arc::clone(engine.journal()),
+            metrics::FeedSources {
+                feed: options
+                    .feed
+                    .as_ref()
+                    .map(|reader| Arc::clone(reader.feed())),
+                publisher: options.publisher.clone(),
+            },
         );
         Api {
             rates: Rates::new(

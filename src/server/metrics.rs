@@ -11,6 +11,8 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use super::nats::PublisherStats;
+use crate::durable::feed::Feed;
 use crossbeam_utils::CachePadded;
 use hyper::StatusCode;
 use prometheus_client::collector::Collector;
@@ -140,6 +142,14 @@ struct Sources {
     requests: Arc<RequestCounters>,
     in_flight: InFlightGauge,
     journal: Arc<Journal>,
+    feed: FeedSources,
+}
+
+/// The change feed and its publisher, where the server has them.
+#[derive(Clone, Debug, Default)]
+pub struct FeedSources {
+    pub feed: Option<Arc<Feed>>,
+    pub publisher: Option<Arc<PublisherStats>>,
 }
 
 /// The registry `/metrics` encodes.
@@ -147,12 +157,14 @@ pub fn registry(
     requests: Arc<RequestCounters>,
     in_flight: InFlightGauge,
     journal: Arc<Journal>,
+    feed: FeedSources,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Sources {
         requests,
         in_flight,
         journal,
+        feed,
     }));
     registry
 }
@@ -182,7 +194,8 @@ impl Collector for Sources {
             MetricType::Gauge,
         )?;
         gauge.encode(metric)?;
-        self.encode_journal(&mut encoder)
+        self.encode_journal(&mut encoder)?;
+        self.encode_feed(&mut encoder)
     }
 }
 
@@ -255,6 +268,73 @@ impl Sources {
         let metric =
             encoder.encode_descriptor("hotstock_sold_out", help, None, MetricType::Counter)?;
         ConstCounter::new(sold_out).encode(metric)
+    }
+
+    fn encode_feed(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+        let Some(feed) = &self.feed.feed else {
+            return Ok(());
+        };
+        let last = feed.last_position();
+        let gauge = |encoder: &mut DescriptorEncoder<'_>, name: &str, help: &str, value: i64| {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(metric)
+        };
+        let help = "Position of the newest durable change-feed event";
+        gauge(encoder, "hotstock_feed_last_position", help, last as i64)?;
+        let negative = feed.negative_counts() as i64;
+        let help = "Feed events whose counts came out negative (a broken invariant: must be 0)";
+        gauge(encoder, "hotstock_feed_negative_counts", help, negative)?;
+        let Some(publisher) = &self.feed.publisher else {
+            return Ok(());
+        };
+        // Relaxed: gauges written by the publisher thread.
+        let acked = publisher.acked.load(Ordering::Relaxed);
+        let oldest = publisher.oldest_unpublished_ms.load(Ordering::Relaxed);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let lag_ms = if acked >= last || oldest == 0 {
+            0
+        } else {
+            now_ms.saturating_sub(oldest)
+        };
+        let help = "Feed position JetStream has acknowledged";
+        gauge(encoder, "hotstock_nats_acked_position", help, acked as i64)?;
+        let help = "Durable feed events not yet acknowledged by JetStream";
+        gauge(
+            encoder,
+            "hotstock_nats_lag_events",
+            help,
+            last.saturating_sub(acked) as i64,
+        )?;
+        let metric = encoder.encode_descriptor(
+            "hotstock_nats_lag_seconds",
+            "Age of the oldest feed event not yet acknowledged by JetStream",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(lag_ms as f64 / 1000.0).encode(metric)?;
+        let connected = i64::from(publisher.connected.load(Ordering::Relaxed));
+        gauge(
+            encoder,
+            "hotstock_nats_connected",
+            "1 while connected to NATS",
+            connected,
+        )?;
+        let metric = encoder.encode_descriptor(
+            "hotstock_nats_connection_failures",
+            "NATS connections that failed or broke",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(publisher.failures.load(Ordering::Relaxed)).encode(metric)?;
+        let metric = encoder.encode_descriptor(
+            "hotstock_nats_lost_to_retention",
+            "Feed events the outbox pruned before they were published",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(publisher.lost_to_retention.load(Ordering::Relaxed)).encode(metric)
     }
 
     fn encode_journal(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
@@ -361,7 +441,12 @@ mod tests {
             Role::Anonymous,
         );
         let gauge = InFlightGauge(Arc::new([]));
-        let text = render(&registry(requests, gauge, Arc::new(journal)));
+        let text = render(&registry(
+            requests,
+            gauge,
+            Arc::new(journal),
+            FeedSources::default(),
+        ));
         for code in Code::ALL {
             let line = format!(
                 "hotstock_http_requests_total{{route=\"sku_get\",code=\"{}\"}} 1",

@@ -16,6 +16,7 @@
 //! order_body.rs   the one-pass scanner for the usual order body
 //! response.rs     JSON documents; a new reservation written straight to bytes
 //! metrics.rs      per-CPU request counters; /metrics via prometheus-client
+//! nats/           the JetStream publisher of the feed (its own small NATS client)
 //! ```
 //!
 //! # Architecture invariant
@@ -34,6 +35,7 @@ pub mod error;
 pub mod events;
 pub mod listener;
 pub mod metrics;
+pub mod nats;
 pub mod order_body;
 pub mod rate;
 pub mod reservations;

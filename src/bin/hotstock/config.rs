@@ -15,6 +15,7 @@ use clap::{CommandFactory, ValueEnum};
 use hotstock::durable::journal::Durability;
 use hotstock::durable::StoreConfig;
 use hotstock::server::auth::AuthConfig;
+use hotstock::server::nats::NatsConfig;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
@@ -99,6 +100,18 @@ pub struct ServeSettings {
     /// Most change-feed events the outbox keeps (the newest) [default: 10000000].
     #[arg(long, env = "HOTSTOCK_EVENTS_RETENTION_COUNT")]
     events_retention_count: Option<NonZeroU32>,
+    /// Publish every change-feed event to NATS JetStream at this
+    /// `nats://host:port` (off by default). The broker being down never
+    /// blocks a sale: the backlog waits and is published when it returns.
+    #[arg(long, env = "HOTSTOCK_NATS_URL")]
+    nats_url: Option<String>,
+    /// The JetStream stream to publish to, created if absent [default: HOTSTOCK].
+    #[arg(long, env = "HOTSTOCK_NATS_STREAM")]
+    nats_stream: Option<String>,
+    /// Events go to `PREFIX.{type}` (`hotstock.events.reservation.created`)
+    /// [default: hotstock.events].
+    #[arg(long, env = "HOTSTOCK_NATS_SUBJECT_PREFIX")]
+    nats_subject_prefix: Option<String>,
 }
 
 /// Settings with every default applied and every value checked.
@@ -118,6 +131,7 @@ pub struct Settings {
     pub idle_timeout_ms: u64,
     pub events_retention: std::time::Duration,
     pub events_retention_count: u64,
+    pub nats: Option<NatsConfig>,
 }
 
 impl ServeSettings {
@@ -189,6 +203,7 @@ impl ServeSettings {
                 u64::from(positive(self.events_retention_hours, 168)) * 3600,
             ),
             events_retention_count: u64::from(positive(self.events_retention_count, 10_000_000)),
+            nats: nats_config(self.nats_url, self.nats_stream, self.nats_subject_prefix)?,
         })
     }
 }
@@ -230,6 +245,27 @@ fn auth_config(
     };
     config.validate()?;
     Ok(config)
+}
+
+/// The JetStream publisher's settings, checked; `None` without `--nats-url`.
+fn nats_config(
+    url: Option<String>,
+    stream: Option<String>,
+    prefix: Option<String>,
+) -> Result<Option<NatsConfig>, String> {
+    let Some(url) = url else {
+        if stream.is_some() || prefix.is_some() {
+            return Err("--nats-stream and --nats-subject-prefix need --nats-url".into());
+        }
+        return Ok(None);
+    };
+    let config = NatsConfig {
+        url,
+        stream: stream.unwrap_or_else(|| "HOTSTOCK".into()),
+        subject_prefix: prefix.unwrap_or_else(|| "hotstock.events".into()),
+    };
+    config.validate()?;
+    Ok(Some(config))
 }
 
 /// `--store`: `sqlite`, or a PostgreSQL URL in a build with PostgreSQL.

@@ -17,6 +17,7 @@ mod flash_sale;
 mod import;
 mod inspect;
 mod serve;
+mod tail;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -49,7 +50,7 @@ enum LogFormat {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the HTTP API on a data directory (recovering it first).
-    Serve(config::ServeSettings),
+    Serve(Box<config::ServeSettings>),
     /// Sell one SKU's stock to concurrent buyers in this process, then check
     /// that nothing was oversold or stranded and the books balance.
     FlashSale(flash_sale::SaleArgs),
@@ -80,6 +81,15 @@ enum Command {
         #[arg(long, env = "HOTSTOCK_DATA_DIR", default_value = "./hotstock-data")]
         data_dir: PathBuf,
     },
+    /// The change feed of a running server.
+    #[command(subcommand)]
+    Events(EventsCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum EventsCommand {
+    /// Print the feed from a position on, following it as it grows.
+    Tail(tail::TailArgs),
 }
 
 /// Log lines (the library's `tracing` events) go to stderr, from INFO up;
@@ -112,5 +122,6 @@ fn main() -> ExitCode {
         Command::Import { file, data_dir } => import::import(&file, &data_dir),
         Command::Inspect { data_dir } => inspect::inspect(&data_dir, false),
         Command::Verify { data_dir } => inspect::inspect(&data_dir, true),
+        Command::Events(EventsCommand::Tail(args)) => tail::tail(&args),
     }
 }

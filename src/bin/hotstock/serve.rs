@@ -11,6 +11,7 @@ use hotstock::durable::{DurableConfig, DurableEngine};
 use hotstock::server::api::{Api, ApiOptions};
 use hotstock::server::connection::ConnectionLimits;
 use hotstock::server::listener;
+use hotstock::server::nats::Publisher;
 
 use crate::config::Settings;
 
@@ -41,6 +42,16 @@ pub fn serve(settings: Settings) -> ExitCode {
         report.events_replayed,
         report.elapsed.as_secs_f64()
     );
+    let publisher = match &settings.nats {
+        Some(nats) => match Publisher::start(durable.feed_reader(), nats.clone()) {
+            Ok(publisher) => Some(publisher),
+            Err(error) => {
+                tracing::error!("cannot start the NATS publisher: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     let options = ApiOptions {
         auth: settings.auth.clone(),
         max_in_flight: settings.max_in_flight,
@@ -48,6 +59,7 @@ pub fn serve(settings: Settings) -> ExitCode {
         sku_rate_limit: settings.sku_rate_limit,
         customer_rate_limit: settings.customer_rate_limit,
         feed: Some(durable.feed_reader()),
+        publisher: publisher.as_ref().map(|p| Arc::clone(p.stats())),
     };
     let api = Arc::new(Api::new(
         durable.engine().clone(),
@@ -68,6 +80,8 @@ pub fn serve(settings: Settings) -> ExitCode {
     ));
     // Stop the runtime (and its connections) before closing the engine.
     runtime.shutdown_timeout(Duration::from_secs(5));
+    // The publisher keeps its position in the store: stopped first.
+    drop(publisher);
     let closed = durable.close();
     match (served, closed) {
         (Ok(()), Ok(())) => ExitCode::SUCCESS,

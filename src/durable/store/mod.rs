@@ -48,6 +48,10 @@ pub trait Store: Send {
     fn read_events(&mut self, after: u64, limit: usize) -> Result<Vec<FeedEvent>, StoreError>;
     /// The oldest position the outbox still holds (`None` when empty).
     fn oldest_event(&mut self) -> Result<Option<u64>, StoreError>;
+    /// A value kept beside the checkpoints (a publisher's acknowledged
+    /// feed position), durable once `write_meta` returns.
+    fn read_meta(&mut self, key: &str) -> Result<Option<i64>, StoreError>;
+    fn write_meta(&mut self, key: &str, value: i64) -> Result<(), StoreError>;
 }
 
 /// The meta key of the feed position that follows the stored events.

@@ -324,6 +324,38 @@ impl Store for PostgresStore {
         Ok(events)
     }
 
+    fn read_meta(&mut self, key: &str) -> Result<Option<i64>, StoreError> {
+        let s = self.schema.clone();
+        let rows = self
+            .client
+            .query(
+                &format!("SELECT value FROM {s}.hotstock_meta WHERE key = $1"),
+                &[&key],
+            )
+            .map_err(|e| self.fail(&format!("reading {key}"), e))?;
+        match rows.first() {
+            Some(row) => row
+                .try_get(0)
+                .map(Some)
+                .map_err(|e| self.fail(&format!("reading {key}"), e)),
+            None => Ok(None),
+        }
+    }
+
+    fn write_meta(&mut self, key: &str, value: i64) -> Result<(), StoreError> {
+        let s = self.schema.clone();
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {s}.hotstock_meta (key, value) VALUES ($1, $2)
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+                ),
+                &[&key, &value],
+            )
+            .map(drop)
+            .map_err(|e| self.fail(&format!("writing {key}"), e))
+    }
+
     fn oldest_event(&mut self) -> Result<Option<u64>, StoreError> {
         let s = self.schema.clone();
         let row = self

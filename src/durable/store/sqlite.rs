@@ -427,6 +427,27 @@ impl Store for SqliteStore {
         Ok(events)
     }
 
+    fn read_meta(&mut self, key: &str) -> Result<Option<i64>, StoreError> {
+        self.connection
+            .query_row(
+                "SELECT value FROM hotstock_meta WHERE key = ?1",
+                [key],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| self.error(&format!("reading {key}"), e))
+    }
+
+    fn write_meta(&mut self, key: &str, value: i64) -> Result<(), StoreError> {
+        self.connection
+            .execute(
+                "INSERT OR REPLACE INTO hotstock_meta (key, value) VALUES (?1, ?2)",
+                params![key, value],
+            )
+            .map(drop)
+            .map_err(|e| self.error(&format!("writing {key}"), e))
+    }
+
     fn oldest_event(&mut self) -> Result<Option<u64>, StoreError> {
         let oldest: Option<i64> = self
             .connection
