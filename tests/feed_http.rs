@@ -223,7 +223,6 @@ fn bad_feed_requests_are_clear_4xx_and_a_long_poll_waits_for_the_next_event() {
         ("/v1/events?wait_ms=30001", "wait_ms"),
         ("/v1/events?type=sku.exploded", "sku.exploded"),
         ("/v1/events?colour=red", "colour"),
-        ("/v1/events?after=999", "past the newest"),
     ] {
         let (status, body) = server.call("GET", path, None, &[]);
         assert_eq!(status, 400, "{path}: {body}");
@@ -233,10 +232,21 @@ fn bad_feed_requests_are_clear_4xx_and_a_long_poll_waits_for_the_next_event() {
             "{path}: {body}"
         );
     }
+    let (status, body) = server.call("GET", "/v1/events?after=999", None, &[]);
+    assert_eq!(
+        (status, &body["error"]),
+        (409, &json!("position_ahead")),
+        "{body}"
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("past the newest"));
+    assert!(body["last_position"].as_u64().is_some());
     let (status, _) = server.call("POST", "/v1/events", None, &[]);
     assert_eq!(status, 405);
     let (status, _) = Sse::open(&server, "?after=999", None);
-    assert_eq!(status, 400, "a stream from past the newest position");
+    assert_eq!(status, 409, "a stream from past the newest position");
     // A long-poll at the head returns when the next event is durable.
     let (_, page) = server.call("GET", "/v1/events?after=0&limit=1000", None, &[]);
     let head = page["next_after"].as_u64().unwrap();

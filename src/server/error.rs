@@ -84,11 +84,13 @@ pub enum Code {
     Forbidden,
     /// A feed position older than the outbox keeps (410).
     Gone,
+    /// A feed position past the newest event (409).
+    PositionAhead,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 20] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -108,6 +110,7 @@ impl Code {
         Code::IdempotencyKeyReused,
         Code::Forbidden,
         Code::Gone,
+        Code::PositionAhead,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -131,6 +134,7 @@ impl Code {
             Code::IdempotencyKeyReused => "idempotency_key_reused",
             Code::Forbidden => "forbidden",
             Code::Gone => "gone",
+            Code::PositionAhead => "position_ahead",
         }
     }
 

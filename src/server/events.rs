@@ -119,9 +119,11 @@ fn parse_query(query: Option<&str>, stream: bool) -> Result<FeedQuery, ApiError>
                 }
             }
             "wait_ms" if !stream => parsed.wait_ms = number(key, &value, MAX_FEED_WAIT_MS)?,
+            // Empty: no filter (what a form with the field left blank sends).
+            "sku" if value.is_empty() => {}
             "sku" => parsed.filter.sku = Some(value.into()),
             "type" => {
-                for name in value.split(',') {
+                for name in value.split(',').filter(|name| !name.is_empty()) {
                     let kind = FeedKind::from_name(name).ok_or_else(|| {
                         ApiError::invalid(format!(
                             "type {name:?} is not an event type (one of: {})",
@@ -251,7 +253,8 @@ fn feed_error(error: FeedError) -> ApiError {
                 .with("oldest_position", oldest)
         }
         FeedError::Ahead { last, .. } => {
-            ApiError::invalid(error.to_string()).with("last_position", last)
+            ApiError::new(StatusCode::CONFLICT, Code::PositionAhead, error.to_string())
+                .with("last_position", last)
         }
         FeedError::Store(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
