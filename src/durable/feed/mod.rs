@@ -238,8 +238,13 @@ struct FeedInner {
 
 /// The feed: durable batches in, events out.
 pub struct Feed {
+    /// Durable batches not yet taken in by `inner`. A lock of its own that
+    /// `push` holds only to append: the journal's writer calls `push`, and
+    /// must never wait while a reader turns a large backlog into events.
+    pending: Mutex<VecDeque<RawBatch>>,
     inner: Mutex<FeedInner>,
-    /// Bumped (under `inner`) whenever a batch arrives; readers wait on it.
+    /// Notified whenever a batch arrives; blocking readers wait on it with
+    /// `pending` locked.
     arrived: Condvar,
     wakers: Mutex<Vec<Waker>>,
 }
@@ -271,6 +276,7 @@ impl Feed {
             .collect();
         let next = settled.feed_next_position.max(1);
         Feed {
+            pending: Mutex::new(VecDeque::new()),
             inner: Mutex::new(FeedInner {
                 public_ids,
                 skus,
@@ -292,11 +298,12 @@ impl Feed {
         if batch.frames.is_empty() {
             return;
         }
-        self.inner.lock().raw.push_back(RawBatch {
+        let raw = RawBatch {
             frames: batch.frames.to_vec(),
             end: batch.end,
             at_ms: batch.at_ms,
-        });
+        };
+        self.pending.lock().push_back(raw);
         self.arrived.notify_all();
         let wakers = std::mem::take(&mut *self.wakers.lock());
         for waker in wakers {
@@ -304,9 +311,18 @@ impl Feed {
         }
     }
 
+    /// `inner`, with every pending batch moved into it (in order: batches
+    /// are pushed in journal order, and taken in under `inner`).
+    fn lock(&self) -> parking_lot::MutexGuard<'_, FeedInner> {
+        let mut inner = self.inner.lock();
+        let pending = std::mem::take(&mut *self.pending.lock());
+        inner.raw.extend(pending);
+        inner
+    }
+
     /// The oldest position memory holds (the next one when it holds none).
     pub fn first_in_memory(&self) -> u64 {
-        let inner = self.inner.lock();
+        let inner = self.lock();
         inner
             .events
             .front()
@@ -315,7 +331,7 @@ impl Feed {
 
     /// The position of the last durable event (0 before the first).
     pub fn last_position(&self) -> u64 {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.make_all();
         inner.next_position - 1
     }
@@ -323,7 +339,7 @@ impl Feed {
     /// Events after `after` matching `filter`, at most `limit` looked at
     /// (from memory), or `FromStore` when memory no longer holds `after + 1`.
     pub fn read(&self, after: u64, limit: usize, filter: &FeedFilter) -> FeedRead {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.make_all();
         let last = inner.next_position - 1;
         let first = inner
@@ -360,15 +376,25 @@ impl Feed {
     /// Returns whether one is.
     pub fn wait_past(&self, after: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        let mut inner = self.inner.lock();
-        loop {
+        let past = |feed: &Feed| {
+            let mut inner = feed.lock();
             inner.make_all();
-            if inner.next_position - 1 > after {
+            inner.next_position - 1 > after
+        };
+        loop {
+            if past(self) {
                 return true;
             }
-            if self.arrived.wait_until(&mut inner, deadline).timed_out() {
-                inner.make_all();
-                return inner.next_position - 1 > after;
+            // Waits on `pending`'s lock, the one `push` appends under: a
+            // batch pushed after the look above is either seen here or
+            // notified once this thread is waiting.
+            let mut pending = self.pending.lock();
+            if !pending.is_empty() {
+                continue;
+            }
+            if self.arrived.wait_until(&mut pending, deadline).timed_out() {
+                drop(pending);
+                return past(self);
             }
         }
     }
@@ -384,7 +410,7 @@ impl Feed {
                 wakers.push(waker.clone());
             }
         }
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.make_all();
         inner.next_position - 1 > after
     }
@@ -393,7 +419,7 @@ impl Feed {
     /// those after the last saved one, up to the end of the batches it
     /// covers; and the position that follows them.
     pub fn unsaved_through(&self, through: Position) -> (Vec<FeedEvent>, u64) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.make_through(through);
         // Not popped here: a failed save takes the same events again.
         let next = inner
@@ -416,7 +442,7 @@ impl Feed {
     /// Records that the store holds every event before `next_position`, and
     /// drops the oldest saved events from memory past the memory limit.
     pub fn mark_saved(&self, next_position: u64) {
-        let mut inner = self.inner.lock();
+        let mut inner = self.lock();
         inner.saved_through = inner.saved_through.max(next_position - 1);
         let saved = inner.saved_through;
         while inner
@@ -438,7 +464,7 @@ impl Feed {
 
     /// Events whose counts came out negative (must stay 0).
     pub fn negative_counts(&self) -> u64 {
-        self.inner.lock().negative_counts
+        self.lock().negative_counts
     }
 }
 

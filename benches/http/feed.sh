@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# What the change feed's consumers cost the flash sale, and how fast they
+# hear of it: hot-SKU purchases over HTTP in `async` durability against a
+# server with nobody reading the feed ("plain") and against one with the
+# NATS JetStream publisher on (a nats-server of this script's own) and one
+# SSE consumer attached ("feed"), alternating, RUNS times each, in one
+# script so the machine's mood is shared. Prints each run's requests/s, the
+# ratio of medians (feed / plain), the SSE consumer's delivery lag
+# (examples/feed_lag.rs) and the publisher's lag at the end.
+#   benches/http/feed.sh [runs] [seconds] [connections]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+runs="${1:-3}"; seconds="${2:-5}"; connections="${3:-64}"
+command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
+nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
+[ -x "$nats_server" ] || { echo "install nats-server (apt-get install nats-server)" >&2; exit 1; }
+cargo build -q --release --example feed_lag
+cargo build -q --release
+work=$(mktemp -d)
+nats_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+"$nats_server" -a 127.0.0.1 -p "$nats_port" -js -sd "$work/js" > /dev/null 2>&1 &
+nats_pid=$!
+body='{"lines":[{"sku":"hot","quantity":1}],"confirm":true}'
+printf 'wrk.method = "POST"\nwrk.path = "/v1/reservations"\nwrk.body = [[%s]]\n' "$body" > "$work/buy.lua"
+start() { # name, extra flags...
+    local name=$1; shift
+    mkdir -p "$work/$name"
+    target/release/hotstock serve --listen 127.0.0.1:0 --durability async --data-dir "$work/$name" \
+        --max-in-flight 100000 "$@" > "$work/$name/out" 2>/dev/null &
+    echo $! > "$work/$name/pid"
+    until grep -q "listening on" "$work/$name/out" 2>/dev/null; do sleep 0.1; done
+    local addr; addr=$(sed -n 's/listening on //p' "$work/$name/out")
+    curl -sf -X PUT "http://$addr/v1/skus/hot" -d '{"available": 1000000000000}' > /dev/null
+    echo "$addr" > "$work/$name/addr"
+}
+start plain
+start feed --nats-url "nats://127.0.0.1:$nats_port" --nats-stream BENCH
+# The consumer listens for the whole measurement (warm-up included).
+total=$(( (runs + 1) * (seconds + 2) + 5 ))
+target/release/examples/feed_lag "$(cat "$work/feed/addr")" "$total" > "$work/lag" &
+lag_pid=$!
+measure() { # name
+    local addr; addr=$(cat "$work/$1/addr")
+    wrk -t2 -c"$connections" -d"${seconds}s" -s "$work/buy.lua" "http://$addr" > "$work/$1.wrk"
+    if grep -q "Non-2xx" "$work/$1.wrk"; then echo "$1: non-2xx answers" >&2; cat "$work/$1.wrk" >&2; exit 1; fi
+    awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"
+}
+for name in plain feed; do measure "$name" > /dev/null; done # warm-up
+plain=(); feed=()
+for run in $(seq "$runs"); do
+    plain+=("$(measure plain)"); feed+=("$(measure feed)")
+    echo "run $run: plain ${plain[-1]} req/s, with SSE consumer + NATS publisher ${feed[-1]} req/s"
+done
+feed_addr=$(cat "$work/feed/addr")
+metric() { curl -sf "http://$feed_addr/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
+# The publisher's backlog right after the load, then once it drains.
+echo "publisher right after the last run: lag $(metric hotstock_nats_lag_events) events, $(metric hotstock_nats_lag_seconds) s"
+for _ in $(seq 1 300); do [ "$(metric hotstock_nats_lag_events)" = "0" ] && break; sleep 0.1; done
+echo "publisher drained: lag $(metric hotstock_nats_lag_events) events (feed at $(metric hotstock_feed_last_position))"
+wait "$lag_pid" || true
+echo "SSE consumer: $(cat "$work/lag")"
+for name in plain feed; do kill -TERM "$(cat "$work/$name/pid")"; done
+kill "$nats_pid"
+wait || true
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+mp=$(median "${plain[@]}"); mf=$(median "${feed[@]}")
+echo "median: plain $mp req/s, feed $mf req/s, ratio $(python3 -c "print(round($mf/$mp, 3))")"
+rm -rf "$work"
