@@ -7,10 +7,11 @@
 # script so the machine's mood is shared. Prints each run's requests/s, the
 # ratio of medians (feed / plain), the SSE consumer's delivery lag
 # (examples/feed_lag.rs) and the publisher's lag at the end.
-#   benches/http/feed.sh [runs] [seconds] [connections]
+# MODE `sse` or `nats` attaches only that one.
+#   benches/http/feed.sh [runs] [seconds] [connections] [both|sse|nats]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-runs="${1:-3}"; seconds="${2:-5}"; connections="${3:-64}"
+runs="${1:-3}"; seconds="${2:-5}"; connections="${3:-64}"; mode="${4:-both}"
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
 nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
 [ -x "$nats_server" ] || { echo "install nats-server (apt-get install nats-server)" >&2; exit 1; }
@@ -34,11 +35,18 @@ start() { # name, extra flags...
     echo "$addr" > "$work/$name/addr"
 }
 start plain
-start feed --nats-url "nats://127.0.0.1:$nats_port" --nats-stream BENCH
+if [ "$mode" = sse ]; then
+    start feed
+else
+    start feed --nats-url "nats://127.0.0.1:$nats_port" --nats-stream BENCH
+fi
 # The consumer listens for the whole measurement (warm-up included).
-total=$(( (runs + 1) * (seconds + 2) + 5 ))
-target/release/examples/feed_lag "$(cat "$work/feed/addr")" "$total" > "$work/lag" &
-lag_pid=$!
+total=$(( 2 * (runs + 1) * (seconds + 2) + 5 ))
+lag_pid=
+if [ "$mode" != nats ]; then
+    target/release/examples/feed_lag "$(cat "$work/feed/addr")" "$total" > "$work/lag" &
+    lag_pid=$!
+fi
 measure() { # name
     local addr; addr=$(cat "$work/$1/addr")
     wrk -t2 -c"$connections" -d"${seconds}s" -s "$work/buy.lua" "http://$addr" > "$work/$1.wrk"
@@ -49,16 +57,20 @@ for name in plain feed; do measure "$name" > /dev/null; done # warm-up
 plain=(); feed=()
 for run in $(seq "$runs"); do
     plain+=("$(measure plain)"); feed+=("$(measure feed)")
-    echo "run $run: plain ${plain[-1]} req/s, with SSE consumer + NATS publisher ${feed[-1]} req/s"
+    echo "run $run: plain ${plain[-1]} req/s, with the feed read ($mode) ${feed[-1]} req/s"
 done
 feed_addr=$(cat "$work/feed/addr")
 metric() { curl -sf "http://$feed_addr/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
-# The publisher's backlog right after the load, then once it drains.
-echo "publisher right after the last run: lag $(metric hotstock_nats_lag_events) events, $(metric hotstock_nats_lag_seconds) s"
-for _ in $(seq 1 300); do [ "$(metric hotstock_nats_lag_events)" = "0" ] && break; sleep 0.1; done
-echo "publisher drained: lag $(metric hotstock_nats_lag_events) events (feed at $(metric hotstock_feed_last_position))"
-wait "$lag_pid" || true
-echo "SSE consumer: $(cat "$work/lag")"
+if [ "$mode" != sse ]; then
+    # The publisher's backlog right after the load, then once it drains.
+    echo "publisher right after the last run: lag $(metric hotstock_nats_lag_events) events, $(metric hotstock_nats_lag_seconds) s"
+    for _ in $(seq 1 300); do [ "$(metric hotstock_nats_lag_events)" = "0" ] && break; sleep 0.1; done
+    echo "publisher drained: lag $(metric hotstock_nats_lag_events) events (feed at $(metric hotstock_feed_last_position))"
+fi
+if [ -n "$lag_pid" ]; then
+    wait "$lag_pid" || true
+    echo "SSE consumer: $(cat "$work/lag") (feed at $(metric hotstock_feed_last_position))"
+fi
 for name in plain feed; do kill -TERM "$(cat "$work/$name/pid")"; done
 kill "$nats_pid"
 wait || true

@@ -17,10 +17,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{HeaderMap, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::api::Api;
-use super::error::{json_response, ApiBody, ApiError, Code, HttpResponse};
+use super::error::{bytes_response, ApiBody, ApiError, Code, HttpResponse};
 use crate::core::limits::{MAX_FEED_PAGE, MAX_FEED_WAIT_MS};
 use crate::durable::feed::{Feed, FeedEvent, FeedFilter, FeedKind, FeedPage};
 use crate::durable::{FeedError, FeedReader};
@@ -58,11 +58,18 @@ impl Api {
         let query = parse_query(query, false)?;
         let page = read_waiting(reader, &query).await?;
         let feed_id = reader.feed_id();
-        let events: Vec<Value> = page.events.iter().map(|e| event_json(e, feed_id)).collect();
-        Ok(json_response(
-            StatusCode::OK,
-            &json!({"events": events, "next_after": page.next_after}),
-        ))
+        let mut body = Vec::with_capacity(64 + 400 * page.events.len());
+        body.extend_from_slice(b"{\"events\":[");
+        for (i, event) in page.events.iter().enumerate() {
+            if i > 0 {
+                body.push(b',');
+            }
+            write_event_json(&mut body, event, feed_id);
+        }
+        body.extend_from_slice(b"],\"next_after\":");
+        body.extend_from_slice(itoa::Buffer::new().format(page.next_after).as_bytes());
+        body.push(b'}');
+        Ok(bytes_response(StatusCode::OK, body))
     }
 
     /// `GET /v1/events/stream?after=POS&sku=NAME&type=T1,T2`, or resumed
@@ -204,8 +211,14 @@ async fn stream(
     let mut after = query.after;
     let mut page = first;
     loop {
-        for event in &page.events {
-            if frames.send(sse_frame(event, feed_id)).await.is_err() {
+        // One chunk per page, not per event: a sale makes thousands of
+        // events a second, and each chunk is a channel send and a write.
+        if !page.events.is_empty() {
+            let mut chunk = Vec::with_capacity(450 * page.events.len());
+            for event in &page.events {
+                sse_frame(&mut chunk, event, feed_id);
+            }
+            if frames.send(Bytes::from(chunk)).await.is_err() {
                 return;
             }
         }
@@ -237,13 +250,14 @@ async fn stream(
 
 /// One SSE frame: the position as its id (what `Last-Event-ID` resumes
 /// from), the type as its event name, the JSON as its data (one line).
-fn sse_frame(event: &FeedEvent, feed_id: u64) -> Bytes {
-    let data = event_json(event, feed_id);
-    Bytes::from(format!(
-        "id: {}\nevent: {}\ndata: {data}\n\n",
-        event.position,
-        event.kind.as_str()
-    ))
+fn sse_frame(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
+    out.extend_from_slice(b"id: ");
+    out.extend_from_slice(itoa::Buffer::new().format(event.position).as_bytes());
+    out.extend_from_slice(b"\nevent: ");
+    out.extend_from_slice(event.kind.as_str().as_bytes());
+    out.extend_from_slice(b"\ndata: ");
+    write_event_json(out, event, feed_id);
+    out.extend_from_slice(b"\n\n");
 }
 
 fn feed_error(error: FeedError) -> ApiError {
@@ -264,42 +278,84 @@ fn feed_error(error: FeedError) -> ApiError {
     }
 }
 
-/// An event as the contract shows it (`docs/api.md`, "Change feed").
-pub fn event_json(event: &FeedEvent, feed_id: u64) -> Value {
-    let mut object = Map::new();
-    object.insert("position".into(), event.position.into());
-    object.insert("id".into(), event.id(feed_id).into());
-    object.insert("type".into(), event.kind.as_str().into());
-    object.insert("at_ms".into(), event.at_ms.into());
-    object.insert("sku".into(), (*event.sku).into());
-    object.insert("available".into(), event.counts.available.into());
-    object.insert("held".into(), event.counts.held.into());
-    object.insert("sold".into(), event.counts.sold.into());
-    object.insert("received".into(), event.counts.received.into());
+/// Appends an event's JSON as the contract shows it (`docs/api.md`,
+/// "Change feed"). Written by hand rather than through a `serde_json`
+/// value: the feed writes one per sale for every reader, and a map of
+/// owned values per event was most of the stream's cost.
+pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
+    let mut numbers = itoa::Buffer::new();
+    let mut number = |out: &mut Vec<u8>, key: &str, value: i64| {
+        out.extend_from_slice(b",\"");
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":");
+        out.extend_from_slice(numbers.format(value).as_bytes());
+    };
+    out.extend_from_slice(b"{\"position\":");
+    out.extend_from_slice(itoa::Buffer::new().format(event.position).as_bytes());
+    out.extend_from_slice(b",\"id\":");
+    string(out, &event.id(feed_id));
+    out.extend_from_slice(b",\"type\":");
+    string(out, event.kind.as_str());
+    number(out, "at_ms", event.at_ms as i64);
+    out.extend_from_slice(b",\"sku\":");
+    string(out, &event.sku);
+    number(out, "available", event.counts.available);
+    number(out, "held", event.counts.held);
+    number(out, "sold", event.counts.sold);
+    number(out, "received", event.counts.received);
     if let Some(r) = &event.reservation {
-        let lines: Vec<Value> = r
-            .lines
-            .iter()
-            .map(|(sku, quantity)| json!({"sku": &**sku, "quantity": quantity}))
-            .collect();
-        object.insert("reservation".into(), (*r.public_id).into());
-        object.insert("status".into(), r.status.as_str().into());
-        object.insert("from".into(), r.from.map(|s| s.as_str()).into());
-        object.insert("customer".into(), r.customer.as_deref().into());
-        object.insert("lines".into(), lines.into());
-        object.insert("expires_at_ms".into(), r.deadline_ms.into());
+        out.extend_from_slice(b",\"reservation\":");
+        string(out, &r.public_id);
+        out.extend_from_slice(b",\"status\":");
+        string(out, r.status.as_str());
+        out.extend_from_slice(b",\"from\":");
+        match r.from {
+            Some(from) => string(out, from.as_str()),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"customer\":");
+        match &r.customer {
+            Some(customer) => string(out, customer),
+            None => out.extend_from_slice(b"null"),
+        }
+        out.extend_from_slice(b",\"lines\":[");
+        for (i, (sku, quantity)) in r.lines.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            out.extend_from_slice(b"{\"sku\":");
+            string(out, sku);
+            number(out, "quantity", i64::from(*quantity));
+            out.push(b'}');
+        }
+        out.push(b']');
+        number(out, "expires_at_ms", r.deadline_ms as i64);
     }
     if let Some(o) = &event.operator {
-        object.insert("delta".into(), o.delta.into());
-        object.insert("version".into(), o.version.into());
-        if let Some(limit) = o.limit {
-            object.insert("per_customer_limit".into(), limit.into());
+        number(out, "delta", o.delta);
+        number(out, "version", o.version as i64);
+        match o.limit {
+            Some(Some(limit)) => number(out, "per_customer_limit", i64::from(limit)),
+            Some(None) => out.extend_from_slice(b",\"per_customer_limit\":null"),
+            None => {}
         }
     }
     if let Some(units) = event.units {
-        object.insert("units".into(), units.into());
+        number(out, "units", i64::from(units));
     }
-    Value::Object(object)
+    out.push(b'}');
+}
+
+/// A JSON string, escaped by serde_json (which cannot fail on a `str`).
+fn string(out: &mut Vec<u8>, text: &str) {
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
+/// An event's JSON as a value (tests, and callers that want one).
+pub fn event_json(event: &FeedEvent, feed_id: u64) -> Value {
+    let mut out = Vec::new();
+    write_event_json(&mut out, event, feed_id);
+    serde_json::from_slice(&out).unwrap_or(Value::Null)
 }
 
 /// Resolves once an event past `after` is durable.
@@ -325,5 +381,51 @@ impl Future for FeedPast {
             true => Poll::Ready(()),
             false => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::types::HoldStatus;
+    use crate::durable::feed::{FeedCounts, FeedKind, FeedOperator, FeedReservation};
+
+    #[test]
+    fn hand_written_json_escapes_and_parses() {
+        let event = FeedEvent {
+            position: 7,
+            kind: FeedKind::ReservationCreated,
+            at_ms: 9,
+            sku: "a:b".into(),
+            counts: FeedCounts {
+                available: 1,
+                held: 2,
+                sold: 3,
+                received: 6,
+            },
+            reservation: Some(Arc::new(FeedReservation {
+                public_id: "00ff".into(),
+                from: None,
+                status: HoldStatus::Held,
+                customer: Some("an\"n\\\n".into()),
+                lines: vec![("a:b".into(), 2), ("c".into(), 1)],
+                deadline_ms: 11,
+            })),
+            operator: Some(FeedOperator {
+                delta: -4,
+                version: 5,
+                limit: Some(None),
+            }),
+            units: None,
+        };
+        let value = event_json(&event, 0xab);
+        assert_eq!(
+            value,
+            json!({"position": 7, "id": "00000000000000ab-7", "type": "reservation.created",
+                   "at_ms": 9, "sku": "a:b", "available": 1, "held": 2, "sold": 3, "received": 6,
+                   "reservation": "00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
+                   "lines": [{"sku": "a:b", "quantity": 2}, {"sku": "c", "quantity": 1}],
+                   "expires_at_ms": 11, "delta": -4, "version": 5, "per_customer_limit": null})
+        );
     }
 }

@@ -33,6 +33,8 @@ pub struct Reply {
 pub struct NatsClient {
     socket: TcpStream,
     buffer: Vec<u8>,
+    /// Frames `queue`d and not yet written (`flush`).
+    outgoing: Vec<u8>,
     inbox: String,
     next_token: u64,
 }
@@ -56,6 +58,7 @@ impl NatsClient {
         let mut client = NatsClient {
             socket,
             buffer: Vec::new(),
+            outgoing: Vec::new(),
             inbox: format!("_INBOX.hotstock.{:016x}", u64::from_le_bytes(nonce)),
             next_token: 0,
         };
@@ -93,12 +96,19 @@ impl NatsClient {
         }
     }
 
-    /// Publishes with a `Nats-Msg-Id` header and a reply subject for the
-    /// JetStream acknowledgement; returns the reply's token.
+    /// Publishes now, with a `Nats-Msg-Id` header when given and a reply
+    /// subject for the JetStream acknowledgement; returns the reply's token.
     pub fn send(&mut self, subject: &str, msg_id: Option<&str>, body: &[u8]) -> io::Result<u64> {
+        let token = self.queue(subject, msg_id, body);
+        self.flush()?;
+        Ok(token)
+    }
+
+    /// `send` without writing yet: `flush` writes everything queued at once.
+    pub fn queue(&mut self, subject: &str, msg_id: Option<&str>, body: &[u8]) -> u64 {
         self.next_token += 1;
         let token = self.next_token;
-        let mut frame = Vec::with_capacity(body.len() + 128);
+        let frame = &mut self.outgoing;
         match msg_id {
             Some(id) => {
                 let headers = format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n");
@@ -118,8 +128,14 @@ impl NatsClient {
         }
         frame.extend_from_slice(body);
         frame.extend_from_slice(b"\r\n");
-        self.socket.write_all(&frame)?;
-        Ok(token)
+        token
+    }
+
+    /// Writes what `queue` gathered.
+    pub fn flush(&mut self) -> io::Result<()> {
+        let written = self.socket.write_all(&self.outgoing);
+        self.outgoing.clear();
+        written
     }
 
     /// The next message on the inbox, answering the server's PINGs on the

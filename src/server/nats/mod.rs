@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 use serde_json::{json, Value};
 
-use super::events::event_json;
+use super::events::write_event_json;
 use crate::durable::feed::{FeedEvent, FeedFilter};
 use crate::durable::{FeedError, FeedReader};
 
@@ -244,11 +244,15 @@ impl Run {
             .store(page.events[0].at_ms, Ordering::Relaxed);
         let feed_id = self.reader.feed_id();
         let mut tokens = Vec::with_capacity(page.events.len());
+        let mut body = Vec::with_capacity(512);
         for event in &page.events {
             let subject = format!("{}.{}", self.config.subject_prefix, event.kind.as_str());
-            let body = event_json(event, feed_id).to_string();
-            tokens.push(client.send(&subject, Some(&event.id(feed_id)), body.as_bytes())?);
+            body.clear();
+            write_event_json(&mut body, event, feed_id);
+            tokens.push(client.queue(&subject, Some(&event.id(feed_id)), &body));
         }
+        // The whole batch in one write.
+        client.flush()?;
         self.await_acks(client, &page.events, &tokens)?;
         Ok(true)
     }
