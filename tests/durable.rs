@@ -491,6 +491,7 @@ enum Step {
     Cancel(usize),
     Refund(usize),
     Adjust(usize, i64),
+    LowStock(usize, Option<u32>),
     Checkpoint,
 }
 
@@ -508,6 +509,7 @@ fn step() -> impl Strategy<Value = Step> {
         any::<usize>().prop_map(Step::Cancel),
         any::<usize>().prop_map(Step::Refund),
         (0..3usize, -5..5i64).prop_map(|(s, d)| Step::Adjust(s, d)),
+        (0..3usize, prop::option::of(1..10u32)).prop_map(|(s, t)| Step::LowStock(s, t)),
         Just(Step::Checkpoint),
     ]
 }
@@ -555,6 +557,7 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
             Step::Cancel(i) => drop(pick(*i, &ids).map(|id| engine.cancel(id))),
             Step::Refund(i) => drop(pick(*i, &ids).map(|id| engine.refund(id))),
             Step::Adjust(s, d) => drop(sku(*s).map(|id| engine.adjust(id, *d))),
+            Step::LowStock(s, t) => drop(sku(*s).map(|id| engine.set_low_stock(id, *t))),
             Step::Checkpoint => drop(durable.checkpoint().unwrap()),
         }
     }

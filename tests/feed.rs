@@ -219,6 +219,32 @@ fn rows() -> Vec<Row> {
             }),
             &[("reservation.created", "tee")],
         ),
+        (
+            "set_low_stock above what is available",
+            Box::new(|d, _, _| {
+                let tee = d.engine().sku("tee").unwrap();
+                d.engine().set_low_stock(tee, Some(50)).unwrap();
+            }),
+            &[("sku.changed", "tee"), ("sku.low_stock", "tee")],
+        ),
+        (
+            "a sale falling below the low-stock threshold",
+            Box::new(|d, _, _| {
+                let (cap, _) = d.engine().put_sku("cap", 3, None, None).unwrap();
+                d.engine().set_low_stock(cap, Some(2)).unwrap();
+                d.engine().purchase(cap, 1, Some("ann")).unwrap();
+                d.engine().purchase(cap, 1, Some("ann")).unwrap();
+            }),
+            &[
+                ("sku.created", "cap"),
+                ("sku.changed", "cap"),
+                ("sku.back_in_stock", "cap"),
+                ("sku.changed", "cap"),
+                ("reservation.created", "cap"),
+                ("reservation.created", "cap"),
+                ("sku.low_stock", "cap"),
+            ],
+        ),
     ]
 }
 
@@ -228,6 +254,7 @@ fn covered(change: &Change<'_>) -> &'static str {
     match change {
         Change::SkuCreated { .. } => "put_sku creates a SKU with stock",
         Change::Operator { .. } => "restock",
+        Change::LowStock { .. } => "set_low_stock above what is available",
         Change::Sell { .. } => "sell (record-less)",
         Change::Hold(hold) => match (hold.from, hold.status) {
             (None, HoldStatus::Held) => "reserve (a hold)",

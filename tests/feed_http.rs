@@ -315,3 +315,46 @@ fn events_tail_prints_the_feed_from_a_position() {
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn an_operator_sets_a_low_stock_threshold_and_the_feed_says_when_it_is_crossed() {
+    let dir = temp_dir("feed-low-stock");
+    let server = Server::start(&dir);
+    for bad in [json!(0), json!(-1), json!("5"), json!(1.5)] {
+        let body = json!({"available": 4, "low_stock_threshold": bad});
+        let (status, answer) = server.call("PUT", "/v1/skus/cap", Some(&body), &[]);
+        assert_eq!(status, 400, "{bad}: {answer}");
+        assert!(answer["message"]
+            .as_str()
+            .unwrap()
+            .contains("low_stock_threshold"));
+    }
+    let (status, _) = server.call("GET", "/v1/skus/cap", None, &[]);
+    assert_eq!(status, 404, "a refused PUT created nothing");
+    let body = json!({"available": 4, "low_stock_threshold": 3});
+    let (status, doc) = server.call("PUT", "/v1/skus/cap", Some(&body), &[]);
+    assert_eq!(
+        (status, &doc["low_stock_threshold"]),
+        (200, &json!(3)),
+        "{doc}"
+    );
+    buy(&server, "cap").unwrap();
+    let mut events = Vec::new();
+    let after = drain(&server, 0, &mut events);
+    assert!(
+        events.iter().all(|e| e["type"] != "sku.low_stock"),
+        "4 -> 3 is not below 3"
+    );
+    buy(&server, "cap").unwrap();
+    let mut more = Vec::new();
+    drain(&server, after, &mut more);
+    let types: Vec<&str> = more.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["reservation.created", "sku.low_stock"]);
+    assert_eq!(more[1]["available"], 2);
+    // Removed with null; the document and the feed say so.
+    let body = json!({"available": 2, "low_stock_threshold": null});
+    let (_, doc) = server.call("PUT", "/v1/skus/cap", Some(&body), &[]);
+    assert_eq!(doc["low_stock_threshold"], Value::Null);
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

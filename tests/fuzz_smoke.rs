@@ -30,6 +30,13 @@ fn event() -> impl Strategy<Value = Event> {
                 limit: limit.map_or(LimitChange::Unchanged, LimitChange::Set)
             }),
         (sku.clone(), any::<u32>()).prop_map(|(sku, units)| Event::Sell { sku, units }),
+        (sku.clone(), any::<u64>(), prop::option::of(1..u32::MAX)).prop_map(
+            |(sku, version, threshold)| Event::LowStock {
+                sku,
+                version,
+                threshold
+            }
+        ),
         (
             "[!-~]{1,128}",
             any::<u64>(),

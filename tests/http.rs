@@ -26,7 +26,7 @@ fn a_whole_sale_and_every_error_over_http() {
     assert_eq!(status, 200, "{sku}");
     assert_eq!(
         sku,
-        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "version": 1, "per_customer_limit": 1})
+        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null})
     );
 
     let hold =

@@ -107,6 +107,7 @@ impl ChangeSink for Tape {
     fn record(&self, _: usize, change: &Change<'_>) {
         let recorded = match *change {
             Change::Operator { sku, delta, .. } => Recorded::Stock { sku, delta },
+            Change::LowStock { sku, .. } => Recorded::Stock { sku, delta: 0 },
             Change::Sell { sku, units } => Recorded::Stock {
                 sku,
                 delta: -i64::from(units),

@@ -71,6 +71,34 @@ fn opening_an_older_store_drops_the_index_over_every_reservation() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A store made before low-stock thresholds: its SKU table gains the two
+/// columns on open, and its rows load with no threshold.
+#[test]
+fn opening_a_store_from_before_low_stock_thresholds_adds_their_columns() {
+    use hotstock::durable::store::Store;
+    let dir = scratch("upgrade-low-stock");
+    let path = dir.join("hotstock.sqlite");
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection
+        .execute_batch(
+            "CREATE TABLE hotstock_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+             INSERT INTO hotstock_meta VALUES ('position_segment', 0), ('position_offset', 24);
+             CREATE TABLE hotstock_skus (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+                 available INTEGER NOT NULL, held INTEGER NOT NULL, sold INTEGER NOT NULL,
+                 received INTEGER NOT NULL, version INTEGER NOT NULL, per_customer_limit INTEGER,
+                 limit_version INTEGER NOT NULL);
+             INSERT INTO hotstock_skus VALUES (0, 'tee', 5, 0, 0, 5, 1, NULL, 0);",
+        )
+        .unwrap();
+    drop(connection);
+    let mut store = SqliteStore::open(&path).unwrap();
+    let settled = store.load().unwrap().expect("a checkpoint");
+    let tee = settled.skus[0].as_ref().unwrap();
+    assert_eq!((&*tee.name, tee.received, tee.low_stock), ("tee", 5, None));
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Rows go to SQLite many per statement with the rest one by one: every
 /// field of every row comes back, across both paths, and a later
 /// checkpoint's rows update earlier ones in place.

@@ -46,6 +46,13 @@ pub enum Change<'a> {
         version: u64,
         limit: LimitChange,
     },
+    /// The low-stock threshold changed (`None`: removed), with the version
+    /// that change produced; recorded under the SKU's lock.
+    LowStock {
+        sku: SkuId,
+        version: u64,
+        threshold: Option<u32>,
+    },
     /// A record-less sale (`Engine::sell`).
     Sell { sku: SkuId, units: u32 },
     /// A reservation was created (`from: None`) or changed status.

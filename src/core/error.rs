@@ -47,6 +47,9 @@ pub enum EngineError {
 
     InvalidLimit,
 
+    /// A low-stock threshold of 0.
+    InvalidThreshold,
+
     InsufficientStock {
         sku: SkuId,
         available: u64,
@@ -178,6 +181,9 @@ impl EngineError {
             ),
             InvalidLimit => f.write_str(
                 "invalid per-customer limit 0: give a limit of at least 1, or none to remove it",
+            ),
+            InvalidThreshold => f.write_str(
+                "invalid low-stock threshold 0: give a number of units of at least 1, or none to remove it",
             ),
             InsufficientStock {
                 sku: id,

@@ -39,6 +39,13 @@ pub enum Event {
     },
     /// A record-less sale (`Engine::sell`).
     Sell { sku: SkuId, units: u32 },
+    /// The low-stock threshold changed (`None`: removed); the version it
+    /// produced decides which of two changes in one batch wins.
+    LowStock {
+        sku: SkuId,
+        version: u64,
+        threshold: Option<u32>,
+    },
     /// A hold reached `status` at `at_ms`.
     Hold(HoldEvent),
     /// A request with an idempotency key succeeded: a retry must get this
@@ -93,6 +100,7 @@ const OPERATOR: u8 = 2;
 const SELL: u8 = 3;
 const HOLD: u8 = 4;
 const IDEMPOTENCY: u8 = 5;
+const LOW_STOCK: u8 = 6;
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -148,6 +156,17 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
             out.push(SELL);
             out.extend_from_slice(&sku.index().to_le_bytes());
             out.extend_from_slice(&units.to_le_bytes());
+        }
+        Change::LowStock {
+            sku,
+            version,
+            threshold,
+        } => {
+            out.push(LOW_STOCK);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+            // 0 is never a threshold: it means none.
+            out.extend_from_slice(&threshold.unwrap_or(0).to_le_bytes());
         }
         Change::Idempotency(k) => encode_key(&k, out),
         Change::Hold(h) => encode_hold(&h, out),
@@ -212,6 +231,15 @@ impl Event {
                 limit,
             },
             &Event::Sell { sku, units } => Change::Sell { sku, units },
+            &Event::LowStock {
+                sku,
+                version,
+                threshold,
+            } => Change::LowStock {
+                sku,
+                version,
+                threshold,
+            },
             Event::Hold(h) => Change::Hold(HoldChange {
                 id: h.id,
                 from: h.from,
@@ -275,6 +303,16 @@ impl Event {
                 sku: SkuId::from_index(r.u32()?),
                 units: r.u32()?,
             },
+            LOW_STOCK => {
+                let sku = SkuId::from_index(r.u32()?);
+                let version = r.u64()?;
+                let threshold = Some(r.u32()?).filter(|&t| t > 0);
+                Event::LowStock {
+                    sku,
+                    version,
+                    threshold,
+                }
+            }
             IDEMPOTENCY => {
                 let key = r
                     .str(MAX_IDEMPOTENCY_KEY_BYTES)?
@@ -497,6 +535,13 @@ mod tests {
             sku: SkuId::from_index(u32::MAX),
             units: 5,
         });
+        for threshold in [None, Some(1), Some(u32::MAX)] {
+            round_trip(Event::LowStock {
+                sku: SkuId::from_index(3),
+                version: 7,
+                threshold,
+            });
+        }
         round_trip(Event::Hold(HoldEvent {
             id: ReservationId::from_u64(0x1234_5678_9abc),
             from: Some(HoldStatus::Confirmed),

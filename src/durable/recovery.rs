@@ -545,6 +545,7 @@ pub(super) fn restore_engine<S: ChangeSink>(
             received: u64::try_from(sku.received).map_err(|_| negative(index, "received"))?,
             version: sku.version,
             per_customer_limit: sku.limit,
+            low_stock_threshold: sku.low_stock,
             width: 1,
         };
         engine.restore_sku(SkuId::from_index(index as u32), &sku.name, &snapshot)?;

@@ -295,7 +295,8 @@ impl ApiError {
             | EngineError::InvalidCustomer { .. }
             | EngineError::InvalidIdempotencyKey { .. }
             | EngineError::InvalidTtl { .. }
-            | EngineError::InvalidLimit => ApiError::invalid(message),
+            | EngineError::InvalidLimit
+            | EngineError::InvalidThreshold => ApiError::invalid(message),
             // Well formed, refused by state: the SKU's limit, the key's
             // first request.
             EngineError::CustomerRequired { sku: id } => {

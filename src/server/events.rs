@@ -339,6 +339,11 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
             Some(None) => out.extend_from_slice(b",\"per_customer_limit\":null"),
             None => {}
         }
+        match o.low_stock {
+            Some(Some(threshold)) => number(out, "low_stock_threshold", i64::from(threshold)),
+            Some(None) => out.extend_from_slice(b",\"low_stock_threshold\":null"),
+            None => {}
+        }
     }
     if let Some(units) = event.units {
         number(out, "units", i64::from(units));
@@ -415,6 +420,7 @@ mod tests {
                 delta: -4,
                 version: 5,
                 limit: Some(None),
+                low_stock: Some(Some(12)),
             }),
             units: None,
         };
@@ -425,7 +431,8 @@ mod tests {
                    "at_ms": 9, "sku": "a:b", "available": 1, "held": 2, "sold": 3, "received": 6,
                    "reservation": "00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
                    "lines": [{"sku": "a:b", "quantity": 2}, {"sku": "c", "quantity": 1}],
-                   "expires_at_ms": 11, "delta": -4, "version": 5, "per_customer_limit": null})
+                   "expires_at_ms": 11, "delta": -4, "version": 5, "per_customer_limit": null,
+                   "low_stock_threshold": 12})
         );
     }
 }

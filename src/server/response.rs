@@ -16,6 +16,7 @@ pub fn sku_json(document: &SkuDocument) -> Value {
         "sold": document.sold,
         "version": document.version,
         "per_customer_limit": document.per_customer_limit,
+        "low_stock_threshold": document.low_stock_threshold,
     })
 }
 

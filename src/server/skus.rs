@@ -69,7 +69,9 @@ impl Api {
     }
 
     /// `PUT /v1/skus/{sku}` (operator): create or set stock, with an
-    /// optional per-customer limit and expected version.
+    /// optional per-customer limit, low-stock threshold and expected
+    /// version. The threshold is a second operator change (its own
+    /// version), made only once the first succeeded.
     pub(super) async fn put_sku(
         &self,
         sku: &str,
@@ -77,17 +79,28 @@ impl Api {
     ) -> Result<HttpResponse, ApiError> {
         let mut fields = Fields::new(
             read_json(body).await?,
-            &["available", "per_customer_limit", "expected_version"],
+            &[
+                "available",
+                "per_customer_limit",
+                "low_stock_threshold",
+                "expected_version",
+            ],
         )?;
         let available = fields
             .u64("available")?
             .ok_or_else(|| ApiError::invalid("field \"available\" is required"))?;
         let limit = fields.limit("per_customer_limit")?;
+        let low_stock = fields.limit("low_stock_threshold")?;
         let expected = fields.u64("expected_version")?;
         let (id, _) = self
             .engine
             .put_sku(sku, available, limit, expected)
             .map_err(|e| self.engine_error(e))?;
+        if let Some(threshold) = low_stock {
+            self.engine
+                .set_low_stock(id, threshold)
+                .map_err(|e| self.engine_error(e))?;
+        }
         self.acknowledge().await?;
         Ok(json_response(
             StatusCode::OK,

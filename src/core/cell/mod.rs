@@ -141,6 +141,9 @@ pub struct CellSnapshot {
     pub version: u64,
     /// `None`: no per-customer limit.
     pub per_customer_limit: Option<u32>,
+    /// Below this many available units the SKU is low on stock (the change
+    /// feed says so); `None`: no threshold.
+    pub low_stock_threshold: Option<u32>,
     /// Stripes in use (1 = cold).
     pub width: u32,
 }
@@ -203,7 +206,8 @@ type WideStripes = [CachePadded<Stripe>; MAX_STRIPES];
 struct CellMeta {
     /// Sum of restocks and adjustments: the right-hand side of invariant 2.
     received: u64,
-    /// Bumped by every operator change (restock, adjust, set, limit).
+    /// Bumped by every operator change (restock, adjust, set, limit,
+    /// low-stock threshold).
     version: u64,
 }
 
@@ -220,6 +224,10 @@ pub struct StockCell {
     conflicts: AtomicU32,
     /// 0 means no limit. Written under the lock, read lock-free.
     per_customer_limit: AtomicU32,
+    /// 0 means no threshold. Written and read under the lock (an atomic
+    /// only to sit in the padding after the other `u32`s: `SkuSlot` keeps
+    /// its memory budget, `holds/tests.rs`).
+    low_stock_threshold: AtomicU32,
     meta: Mutex<CellMeta>,
 }
 
@@ -237,6 +245,7 @@ impl StockCell {
             width: AtomicU32::new(1),
             conflicts: AtomicU32::new(0),
             per_customer_limit: AtomicU32::new(0),
+            low_stock_threshold: AtomicU32::new(0),
             meta: Mutex::new(CellMeta::default()),
         }
     }
@@ -425,6 +434,26 @@ impl StockCell {
         Ok(change)
     }
 
+    /// Sets the low-stock threshold (`None` removes it). Bumps the version.
+    /// The engine does nothing with it but keep and report it; the change
+    /// feed compares `available` against it.
+    pub fn set_low_stock(
+        &self,
+        threshold: Option<u32>,
+        publish: impl FnOnce(OperatorChange),
+    ) -> u64 {
+        let mut meta = self.meta.lock();
+        meta.version += 1;
+        publish(OperatorChange {
+            delta: 0,
+            version: meta.version,
+        });
+        // Relaxed: read only under the lock held here.
+        self.low_stock_threshold
+            .store(threshold.unwrap_or(0), Ordering::Relaxed);
+        meta.version
+    }
+
     /// Sets the per-customer limit (`None` removes it). Bumps the version.
     pub fn set_limit(&self, limit: Option<u32>, publish: impl FnOnce(OperatorChange)) -> u64 {
         let mut meta = self.meta.lock();
@@ -446,6 +475,9 @@ impl StockCell {
         debug_assert_eq!(meta.version, 0, "restore only into a fresh cell");
         meta.received = snapshot.received;
         meta.version = snapshot.version;
+        // Relaxed: read only under the lock held here.
+        self.low_stock_threshold
+            .store(snapshot.low_stock_threshold.unwrap_or(0), Ordering::Relaxed);
         self.per_customer_limit
             .store(snapshot.per_customer_limit.unwrap_or(0), Ordering::Relaxed);
         self.home
@@ -494,6 +526,9 @@ impl StockCell {
             received: meta.received,
             version: meta.version,
             per_customer_limit: self.per_customer_limit(),
+            // Relaxed: written only under the lock held here.
+            low_stock_threshold: Some(self.low_stock_threshold.load(Ordering::Relaxed))
+                .filter(|&t| t > 0),
             width,
         }
     }

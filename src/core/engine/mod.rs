@@ -142,6 +142,9 @@ pub struct SkuDocument {
     pub received: u64,
     pub version: u64,
     pub per_customer_limit: Option<u32>,
+    /// Below this many available units the change feed reports
+    /// `sku.low_stock`; `None`: no threshold.
+    pub low_stock_threshold: Option<u32>,
 }
 
 impl SkuDocument {
@@ -155,6 +158,7 @@ impl SkuDocument {
             received: s.received,
             version: s.version,
             per_customer_limit: s.per_customer_limit,
+            low_stock_threshold: s.low_stock_threshold,
         }
     }
 

@@ -110,6 +110,31 @@ impl<S: ChangeSink> Engine<S> {
         Ok(cell.set_limit(limit, publish))
     }
 
+    /// Sets (`Some`) or removes (`None`) the low-stock threshold: the change
+    /// feed reports `sku.low_stock` when `available` falls below it.
+    /// Returns the new version.
+    pub fn set_low_stock(&self, sku: SkuId, threshold: Option<u32>) -> Result<u64, EngineError> {
+        if threshold == Some(0) {
+            return Err(EngineError::InvalidThreshold);
+        }
+        let cell = self.cell(sku)?;
+        self.check_storage()?;
+        let hint = stripe_hint();
+        self.sink.make_room(hint);
+        let publish = |change: OperatorChange| {
+            let version = change.version;
+            self.record(
+                hint,
+                Change::LowStock {
+                    sku,
+                    version,
+                    threshold,
+                },
+            )
+        };
+        Ok(cell.set_low_stock(threshold, publish))
+    }
+
     /// Spreads a SKU over stripes now, before contention shows: call it when
     /// a sale is about to open.
     pub fn prepare_hot(&self, sku: SkuId) -> Result<(), EngineError> {

@@ -58,10 +58,13 @@ pub enum FeedKind {
     SkuSoldOut,
     /// `available` left 0.
     SkuBackInStock,
+    /// `available` fell below the SKU's low-stock threshold (or a new
+    /// threshold put it below).
+    SkuLowStock,
 }
 
 impl FeedKind {
-    pub const ALL: [FeedKind; 10] = [
+    pub const ALL: [FeedKind; 11] = [
         FeedKind::ReservationCreated,
         FeedKind::ReservationConfirmed,
         FeedKind::ReservationCancelled,
@@ -72,6 +75,7 @@ impl FeedKind {
         FeedKind::SkuSold,
         FeedKind::SkuSoldOut,
         FeedKind::SkuBackInStock,
+        FeedKind::SkuLowStock,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -86,6 +90,7 @@ impl FeedKind {
             FeedKind::SkuSold => "sku.sold",
             FeedKind::SkuSoldOut => "sku.sold_out",
             FeedKind::SkuBackInStock => "sku.back_in_stock",
+            FeedKind::SkuLowStock => "sku.low_stock",
         }
     }
 
@@ -137,6 +142,8 @@ pub struct FeedOperator {
     pub version: u64,
     /// `Some` when the change set the per-customer limit (to `None`: off).
     pub limit: Option<Option<u32>>,
+    /// `Some` when the change set the low-stock threshold (`None`: off).
+    pub low_stock: Option<Option<u32>>,
 }
 
 /// One event of the feed.
@@ -207,6 +214,7 @@ pub enum FeedRead {
 struct FeedSku {
     name: Arc<str>,
     counts: FeedCounts,
+    low_stock: Option<u32>,
 }
 
 /// A durable batch not yet turned into events.
@@ -265,6 +273,7 @@ impl Feed {
             .map(|sku| {
                 sku.as_ref().map(|sku| FeedSku {
                     name: Arc::from(&*sku.name),
+                    low_stock: sku.low_stock,
                     counts: FeedCounts {
                         available: sku.available(),
                         held: sku.held,
@@ -516,6 +525,7 @@ impl FeedInner {
                 self.skus[index] = Some(FeedSku {
                     name: Arc::from(name),
                     counts: FeedCounts::default(),
+                    low_stock: None,
                 });
                 self.emit(index, FeedKind::SkuCreated, at_ms, Detail::None);
             }
@@ -538,6 +548,7 @@ impl FeedInner {
                         LimitChange::Unchanged => None,
                         LimitChange::Set(limit) => Some(limit),
                     },
+                    low_stock: None,
                 };
                 self.emit(
                     index,
@@ -556,6 +567,34 @@ impl FeedInner {
                 });
                 self.emit(index, FeedKind::SkuSold, at_ms, Detail::Units(units));
                 self.emit_crossing(index, before, at_ms);
+            }
+            Event::LowStock {
+                sku,
+                version,
+                threshold,
+            } => {
+                let index = sku.index() as usize;
+                let available = self.counts(index).available;
+                let was_low = is_low(available, self.low_stock(index));
+                self.update(index, |_| {});
+                if let Some(Some(sku)) = self.skus.get_mut(index) {
+                    sku.low_stock = threshold;
+                }
+                let operator = FeedOperator {
+                    delta: 0,
+                    version,
+                    limit: None,
+                    low_stock: Some(threshold),
+                };
+                self.emit(
+                    index,
+                    FeedKind::SkuChanged,
+                    at_ms,
+                    Detail::Operator(operator),
+                );
+                if !was_low && is_low(available, threshold) {
+                    self.emit(index, FeedKind::SkuLowStock, at_ms, Detail::None);
+                }
             }
             Event::Hold(hold) => self.make_hold(hold, at_ms),
             Event::Idempotency(_) => {}
@@ -604,6 +643,10 @@ impl FeedInner {
 
     fn emit_crossing(&mut self, index: usize, before: FeedCounts, at_ms: u64) {
         let after = self.counts(index);
+        let threshold = self.low_stock(index);
+        if !is_low(before.available, threshold) && is_low(after.available, threshold) {
+            self.emit(index, FeedKind::SkuLowStock, at_ms, Detail::None);
+        }
         if before.available > 0 && after.available == 0 {
             self.emit(index, FeedKind::SkuSoldOut, at_ms, Detail::None);
         } else if before.available == 0 && after.available > 0 {
@@ -641,6 +684,13 @@ impl FeedInner {
         });
     }
 
+    fn low_stock(&self, index: usize) -> Option<u32> {
+        self.skus
+            .get(index)
+            .and_then(Option::as_ref)
+            .and_then(|sku| sku.low_stock)
+    }
+
     fn counts(&self, index: usize) -> FeedCounts {
         self.skus
             .get(index)
@@ -655,6 +705,7 @@ impl FeedInner {
         let sku = self.skus[index].get_or_insert_with(|| FeedSku {
             name: Arc::from(""),
             counts: FeedCounts::default(),
+            low_stock: None,
         });
         change(&mut sku.counts);
     }
@@ -672,6 +723,11 @@ enum Detail {
     Reservation(Arc<FeedReservation>),
     Operator(FeedOperator),
     Units(u32),
+}
+
+/// Whether `available` is below the threshold (never without one).
+fn is_low(available: i64, threshold: Option<u32>) -> bool {
+    threshold.is_some_and(|t| available < i64::from(t))
 }
 
 /// (held, sold) units a status keeps per unit of a line.

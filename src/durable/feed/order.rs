@@ -9,7 +9,8 @@
 //! 1. SKU creations.
 //! 2. **Credits and moves**: changes to reservations created in an earlier
 //!    batch (confirm, cancel, expire, refund: none takes from `available`),
-//!    then operator changes that add units (or none), by version.
+//!    then operator changes that add units (or none: limits, low-stock
+//!    thresholds), by version.
 //! 3. **Round trips**: reservations created *and* ended (cancelled, expired,
 //!    refunded) in this batch, each as its whole chain (created, ..., ended).
 //! 4. **Takes**: reservations created in this batch and still held or
@@ -58,6 +59,8 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
         match event {
             Event::SkuCreated { .. } => created.push(Step::Single(event)),
             Event::Operator { delta, .. } if delta >= 0 => credit_ops.push(event),
+            // Moves no units; in version order with the operator's other changes.
+            Event::LowStock { .. } => credit_ops.push(event),
             Event::Operator { .. } => take_ops.push(event),
             Event::Sell { .. } => sells.push(Step::Single(event)),
             Event::Hold(hold) => {
@@ -85,7 +88,7 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
         }
     }
     let by_version = |event: &Event| match event {
-        Event::Operator { version, .. } => *version,
+        Event::Operator { version, .. } | Event::LowStock { version, .. } => *version,
         _ => 0,
     };
     credit_ops.sort_by_key(by_version);

@@ -51,6 +51,9 @@ pub struct SettledSku {
     pub limit: Option<u32>,
     /// Version of the operator change that set `limit`.
     pub limit_version: u64,
+    pub low_stock: Option<u32>,
+    /// Version of the change that set `low_stock`.
+    pub low_stock_version: u64,
 }
 
 impl SettledSku {
@@ -273,6 +276,18 @@ impl Settled {
                 }
             }
             Event::Sell { sku, units } => self.sku_mut(sku.index()).sold += i64::from(units),
+            Event::LowStock {
+                sku,
+                version,
+                threshold,
+            } => {
+                let entry = self.sku_mut(sku.index());
+                entry.version = entry.version.max(version);
+                if version >= entry.low_stock_version {
+                    entry.low_stock = threshold;
+                    entry.low_stock_version = version;
+                }
+            }
             Event::Hold(hold) => self.apply_hold(hold),
             Event::Idempotency(key) => {
                 self.dirty_keys.insert(key.key.clone());

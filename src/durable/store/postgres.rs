@@ -76,6 +76,8 @@ impl PostgresStore {
                  available BIGINT NOT NULL, held BIGINT NOT NULL, sold BIGINT NOT NULL,
                  received BIGINT NOT NULL, version BIGINT NOT NULL,
                  per_customer_limit BIGINT, limit_version BIGINT NOT NULL);
+             ALTER TABLE {schema}.hotstock_skus ADD COLUMN IF NOT EXISTS low_stock_threshold BIGINT,
+                 ADD COLUMN IF NOT EXISTS low_stock_version BIGINT NOT NULL DEFAULT 0;
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_reservations (
                  id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
                  deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
@@ -92,7 +94,8 @@ impl PostgresStore {
                  held BIGINT NOT NULL, sold BIGINT NOT NULL, received BIGINT NOT NULL,
                  reservation TEXT, status TEXT, from_status TEXT, customer TEXT, lines TEXT,
                  deadline_ms BIGINT, delta BIGINT, version BIGINT, limit_set BIGINT,
-                 per_customer_limit BIGINT, units BIGINT);"
+                 per_customer_limit BIGINT, units BIGINT, low_stock_set BIGINT,
+                 low_stock_threshold BIGINT);"
         );
         client
             .batch_execute(&ddl)
@@ -227,7 +230,8 @@ impl Store for PostgresStore {
         settled.feed_next_position =
             rows::feed_next_position(value(FEED_NEXT_KEY)?).map_err(|d| self.damaged(d))?;
         let sql = format!(
-            "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version \
+            "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
+             low_stock_threshold, low_stock_version \
              FROM {s}.hotstock_skus"
         );
         self.load_rows(&sql, "SKUs", &mut settled, |row, settled| {
@@ -240,6 +244,8 @@ impl Store for PostgresStore {
                 version: row.try_get(5)?,
                 per_customer_limit: row.try_get(6)?,
                 limit_version: row.try_get(7)?,
+                low_stock_threshold: row.try_get(8)?,
+                low_stock_version: row.try_get(9)?,
             };
             Ok(sku.load_into(settled))
         })?;
@@ -394,6 +400,8 @@ fn event_row(row: &postgres::Row) -> Result<EventRow, postgres::Error> {
         limit_set: row.try_get(17)?,
         per_customer_limit: row.try_get(18)?,
         units: row.try_get(19)?,
+        low_stock_set: row.try_get(20)?,
+        low_stock_threshold: row.try_get(21)?,
     })
 }
 
@@ -407,7 +415,7 @@ fn write_events(
     let insert = tx
         .prepare(&format!(
             "INSERT INTO {s}.hotstock_events ({EVENT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
         ))
         .map_err(|e| fail("preparing event writes", e))?;
     for event in &checkpoint.events {
@@ -435,6 +443,8 @@ fn write_events(
                 &r.limit_set,
                 &r.per_customer_limit,
                 &r.units,
+                &r.low_stock_set,
+                &r.low_stock_threshold,
             ],
         )
         .map_err(|e| fail("writing an event", e))?;
@@ -468,16 +478,19 @@ fn write_skus(
 ) -> Result<(), StoreError> {
     let put_sku = tx
         .prepare(&format!(
-            "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+            "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
+               low_stock_threshold, low_stock_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
                held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
                version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
-               limit_version = EXCLUDED.limit_version"
+               limit_version = EXCLUDED.limit_version, low_stock_threshold = EXCLUDED.low_stock_threshold,
+               low_stock_version = EXCLUDED.low_stock_version"
         ))
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
         let limit = sku.limit.map(i64::from);
+        let low_stock = sku.low_stock.map(i64::from);
         tx.execute(
             &put_sku,
             &[
@@ -490,6 +503,8 @@ fn write_skus(
                 &(sku.version as i64),
                 &limit,
                 &(sku.limit_version as i64),
+                &low_stock,
+                &(sku.low_stock_version as i64),
             ],
         )
         .map_err(|e| fail("writing a SKU", e))?;

@@ -93,6 +93,9 @@ pub(crate) struct SkuRow {
     pub version: i64,
     pub per_customer_limit: Option<i64>,
     pub limit_version: i64,
+    /// NULL: none (and in stores from before the change feed).
+    pub low_stock_threshold: Option<i64>,
+    pub low_stock_version: Option<i64>,
 }
 
 impl SkuRow {
@@ -123,6 +126,12 @@ impl SkuRow {
             version: check.non_negative("version", self.version)?,
             limit,
             limit_version: check.non_negative("limit_version", self.limit_version)?,
+            low_stock: match self.low_stock_threshold {
+                None => None,
+                Some(t) => Some(check.fits_u32("low_stock_threshold", t)?).filter(|t| *t > 0),
+            },
+            low_stock_version: check
+                .non_negative("low_stock_version", self.low_stock_version.unwrap_or(0))?,
         };
         let index = index as usize;
         if settled.skus.len() <= index {
@@ -237,6 +246,8 @@ mod tests {
             version: -1,
             per_customer_limit: None,
             limit_version: 0,
+            low_stock_threshold: None,
+            low_stock_version: None,
         };
         let damage = row.load_into(&mut settled).unwrap_err();
         assert_eq!(damage.table, "hotstock_skus");
@@ -284,12 +295,16 @@ pub struct EventRow {
     pub limit_set: Option<i64>,
     pub per_customer_limit: Option<i64>,
     pub units: Option<i64>,
+    /// 1 when the event set the low-stock threshold (to `low_stock_threshold`,
+    /// NULL for none).
+    pub low_stock_set: Option<i64>,
+    pub low_stock_threshold: Option<i64>,
 }
 
 /// The outbox's columns, in `EventRow`'s order.
 pub const EVENT_COLUMNS: &str = "position, id, type, at_ms, sku, available, held, sold, received, \
      reservation, status, from_status, customer, lines, deadline_ms, delta, version, limit_set, \
-     per_customer_limit, units";
+     per_customer_limit, units, low_stock_set, low_stock_threshold";
 
 impl EventRow {
     pub fn of(event: &FeedEvent, feed_id: u64) -> EventRow {
@@ -316,6 +331,8 @@ impl EventRow {
             limit_set: operator.map(|o| i64::from(o.limit.is_some())),
             per_customer_limit: operator.and_then(|o| o.limit.flatten()).map(i64::from),
             units: event.units.map(i64::from),
+            low_stock_set: operator.map(|o| i64::from(o.low_stock.is_some())),
+            low_stock_threshold: operator.and_then(|o| o.low_stock.flatten()).map(i64::from),
         }
     }
 
@@ -359,6 +376,14 @@ impl EventRow {
                     Some(1) => Some(
                         self.per_customer_limit
                             .map(|l| check.fits_u32("per_customer_limit", l))
+                            .transpose()?,
+                    ),
+                    _ => None,
+                },
+                low_stock: match self.low_stock_set {
+                    Some(1) => Some(
+                        self.low_stock_threshold
+                            .map(|t| check.fits_u32("low_stock_threshold", t))
                             .transpose()?,
                     ),
                     _ => None,

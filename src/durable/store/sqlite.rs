@@ -31,7 +31,9 @@ CREATE TABLE IF NOT EXISTS hotstock_skus (
     received           INTEGER NOT NULL,
     version            INTEGER NOT NULL,
     per_customer_limit INTEGER,
-    limit_version      INTEGER NOT NULL
+    limit_version      INTEGER NOT NULL,
+    low_stock_threshold INTEGER,
+    low_stock_version  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS hotstock_reservations (
     id          INTEGER PRIMARY KEY,
@@ -83,9 +85,36 @@ CREATE TABLE IF NOT EXISTS hotstock_events (
     version            INTEGER,
     limit_set          INTEGER,
     per_customer_limit INTEGER,
-    units              INTEGER
+    units              INTEGER,
+    low_stock_set      INTEGER,
+    low_stock_threshold INTEGER
 );
 ";
+
+/// Columns added after a table's first release, added to a store made
+/// before them (SQLite has no `ADD COLUMN IF NOT EXISTS`).
+fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
+    let added = [
+        ("hotstock_skus", "low_stock_threshold", "INTEGER"),
+        (
+            "hotstock_skus",
+            "low_stock_version",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+    ];
+    for (table, column, kind) in added {
+        let mut columns = connection.prepare(&format!("PRAGMA table_info({table})"))?;
+        let present = columns
+            .query_map([], |row| row.get::<_, String>(1))?
+            .collect::<rusqlite::Result<Vec<String>>>()?
+            .iter()
+            .any(|name| name == column);
+        if !present {
+            connection.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    Ok(())
+}
 
 /// Reservation rows per upsert statement (7 parameters each, far below
 /// SQLite's limit of 32,766).
@@ -162,6 +191,8 @@ impl SqliteStore {
         connection
             .execute_batch(SCHEMA)
             .map_err(|e| fail(format!("cannot create the schema: {e}")))?;
+        add_missing_columns(&connection)
+            .map_err(|e| fail(format!("cannot upgrade the schema: {e}")))?;
         Ok(SqliteStore {
             path: path.to_owned(),
             connection,
@@ -298,7 +329,8 @@ impl Store for SqliteStore {
         settled.feed_next_position =
             rows::feed_next_position(meta(FEED_NEXT_KEY)?).map_err(|d| self.damaged(d))?;
         self.load_rows(
-            "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version \
+            "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
+             low_stock_threshold, low_stock_version \
              FROM hotstock_skus",
             "SKUs",
             |row| {
@@ -311,6 +343,8 @@ impl Store for SqliteStore {
                     version: row.get(5)?,
                     per_customer_limit: row.get(6)?,
                     limit_version: row.get(7)?,
+                    low_stock_threshold: row.get(8)?,
+                    low_stock_version: row.get(9)?,
                 })
             },
             |row, settled| row.load_into(settled),
@@ -416,6 +450,8 @@ impl Store for SqliteStore {
                     limit_set: row.get(17)?,
                     per_customer_limit: row.get(18)?,
                     units: row.get(19)?,
+                    low_stock_set: row.get(20)?,
+                    low_stock_threshold: row.get(21)?,
                 })
             })
             .map_err(reading)?;
@@ -468,7 +504,7 @@ fn write_events(
     let mut put_event = tx
         .prepare_cached(&format!(
             "INSERT INTO hotstock_events ({EVENT_COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
         ))
         .map_err(|e| fail("preparing event writes", e))?;
     for event in &checkpoint.events {
@@ -494,7 +530,9 @@ fn write_events(
                 r.version,
                 r.limit_set,
                 r.per_customer_limit,
-                r.units
+                r.units,
+                r.low_stock_set,
+                r.low_stock_threshold
             ])
             .map_err(|e| fail("writing an event", e))?;
     }
@@ -525,12 +563,14 @@ fn write_skus(
 ) -> Result<(), StoreError> {
     let mut put_sku = tx
         .prepare_cached(
-            "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+            "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
+               low_stock_threshold, low_stock_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
                held = excluded.held, sold = excluded.sold, received = excluded.received,
                version = excluded.version, per_customer_limit = excluded.per_customer_limit,
-               limit_version = excluded.limit_version",
+               limit_version = excluded.limit_version, low_stock_threshold = excluded.low_stock_threshold,
+               low_stock_version = excluded.low_stock_version",
         )
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -544,7 +584,9 @@ fn write_skus(
                 sku.received,
                 sku.version as i64,
                 sku.limit.map(i64::from),
-                sku.limit_version as i64
+                sku.limit_version as i64,
+                sku.low_stock.map(i64::from),
+                sku.low_stock_version as i64
             ])
             .map_err(|e| fail("writing a SKU", e))?;
     }
