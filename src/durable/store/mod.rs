@@ -118,7 +118,7 @@ pub(crate) fn encode_lines_into(out: &mut String, lines: &[Line]) {
     }
 }
 
-fn push_decimal(out: &mut String, mut value: u64) {
+pub(crate) fn push_decimal(out: &mut String, mut value: u64) {
     let mut digits = [0u8; 20];
     let mut start = digits.len();
     loop {

@@ -450,17 +450,25 @@ fn write_events(
         .map_err(|e| fail("writing an event", e))?;
     }
     if let Some(retention) = checkpoint.events_retention {
-        // Positions and times grow together: both bounds delete a prefix.
+        // Positions and times grow together: both bounds delete a prefix,
+        // one range of the primary key (see the SQLite store).
+        let first_young = tx
+            .query_opt(
+                &format!(
+                    "SELECT position FROM {s}.hotstock_events WHERE at_ms >= $1 ORDER BY position LIMIT 1"
+                ),
+                &[&(retention.before_ms as i64)],
+            )
+            .map_err(|e| fail("finding old events", e))?;
+        let first_young: Option<i64> = match first_young {
+            Some(row) => Some(row.try_get(0).map_err(|e| fail("finding old events", e))?),
+            None => None,
+        };
+        let by_age = first_young.map_or(checkpoint.feed_next_position as i64 - 1, |p| p - 1);
+        let through = delete_through_by_count(checkpoint, retention.max_events).max(by_age);
         tx.execute(
-            &format!(
-                "DELETE FROM {s}.hotstock_events WHERE position <= $1 OR position < \
-                 (SELECT COALESCE(MIN(position), $2) FROM {s}.hotstock_events WHERE at_ms >= $3)"
-            ),
-            &[
-                &delete_through_by_count(checkpoint, retention.max_events),
-                &(checkpoint.feed_next_position as i64),
-                &(retention.before_ms as i64),
-            ],
+            &format!("DELETE FROM {s}.hotstock_events WHERE position <= $1"),
+            &[&through],
         )
         .map_err(|e| fail("pruning old events", e))?;
     }

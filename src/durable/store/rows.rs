@@ -9,7 +9,7 @@
 //! `BIGINT` (`as_stored` / `from_stored`); every other number must fit its
 //! type exactly.
 
-use super::{decode_lines, status_from_name};
+use super::{decode_lines, push_decimal, status_from_name};
 use crate::core::limits::MAX_SKUS;
 use crate::core::types::HoldStatus;
 use crate::core::types::ReservationId;
@@ -232,6 +232,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn event_ids_are_written_as_the_feed_names_them() {
+        for (feed_id, position) in [(0, 1), (0xab, 7), (u64::MAX, u64::MAX), (1 << 60, 10_000)] {
+            let mut id = String::new();
+            push_event_id(&mut id, feed_id, position);
+            assert_eq!(id, crate::durable::feed::event_id(feed_id, position));
+        }
+    }
+
+    #[test]
     fn ids_keep_their_bits_and_damage_names_the_row() {
         for id in [0, 1, u64::MAX, 1 << 63, 0xdead_beef_0000_0040] {
             assert_eq!(from_stored(as_stored(id)), id);
@@ -312,7 +321,11 @@ impl EventRow {
         let operator = event.operator.as_ref();
         EventRow {
             position: event.position as i64,
-            id: event.id(feed_id),
+            id: {
+                let mut id = String::new();
+                push_event_id(&mut id, feed_id, event.position);
+                id
+            },
             kind: event.kind.as_str().into(),
             at_ms: event.at_ms as i64,
             sku: event.sku.to_string(),
@@ -324,7 +337,11 @@ impl EventRow {
             status: reservation.map(|r| r.status.as_str().into()),
             from_status: reservation.and_then(|r| r.from).map(|s| s.as_str().into()),
             customer: reservation.and_then(|r| r.customer.as_deref().map(String::from)),
-            lines: reservation.map(|r| encode_feed_lines(&r.lines)),
+            lines: reservation.map(|r| {
+                let mut lines = String::new();
+                encode_feed_lines_into(&mut lines, &r.lines);
+                lines
+            }),
             deadline_ms: reservation.map(|r| r.deadline_ms as i64),
             delta: operator.map(|o| o.delta),
             version: operator.map(|o| o.version as i64),
@@ -410,18 +427,28 @@ impl EventRow {
 }
 
 /// A feed event's lines as stored: `name:quantity` pairs joined by commas
-/// (a SKU name may hold `:` but never `,`; the quantity follows the last `:`).
-fn encode_feed_lines(lines: &[(Arc<str>, u32)]) -> String {
-    let mut out = String::new();
+/// (a SKU name may hold `:` but never `,`; the quantity follows the last
+/// `:`), into a buffer the caller reuses.
+pub(crate) fn encode_feed_lines_into(out: &mut String, lines: &[(Arc<str>, u32)]) {
+    out.clear();
     for (i, (name, quantity)) in lines.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str(name);
         out.push(':');
-        out.push_str(&quantity.to_string());
+        push_decimal(out, u64::from(*quantity));
     }
-    out
+}
+
+/// `{feed id as 16 hex}-{position}` (`feed::event_id`), without `fmt`.
+pub(crate) fn push_event_id(out: &mut String, feed_id: u64, position: u64) {
+    for shift in (0..16).rev() {
+        let digit = (feed_id >> (shift * 4)) & 0xf;
+        out.push(char::from(b"0123456789abcdef"[digit as usize]));
+    }
+    out.push('-');
+    push_decimal(out, position);
 }
 
 fn decode_feed_lines(text: &str) -> Option<Vec<(Arc<str>, u32)>> {

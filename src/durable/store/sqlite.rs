@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::rows::{
-    self, as_stored, CustomerUnitsRow, Damage, EventRow, KeyRow, ReservationRow, SkuRow,
-    EVENT_COLUMNS,
+    self, as_stored, encode_feed_lines_into, push_event_id, CustomerUnitsRow, Damage, EventRow,
+    KeyRow, ReservationRow, SkuRow, EVENT_COLUMNS,
 };
 use super::{
     delete_through_by_count, encode_lines_into, following_boot, id_key_from_halves, id_key_halves,
@@ -495,58 +495,130 @@ impl Store for SqliteStore {
     }
 }
 
+/// Outbox rows per insert statement (22 parameters each).
+const EVENTS_PER_STATEMENT: usize = 16;
+/// Columns of `hotstock_events`, `EVENT_COLUMNS`' count.
+const EVENT_COLUMN_COUNT: usize = 22;
+
+fn insert_events_sql(rows: usize) -> String {
+    assert!((1..=EVENTS_PER_STATEMENT).contains(&rows));
+    let mut sql = format!("INSERT INTO hotstock_events ({EVENT_COLUMNS}) VALUES ");
+    let row = format!("({})", vec!["?"; EVENT_COLUMN_COUNT].join(", "));
+    sql.push_str(&vec![row; rows].join(","));
+    sql
+}
+
+/// Text an event's row needs made, in buffers reused from row to row.
+#[derive(Default)]
+struct EventText {
+    id: String,
+    lines: String,
+}
+
+/// Binds one event as row `row` of an insert statement.
+fn bind_event(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    row: usize,
+    event: &FeedEvent,
+    feed_id: u64,
+    text: &mut EventText,
+) -> rusqlite::Result<()> {
+    let at = row * EVENT_COLUMN_COUNT + 1;
+    text.id.clear();
+    push_event_id(&mut text.id, feed_id, event.position);
+    let counts = &event.counts;
+    statement.raw_bind_parameter(at, event.position as i64)?;
+    statement.raw_bind_parameter(at + 1, text.id.as_str())?;
+    statement.raw_bind_parameter(at + 2, event.kind.as_str())?;
+    statement.raw_bind_parameter(at + 3, event.at_ms as i64)?;
+    statement.raw_bind_parameter(at + 4, &*event.sku)?;
+    statement.raw_bind_parameter(at + 5, counts.available)?;
+    statement.raw_bind_parameter(at + 6, counts.held)?;
+    statement.raw_bind_parameter(at + 7, counts.sold)?;
+    statement.raw_bind_parameter(at + 8, counts.received)?;
+    let reservation = event.reservation.as_deref();
+    if let Some(r) = reservation {
+        encode_feed_lines_into(&mut text.lines, &r.lines);
+    }
+    statement.raw_bind_parameter(at + 9, reservation.map(|r| &*r.public_id))?;
+    statement.raw_bind_parameter(at + 10, reservation.map(|r| r.status.as_str()))?;
+    statement.raw_bind_parameter(
+        at + 11,
+        reservation.and_then(|r| r.from).map(|s| s.as_str()),
+    )?;
+    statement.raw_bind_parameter(at + 12, reservation.and_then(|r| r.customer.as_deref()))?;
+    statement.raw_bind_parameter(at + 13, reservation.map(|_| text.lines.as_str()))?;
+    statement.raw_bind_parameter(at + 14, reservation.map(|r| r.deadline_ms as i64))?;
+    let operator = event.operator.as_ref();
+    statement.raw_bind_parameter(at + 15, operator.map(|o| o.delta))?;
+    statement.raw_bind_parameter(at + 16, operator.map(|o| o.version as i64))?;
+    statement.raw_bind_parameter(at + 17, operator.map(|o| i64::from(o.limit.is_some())))?;
+    statement.raw_bind_parameter(
+        at + 18,
+        operator.and_then(|o| o.limit.flatten()).map(i64::from),
+    )?;
+    statement.raw_bind_parameter(at + 19, event.units.map(i64::from))?;
+    statement.raw_bind_parameter(at + 20, operator.map(|o| i64::from(o.low_stock.is_some())))?;
+    statement.raw_bind_parameter(
+        at + 21,
+        operator.and_then(|o| o.low_stock.flatten()).map(i64::from),
+    )
+}
+
 /// The outbox rows of the checkpoint's batches, then retention.
 fn write_events(
     tx: &Transaction<'_>,
     checkpoint: &Checkpoint,
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
-    let mut put_event = tx
-        .prepare_cached(&format!(
-            "INSERT INTO hotstock_events ({EVENT_COLUMNS}) VALUES \
-             (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
-        ))
+    // As for reservations: many rows per statement, text bound borrowed
+    // (copied at bind time), no row struct of owned strings per event. A
+    // sale writes one event per purchase (examples/checkpoint_bench.rs and
+    // benches/http/callgrind.sh, docs/benchmarks.md).
+    let mut put_many = tx
+        .prepare_cached(&insert_events_sql(EVENTS_PER_STATEMENT))
         .map_err(|e| fail("preparing event writes", e))?;
-    for event in &checkpoint.events {
-        let r = EventRow::of(event, checkpoint.feed_id);
-        put_event
-            .execute(params![
-                r.position,
-                r.id,
-                r.kind,
-                r.at_ms,
-                r.sku,
-                r.available,
-                r.held,
-                r.sold,
-                r.received,
-                r.reservation,
-                r.status,
-                r.from_status,
-                r.customer,
-                r.lines,
-                r.deadline_ms,
-                r.delta,
-                r.version,
-                r.limit_set,
-                r.per_customer_limit,
-                r.units,
-                r.low_stock_set,
-                r.low_stock_threshold
-            ])
+    let mut put_one = tx
+        .prepare_cached(&insert_events_sql(1))
+        .map_err(|e| fail("preparing event writes", e))?;
+    let mut scratch = EventText::default();
+    let mut groups = checkpoint.events.chunks_exact(EVENTS_PER_STATEMENT);
+    for group in &mut groups {
+        for (row, event) in group.iter().enumerate() {
+            bind_event(&mut put_many, row, event, checkpoint.feed_id, &mut scratch)
+                .map_err(|e| fail("writing an event", e))?;
+        }
+        put_many
+            .raw_execute()
+            .map_err(|e| fail("writing events", e))?;
+    }
+    for event in groups.remainder() {
+        bind_event(&mut put_one, 0, event, checkpoint.feed_id, &mut scratch)
+            .map_err(|e| fail("writing an event", e))?;
+        put_one
+            .raw_execute()
             .map_err(|e| fail("writing an event", e))?;
     }
     if let Some(retention) = checkpoint.events_retention {
-        // Positions and times grow together (batch times never go back),
-        // so both bounds delete a prefix: by the primary key.
+        // Positions and times grow together (batch times never go back), so
+        // both bounds delete a prefix: one range of the primary key. (One
+        // DELETE with the two bounds OR-ed scanned the whole table at every
+        // checkpoint: callgrind, docs/benchmarks.md.) The first event young
+        // enough is found by a walk from the oldest: it reads only the rows
+        // about to go, and one more.
+        let first_young: Option<i64> = tx
+            .query_row(
+                "SELECT position FROM hotstock_events WHERE at_ms >= ?1 ORDER BY position LIMIT 1",
+                [retention.before_ms as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| fail("finding old events", e))?;
+        let by_age = first_young.map_or(checkpoint.feed_next_position as i64 - 1, |p| p - 1);
+        let through = delete_through_by_count(checkpoint, retention.max_events).max(by_age);
         tx.execute(
-            "DELETE FROM hotstock_events WHERE position <= ?1 OR position < \
-             (SELECT COALESCE(MIN(position), ?2) FROM hotstock_events WHERE at_ms >= ?3)",
-            params![
-                delete_through_by_count(checkpoint, retention.max_events),
-                checkpoint.feed_next_position as i64,
-                retention.before_ms as i64
-            ],
+            "DELETE FROM hotstock_events WHERE position <= ?1",
+            [through],
         )
         .map_err(|e| fail("pruning old events", e))?;
     }
