@@ -5,8 +5,8 @@
 //! Both read the durable layer's `FeedReader`: only durable events, in
 //! position order, from memory near the head and from the store's outbox
 //! further back. Reading the outbox may wait for a checkpoint's
-//! transaction, so every read runs on tokio's blocking pool, never on a
-//! worker that serves purchases.
+//! transaction, so those reads run on tokio's blocking pool, never on a
+//! worker that serves purchases; reads from memory run in place.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use super::api::Api;
 use super::error::{bytes_response, ApiBody, ApiError, Code, HttpResponse};
 use crate::core::limits::{MAX_FEED_PAGE, MAX_FEED_WAIT_MS};
-use crate::durable::feed::{Feed, FeedEvent, FeedFilter, FeedKind, FeedPage};
+use crate::durable::feed::{Feed, FeedEvent, FeedFilter, FeedKind, FeedPage, FeedRead};
 use crate::durable::{FeedError, FeedReader};
 
 /// Events per page unless `limit` says otherwise.
@@ -158,13 +158,20 @@ fn number(key: &str, value: &str, max: u64) -> Result<u64, ApiError> {
         .ok_or_else(|| ApiError::invalid(format!("{key} must be a whole number from 0 to {max}")))
 }
 
-/// One read on the blocking pool (it may wait on the store).
+/// One read: from memory on this worker (a reader near the head, the
+/// common case, takes no thread hop), from the outbox on the blocking pool
+/// (it may wait for a checkpoint's transaction).
 async fn read(
     reader: &FeedReader,
     after: u64,
     limit: usize,
     filter: &FeedFilter,
 ) -> Result<FeedPage, ApiError> {
+    match reader.feed().read(after, limit, filter) {
+        FeedRead::Page(page) => return Ok(page),
+        FeedRead::Ahead { last } => return Err(feed_error(FeedError::Ahead { after, last })),
+        FeedRead::FromStore => {}
+    }
     let (reader, filter) = (reader.clone(), filter.clone());
     tokio::task::spawn_blocking(move || reader.read(after, limit, &filter))
         .await
