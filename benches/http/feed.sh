@@ -13,6 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs="${1:-3}"; seconds="${2:-5}"; connections="${3:-64}"; mode="${4:-both}"
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
+command -v perf >/dev/null || { echo "install perf (apt-get install linux-perf)" >&2; exit 1; }
 nats_server=$(command -v nats-server || echo /usr/sbin/nats-server)
 [ -x "$nats_server" ] || { echo "install nats-server (apt-get install nats-server)" >&2; exit 1; }
 cargo build -q --release --example feed_lag
@@ -47,17 +48,27 @@ if [ "$mode" != nats ]; then
     target/release/examples/feed_lag "$(cat "$work/feed/addr")" "$total" > "$work/lag" &
     lag_pid=$!
 fi
+# Requests/s, and the server's own CPU per request (perf's software
+# task-clock of the server process: what hotstock spends, whatever the
+# consumer, the broker and wrk take of the same two cores).
 measure() { # name
     local addr; addr=$(cat "$work/$1/addr")
+    local pid; pid=$(cat "$work/$1/pid")
+    perf stat -e task-clock -x, -o "$work/$1.cpu" -p "$pid" -- sleep "$seconds" 2>/dev/null &
+    local perf_pid=$!
     wrk -t2 -c"$connections" -d"${seconds}s" -s "$work/buy.lua" "http://$addr" > "$work/$1.wrk"
+    wait "$perf_pid" || true
     if grep -q "Non-2xx" "$work/$1.wrk"; then echo "$1: non-2xx answers" >&2; cat "$work/$1.wrk" >&2; exit 1; fi
-    awk '/Requests\/sec/ {print $2}' "$work/$1.wrk"
+    local rps; rps=$(awk '/Requests\/sec/ {print $2}' "$work/$1.wrk")
+    local cpu_ms; cpu_ms=$(awk -F, '/task-clock/ {print $1}' "$work/$1.cpu")
+    echo "$rps $(python3 -c "print(round(${cpu_ms:-0} * 1000 / ($rps * $seconds), 2))")"
 }
 for name in plain feed; do measure "$name" > /dev/null; done # warm-up
-plain=(); feed=()
+plain=(); feed=(); plain_us=(); feed_us=()
 for run in $(seq "$runs"); do
-    plain+=("$(measure plain)"); feed+=("$(measure feed)")
-    echo "run $run: plain ${plain[-1]} req/s, with the feed read ($mode) ${feed[-1]} req/s"
+    read -r rps us <<< "$(measure plain)"; plain+=("$rps"); plain_us+=("$us")
+    read -r rps us <<< "$(measure feed)"; feed+=("$rps"); feed_us+=("$us")
+    echo "run $run: plain ${plain[-1]} req/s (${plain_us[-1]} server us/req), with the feed read ($mode) ${feed[-1]} req/s (${feed_us[-1]} server us/req)"
 done
 feed_addr=$(cat "$work/feed/addr")
 metric() { curl -sf "http://$feed_addr/metrics" | awk -v m="$1" '$1 == m {print $2}'; }
@@ -77,4 +88,6 @@ wait || true
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 mp=$(median "${plain[@]}"); mf=$(median "${feed[@]}")
 echo "median: plain $mp req/s, feed $mf req/s, ratio $(python3 -c "print(round($mf/$mp, 3))")"
+mpu=$(median "${plain_us[@]}"); mfu=$(median "${feed_us[@]}")
+echo "median server CPU: plain $mpu us/request, feed $mfu us/request, ratio $(python3 -c "print(round($mfu/$mpu, 3))")"
 rm -rf "$work"
