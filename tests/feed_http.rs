@@ -358,3 +358,33 @@ fn an_operator_sets_a_low_stock_threshold_and_the_feed_says_when_it_is_crossed()
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn event_streams_are_capped_with_a_clear_503() {
+    let dir = temp_dir("feed-streams");
+    let server = Server::start(&dir);
+    put_sku(&server, "hot", 1);
+    let open: Vec<Sse> = (0..hotstock::core::limits::MAX_FEED_STREAMS)
+        .map(|i| {
+            let (status, stream) = Sse::open(&server, "", None);
+            assert_eq!(status, 200, "stream {i}");
+            stream
+        })
+        .collect();
+    let (status, body) = server.call("GET", "/v1/events/stream", None, &[]);
+    assert_eq!(
+        (status, &body["error"]),
+        (503, &json!("overloaded")),
+        "{body}"
+    );
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("event streams are open"));
+    // The page route still answers.
+    let (status, _) = server.call("GET", "/v1/events?after=0", None, &[]);
+    assert_eq!(status, 200);
+    drop(open);
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

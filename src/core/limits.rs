@@ -74,3 +74,12 @@ pub const MAX_FEED_PAGE: usize = 1_000;
 
 /// Longest a long-poll of the feed waits.
 pub const MAX_FEED_WAIT_MS: u64 = 30_000;
+
+/// Event streams (`GET /v1/events/stream`) open at once; beyond it, 503
+/// `overloaded`. Each buffers at most `FEED_STREAM_BUFFER` pages for a slow
+/// client: 4 pages of up to `MAX_FEED_PAGE` events of about 450 bytes,
+/// under 2 MiB per stream, under 512 MiB for all.
+pub const MAX_FEED_STREAMS: usize = 256;
+
+/// Pages a stream may have written that its client has not yet read.
+pub const FEED_STREAM_BUFFER: usize = 4;

@@ -79,6 +79,8 @@ pub struct Api {
     in_flight: InFlight,
     pub(super) rates: Rates,
     pub(super) feed: Option<FeedReader>,
+    /// Event streams open now (`events.rs`, at most `MAX_FEED_STREAMS`).
+    pub(super) feed_streams: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<RequestCounters>,
     registry: prometheus_client::registry::Registry,
 }
@@ -122,6 +124,7 @@ impl Api {
             public_ids,
             durability,
             feed: options.feed,
+            feed_streams: Arc::default(),
             auth: Auth::new(&options.auth),
             in_flight,
             requests,

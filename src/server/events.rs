@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -21,7 +22,7 @@ use serde_json::{json, Value};
 
 use super::api::Api;
 use super::error::{bytes_response, ApiBody, ApiError, Code, HttpResponse};
-use crate::core::limits::{MAX_FEED_PAGE, MAX_FEED_WAIT_MS};
+use crate::core::limits::{FEED_STREAM_BUFFER, MAX_FEED_PAGE, MAX_FEED_STREAMS, MAX_FEED_WAIT_MS};
 use crate::durable::feed::{Feed, FeedEvent, FeedFilter, FeedKind, FeedPage, FeedRead};
 use crate::durable::{FeedError, FeedReader};
 
@@ -29,8 +30,6 @@ use crate::durable::{FeedError, FeedReader};
 const DEFAULT_PAGE: usize = 100;
 /// A comment line this often keeps proxies from closing a quiet stream.
 const HEARTBEAT: Duration = Duration::from_secs(15);
-/// Frames a stream may have written and the client not yet read.
-const STREAM_BUFFER: usize = 64;
 
 /// A feed request's query: where to start, how much, what to keep.
 #[derive(Debug, Default)]
@@ -81,6 +80,16 @@ impl Api {
     ) -> Result<HttpResponse, ApiError> {
         let reader = self.feed_reader()?.clone();
         let mut query = parse_query(query, true)?;
+        let slot = StreamSlot::take(&self.feed_streams).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                Code::Overloaded,
+                format!(
+                    "{MAX_FEED_STREAMS} event streams are open, the most this server keeps; \
+                     retry later, or read GET /v1/events with wait_ms"
+                ),
+            )
+        })?;
         if let Some(last) = headers.get("last-event-id") {
             query.after = last
                 .to_str()
@@ -94,8 +103,11 @@ impl Api {
         // retention is a 410 with the oldest position, not a broken stream.
         query.limit = MAX_FEED_PAGE;
         let first = read(&reader, query.after, query.limit, &query.filter).await?;
-        let (frames, receiver) = tokio::sync::mpsc::channel(STREAM_BUFFER);
-        tokio::spawn(stream(reader, query, first, frames));
+        let (frames, receiver) = tokio::sync::mpsc::channel(FEED_STREAM_BUFFER);
+        tokio::spawn(async move {
+            stream(reader, query, first, frames).await;
+            drop(slot);
+        });
         let mut response = Response::new(ApiBody::Stream(receiver));
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
@@ -368,6 +380,28 @@ pub fn event_json(event: &FeedEvent, feed_id: u64) -> Value {
     let mut out = Vec::new();
     write_event_json(&mut out, event, feed_id);
     serde_json::from_slice(&out).unwrap_or(Value::Null)
+}
+
+/// One of the `MAX_FEED_STREAMS` open streams; given back on drop.
+struct StreamSlot(Arc<AtomicUsize>);
+
+impl StreamSlot {
+    fn take(open: &Arc<AtomicUsize>) -> Option<StreamSlot> {
+        // Relaxed: a count with no data behind it; fetch_update makes the
+        // check and the increment one step.
+        open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+            (n < MAX_FEED_STREAMS).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| StreamSlot(Arc::clone(open)))
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        // Relaxed: see `take`.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Resolves once an event past `after` is durable.
