@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine, OpenError, StoreConfig};
-use hotstock::{Line, Order};
+use hotstock::{HoldStatus, Line, Order};
 
 /// The server URL, or `None` (and a plain "skipped" line) without one.
 fn server() -> Option<String> {
@@ -276,4 +276,49 @@ fn a_damaged_postgres_store_is_an_error_not_a_panic() {
         }
         other => panic!("a text version column opened: {other:?}"),
     }
+}
+
+/// A sale's checkpoint goes to PostgreSQL many rows per statement: every
+/// reservation and every feed event comes back, across full statements and
+/// the remainder, and the events read back from the outbox after a restart
+/// are the ones served from memory before it.
+#[test]
+fn a_sale_checkpoints_many_rows_per_statement_and_reads_them_back() {
+    use hotstock::durable::feed::FeedFilter;
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "many_rows");
+    let (durable, _) = DurableEngine::open(scratch.config(&scratch.dir)).unwrap();
+    let engine = durable.engine().clone();
+    let (tee, _) = engine.put_sku("tee", 1_000, None, None).unwrap();
+    let ids: Vec<_> = (0..300)
+        .map(|_| engine.purchase(tee, 1, None).unwrap().id)
+        .collect();
+    engine.wait_durable(engine.durability_ticket()).unwrap();
+    let read_all = |durable: &DurableEngine| {
+        let reader = durable.feed_reader();
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = reader.read(after, 1000, &FeedFilter::default()).unwrap();
+            if page.next_after == after {
+                return events;
+            }
+            after = page.next_after;
+            events.extend(page.events);
+        }
+    };
+    let served = read_all(&durable);
+    durable.checkpoint().unwrap();
+    drop(durable);
+    let (reopened, _) = DurableEngine::open(scratch.config(&scratch.dir)).unwrap();
+    for id in &ids {
+        let record = reopened.engine().reservation(*id).unwrap();
+        assert_eq!(record.status, HoldStatus::Confirmed);
+    }
+    assert_eq!(reopened.feed().first_in_memory(), served.len() as u64 + 1);
+    assert_eq!(
+        read_all(&reopened),
+        served,
+        "from the outbox, as from memory"
+    );
 }

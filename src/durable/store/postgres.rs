@@ -405,6 +405,34 @@ fn event_row(row: &postgres::Row) -> Result<EventRow, postgres::Error> {
     })
 }
 
+/// Outbox rows per insert statement (22 parameters each).
+const EVENTS_PER_STATEMENT: usize = 64;
+/// Reservation rows per upsert statement (7 parameters each).
+const RESERVATIONS_PER_STATEMENT: usize = 128;
+
+/// A reservation row's values, in the upsert's column order.
+type ReservationValues<'a> = (i64, &'a str, i64, i64, i64, Option<&'a str>, String);
+
+/// `($1, ..., $columns), ...` for `rows` rows.
+fn values_sql(columns: usize, rows: usize) -> String {
+    let mut sql = String::new();
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push('(');
+        for column in 0..columns {
+            if column > 0 {
+                sql.push_str(", ");
+            }
+            sql.push('$');
+            sql.push_str(&(row * columns + column + 1).to_string());
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 /// The outbox rows of the checkpoint's batches, then retention.
 fn write_events(
     tx: &mut Transaction<'_>,
@@ -412,17 +440,27 @@ fn write_events(
     checkpoint: &Checkpoint,
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
-    let insert = tx
-        .prepare(&format!(
-            "INSERT INTO {s}.hotstock_events ({EVENT_COLUMNS}) VALUES \
-             ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)"
-        ))
+    // Many rows per statement: each statement is a round trip to the
+    // server, and a sale writes an event per purchase.
+    let rows: Vec<EventRow> = checkpoint
+        .events
+        .iter()
+        .map(|event| EventRow::of(event, checkpoint.feed_id))
+        .collect();
+    let sql = |n: usize| {
+        format!(
+            "INSERT INTO {s}.hotstock_events ({EVENT_COLUMNS}) VALUES {}",
+            values_sql(22, n)
+        )
+    };
+    let full = tx
+        .prepare(&sql(EVENTS_PER_STATEMENT))
         .map_err(|e| fail("preparing event writes", e))?;
-    for event in &checkpoint.events {
-        let r = EventRow::of(event, checkpoint.feed_id);
-        tx.execute(
-            &insert,
-            &[
+    for group in rows.chunks(EVENTS_PER_STATEMENT) {
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            Vec::with_capacity(22 * group.len());
+        for r in group {
+            params.extend_from_slice(&[
                 &r.position,
                 &r.id,
                 &r.kind,
@@ -445,9 +483,14 @@ fn write_events(
                 &r.units,
                 &r.low_stock_set,
                 &r.low_stock_threshold,
-            ],
-        )
-        .map_err(|e| fail("writing an event", e))?;
+            ]);
+        }
+        let written = if group.len() == EVENTS_PER_STATEMENT {
+            tx.execute(&full, &params)
+        } else {
+            tx.execute(sql(group.len()).as_str(), &params)
+        };
+        written.map_err(|e| fail("writing events", e))?;
     }
     if let Some(retention) = checkpoint.events_retention {
         // Positions and times grow together: both bounds delete a prefix,
@@ -526,31 +569,50 @@ fn write_reservations(
     checkpoint: &Checkpoint,
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
-    let put_hold = tx
-        .prepare(&format!(
+    // Many rows per statement (one round trip each); a checkpoint names
+    // each id once, so no statement meets an id twice.
+    let sql = |n: usize| {
+        format!(
             "INSERT INTO {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             VALUES {}
              ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_ms = EXCLUDED.status_ms,
                deadline_ms = EXCLUDED.deadline_ms, limit_mask = EXCLUDED.limit_mask,
-               customer = EXCLUDED.customer, lines = EXCLUDED.lines"
-        ))
-        .map_err(|e| fail("preparing reservation writes", e))?;
-    let mut lines = String::new();
-    for (id, hold) in &checkpoint.holds {
-        encode_lines_into(&mut lines, &hold.lines);
-        tx.execute(
-            &put_hold,
-            &[
-                &as_stored(*id),
-                &hold.status.as_str(),
-                &(hold.at_ms as i64),
-                &(hold.deadline_ms as i64),
-                &i64::from(hold.limit_mask),
-                &hold.customer.as_deref(),
-                &lines,
-            ],
+               customer = EXCLUDED.customer, lines = EXCLUDED.lines",
+            values_sql(7, n)
         )
-        .map_err(|e| fail("writing a reservation", e))?;
+    };
+    let full = tx
+        .prepare(&sql(RESERVATIONS_PER_STATEMENT))
+        .map_err(|e| fail("preparing reservation writes", e))?;
+    for group in checkpoint.holds.chunks(RESERVATIONS_PER_STATEMENT) {
+        // The values each row binds, owned for the statement's length.
+        let rows: Vec<ReservationValues<'_>> = group
+            .iter()
+            .map(|(id, hold)| {
+                let mut lines = String::new();
+                encode_lines_into(&mut lines, &hold.lines);
+                (
+                    as_stored(*id),
+                    hold.status.as_str(),
+                    hold.at_ms as i64,
+                    hold.deadline_ms as i64,
+                    i64::from(hold.limit_mask),
+                    hold.customer.as_deref(),
+                    lines,
+                )
+            })
+            .collect();
+        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+            Vec::with_capacity(7 * rows.len());
+        for row in &rows {
+            params.extend_from_slice(&[&row.0, &row.1, &row.2, &row.3, &row.4, &row.5, &row.6]);
+        }
+        let written = if group.len() == RESERVATIONS_PER_STATEMENT {
+            tx.execute(&full, &params)
+        } else {
+            tx.execute(sql(group.len()).as_str(), &params)
+        };
+        written.map_err(|e| fail("writing reservations", e))?;
     }
     if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
         tx.execute(
