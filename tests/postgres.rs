@@ -284,7 +284,6 @@ fn a_damaged_postgres_store_is_an_error_not_a_panic() {
 /// are the ones served from memory before it.
 #[test]
 fn a_sale_checkpoints_many_rows_per_statement_and_reads_them_back() {
-    use hotstock::durable::feed::FeedFilter;
     let Some(url) = server() else { return };
     let scratch = Scratch::new(&url, "many_rows");
     let (durable, _) = DurableEngine::open(scratch.config(&scratch.dir)).unwrap();
@@ -294,19 +293,7 @@ fn a_sale_checkpoints_many_rows_per_statement_and_reads_them_back() {
         .map(|_| engine.purchase(tee, 1, None).unwrap().id)
         .collect();
     engine.wait_durable(engine.durability_ticket()).unwrap();
-    let read_all = |durable: &DurableEngine| {
-        let reader = durable.feed_reader();
-        let mut events = Vec::new();
-        let mut after = 0;
-        loop {
-            let page = reader.read(after, 1000, &FeedFilter::default()).unwrap();
-            if page.next_after == after {
-                return events;
-            }
-            after = page.next_after;
-            events.extend(page.events);
-        }
-    };
+    let read_all = |durable: &DurableEngine| common::feed_events_after(durable, 0);
     let served = read_all(&durable);
     durable.checkpoint().unwrap();
     drop(durable);

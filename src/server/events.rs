@@ -18,7 +18,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{HeaderMap, Response, StatusCode};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::api::Api;
 use super::error::{bytes_response, ApiBody, ApiError, Code, HttpResponse};
@@ -375,11 +375,12 @@ fn string(out: &mut Vec<u8>, text: &str) {
     let _ = serde_json::to_writer(&mut *out, text);
 }
 
-/// An event's JSON as a value (tests, and callers that want one).
-pub fn event_json(event: &FeedEvent, feed_id: u64) -> Value {
+/// An event's JSON as a value, for the tests.
+#[cfg(test)]
+fn event_json(event: &FeedEvent, feed_id: u64) -> serde_json::Value {
     let mut out = Vec::new();
     write_event_json(&mut out, event, feed_id);
-    serde_json::from_slice(&out).unwrap_or(Value::Null)
+    serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
 }
 
 /// One of the `MAX_FEED_STREAMS` open streams; given back on drop.

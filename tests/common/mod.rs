@@ -131,3 +131,23 @@ impl Drop for TempDir {
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
+
+/// Every durable feed event after `after`, in order, from memory and the
+/// outbox alike (the journal flushed first).
+pub fn feed_events_after(
+    durable: &hotstock::durable::DurableEngine,
+    mut after: u64,
+) -> Vec<hotstock::durable::feed::FeedEvent> {
+    durable.journal().flush().unwrap();
+    let reader = durable.feed_reader();
+    let filter = hotstock::durable::feed::FeedFilter::default();
+    let mut events = Vec::new();
+    loop {
+        let page = reader.read(after, 1000, &filter).unwrap();
+        if page.next_after == after {
+            return events;
+        }
+        after = page.next_after;
+        events.extend(page.events);
+    }
+}
