@@ -48,9 +48,9 @@ pub mod models;
 pub use crate::core::change::{Change, ChangeSink, InMemory};
 pub use crate::core::clock::{Clock, ManualClock, SystemClock};
 pub use crate::core::engine::{
-    ConfigError, Engine, EngineConfig, Order, Receipt, SkuDocument, TimerReport,
+    ConfigError, Engine, EngineConfig, Extension, Order, Receipt, SkuDocument, TimerReport,
 };
-pub use crate::core::error::EngineError;
+pub use crate::core::error::{EngineError, ExtensionLimit};
 pub use crate::core::holds::HoldDocument;
 pub use crate::core::timers::TimerThread;
 pub use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};

@@ -2,7 +2,9 @@
 //! place. Compiled only under `--cfg loom`; nothing here is API.
 
 pub use crate::core::cell::{SoldOut, StockCell, StripePolicy, TakeInto};
-pub use crate::core::holds::{HoldTable, NewHold, Retention, Settle, Transition, TransitionError};
+pub use crate::core::holds::{
+    ExtendError, ExtendRule, HoldTable, NewHold, Retention, Settle, Transition, TransitionError,
+};
 pub use crate::core::idempotency::{IdempotencyTable, Origin};
 pub use crate::core::ledger::{LimitLedger, OverLimit};
 pub use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};

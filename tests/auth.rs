@@ -139,7 +139,7 @@ fn every_route_answers_every_role_as_the_roles_say() {
     let roles = roles();
     // Expected status per role, in the order of `roles().names`.
     type Row = (&'static str, &'static str, [u16; 7]);
-    let rows: [Row; 12] = [
+    let rows: [Row; 13] = [
         ("GET", "/healthz", [200, 200, 200, 200, 200, 401, 401]),
         ("GET", "/metrics", [401, 403, 403, 403, 200, 401, 401]),
         ("GET", "/v1/skus", [401, 200, 200, 200, 200, 401, 401]),
@@ -175,6 +175,11 @@ fn every_route_answers_every_role_as_the_roles_say() {
             "/v1/reservations/{confirmed}/refund",
             [401, 403, 403, 200, 200, 401, 401],
         ),
+        (
+            "POST",
+            "/v1/reservations/{held}/extend",
+            [401, 403, 403, 200, 403, 401, 401],
+        ),
         ("GET", "/v1/events", [401, 403, 403, 200, 200, 401, 401]),
     ];
     let mut wrong = Vec::new();
@@ -194,6 +199,7 @@ fn every_route_answers_every_role_as_the_roles_say() {
                 ("PUT", _) => Some(json!({"available": 100_000})),
                 (_, "/v1/skus/tee/adjust") => Some(json!({"delta": 0})),
                 (_, "/v1/reservations") => Some(json!({"lines": [{"sku": "tee", "quantity": 1}]})),
+                (_, "/v1/reservations/{held}/extend") => Some(json!({"ttl_ms": 600_000})),
                 _ => None,
             };
             let (status, answer) = call(

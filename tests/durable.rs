@@ -490,6 +490,7 @@ enum Step {
     Confirm(usize),
     Cancel(usize),
     Refund(usize),
+    Extend(usize, u64),
     Adjust(usize, i64),
     LowStock(usize, Option<u32>),
     Checkpoint,
@@ -508,6 +509,7 @@ fn step() -> impl Strategy<Value = Step> {
         any::<usize>().prop_map(Step::Confirm),
         any::<usize>().prop_map(Step::Cancel),
         any::<usize>().prop_map(Step::Refund),
+        (any::<usize>(), 1..600_000u64).prop_map(|(i, ttl)| Step::Extend(i, ttl)),
         (0..3usize, -5..5i64).prop_map(|(s, d)| Step::Adjust(s, d)),
         (0..3usize, prop::option::of(1..10u32)).prop_map(|(s, t)| Step::LowStock(s, t)),
         Just(Step::Checkpoint),
@@ -547,6 +549,9 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
                     lines: &lines,
                     customer,
                     confirm: *confirm,
+                    // Shorter than an extension may give, so extensions
+                    // move deadlines (the clock stands still).
+                    ttl_ms: Some(60_000),
                     ..Order::default()
                 };
                 if let Ok(receipt) = engine.reserve(&order) {
@@ -556,6 +561,7 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
             Step::Confirm(i) => drop(pick(*i, &ids).map(|id| engine.confirm(id))),
             Step::Cancel(i) => drop(pick(*i, &ids).map(|id| engine.cancel(id))),
             Step::Refund(i) => drop(pick(*i, &ids).map(|id| engine.refund(id))),
+            Step::Extend(i, ttl) => drop(pick(*i, &ids).map(|id| engine.extend(id, *ttl))),
             Step::Adjust(s, d) => drop(sku(*s).map(|id| engine.adjust(id, *d))),
             Step::LowStock(s, t) => drop(sku(*s).map(|id| engine.set_low_stock(id, *t))),
             Step::Checkpoint => drop(durable.checkpoint().unwrap()),
@@ -758,5 +764,56 @@ fn a_damaged_sqlite_store_is_an_error_naming_the_row() {
             );
         }
         other => panic!("a negative version opened: {other:?}"),
+    }
+}
+
+/// An extension is journaled: after a crash (journal only) and after a
+/// clean close (store rows), the hold keeps its extended deadline and its
+/// count, still expires at that deadline, and the count's cap still holds.
+#[test]
+fn an_extended_hold_recovers_its_deadline_and_its_count() {
+    let dir = TempDir::new("extend");
+    let snapshot = TempDir::new("extend-copy");
+    let clock = Arc::new(ManualClock::new(T0));
+    let (durable, _) = open_at(&dir.0, clock.clone());
+    let engine = durable.engine().clone();
+    let (sku, _) = engine.put_sku("tee", 5, None, None).unwrap();
+    let held = engine
+        .reserve(&Order {
+            lines: &[Line { sku, quantity: 2 }],
+            ttl_ms: Some(1_000),
+            ..Order::default()
+        })
+        .unwrap();
+    clock.advance(500);
+    let max = engine.config().max_extensions;
+    for n in 1..max {
+        let extension = engine.extend(held.id, 60_000 * u64::from(n)).unwrap();
+        assert_eq!(extension.extensions, n);
+    }
+    let deadline = T0 + 500 + 60_000 * u64::from(max - 1);
+    engine.wait_durable(engine.durability_ticket()).unwrap();
+    copy_dir(&dir.0, &snapshot.0);
+    drop(engine);
+    durable.close().unwrap();
+    for data_dir in [&snapshot.0, &dir.0] {
+        let clock = Arc::new(ManualClock::new(T0 + 1_000));
+        let (recovered, _) = open_at(data_dir, clock.clone());
+        let engine = recovered.engine();
+        let record = engine.reservation(held.id).unwrap();
+        assert_eq!(
+            (record.status, record.deadline_ms, record.extensions),
+            (HoldStatus::Held, deadline, max - 1)
+        );
+        // One extension left, then the cap refuses.
+        let last = engine.extend(held.id, 60_000 * u64::from(max)).unwrap();
+        assert_eq!(last.extensions_left, 0);
+        assert!(matches!(
+            engine.extend(held.id, 600_000),
+            Err(EngineError::ExtensionRefused { .. })
+        ));
+        clock.set(last.expires_at_ms);
+        assert_eq!(engine.run_timers().expired, 1);
+        assert_eq!(engine.sku_document(sku).unwrap().available, 5);
     }
 }

@@ -723,3 +723,154 @@ fn hot_sku_keeps_exact_counts_across_widen_and_narrow() {
     );
     assert_eq!(counts(&engine, sku), (0, 0, 1_000));
 }
+
+// ---- hold extension --------------------------------------------------------
+
+fn extending_engine() -> (Engine, Arc<ManualClock>) {
+    engine_with(EngineConfig {
+        default_ttl_ms: 1_000,
+        max_extension_ms: 5_000,
+        max_extensions: 2,
+        max_hold_ms: 8_000,
+        ..EngineConfig::default()
+    })
+}
+
+#[test]
+fn an_extension_moves_the_deadline_from_now_and_the_timer_follows_it() {
+    let (engine, clock) = extending_engine();
+    let sku = stock(&engine, "tee", 3);
+    let receipt = hold(&engine, &one(sku, 2)).unwrap();
+    clock.advance(500);
+    let extension = engine.extend(receipt.id, 2_000).unwrap();
+    assert_eq!(extension.expires_at_ms, T0 + 2_500, "counted from now");
+    assert_eq!((extension.extensions, extension.extensions_left), (1, 1));
+    let record = engine.reservation(receipt.id).unwrap();
+    assert_eq!((record.deadline_ms, record.extensions), (T0 + 2_500, 1));
+    assert_eq!(counts(&engine, sku), (1, 2, 0), "no units move");
+    // The old deadline's timer entry comes due and must not expire it.
+    clock.advance(600);
+    assert_eq!(engine.run_timers().expired, 0);
+    assert_eq!(
+        engine.reservation(receipt.id).unwrap().status,
+        HoldStatus::Held
+    );
+    clock.advance(1_400);
+    assert_eq!(engine.run_timers().expired, 1);
+    assert_eq!(counts(&engine, sku), (3, 0, 0));
+}
+
+#[test]
+fn an_extension_is_capped_per_extension_and_by_total_hold_time() {
+    let (engine, clock) = extending_engine();
+    let sku = stock(&engine, "tee", 3);
+    let receipt = hold(&engine, &one(sku, 1)).unwrap();
+    // Asking for more than `max_extension_ms` gets `max_extension_ms`.
+    let first = engine.extend(receipt.id, 60_000).unwrap();
+    assert_eq!(first.expires_at_ms, T0 + 5_000);
+    // Past `max_hold_ms` (8 s after creation) it is capped there.
+    clock.advance(4_000);
+    let second = engine.extend(receipt.id, 5_000).unwrap();
+    assert_eq!(second.expires_at_ms, T0 + 8_000);
+    assert_eq!(second.extensions_left, 0);
+}
+
+#[test]
+fn extensions_past_a_cap_are_refused_and_change_nothing() {
+    let (engine, clock) = extending_engine();
+    let sku = stock(&engine, "tee", 3);
+    let counted = hold(&engine, &one(sku, 1)).unwrap();
+    // A request the deadline already covers uses no extension.
+    let unchanged = engine.extend(counted.id, 1_000).unwrap();
+    assert_eq!(
+        (unchanged.expires_at_ms, unchanged.extensions),
+        (T0 + 1_000, 0)
+    );
+    engine.extend(counted.id, 2_000).unwrap();
+    engine.extend(counted.id, 3_000).unwrap();
+    let before = engine.reservation(counted.id).unwrap();
+    let refused = engine.extend(counted.id, 4_000).unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            EngineError::ExtensionRefused {
+                extensions: 2,
+                max: 2,
+                reason: hotstock::ExtensionLimit::Count,
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(engine.reservation(counted.id).unwrap(), before);
+    assert!(refused.to_string().contains("confirm or cancel it by then"));
+    let _ = clock;
+}
+
+#[test]
+fn a_hold_at_its_total_hold_time_cannot_be_extended() {
+    let (engine, clock) = engine_with(EngineConfig {
+        default_ttl_ms: 1_000,
+        max_extension_ms: 5_000,
+        max_extensions: 10,
+        max_hold_ms: 3_000,
+        ..EngineConfig::default()
+    });
+    let sku = stock(&engine, "tee", 1);
+    let receipt = hold(&engine, &one(sku, 1)).unwrap();
+    assert_eq!(
+        engine.extend(receipt.id, 5_000).unwrap().expires_at_ms,
+        T0 + 3_000
+    );
+    clock.advance(2_000);
+    let refused = engine.extend(receipt.id, 5_000).unwrap_err();
+    assert_eq!(
+        refused,
+        EngineError::ExtensionRefused {
+            id: receipt.id,
+            extensions: 1,
+            max: 10,
+            deadline_ms: T0 + 3_000,
+            reason: hotstock::ExtensionLimit::HoldTime,
+        }
+    );
+}
+
+#[test]
+fn only_a_held_reservation_can_be_extended_and_an_expired_one_is_not_revived() {
+    let (engine, clock) = extending_engine();
+    let sku = stock(&engine, "tee", 3);
+    let bought = engine.purchase(sku, 1, None).unwrap();
+    let cancelled = hold(&engine, &one(sku, 1)).unwrap();
+    engine.cancel(cancelled.id).unwrap();
+    for (id, status) in [
+        (bought.id, HoldStatus::Confirmed),
+        (cancelled.id, HoldStatus::Cancelled),
+    ] {
+        assert_eq!(
+            engine.extend(id, 1_000),
+            Err(EngineError::InvalidTransition {
+                id,
+                status,
+                requested: "extended"
+            })
+        );
+    }
+    // Past its deadline, before the timer ran: it expires on this touch,
+    // units back, and the extension is refused.
+    let late = hold(&engine, &one(sku, 1)).unwrap();
+    clock.advance(1_000);
+    assert_eq!(
+        engine.extend(late.id, 1_000),
+        Err(EngineError::InvalidTransition {
+            id: late.id,
+            status: HoldStatus::Expired,
+            requested: "extended"
+        })
+    );
+    assert_eq!(counts(&engine, sku), (2, 0, 1));
+    assert!(matches!(
+        engine.extend(late.id, 0),
+        Err(EngineError::InvalidTtl { ttl_ms: 0, .. })
+    ));
+}

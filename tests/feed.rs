@@ -111,6 +111,13 @@ fn rows() -> Vec<Row> {
             &[("reservation.created", "tee")],
         ),
         (
+            "extend a hold (no units move)",
+            Box::new(|d, _, ids| {
+                d.engine().extend(ids.0["hold"], 60_000).unwrap();
+            }),
+            &[("reservation.extended", "tee")],
+        ),
+        (
             "confirm",
             Box::new(|d, _, ids| {
                 d.engine().confirm(ids.0["hold"]).unwrap();
@@ -246,6 +253,7 @@ fn covered(change: &Change<'_>) -> &'static str {
         Change::Sell { .. } => "sell (record-less)",
         Change::Hold(hold) => match (hold.from, hold.status) {
             (None, HoldStatus::Held) => "reserve (a hold)",
+            (Some(HoldStatus::Held), HoldStatus::Held) => "extend a hold (no units move)",
             (None, HoldStatus::Confirmed) => "purchase (born confirmed) selling out",
             (Some(HoldStatus::Held), HoldStatus::Confirmed) => "confirm",
             (Some(HoldStatus::Held), HoldStatus::Cancelled) => "cancel",
@@ -286,6 +294,7 @@ fn every_operation_produces_exactly_its_documented_events() {
                     limit_mask: 0,
                     customer: None,
                     lines: &[],
+                    extensions: 0,
                 });
                 assert!(names.contains(&covered(&change)), "{from:?} -> {to:?}");
             }

@@ -63,42 +63,54 @@ fn event() -> impl Strategy<Value = Event> {
             ),
         (
             any::<u64>(),
-            0..6usize,
+            0..7usize,
             any::<u64>(),
             any::<u64>(),
             prop::option::of("[a-z]{1,20}"),
-            prop::collection::vec((sku, 1..u32::MAX), 1..=32)
+            prop::collection::vec((sku, 1..u32::MAX), 1..=32),
+            any::<u8>(),
         )
-            .prop_map(|(id, transition, at_ms, deadline_ms, customer, lines)| {
-                use HoldStatus::*;
-                let transitions = [
-                    (None, Held),
-                    (None, Confirmed),
-                    (Some(Held), Confirmed),
-                    (Some(Held), Cancelled),
-                    (Some(Held), Expired),
-                    (Some(Confirmed), Refunded),
-                ];
-                let (from, status) = transitions[transition];
-                let limit_mask = if lines.len() >= 32 {
-                    u32::MAX
-                } else {
-                    (1u32 << lines.len()) - 1
-                };
-                Event::Hold(HoldEvent {
-                    id: ReservationId::from_u64(id),
-                    from,
-                    status,
-                    at_ms,
-                    deadline_ms,
-                    limit_mask,
-                    customer: customer.map(Into::into),
-                    lines: lines
-                        .into_iter()
-                        .map(|(sku, quantity)| Line { sku, quantity })
-                        .collect(),
-                })
-            }),
+            .prop_map(
+                |(id, transition, at_ms, deadline_ms, customer, lines, extensions)| {
+                    use HoldStatus::*;
+                    let transitions = [
+                        (Some(Held), Held),
+                        (None, Held),
+                        (None, Confirmed),
+                        (Some(Held), Confirmed),
+                        (Some(Held), Cancelled),
+                        (Some(Held), Expired),
+                        (Some(Confirmed), Refunded),
+                    ];
+                    let (from, status) = transitions[transition];
+                    // An extension counts itself; other events may carry any
+                    // count (0: the plain form).
+                    let extensions = if transition == 0 {
+                        extensions.max(1)
+                    } else {
+                        extensions
+                    };
+                    let limit_mask = if lines.len() >= 32 {
+                        u32::MAX
+                    } else {
+                        (1u32 << lines.len()) - 1
+                    };
+                    Event::Hold(HoldEvent {
+                        id: ReservationId::from_u64(id),
+                        from,
+                        status,
+                        at_ms,
+                        deadline_ms,
+                        limit_mask,
+                        customer: customer.map(Into::into),
+                        lines: lines
+                            .into_iter()
+                            .map(|(sku, quantity)| Line { sku, quantity })
+                            .collect(),
+                        extensions,
+                    })
+                }
+            ),
     ]
 }
 

@@ -323,6 +323,30 @@ fn operator_routes_need_the_admin_token_when_one_is_set() {
 }
 
 #[test]
+fn extension_caps_past_their_limits_are_refused_at_start() {
+    for (flag, value) in [("--max-extensions", "101"), ("--max-hold-ms", "604800001")] {
+        let out = Command::new(env!("CARGO_BIN_EXE_hotstock"))
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                flag,
+                value,
+                "--data-dir",
+            ])
+            .arg(temp_dir("caps"))
+            .output()
+            .expect("run hotstock");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag}: {stderr}");
+        assert!(
+            stderr.contains(&flag[2..].replace('-', "_")),
+            "{flag}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn a_public_address_without_a_token_is_refused() {
     let out = Command::new(env!("CARGO_BIN_EXE_hotstock"))
         .args(["serve", "--listen", "0.0.0.0:0", "--data-dir"])
@@ -787,6 +811,84 @@ fn a_wrong_method_is_answered_with_the_allowed_ones() {
             "{method} {path}: no {header:?} in\n{response}"
         );
     }
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_hold_is_extended_over_http_within_its_caps() {
+    let dir = temp_dir("extend");
+    let server = Server::start(&dir);
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 3})), &[]);
+    let order = json!({"lines": [{"sku": "tee", "quantity": 1}], "ttl_ms": 60_000});
+    let (status, hold) = server.call("POST", "/v1/reservations", Some(&order), &[]);
+    assert_eq!((status, &hold["extensions"]), (201, &json!(0)), "{hold}");
+    let path = format!("/v1/reservations/{}/extend", hold["id"].as_str().unwrap());
+    let mut deadline = hold["expires_at_ms"].as_u64().unwrap();
+    // Three extensions (the default cap), each later than the last.
+    for n in 1..=3u64 {
+        let body = json!({"ttl_ms": 60_000 + n * 60_000});
+        let (status, extended) = server.call("POST", &path, Some(&body), &[]);
+        assert_eq!(status, 200, "{extended}");
+        assert_eq!(extended["status"], "held");
+        assert_eq!(extended["extensions"], n);
+        assert_eq!(extended["extensions_left"], 3 - n);
+        let next = extended["expires_at_ms"].as_u64().unwrap();
+        assert!(next > deadline, "{next} after {deadline}");
+        deadline = next;
+    }
+    let (status, refused) = server.call("POST", &path, Some(&json!({"ttl_ms": 600_000})), &[]);
+    assert_eq!(
+        (
+            status,
+            &refused["error"],
+            &refused["reason"],
+            &refused["expires_at_ms"]
+        ),
+        (
+            409,
+            &json!("extension_refused"),
+            &json!("max_extensions"),
+            &json!(deadline)
+        ),
+        "{refused}"
+    );
+    // Bad bodies change nothing.
+    for bad in [
+        json!({}),
+        json!({"ttl_ms": 0}),
+        json!({"ttl_ms": "soon"}),
+        json!({"ttl": 5}),
+    ] {
+        let (status, error) = server.call("POST", &path, Some(&bad), &[]);
+        assert_eq!(
+            (status, &error["error"]),
+            (400, &json!("invalid_request")),
+            "{bad}: {error}"
+        );
+    }
+    let read = server
+        .call("GET", &path.replace("/extend", ""), None, &[])
+        .1;
+    assert_eq!(
+        (&read["extensions"], &read["expires_at_ms"]),
+        (&json!(3), &json!(deadline))
+    );
+    // An ended reservation cannot be extended.
+    let cancel = path.replace("/extend", "/cancel");
+    assert_eq!(server.call("POST", &cancel, None, &[]).0, 200);
+    let (status, error) = server.call("POST", &path, Some(&json!({"ttl_ms": 1_000})), &[]);
+    assert_eq!(
+        (status, &error["error"], &error["status"]),
+        (409, &json!("invalid_transition"), &json!("cancelled"))
+    );
+    let (status, _) = server.call(
+        "POST",
+        "/v1/reservations/0000000000000000/extend",
+        Some(&json!({"ttl_ms": 1_000})),
+        &[],
+    );
+    assert_eq!(status, 404);
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use hotstock::core::cell::{OperatorChange, StripePolicy};
 use hotstock::{
-    ChangeSink, Engine, EngineConfig, EngineError, HoldStatus, Line, ManualClock, Order, Receipt,
-    ReservationId, SkuId,
+    ChangeSink, Engine, EngineConfig, EngineError, ExtensionLimit, HoldStatus, Line, ManualClock,
+    Order, Receipt, ReservationId, SkuId,
 };
 use proptest::prelude::*;
 
@@ -19,6 +19,10 @@ const SKUS: usize = 3;
 const CUSTOMERS: [&str; 2] = ["ann", "bo"];
 const KEYS: [&str; 3] = ["k0", "k1", "k2"];
 const DEFAULT_TTL: u64 = 10_000;
+/// Small caps, so the model reaches both refusals.
+const MAX_EXTENSION: u64 = 40;
+const MAX_EXTENSIONS: u8 = 2;
+const MAX_HOLD: u64 = 100;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -50,6 +54,7 @@ enum Op {
     Confirm(usize),
     Cancel(usize),
     Refund(usize),
+    Extend(usize, u64),
     Get(usize),
     Advance(u64),
     RunTimers,
@@ -75,6 +80,7 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Confirm),
         1 => any::<usize>().prop_map(Op::Cancel),
         1 => any::<usize>().prop_map(Op::Refund),
+        2 => (any::<usize>(), 0u64..60).prop_map(|(hold, ttl)| Op::Extend(hold, ttl)),
         1 => any::<usize>().prop_map(Op::Get),
         1 => (0u64..60).prop_map(Op::Advance),
         1 => Just(Op::RunTimers),
@@ -99,6 +105,8 @@ struct ModelHold {
     lines: Vec<(usize, u32)>,
     customer: Option<usize>,
     deadline: u64,
+    created: u64,
+    extensions: u8,
     status: HoldStatus,
     limit_mask: u32,
 }
@@ -192,6 +200,44 @@ impl Model {
         Ok(target)
     }
 
+    /// `Engine::extend`, as the docs state it.
+    fn extend(&mut self, hold: usize, ttl: u64) -> Result<(u64, u8), EngineError> {
+        let id = self.holds[hold].id;
+        let invalid = |status| EngineError::InvalidTransition {
+            id,
+            status,
+            requested: "extended",
+        };
+        if self.expire_if_due(hold) {
+            return Err(invalid(HoldStatus::Expired));
+        }
+        let h = &mut self.holds[hold];
+        if h.status != HoldStatus::Held {
+            return Err(invalid(h.status));
+        }
+        let wanted = self.now + ttl.min(MAX_EXTENSION);
+        if wanted <= h.deadline {
+            return Ok((h.deadline, h.extensions));
+        }
+        let refused = |reason| EngineError::ExtensionRefused {
+            id,
+            extensions: h.extensions,
+            max: MAX_EXTENSIONS,
+            deadline_ms: h.deadline,
+            reason,
+        };
+        if h.extensions >= MAX_EXTENSIONS {
+            return Err(refused(ExtensionLimit::Count));
+        }
+        let deadline = wanted.min(h.created + MAX_HOLD);
+        if deadline <= h.deadline {
+            return Err(refused(ExtensionLimit::HoldTime));
+        }
+        h.deadline = deadline;
+        h.extensions += 1;
+        Ok((deadline, h.extensions))
+    }
+
     /// Validation, in the documented order. `Ok(ttl)` when the order passes.
     fn validate(&self, lines: &[(usize, u32)], ttl: Option<u64>) -> Result<u64, EngineError> {
         if lines.is_empty() {
@@ -272,6 +318,9 @@ fn engine_config() -> EngineConfig {
             narrow_below_units: 4,
         },
         default_ttl_ms: DEFAULT_TTL,
+        max_extension_ms: MAX_EXTENSION,
+        max_extensions: MAX_EXTENSIONS,
+        max_hold_ms: MAX_HOLD,
         ..EngineConfig::default()
     }
 }
@@ -388,12 +437,28 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(got, want, "step {}", step);
             }
+            Op::Extend(index, ttl) => {
+                let hold = pick(&model.holds, index);
+                let id = hold.map_or(unknown, |h| model.holds[h].id);
+                let got = engine
+                    .extend(id, ttl)
+                    .map(|e| (e.expires_at_ms, e.extensions));
+                let want = match hold {
+                    _ if ttl == 0 => Err(EngineError::InvalidTtl {
+                        ttl_ms: 0,
+                        max_ms: MAX_EXTENSION,
+                    }),
+                    None => Err(EngineError::UnknownReservation { id }),
+                    Some(h) => model.extend(h, ttl),
+                };
+                prop_assert_eq!(got, want, "step {}", step);
+            }
             Op::Get(index) => {
                 let hold = pick(&model.holds, index);
                 let id = hold.map_or(unknown, |h| model.holds[h].id);
                 let got = engine
                     .reservation(id)
-                    .map(|d| (d.status, d.lines, d.deadline_ms));
+                    .map(|d| (d.status, d.lines, d.deadline_ms, d.extensions));
                 let want = match hold {
                     None => Err(EngineError::UnknownReservation { id }),
                     Some(h) => {
@@ -407,7 +472,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 quantity: q,
                             })
                             .collect();
-                        Ok((m.status, lines, m.deadline))
+                        Ok((m.status, lines, m.deadline, m.extensions))
                     }
                 };
                 prop_assert_eq!(got, want, "step {}", step);
@@ -554,6 +619,8 @@ fn model_reserve(
                 lines: lines.to_vec(),
                 customer,
                 deadline: model.now + ttl,
+                created: model.now,
+                extensions: 0,
                 status: initial(confirm),
                 limit_mask,
             });

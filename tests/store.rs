@@ -122,6 +122,7 @@ fn sqlite_round_trips_rows_written_many_per_statement() {
                 quantity: 1 + l as u32,
             })
             .collect(),
+        extensions: (id % 4) as u8,
     };
     let save = |store: &mut SqliteStore, holds: Vec<(u64, SettledHold)>| {
         let mut checkpoint = Checkpoint {

@@ -222,13 +222,19 @@ fn hold_storm_conserves_stock_and_ends_every_hold_once() {
                         }
                         open[rng.below(open.len() as u64) as usize]
                     };
-                    let outcome = match rng.below(3) {
+                    let outcome = match rng.below(4) {
                         0 => engine.confirm(id),
                         1 => engine.cancel(id),
-                        _ => engine.refund(id),
+                        2 => engine.refund(id),
+                        // Racing the timer and the other transitions.
+                        _ => engine
+                            .extend(id, 1 + rng.below(30))
+                            .map(|_| HoldStatus::Held),
                     };
                     match outcome {
-                        Ok(_) | Err(EngineError::InvalidTransition { .. }) => {}
+                        Ok(_)
+                        | Err(EngineError::InvalidTransition { .. })
+                        | Err(EngineError::ExtensionRefused { .. }) => {}
                         Err(other) => panic!("unexpected {other}"),
                     }
                 }

@@ -4,7 +4,8 @@
 
 use hotstock::models::SkuId;
 use hotstock::models::{
-    HoldStatus, HoldTable, Line, NewHold, ReservationId, Retention, Settle, Transition,
+    ExtendError, ExtendRule, HoldStatus, HoldTable, Line, NewHold, ReservationId, Retention,
+    Settle, Transition,
 };
 use hotstock::models::{StockCell, StripePolicy, TakeInto};
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -56,6 +57,7 @@ impl World {
             deadline_ms: DEADLINE,
             created_ms: 0,
             status,
+            extensions: 0,
         };
         let id = world.holds.insert(0, hold, |_| {}).unwrap();
         (Arc::new(world), id)
@@ -130,6 +132,93 @@ fn confirm_cancel_and_expiry_race_on_one_hold() {
     });
 }
 
+/// An extension to `DEADLINE + 50`, asked at `now`.
+const EXTEND: ExtendRule = ExtendRule {
+    ttl_ms: 50,
+    max_extensions: 3,
+    max_hold_ms: 1_000,
+};
+
+impl World {
+    /// The expiry timer running at `now` on another thread (hint 1); joins
+    /// to the number it expired.
+    fn spawn_timer(world: &Arc<World>, now: u64) -> thread::JoinHandle<usize> {
+        let world = world.clone();
+        thread::spawn(move || {
+            world
+                .holds
+                .run_timers(now, KEEP, || {}, |how, _| world.settle(how, 1))
+                .expired
+        })
+    }
+
+    fn extend(&self, id: ReservationId, now: u64, hint: usize) -> Result<u64, ExtendError> {
+        self.holds
+            .extend(id, EXTEND, now, |how, _| self.settle(how, hint), |_, _| {})
+            .map(|(deadline, _)| deadline)
+    }
+}
+
+/// Race: an extension asked just before the deadline against the expiry
+/// timer running at the deadline. One of them wins, never both: either the
+/// hold was extended (the timer's due entry is stale and skipped, nothing
+/// settles, and it expires once at its new deadline), or it expired (units
+/// back once) and the extension is refused naming `expired`.
+#[test]
+fn extension_races_the_expiry_timer() {
+    loom::model(|| {
+        let (world, id) = World::with_hold(HoldStatus::Held);
+        let expirer = World::spawn_timer(&world, DEADLINE);
+        let extended = world.extend(id, DEADLINE - 1, 0);
+        let expired = expirer.join().unwrap();
+        match extended {
+            Ok(deadline) => {
+                assert_eq!((deadline, expired), (DEADLINE - 1 + 50, 0));
+                assert_eq!(world.settles.load(Ordering::Relaxed), 0);
+                let at_new_deadline =
+                    world
+                        .holds
+                        .run_timers(deadline, KEEP, || {}, |how, _| world.settle(how, 0));
+                assert_eq!(at_new_deadline.expired, 1);
+            }
+            Err(error) => {
+                assert_eq!(
+                    (error, expired),
+                    (
+                        ExtendError::Invalid {
+                            status: HoldStatus::Expired
+                        },
+                        1
+                    )
+                );
+            }
+        }
+        assert_eq!(world.settles.load(Ordering::Relaxed), 1, "expires once");
+        let s = world.cell.snapshot();
+        assert_eq!((s.available, s.held, s.sold), (2, 0, 0));
+    });
+}
+
+/// Race: a late extension (at the deadline) against the timer, as for a
+/// late confirm: whoever runs first expires the hold, and the extension
+/// never revives it.
+#[test]
+fn late_extension_races_the_timer() {
+    loom::model(|| {
+        let (world, id) = World::with_hold(HoldStatus::Held);
+        let expirer = World::spawn_timer(&world, DEADLINE);
+        let extended = world.extend(id, DEADLINE, 0);
+        expirer.join().unwrap();
+        assert_eq!(
+            extended,
+            Err(ExtendError::Invalid {
+                status: HoldStatus::Expired
+            })
+        );
+        assert_eq!(world.settles.load(Ordering::Relaxed), 1);
+    });
+}
+
 /// Race: two refunds of one sale (a retried refund request). The units come
 /// back once; both callers are told `Refunded`.
 #[test]
@@ -155,15 +244,7 @@ fn refund_twice_returns_units_once() {
 fn late_confirm_races_the_timer() {
     loom::model(|| {
         let (world, id) = World::with_hold(HoldStatus::Held);
-        let expirer = {
-            let world = world.clone();
-            thread::spawn(move || {
-                world
-                    .holds
-                    .run_timers(DEADLINE, KEEP, || {}, |how, _| world.settle(how, 1))
-                    .expired
-            })
-        };
+        let expirer = World::spawn_timer(&world, DEADLINE);
         let confirmed = world.transition(id, Transition::Confirm, DEADLINE, 0);
         expirer.join().unwrap();
         assert!(
@@ -199,6 +280,7 @@ fn a_reservation_is_recorded_before_anyone_can_end_it() {
                     deadline_ms: DEADLINE,
                     created_ms: 0,
                     status: HoldStatus::Held,
+                    extensions: 0,
                 };
                 let record = |_| tape.lock().unwrap().push("created");
                 holds.insert(0, hold, record).unwrap()

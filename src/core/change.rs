@@ -73,6 +73,11 @@ pub struct HoldChange<'a> {
     pub limit_mask: u32,
     pub customer: Option<&'a str>,
     pub lines: &'a [Line],
+    /// Times the deadline was extended; a `Held -> Held` change is an
+    /// extension (`extensions` at least 1, `deadline_ms` the new one, and
+    /// `at_ms` still the creation time: a held record's time is when it
+    /// was made).
+    pub extensions: u8,
 }
 
 /// A remembered idempotent outcome.
@@ -87,14 +92,15 @@ pub struct KeyChange<'a> {
     pub expires_at_ms: u64,
 }
 
-/// Whether `from -> to` is a transition the engine can make.
+/// Whether `from -> to` is a transition the engine can make (`Held ->
+/// Held` is an extension of the deadline).
 pub fn is_transition(from: Option<HoldStatus>, to: HoldStatus) -> bool {
     use HoldStatus::*;
     matches!(
         (from, to),
         (None, Held)
             | (None, Confirmed)
-            | (Some(Held), Confirmed | Cancelled | Expired)
+            | (Some(Held), Held | Confirmed | Cancelled | Expired)
             | (Some(Confirmed), Refunded)
     )
 }

@@ -17,6 +17,15 @@ use crate::core::limits::{
 };
 use crate::core::types::SkuId;
 
+/// Which cap refused an extension.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtensionLimit {
+    /// `EngineConfig::max_extensions`.
+    Count,
+    /// `EngineConfig::max_hold_ms` after the hold was made.
+    HoldTime,
+}
+
 /// Why the engine refused an operation. A refused operation changed
 /// nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -111,6 +120,17 @@ pub enum EngineError {
     },
 
     IdempotencyKeyReused,
+
+    /// An extension was refused: the hold was extended `max` times
+    /// already, or its deadline is already the latest its total hold time
+    /// allows (`latest_ms`).
+    ExtensionRefused {
+        id: ReservationId,
+        extensions: u8,
+        max: u8,
+        deadline_ms: u64,
+        reason: ExtensionLimit,
+    },
 
     StorageFailed {
         message: Box<str>,
@@ -248,6 +268,27 @@ impl EngineError {
             InvalidTtl { ttl_ms, max_ms } => write!(
                 f,
                 "invalid hold time-to-live {ttl_ms} ms: must be between 1 ms and {max_ms} ms"
+            ),
+            ExtensionRefused {
+                id,
+                extensions,
+                max,
+                deadline_ms,
+                reason: ExtensionLimit::Count,
+            } => write!(
+                f,
+                "reservation {id} was extended {extensions} times, the most allowed is {max}; it \
+                 expires at {deadline_ms} ms: confirm or cancel it by then"
+            ),
+            ExtensionRefused {
+                id,
+                deadline_ms,
+                reason: ExtensionLimit::HoldTime,
+                ..
+            } => write!(
+                f,
+                "reservation {id} already expires at {deadline_ms} ms, the latest its total hold \
+                 time allows: confirm or cancel it by then"
             ),
             IdempotencyKeyReused => f.write_str(
                 "idempotency key was already used for a different request: use a new key for a \

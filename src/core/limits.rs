@@ -39,6 +39,14 @@ pub const MAX_STRIPES: usize = 8;
 /// Longest hold time-to-live: a day.
 pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
+/// Most times one hold's deadline may be extended (the engine's
+/// `max_extensions` is at most this; the journal keeps the count in a byte).
+pub const MAX_EXTENSIONS_PER_HOLD: u8 = 100;
+
+/// Longest total hold time (creation to the latest extended deadline): a
+/// week, for preorders whose payment is authorised late.
+pub const MAX_HOLD_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 /// Hold shards (and customer-limit and idempotency shards): enough that two
 /// CPUs rarely meet on one lock, few enough to scan on every timer tick.
 pub const SHARDS: usize = 64;

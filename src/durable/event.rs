@@ -11,7 +11,9 @@
 //! - a hold event carries the hold's **whole description** (lines, customer,
 //!   limit mask, deadline) and its new status, and statuses form a lattice
 //!   (held < confirmed < refunded; held < cancelled; held < expired), so a
-//!   confirm that arrives before its reserve still settles the same way.
+//!   confirm that arrives before its reserve still settles the same way;
+//!   an extension (`held -> held`) only moves the deadline later, so among
+//!   a hold's events of one status the latest deadline is the latest event.
 //!
 //! Encoding: little-endian, a kind byte first. Decoding is total: any byte
 //! string decodes to an event or a `DecodeError`, never a panic (fuzzed in
@@ -80,6 +82,8 @@ pub struct HoldEvent {
     pub limit_mask: u32,
     pub customer: Option<Box<str>>,
     pub lines: Vec<Line>,
+    /// Times the deadline was extended (`held -> held` is an extension).
+    pub extensions: u8,
 }
 
 /// Why a payload is not an event.
@@ -101,6 +105,10 @@ const SELL: u8 = 3;
 const HOLD: u8 = 4;
 const IDEMPOTENCY: u8 = 5;
 const LOW_STOCK: u8 = 6;
+/// A hold event of a hold that was extended: the `HOLD` body followed by
+/// the number of extensions (at least 1). Plain holds keep the shorter
+/// `HOLD` form, so a sale's events are unchanged.
+const HOLD_EXTENDED: u8 = 7;
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -197,7 +205,15 @@ fn encode_hold(h: &HoldChange<'_>, out: &mut Vec<u8>) {
     debug_assert!(h
         .customer
         .is_none_or(|c| !c.is_empty() && c.len() <= MAX_CUSTOMER_BYTES));
-    out.push(HOLD);
+    debug_assert!(
+        h.from != Some(HoldStatus::Held) || h.status != HoldStatus::Held || h.extensions > 0,
+        "an extension counts itself"
+    );
+    out.push(if h.extensions == 0 {
+        HOLD
+    } else {
+        HOLD_EXTENDED
+    });
     out.extend_from_slice(&h.id.as_u64().to_le_bytes());
     out.push(h.from.map_or(0, status_code));
     out.push(status_code(h.status));
@@ -211,6 +227,9 @@ fn encode_hold(h: &HoldChange<'_>, out: &mut Vec<u8>) {
     for line in lines {
         out.extend_from_slice(&line.sku.index().to_le_bytes());
         out.extend_from_slice(&line.quantity.to_le_bytes());
+    }
+    if h.extensions > 0 {
+        out.push(h.extensions);
     }
 }
 
@@ -249,6 +268,7 @@ impl Event {
                 limit_mask: h.limit_mask,
                 customer: h.customer.as_deref(),
                 lines: &h.lines,
+                extensions: h.extensions,
             }),
             Event::Idempotency(k) => Change::Idempotency(KeyChange {
                 key: &k.key,
@@ -335,8 +355,8 @@ impl Event {
                     expires_at_ms,
                 })
             }
-            HOLD => {
-                let hold = parse_hold(r.0)?;
+            kind @ (HOLD | HOLD_EXTENDED) => {
+                let hold = parse_hold(r.0, kind == HOLD_EXTENDED)?;
                 r.0 = &[];
                 Event::Hold(HoldEvent {
                     id: hold.id,
@@ -347,6 +367,7 @@ impl Event {
                     limit_mask: hold.limit_mask,
                     customer: hold.customer.map(Into::into),
                     lines: hold.lines().collect(),
+                    extensions: hold.extensions,
                 })
             }
             kind => return Err(DecodeError::UnknownKind(kind)),
@@ -369,6 +390,7 @@ pub struct HoldRef<'a> {
     pub deadline_ms: u64,
     pub limit_mask: u32,
     pub customer: Option<&'a str>,
+    pub extensions: u8,
     /// `(sku u32, quantity u32)` pairs, already checked.
     raw_lines: &'a [u8],
 }
@@ -390,14 +412,16 @@ impl HoldRef<'_> {
 /// kinds).
 pub fn decode_hold_ref(payload: &[u8]) -> Result<Option<HoldRef<'_>>, DecodeError> {
     match payload.first() {
-        Some(&HOLD) => parse_hold(&payload[1..]).map(Some),
+        Some(&HOLD) => parse_hold(&payload[1..], false).map(Some),
+        Some(&HOLD_EXTENDED) => parse_hold(&payload[1..], true).map(Some),
         Some(_) => Ok(None),
         None => Err(DecodeError::Truncated),
     }
 }
 
-/// The body of a hold event (after its kind byte), which must fill `body`.
-fn parse_hold(body: &[u8]) -> Result<HoldRef<'_>, DecodeError> {
+/// The body of a hold event (after its kind byte), which must fill `body`;
+/// `extended`: a `HOLD_EXTENDED` body, with its count of extensions last.
+fn parse_hold(body: &[u8], extended: bool) -> Result<HoldRef<'_>, DecodeError> {
     let mut r = Reader(body);
     let id = ReservationId::from_u64(r.u64()?);
     let from = match r.u8()? {
@@ -432,6 +456,13 @@ fn parse_hold(body: &[u8]) -> Result<HoldRef<'_>, DecodeError> {
             "limit mask names a line that does not exist",
         ));
     }
+    let extensions = if extended { r.u8()? } else { 0 };
+    if extended && extensions == 0 {
+        return Err(DecodeError::Invalid("extended hold with no extension"));
+    }
+    if from == Some(HoldStatus::Held) && status == HoldStatus::Held && extensions == 0 {
+        return Err(DecodeError::Invalid("hold transition"));
+    }
     match r.0.len() {
         0 => Ok(HoldRef {
             id,
@@ -441,6 +472,7 @@ fn parse_hold(body: &[u8]) -> Result<HoldRef<'_>, DecodeError> {
             deadline_ms,
             limit_mask,
             customer,
+            extensions,
             raw_lines,
         }),
         trailing => Err(DecodeError::Trailing(trailing)),
@@ -564,7 +596,63 @@ mod tests {
                     quantity: 9,
                 },
             ],
+            extensions: 0,
         }));
+        for (from, status) in [
+            (HoldStatus::Held, HoldStatus::Held),
+            (HoldStatus::Held, HoldStatus::Confirmed),
+        ] {
+            round_trip(Event::Hold(HoldEvent {
+                id: ReservationId::from_u64(77),
+                from: Some(from),
+                status,
+                at_ms: 5,
+                deadline_ms: 600_005,
+                limit_mask: 0,
+                customer: None,
+                lines: vec![Line {
+                    sku: SkuId::from_index(4),
+                    quantity: 1,
+                }],
+                extensions: 3,
+            }));
+        }
+    }
+
+    #[test]
+    fn an_extension_without_a_count_is_refused() {
+        let mut bytes = Vec::new();
+        Event::Hold(HoldEvent {
+            id: ReservationId::from_u64(77),
+            from: Some(HoldStatus::Held),
+            status: HoldStatus::Held,
+            at_ms: 5,
+            deadline_ms: 600_005,
+            limit_mask: 0,
+            customer: None,
+            lines: vec![Line {
+                sku: SkuId::from_index(4),
+                quantity: 1,
+            }],
+            extensions: 1,
+        })
+        .encode(&mut bytes);
+        // As a plain hold event (kind 4, no count): held -> held is no
+        // transition.
+        let mut plain = bytes.clone();
+        plain[0] = HOLD;
+        plain.pop();
+        assert_eq!(
+            Event::decode(&plain),
+            Err(DecodeError::Invalid("hold transition"))
+        );
+        // As an extended one with a count of 0.
+        let mut zero = bytes;
+        *zero.last_mut().unwrap() = 0;
+        assert_eq!(
+            Event::decode(&zero),
+            Err(DecodeError::Invalid("extended hold with no extension"))
+        );
     }
 
     #[test]

@@ -558,6 +558,7 @@ pub(super) fn restore_engine<S: ChangeSink>(
             deadline_ms: hold.deadline_ms,
             created_ms: hold.at_ms,
             status: HoldStatus::Held,
+            extensions: hold.extensions,
         };
         let id = ReservationId::from_u64(id);
         engine.restore_reservation(id, record, hold.status, hold.at_ms);

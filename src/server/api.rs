@@ -230,6 +230,7 @@ impl Api {
             Route::ReservationConfirm | Route::ReservationCancel | Route::ReservationRefund => {
                 self.transition(matched.route, param, scope).await
             }
+            Route::ReservationExtend => self.extend(param, body).await,
             // Boxed: their futures (blocking reads, waits) are larger than
             // the purchase path's, and an unboxed one would grow the state
             // every request's future carries.
@@ -310,6 +311,7 @@ fn changes_state(route: Route) -> bool {
             | Route::ReservationConfirm
             | Route::ReservationCancel
             | Route::ReservationRefund
+            | Route::ReservationExtend
     )
 }
 

@@ -486,7 +486,10 @@ pub fn authorize<'a>(
         (Route::ReservationGet | Route::ReservationRefund, Caller::Operator) => Some(Scope::Any),
         (_, Caller::Operator) => None,
         (_, Caller::Service(_)) => Some(Scope::Any),
-        (Route::ReservationConfirm | Route::ReservationRefund, Caller::Buyer(_)) => None,
+        (
+            Route::ReservationConfirm | Route::ReservationRefund | Route::ReservationExtend,
+            Caller::Buyer(_),
+        ) => None,
         (_, Caller::Buyer(customer)) => Some(Scope::Customer(customer)),
     };
     allowed.ok_or_else(|| {
@@ -508,6 +511,9 @@ fn action(route: Route) -> &'static str {
         Route::ReservationConfirm => "confirm a reservation (payment is confirmed by a service)",
         Route::ReservationCancel => "cancel a reservation (buyers and services do)",
         Route::ReservationRefund => "refund a sale (services and the operator do)",
+        Route::ReservationExtend => {
+            "extend a hold (the payment service does, while a payment is processed)"
+        }
         Route::EventsList | Route::EventsStream => {
             "read the change feed (services and the operator do)"
         }

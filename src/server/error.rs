@@ -8,7 +8,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTIC
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 
-use crate::core::error::EngineError;
+use crate::core::error::{EngineError, ExtensionLimit};
 use crate::core::public_id::PUBLIC_ID_CHARS;
 use crate::core::types::{ReservationId, SkuId};
 
@@ -86,11 +86,13 @@ pub enum Code {
     Gone,
     /// A feed position past the newest event (409).
     PositionAhead,
+    /// A hold extension past its caps (409).
+    ExtensionRefused,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 20] = [
+    pub const ALL: [Code; 21] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -111,6 +113,7 @@ impl Code {
         Code::Forbidden,
         Code::Gone,
         Code::PositionAhead,
+        Code::ExtensionRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -135,6 +138,7 @@ impl Code {
             Code::Forbidden => "forbidden",
             Code::Gone => "gone",
             Code::PositionAhead => "position_ahead",
+            Code::ExtensionRefused => "extension_refused",
         }
     }
 
@@ -272,6 +276,25 @@ impl ApiError {
                 ),
             )
             .with("status", status.as_str()),
+            EngineError::ExtensionRefused {
+                id,
+                extensions,
+                max,
+                deadline_ms,
+                reason,
+            } => {
+                // The engine's message names the internal id.
+                let message = error_with_public_id(&message, id, &public_id);
+                let reason = match reason {
+                    ExtensionLimit::Count => "max_extensions",
+                    ExtensionLimit::HoldTime => "max_hold_time",
+                };
+                ApiError::new(StatusCode::CONFLICT, Code::ExtensionRefused, message)
+                    .with("reason", reason)
+                    .with("extensions", extensions)
+                    .with("max_extensions", max)
+                    .with("expires_at_ms", deadline_ms)
+            }
             EngineError::UnknownSku { name } => {
                 status(StatusCode::NOT_FOUND, Code::UnknownSku).with("sku", &*name)
             }
@@ -305,6 +328,18 @@ impl ApiError {
             EngineError::IdempotencyKeyReused => conflict(Code::IdempotencyKeyReused),
         }
     }
+}
+
+/// `message` with the internal id `id` written as clients know it.
+fn error_with_public_id(
+    message: &str,
+    id: ReservationId,
+    public_id: &impl Fn(ReservationId) -> String,
+) -> String {
+    message.replace(
+        &format!("reservation {id} "),
+        &format!("reservation {} ", public_id(id)),
+    )
 }
 
 pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {

@@ -1,12 +1,12 @@
-//! Reservation routes: create (the purchase path), read, and the
-//! transitions confirm, cancel and refund.
+//! Reservation routes: create (the purchase path), read, the transitions
+//! confirm, cancel and refund, and the extension of a hold.
 
 use hyper::body::Incoming;
 use hyper::StatusCode;
 
 use super::api::Api;
 use super::auth::Scope;
-use super::body::{check_line_count, parse_order, read_body, OrderFields};
+use super::body::{check_line_count, parse_order, read_body, read_json, Fields, OrderFields};
 use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
 use super::response::{reservation_json, write_new_reservation};
 use super::route::Route;
@@ -199,6 +199,35 @@ impl Api {
         outcome.map_err(|e| self.engine_error(e))?;
         self.acknowledge().await?;
         self.reservation_response(StatusCode::OK, id)
+    }
+
+    /// `POST /v1/reservations/{id}/extend` with `{"ttl_ms": N}`: the hold
+    /// then expires `N` ms from now (capped, see `Engine::extend`). Only a
+    /// service may extend (auth), so no customer check here.
+    pub(super) async fn extend(
+        &self,
+        text: &str,
+        body: Incoming,
+    ) -> Result<HttpResponse, ApiError> {
+        let id = self.decode_id(text)?;
+        let mut fields = Fields::new(read_json(body).await?, &["ttl_ms"])?;
+        let ttl_ms = fields
+            .u64("ttl_ms")?
+            .ok_or_else(|| ApiError::invalid("field \"ttl_ms\" is required"))?;
+        let extension = self
+            .engine
+            .extend(id, ttl_ms)
+            .map_err(|e| self.engine_error(e))?;
+        self.acknowledge().await?;
+        let document = self.visible(id, Scope::Any)?;
+        let mut json = reservation_json(&document, text, |id| self.sku_name(id));
+        if let Some(object) = json.as_object_mut() {
+            // The deadline this extension gave (the document's may differ
+            // if a later extension raced this answer).
+            object.insert("expires_at_ms".into(), extension.expires_at_ms.into());
+            object.insert("extensions_left".into(), extension.extensions_left.into());
+        }
+        Ok(json_response(StatusCode::OK, &json))
     }
 }
 

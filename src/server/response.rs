@@ -38,6 +38,7 @@ pub fn reservation_json<'a>(
         "lines": lines,
         "customer": document.customer.as_deref(),
         "expires_at_ms": document.deadline_ms,
+        "extensions": document.extensions,
     })
 }
 
@@ -56,7 +57,8 @@ pub fn write_new_reservation(
     write_json_string_or_null(out, customer);
     out.extend_from_slice(b",\"expires_at_ms\":");
     out.extend_from_slice(number.format(receipt.expires_at_ms).as_bytes());
-    out.extend_from_slice(b",\"id\":\"");
+    // A new reservation was never extended.
+    out.extend_from_slice(b",\"extensions\":0,\"id\":\"");
     // Hex digits: nothing to escape.
     debug_assert!(id.iter().all(u8::is_ascii_hexdigit));
     out.extend_from_slice(id);

@@ -17,6 +17,7 @@ pub enum Route {
     ReservationConfirm,
     ReservationCancel,
     ReservationRefund,
+    ReservationExtend,
     EventsList,
     EventsStream,
     Other,
@@ -24,7 +25,7 @@ pub enum Route {
 
 impl Route {
     /// In label order (the metrics' rows).
-    pub const ALL: [Route; 14] = [
+    pub const ALL: [Route; 15] = [
         Route::Healthz,
         Route::Metrics,
         Route::SkusList,
@@ -36,6 +37,7 @@ impl Route {
         Route::ReservationConfirm,
         Route::ReservationCancel,
         Route::ReservationRefund,
+        Route::ReservationExtend,
         Route::EventsList,
         Route::EventsStream,
         Route::Other,
@@ -55,6 +57,7 @@ impl Route {
             Route::ReservationConfirm => "reservation_confirm",
             Route::ReservationCancel => "reservation_cancel",
             Route::ReservationRefund => "reservation_refund",
+            Route::ReservationExtend => "reservation_extend",
             Route::EventsList => "events_list",
             Route::EventsStream => "events_stream",
             Route::Other => "other",
@@ -106,6 +109,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
         ["v1", "reservations", id, "confirm"] => (id, &[(Method::POST, Route::ReservationConfirm)]),
         ["v1", "reservations", id, "cancel"] => (id, &[(Method::POST, Route::ReservationCancel)]),
         ["v1", "reservations", id, "refund"] => (id, &[(Method::POST, Route::ReservationRefund)]),
+        ["v1", "reservations", id, "extend"] => (id, &[(Method::POST, Route::ReservationExtend)]),
         ["v1", "events"] => ("", &[(Method::GET, Route::EventsList)]),
         ["v1", "events", "stream"] => ("", &[(Method::GET, Route::EventsStream)]),
         _ => return (Route::Other, Err(Miss::NotFound)),
@@ -229,6 +233,11 @@ mod tests {
                 Method::POST,
                 "/v1/reservations/01/refund",
                 Route::ReservationRefund,
+            ),
+            (
+                Method::POST,
+                "/v1/reservations/01/extend",
+                Route::ReservationExtend,
             ),
             (Method::GET, "/v1/events", Route::EventsList),
             (Method::GET, "/v1/events/stream", Route::EventsStream),

@@ -42,6 +42,7 @@ pub fn store_prunes_reservations_by_status_and_age(
             sku: SkuId::from_index(0),
             quantity: 1,
         }],
+        extensions: 0,
     };
     // (id, status, status time): ended rows are old before 1_000, confirmed
     // rows before 2_000.

@@ -112,6 +112,18 @@ pub struct ServeSettings {
     /// [default: hotstock.events].
     #[arg(long, env = "HOTSTOCK_NATS_SUBJECT_PREFIX")]
     nats_subject_prefix: Option<String>,
+    /// Times one hold's deadline may be extended (`POST
+    /// /v1/reservations/{id}/extend`); 0 turns extension off [default: 3].
+    #[arg(long, env = "HOTSTOCK_MAX_EXTENSIONS")]
+    max_extensions: Option<u8>,
+    /// Longest time-to-live one extension gives, in ms (longer requests
+    /// are capped to it) [default: 600000].
+    #[arg(long, env = "HOTSTOCK_MAX_EXTENSION_MS")]
+    max_extension_ms: Option<NonZeroU32>,
+    /// Latest deadline an extension may give, in ms after the hold was
+    /// made [default: 3600000].
+    #[arg(long, env = "HOTSTOCK_MAX_HOLD_MS")]
+    max_hold_ms: Option<NonZeroU32>,
 }
 
 /// Settings with every default applied and every value checked.
@@ -132,6 +144,9 @@ pub struct Settings {
     pub events_retention: std::time::Duration,
     pub events_retention_count: u64,
     pub nats: Option<NatsConfig>,
+    pub max_extensions: u8,
+    pub max_extension_ms: u64,
+    pub max_hold_ms: u64,
 }
 
 impl ServeSettings {
@@ -204,6 +219,9 @@ impl ServeSettings {
             ),
             events_retention_count: u64::from(positive(self.events_retention_count, 10_000_000)),
             nats: nats_config(self.nats_url, self.nats_stream, self.nats_subject_prefix)?,
+            max_extensions: self.max_extensions.unwrap_or(3),
+            max_extension_ms: u64::from(positive(self.max_extension_ms, 600_000)),
+            max_hold_ms: u64::from(positive(self.max_hold_ms, 3_600_000)),
         })
     }
 }

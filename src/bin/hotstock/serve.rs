@@ -27,6 +27,14 @@ pub fn serve(settings: Settings) -> ExitCode {
     config.store = settings.store.clone();
     config.events_retention = settings.events_retention;
     config.events_retention_count = settings.events_retention_count;
+    config.engine.max_extensions = settings.max_extensions;
+    config.engine.max_extension_ms = settings.max_extension_ms;
+    config.engine.max_hold_ms = settings.max_hold_ms;
+    if let Err(error) = config.engine.validate() {
+        // `--max-extensions` over 100, `--max-hold-ms` over a week, ...
+        eprintln!("{error} (check --max-extensions, --max-extension-ms and --max-hold-ms)");
+        return ExitCode::from(2);
+    }
     tracing::info!("opening {}", settings.data_dir.display());
     let (durable, report) = match DurableEngine::open(config) {
         Ok(opened) => opened,

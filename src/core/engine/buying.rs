@@ -5,12 +5,14 @@
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
-use super::{Engine, Order, Receipt};
+use super::{Engine, Extension, Order, Receipt};
 use crate::core::cell::{SoldOut, TakeInto};
 use crate::core::change::{Change, ChangeSink, HoldChange, KeyChange};
-use crate::core::error::EngineError;
+use crate::core::error::{EngineError, ExtensionLimit};
 use crate::core::hint::stripe_hint;
-use crate::core::holds::{HoldView, NewHold, Settle, Transition, TransitionError};
+use crate::core::holds::{
+    ExtendError, ExtendRule, HoldView, NewHold, Settle, Transition, TransitionError,
+};
 use crate::core::idempotency::{Origin, Reused};
 use crate::core::ledger::OverLimit;
 use crate::core::limits::{
@@ -133,6 +135,65 @@ impl<S: ChangeSink> Engine<S> {
         self.transition(id, Transition::Refund)
     }
 
+    /// Moves a held reservation's deadline to `ttl_ms` from now (capped at
+    /// `max_extension_ms`, and at `max_hold_ms` after it was made), for a
+    /// payment still being processed. Never shortens a hold. Refused with
+    /// `ExtensionRefused` past the caps, `InvalidTransition` once it is not
+    /// held (an expiry that is due happens first, as for `confirm`).
+    pub fn extend(&self, id: ReservationId, ttl_ms: u64) -> Result<Extension, EngineError> {
+        let config = &self.config;
+        if ttl_ms == 0 {
+            return Err(EngineError::InvalidTtl {
+                ttl_ms,
+                max_ms: config.max_extension_ms,
+            });
+        }
+        self.check_storage()?;
+        let hint = stripe_hint();
+        let now_ms = self.clock.now_ms();
+        let rule = ExtendRule {
+            ttl_ms: ttl_ms.min(config.max_extension_ms),
+            max_extensions: config.max_extensions,
+            max_hold_ms: config.max_hold_ms,
+        };
+        self.sink.make_room(hint);
+        // A held row's time is its creation (see `HoldChange::extensions`).
+        let publish = |hold: HoldView<'_>, created_ms: u64| {
+            let change = hold_change(&hold, HoldStatus::Held, created_ms);
+            self.record(hint, Change::Hold(change));
+        };
+        let refused = |extensions, deadline_ms, reason| EngineError::ExtensionRefused {
+            id,
+            extensions,
+            max: config.max_extensions,
+            deadline_ms,
+            reason,
+        };
+        let settle = |how, hold: HoldView<'_>| self.settle(how, hold, hint, now_ms);
+        match self.holds.extend(id, rule, now_ms, settle, publish) {
+            Ok((expires_at_ms, extensions)) => Ok(Extension {
+                id,
+                expires_at_ms,
+                extensions,
+                extensions_left: config.max_extensions.saturating_sub(extensions),
+            }),
+            Err(ExtendError::Unknown) => Err(EngineError::UnknownReservation { id }),
+            Err(ExtendError::Invalid { status }) => Err(EngineError::InvalidTransition {
+                id,
+                status,
+                requested: "extended",
+            }),
+            Err(ExtendError::TooManyExtensions {
+                extensions,
+                deadline_ms,
+            }) => Err(refused(extensions, deadline_ms, ExtensionLimit::Count)),
+            Err(ExtendError::HoldTimeReached {
+                extensions,
+                deadline_ms,
+            }) => Err(refused(extensions, deadline_ms, ExtensionLimit::HoldTime)),
+        }
+    }
+
     /// Checks an order against every limit before anything is touched.
     /// Returns the time-to-live to use.
     fn validate(&self, order: &Order<'_>) -> Result<u64, EngineError> {
@@ -198,6 +259,7 @@ impl<S: ChangeSink> Engine<S> {
             deadline_ms: expires_at_ms,
             created_ms: now_ms,
             status,
+            extensions: 0,
         };
         let publish = |id| {
             let change = HoldChange {
@@ -209,6 +271,7 @@ impl<S: ChangeSink> Engine<S> {
                 limit_mask,
                 customer: order.customer,
                 lines: order.lines,
+                extensions: 0,
             };
             self.record(hint, Change::Hold(change));
         };
@@ -344,17 +407,7 @@ impl<S: ChangeSink> Engine<S> {
             Settle::Confirm | Settle::Release => HoldStatus::Held,
             Settle::Refund => HoldStatus::Confirmed,
         };
-        let change = HoldChange {
-            id: hold.id,
-            from: Some(from),
-            status: hold.status,
-            at_ms: now_ms,
-            deadline_ms: hold.deadline_ms,
-            limit_mask: hold.limit_mask,
-            customer: hold.customer.map(|c| &**c),
-            lines: hold.lines,
-        };
-        self.record(hint, Change::Hold(change));
+        self.record(hint, Change::Hold(hold_change(&hold, from, now_ms)));
         for (index, line) in hold.lines.iter().enumerate() {
             let Ok(cell) = self.cell(line.sku) else {
                 debug_assert!(
@@ -377,6 +430,21 @@ impl<S: ChangeSink> Engine<S> {
                 }
             }
         }
+    }
+}
+
+/// The change `hold` (as it is now) made from status `from`, at `at_ms`.
+fn hold_change<'a>(hold: &HoldView<'a>, from: HoldStatus, at_ms: u64) -> HoldChange<'a> {
+    HoldChange {
+        id: hold.id,
+        from: Some(from),
+        status: hold.status,
+        at_ms,
+        deadline_ms: hold.deadline_ms,
+        limit_mask: hold.limit_mask,
+        customer: hold.customer.map(|c| &**c),
+        lines: hold.lines,
+        extensions: hold.extensions,
     }
 }
 

@@ -29,7 +29,7 @@ use super::hint::stripe_hint;
 use super::holds::{HoldDocument, HoldTable, Retention, TimerWork};
 use super::idempotency::IdempotencyTable;
 use super::ledger::LimitLedger;
-use super::limits::MAX_TTL_MS;
+use super::limits::{MAX_EXTENSIONS_PER_HOLD, MAX_HOLD_MS, MAX_TTL_MS};
 use super::types::{HoldStatus, Line, ReservationId, SkuId};
 
 mod buying;
@@ -47,6 +47,15 @@ pub struct EngineConfig {
     pub default_ttl_ms: u64,
     /// Longest time-to-live a request may ask for (at most `MAX_TTL_MS`).
     pub max_ttl_ms: u64,
+    /// Longest time-to-live one extension may give (counted from the
+    /// extension; longer requests are capped to it). At most `max_ttl_ms`.
+    pub max_extension_ms: u64,
+    /// Most extensions of one hold (at most `MAX_EXTENSIONS_PER_HOLD`; 0
+    /// turns extension off).
+    pub max_extensions: u8,
+    /// Latest deadline an extension may give, counted from the hold's
+    /// creation (at most `MAX_HOLD_MS`).
+    pub max_hold_ms: u64,
     /// Most reservation records kept at once (open, confirmed, and ended but
     /// not yet pruned). Past it, new reservations are refused with
     /// `CapacityExceeded`; nothing is dropped.
@@ -68,6 +77,9 @@ impl Default for EngineConfig {
             stripe_policy: StripePolicy::for_this_machine(),
             default_ttl_ms: 10 * 60 * 1000,
             max_ttl_ms: MAX_TTL_MS,
+            max_extension_ms: 10 * 60 * 1000,
+            max_extensions: 3,
+            max_hold_ms: 60 * 60 * 1000,
             max_reservations: 1 << 23,
             ended_retention_ms: 60 * 60 * 1000,
             refund_window_ms: 7 * 24 * 60 * 60 * 1000,
@@ -91,6 +103,21 @@ impl EngineConfig {
         if self.default_ttl_ms == 0 || self.default_ttl_ms > self.max_ttl_ms {
             return Err(ConfigError(
                 "default_ttl_ms must be between 1 and max_ttl_ms",
+            ));
+        }
+        if self.max_extension_ms == 0 || self.max_extension_ms > self.max_ttl_ms {
+            return Err(ConfigError(
+                "max_extension_ms must be between 1 and max_ttl_ms",
+            ));
+        }
+        // The messages quote the limits (a `&'static str` cannot format).
+        const _: () = assert!(MAX_EXTENSIONS_PER_HOLD == 100 && MAX_HOLD_MS == 604_800_000);
+        if self.max_extensions > MAX_EXTENSIONS_PER_HOLD {
+            return Err(ConfigError("max_extensions must be at most 100"));
+        }
+        if self.max_hold_ms == 0 || self.max_hold_ms > MAX_HOLD_MS {
+            return Err(ConfigError(
+                "max_hold_ms must be between 1 and 604800000 (a week)",
             ));
         }
         if self.max_reservations == 0 {
@@ -128,6 +155,18 @@ pub struct Receipt {
     pub expires_at_ms: u64,
     /// `true` when this answer was replayed for an idempotency key.
     pub replayed: bool,
+}
+
+/// What a successful `extend` returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Extension {
+    pub id: ReservationId,
+    /// The new deadline.
+    pub expires_at_ms: u64,
+    /// Extensions so far, this one included.
+    pub extensions: u8,
+    /// Extensions still allowed.
+    pub extensions_left: u8,
 }
 
 /// One SKU as readers see it.

@@ -5,6 +5,7 @@
 //! ```text
 //!            confirm            refund
 //!   held ─────────────▶ confirmed ─────▶ refunded
+//!   ↺ extend
 //!     │  cancel
 //!     ├──────────────▶ cancelled
 //!     │  deadline
@@ -21,8 +22,9 @@
 //!
 //! # Exactly once
 //!
-//! Every transition — confirm, cancel, refund, expiry by the timer, and
-//! expiry on touch when a deadline has passed but the timer has not yet run —
+//! Every transition — confirm, cancel, refund, extension of a held
+//! record's deadline, expiry by the timer, and expiry on touch when a
+//! deadline has passed but the timer has not yet run —
 //! is decided under the record's shard lock, and the units are settled
 //! (returned to stock, counted as sold) by the caller's `settle` callback
 //! *before* that lock is released. So two racing transitions are serialised,
@@ -39,7 +41,8 @@
 //! Each shard keeps a min-heap of `(deadline, id)`, pushed under the lock the
 //! insert already holds, so arming a timer costs the hot path one heap push
 //! and no extra lock, thread or syscall. `expire_due` pops what is due; an
-//! entry whose record has already ended is skipped (lazy deletion).
+//! entry whose record has already ended, or whose deadline was extended
+//! past it, is skipped (lazy deletion: an extension pushes a new entry).
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
@@ -88,6 +91,8 @@ pub struct NewHold<'a> {
     pub created_ms: u64,
     /// `Held`, or `Confirmed` for an immediate purchase.
     pub status: HoldStatus,
+    /// Extensions so far (0 for a new record; recovery restores it).
+    pub extensions: u8,
 }
 
 /// How long records stay after they end or are confirmed.
@@ -122,6 +127,8 @@ pub struct HoldView<'a> {
     pub lines: &'a [Line],
     pub customer: Option<&'a Arc<str>>,
     pub limit_mask: u32,
+    /// Times its deadline was extended.
+    pub extensions: u8,
 }
 
 /// A requested transition.
@@ -160,6 +167,38 @@ pub enum TransitionError {
     },
 }
 
+/// What an extension may do (`EngineConfig` holds the shop's values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExtendRule {
+    /// The new deadline is `now + ttl_ms`, never earlier than the current
+    /// one (an extension never shortens a hold).
+    pub ttl_ms: u64,
+    /// Most extensions of one record.
+    pub max_extensions: u8,
+    /// Latest deadline, counted from the record's creation.
+    pub max_hold_ms: u64,
+}
+
+/// Why an extension did not happen.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExtendError {
+    Unknown,
+    /// The record is not held (or has just expired on this touch).
+    Invalid {
+        status: HoldStatus,
+    },
+    /// It was extended `max_extensions` times already.
+    TooManyExtensions {
+        extensions: u8,
+        deadline_ms: u64,
+    },
+    /// Its deadline is already `created + max_hold_ms`.
+    HoldTimeReached {
+        extensions: u8,
+        deadline_ms: u64,
+    },
+}
+
 /// A copy of a record for readers.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HoldDocument {
@@ -168,6 +207,7 @@ pub struct HoldDocument {
     pub lines: Vec<Line>,
     pub customer: Option<Arc<str>>,
     pub deadline_ms: u64,
+    pub extensions: u8,
 }
 
 #[derive(Debug)]
@@ -176,13 +216,50 @@ struct HoldRecord {
     customer: Option<Arc<str>>,
     deadline_ms: u64,
     limit_mask: u32,
+    extensions: u8,
     status: HoldStatus,
+}
+
+impl HoldRecord {
+    fn new(hold: NewHold<'_>, status: HoldStatus) -> HoldRecord {
+        HoldRecord {
+            lines: Lines::from_slice(hold.lines),
+            customer: hold.customer,
+            deadline_ms: hold.deadline_ms,
+            limit_mask: hold.limit_mask,
+            extensions: hold.extensions,
+            status,
+        }
+    }
+
+    fn document(&self, id: ReservationId) -> HoldDocument {
+        HoldDocument {
+            id,
+            status: self.status,
+            lines: self.lines.as_slice().to_vec(),
+            customer: self.customer.clone(),
+            deadline_ms: self.deadline_ms,
+            extensions: self.extensions,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct Slot {
     generation: u32,
+    /// The record's deadline minus its creation time: how long it has been
+    /// held for, so `deadline_ms - held_ms` is when it was made (what the
+    /// cap on total hold time counts from). Kept here, in the padding after
+    /// `generation`, rather than as a `u64` in the record: a slot stays at
+    /// 56 bytes (the memory budget, `tests.rs`). A `u32` holds it: a hold
+    /// lasts at most `MAX_HOLD_MS`.
+    held_ms: u32,
     record: Option<HoldRecord>,
+}
+
+/// `deadline_ms - created_ms` as a slot keeps it.
+fn held_ms(deadline_ms: u64, created_ms: u64) -> u32 {
+    u32::try_from(deadline_ms.saturating_sub(created_ms)).unwrap_or(u32::MAX)
 }
 
 #[derive(Debug, Default)]
@@ -317,18 +394,13 @@ impl HoldTable {
         hold: NewHold<'_>,
         floor: u32,
     ) -> ReservationId {
-        let record = HoldRecord {
-            lines: Lines::from_slice(hold.lines),
-            customer: hold.customer,
-            deadline_ms: hold.deadline_ms,
-            limit_mask: hold.limit_mask,
-            status: hold.status,
-        };
+        let record = HoldRecord::new(hold.clone(), hold.status);
         let slot_index = match shard.free.pop() {
             Some(free) => free as usize,
             None => {
                 shard.slots.push(Slot {
                     generation: floor,
+                    held_ms: 0,
                     record: None,
                 });
                 shard.slots.len() - 1
@@ -337,6 +409,7 @@ impl HoldTable {
         let slot = &mut shard.slots[slot_index];
         debug_assert!(slot.record.is_none(), "a free slot holds no record");
         slot.record = Some(record);
+        slot.held_ms = held_ms(hold.deadline_ms, hold.created_ms);
         let id = ReservationId::new(slot.generation, shard_index, slot_index);
         shard.live += 1;
         match hold.status {
@@ -391,6 +464,76 @@ impl HoldTable {
         Ok(target)
     }
 
+    /// Moves held record `id`'s deadline to `now_ms + rule.ttl_ms`, capped
+    /// at `rule.max_hold_ms` after its creation, and calls `publish` with
+    /// the extended record under the shard lock (so its journal record
+    /// comes before any later transition's). Returns the deadline and the
+    /// count of extensions after it. A request the current deadline already
+    /// covers changes nothing and uses no extension.
+    ///
+    /// Decided under the same lock as expiry: a record whose deadline has
+    /// passed expires here first (`Invalid { status: Expired }`), exactly
+    /// as a late confirm does, so an extension never revives an expired
+    /// hold and an expiry never ends an extended one early. The timer's
+    /// old heap entry stays and is skipped when it comes due.
+    pub fn extend(
+        &self,
+        id: ReservationId,
+        rule: ExtendRule,
+        now_ms: u64,
+        mut settle: impl FnMut(Settle, HoldView<'_>),
+        publish: impl FnOnce(HoldView<'_>, u64),
+    ) -> Result<(u64, u8), ExtendError> {
+        let mut guard = self.shards[id.shard()].lock();
+        let shard = &mut *guard;
+        let slot = shard
+            .slots
+            .get_mut(id.slot())
+            .filter(|slot| slot.generation == id.generation())
+            .ok_or(ExtendError::Unknown)?;
+        let held_for = slot.held_ms;
+        let record = slot.record.as_mut().ok_or(ExtendError::Unknown)?;
+        if record.status == HoldStatus::Held && now_ms >= record.deadline_ms {
+            record.status = HoldStatus::Expired;
+            settle(Settle::Release, view(id, record));
+            shard.ended.push_back((now_ms, id));
+            return Err(ExtendError::Invalid {
+                status: HoldStatus::Expired,
+            });
+        }
+        if record.status != HoldStatus::Held {
+            return Err(ExtendError::Invalid {
+                status: record.status,
+            });
+        }
+        let wanted_ms = now_ms.saturating_add(rule.ttl_ms);
+        if wanted_ms <= record.deadline_ms {
+            // It already lasts that long (a retried request, say): nothing
+            // to do, and no extension used up.
+            return Ok((record.deadline_ms, record.extensions));
+        }
+        if record.extensions >= rule.max_extensions {
+            return Err(ExtendError::TooManyExtensions {
+                extensions: record.extensions,
+                deadline_ms: record.deadline_ms,
+            });
+        }
+        let created_ms = record.deadline_ms.saturating_sub(u64::from(held_for));
+        let deadline_ms = wanted_ms.min(created_ms.saturating_add(rule.max_hold_ms));
+        if deadline_ms <= record.deadline_ms {
+            return Err(ExtendError::HoldTimeReached {
+                extensions: record.extensions,
+                deadline_ms: record.deadline_ms,
+            });
+        }
+        record.deadline_ms = deadline_ms;
+        record.extensions += 1;
+        publish(view(id, record), created_ms);
+        slot.held_ms = held_ms(deadline_ms, created_ms);
+        shard.expiry.push(Reverse((deadline_ms, id)));
+        Ok((deadline_ms, record.extensions))
+    }
+
     /// Reads record `id`, expiring it first if its deadline has passed (so a
     /// reader never sees `held` after the deadline).
     ///
@@ -417,14 +560,7 @@ impl HoldTable {
             settle(Settle::Release, view(id, record));
             shard.ended.push_back((now_ms, id));
         }
-        let record = shard.record(id)?;
-        Some(HoldDocument {
-            id,
-            status: record.status,
-            lines: record.lines.as_slice().to_vec(),
-            customer: record.customer.clone(),
-            deadline_ms: record.deadline_ms,
-        })
+        shard.record(id).map(|record| record.document(id))
     }
 
     /// Expires held records whose deadline is at or before `now_ms`, and
@@ -486,16 +622,12 @@ impl HoldTable {
         let slot = &mut shard.slots[id.slot()];
         assert!(slot.record.is_none(), "reservation {id} restored twice");
         slot.generation = id.generation();
-        slot.record = Some(HoldRecord {
-            lines: Lines::from_slice(hold.lines),
-            customer: hold.customer,
-            deadline_ms: hold.deadline_ms,
-            limit_mask: hold.limit_mask,
-            status,
-        });
+        let deadline_ms = hold.deadline_ms;
+        slot.held_ms = held_ms(deadline_ms, hold.created_ms);
+        slot.record = Some(HoldRecord::new(hold, status));
         shard.live += 1;
         match status {
-            HoldStatus::Held => shard.expiry.push(Reverse((hold.deadline_ms, id))),
+            HoldStatus::Held => shard.expiry.push(Reverse((deadline_ms, id))),
             HoldStatus::Confirmed => shard.confirmed.push_back((since_ms, id)),
             _ => shard.ended.push_back((since_ms, id)),
         }
@@ -531,13 +663,7 @@ impl HoldTable {
                 let Some(record) = slot.record.as_ref() else {
                     continue;
                 };
-                f(HoldDocument {
-                    id: ReservationId::new(slot.generation, shard_index, slot_index),
-                    status: record.status,
-                    lines: record.lines.as_slice().to_vec(),
-                    customer: record.customer.clone(),
-                    deadline_ms: record.deadline_ms,
-                });
+                f(record.document(ReservationId::new(slot.generation, shard_index, slot_index)));
             }
         }
     }
@@ -551,6 +677,7 @@ fn view(id: ReservationId, record: &HoldRecord) -> HoldView<'_> {
         lines: record.lines.as_slice(),
         customer: record.customer.as_ref(),
         limit_mask: record.limit_mask,
+        extensions: record.extensions,
     }
 }
 

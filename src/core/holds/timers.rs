@@ -33,7 +33,8 @@ pub(super) fn expire_due(
         let Some(record) = shard.record_mut(id) else {
             continue;
         };
-        if record.status != HoldStatus::Held {
+        // Ended, or extended: the extension pushed the entry that is due.
+        if record.status != HoldStatus::Held || record.deadline_ms > now_ms {
             continue;
         }
         this_lock -= 1;

@@ -49,6 +49,9 @@ pub enum FeedKind {
     ReservationCancelled,
     ReservationExpired,
     ReservationRefunded,
+    /// A held reservation's deadline moved later (`deadline_ms` is the new
+    /// one); no units move.
+    ReservationExtended,
     SkuCreated,
     /// An operator change (restock, adjust, set, limit).
     SkuChanged,
@@ -64,12 +67,13 @@ pub enum FeedKind {
 }
 
 impl FeedKind {
-    pub const ALL: [FeedKind; 11] = [
+    pub const ALL: [FeedKind; 12] = [
         FeedKind::ReservationCreated,
         FeedKind::ReservationConfirmed,
         FeedKind::ReservationCancelled,
         FeedKind::ReservationExpired,
         FeedKind::ReservationRefunded,
+        FeedKind::ReservationExtended,
         FeedKind::SkuCreated,
         FeedKind::SkuChanged,
         FeedKind::SkuSold,
@@ -85,6 +89,7 @@ impl FeedKind {
             FeedKind::ReservationCancelled => "reservation.cancelled",
             FeedKind::ReservationExpired => "reservation.expired",
             FeedKind::ReservationRefunded => "reservation.refunded",
+            FeedKind::ReservationExtended => "reservation.extended",
             FeedKind::SkuCreated => "sku.created",
             FeedKind::SkuChanged => "sku.changed",
             FeedKind::SkuSold => "sku.sold",
@@ -106,7 +111,7 @@ impl FeedKind {
             (_, HoldStatus::Cancelled) => FeedKind::ReservationCancelled,
             (_, HoldStatus::Expired) => FeedKind::ReservationExpired,
             (_, HoldStatus::Refunded) => FeedKind::ReservationRefunded,
-            (_, HoldStatus::Held) => FeedKind::ReservationCreated,
+            (Some(_), HoldStatus::Held) => FeedKind::ReservationExtended,
         }
     }
 }

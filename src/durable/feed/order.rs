@@ -8,7 +8,8 @@
 //!
 //! 1. SKU creations.
 //! 2. **Credits and moves**: changes to reservations created in an earlier
-//!    batch (confirm, cancel, expire, refund: none takes from `available`),
+//!    batch (extend, confirm, cancel, expire, refund: none takes from
+//!    `available`),
 //!    then operator changes that add units (or none: limits, low-stock
 //!    thresholds), by version.
 //! 3. **Round trips**: reservations created *and* ended (cancelled, expired,
@@ -78,7 +79,16 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
     let mut round_trips = Vec::new();
     let mut takes = Vec::new();
     for mut chain in chains {
-        chain.sort_by_key(|hold| hold.from.map_or(0, rank));
+        // By the status each event left, then the one it reached (an
+        // extension, held -> held, comes before the hold ends), then the
+        // deadline (extensions in the order they were made).
+        chain.sort_by_key(|hold| {
+            (
+                hold.from.map_or(0, rank),
+                rank(hold.status),
+                hold.deadline_ms,
+            )
+        });
         let born_here = chain[0].from.is_none();
         let ended = chain.last().is_some_and(|hold| is_end(hold.status));
         match (born_here, ended) {

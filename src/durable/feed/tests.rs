@@ -43,6 +43,7 @@ fn hold(id: u64, from: Option<HoldStatus>, status: HoldStatus, quantity: u32) ->
         limit_mask: 0,
         customer: Some("ann".into()),
         lines: vec![Line { sku: SKU, quantity }],
+        extensions: 0,
     })
 }
 
@@ -64,6 +65,51 @@ fn created() -> Event {
 
 /// The race the stages exist for: reservation 1 takes the last 5 units and
 /// is cancelled, then reservation 2 takes them; in the batch, 2 comes first.
+fn extension(id: u64, status: HoldStatus, extensions: u8, deadline_ms: u64) -> Event {
+    match hold(id, Some(HoldStatus::Held), status, 1) {
+        Event::Hold(mut event) => {
+            event.extensions = extensions;
+            event.deadline_ms = deadline_ms;
+            Event::Hold(event)
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// A reservation created, extended twice and confirmed in one batch shows
+/// its chain in the order it happened, whatever the frame order.
+#[test]
+fn a_chain_with_extensions_is_told_in_the_order_it_happened() {
+    let feed = feed();
+    push(&feed, &[created(), operator(5, 1)], 10);
+    push(
+        &feed,
+        &[
+            extension(1, HoldStatus::Confirmed, 2, 30),
+            extension(1, HoldStatus::Held, 2, 30),
+            hold(1, None, HoldStatus::Held, 1),
+            extension(1, HoldStatus::Held, 1, 20),
+        ],
+        20,
+    );
+    let events = all(&feed);
+    let told: Vec<(&str, u64)> = events[3..]
+        .iter()
+        .map(|e| (e.kind.as_str(), e.reservation.as_ref().unwrap().deadline_ms))
+        .collect();
+    assert_eq!(
+        told,
+        [
+            ("reservation.created", 10),
+            ("reservation.extended", 20),
+            ("reservation.extended", 30),
+            ("reservation.confirmed", 30),
+        ]
+    );
+    let last = events.last().unwrap().counts;
+    assert_eq!((last.available, last.held, last.sold), (4, 0, 1));
+}
+
 /// Frame order would show available -5.
 #[test]
 fn a_take_of_units_a_cancel_gave_back_never_shows_negative_counts() {

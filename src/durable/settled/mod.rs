@@ -72,6 +72,23 @@ pub struct SettledHold {
     pub limit_mask: u32,
     pub customer: Option<Box<str>>,
     pub lines: Vec<Line>,
+    /// Times its deadline was extended.
+    pub extensions: u8,
+}
+
+impl SettledHold {
+    /// Whether this row comes after `other`, a row of the same hold: the
+    /// later status, or of one status the later deadline (an extension
+    /// only moves it later). The journal's causal prefix means two rows of
+    /// a hold are always so ordered.
+    pub fn supersedes(&self, other: &SettledHold) -> bool {
+        order_key(self.status, self.deadline_ms) > order_key(other.status, other.deadline_ms)
+    }
+}
+
+/// Where a hold event lies on its hold's path (see `SettledHold::supersedes`).
+fn order_key(status: HoldStatus, deadline_ms: u64) -> (u8, u64) {
+    (rank(status), deadline_ms)
 }
 
 /// Everything recovery needs, as of `position`.
@@ -125,6 +142,7 @@ struct LoggedRow {
     at_ms: u64,
     deadline_ms: u64,
     limit_mask: u32,
+    extensions: u8,
     lines: (u32, u32),
     customer: Option<(u32, u32)>,
 }
@@ -144,6 +162,7 @@ impl RowLog {
             at_ms: hold.at_ms,
             deadline_ms: hold.deadline_ms,
             limit_mask: hold.limit_mask,
+            extensions: hold.extensions,
             lines: (first_line, self.lines.len() as u32),
             customer,
         });
@@ -155,8 +174,12 @@ impl RowLog {
         // A stable sort, for its run detection: the log is a few sorted
         // runs per batch (each CPU's lane holds ids in slot order), which
         // it merges instead of partitioning from scratch.
-        self.rows
-            .sort_by_key(|row| (row.id, std::cmp::Reverse(rank(row.status))));
+        self.rows.sort_by_key(|row| {
+            (
+                row.id,
+                std::cmp::Reverse(order_key(row.status, row.deadline_ms)),
+            )
+        });
         let mut out: Vec<(u64, SettledHold)> = Vec::new();
         let mut last_id = None;
         for row in &self.rows {
@@ -176,6 +199,7 @@ impl RowLog {
                         .customer
                         .map(|(a, b)| self.customers[a as usize..b as usize].into()),
                     lines: self.lines[from as usize..to as usize].to_vec(),
+                    extensions: row.extensions,
                 },
             ));
         }
@@ -362,13 +386,14 @@ impl Settled {
             limit_mask: event.limit_mask,
             customer: event.customer,
             lines: event.lines,
+            extensions: event.extensions,
         };
         match self.holds.entry(id) {
             std::collections::hash_map::Entry::Vacant(slot) => {
                 slot.insert(row);
             }
             std::collections::hash_map::Entry::Occupied(mut slot) => {
-                if rank(row.status) <= rank(slot.get().status) {
+                if !row.supersedes(slot.get()) {
                     return;
                 }
                 slot.insert(row);
@@ -423,9 +448,7 @@ impl Settled {
         } else {
             let mut rows: FastMap<u64, SettledHold> = std::mem::take(&mut self.holds);
             for (id, row) in logged {
-                let newer = rows
-                    .get(&id)
-                    .is_none_or(|current| rank(row.status) > rank(current.status));
+                let newer = rows.get(&id).is_none_or(|current| row.supersedes(current));
                 if newer {
                     rows.insert(id, row);
                 }
@@ -459,7 +482,7 @@ impl Settled {
             let newer = self
                 .holds
                 .get(&id)
-                .is_none_or(|current| rank(row.status) > rank(current.status));
+                .is_none_or(|current| row.supersedes(current));
             if newer {
                 self.holds.insert(id, row);
                 self.dirty_holds.push(id);

@@ -15,7 +15,80 @@ fn hold(from: Option<HoldStatus>, status: HoldStatus) -> Event {
             sku: SkuId::from_index(0),
             quantity: 2,
         }],
+        extensions: 0,
     })
+}
+
+/// A hold event as extended `extensions` times, to deadline `deadline_ms`.
+fn extended(
+    from: Option<HoldStatus>,
+    status: HoldStatus,
+    extensions: u8,
+    deadline_ms: u64,
+) -> Event {
+    match hold(from, status) {
+        Event::Hold(mut event) => {
+            event.extensions = extensions;
+            event.deadline_ms = deadline_ms;
+            Event::Hold(event)
+        }
+        _ => unreachable!(),
+    }
+}
+
+/// Extensions move no units, and the row keeps the latest one whatever
+/// the order the batch's frames arrive in, on both fold paths: a create,
+/// two extensions and (after them) a confirm, or the same without the
+/// confirm.
+#[test]
+fn extensions_in_any_order_keep_the_latest_deadline_and_count() {
+    let create = hold(None, Held);
+    let first = extended(Some(Held), Held, 1, 200);
+    let second = extended(Some(Held), Held, 2, 300);
+    let confirm = extended(Some(Held), Confirmed, 2, 300);
+    let cases = [
+        (vec![create.clone(), first.clone(), second.clone()], Held),
+        (vec![second.clone(), create.clone(), first.clone()], Held),
+        (vec![first.clone(), second.clone(), create.clone()], Held),
+        (
+            vec![
+                confirm.clone(),
+                second.clone(),
+                create.clone(),
+                first.clone(),
+            ],
+            Confirmed,
+        ),
+        (
+            vec![
+                second.clone(),
+                confirm.clone(),
+                first.clone(),
+                create.clone(),
+            ],
+            Confirmed,
+        ),
+    ];
+    for (events, status) in cases {
+        let by_event = fold(&events);
+        let mut by_frame = fold(&[]);
+        for event in &events {
+            apply_as_frame(&mut by_frame, event);
+        }
+        for mut s in [by_event, by_frame] {
+            let sku = s.skus[0].as_ref().unwrap().clone();
+            let held = if status == Held { 2 } else { 0 };
+            assert_eq!((sku.held, sku.sold), (held, 2 - held), "{events:?}");
+            let rows = s.take_checkpoint().holds;
+            assert_eq!(rows.len(), 1);
+            let row = &rows[0].1;
+            assert_eq!(
+                (row.status, row.deadline_ms, row.extensions, row.at_ms),
+                (status, 300, 2, 0),
+                "{events:?}"
+            );
+        }
+    }
 }
 
 fn fold(events: &[Event]) -> Settled {

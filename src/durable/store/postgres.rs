@@ -81,6 +81,8 @@ impl PostgresStore {
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_reservations (
                  id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
                  deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
+             ALTER TABLE {schema}.hotstock_reservations
+                 ADD COLUMN IF NOT EXISTS extensions BIGINT NOT NULL DEFAULT 0;
              CREATE INDEX IF NOT EXISTS hotstock_reservations_by_time ON {schema}.hotstock_reservations (status_ms);
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_idempotency (
                  key TEXT PRIMARY KEY, fingerprint BIGINT NOT NULL, created_ms BIGINT NOT NULL,
@@ -250,7 +252,7 @@ impl Store for PostgresStore {
             Ok(sku.load_into(settled))
         })?;
         let sql = format!(
-            "SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines \
+            "SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions \
              FROM {s}.hotstock_reservations"
         );
         self.load_rows(&sql, "reservations", &mut settled, |row, settled| {
@@ -262,6 +264,7 @@ impl Store for PostgresStore {
                 limit_mask: row.try_get(4)?,
                 customer: row.try_get(5)?,
                 lines: row.try_get(6)?,
+                extensions: row.try_get(7)?,
             };
             Ok(hold.load_into(settled))
         })?;
@@ -411,7 +414,7 @@ const EVENTS_PER_STATEMENT: usize = 64;
 const RESERVATIONS_PER_STATEMENT: usize = 128;
 
 /// A reservation row's values, in the upsert's column order.
-type ReservationValues<'a> = (i64, &'a str, i64, i64, i64, Option<&'a str>, String);
+type ReservationValues<'a> = (i64, &'a str, i64, i64, i64, Option<&'a str>, String, i64);
 
 /// `($1, ..., $columns), ...` for `rows` rows.
 fn values_sql(columns: usize, rows: usize) -> String {
@@ -573,12 +576,12 @@ fn write_reservations(
     // each id once, so no statement meets an id twice.
     let sql = |n: usize| {
         format!(
-            "INSERT INTO {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines)
+            "INSERT INTO {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions)
              VALUES {}
              ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_ms = EXCLUDED.status_ms,
                deadline_ms = EXCLUDED.deadline_ms, limit_mask = EXCLUDED.limit_mask,
-               customer = EXCLUDED.customer, lines = EXCLUDED.lines",
-            values_sql(7, n)
+               customer = EXCLUDED.customer, lines = EXCLUDED.lines, extensions = EXCLUDED.extensions",
+            values_sql(8, n)
         )
     };
     let full = tx
@@ -599,13 +602,16 @@ fn write_reservations(
                     i64::from(hold.limit_mask),
                     hold.customer.as_deref(),
                     lines,
+                    i64::from(hold.extensions),
                 )
             })
             .collect();
         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            Vec::with_capacity(7 * rows.len());
+            Vec::with_capacity(8 * rows.len());
         for row in &rows {
-            params.extend_from_slice(&[&row.0, &row.1, &row.2, &row.3, &row.4, &row.5, &row.6]);
+            params.extend_from_slice(&[
+                &row.0, &row.1, &row.2, &row.3, &row.4, &row.5, &row.6, &row.7,
+            ]);
         }
         let written = if group.len() == RESERVATIONS_PER_STATEMENT {
             tx.execute(&full, &params)

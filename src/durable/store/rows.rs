@@ -151,6 +151,7 @@ pub(crate) struct ReservationRow {
     pub limit_mask: i64,
     pub customer: Option<String>,
     pub lines: String,
+    pub extensions: i64,
 }
 
 impl ReservationRow {
@@ -169,6 +170,8 @@ impl ReservationRow {
             customer: self.customer.map(Into::into),
             lines: decode_lines(&self.lines)
                 .ok_or_else(|| check.damage(format!("lines {:?}", self.lines)))?,
+            extensions: u8::try_from(self.extensions)
+                .map_err(|_| check.damage(format!("extensions {}", self.extensions)))?,
         };
         settled.holds.insert(id, hold);
         Ok(())

@@ -42,7 +42,8 @@ CREATE TABLE IF NOT EXISTS hotstock_reservations (
     deadline_ms INTEGER NOT NULL,
     limit_mask  INTEGER NOT NULL,
     customer    TEXT,
-    lines       TEXT NOT NULL
+    lines       TEXT NOT NULL,
+    extensions  INTEGER NOT NULL DEFAULT 0
 );
 -- No index over reservations by time: in a sale every purchase is a row,
 -- and a second B-tree insert per row was a third of a checkpoint's cost.
@@ -101,6 +102,11 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
             "low_stock_version",
             "INTEGER NOT NULL DEFAULT 0",
         ),
+        (
+            "hotstock_reservations",
+            "extensions",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
     ];
     for (table, column, kind) in added {
         let mut columns = connection.prepare(&format!("PRAGMA table_info({table})"))?;
@@ -116,7 +122,7 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Reservation rows per upsert statement (7 parameters each, far below
+/// Reservation rows per upsert statement (8 parameters each, far below
 /// SQLite's limit of 32,766).
 const ROWS_PER_STATEMENT: usize = 32;
 
@@ -127,18 +133,18 @@ const ROWS_PER_STATEMENT: usize = 32;
 fn upsert_reservations_sql(rows: usize) -> String {
     assert!((1..=ROWS_PER_STATEMENT).contains(&rows));
     let mut sql = String::from(
-        "INSERT INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines) VALUES ",
+        "INSERT INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions) VALUES ",
     );
     for row in 0..rows {
         if row > 0 {
             sql.push(',');
         }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?)");
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
     }
     sql.push_str(
         " ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
            deadline_ms = excluded.deadline_ms, limit_mask = excluded.limit_mask,
-           customer = excluded.customer, lines = excluded.lines",
+           customer = excluded.customer, lines = excluded.lines, extensions = excluded.extensions",
     );
     sql
 }
@@ -151,7 +157,7 @@ fn bind_reservation(
     hold: &SettledHold,
     lines: &mut String,
 ) -> rusqlite::Result<()> {
-    let first = row * 7 + 1;
+    let first = row * 8 + 1;
     encode_lines_into(lines, &hold.lines);
     statement.raw_bind_parameter(first, as_stored(id))?;
     statement.raw_bind_parameter(first + 1, hold.status.as_str())?;
@@ -161,7 +167,8 @@ fn bind_reservation(
     statement.raw_bind_parameter(first + 5, hold.customer.as_deref())?;
     // Text is copied at bind time (SQLITE_TRANSIENT), so `lines` is free
     // for the next row at once.
-    statement.raw_bind_parameter(first + 6, lines.as_str())
+    statement.raw_bind_parameter(first + 6, lines.as_str())?;
+    statement.raw_bind_parameter(first + 7, i64::from(hold.extensions))
 }
 
 /// Checkpoints in a SQLite file.
@@ -351,7 +358,7 @@ impl Store for SqliteStore {
             &mut settled,
         )?;
         self.load_rows(
-            "SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines \
+            "SELECT id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions \
              FROM hotstock_reservations",
             "reservations",
             |row| {
@@ -363,6 +370,7 @@ impl Store for SqliteStore {
                     limit_mask: row.get(4)?,
                     customer: row.get(5)?,
                     lines: row.get(6)?,
+                    extensions: row.get(7)?,
                 })
             },
             |row, settled| row.load_into(settled),
