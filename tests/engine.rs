@@ -874,3 +874,152 @@ fn only_a_held_reservation_can_be_extended_and_an_expired_one_is_not_revived() {
         Err(EngineError::InvalidTtl { ttl_ms: 0, .. })
     ));
 }
+
+// ---- partial confirm and refund --------------------------------------------
+
+fn amounts(engine: &Engine, id: ReservationId) -> Vec<(u32, u32, u32)> {
+    let record = engine.reservation(id).unwrap();
+    (record.lines.iter().zip(&record.amounts))
+        .map(|(line, a)| (line.quantity, a.confirmed, a.refunded))
+        .collect()
+}
+
+#[test]
+fn a_partial_confirm_sells_part_and_returns_the_rest_at_once_with_its_limit() {
+    let (engine, _) = engine();
+    let tee = engine.put_sku("tee", 10, Some(Some(5)), None).unwrap().0;
+    let mug = stock(&engine, "mug", 4);
+    let cart = [
+        Line {
+            sku: tee,
+            quantity: 4,
+        },
+        Line {
+            sku: mug,
+            quantity: 2,
+        },
+    ];
+    let held = engine
+        .reserve(&Order {
+            lines: &cart,
+            customer: Some("ann"),
+            ..Order::default()
+        })
+        .unwrap();
+    assert_eq!(engine.customer_units(tee, "ann"), 4);
+    // Sell 1 tee; the mug line is not named, so none of it sells.
+    let status = engine.confirm_lines(held.id, &one(tee, 1)).unwrap();
+    assert_eq!(status, HoldStatus::Confirmed);
+    assert_eq!(counts(&engine, tee), (9, 0, 1));
+    assert_eq!(counts(&engine, mug), (4, 0, 0));
+    assert_eq!(engine.customer_units(tee, "ann"), 1, "3 units' limit back");
+    assert_eq!(amounts(&engine, held.id), [(4, 1, 0), (2, 0, 0)]);
+    // A repeat changes nothing, whatever it names.
+    assert_eq!(
+        engine.confirm_lines(held.id, &one(tee, 4)),
+        Ok(HoldStatus::Confirmed)
+    );
+    assert_eq!(engine.confirm(held.id), Ok(HoldStatus::Confirmed));
+    assert_eq!(counts(&engine, tee), (9, 0, 1));
+}
+
+#[test]
+fn partial_refunds_never_return_more_than_was_sold() {
+    let (engine, _) = engine();
+    let tee = engine.put_sku("tee", 10, Some(Some(5)), None).unwrap().0;
+    let bought = engine.purchase(tee, 3, Some("ann")).unwrap();
+    assert_eq!(
+        engine.refund_lines(bought.id, &one(tee, 1)),
+        Ok(HoldStatus::Confirmed),
+        "still a sale of the rest"
+    );
+    assert_eq!(counts(&engine, tee), (8, 0, 2));
+    assert_eq!(engine.customer_units(tee, "ann"), 2);
+    assert_eq!(amounts(&engine, bought.id), [(3, 3, 1)]);
+    assert_eq!(
+        engine.refund_lines(bought.id, &one(tee, 3)),
+        Err(EngineError::ExceedsReservation {
+            id: bought.id,
+            sku: tee,
+            requested: 3,
+            allowed: 2,
+            action: "refunded"
+        })
+    );
+    assert_eq!(
+        engine.refund_lines(bought.id, &one(tee, 0)),
+        Err(EngineError::NothingRequested { action: "refunded" })
+    );
+    // The whole refund gives back what is left, once.
+    assert_eq!(engine.refund(bought.id), Ok(HoldStatus::Refunded));
+    assert_eq!(engine.refund(bought.id), Ok(HoldStatus::Refunded));
+    assert_eq!(counts(&engine, tee), (10, 0, 0));
+    assert_eq!(engine.customer_units(tee, "ann"), 0);
+    assert_eq!(amounts(&engine, bought.id), [(3, 3, 3)]);
+    assert!(matches!(
+        engine.refund_lines(bought.id, &one(tee, 1)),
+        Err(EngineError::InvalidTransition {
+            status: HoldStatus::Refunded,
+            ..
+        })
+    ));
+}
+
+#[test]
+fn partial_requests_that_do_not_fit_the_reservation_change_nothing() {
+    let (engine, clock) = engine();
+    let tee = stock(&engine, "tee", 5);
+    let mug = stock(&engine, "mug", 5);
+    let held = hold(&engine, &one(tee, 2)).unwrap();
+    assert_eq!(
+        engine.confirm_lines(held.id, &one(mug, 1)),
+        Err(EngineError::NotInReservation {
+            id: held.id,
+            sku: mug
+        })
+    );
+    assert_eq!(
+        engine.confirm_lines(held.id, &one(tee, 3)),
+        Err(EngineError::ExceedsReservation {
+            id: held.id,
+            sku: tee,
+            requested: 3,
+            allowed: 2,
+            action: "confirmed"
+        })
+    );
+    let nothing = engine.confirm_lines(held.id, &one(tee, 0)).unwrap_err();
+    assert!(
+        nothing.to_string().contains("or cancel the reservation"),
+        "{nothing}"
+    );
+    let twice = [
+        Line {
+            sku: tee,
+            quantity: 1,
+        },
+        Line {
+            sku: tee,
+            quantity: 1,
+        },
+    ];
+    assert_eq!(
+        engine.confirm_lines(held.id, &twice),
+        Err(EngineError::DuplicateSku { sku: tee })
+    );
+    assert_eq!(counts(&engine, tee), (3, 2, 0));
+    assert_eq!(
+        engine.reservation(held.id).unwrap().status,
+        HoldStatus::Held
+    );
+    // Past the deadline it expires first, as a whole confirm would.
+    clock.advance(engine.config().default_ttl_ms);
+    assert!(matches!(
+        engine.confirm_lines(held.id, &one(tee, 1)),
+        Err(EngineError::InvalidTransition {
+            status: HoldStatus::Expired,
+            ..
+        })
+    ));
+    assert_eq!(counts(&engine, tee), (5, 0, 0));
+}

@@ -3,7 +3,7 @@
 //! flipped, cut short, spliced). The real fuzzer (`fuzz/`) explores further;
 //! this keeps the same checks in every `cargo test`.
 
-use hotstock::core::holds::{HoldStatus, Line, ReservationId};
+use hotstock::core::holds::{HoldStatus, Line, LineChange, ReservationId};
 use hotstock::durable::event::{Event, HoldEvent, KeyEvent, LimitChange};
 use hotstock::durable::journal::fuzzing::check_decoder;
 use hotstock::durable::journal::segment::{append_frame, encode_header};
@@ -63,15 +63,16 @@ fn event() -> impl Strategy<Value = Event> {
             ),
         (
             any::<u64>(),
-            0..7usize,
+            0..8usize,
             any::<u64>(),
             any::<u64>(),
             prop::option::of("[a-z]{1,20}"),
             prop::collection::vec((sku, 1..u32::MAX), 1..=32),
             any::<u8>(),
+            any::<bool>(),
         )
             .prop_map(
-                |(id, transition, at_ms, deadline_ms, customer, lines, extensions)| {
+                |(id, transition, at_ms, deadline_ms, customer, lines, extensions, part)| {
                     use HoldStatus::*;
                     let transitions = [
                         (Some(Held), Held),
@@ -81,6 +82,7 @@ fn event() -> impl Strategy<Value = Event> {
                         (Some(Held), Cancelled),
                         (Some(Held), Expired),
                         (Some(Confirmed), Refunded),
+                        (Some(Confirmed), Confirmed),
                     ];
                     let (from, status) = transitions[transition];
                     // An extension counts itself; other events may carry any
@@ -95,6 +97,7 @@ fn event() -> impl Strategy<Value = Event> {
                     } else {
                         (1u32 << lines.len()) - 1
                     };
+                    let changes = amounts(from, status, &lines, part || transition == 7);
                     Event::Hold(HoldEvent {
                         id: ReservationId::from_u64(id),
                         from,
@@ -108,10 +111,39 @@ fn event() -> impl Strategy<Value = Event> {
                             .map(|(sku, quantity)| Line { sku, quantity })
                             .collect(),
                         extensions,
+                        changes,
                     })
                 }
             ),
     ]
+}
+
+/// Per-line amounts a record in `status` could carry (half its units
+/// sold, then refunded step by step), when `part` and it sold anything.
+fn amounts(
+    from: Option<HoldStatus>,
+    status: HoldStatus,
+    lines: &[(SkuId, u32)],
+    part: bool,
+) -> Option<Vec<LineChange>> {
+    let sold = matches!(status, HoldStatus::Confirmed | HoldStatus::Refunded);
+    (part && sold).then(|| {
+        (lines.iter())
+            .map(|&(_, quantity)| {
+                let confirmed = quantity / 2;
+                let (before, after) = match (from, status) {
+                    (_, HoldStatus::Refunded) => (confirmed / 2, confirmed),
+                    (Some(HoldStatus::Confirmed), _) => (0, confirmed / 2),
+                    _ => (0, 0),
+                };
+                LineChange {
+                    confirmed,
+                    refunded_before: before,
+                    refunded_after: after,
+                }
+            })
+            .collect()
+    })
 }
 
 fn segment(events: &[Event]) -> Vec<u8> {

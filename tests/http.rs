@@ -38,7 +38,10 @@ fn a_whole_sale_and_every_error_over_http() {
     let (status, again) = server.call("GET", &format!("/v1/reservations/{id}"), None, &[]);
     assert_eq!(
         (status, &again["lines"]),
-        (200, &json!([{"sku": "console", "quantity": 1}]))
+        (
+            200,
+            &json!([{"sku": "console", "quantity": 1, "confirmed": 0, "refunded": 0}])
+        )
     );
 
     let confirm = format!("/v1/reservations/{id}/confirm");
@@ -889,6 +892,116 @@ fn a_hold_is_extended_over_http_within_its_caps() {
         &[],
     );
     assert_eq!(status, 404);
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn partial_confirm_and_refund_over_http() {
+    let dir = temp_dir("partial");
+    let server = Server::start(&dir);
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 5})), &[]);
+    server.call("PUT", "/v1/skus/mug", Some(&json!({"available": 5})), &[]);
+    let cart = json!({"lines": [{"sku": "tee", "quantity": 3}, {"sku": "mug", "quantity": 2}]});
+    let (status, hold) = server.call("POST", "/v1/reservations", Some(&cart), &[]);
+    assert_eq!(status, 201, "{hold}");
+    assert_eq!(hold["lines"][0]["confirmed"], 0);
+    let path = format!("/v1/reservations/{}", hold["id"].as_str().unwrap());
+    // Refused requests change nothing.
+    for (bad, code) in [
+        (
+            json!({"lines": [{"sku": "tee", "quantity": 4}]}),
+            "exceeds_reservation",
+        ),
+        (
+            json!({"lines": [{"sku": "tee", "quantity": 0}]}),
+            "invalid_request",
+        ),
+        (json!({"lines": [{"sku": "tee"}]}), "invalid_request"),
+        (json!({"lines": "tee"}), "invalid_request"),
+        (json!({"items": []}), "invalid_request"),
+    ] {
+        let (_, error) = server.call("POST", &format!("{path}/confirm"), Some(&bad), &[]);
+        assert_eq!(error["error"], code, "{bad}: {error}");
+    }
+    assert_eq!(server.call("GET", &path, None, &[]).1["status"], "held");
+    // Confirm 2 tees; the third tee and both mugs go back at once.
+    let part = json!({"lines": [{"sku": "tee", "quantity": 2}]});
+    let (status, confirmed) = server.call("POST", &format!("{path}/confirm"), Some(&part), &[]);
+    assert_eq!(
+        (status, &confirmed["status"]),
+        (200, &json!("confirmed")),
+        "{confirmed}"
+    );
+    assert_eq!(
+        confirmed["lines"],
+        json!([
+            {"sku": "tee", "quantity": 3, "confirmed": 2, "refunded": 0},
+            {"sku": "mug", "quantity": 2, "confirmed": 0, "refunded": 0}
+        ])
+    );
+    let tee = server.call("GET", "/v1/skus/tee", None, &[]).1;
+    assert_eq!(
+        (&tee["available"], &tee["held"], &tee["sold"]),
+        (&json!(3), &json!(0), &json!(2))
+    );
+    assert_eq!(
+        server.call("GET", "/v1/skus/mug", None, &[]).1["available"],
+        5
+    );
+    // Refund one, then more than is left, then the rest.
+    let one = json!({"lines": [{"sku": "tee", "quantity": 1}]});
+    let (status, refunded) = server.call("POST", &format!("{path}/refund"), Some(&one), &[]);
+    assert_eq!(
+        (
+            status,
+            &refunded["status"],
+            &refunded["lines"][0]["refunded"]
+        ),
+        (200, &json!("confirmed"), &json!(1))
+    );
+    let two = json!({"lines": [{"sku": "tee", "quantity": 2}]});
+    let (status, error) = server.call("POST", &format!("{path}/refund"), Some(&two), &[]);
+    assert_eq!(
+        (status, &error["error"], &error["allowed"]),
+        (409, &json!("exceeds_reservation"), &json!(1))
+    );
+    let (status, all) = server.call("POST", &format!("{path}/refund"), None, &[]);
+    assert_eq!(
+        (status, &all["status"], &all["lines"][0]["refunded"]),
+        (200, &json!("refunded"), &json!(2))
+    );
+    assert_eq!(
+        server.call("GET", "/v1/skus/tee", None, &[]).1["available"],
+        5
+    );
+    // The feed tells what was sold and refunded, line by line (read until
+    // all three are there: the feed may trail the answer by a batch).
+    let mut told: Vec<(String, Value, Value)> = Vec::new();
+    let mut after = 0;
+    while told.len() < 3 {
+        let path = format!(
+            "/v1/events?after={after}&sku=tee&type=reservation.confirmed,reservation.refunded&wait_ms=10000"
+        );
+        let page = server.call("GET", &path, None, &[]).1;
+        let events = page["events"].as_array().unwrap();
+        assert!(!events.is_empty(), "an event is missing: {told:?}");
+        after = page["next_after"].as_u64().unwrap();
+        told.extend(events.iter().map(|e| {
+            let line = &e["lines"][0];
+            let kind = e["type"].as_str().unwrap().to_owned();
+            (kind, line["confirmed"].clone(), line["refunded"].clone())
+        }));
+    }
+    let expected = [
+        ("reservation.confirmed", 2, 0),
+        ("reservation.refunded", 2, 1),
+        ("reservation.refunded", 2, 2),
+    ];
+    let expected: Vec<(String, Value, Value)> = (expected.iter())
+        .map(|&(kind, c, r)| (kind.to_owned(), json!(c), json!(r)))
+        .collect();
+    assert_eq!(told, expected);
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -55,6 +55,10 @@ enum Op {
     Cancel(usize),
     Refund(usize),
     Extend(usize, u64),
+    /// Per line of the record, units to confirm or refund (4: leave the
+    /// line out of the request).
+    ConfirmPart(usize, [u32; 4]),
+    RefundPart(usize, [u32; 4]),
     Get(usize),
     Advance(u64),
     RunTimers,
@@ -81,6 +85,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Cancel),
         1 => any::<usize>().prop_map(Op::Refund),
         2 => (any::<usize>(), 0u64..60).prop_map(|(hold, ttl)| Op::Extend(hold, ttl)),
+        2 => (any::<usize>(), [0u32..5, 0..5, 0..5, 0..5]).prop_map(|(h, u)| Op::ConfirmPart(h, u)),
+        2 => (any::<usize>(), [0u32..5, 0..5, 0..5, 0..5]).prop_map(|(h, u)| Op::RefundPart(h, u)),
         1 => any::<usize>().prop_map(Op::Get),
         1 => (0u64..60).prop_map(Op::Advance),
         1 => Just(Op::RunTimers),
@@ -109,6 +115,8 @@ struct ModelHold {
     extensions: u8,
     status: HoldStatus,
     limit_mask: u32,
+    /// Per line: (confirmed, refunded).
+    amounts: Vec<(u32, u32)>,
 }
 
 /// What an idempotency key remembers: the request and its outcome.
@@ -137,7 +145,15 @@ impl Model {
 
     fn release_units(&mut self, hold: usize, from_sold: bool) {
         let h = self.holds[hold].clone();
-        for (index, &(sku, quantity)) in h.lines.iter().enumerate() {
+        for (index, &(sku, held)) in h.lines.iter().enumerate() {
+            // A sale gives back what it sold and has not yet given back.
+            let (confirmed, refunded) = h.amounts[index];
+            let quantity = if from_sold {
+                confirmed - refunded
+            } else {
+                held
+            };
+            self.holds[hold].amounts[index].1 = if from_sold { confirmed } else { 0 };
             let s = &mut self.skus[sku];
             if from_sold {
                 s.sold -= u64::from(quantity);
@@ -181,9 +197,11 @@ impl Model {
         }
         match (status, target) {
             (HoldStatus::Held, HoldStatus::Confirmed) => {
-                for &(sku, quantity) in &self.holds[hold].lines {
+                let lines = self.holds[hold].lines.clone();
+                for (index, &(sku, quantity)) in lines.iter().enumerate() {
                     self.skus[sku].held -= u64::from(quantity);
                     self.skus[sku].sold += u64::from(quantity);
+                    self.holds[hold].amounts[index] = (quantity, 0);
                 }
             }
             (HoldStatus::Held, HoldStatus::Cancelled) => self.release_units(hold, false),
@@ -198,6 +216,76 @@ impl Model {
         }
         self.holds[hold].status = target;
         Ok(target)
+    }
+
+    /// `Engine::confirm_lines` and `refund_lines`, as the docs state them:
+    /// `units[i]` for line `i` (all lines named).
+    fn part(
+        &mut self,
+        hold: usize,
+        units: &[u32],
+        confirm: bool,
+    ) -> Result<HoldStatus, EngineError> {
+        let id = self.holds[hold].id;
+        let action = if confirm { "confirmed" } else { "refunded" };
+        let invalid = |status| EngineError::InvalidTransition {
+            id,
+            status,
+            requested: action,
+        };
+        if self.expire_if_due(hold) {
+            return Err(invalid(HoldStatus::Expired));
+        }
+        let h = self.holds[hold].clone();
+        match (h.status, confirm) {
+            (HoldStatus::Held, true) | (HoldStatus::Confirmed, false) => {}
+            (HoldStatus::Confirmed, true) => return Ok(HoldStatus::Confirmed),
+            (status, _) => return Err(invalid(status)),
+        }
+        for (index, &(sku, quantity)) in h.lines.iter().enumerate() {
+            let (confirmed, refunded) = h.amounts[index];
+            let allowed = if confirm {
+                quantity
+            } else {
+                confirmed - refunded
+            };
+            if units[index] > allowed {
+                return Err(EngineError::ExceedsReservation {
+                    id,
+                    sku: self.sku_id(sku),
+                    requested: units[index],
+                    allowed,
+                    action,
+                });
+            }
+        }
+        if units.iter().all(|&u| u == 0) {
+            return Err(EngineError::NothingRequested { action });
+        }
+        for (index, &(sku, quantity)) in h.lines.iter().enumerate() {
+            let u = units[index];
+            let back = if confirm { quantity - u } else { u };
+            let s = &mut self.skus[sku];
+            if confirm {
+                s.held -= u64::from(quantity);
+                s.sold += u64::from(u);
+                self.holds[hold].amounts[index] = (u, 0);
+            } else {
+                s.sold -= u64::from(u);
+                self.holds[hold].amounts[index].1 += u;
+            }
+            s.available += u64::from(back);
+            if h.limit_mask & (1 << index) != 0 && back > 0 {
+                *self.ledger.get_mut(&(sku, h.customer.unwrap())).unwrap() -= back;
+            }
+        }
+        let all_back = (self.holds[hold].amounts.iter()).all(|&(c, r)| c == r);
+        self.holds[hold].status = if !confirm && all_back {
+            HoldStatus::Refunded
+        } else {
+            HoldStatus::Confirmed
+        };
+        Ok(self.holds[hold].status)
     }
 
     /// `Engine::extend`, as the docs state it.
@@ -453,12 +541,44 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(got, want, "step {}", step);
             }
+            Op::ConfirmPart(index, asked) | Op::RefundPart(index, asked) => {
+                let confirm = matches!(op, Op::ConfirmPart(..));
+                let hold = pick(&model.holds, index);
+                let id = hold.map_or(unknown, |h| model.holds[h].id);
+                let record_lines = hold.map_or(vec![], |h| model.holds[h].lines.clone());
+                // Lines asked 4 are left out of the request (they count 0).
+                let request: Vec<Line> = (record_lines.iter().zip(asked))
+                    .filter(|&(_, u)| u != 4)
+                    .map(|(&(s, _), u)| Line {
+                        sku: model.sku_id(s),
+                        quantity: u,
+                    })
+                    .collect();
+                let units: Vec<u32> = (0..record_lines.len())
+                    .map(|i| if asked[i] == 4 { 0 } else { asked[i] })
+                    .collect();
+                let got = if confirm {
+                    engine.confirm_lines(id, &request)
+                } else {
+                    engine.refund_lines(id, &request)
+                };
+                let want = match hold {
+                    None => Err(EngineError::UnknownReservation { id }),
+                    Some(h) => model.part(h, &units, confirm),
+                };
+                prop_assert_eq!(got, want, "step {}", step);
+            }
             Op::Get(index) => {
                 let hold = pick(&model.holds, index);
                 let id = hold.map_or(unknown, |h| model.holds[h].id);
-                let got = engine
-                    .reservation(id)
-                    .map(|d| (d.status, d.lines, d.deadline_ms, d.extensions));
+                let got = engine.reservation(id).map(|d| {
+                    let amounts: Vec<(u32, u32)> = d
+                        .amounts
+                        .iter()
+                        .map(|a| (a.confirmed, a.refunded))
+                        .collect();
+                    (d.status, d.lines, d.deadline_ms, d.extensions, amounts)
+                });
                 let want = match hold {
                     None => Err(EngineError::UnknownReservation { id }),
                     Some(h) => {
@@ -472,7 +592,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 quantity: q,
                             })
                             .collect();
-                        Ok((m.status, lines, m.deadline, m.extensions))
+                        Ok((m.status, lines, m.deadline, m.extensions, m.amounts.clone()))
                     }
                 };
                 prop_assert_eq!(got, want, "step {}", step);
@@ -621,6 +741,10 @@ fn model_reserve(
                 deadline: model.now + ttl,
                 created: model.now,
                 extensions: 0,
+                amounts: lines
+                    .iter()
+                    .map(|&(_, q)| (if confirm { q } else { 0 }, 0))
+                    .collect(),
                 status: initial(confirm),
                 limit_mask,
             });

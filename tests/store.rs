@@ -123,6 +123,14 @@ fn sqlite_round_trips_rows_written_many_per_statement() {
             })
             .collect(),
         extensions: (id % 4) as u8,
+        amounts: (id % 5 == 0).then(|| {
+            (0..1 + id % 3)
+                .map(|l| hotstock::core::types::LineAmounts {
+                    confirmed: 1 + l as u32,
+                    refunded: (l % 2) as u32,
+                })
+                .collect()
+        }),
     };
     let save = |store: &mut SqliteStore, holds: Vec<(u64, SettledHold)>| {
         let mut checkpoint = Checkpoint {

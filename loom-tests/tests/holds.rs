@@ -58,6 +58,7 @@ impl World {
             created_ms: 0,
             status,
             extensions: 0,
+            amounts: None,
         };
         let id = world.holds.insert(0, hold, |_| {}).unwrap();
         (Arc::new(world), id)
@@ -281,6 +282,7 @@ fn a_reservation_is_recorded_before_anyone_can_end_it() {
                     created_ms: 0,
                     status: HoldStatus::Held,
                     extensions: 0,
+                    amounts: None,
                 };
                 let record = |_| tape.lock().unwrap().push("created");
                 holds.insert(0, hold, record).unwrap()

@@ -24,7 +24,7 @@
 //! `Engine<S: ChangeSink>` calls the sink by static dispatch: the purchase
 //! path pays no `dyn` call, and [`InMemory`] compiles to nothing.
 
-use super::types::{HoldStatus, Line, ReservationId, SkuId};
+use super::types::{HoldStatus, Line, LineChange, ReservationId, SkuId};
 
 /// A change to a SKU's per-customer limit carried by an operator change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +78,9 @@ pub struct HoldChange<'a> {
     /// `at_ms` still the creation time: a held record's time is when it
     /// was made).
     pub extensions: u8,
+    /// Per line, the amounts before and after a confirm or refund in part
+    /// (and every later change of such a record); `None`: whole lines.
+    pub changes: Option<&'a [LineChange]>,
 }
 
 /// A remembered idempotent outcome.
@@ -93,7 +96,8 @@ pub struct KeyChange<'a> {
 }
 
 /// Whether `from -> to` is a transition the engine can make (`Held ->
-/// Held` is an extension of the deadline).
+/// Held` is an extension of the deadline, `Confirmed -> Confirmed` a
+/// refund of part of a sale).
 pub fn is_transition(from: Option<HoldStatus>, to: HoldStatus) -> bool {
     use HoldStatus::*;
     matches!(
@@ -101,7 +105,7 @@ pub fn is_transition(from: Option<HoldStatus>, to: HoldStatus) -> bool {
         (None, Held)
             | (None, Confirmed)
             | (Some(Held), Held | Confirmed | Cancelled | Expired)
-            | (Some(Confirmed), Refunded)
+            | (Some(Confirmed), Confirmed | Refunded)
     )
 }
 

@@ -121,6 +121,29 @@ pub enum EngineError {
 
     IdempotencyKeyReused,
 
+    /// A partial confirm or refund asked `sku`'s line for more units than
+    /// it can give: held units for a confirm, sold units not yet refunded
+    /// for a refund.
+    ExceedsReservation {
+        id: ReservationId,
+        sku: SkuId,
+        requested: u32,
+        allowed: u32,
+        action: &'static str,
+    },
+
+    /// A partial confirm or refund names a SKU the reservation has no
+    /// line of.
+    NotInReservation {
+        id: ReservationId,
+        sku: SkuId,
+    },
+
+    /// A partial confirm or refund of no unit at all.
+    NothingRequested {
+        action: &'static str,
+    },
+
     /// An extension was refused: the hold was extended `max` times
     /// already, or its deadline is already the latest its total hold time
     /// allows (`latest_ms`).
@@ -290,6 +313,28 @@ impl EngineError {
                 "reservation {id} already expires at {deadline_ms} ms, the latest its total hold \
                  time allows: confirm or cancel it by then"
             ),
+            ExceedsReservation {
+                id,
+                sku: line,
+                requested,
+                allowed,
+                action,
+            } => {
+                write!(f, "reservation {id} cannot have {requested} units of SKU ")?;
+                sku(f, *line)?;
+                write!(f, " {action}: at most {allowed} can be")
+            }
+            NotInReservation { id, sku: line } => {
+                write!(f, "reservation {id} has no line of SKU ")?;
+                sku(f, *line)?;
+                f.write_str(": name only the SKUs it holds")
+            }
+            NothingRequested { action: "confirmed" } => f.write_str(
+                "a confirm of no unit at all: confirm at least one unit, or cancel the reservation",
+            ),
+            NothingRequested { action } => {
+                write!(f, "nothing to be {action}: name at least one unit")
+            }
             IdempotencyKeyReused => f.write_str(
                 "idempotency key was already used for a different request: use a new key for a \
                  new request",

@@ -119,3 +119,48 @@ pub struct Line {
     pub sku: SkuId,
     pub quantity: u32,
 }
+
+/// What became of a line's units: how many were sold (`confirmed`) and how
+/// many of those came back since (`refunded`). A held line has neither; a
+/// cancelled or expired one too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LineAmounts {
+    pub confirmed: u32,
+    pub refunded: u32,
+}
+
+/// One line's amounts across one transition: what was sold (unchanged by
+/// a refund), and what had been refunded before and after it. The journal
+/// carries it so the fold can move counts by a difference, without looking
+/// the record up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LineChange {
+    pub confirmed: u32,
+    pub refunded_before: u32,
+    pub refunded_after: u32,
+}
+
+impl LineChange {
+    /// The line's amounts after the change.
+    pub fn after(self) -> LineAmounts {
+        LineAmounts {
+            confirmed: self.confirmed,
+            refunded: self.refunded_after,
+        }
+    }
+
+    /// The amounts of a line of `quantity` units in `status` when nothing
+    /// was partial: all sold on confirm, all back on refund.
+    pub fn whole(status: HoldStatus, from: Option<HoldStatus>, quantity: u32) -> LineChange {
+        let sold = matches!(status, HoldStatus::Confirmed | HoldStatus::Refunded);
+        LineChange {
+            confirmed: if sold { quantity } else { 0 },
+            refunded_before: 0,
+            refunded_after: if status == HoldStatus::Refunded && from.is_some() {
+                quantity
+            } else {
+                0
+            },
+        }
+    }
+}

@@ -24,7 +24,7 @@ use crate::core::change::{Change, HoldChange, KeyChange};
 use crate::core::limits::{
     MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES,
 };
-use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};
+use crate::core::types::{HoldStatus, Line, LineChange, ReservationId, SkuId};
 
 /// One engine change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -84,6 +84,9 @@ pub struct HoldEvent {
     pub lines: Vec<Line>,
     /// Times the deadline was extended (`held -> held` is an extension).
     pub extensions: u8,
+    /// Per line, the amounts before and after a confirm or refund in part
+    /// (`confirmed -> confirmed` is a refund of part); `None`: whole lines.
+    pub changes: Option<Vec<LineChange>>,
 }
 
 /// Why a payload is not an event.
@@ -109,6 +112,10 @@ const LOW_STOCK: u8 = 6;
 /// the number of extensions (at least 1). Plain holds keep the shorter
 /// `HOLD` form, so a sale's events are unchanged.
 const HOLD_EXTENDED: u8 = 7;
+/// A hold event of a record confirmed or refunded in part: the
+/// `HOLD_EXTENDED` body (its count may be 0) followed, per line, by the
+/// units confirmed, refunded before and refunded after (u32 each).
+const HOLD_PARTS: u8 = 8;
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -209,10 +216,10 @@ fn encode_hold(h: &HoldChange<'_>, out: &mut Vec<u8>) {
         h.from != Some(HoldStatus::Held) || h.status != HoldStatus::Held || h.extensions > 0,
         "an extension counts itself"
     );
-    out.push(if h.extensions == 0 {
-        HOLD
-    } else {
-        HOLD_EXTENDED
+    out.push(match (h.changes, h.extensions) {
+        (Some(_), _) => HOLD_PARTS,
+        (None, 0) => HOLD,
+        (None, _) => HOLD_EXTENDED,
     });
     out.extend_from_slice(&h.id.as_u64().to_le_bytes());
     out.push(h.from.map_or(0, status_code));
@@ -228,7 +235,15 @@ fn encode_hold(h: &HoldChange<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(&line.sku.index().to_le_bytes());
         out.extend_from_slice(&line.quantity.to_le_bytes());
     }
-    if h.extensions > 0 {
+    if let Some(changes) = h.changes {
+        debug_assert_eq!(changes.len(), lines.len());
+        out.push(h.extensions);
+        for change in changes {
+            out.extend_from_slice(&change.confirmed.to_le_bytes());
+            out.extend_from_slice(&change.refunded_before.to_le_bytes());
+            out.extend_from_slice(&change.refunded_after.to_le_bytes());
+        }
+    } else if h.extensions > 0 {
         out.push(h.extensions);
     }
 }
@@ -269,6 +284,7 @@ impl Event {
                 customer: h.customer.as_deref(),
                 lines: &h.lines,
                 extensions: h.extensions,
+                changes: h.changes.as_deref(),
             }),
             Event::Idempotency(k) => Change::Idempotency(KeyChange {
                 key: &k.key,
@@ -355,8 +371,8 @@ impl Event {
                     expires_at_ms,
                 })
             }
-            kind @ (HOLD | HOLD_EXTENDED) => {
-                let hold = parse_hold(r.0, kind == HOLD_EXTENDED)?;
+            kind @ (HOLD | HOLD_EXTENDED | HOLD_PARTS) => {
+                let hold = parse_hold(r.0, kind)?;
                 r.0 = &[];
                 Event::Hold(HoldEvent {
                     id: hold.id,
@@ -368,6 +384,7 @@ impl Event {
                     customer: hold.customer.map(Into::into),
                     lines: hold.lines().collect(),
                     extensions: hold.extensions,
+                    changes: hold.has_changes().then(|| hold.changes().collect()),
                 })
             }
             kind => return Err(DecodeError::UnknownKind(kind)),
@@ -393,11 +410,36 @@ pub struct HoldRef<'a> {
     pub extensions: u8,
     /// `(sku u32, quantity u32)` pairs, already checked.
     raw_lines: &'a [u8],
+    /// `(confirmed, refunded before, refunded after)` u32 triples, one per
+    /// line, already checked; empty for whole lines.
+    raw_changes: &'a [u8],
 }
 
 impl HoldRef<'_> {
     pub fn line_count(&self) -> usize {
         self.raw_lines.len() / 8
+    }
+
+    /// Whether the event carries per-line amounts (a confirm or refund in
+    /// part).
+    pub fn has_changes(&self) -> bool {
+        !self.raw_changes.is_empty()
+    }
+
+    /// Per line, its amounts across this event: as carried, or what whole
+    /// lines imply.
+    pub fn changes(&self) -> impl Iterator<Item = LineChange> + '_ {
+        let carried = self.raw_changes.chunks_exact(12).map(|triple| LineChange {
+            confirmed: le32(&triple[0..4]),
+            refunded_before: le32(&triple[4..8]),
+            refunded_after: le32(&triple[8..12]),
+        });
+        let (status, from) = (self.status, self.from);
+        let whole = self
+            .lines()
+            .map(move |line| LineChange::whole(status, from, line.quantity));
+        let has = self.has_changes();
+        carried.chain(whole.filter(move |_| !has))
     }
 
     pub fn lines(&self) -> impl Iterator<Item = Line> + '_ {
@@ -412,16 +454,21 @@ impl HoldRef<'_> {
 /// kinds).
 pub fn decode_hold_ref(payload: &[u8]) -> Result<Option<HoldRef<'_>>, DecodeError> {
     match payload.first() {
-        Some(&HOLD) => parse_hold(&payload[1..], false).map(Some),
-        Some(&HOLD_EXTENDED) => parse_hold(&payload[1..], true).map(Some),
+        Some(&kind @ (HOLD | HOLD_EXTENDED | HOLD_PARTS)) => {
+            parse_hold(&payload[1..], kind).map(Some)
+        }
         Some(_) => Ok(None),
         None => Err(DecodeError::Truncated),
     }
 }
 
-/// The body of a hold event (after its kind byte), which must fill `body`;
-/// `extended`: a `HOLD_EXTENDED` body, with its count of extensions last.
-fn parse_hold(body: &[u8], extended: bool) -> Result<HoldRef<'_>, DecodeError> {
+fn le32(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]])
+}
+
+/// The body of a hold event of `kind` (after its kind byte), which must
+/// fill `body`.
+fn parse_hold(body: &[u8], kind: u8) -> Result<HoldRef<'_>, DecodeError> {
     let mut r = Reader(body);
     let id = ReservationId::from_u64(r.u64()?);
     let from = match r.u8()? {
@@ -456,13 +503,23 @@ fn parse_hold(body: &[u8], extended: bool) -> Result<HoldRef<'_>, DecodeError> {
             "limit mask names a line that does not exist",
         ));
     }
-    let extensions = if extended { r.u8()? } else { 0 };
-    if extended && extensions == 0 {
+    let extensions = if kind == HOLD { 0 } else { r.u8()? };
+    if kind == HOLD_EXTENDED && extensions == 0 {
         return Err(DecodeError::Invalid("extended hold with no extension"));
     }
     if from == Some(HoldStatus::Held) && status == HoldStatus::Held && extensions == 0 {
         return Err(DecodeError::Invalid("hold transition"));
     }
+    let raw_changes = if kind == HOLD_PARTS {
+        let raw = r.take(count * 12)?;
+        check_changes(raw, raw_lines, status)?;
+        raw
+    } else {
+        if from == Some(HoldStatus::Confirmed) && status == HoldStatus::Confirmed {
+            return Err(DecodeError::Invalid("hold transition"));
+        }
+        &[]
+    };
     match r.0.len() {
         0 => Ok(HoldRef {
             id,
@@ -474,9 +531,38 @@ fn parse_hold(body: &[u8], extended: bool) -> Result<HoldRef<'_>, DecodeError> {
             customer,
             extensions,
             raw_lines,
+            raw_changes,
         }),
         trailing => Err(DecodeError::Trailing(trailing)),
     }
+}
+
+/// Per-line amounts that a record in `status` could have: sold at most
+/// what was held, refunds only growing and at most what was sold, some
+/// refund in a refund of part, and (for a record only held, cancelled or
+/// expired, which are never partial) none at all.
+fn check_changes(raw: &[u8], raw_lines: &[u8], status: HoldStatus) -> Result<(), DecodeError> {
+    if matches!(
+        status,
+        HoldStatus::Held | HoldStatus::Cancelled | HoldStatus::Expired
+    ) {
+        return Err(DecodeError::Invalid(
+            "amounts on a record that sold nothing",
+        ));
+    }
+    for (triple, pair) in raw.chunks_exact(12).zip(raw_lines.chunks_exact(8)) {
+        let (quantity, confirmed) = (le32(&pair[4..8]), le32(&triple[0..4]));
+        let (before, after) = (le32(&triple[4..8]), le32(&triple[8..12]));
+        if confirmed > quantity || before > after || after > confirmed {
+            return Err(DecodeError::Invalid("line amounts"));
+        }
+        if status == HoldStatus::Refunded && after != confirmed {
+            return Err(DecodeError::Invalid(
+                "a refunded line with units still sold",
+            ));
+        }
+    }
+    Ok(())
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -597,6 +683,7 @@ mod tests {
                 },
             ],
             extensions: 0,
+            changes: None,
         }));
         for (from, status) in [
             (HoldStatus::Held, HoldStatus::Held),
@@ -614,8 +701,93 @@ mod tests {
                     sku: SkuId::from_index(4),
                     quantity: 1,
                 }],
+                changes: None,
                 extensions: 3,
             }));
+        }
+    }
+
+    #[test]
+    fn partial_amounts_round_trip_and_impossible_ones_are_refused() {
+        let event = |from, status, changes: Vec<LineChange>| {
+            Event::Hold(HoldEvent {
+                id: ReservationId::from_u64(78),
+                from,
+                status,
+                at_ms: 5,
+                deadline_ms: 600_005,
+                limit_mask: 0b11,
+                customer: Some("ann".into()),
+                lines: vec![
+                    Line {
+                        sku: SkuId::from_index(4),
+                        quantity: 3,
+                    },
+                    Line {
+                        sku: SkuId::from_index(5),
+                        quantity: 2,
+                    },
+                ],
+                extensions: 0,
+                changes: Some(changes),
+            })
+        };
+        let change = |confirmed, refunded_before, refunded_after| LineChange {
+            confirmed,
+            refunded_before,
+            refunded_after,
+        };
+        use HoldStatus::{Confirmed, Held, Refunded};
+        round_trip(event(
+            Some(Held),
+            Confirmed,
+            vec![change(2, 0, 0), change(0, 0, 0)],
+        ));
+        round_trip(event(
+            Some(Confirmed),
+            Confirmed,
+            vec![change(2, 0, 1), change(0, 0, 0)],
+        ));
+        round_trip(event(
+            Some(Confirmed),
+            Refunded,
+            vec![change(2, 1, 2), change(1, 0, 1)],
+        ));
+        for (from, status, changes, why) in [
+            (
+                Some(Held),
+                Confirmed,
+                vec![change(4, 0, 0), change(0, 0, 0)],
+                "line amounts",
+            ),
+            (
+                Some(Confirmed),
+                Confirmed,
+                vec![change(2, 1, 0), change(0, 0, 0)],
+                "line amounts",
+            ),
+            (
+                Some(Confirmed),
+                Confirmed,
+                vec![change(2, 0, 3), change(0, 0, 0)],
+                "line amounts",
+            ),
+            (
+                Some(Confirmed),
+                Refunded,
+                vec![change(2, 0, 1), change(0, 0, 0)],
+                "a refunded line with units still sold",
+            ),
+            (
+                Some(Held),
+                HoldStatus::Cancelled,
+                vec![change(0, 0, 0), change(0, 0, 0)],
+                "amounts on a record that sold nothing",
+            ),
+        ] {
+            let mut bytes = Vec::new();
+            event(from, status, changes).encode(&mut bytes);
+            assert_eq!(Event::decode(&bytes), Err(DecodeError::Invalid(why)));
         }
     }
 
@@ -635,6 +807,7 @@ mod tests {
                 quantity: 1,
             }],
             extensions: 1,
+            changes: None,
         })
         .encode(&mut bytes);
         // As a plain hold event (kind 4, no count): held -> held is no

@@ -559,6 +559,7 @@ pub(super) fn restore_engine<S: ChangeSink>(
             created_ms: hold.at_ms,
             status: HoldStatus::Held,
             extensions: hold.extensions,
+            amounts: hold.amounts.as_deref(),
         };
         let id = ReservationId::from_u64(id);
         engine.restore_reservation(id, record, hold.status, hold.at_ms);

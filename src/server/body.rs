@@ -89,27 +89,8 @@ impl FieldsOrder {
             body,
             &["lines", "customer", "ttl_ms", "confirm", "idempotency_key"],
         )?;
-        let raw_lines = match fields.take("lines") {
-            Some(Value::Array(lines)) => lines,
-            Some(_) => return Err(ApiError::invalid("field \"lines\" must be an array")),
-            None => return Err(ApiError::invalid("field \"lines\" is required")),
-        };
-        check_line_count(raw_lines.len())?;
-        let mut lines = Vec::with_capacity(raw_lines.len());
-        for (index, raw) in raw_lines.into_iter().enumerate() {
-            let Value::Object(line) = raw else {
-                return Err(ApiError::invalid(format!("line {index} must be an object")));
-            };
-            let mut line =
-                Fields::new(line, &["sku", "quantity"]).map_err(|e| e.with("line", index))?;
-            let name = line
-                .string("sku")?
-                .ok_or_else(|| ApiError::invalid(format!("line {index} needs a \"sku\"")))?;
-            let quantity = line
-                .u64("quantity")?
-                .ok_or_else(|| ApiError::invalid(format!("line {index} needs a \"quantity\"")))?;
-            lines.push((name, quantity));
-        }
+        let lines = read_lines(&mut fields)?
+            .ok_or_else(|| ApiError::invalid("field \"lines\" is required"))?;
         Ok(FieldsOrder {
             lines,
             customer: fields.string("customer")?,
@@ -118,6 +99,33 @@ impl FieldsOrder {
             idempotency_key: fields.string("idempotency_key")?,
         })
     }
+}
+
+/// A body's `"lines"`: `[{"sku": name, "quantity": n}, ...]`, at most a
+/// cart's worth; `None` when the field is absent.
+pub fn read_lines(fields: &mut Fields) -> Result<Option<Vec<(String, u64)>>, ApiError> {
+    let raw_lines = match fields.take("lines") {
+        Some(Value::Array(lines)) => lines,
+        Some(Value::Null) | None => return Ok(None),
+        Some(_) => return Err(ApiError::invalid("field \"lines\" must be an array")),
+    };
+    check_line_count(raw_lines.len())?;
+    let mut lines = Vec::with_capacity(raw_lines.len());
+    for (index, raw) in raw_lines.into_iter().enumerate() {
+        let Value::Object(line) = raw else {
+            return Err(ApiError::invalid(format!("line {index} must be an object")));
+        };
+        let mut line =
+            Fields::new(line, &["sku", "quantity"]).map_err(|e| e.with("line", index))?;
+        let name = line
+            .string("sku")?
+            .ok_or_else(|| ApiError::invalid(format!("line {index} needs a \"sku\"")))?;
+        let quantity = line
+            .u64("quantity")?
+            .ok_or_else(|| ApiError::invalid(format!("line {index} needs a \"quantity\"")))?;
+        lines.push((name, quantity));
+    }
+    Ok(Some(lines))
 }
 
 /// The cart size limit, checked before any line is read.

@@ -88,11 +88,13 @@ pub enum Code {
     PositionAhead,
     /// A hold extension past its caps (409).
     ExtensionRefused,
+    /// A confirm or refund of more units than a line can give (409).
+    ExceedsReservation,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 21] = [
+    pub const ALL: [Code; 22] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -114,6 +116,7 @@ impl Code {
         Code::Gone,
         Code::PositionAhead,
         Code::ExtensionRefused,
+        Code::ExceedsReservation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -139,6 +142,7 @@ impl Code {
             Code::Gone => "gone",
             Code::PositionAhead => "position_ahead",
             Code::ExtensionRefused => "extension_refused",
+            Code::ExceedsReservation => "exceeds_reservation",
         }
     }
 
@@ -295,6 +299,24 @@ impl ApiError {
                     .with("max_extensions", max)
                     .with("expires_at_ms", deadline_ms)
             }
+            EngineError::ExceedsReservation {
+                id,
+                sku: line,
+                requested,
+                allowed,
+                ..
+            } => {
+                let message = error_with_public_id(&message, id, &public_id);
+                ApiError::new(StatusCode::CONFLICT, Code::ExceedsReservation, message)
+                    .with("sku", sku(line))
+                    .with("requested", requested)
+                    .with("allowed", allowed)
+            }
+            EngineError::NotInReservation { id, sku: line } => {
+                ApiError::invalid(error_with_public_id(&message, id, &public_id))
+                    .with("sku", sku(line))
+            }
+            EngineError::NothingRequested { .. } => ApiError::invalid(message),
             EngineError::UnknownSku { name } => {
                 status(StatusCode::NOT_FOUND, Code::UnknownSku).with("sku", &*name)
             }

@@ -345,6 +345,11 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
             out.extend_from_slice(b"{\"sku\":");
             string(out, sku);
             number(out, "quantity", i64::from(*quantity));
+            // A record confirmed or refunded in part says how much.
+            if let Some(amounts) = r.amounts.as_ref().and_then(|a| a.get(i)) {
+                number(out, "confirmed", i64::from(amounts.confirmed));
+                number(out, "refunded", i64::from(amounts.refunded));
+            }
             out.push(b'}');
         }
         out.push(b']');
@@ -456,6 +461,7 @@ mod tests {
                 status: HoldStatus::Held,
                 customer: Some("an\"n\\\n".into()),
                 lines: vec![("a:b".into(), 2), ("c".into(), 1)],
+                amounts: None,
                 deadline_ms: 11,
             })),
             operator: Some(FeedOperator {

@@ -6,7 +6,10 @@ use hyper::StatusCode;
 
 use super::api::Api;
 use super::auth::Scope;
-use super::body::{check_line_count, parse_order, read_body, read_json, Fields, OrderFields};
+use super::body::{
+    check_line_count, parse_object, parse_order, read_body, read_json, read_lines, Fields,
+    OrderFields,
+};
 use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
 use super::response::{reservation_json, write_new_reservation};
 use super::route::Route;
@@ -177,28 +180,60 @@ impl Api {
         Ok(json_response(StatusCode::OK, &json))
     }
 
-    /// `POST /v1/reservations/{id}/confirm|cancel|refund`
+    /// `POST /v1/reservations/{id}/confirm|cancel|refund`; confirm and
+    /// refund take an optional body `{"lines": [{"sku", "quantity"}]}`
+    /// naming how many units of each line (absent: all of them).
     pub(super) async fn transition(
         &self,
         route: Route,
         text: &str,
+        body: Incoming,
         scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
         let id = self.decode_id(text)?;
+        let bytes = read_body(body).await?;
+        let lines = match route {
+            Route::ReservationCancel => None,
+            _ => self.part_lines(&bytes)?,
+        };
         if let Scope::Customer(_) = scope {
             // A reservation's customer never changes, so checking it before
             // the transition is as good as checking it under the lock. A
             // service (any customer's) skips the read: nothing to check.
             self.visible(id, scope)?;
         }
-        let outcome = match route {
-            Route::ReservationConfirm => self.engine.confirm(id),
-            Route::ReservationCancel => self.engine.cancel(id),
-            _ => self.engine.refund(id),
+        let outcome = match (route, &lines) {
+            (Route::ReservationConfirm, None) => self.engine.confirm(id),
+            (Route::ReservationConfirm, Some(lines)) => self.engine.confirm_lines(id, lines),
+            (Route::ReservationCancel, _) => self.engine.cancel(id),
+            (_, None) => self.engine.refund(id),
+            (_, Some(lines)) => self.engine.refund_lines(id, lines),
         };
         outcome.map_err(|e| self.engine_error(e))?;
         self.acknowledge().await?;
         self.reservation_response(StatusCode::OK, id)
+    }
+
+    /// The lines of a confirm or refund body, resolved; `None` for no body
+    /// (or no `"lines"`): the whole transition.
+    fn part_lines(&self, bytes: &[u8]) -> Result<Option<Vec<Line>>, ApiError> {
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let mut fields = Fields::new(parse_object(bytes)?, &["lines"])?;
+        let Some(named) = read_lines(&mut fields)? else {
+            return Ok(None);
+        };
+        let mut lines = Vec::with_capacity(named.len());
+        for (index, (name, quantity)) in named.iter().enumerate() {
+            let quantity = u32::try_from(*quantity)
+                .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
+            lines.push(Line {
+                sku: self.sku_id(name)?,
+                quantity,
+            });
+        }
+        Ok(Some(lines))
     }
 
     /// `POST /v1/reservations/{id}/extend` with `{"ttl_ms": N}`: the hold

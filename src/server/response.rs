@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use super::order_body::ScannedLine;
 use crate::core::engine::{Receipt, SkuDocument};
 use crate::core::holds::HoldDocument;
-use crate::core::types::SkuId;
+use crate::core::types::{HoldStatus, SkuId};
 
 pub fn sku_json(document: &SkuDocument) -> Value {
     json!({
@@ -27,10 +27,11 @@ pub fn reservation_json<'a>(
     id: &str,
     name: impl Fn(SkuId) -> Option<&'a str>,
 ) -> Value {
-    let lines: Vec<Value> = document
-        .lines
-        .iter()
-        .map(|l| json!({"sku": name(l.sku), "quantity": l.quantity}))
+    let lines: Vec<Value> = (document.lines.iter().zip(&document.amounts))
+        .map(|(l, a)| {
+            json!({"sku": name(l.sku), "quantity": l.quantity,
+                   "confirmed": a.confirmed, "refunded": a.refunded})
+        })
         .collect();
     json!({
         "id": id,
@@ -67,9 +68,16 @@ pub fn write_new_reservation(
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(b"{\"quantity\":");
+        // A purchase sold every unit; a hold none yet.
+        let confirmed = match receipt.status {
+            HoldStatus::Confirmed => line.quantity,
+            _ => 0,
+        };
+        out.extend_from_slice(b"{\"confirmed\":");
+        out.extend_from_slice(number.format(confirmed).as_bytes());
+        out.extend_from_slice(b",\"quantity\":");
         out.extend_from_slice(number.format(line.quantity).as_bytes());
-        out.extend_from_slice(b",\"sku\":\"");
+        out.extend_from_slice(b",\"refunded\":0,\"sku\":\"");
         // The name was just found in the catalogue, whose names are
         // `[A-Za-z0-9._~:-]`: nothing to escape.
         debug_assert!(!line

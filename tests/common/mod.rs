@@ -43,6 +43,7 @@ pub fn store_prunes_reservations_by_status_and_age(
             quantity: 1,
         }],
         extensions: 0,
+        amounts: None,
     };
     // (id, status, status time): ended rows are old before 1_000, confirmed
     // rows before 2_000.

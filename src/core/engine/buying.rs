@@ -18,7 +18,7 @@ use crate::core::ledger::OverLimit;
 use crate::core::limits::{
     MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
 };
-use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};
+use crate::core::types::{HoldStatus, Line, LineChange, ReservationId, SkuId};
 
 impl<S: ChangeSink> Engine<S> {
     /// Reserves (or, with `confirm`, buys) every line of `order`, or none.
@@ -260,6 +260,7 @@ impl<S: ChangeSink> Engine<S> {
             created_ms: now_ms,
             status,
             extensions: 0,
+            amounts: None,
         };
         let publish = |id| {
             let change = HoldChange {
@@ -272,6 +273,7 @@ impl<S: ChangeSink> Engine<S> {
                 customer: order.customer,
                 lines: order.lines,
                 extensions: 0,
+                changes: None,
             };
             self.record(hint, Change::Hold(change));
         };
@@ -390,13 +392,66 @@ impl<S: ChangeSink> Engine<S> {
             .transition(id, transition, now_ms, |how, hold| {
                 self.settle(how, hold, hint, now_ms)
             })
+            .map_err(|error| transition_error(id, transition, error))
+    }
+
+    /// held → confirmed for `lines` only (per SKU of the reservation, how
+    /// many units are sold): every other held unit, of these lines and of
+    /// lines not named, returns to stock at once. Repeating a confirm
+    /// answers `Ok(Confirmed)` and changes nothing.
+    pub fn confirm_lines(
+        &self,
+        id: ReservationId,
+        lines: &[Line],
+    ) -> Result<HoldStatus, EngineError> {
+        self.transition_part(id, Transition::Confirm, lines)
+    }
+
+    /// Gives back `lines` (per SKU, how many units) of a confirmed sale;
+    /// never more than was sold and not yet refunded. The reservation stays
+    /// `confirmed` (refundable again for the rest) until every sold unit is
+    /// back, then it is `refunded`. Each call refunds again: a client that
+    /// retries must read the reservation's `refunded` first.
+    pub fn refund_lines(
+        &self,
+        id: ReservationId,
+        lines: &[Line],
+    ) -> Result<HoldStatus, EngineError> {
+        self.transition_part(id, Transition::Refund, lines)
+    }
+
+    fn transition_part(
+        &self,
+        id: ReservationId,
+        transition: Transition,
+        lines: &[Line],
+    ) -> Result<HoldStatus, EngineError> {
+        if lines.len() > MAX_LINES_PER_CART {
+            return Err(EngineError::TooManyLines { lines: lines.len() });
+        }
+        for (index, line) in lines.iter().enumerate() {
+            if line.quantity > MAX_LINE_QUANTITY {
+                return Err(EngineError::InvalidQuantity {
+                    quantity: u64::from(line.quantity),
+                });
+            }
+            if lines[..index].iter().any(|earlier| earlier.sku == line.sku) {
+                return Err(EngineError::DuplicateSku { sku: line.sku });
+            }
+        }
+        self.check_storage()?;
+        let hint = stripe_hint();
+        let now_ms = self.clock.now_ms();
+        self.sink.make_room(hint);
+        let settle = |how, hold: HoldView<'_>| self.settle(how, hold, hint, now_ms);
+        self.holds
+            .transition_part(id, transition, Some(lines), now_ms, settle)
             .map_err(|error| match error {
-                TransitionError::Unknown => EngineError::UnknownReservation { id },
-                TransitionError::Invalid { status } => EngineError::InvalidTransition {
+                TransitionError::NotInReservation { index } => EngineError::NotInReservation {
                     id,
-                    status,
-                    requested: transition.verb(),
+                    sku: lines[index].sku,
                 },
+                other => transition_error(id, transition, other),
             })
     }
 
@@ -408,6 +463,9 @@ impl<S: ChangeSink> Engine<S> {
             Settle::Refund => HoldStatus::Confirmed,
         };
         self.record(hint, Change::Hold(hold_change(&hold, from, now_ms)));
+        if let Some(changes) = hold.changes {
+            return self.settle_part(how, &hold, changes, hint);
+        }
         for (index, line) in hold.lines.iter().enumerate() {
             let Ok(cell) = self.cell(line.sku) else {
                 debug_assert!(
@@ -433,6 +491,74 @@ impl<S: ChangeSink> Engine<S> {
     }
 }
 
+impl<S: ChangeSink> Engine<S> {
+    /// `settle` for a confirm or refund in part: a confirm sells each
+    /// line's confirmed units and gives the rest back (with their limit
+    /// counts); a refund gives back what it refunds.
+    fn settle_part(&self, how: Settle, hold: &HoldView<'_>, changes: &[LineChange], hint: usize) {
+        debug_assert_eq!(changes.len(), hold.lines.len());
+        for (index, (line, change)) in hold.lines.iter().zip(changes).enumerate() {
+            let Ok(cell) = self.cell(line.sku) else {
+                debug_assert!(false, "reservation {} names an unknown SKU", hold.id);
+                continue;
+            };
+            let back = match how {
+                Settle::Confirm => {
+                    cell.confirm_held(u64::from(change.confirmed), hint);
+                    let back = line.quantity - change.confirmed;
+                    cell.release_held(u64::from(back), hint);
+                    back
+                }
+                Settle::Refund => {
+                    let back = change.refunded_after - change.refunded_before;
+                    cell.refund_sold(u64::from(back), hint);
+                    back
+                }
+                Settle::Release => {
+                    debug_assert!(false, "a release is never partial");
+                    continue;
+                }
+            };
+            if back > 0 && hold.limit_mask & (1 << index) != 0 {
+                if let Some(customer) = hold.customer {
+                    self.ledger.release(line.sku, customer, back);
+                }
+            }
+        }
+    }
+}
+
+fn transition_error(
+    id: ReservationId,
+    transition: Transition,
+    error: TransitionError,
+) -> EngineError {
+    match error {
+        TransitionError::Unknown => EngineError::UnknownReservation { id },
+        TransitionError::Invalid { status } => EngineError::InvalidTransition {
+            id,
+            status,
+            requested: transition.verb(),
+        },
+        TransitionError::Exceeds {
+            sku,
+            requested,
+            allowed,
+        } => EngineError::ExceedsReservation {
+            id,
+            sku,
+            requested,
+            allowed,
+            action: transition.verb(),
+        },
+        TransitionError::Nothing => EngineError::NothingRequested {
+            action: transition.verb(),
+        },
+        // Mapped by the caller, which knows the request's lines.
+        TransitionError::NotInReservation { .. } => EngineError::UnknownReservation { id },
+    }
+}
+
 /// The change `hold` (as it is now) made from status `from`, at `at_ms`.
 fn hold_change<'a>(hold: &HoldView<'a>, from: HoldStatus, at_ms: u64) -> HoldChange<'a> {
     HoldChange {
@@ -445,6 +571,7 @@ fn hold_change<'a>(hold: &HoldView<'a>, from: HoldStatus, at_ms: u64) -> HoldCha
         customer: hold.customer.map(|c| &**c),
         lines: hold.lines,
         extensions: hold.extensions,
+        changes: hold.changes,
     }
 }
 

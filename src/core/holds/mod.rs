@@ -52,7 +52,7 @@ use crossbeam_utils::CachePadded;
 
 use super::limits::{MAX_TIMER_WORK_PER_SHARD, SHARDS};
 use super::sync::{AtomicU32, Mutex, Ordering};
-pub use super::types::{HoldStatus, Line, ReservationId};
+pub use super::types::{HoldStatus, Line, LineAmounts, LineChange, ReservationId};
 
 /// A record's lines; one line (the common case) is stored inline.
 #[derive(Clone, Debug)]
@@ -93,6 +93,10 @@ pub struct NewHold<'a> {
     pub status: HoldStatus,
     /// Extensions so far (0 for a new record; recovery restores it).
     pub extensions: u8,
+    /// Per line, what was sold and refunded, for a record that was
+    /// confirmed or refunded in part (recovery restores it); `None` when
+    /// its status says it all.
+    pub amounts: Option<&'a [LineAmounts]>,
 }
 
 /// How long records stay after they end or are confirmed.
@@ -129,6 +133,10 @@ pub struct HoldView<'a> {
     pub limit_mask: u32,
     /// Times its deadline was extended.
     pub extensions: u8,
+    /// Per line, the amounts before and after this transition when it was
+    /// partial or the record already was; `None`: whole lines (all sold on
+    /// confirm, all back on refund).
+    pub changes: Option<&'a [LineChange]>,
 }
 
 /// A requested transition.
@@ -165,6 +173,21 @@ pub enum TransitionError {
     Invalid {
         status: HoldStatus,
     },
+    /// A partial confirm or refund asks the line of `sku` for more units
+    /// than it has to give (`allowed`: held units, or sold units not yet
+    /// refunded).
+    Exceeds {
+        sku: super::types::SkuId,
+        requested: u32,
+        allowed: u32,
+    },
+    /// A partial confirm or refund names a SKU the record has no line of.
+    NotInReservation {
+        index: usize,
+    },
+    /// A partial confirm or refund of no unit at all (a confirm of nothing
+    /// is a cancel; say so).
+    Nothing,
 }
 
 /// What an extension may do (`EngineConfig` holds the shop's values).
@@ -208,6 +231,8 @@ pub struct HoldDocument {
     pub customer: Option<Arc<str>>,
     pub deadline_ms: u64,
     pub extensions: u8,
+    /// Per line: sold and refunded units.
+    pub amounts: Vec<LineAmounts>,
 }
 
 #[derive(Debug)]
@@ -217,6 +242,10 @@ struct HoldRecord {
     deadline_ms: u64,
     limit_mask: u32,
     extensions: u8,
+    /// Confirmed or refunded in part: its amounts are in the shard's
+    /// `partial` map (kept out of the record, which stays within the memory
+    /// budget; a sale's records never need it).
+    partial: bool,
     status: HoldStatus,
 }
 
@@ -228,11 +257,28 @@ impl HoldRecord {
             deadline_ms: hold.deadline_ms,
             limit_mask: hold.limit_mask,
             extensions: hold.extensions,
+            partial: hold.amounts.is_some(),
             status,
         }
     }
 
-    fn document(&self, id: ReservationId) -> HoldDocument {
+    /// Line `index`'s amounts: from `partial` (the shard's entry for this
+    /// record) when it has one, else what its status implies.
+    fn amounts(&self, index: usize, partial: Option<&[LineAmounts]>) -> LineAmounts {
+        match partial.and_then(|amounts| amounts.get(index)) {
+            Some(amounts) => *amounts,
+            None => {
+                let quantity = self.lines.as_slice()[index].quantity;
+                let whole = LineChange::whole(self.status, Some(HoldStatus::Confirmed), quantity);
+                LineAmounts {
+                    confirmed: whole.confirmed,
+                    refunded: whole.refunded_after,
+                }
+            }
+        }
+    }
+
+    fn document(&self, id: ReservationId, partial: Option<&[LineAmounts]>) -> HoldDocument {
         HoldDocument {
             id,
             status: self.status,
@@ -240,6 +286,9 @@ impl HoldRecord {
             customer: self.customer.clone(),
             deadline_ms: self.deadline_ms,
             extensions: self.extensions,
+            amounts: (0..self.lines.as_slice().len())
+                .map(|index| self.amounts(index, partial))
+                .collect(),
         }
     }
 }
@@ -275,6 +324,8 @@ struct HoldShard {
     /// Confirmed records in the order they were confirmed, with when:
     /// pruned after the refund window.
     confirmed: VecDeque<(u64, ReservationId)>,
+    /// The amounts of records confirmed or refunded in part, by slot.
+    partial: hashbrown::HashMap<u32, Box<[LineAmounts]>, foldhash::fast::RandomState>,
 }
 
 impl HoldShard {
@@ -292,6 +343,16 @@ impl HoldShard {
             return None;
         }
         slot.record.as_ref()
+    }
+
+    /// Record `id` as readers see it.
+    fn document(&self, id: ReservationId) -> Option<HoldDocument> {
+        let record = self.record(id)?;
+        let partial = record
+            .partial
+            .then(|| self.partial.get(&(id.slot() as u32)))
+            .flatten();
+        Some(record.document(id, partial.map(|a| &**a)))
     }
 }
 
@@ -448,6 +509,12 @@ impl HoldTable {
         if record.status == target {
             return Ok(target);
         }
+        if record.partial && transition == Transition::Refund {
+            // Its amounts are not what its status implies: refund what is
+            // left, by the partial path (which checks everything again).
+            drop(guard);
+            return self.transition_part(id, transition, None, now_ms, settle);
+        }
         let effect = match (record.status, transition) {
             (HoldStatus::Held, Transition::Confirm) => Settle::Confirm,
             (HoldStatus::Held, Transition::Cancel) => Settle::Release,
@@ -460,6 +527,91 @@ impl HoldTable {
             shard.ended.push_back((now_ms, id));
         } else {
             shard.confirmed.push_back((now_ms, id));
+        }
+        Ok(target)
+    }
+
+    /// A confirm or refund of part of record `id`: `requested` names, per
+    /// SKU of the record, how many units (sold, for a confirm of a held
+    /// record: a line's other units, and lines not named, return to stock
+    /// at once; given back, for a refund of a confirmed one). `None`: all
+    /// of them (the whole transition, or the rest of a partial record).
+    /// `settle` gets the per-line amounts before and after in
+    /// `HoldView::changes`. A confirm that sells every held unit, or a
+    /// refund that gives back every sold one, ends as the whole transition
+    /// does; a refund of part leaves the record `Confirmed`, refundable
+    /// again up to what is left. Repeating a confirm on a confirmed record
+    /// answers `Ok` and changes nothing, as `transition` does.
+    pub fn transition_part(
+        &self,
+        id: ReservationId,
+        transition: Transition,
+        requested: Option<&[Line]>,
+        now_ms: u64,
+        mut settle: impl FnMut(Settle, HoldView<'_>),
+    ) -> Result<HoldStatus, TransitionError> {
+        debug_assert!(
+            transition != Transition::Cancel,
+            "a cancel is never partial"
+        );
+        let mut guard = self.shards[id.shard()].lock();
+        let HoldShard {
+            slots,
+            partial: partials,
+            ended,
+            confirmed,
+            ..
+        } = &mut *guard;
+        let slot_key = id.slot() as u32;
+        let record = slots
+            .get_mut(id.slot())
+            .filter(|slot| slot.generation == id.generation())
+            .and_then(|slot| slot.record.as_mut())
+            .ok_or(TransitionError::Unknown)?;
+        if record.status == HoldStatus::Held && now_ms >= record.deadline_ms {
+            record.status = HoldStatus::Expired;
+            settle(Settle::Release, view(id, record));
+            ended.push_back((now_ms, id));
+            return Err(TransitionError::Invalid {
+                status: HoldStatus::Expired,
+            });
+        }
+        let how = match (record.status, transition) {
+            (HoldStatus::Held, Transition::Confirm) => Settle::Confirm,
+            (HoldStatus::Confirmed, Transition::Refund) => Settle::Refund,
+            (HoldStatus::Confirmed, Transition::Confirm) => return Ok(HoldStatus::Confirmed),
+            (status, _) => return Err(TransitionError::Invalid { status }),
+        };
+        let so_far = record.partial.then(|| partials.get(&slot_key)).flatten();
+        let changes = part_changes(record, so_far.map(|a| &**a), transition, requested)?;
+        let whole = match transition {
+            Transition::Confirm => changes
+                .iter()
+                .zip(record.lines.as_slice())
+                .all(|(c, line)| c.confirmed == line.quantity),
+            _ => changes.iter().all(|c| c.refunded_after == c.confirmed),
+        };
+        let target = match transition {
+            Transition::Refund if whole => HoldStatus::Refunded,
+            _ => HoldStatus::Confirmed,
+        };
+        let from = record.status;
+        record.status = target;
+        // Whole lines of a record never partial: its status says it all,
+        // and the journal and the map need nothing more.
+        let plain = whole && !record.partial;
+        record.partial = !plain;
+        let mut seen = view(id, record);
+        seen.changes = (!plain).then_some(&changes[..]);
+        settle(how, seen);
+        if !plain {
+            let amounts = changes.iter().copied().map(LineChange::after);
+            partials.insert(slot_key, amounts.collect());
+        }
+        match (from, target) {
+            (HoldStatus::Held, _) => confirmed.push_back((now_ms, id)),
+            (_, HoldStatus::Refunded) => ended.push_back((now_ms, id)),
+            _ => {}
         }
         Ok(target)
     }
@@ -560,7 +712,7 @@ impl HoldTable {
             settle(Settle::Release, view(id, record));
             shard.ended.push_back((now_ms, id));
         }
-        shard.record(id).map(|record| record.document(id))
+        shard.document(id)
     }
 
     /// Expires held records whose deadline is at or before `now_ms`, and
@@ -624,6 +776,10 @@ impl HoldTable {
         slot.generation = id.generation();
         let deadline_ms = hold.deadline_ms;
         slot.held_ms = held_ms(deadline_ms, hold.created_ms);
+        if let Some(amounts) = hold.amounts {
+            shard.partial.insert(id.slot() as u32, amounts.into());
+        }
+        let slot = &mut shard.slots[id.slot()];
         slot.record = Some(HoldRecord::new(hold, status));
         shard.live += 1;
         match status {
@@ -660,13 +816,76 @@ impl HoldTable {
         for (shard_index, shard) in self.shards.iter().enumerate() {
             let shard = shard.lock();
             for (slot_index, slot) in shard.slots.iter().enumerate() {
-                let Some(record) = slot.record.as_ref() else {
-                    continue;
-                };
-                f(record.document(ReservationId::new(slot.generation, shard_index, slot_index)));
+                let id = ReservationId::new(slot.generation, shard_index, slot_index);
+                if let Some(document) = shard.document(id) {
+                    f(document);
+                }
             }
         }
     }
+}
+
+/// The per-line amounts a partial confirm or refund of `requested` makes
+/// of `record` (amounts so far in `partial`), checked: every SKU named is
+/// one of the record's, a confirm sells at most what each line holds, a
+/// refund gives back at most what each line sold and has not yet given
+/// back, and either moves at least one unit. `None`: every unit it can.
+fn part_changes(
+    record: &HoldRecord,
+    partial: Option<&[LineAmounts]>,
+    transition: Transition,
+    requested: Option<&[Line]>,
+) -> Result<Vec<LineChange>, TransitionError> {
+    let lines = record.lines.as_slice();
+    if let Some(requested) = requested {
+        let stranger = requested
+            .iter()
+            .position(|asked| !lines.iter().any(|line| line.sku == asked.sku));
+        if let Some(index) = stranger {
+            return Err(TransitionError::NotInReservation { index });
+        }
+    }
+    let mut changes = Vec::with_capacity(lines.len());
+    let mut moved = 0u64;
+    for (index, line) in lines.iter().enumerate() {
+        let now = record.amounts(index, partial);
+        let all = match transition {
+            Transition::Confirm => line.quantity,
+            _ => now.confirmed - now.refunded,
+        };
+        let asked = match requested {
+            None => all,
+            Some(requested) => requested
+                .iter()
+                .find(|asked| asked.sku == line.sku)
+                .map_or(0, |asked| asked.quantity),
+        };
+        moved += u64::from(asked);
+        let change = match transition {
+            Transition::Confirm => LineChange {
+                confirmed: asked,
+                refunded_before: 0,
+                refunded_after: 0,
+            },
+            _ => LineChange {
+                confirmed: now.confirmed,
+                refunded_before: now.refunded,
+                refunded_after: now.refunded.saturating_add(asked),
+            },
+        };
+        if asked > all {
+            return Err(TransitionError::Exceeds {
+                sku: line.sku,
+                requested: asked,
+                allowed: all,
+            });
+        }
+        changes.push(change);
+    }
+    if moved == 0 {
+        return Err(TransitionError::Nothing);
+    }
+    Ok(changes)
 }
 
 fn view(id: ReservationId, record: &HoldRecord) -> HoldView<'_> {
@@ -678,6 +897,7 @@ fn view(id: ReservationId, record: &HoldRecord) -> HoldView<'_> {
         customer: record.customer.as_ref(),
         limit_mask: record.limit_mask,
         extensions: record.extensions,
+        changes: None,
     }
 }
 

@@ -88,6 +88,7 @@ pub(super) fn prune(
             continue;
         }
         slot.record = None;
+        shard.partial.remove(&(id.slot() as u32));
         // A new generation makes the old id unknown rather than an alias of
         // whatever record reuses the slot.
         slot.generation = next_generation(slot.generation, floor);

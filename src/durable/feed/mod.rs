@@ -35,11 +35,11 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::core::limits::FEED_EVENTS_IN_MEMORY;
 use crate::core::public_id::PublicIds;
-use crate::core::types::HoldStatus;
+use crate::core::types::{HoldStatus, LineAmounts, LineChange};
 use crate::durable::event::{Event, HoldEvent, LimitChange};
 use crate::durable::journal::segment::{self, Position};
 use crate::durable::journal::DurableBatch;
-use crate::durable::settled::Settled;
+use crate::durable::settled::{effect, Settled};
 
 /// What happened. The text forms are the contract's `type` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,6 +107,8 @@ impl FeedKind {
     fn of_transition(from: Option<HoldStatus>, status: HoldStatus) -> FeedKind {
         match (from, status) {
             (None, _) => FeedKind::ReservationCreated,
+            // A refund of part: still confirmed for the rest.
+            (Some(HoldStatus::Confirmed), HoldStatus::Confirmed) => FeedKind::ReservationRefunded,
             (_, HoldStatus::Confirmed) => FeedKind::ReservationConfirmed,
             (_, HoldStatus::Cancelled) => FeedKind::ReservationCancelled,
             (_, HoldStatus::Expired) => FeedKind::ReservationExpired,
@@ -137,6 +139,9 @@ pub struct FeedReservation {
     pub customer: Option<Box<str>>,
     /// (SKU name, quantity), in the reservation's order.
     pub lines: Vec<(Arc<str>, u32)>,
+    /// Per line, sold and refunded units after the change, for a record
+    /// confirmed or refunded in part; `None`: what `status` implies.
+    pub amounts: Option<Vec<LineAmounts>>,
     pub deadline_ms: u64,
 }
 
@@ -610,16 +615,20 @@ impl FeedInner {
     /// then one event per line SKU (a SKU twice in a cart is refused by the
     /// engine, so each SKU has one line).
     fn make_hold(&mut self, hold: HoldEvent, at_ms: u64) {
-        let (from_held, from_sold) = effect(hold.from);
-        let (to_held, to_sold) = effect(Some(hold.status));
         let mut before = Vec::with_capacity(hold.lines.len());
-        for line in &hold.lines {
+        for (i, line) in hold.lines.iter().enumerate() {
             let index = line.sku.index() as usize;
             before.push(self.counts(index));
-            let q = i64::from(line.quantity);
+            let change = match &hold.changes {
+                Some(changes) => changes[i],
+                None => LineChange::whole(hold.status, hold.from, line.quantity),
+            };
+            let (q, c) = (line.quantity, change.confirmed);
+            let (from_held, from_sold, _) = effect(hold.from, q, c, change.refunded_before);
+            let (to_held, to_sold, _) = effect(Some(hold.status), q, c, change.refunded_after);
             self.update(index, |c| {
-                let held = q * (to_held - from_held);
-                let sold = q * (to_sold - from_sold);
+                let held = to_held - from_held;
+                let sold = to_sold - from_sold;
                 c.held += held;
                 c.sold += sold;
                 c.available -= held + sold;
@@ -635,6 +644,10 @@ impl FeedInner {
                 .iter()
                 .map(|line| (self.name(line.sku.index() as usize), line.quantity))
                 .collect(),
+            amounts: hold.changes.as_ref().map(|changes| {
+                let amounts = changes.iter().copied().map(LineChange::after);
+                amounts.collect()
+            }),
             deadline_ms: hold.deadline_ms,
         });
         let kind = FeedKind::of_transition(hold.from, hold.status);
@@ -733,15 +746,6 @@ enum Detail {
 /// Whether `available` is below the threshold (never without one).
 fn is_low(available: i64, threshold: Option<u32>) -> bool {
     threshold.is_some_and(|t| available < i64::from(t))
-}
-
-/// (held, sold) units a status keeps per unit of a line.
-fn effect(status: Option<HoldStatus>) -> (i64, i64) {
-    match status {
-        Some(HoldStatus::Held) => (1, 0),
-        Some(HoldStatus::Confirmed) => (0, 1),
-        _ => (0, 0),
-    }
 }
 
 #[cfg(test)]

@@ -44,6 +44,7 @@ fn hold(id: u64, from: Option<HoldStatus>, status: HoldStatus, quantity: u32) ->
         customer: Some("ann".into()),
         lines: vec![Line { sku: SKU, quantity }],
         extensions: 0,
+        changes: None,
     })
 }
 

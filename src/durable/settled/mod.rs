@@ -15,8 +15,12 @@
 //! | status | held | sold | customer limit |
 //! |---|---|---|---|
 //! | held | +q | | +q |
-//! | confirmed | | +q | +q |
+//! | confirmed | | +(c - r) | +(c - r) |
 //! | cancelled, expired, refunded | | | |
+//!
+//! where a line of `q` units had `c` confirmed (sold) and `r` refunded: `q`
+//! and 0 for whole lines; a confirm or refund in part carries both, before
+//! and after, so the difference still needs no lookup.
 //!
 //! `available` is never stored in the fold: it is `received - held - sold`.
 //!
@@ -32,7 +36,7 @@ use std::collections::{HashMap, HashSet};
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
-use crate::core::holds::{HoldStatus, Line};
+use crate::core::holds::{HoldStatus, Line, LineAmounts, LineChange};
 use crate::durable::event::{
     decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, KeyEvent, LimitChange,
 };
@@ -74,6 +78,9 @@ pub struct SettledHold {
     pub lines: Vec<Line>,
     /// Times its deadline was extended.
     pub extensions: u8,
+    /// Per line, sold and refunded units of a record confirmed or refunded
+    /// in part; `None`: what its status implies.
+    pub amounts: Option<Vec<LineAmounts>>,
 }
 
 impl SettledHold {
@@ -82,13 +89,20 @@ impl SettledHold {
     /// only moves it later). The journal's causal prefix means two rows of
     /// a hold are always so ordered.
     pub fn supersedes(&self, other: &SettledHold) -> bool {
-        order_key(self.status, self.deadline_ms) > order_key(other.status, other.deadline_ms)
+        self.order_key() > other.order_key()
+    }
+
+    fn order_key(&self) -> (u8, u64, u64) {
+        let refunded = self.amounts.iter().flatten().map(|a| u64::from(a.refunded));
+        order_key(self.status, self.deadline_ms, refunded.sum())
     }
 }
 
-/// Where a hold event lies on its hold's path (see `SettledHold::supersedes`).
-fn order_key(status: HoldStatus, deadline_ms: u64) -> (u8, u64) {
-    (rank(status), deadline_ms)
+/// Where a hold event lies on its hold's path (see `SettledHold::supersedes`):
+/// by status, then deadline (extensions move it later), then units refunded
+/// (refunds of part only add).
+fn order_key(status: HoldStatus, deadline_ms: u64, refunded: u64) -> (u8, u64, u64) {
+    (rank(status), deadline_ms, refunded)
 }
 
 /// Everything recovery needs, as of `position`.
@@ -132,6 +146,7 @@ pub struct Settled {
 struct RowLog {
     rows: Vec<LoggedRow>,
     lines: Vec<Line>,
+    amounts: Vec<LineAmounts>,
     customers: String,
 }
 
@@ -144,6 +159,11 @@ struct LoggedRow {
     limit_mask: u32,
     extensions: u8,
     lines: (u32, u32),
+    /// Where its amounts are in `RowLog::amounts` (same length as its
+    /// lines), for a record confirmed or refunded in part.
+    amounts: Option<u32>,
+    /// Units refunded so far, for the order of its rows.
+    refunded: u64,
     customer: Option<(u32, u32)>,
 }
 
@@ -156,6 +176,12 @@ impl RowLog {
             self.customers.push_str(c);
             (start, self.customers.len() as u32)
         });
+        let amounts = hold.has_changes().then(|| {
+            let start = self.amounts.len() as u32;
+            self.amounts.extend(hold.changes().map(LineChange::after));
+            start
+        });
+        let refunded = hold.changes().map(|c| u64::from(c.refunded_after)).sum();
         self.rows.push(LoggedRow {
             id: hold.id.as_u64(),
             status: hold.status,
@@ -164,6 +190,8 @@ impl RowLog {
             limit_mask: hold.limit_mask,
             extensions: hold.extensions,
             lines: (first_line, self.lines.len() as u32),
+            amounts,
+            refunded,
             customer,
         });
     }
@@ -175,10 +203,8 @@ impl RowLog {
         // runs per batch (each CPU's lane holds ids in slot order), which
         // it merges instead of partitioning from scratch.
         self.rows.sort_by_key(|row| {
-            (
-                row.id,
-                std::cmp::Reverse(order_key(row.status, row.deadline_ms)),
-            )
+            let key = order_key(row.status, row.deadline_ms, row.refunded);
+            (row.id, std::cmp::Reverse(key))
         });
         let mut out: Vec<(u64, SettledHold)> = Vec::new();
         let mut last_id = None;
@@ -200,11 +226,16 @@ impl RowLog {
                         .map(|(a, b)| self.customers[a as usize..b as usize].into()),
                     lines: self.lines[from as usize..to as usize].to_vec(),
                     extensions: row.extensions,
+                    amounts: row.amounts.map(|start| {
+                        let start = start as usize;
+                        self.amounts[start..start + (to - from) as usize].to_vec()
+                    }),
                 },
             ));
         }
         self.rows.clear();
         self.lines.clear();
+        self.amounts.clear();
         self.customers.clear();
         out
     }
@@ -265,11 +296,18 @@ fn rank(status: HoldStatus) -> u8 {
     }
 }
 
-/// (held, sold, limit) units a status keeps per unit of a line.
-fn effect(status: Option<HoldStatus>) -> (i64, i64, i64) {
+/// (held, sold, limit) units a line of `quantity` keeps in `status`, with
+/// `confirmed` of them sold and `refunded` of those back.
+pub(crate) fn effect(
+    status: Option<HoldStatus>,
+    quantity: u32,
+    confirmed: u32,
+    refunded: u32,
+) -> (i64, i64, i64) {
+    let kept = i64::from(confirmed) - i64::from(refunded);
     match status {
-        Some(HoldStatus::Held) => (1, 0, 1),
-        Some(HoldStatus::Confirmed) => (0, 1, 1),
+        Some(HoldStatus::Held) => (i64::from(quantity), 0, i64::from(quantity)),
+        Some(HoldStatus::Confirmed) => (0, kept, kept),
         _ => (0, 0, 0),
     }
 }
@@ -326,7 +364,7 @@ impl Settled {
     pub fn apply_frame(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
         match decode_hold_ref(payload)? {
             Some(hold) => {
-                let lines = hold.lines();
+                let lines = hold.lines().zip(hold.changes());
                 self.fold_counts(
                     hold.from,
                     hold.status,
@@ -347,22 +385,21 @@ impl Settled {
         &mut self,
         from: Option<HoldStatus>,
         to: HoldStatus,
-        lines: impl Iterator<Item = Line>,
+        lines: impl Iterator<Item = (Line, LineChange)>,
         limit_mask: u32,
         customer: Option<&str>,
     ) {
-        let (from_held, from_sold, from_limit) = effect(from);
-        let (to_held, to_sold, to_limit) = effect(Some(to));
-        for (index, line) in lines.enumerate() {
-            let q = i64::from(line.quantity);
+        for (index, (line, change)) in lines.enumerate() {
+            let (q, c) = (line.quantity, change.confirmed);
+            let (from_held, from_sold, from_limit) = effect(from, q, c, change.refunded_before);
+            let (to_held, to_sold, to_limit) = effect(Some(to), q, c, change.refunded_after);
             let sku = self.sku_mut(line.sku.index());
-            sku.held += q * (to_held - from_held);
-            sku.sold += q * (to_sold - from_sold);
+            sku.held += to_held - from_held;
+            sku.sold += to_sold - from_sold;
             if to_limit != from_limit && limit_mask & (1 << index) != 0 {
                 if let Some(customer) = customer {
                     let key = (line.sku.index(), Box::<str>::from(customer));
-                    *self.customer_units.entry(key.clone()).or_default() +=
-                        q * (to_limit - from_limit);
+                    *self.customer_units.entry(key.clone()).or_default() += to_limit - from_limit;
                     self.dirty_customers.insert(key);
                 }
             }
@@ -370,7 +407,13 @@ impl Settled {
     }
 
     fn apply_hold(&mut self, event: HoldEvent) {
-        let lines = event.lines.iter().copied();
+        let changes: Vec<LineChange> = match &event.changes {
+            Some(changes) => changes.clone(),
+            None => (event.lines.iter())
+                .map(|line| LineChange::whole(event.status, event.from, line.quantity))
+                .collect(),
+        };
+        let lines = event.lines.iter().copied().zip(changes);
         self.fold_counts(
             event.from,
             event.status,
@@ -387,6 +430,10 @@ impl Settled {
             customer: event.customer,
             lines: event.lines,
             extensions: event.extensions,
+            amounts: event.changes.map(|changes| {
+                let amounts = changes.iter().copied().map(LineChange::after);
+                amounts.collect()
+            }),
         };
         match self.holds.entry(id) {
             std::collections::hash_map::Entry::Vacant(slot) => {

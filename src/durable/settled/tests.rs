@@ -16,6 +16,7 @@ fn hold(from: Option<HoldStatus>, status: HoldStatus) -> Event {
             quantity: 2,
         }],
         extensions: 0,
+        changes: None,
     })
 }
 

@@ -12,7 +12,7 @@ pub mod postgres;
 pub mod rows;
 pub mod sqlite;
 
-use crate::core::holds::{HoldStatus, Line};
+use crate::core::holds::{HoldStatus, Line, LineAmounts};
 use crate::durable::event::status_from_code;
 use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled};
@@ -99,14 +99,19 @@ pub(crate) fn following_boot(previous: Option<i64>) -> u32 {
 #[cfg(test)]
 fn encode_lines(lines: &[Line]) -> String {
     let mut out = String::new();
-    encode_lines_into(&mut out, lines);
+    encode_hold_lines_into(&mut out, lines, None);
     out
 }
 
-/// Reservation lines as stored (`sku:quantity` pairs joined by commas),
-/// into a buffer the caller reuses: a checkpoint in a sale writes one per
+/// A reservation row's lines: `sku:qty` each, or `sku:qty:confirmed:refunded`
+/// for a record confirmed or refunded in part, joined by commas, into a
+/// buffer the caller reuses: a checkpoint in a sale writes one per
 /// purchase, so neither an allocation nor `fmt` per row.
-pub(crate) fn encode_lines_into(out: &mut String, lines: &[Line]) {
+pub(crate) fn encode_hold_lines_into(
+    out: &mut String,
+    lines: &[Line],
+    amounts: Option<&[LineAmounts]>,
+) {
     out.clear();
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {
@@ -115,6 +120,49 @@ pub(crate) fn encode_lines_into(out: &mut String, lines: &[Line]) {
         push_decimal(out, u64::from(line.sku.index()));
         out.push(':');
         push_decimal(out, u64::from(line.quantity));
+        if let Some(amounts) = amounts.and_then(|a| a.get(i)) {
+            out.push(':');
+            push_decimal(out, u64::from(amounts.confirmed));
+            out.push(':');
+            push_decimal(out, u64::from(amounts.refunded));
+        }
+    }
+}
+
+/// The lines of a reservation row and, when every line has them, their
+/// amounts (`encode_hold_lines_into`). `None` for a malformed text.
+pub(crate) fn decode_hold_lines(text: &str) -> Option<(Vec<Line>, Option<Vec<LineAmounts>>)> {
+    let mut lines = Vec::new();
+    let mut amounts = Vec::new();
+    for part in text.split(',') {
+        let mut fields = part.split(':');
+        let sku: u32 = fields.next()?.parse().ok()?;
+        let quantity: u32 = fields.next()?.parse().ok()?;
+        if quantity == 0 {
+            return None;
+        }
+        lines.push(Line {
+            sku: SkuId::from_index(sku),
+            quantity,
+        });
+        match (fields.next(), fields.next(), fields.next()) {
+            (None, _, _) => {}
+            (Some(confirmed), Some(refunded), None) => {
+                let confirmed: u32 = confirmed.parse().ok()?;
+                let refunded: u32 = refunded.parse().ok()?;
+                (confirmed <= quantity && refunded <= confirmed).then_some(())?;
+                amounts.push(LineAmounts {
+                    confirmed,
+                    refunded,
+                });
+            }
+            _ => return None,
+        }
+    }
+    match amounts.len() {
+        0 => Some((lines, None)),
+        n if n == lines.len() => Some((lines, Some(amounts))),
+        _ => None,
     }
 }
 
@@ -134,17 +182,9 @@ pub(crate) fn push_decimal(out: &mut String, mut value: u64) {
     }
 }
 
-pub(crate) fn decode_lines(text: &str) -> Option<Vec<Line>> {
-    text.split(',')
-        .map(|pair| {
-            let (sku, quantity) = pair.split_once(':')?;
-            let quantity: u32 = quantity.parse().ok()?;
-            (quantity > 0).then_some(Line {
-                sku: SkuId::from_index(sku.parse().ok()?),
-                quantity,
-            })
-        })
-        .collect()
+#[cfg(test)]
+fn decode_lines(text: &str) -> Option<Vec<Line>> {
+    decode_hold_lines(text).and_then(|(lines, amounts)| amounts.is_none().then_some(lines))
 }
 
 pub(crate) fn status_from_name(name: &str) -> Option<HoldStatus> {
@@ -170,13 +210,26 @@ mod tests {
             },
         ];
         assert_eq!(encode_lines(&lines), "3:2,40:1");
-        assert_eq!(decode_lines(&encode_lines(&lines)), Some(lines));
+        assert_eq!(decode_lines(&encode_lines(&lines)), Some(lines.clone()));
+        let amounts = vec![
+            LineAmounts {
+                confirmed: 1,
+                refunded: 0,
+            };
+            lines.len()
+        ];
+        let mut text = String::new();
+        encode_hold_lines_into(&mut text, &lines, Some(&amounts));
+        assert_eq!(decode_hold_lines(&text), Some((lines, Some(amounts))));
+        for bad in ["1:2:3", "1:2:3:1", "1:2:1:0,2:1", "1:2:1:0:0"] {
+            assert_eq!(decode_hold_lines(bad), None, "{bad:?}");
+        }
         let mut buffer = String::from("left over");
         let extremes = [Line {
             sku: SkuId::from_index(0),
             quantity: u32::MAX,
         }];
-        encode_lines_into(&mut buffer, &extremes);
+        encode_hold_lines_into(&mut buffer, &extremes, None);
         assert_eq!(
             buffer,
             format!("0:{}", u32::MAX),

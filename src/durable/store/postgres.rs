@@ -10,7 +10,7 @@ use super::rows::{
     EVENT_COLUMNS,
 };
 use super::{
-    delete_through_by_count, encode_lines_into, id_key_from_halves, id_key_halves, Store,
+    delete_through_by_count, encode_hold_lines_into, id_key_from_halves, id_key_halves, Store,
     StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
 };
 use crate::durable::feed::FeedEvent;
@@ -593,7 +593,7 @@ fn write_reservations(
             .iter()
             .map(|(id, hold)| {
                 let mut lines = String::new();
-                encode_lines_into(&mut lines, &hold.lines);
+                encode_hold_lines_into(&mut lines, &hold.lines, hold.amounts.as_deref());
                 (
                     as_stored(*id),
                     hold.status.as_str(),

@@ -9,10 +9,10 @@
 //! `BIGINT` (`as_stored` / `from_stored`); every other number must fit its
 //! type exactly.
 
-use super::{decode_lines, push_decimal, status_from_name};
+use super::{decode_hold_lines, push_decimal, status_from_name};
 use crate::core::limits::MAX_SKUS;
-use crate::core::types::HoldStatus;
 use crate::core::types::ReservationId;
+use crate::core::types::{HoldStatus, LineAmounts};
 use crate::durable::event::KeyEvent;
 use crate::durable::feed::{FeedCounts, FeedEvent, FeedKind, FeedOperator, FeedReservation};
 use crate::durable::journal::segment::Position;
@@ -161,6 +161,8 @@ impl ReservationRow {
             table: "hotstock_reservations",
             row: format!("id {}", ReservationId::from_u64(id)),
         };
+        let (lines, amounts) = decode_hold_lines(&self.lines)
+            .ok_or_else(|| check.damage(format!("lines {:?}", self.lines)))?;
         let hold = SettledHold {
             status: status_from_name(&self.status)
                 .ok_or_else(|| check.damage(format!("status {:?}", self.status)))?,
@@ -168,10 +170,10 @@ impl ReservationRow {
             deadline_ms: check.non_negative("deadline_ms", self.deadline_ms)?,
             limit_mask: check.fits_u32("limit_mask", self.limit_mask)?,
             customer: self.customer.map(Into::into),
-            lines: decode_lines(&self.lines)
-                .ok_or_else(|| check.damage(format!("lines {:?}", self.lines)))?,
+            lines,
             extensions: u8::try_from(self.extensions)
                 .map_err(|_| check.damage(format!("extensions {}", self.extensions)))?,
+            amounts,
         };
         settled.holds.insert(id, hold);
         Ok(())
@@ -342,7 +344,7 @@ impl EventRow {
             customer: reservation.and_then(|r| r.customer.as_deref().map(String::from)),
             lines: reservation.map(|r| {
                 let mut lines = String::new();
-                encode_feed_lines_into(&mut lines, &r.lines);
+                encode_feed_lines_into(&mut lines, r);
                 lines
             }),
             deadline_ms: reservation.map(|r| r.deadline_ms as i64),
@@ -375,15 +377,23 @@ impl EventRow {
                 })
                 .transpose()
         };
+        let lines = || {
+            decode_feed_lines(self.lines.as_deref().unwrap_or(""))
+                .ok_or_else(|| check.damage("lines are not name:quantity pairs".into()))
+        };
         let reservation = match (&self.reservation, parse_status("status", &self.status)?) {
-            (Some(public_id), Some(status)) => Some(Arc::new(FeedReservation {
-                public_id: public_id.as_str().into(),
-                from: parse_status("from_status", &self.from_status)?,
-                status,
-                customer: self.customer.map(Into::into),
-                lines: decode_feed_lines(self.lines.as_deref().unwrap_or(""))
-                    .ok_or_else(|| check.damage("lines are not name:quantity pairs".into()))?,
-                deadline_ms: check.non_negative("deadline_ms", self.deadline_ms.unwrap_or(0))?,
+            (Some(public_id), Some(status)) => Some(Arc::new({
+                let (lines, amounts) = lines()?;
+                FeedReservation {
+                    public_id: public_id.as_str().into(),
+                    from: parse_status("from_status", &self.from_status)?,
+                    status,
+                    customer: self.customer.map(Into::into),
+                    lines,
+                    amounts,
+                    deadline_ms: check
+                        .non_negative("deadline_ms", self.deadline_ms.unwrap_or(0))?,
+                }
             })),
             (None, None) => None,
             _ => return Err(check.damage("reservation without a status".into())),
@@ -432,15 +442,24 @@ impl EventRow {
 /// A feed event's lines as stored: `name:quantity` pairs joined by commas
 /// (a SKU name may hold `:` but never `,`; the quantity follows the last
 /// `:`), into a buffer the caller reuses.
-pub(crate) fn encode_feed_lines_into(out: &mut String, lines: &[(Arc<str>, u32)]) {
+/// An event's lines as the outbox keeps them: `name:qty` each (names may
+/// hold `:`, quantities not), or `name:qty/confirmed/refunded` for a record
+/// confirmed or refunded in part (names never hold `/`).
+pub(crate) fn encode_feed_lines_into(out: &mut String, r: &FeedReservation) {
     out.clear();
-    for (i, (name, quantity)) in lines.iter().enumerate() {
+    for (i, (name, quantity)) in r.lines.iter().enumerate() {
         if i > 0 {
             out.push(',');
         }
         out.push_str(name);
         out.push(':');
         push_decimal(out, u64::from(*quantity));
+        if let Some(amounts) = r.amounts.as_ref().and_then(|a| a.get(i)) {
+            out.push('/');
+            push_decimal(out, u64::from(amounts.confirmed));
+            out.push('/');
+            push_decimal(out, u64::from(amounts.refunded));
+        }
     }
 }
 
@@ -454,11 +473,28 @@ pub(crate) fn push_event_id(out: &mut String, feed_id: u64, position: u64) {
     push_decimal(out, position);
 }
 
-fn decode_feed_lines(text: &str) -> Option<Vec<(Arc<str>, u32)>> {
-    text.split(',')
-        .map(|pair| {
-            let (name, quantity) = pair.rsplit_once(':')?;
-            Some((Arc::from(name), quantity.parse().ok()?))
-        })
-        .collect()
+/// Lines an outbox row was written with (`encode_feed_lines_into`).
+type FeedLines = (Vec<(Arc<str>, u32)>, Option<Vec<LineAmounts>>);
+
+fn decode_feed_lines(text: &str) -> Option<FeedLines> {
+    let mut lines = Vec::new();
+    let mut amounts = Vec::new();
+    for part in text.split(',') {
+        let (name, numbers) = part.rsplit_once(':')?;
+        let mut numbers = numbers.split('/');
+        lines.push((Arc::from(name), numbers.next()?.parse().ok()?));
+        match (numbers.next(), numbers.next(), numbers.next()) {
+            (None, _, _) => {}
+            (Some(confirmed), Some(refunded), None) => amounts.push(LineAmounts {
+                confirmed: confirmed.parse().ok()?,
+                refunded: refunded.parse().ok()?,
+            }),
+            _ => return None,
+        }
+    }
+    match amounts.len() {
+        0 => Some((lines, None)),
+        n if n == lines.len() => Some((lines, Some(amounts))),
+        _ => None,
+    }
 }

@@ -11,8 +11,8 @@ use super::rows::{
     KeyRow, ReservationRow, SkuRow, EVENT_COLUMNS,
 };
 use super::{
-    delete_through_by_count, encode_lines_into, following_boot, id_key_from_halves, id_key_halves,
-    Store, StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
+    delete_through_by_count, encode_hold_lines_into, following_boot, id_key_from_halves,
+    id_key_halves, Store, StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
 };
 use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled, SettledHold};
@@ -158,7 +158,7 @@ fn bind_reservation(
     lines: &mut String,
 ) -> rusqlite::Result<()> {
     let first = row * 8 + 1;
-    encode_lines_into(lines, &hold.lines);
+    encode_hold_lines_into(lines, &hold.lines, hold.amounts.as_deref());
     statement.raw_bind_parameter(first, as_stored(id))?;
     statement.raw_bind_parameter(first + 1, hold.status.as_str())?;
     statement.raw_bind_parameter(first + 2, hold.at_ms as i64)?;
@@ -546,7 +546,7 @@ fn bind_event(
     statement.raw_bind_parameter(at + 8, counts.received)?;
     let reservation = event.reservation.as_deref();
     if let Some(r) = reservation {
-        encode_feed_lines_into(&mut text.lines, &r.lines);
+        encode_feed_lines_into(&mut text.lines, r);
     }
     statement.raw_bind_parameter(at + 9, reservation.map(|r| &*r.public_id))?;
     statement.raw_bind_parameter(at + 10, reservation.map(|r| r.status.as_str()))?;
