@@ -426,20 +426,14 @@ impl HoldRef<'_> {
         !self.raw_changes.is_empty()
     }
 
-    /// Per line, its amounts across this event: as carried, or what whole
-    /// lines imply.
+    /// Per line, its amounts across this event, as carried (nothing for
+    /// whole lines: see `has_changes`).
     pub fn changes(&self) -> impl Iterator<Item = LineChange> + '_ {
-        let carried = self.raw_changes.chunks_exact(12).map(|triple| LineChange {
+        self.raw_changes.chunks_exact(12).map(|triple| LineChange {
             confirmed: le32(&triple[0..4]),
             refunded_before: le32(&triple[4..8]),
             refunded_after: le32(&triple[8..12]),
-        });
-        let (status, from) = (self.status, self.from);
-        let whole = self
-            .lines()
-            .map(move |line| LineChange::whole(status, from, line.quantity));
-        let has = self.has_changes();
-        carried.chain(whole.filter(move |_| !has))
+        })
     }
 
     pub fn lines(&self) -> impl Iterator<Item = Line> + '_ {
@@ -503,22 +497,27 @@ fn parse_hold(body: &[u8], kind: u8) -> Result<HoldRef<'_>, DecodeError> {
             "limit mask names a line that does not exist",
         ));
     }
-    let extensions = if kind == HOLD { 0 } else { r.u8()? };
-    if kind == HOLD_EXTENDED && extensions == 0 {
-        return Err(DecodeError::Invalid("extended hold with no extension"));
-    }
-    if from == Some(HoldStatus::Held) && status == HoldStatus::Held && extensions == 0 {
-        return Err(DecodeError::Invalid("hold transition"));
-    }
-    let raw_changes = if kind == HOLD_PARTS {
-        let raw = r.take(count * 12)?;
-        check_changes(raw, raw_lines, status)?;
-        raw
-    } else {
-        if from == Some(HoldStatus::Confirmed) && status == HoldStatus::Confirmed {
-            return Err(DecodeError::Invalid("hold transition"));
+    // A plain event is never `held -> held` (an extension) nor
+    // `confirmed -> confirmed` (a refund of part): those carry more.
+    let (extensions, raw_changes): (u8, &[u8]) = match kind {
+        HOLD if from == Some(status) => return Err(DecodeError::Invalid("hold transition")),
+        HOLD => (0, &[]),
+        HOLD_EXTENDED => {
+            let extensions = r.u8()?;
+            if extensions == 0 {
+                return Err(DecodeError::Invalid("extended hold with no extension"));
+            }
+            if from == Some(HoldStatus::Confirmed) && status == HoldStatus::Confirmed {
+                return Err(DecodeError::Invalid("hold transition"));
+            }
+            (extensions, &[])
         }
-        &[]
+        _ => {
+            let extensions = r.u8()?;
+            let raw = r.take(count * 12)?;
+            check_changes(raw, raw_lines, status)?;
+            (extensions, raw)
+        }
     };
     match r.0.len() {
         0 => Ok(HoldRef {

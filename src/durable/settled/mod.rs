@@ -162,8 +162,6 @@ struct LoggedRow {
     /// Where its amounts are in `RowLog::amounts` (same length as its
     /// lines), for a record confirmed or refunded in part.
     amounts: Option<u32>,
-    /// Units refunded so far, for the order of its rows.
-    refunded: u64,
     customer: Option<(u32, u32)>,
 }
 
@@ -181,7 +179,6 @@ impl RowLog {
             self.amounts.extend(hold.changes().map(LineChange::after));
             start
         });
-        let refunded = hold.changes().map(|c| u64::from(c.refunded_after)).sum();
         self.rows.push(LoggedRow {
             id: hold.id.as_u64(),
             status: hold.status,
@@ -191,7 +188,6 @@ impl RowLog {
             extensions: hold.extensions,
             lines: (first_line, self.lines.len() as u32),
             amounts,
-            refunded,
             customer,
         });
     }
@@ -202,8 +198,20 @@ impl RowLog {
         // A stable sort, for its run detection: the log is a few sorted
         // runs per batch (each CPU's lane holds ids in slot order), which
         // it merges instead of partitioning from scratch.
+        // Units refunded order a record's rows of one status and deadline
+        // (refunds of part); rows of whole lines count 0, as
+        // `SettledHold::order_key` does.
+        let amounts = &self.amounts;
+        let refunded = |row: &LoggedRow| {
+            let count = (row.lines.1 - row.lines.0) as usize;
+            row.amounts.map_or(0, |start| {
+                let start = start as usize;
+                let of_row = amounts[start..start + count].iter();
+                of_row.map(|a| u64::from(a.refunded)).sum()
+            })
+        };
         self.rows.sort_by_key(|row| {
-            let key = order_key(row.status, row.deadline_ms, row.refunded);
+            let key = order_key(row.status, row.deadline_ms, refunded(row));
             (row.id, std::cmp::Reverse(key))
         });
         let mut out: Vec<(u64, SettledHold)> = Vec::new();
@@ -364,14 +372,14 @@ impl Settled {
     pub fn apply_frame(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
         match decode_hold_ref(payload)? {
             Some(hold) => {
-                let lines = hold.lines().zip(hold.changes());
-                self.fold_counts(
-                    hold.from,
-                    hold.status,
-                    lines,
-                    hold.limit_mask,
-                    hold.customer,
-                );
+                let (from, to) = (hold.from, hold.status);
+                let (mask, customer) = (hold.limit_mask, hold.customer);
+                if hold.has_changes() {
+                    let lines = hold.lines().zip(hold.changes());
+                    self.fold_part_counts(from, to, lines, mask, customer);
+                } else {
+                    self.fold_counts(from, to, hold.lines(), mask, customer);
+                }
                 self.row_log.push(&hold);
             }
             None => self.apply(Event::decode(payload)?),
@@ -380,8 +388,32 @@ impl Settled {
     }
 
     /// Moves SKU and customer counts by `effect(to) - effect(from)` for each
-    /// line: the one place hold transitions change counts.
+    /// whole line (all sold on confirm, all back on refund): the sale's
+    /// path, one multiply per count.
     fn fold_counts(
+        &mut self,
+        from: Option<HoldStatus>,
+        to: HoldStatus,
+        lines: impl Iterator<Item = Line>,
+        limit_mask: u32,
+        customer: Option<&str>,
+    ) {
+        let (from_held, from_sold, from_limit) = effect(from, 1, 1, 0);
+        let (to_held, to_sold, to_limit) = effect(Some(to), 1, 1, 0);
+        for (index, line) in lines.enumerate() {
+            let q = i64::from(line.quantity);
+            let delta = (
+                q * (to_held - from_held),
+                q * (to_sold - from_sold),
+                q * (to_limit - from_limit),
+            );
+            self.fold_line(index, line, delta, limit_mask, customer);
+        }
+    }
+
+    /// `fold_counts` for lines confirmed or refunded in part: each line's
+    /// effect from its amounts before and after.
+    fn fold_part_counts(
         &mut self,
         from: Option<HoldStatus>,
         to: HoldStatus,
@@ -393,34 +425,49 @@ impl Settled {
             let (q, c) = (line.quantity, change.confirmed);
             let (from_held, from_sold, from_limit) = effect(from, q, c, change.refunded_before);
             let (to_held, to_sold, to_limit) = effect(Some(to), q, c, change.refunded_after);
-            let sku = self.sku_mut(line.sku.index());
-            sku.held += to_held - from_held;
-            sku.sold += to_sold - from_sold;
-            if to_limit != from_limit && limit_mask & (1 << index) != 0 {
-                if let Some(customer) = customer {
-                    let key = (line.sku.index(), Box::<str>::from(customer));
-                    *self.customer_units.entry(key.clone()).or_default() += to_limit - from_limit;
-                    self.dirty_customers.insert(key);
-                }
+            let delta = (
+                to_held - from_held,
+                to_sold - from_sold,
+                to_limit - from_limit,
+            );
+            self.fold_line(index, line, delta, limit_mask, customer);
+        }
+    }
+
+    /// Moves line `index`'s SKU by (held, sold) and, when the line counts
+    /// against the customer's limit, the customer's units by the third.
+    #[inline]
+    fn fold_line(
+        &mut self,
+        index: usize,
+        line: Line,
+        (held, sold, limit): (i64, i64, i64),
+        limit_mask: u32,
+        customer: Option<&str>,
+    ) {
+        let sku = self.sku_mut(line.sku.index());
+        sku.held += held;
+        sku.sold += sold;
+        if limit != 0 && limit_mask & (1 << index) != 0 {
+            if let Some(customer) = customer {
+                let key = (line.sku.index(), Box::<str>::from(customer));
+                *self.customer_units.entry(key.clone()).or_default() += limit;
+                self.dirty_customers.insert(key);
             }
         }
     }
 
     fn apply_hold(&mut self, event: HoldEvent) {
-        let changes: Vec<LineChange> = match &event.changes {
-            Some(changes) => changes.clone(),
-            None => (event.lines.iter())
-                .map(|line| LineChange::whole(event.status, event.from, line.quantity))
-                .collect(),
-        };
-        let lines = event.lines.iter().copied().zip(changes);
-        self.fold_counts(
-            event.from,
-            event.status,
-            lines,
-            event.limit_mask,
-            event.customer.as_deref(),
-        );
+        let (from, to) = (event.from, event.status);
+        let (mask, customer) = (event.limit_mask, event.customer.as_deref());
+        let lines = event.lines.iter().copied();
+        match &event.changes {
+            Some(changes) => {
+                let lines = lines.zip(changes.iter().copied());
+                self.fold_part_counts(from, to, lines, mask, customer);
+            }
+            None => self.fold_counts(from, to, lines, mask, customer),
+        }
         let id = event.id.as_u64();
         let row = SettledHold {
             status: event.status,
