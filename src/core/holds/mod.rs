@@ -62,6 +62,7 @@ enum Lines {
 }
 
 impl Lines {
+    #[inline]
     fn from_slice(lines: &[Line]) -> Lines {
         match lines {
             [one] => Lines::One(*one),
@@ -250,6 +251,7 @@ struct HoldRecord {
 }
 
 impl HoldRecord {
+    #[inline]
     fn new(hold: NewHold<'_>, status: HoldStatus) -> HoldRecord {
         HoldRecord {
             lines: Lines::from_slice(hold.lines),
@@ -455,7 +457,8 @@ impl HoldTable {
         hold: NewHold<'_>,
         floor: u32,
     ) -> ReservationId {
-        let record = HoldRecord::new(hold.clone(), hold.status);
+        let (status, deadline_ms, created_ms) = (hold.status, hold.deadline_ms, hold.created_ms);
+        let record = HoldRecord::new(hold, status);
         let slot_index = match shard.free.pop() {
             Some(free) => free as usize,
             None => {
@@ -470,12 +473,12 @@ impl HoldTable {
         let slot = &mut shard.slots[slot_index];
         debug_assert!(slot.record.is_none(), "a free slot holds no record");
         slot.record = Some(record);
-        slot.held_ms = held_ms(hold.deadline_ms, hold.created_ms);
+        slot.held_ms = held_ms(deadline_ms, created_ms);
         let id = ReservationId::new(slot.generation, shard_index, slot_index);
         shard.live += 1;
-        match hold.status {
-            HoldStatus::Held => shard.expiry.push(Reverse((hold.deadline_ms, id))),
-            _ => shard.confirmed.push_back((hold.created_ms, id)),
+        match status {
+            HoldStatus::Held => shard.expiry.push(Reverse((deadline_ms, id))),
+            _ => shard.confirmed.push_back((created_ms, id)),
         }
         id
     }
@@ -542,6 +545,9 @@ impl HoldTable {
     /// does; a refund of part leaves the record `Confirmed`, refundable
     /// again up to what is left. Repeating a confirm on a confirmed record
     /// answers `Ok` and changes nothing, as `transition` does.
+    // Out of line: the whole transitions (`transition`) call it only for a
+    // record already partial, and it must not weigh on their frame.
+    #[inline(never)]
     pub fn transition_part(
         &self,
         id: ReservationId,
