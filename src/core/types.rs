@@ -149,14 +149,27 @@ impl LineChange {
         }
     }
 
-    /// The amounts of a line of `quantity` units in `status` when nothing
-    /// was partial: all sold on confirm, all back on refund.
-    pub fn whole(status: HoldStatus, from: Option<HoldStatus>, quantity: u32) -> LineChange {
-        let sold = matches!(status, HoldStatus::Confirmed | HoldStatus::Refunded);
+    /// A whole line's change into `status`: all sold on confirm, all
+    /// back on refund (nothing refunded before: a whole refund is the
+    /// record's only one).
+    pub fn whole(status: HoldStatus, quantity: u32) -> LineChange {
+        let after = LineAmounts::whole(status, quantity);
         LineChange {
-            confirmed: if sold { quantity } else { 0 },
+            confirmed: after.confirmed,
             refunded_before: 0,
-            refunded_after: if status == HoldStatus::Refunded && from.is_some() {
+            refunded_after: after.refunded,
+        }
+    }
+}
+
+impl LineAmounts {
+    /// What a line of `quantity` units has in `status` when nothing about
+    /// it was partial.
+    pub fn whole(status: HoldStatus, quantity: u32) -> LineAmounts {
+        let sold = matches!(status, HoldStatus::Confirmed | HoldStatus::Refunded);
+        LineAmounts {
+            confirmed: if sold { quantity } else { 0 },
+            refunded: if status == HoldStatus::Refunded {
                 quantity
             } else {
                 0

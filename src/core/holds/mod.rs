@@ -269,14 +269,7 @@ impl HoldRecord {
     fn amounts(&self, index: usize, partial: Option<&[LineAmounts]>) -> LineAmounts {
         match partial.and_then(|amounts| amounts.get(index)) {
             Some(amounts) => *amounts,
-            None => {
-                let quantity = self.lines.as_slice()[index].quantity;
-                let whole = LineChange::whole(self.status, Some(HoldStatus::Confirmed), quantity);
-                LineAmounts {
-                    confirmed: whole.confirmed,
-                    refunded: whole.refunded_after,
-                }
-            }
+            None => LineAmounts::whole(self.status, self.lines.as_slice()[index].quantity),
         }
     }
 

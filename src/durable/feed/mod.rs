@@ -621,7 +621,7 @@ impl FeedInner {
             before.push(self.counts(index));
             let change = match &hold.changes {
                 Some(changes) => changes[i],
-                None => LineChange::whole(hold.status, hold.from, line.quantity),
+                None => LineChange::whole(hold.status, line.quantity),
             };
             let (q, c) = (line.quantity, change.confirmed);
             let (from_held, from_sold, _) = effect(hold.from, q, c, change.refunded_before);
