@@ -48,7 +48,8 @@ pub mod models;
 pub use crate::core::change::{Change, ChangeSink, InMemory};
 pub use crate::core::clock::{Clock, ManualClock, SystemClock};
 pub use crate::core::engine::{
-    ConfigError, Engine, EngineConfig, Extension, Order, Receipt, SkuDocument, TimerReport,
+    ConfigError, Engine, EngineConfig, Extension, Order, Receipt, SkuDocument, SkuPut, StockLevel,
+    TimerReport,
 };
 pub use crate::core::error::{EngineError, ExtensionLimit};
 pub use crate::core::holds::HoldDocument;

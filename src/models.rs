@@ -1,7 +1,7 @@
 //! What the loom models in `loom-tests/` need of the internals, in one
 //! place. Compiled only under `--cfg loom`; nothing here is API.
 
-pub use crate::core::cell::{SoldOut, StockCell, StripePolicy, TakeInto};
+pub use crate::core::cell::{SoldOut, StockCell, StockLevel, StripePolicy, TakeInto};
 pub use crate::core::holds::{
     ExtendError, ExtendRule, HoldTable, NewHold, Retention, Settle, Transition, TransitionError,
 };

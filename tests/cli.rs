@@ -67,7 +67,7 @@ fn import_inspect_and_verify_a_data_directory() {
     let csv = dir.join("stock.csv");
     std::fs::write(
         &csv,
-        "sku,available,per_customer_limit\ntee-s,10\ntee-m,20,2\n\nps5,100,1\n",
+        "sku,available,per_customer_limit,safety_stock\ntee-s,10\ntee-m,20,2\n\nps5,100,1\nmug,5,,3\n",
     )
     .unwrap();
     let data = dir.join("data");
@@ -79,13 +79,16 @@ fn import_inspect_and_verify_a_data_directory() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 3 SKUs"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 4 SKUs"));
 
     let out = hotstock(&["inspect", "--data-dir", data]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("SKUs                 3\n"), "{text}");
-    assert!(text.contains("units available      130\n"), "{text}");
+    assert!(text.contains("SKUs                 4\n"), "{text}");
+    assert!(
+        text.contains("units available      135\n"),
+        "the safety stock is kept back: {text}"
+    );
 
     let out = hotstock(&["verify", "--data-dir", data]);
     assert_eq!(
@@ -97,17 +100,19 @@ fn import_inspect_and_verify_a_data_directory() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("verify               ok"));
 
     // A bad row anywhere: nothing is imported.
-    std::fs::write(&csv, "cap,5\nbad name,1\n").unwrap();
-    let out = hotstock(&["import", csv.to_str().unwrap(), "--data-dir", data]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("line 2"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text =
-        String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout).into_owned();
-    assert!(text.contains("SKUs                 3\n"), "{text}");
+    for bad in ["cap,5\nbad name,1\n", "cap,5\nhat,1,,-2\n"] {
+        std::fs::write(&csv, bad).unwrap();
+        let out = hotstock(&["import", csv.to_str().unwrap(), "--data-dir", data]);
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("line 2"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
+            .into_owned();
+        assert!(text.contains("SKUs                 4\n"), "{text}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

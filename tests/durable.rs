@@ -15,7 +15,7 @@ use hotstock::durable::journal::Durability;
 use hotstock::durable::{salvage, DurableConfig, DurableEngine, OpenError};
 use hotstock::{
     ChangeSink, Engine, EngineError, HoldDocument, HoldStatus, Line, ManualClock, Order,
-    SkuDocument,
+    SkuDocument, SkuPut, StockLevel,
 };
 use proptest::prelude::*;
 
@@ -290,6 +290,7 @@ fn a_batch_torn_after_a_sale_and_before_its_restock_is_dropped_whole() {
         delta: 1,
         version: 2,
         limit: LimitChange::Unchanged,
+        safety_stock: None,
     };
     append_frame(&mut frames, |out| restock.encode(out));
     let last = last_segment(&dir.0);
@@ -496,6 +497,8 @@ enum Step {
     RefundPart(usize, [u32; 3]),
     Adjust(usize, i64),
     LowStock(usize, Option<u32>),
+    /// Units on hand (`None`: keep them) and a safety stock (`None`: keep it).
+    PutOnHand(usize, Option<u64>, Option<u64>),
     Checkpoint,
 }
 
@@ -517,6 +520,12 @@ fn step() -> impl Strategy<Value = Step> {
         (any::<usize>(), [0..3u32, 0..3, 0..3]).prop_map(|(i, u)| Step::RefundPart(i, u)),
         (0..3usize, -5..5i64).prop_map(|(s, d)| Step::Adjust(s, d)),
         (0..3usize, prop::option::of(1..10u32)).prop_map(|(s, t)| Step::LowStock(s, t)),
+        (
+            0..3usize,
+            prop::option::of(0..40u64),
+            prop::option::of(0..8u64)
+        )
+            .prop_map(|(s, n, k)| Step::PutOnHand(s, n, k)),
         Just(Step::Checkpoint),
     ]
 }
@@ -583,6 +592,14 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
             }
             Step::Adjust(s, d) => drop(sku(*s).map(|id| engine.adjust(id, *d))),
             Step::LowStock(s, t) => drop(sku(*s).map(|id| engine.set_low_stock(id, *t))),
+            Step::PutOnHand(s, on_hand, safety_stock) => {
+                let put = SkuPut {
+                    level: on_hand.map(StockLevel::OnHand),
+                    safety_stock: *safety_stock,
+                    ..SkuPut::default()
+                };
+                drop(engine.put_stock(names[*s], &put))
+            }
             Step::Checkpoint => drop(durable.checkpoint().unwrap()),
         }
     }

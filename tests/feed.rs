@@ -15,7 +15,7 @@ use hotstock::durable::feed::{FeedEvent, FeedFilter};
 use hotstock::durable::journal::fs::RealFs;
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::{HoldStatus, Line, ManualClock, Order};
+use hotstock::{HoldStatus, Line, ManualClock, Order, SkuPut, StockLevel};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -93,6 +93,35 @@ fn rows() -> Vec<Row> {
                 d.engine().restock(mug, 2).unwrap();
             }),
             &[("sku.changed", "mug"), ("sku.back_in_stock", "mug")],
+        ),
+        (
+            "put_stock by units on hand, with a safety stock",
+            Box::new(|d, _, _| {
+                let put = SkuPut {
+                    level: Some(StockLevel::OnHand(5)),
+                    safety_stock: Some(2),
+                    ..SkuPut::default()
+                };
+                let (vase, _) = d.engine().put_stock("vase", &put).unwrap();
+                let doc = d.engine().sku_document(vase).unwrap();
+                assert_eq!((doc.available, doc.safety_stock, doc.on_hand()), (3, 2, 5));
+            }),
+            &[
+                ("sku.created", "vase"),
+                ("sku.changed", "vase"),
+                ("sku.back_in_stock", "vase"),
+            ],
+        ),
+        (
+            "a safety stock that takes every unit for sale",
+            Box::new(|d, _, _| {
+                let put = SkuPut {
+                    safety_stock: Some(5),
+                    ..SkuPut::default()
+                };
+                d.engine().put_stock("vase", &put).unwrap();
+            }),
+            &[("sku.changed", "vase"), ("sku.sold_out", "vase")],
         ),
         (
             "set_limit",
@@ -273,6 +302,10 @@ fn rows() -> Vec<Row> {
 fn covered(change: &Change<'_>) -> &'static str {
     match change {
         Change::SkuCreated { .. } => "put_sku creates a SKU with stock",
+        Change::Operator {
+            safety_stock: Some(_),
+            ..
+        } => "put_stock by units on hand, with a safety stock",
         Change::Operator { .. } => "restock",
         Change::LowStock { .. } => "set_low_stock above what is available",
         Change::Sell { .. } => "sell (record-less)",
@@ -356,8 +389,20 @@ fn every_operation_produces_exactly_its_documented_events() {
                 .unwrap();
             let last = events.iter().rev().find(|e| e.sku == event.sku).unwrap();
             assert_eq!(
-                (last.counts.available, last.counts.held, last.counts.sold),
-                (doc.available as i64, doc.held as i64, doc.sold as i64),
+                (
+                    last.counts.available,
+                    last.counts.held,
+                    last.counts.sold,
+                    last.counts.safety_stock,
+                    last.counts.on_hand()
+                ),
+                (
+                    doc.available as i64,
+                    doc.held as i64,
+                    doc.sold as i64,
+                    doc.safety_stock as i64,
+                    doc.on_hand() as i64
+                ),
                 "{name}: {}",
                 event.sku
             );
@@ -527,6 +572,14 @@ fn the_outbox_replays_to_the_settled_counts_and_positions_survive_a_crash() {
 
 fn workload_more(durable: &DurableEngine, clock: &ManualClock) {
     let tee = durable.engine().sku("tee").unwrap();
+    // A safety stock after the checkpoint: the outbox rows keep it, and the
+    // events read back from them equal the ones served from memory.
+    let put = SkuPut {
+        level: Some(StockLevel::Available(3)),
+        safety_stock: Some(2),
+        ..SkuPut::default()
+    };
+    durable.engine().put_stock("tee", &put).unwrap();
     for _ in 0..5 {
         let _ = durable.engine().purchase(tee, 1, None);
         clock.advance(10);

@@ -21,14 +21,18 @@ fn event() -> impl Strategy<Value = Event> {
             sku.clone(),
             any::<i64>(),
             any::<u64>(),
-            prop::option::of(prop::option::of(1..u32::MAX))
+            prop::option::of(prop::option::of(1..u32::MAX)),
+            prop::option::of(0..=1u64 << 40)
         )
-            .prop_map(|(sku, delta, version, limit)| Event::Operator {
-                sku,
-                delta,
-                version,
-                limit: limit.map_or(LimitChange::Unchanged, LimitChange::Set)
-            }),
+            .prop_map(
+                |(sku, delta, version, limit, safety_stock)| Event::Operator {
+                    sku,
+                    delta,
+                    version,
+                    limit: limit.map_or(LimitChange::Unchanged, LimitChange::Set),
+                    safety_stock,
+                }
+            ),
         (sku.clone(), any::<u32>()).prop_map(|(sku, units)| Event::Sell { sku, units }),
         (sku.clone(), any::<u64>(), prop::option::of(1..u32::MAX)).prop_map(
             |(sku, version, threshold)| Event::LowStock {

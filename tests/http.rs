@@ -26,7 +26,7 @@ fn a_whole_sale_and_every_error_over_http() {
     assert_eq!(status, 200, "{sku}");
     assert_eq!(
         sku,
-        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null})
+        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "on_hand": 3, "safety_stock": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null})
     );
 
     let hold =
@@ -1002,6 +1002,106 @@ fn partial_confirm_and_refund_over_http() {
         .map(|&(kind, c, r)| (kind.to_owned(), json!(c), json!(r)))
         .collect();
     assert_eq!(told, expected);
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn on_hand_and_safety_stock_over_http() {
+    let dir = temp_dir("on-hand");
+    let server = Server::start(&dir);
+    let put = |body: Value| server.call("PUT", "/v1/skus/mug", Some(&body), &[]);
+    let counts = |sku: &Value| {
+        ["available", "held", "sold", "on_hand", "safety_stock"].map(|k| sku[k].as_u64().unwrap())
+    };
+
+    // The example: 10 on hand, 3 kept back, 7 for sale.
+    let (status, sku) = put(json!({"on_hand": 10, "safety_stock": 3}));
+    assert_eq!(status, 200, "{sku}");
+    assert_eq!(counts(&sku), [7, 0, 0, 10, 3]);
+
+    // 2 held and 1 sold: the sold unit has left, the held ones are there.
+    let hold = json!({"lines": [{"sku": "mug", "quantity": 2}], "ttl_ms": 60000});
+    assert_eq!(
+        server.call("POST", "/v1/reservations", Some(&hold), &[]).0,
+        201
+    );
+    let buy = json!({"lines": [{"sku": "mug", "quantity": 1}], "confirm": true});
+    assert_eq!(
+        server.call("POST", "/v1/reservations", Some(&buy), &[]).0,
+        201
+    );
+    let (_, sku) = server.call("GET", "/v1/skus/mug", None, &[]);
+    assert_eq!(counts(&sku), [4, 2, 1, 9, 3]);
+
+    // Below what is committed (2 held + 3 kept back): a 409 naming each part,
+    // and nothing changes.
+    let (status, error) = put(json!({"on_hand": 4}));
+    assert_eq!(status, 409, "{error}");
+    assert_eq!(
+        (
+            &error["error"],
+            &error["on_hand"],
+            &error["held"],
+            &error["safety_stock"]
+        ),
+        (&json!("below_committed"), &json!(4), &json!(2), &json!(3))
+    );
+    assert!(
+        error["message"].as_str().unwrap().contains("safety stock"),
+        "{error}"
+    );
+    let (status, error) = put(json!({"safety_stock": 8}));
+    assert_eq!((status, &error["on_hand"]), (409, &json!(9)), "{error}");
+    assert_eq!(server.call("GET", "/v1/skus/mug", None, &[]).1, sku);
+
+    // Lowering the safety stock in the same request makes the count fit.
+    let (status, sku) = put(json!({"on_hand": 4, "safety_stock": 1}));
+    assert_eq!(status, 200, "{sku}");
+    assert_eq!(counts(&sku), [1, 2, 1, 4, 1]);
+    // `available` keeps its meaning, and the safety stock stays.
+    let (_, sku) = put(json!({"available": 5}));
+    assert_eq!(counts(&sku), [5, 2, 1, 8, 1]);
+
+    // Bad input: a clear 400, nothing changed.
+    for bad in [
+        json!({"available": 1, "on_hand": 1}),
+        json!({"per_customer_limit": 2}),
+        json!({"safety_stock": -1}),
+        json!({"safety_stock": 1_099_511_627_777u64}),
+        json!({"on_hand": "ten"}),
+    ] {
+        let (status, error) = put(bad.clone());
+        assert_eq!(
+            (status, &error["error"]),
+            (400, &json!("invalid_request")),
+            "{bad} -> {error}"
+        );
+    }
+    // A new SKU whose safety stock is more than it has: refused, not created.
+    let (status, error) = server.call(
+        "PUT",
+        "/v1/skus/new",
+        Some(&json!({"on_hand": 2, "safety_stock": 3})),
+        &[],
+    );
+    assert_eq!((status, &error["sku"]), (409, &Value::Null), "{error}");
+    assert_eq!(server.call("GET", "/v1/skus/new", None, &[]).0, 404);
+
+    // The feed's events show the safety stock and the units on hand.
+    let (_, page) = server.call("GET", "/v1/events?after=0&limit=100", None, &[]);
+    let last = page["events"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(
+        (&last["type"], &last["on_hand"], &last["safety_stock"]),
+        (&json!("sku.changed"), &json!(8), &json!(1)),
+        "{last}"
+    );
+
+    // Both survive a crash (sync: a 200 is on disk).
+    let (_, before) = server.call("GET", "/v1/skus/mug", None, &[]);
+    server.kill();
+    let server = Server::start(&dir);
+    assert_eq!(server.call("GET", "/v1/skus/mug", None, &[]).1, before);
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

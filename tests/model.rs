@@ -11,7 +11,7 @@ use std::sync::Arc;
 use hotstock::core::cell::{OperatorChange, StripePolicy};
 use hotstock::{
     ChangeSink, Engine, EngineConfig, EngineError, ExtensionLimit, HoldStatus, Line, ManualClock,
-    Order, Receipt, ReservationId, SkuId,
+    Order, Receipt, ReservationId, SkuId, SkuPut, StockLevel,
 };
 use proptest::prelude::*;
 
@@ -39,6 +39,12 @@ enum Op {
     SetLimit {
         sku: usize,
         limit: Option<u32>,
+    },
+    /// A put by units on hand and safety stock (`None`: keep it).
+    PutStock {
+        sku: usize,
+        on_hand: Option<u64>,
+        safety_stock: Option<u64>,
     },
     Reserve {
         lines: Vec<(usize, u32)>,
@@ -72,6 +78,8 @@ fn op() -> impl Strategy<Value = Op> {
             .prop_map(|(sku, available, limit, expected)| Op::Put { sku, available, limit, expected }),
         1 => (sku.clone(), -8i64..8).prop_map(|(sku, delta)| Op::Adjust { sku, delta }),
         1 => (sku.clone(), prop::option::of(0u32..3)).prop_map(|(sku, limit)| Op::SetLimit { sku, limit }),
+        1 => (sku.clone(), prop::option::of(0u64..24), prop::option::of(0u64..8))
+            .prop_map(|(sku, on_hand, safety_stock)| Op::PutStock { sku, on_hand, safety_stock }),
         4 => (
             prop::collection::vec((0..SKUS, 0u32..4), 0..4),
             prop::option::of(0..CUSTOMERS.len()),
@@ -103,6 +111,7 @@ struct ModelSku {
     received: u64,
     version: u64,
     limit: Option<u32>,
+    safety_stock: u64,
 }
 
 #[derive(Clone, Debug)]
@@ -435,6 +444,20 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let want = model_put(&mut model, sku, available, limit, expected, &got);
                 prop_assert_eq!(got, want, "step {}", step);
             }
+            Op::PutStock {
+                sku,
+                on_hand,
+                safety_stock,
+            } => {
+                let put = SkuPut {
+                    level: on_hand.map(StockLevel::OnHand),
+                    safety_stock,
+                    ..SkuPut::default()
+                };
+                let got = engine.put_stock(&format!("sku{sku}"), &put);
+                let want = model_put_stock(&mut model, sku, on_hand, safety_stock, &got);
+                prop_assert_eq!(got, want, "step {}", step);
+            }
             Op::Adjust { sku, delta } => {
                 let got = engine.adjust(model.sku_id(sku), delta);
                 let want = model_adjust(&mut model, sku, delta);
@@ -669,6 +692,62 @@ fn model_put(
         OperatorChange {
             delta,
             version: s.version,
+            safety_stock: None,
+        },
+    ))
+}
+
+/// `put_stock` by units on hand: what is held and kept back stays out of
+/// sale; fewer on hand than that is refused.
+fn model_put_stock(
+    model: &mut Model,
+    sku: usize,
+    on_hand: Option<u64>,
+    safety_stock: Option<u64>,
+    got: &Result<(SkuId, OperatorChange), EngineError>,
+) -> Result<(SkuId, OperatorChange), EngineError> {
+    let s = &mut model.skus[sku];
+    let id = match s.id {
+        Some(id) => id,
+        None => {
+            let (on_hand, safety_stock) = (on_hand.unwrap_or(0), safety_stock.unwrap_or(0));
+            if on_hand < safety_stock {
+                return Err(EngineError::BelowCommitted {
+                    sku: None,
+                    on_hand,
+                    held: 0,
+                    safety_stock,
+                });
+            }
+            let Ok((id, _)) = got else {
+                return Err(EngineError::EmptyCart);
+            };
+            s.id = Some(*id);
+            *id
+        }
+    };
+    let safety = safety_stock.unwrap_or(s.safety_stock);
+    let on_hand = on_hand.unwrap_or(s.available + s.held + s.safety_stock);
+    if on_hand < s.held + safety {
+        return Err(EngineError::BelowCommitted {
+            sku: Some(id),
+            on_hand,
+            held: s.held,
+            safety_stock: safety,
+        });
+    }
+    let available = on_hand - s.held - safety;
+    let delta = available as i64 - s.available as i64;
+    s.received = (s.received as i64 + delta) as u64;
+    s.available = available;
+    s.safety_stock = safety;
+    s.version += 1;
+    Ok((
+        id,
+        OperatorChange {
+            delta,
+            version: s.version,
+            safety_stock,
         },
     ))
 }
@@ -698,6 +777,7 @@ fn model_adjust(model: &mut Model, sku: usize, delta: i64) -> Result<OperatorCha
     Ok(OperatorChange {
         delta,
         version: s.version,
+        safety_stock: None,
     })
 }
 
@@ -779,9 +859,18 @@ fn check_state<S: ChangeSink>(
                 d.sold,
                 d.received,
                 d.version,
-                d.per_customer_limit
+                d.per_customer_limit,
+                d.safety_stock,
             ),
-            (s.available, s.held, s.sold, s.received, s.version, s.limit),
+            (
+                s.available,
+                s.held,
+                s.sold,
+                s.received,
+                s.version,
+                s.limit,
+                s.safety_stock
+            ),
             "SKU {} after step {}",
             index,
             step

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine, OpenError, StoreConfig};
-use hotstock::{HoldStatus, Line, Order};
+use hotstock::{HoldStatus, Line, Order, SkuPut};
 
 /// The server URL, or `None` (and a plain "skipped" line) without one.
 fn server() -> Option<String> {
@@ -142,6 +142,13 @@ fn checkpoints_land_in_postgres_and_recovery_reads_them_back() {
         .unwrap();
     engine.cancel(extra.id).unwrap();
     engine.sell(cap, 1).unwrap();
+    // A safety stock: its columns are added to a schema from before them
+    // and read back on open.
+    let put = SkuPut {
+        safety_stock: Some(1),
+        ..SkuPut::default()
+    };
+    engine.put_stock("tee", &put).unwrap();
     engine.wait_durable(engine.durability_ticket()).unwrap();
     let keyed_lines = [Line {
         sku: cap,

@@ -8,6 +8,7 @@ use std::sync::{Arc, Barrier, Mutex};
 use hotstock::core::cell::StripePolicy;
 use hotstock::{
     Engine, EngineConfig, EngineError, HoldStatus, Line, ManualClock, Order, ReservationId, SkuId,
+    SkuPut, StockLevel,
 };
 
 const THREADS: usize = 8;
@@ -389,4 +390,72 @@ fn operator_changes_racing_sales_keep_the_books() {
     assert_eq!(doc.received, received);
     assert_eq!(doc.sold, sold.iter().sum::<u64>());
     assert_eq!(doc.available + doc.sold, received);
+}
+
+/// An operator re-counting the shelf (`on_hand` 40, 6 kept back) while
+/// buyers hold until they are refused, then cancel: holds never remove a
+/// unit from the shelf, so at no instant may buyers hold more than the 34
+/// units a count leaves for sale. A put that missed a take in flight
+/// (counted it neither available nor held) would offer one unit too many
+/// each time it raced; loom's `on_hand_set_races_a_take_in_flight` explores
+/// that window exhaustively, this runs it with real threads.
+#[test]
+fn recounting_on_hand_during_a_hold_storm_never_offers_more_than_the_shelf() {
+    const ON_HAND: u64 = 40;
+    const SAFETY: u64 = 6;
+    let engine = Engine::new(eager_policy()).unwrap();
+    let shelf = SkuPut {
+        level: Some(StockLevel::OnHand(ON_HAND)),
+        safety_stock: Some(SAFETY),
+        ..SkuPut::default()
+    };
+    let (sku, _) = engine.put_stock("shelf", &shelf).unwrap();
+    // Units held by successful holds not yet cancelled, counted after a
+    // hold succeeds and before it is cancelled: never more than are held.
+    let holding = AtomicU64::new(0);
+    let most = AtomicU64::new(0);
+    race(THREADS, |t| {
+        let mut rng = XorShift(0x9E37_79B9 + t as u64);
+        for _ in 0..300 {
+            if t == 0 {
+                // Refused only when holds leave too little: a clear error.
+                match engine.put_stock("shelf", &shelf) {
+                    Ok(_) | Err(EngineError::BelowCommitted { .. }) => {}
+                    Err(other) => panic!("{other}"),
+                }
+                continue;
+            }
+            let mut mine = Vec::new();
+            loop {
+                let quantity = 1 + rng.below(3) as u32;
+                let order = Order {
+                    lines: &[Line { sku, quantity }],
+                    ..Order::default()
+                };
+                let Ok(receipt) = engine.reserve(&order) else {
+                    break;
+                };
+                let q = u64::from(quantity);
+                most.fetch_max(holding.fetch_add(q, Ordering::SeqCst) + q, Ordering::SeqCst);
+                mine.push((receipt.id, q));
+            }
+            for (id, q) in mine {
+                holding.fetch_sub(q, Ordering::SeqCst);
+                engine.cancel(id).unwrap();
+            }
+        }
+    });
+    let most = most.load(Ordering::SeqCst);
+    assert!(
+        most <= ON_HAND - SAFETY,
+        "buyers held {most} units at once; the shelf has {} for sale",
+        ON_HAND - SAFETY
+    );
+    // At rest a count is exact.
+    engine.put_stock("shelf", &shelf).unwrap();
+    let doc = assert_conserved(&engine, sku);
+    assert_eq!(
+        (doc.available, doc.held, doc.on_hand()),
+        (ON_HAND - SAFETY, 0, ON_HAND)
+    );
 }

@@ -2,7 +2,7 @@
 //! SKU's stripes. Each model is small and names the race it explores.
 #![cfg(loom)]
 
-use hotstock::models::{SoldOut, StockCell, StripePolicy, TakeInto};
+use hotstock::models::{SoldOut, StockCell, StockLevel, StripePolicy, TakeInto};
 use loom::sync::Arc;
 use loom::thread;
 
@@ -161,5 +161,38 @@ fn restock_is_recorded_before_a_take_of_its_units() {
             let restock = tape.iter().position(|&c| c == "restock");
             assert!(restock < Some(take), "recorded in this order: {:?}", &*tape);
         }
+    });
+}
+
+/// Race: an operator counts the shelf (`on_hand` 2) while a buyer's hold is
+/// between its CAS on `available` and its `held` count. The put must count
+/// that unit as held (or still available), never as neither: after both,
+/// the units for sale and held never pass what the operator counted. Fails
+/// if the put reads held units from the stripes' own `held` sums.
+#[test]
+fn on_hand_set_races_a_take_in_flight() {
+    loom::model(|| {
+        let cell = Arc::new(StockCell::new());
+        let p = policy();
+        let count = |cell: &StockCell| {
+            let level = Some(StockLevel::OnHand(2));
+            cell.set_stock(level, None, None, None, 0, &p, |_| {})
+        };
+        count(&cell).unwrap();
+        let buyer = {
+            let cell = cell.clone();
+            thread::spawn(move || cell.take(1, TakeInto::Held, 1, &p))
+        };
+        count(&cell).unwrap();
+        let taken = buyer.join().unwrap();
+        let s = cell.snapshot();
+        assert!(
+            s.available + s.held <= 2,
+            "{} for sale and {} held on a shelf of 2",
+            s.available,
+            s.held
+        );
+        assert_eq!(s.held, u64::from(taken.is_ok()));
+        assert_eq!(s.available + s.held + s.sold, s.received);
     });
 }

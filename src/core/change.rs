@@ -39,12 +39,14 @@ pub enum Change<'a> {
     /// A SKU got its id; reported before the SKU is visible to anyone else.
     SkuCreated { sku: SkuId, name: &'a str },
     /// An operator change: `delta` to received (and available), computed
-    /// under the SKU's lock, the version it produced, and maybe a new limit.
+    /// under the SKU's lock, the version it produced, maybe a new limit,
+    /// and maybe a new safety stock (units on hand kept back from sale).
     Operator {
         sku: SkuId,
         delta: i64,
         version: u64,
         limit: LimitChange,
+        safety_stock: Option<u64>,
     },
     /// The low-stock threshold changed (`None`: removed), with the version
     /// that change produced; recorded under the SKU's lock.

@@ -70,6 +70,21 @@ pub enum EngineError {
         received: u64,
     },
 
+    /// A put would leave fewer units on hand than are committed: `held`
+    /// for buyers plus the `safety_stock` kept back. `sku` is `None` when
+    /// the SKU does not exist yet (nothing is held).
+    BelowCommitted {
+        sku: Option<SkuId>,
+        on_hand: u64,
+        held: u64,
+        safety_stock: u64,
+    },
+
+    /// A safety stock past `MAX_STOCK_PER_SKU`.
+    InvalidSafetyStock {
+        safety_stock: u64,
+    },
+
     UnknownSku {
         name: Box<str>,
     },
@@ -249,6 +264,28 @@ impl EngineError {
                      (received so far: {received})"
                 )
             }
+            BelowCommitted {
+                sku: id,
+                on_hand,
+                held,
+                safety_stock,
+            } => {
+                match id {
+                    Some(id) => {
+                        f.write_str("SKU ")?;
+                        sku(f, *id)?;
+                    }
+                    None => f.write_str("a new SKU")?,
+                }
+                write!(
+                    f,
+                    " cannot have {on_hand} units on hand: {held} are held for buyers and                      {safety_stock} are kept back as safety stock; lower the safety stock in the                      same request, or set on_hand again once holds have ended"
+                )
+            }
+            InvalidSafetyStock { safety_stock } => write!(
+                f,
+                "invalid safety stock {safety_stock}: at most {MAX_STOCK_PER_SKU} units"
+            ),
             UnknownSku { name } => write!(f, "unknown SKU {name:?}"),
             UnknownSkuId { sku } => {
                 write!(f, "unknown SKU id {sku}: it was not issued by this engine")

@@ -13,7 +13,9 @@
 #[cfg(not(loom))]
 mod imp {
     pub(crate) use parking_lot::MutexGuard;
-    pub(crate) use std::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+    pub(crate) use std::sync::atomic::{
+        fence, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering,
+    };
     pub(crate) use std::thread::yield_now;
     pub(crate) use std::thread_local;
 
@@ -100,7 +102,9 @@ mod imp {
 #[cfg(loom)]
 mod imp {
     pub(crate) use loom::cell::UnsafeCell;
-    pub(crate) use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+    pub(crate) use loom::sync::atomic::{
+        fence, AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering,
+    };
     pub(crate) use loom::sync::MutexGuard;
     pub(crate) use loom::thread::yield_now;
     pub(crate) use loom::thread_local;

@@ -23,6 +23,7 @@ pub use crate::core::change::{is_transition, LimitChange};
 use crate::core::change::{Change, HoldChange, KeyChange};
 use crate::core::limits::{
     MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES,
+    MAX_STOCK_PER_SKU,
 };
 use crate::core::types::{HoldStatus, Line, LineChange, ReservationId, SkuId};
 
@@ -32,12 +33,13 @@ pub enum Event {
     /// A SKU got its id. Appended before the SKU is visible to anyone else.
     SkuCreated { sku: SkuId, name: Box<str> },
     /// An operator change: `delta` to received (and available), the version
-    /// it produced, and possibly a new limit.
+    /// it produced, and possibly a new limit and a new safety stock.
     Operator {
         sku: SkuId,
         delta: i64,
         version: u64,
         limit: LimitChange,
+        safety_stock: Option<u64>,
     },
     /// A record-less sale (`Engine::sell`).
     Sell { sku: SkuId, units: u32 },
@@ -116,6 +118,10 @@ const HOLD_EXTENDED: u8 = 7;
 /// `HOLD_EXTENDED` body (its count may be 0) followed, per line, by the
 /// units confirmed, refunded before and refunded after (u32 each).
 const HOLD_PARTS: u8 = 8;
+/// An operator change that set the safety stock: the `OPERATOR` body
+/// followed by the new safety stock (u64). Other operator changes keep the
+/// shorter `OPERATOR` form, so journals written before it read unchanged.
+const OPERATOR_SAFETY: u8 = 9;
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -154,8 +160,12 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
             delta,
             version,
             limit,
+            safety_stock,
         } => {
-            out.push(OPERATOR);
+            out.push(match safety_stock {
+                Some(_) => OPERATOR_SAFETY,
+                None => OPERATOR,
+            });
             out.extend_from_slice(&sku.index().to_le_bytes());
             out.extend_from_slice(&delta.to_le_bytes());
             out.extend_from_slice(&version.to_le_bytes());
@@ -166,6 +176,10 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
             };
             out.push(tag);
             out.extend_from_slice(&value.to_le_bytes());
+            if let Some(safety_stock) = safety_stock {
+                debug_assert!(safety_stock <= MAX_STOCK_PER_SKU);
+                out.extend_from_slice(&safety_stock.to_le_bytes());
+            }
         }
         Change::Sell { sku, units } => {
             out.push(SELL);
@@ -258,11 +272,13 @@ impl Event {
                 delta,
                 version,
                 limit,
+                safety_stock,
             } => Change::Operator {
                 sku,
                 delta,
                 version,
                 limit,
+                safety_stock,
             },
             &Event::Sell { sku, units } => Change::Sell { sku, units },
             &Event::LowStock {
@@ -316,7 +332,7 @@ impl Event {
                     .map_err(|_| DecodeError::Invalid("SKU name"))?;
                 Event::SkuCreated { sku, name }
             }
-            OPERATOR => {
+            kind @ (OPERATOR | OPERATOR_SAFETY) => {
                 let sku = SkuId::from_index(r.u32()?);
                 let delta = r.u64()? as i64;
                 let version = r.u64()?;
@@ -328,11 +344,19 @@ impl Event {
                     (2, limit) if limit > 0 => LimitChange::Set(Some(limit)),
                     _ => return Err(DecodeError::Invalid("limit change")),
                 };
+                let safety_stock = match kind {
+                    OPERATOR_SAFETY => Some(r.u64()?)
+                        .filter(|&units| units <= MAX_STOCK_PER_SKU)
+                        .map(Some)
+                        .ok_or(DecodeError::Invalid("safety stock"))?,
+                    _ => None,
+                };
                 Event::Operator {
                     sku,
                     delta,
                     version,
                     limit,
+                    safety_stock,
                 }
             }
             SELL => Event::Sell {
@@ -641,12 +665,15 @@ mod tests {
             LimitChange::Set(None),
             LimitChange::Set(Some(3)),
         ] {
-            round_trip(Event::Operator {
-                sku: SkuId::from_index(1),
-                delta: -42,
-                version: 9,
-                limit,
-            });
+            for safety_stock in [None, Some(0), Some(MAX_STOCK_PER_SKU)] {
+                round_trip(Event::Operator {
+                    sku: SkuId::from_index(1),
+                    delta: -42,
+                    version: 9,
+                    limit,
+                    safety_stock,
+                });
+            }
         }
         round_trip(Event::Sell {
             sku: SkuId::from_index(u32::MAX),
@@ -824,6 +851,30 @@ mod tests {
         assert_eq!(
             Event::decode(&zero),
             Err(DecodeError::Invalid("extended hold with no extension"))
+        );
+    }
+
+    #[test]
+    fn a_safety_stock_past_the_limit_is_refused_and_plain_operator_events_keep_their_form() {
+        let event = |safety_stock| Event::Operator {
+            sku: SkuId::from_index(1),
+            delta: 5,
+            version: 2,
+            limit: LimitChange::Unchanged,
+            safety_stock,
+        };
+        let mut plain = Vec::new();
+        event(None).encode(&mut plain);
+        assert_eq!(plain[0], OPERATOR, "journals from before keep their bytes");
+        assert_eq!(plain.len(), 1 + 4 + 8 + 8 + 1 + 4);
+        let mut bytes = Vec::new();
+        event(Some(MAX_STOCK_PER_SKU)).encode(&mut bytes);
+        assert_eq!(bytes[0], OPERATOR_SAFETY);
+        let at = bytes.len() - 8;
+        bytes[at..].copy_from_slice(&(MAX_STOCK_PER_SKU + 1).to_le_bytes());
+        assert_eq!(
+            Event::decode(&bytes),
+            Err(DecodeError::Invalid("safety stock"))
         );
     }
 

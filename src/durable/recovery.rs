@@ -546,6 +546,7 @@ pub(super) fn restore_engine<S: ChangeSink>(
             version: sku.version,
             per_customer_limit: sku.limit,
             low_stock_threshold: sku.low_stock,
+            safety_stock: sku.safety_stock,
             width: 1,
         };
         engine.restore_sku(SkuId::from_index(index as u32), &sku.name, &snapshot)?;

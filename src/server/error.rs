@@ -90,11 +90,14 @@ pub enum Code {
     ExtensionRefused,
     /// A confirm or refund of more units than a line can give (409).
     ExceedsReservation,
+    /// Fewer units on hand than are held plus kept back as safety stock
+    /// (409).
+    BelowCommitted,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 22] = [
+    pub const ALL: [Code; 23] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -117,6 +120,7 @@ impl Code {
         Code::PositionAhead,
         Code::ExtensionRefused,
         Code::ExceedsReservation,
+        Code::BelowCommitted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -143,6 +147,7 @@ impl Code {
             Code::PositionAhead => "position_ahead",
             Code::ExtensionRefused => "extension_refused",
             Code::ExceedsReservation => "exceeds_reservation",
+            Code::BelowCommitted => "below_committed",
         }
     }
 
@@ -332,6 +337,16 @@ impl ApiError {
             EngineError::StockLimit { sku: id, received } => conflict(Code::StockLimit)
                 .with("sku", sku(id))
                 .with("received", received),
+            EngineError::BelowCommitted {
+                sku: id,
+                on_hand,
+                held,
+                safety_stock,
+            } => conflict(Code::BelowCommitted)
+                .with("sku", id.map_or(Value::Null, sku))
+                .with("on_hand", on_hand)
+                .with("held", held)
+                .with("safety_stock", safety_stock),
             EngineError::InvalidQuantity { .. }
             | EngineError::EmptyCart
             | EngineError::TooManyLines { .. }
@@ -341,7 +356,8 @@ impl ApiError {
             | EngineError::InvalidIdempotencyKey { .. }
             | EngineError::InvalidTtl { .. }
             | EngineError::InvalidLimit
-            | EngineError::InvalidThreshold => ApiError::invalid(message),
+            | EngineError::InvalidThreshold
+            | EngineError::InvalidSafetyStock { .. } => ApiError::invalid(message),
             // Well formed, refused by state: the SKU's limit, the key's
             // first request.
             EngineError::CustomerRequired { sku: id } => {

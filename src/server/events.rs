@@ -322,6 +322,8 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
     number(out, "held", event.counts.held);
     number(out, "sold", event.counts.sold);
     number(out, "received", event.counts.received);
+    number(out, "on_hand", event.counts.on_hand());
+    number(out, "safety_stock", event.counts.safety_stock);
     if let Some(r) = &event.reservation {
         out.extend_from_slice(b",\"reservation\":");
         string(out, &r.public_id);
@@ -454,6 +456,7 @@ mod tests {
                 held: 2,
                 sold: 3,
                 received: 6,
+                safety_stock: 4,
             },
             reservation: Some(Arc::new(FeedReservation {
                 public_id: "00ff".into(),
@@ -477,7 +480,7 @@ mod tests {
             value,
             json!({"position": 7, "id": "00000000000000ab-7", "type": "reservation.created",
                    "at_ms": 9, "sku": "a:b", "available": 1, "held": 2, "sold": 3, "received": 6,
-                   "reservation": "00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
+                   "on_hand": 7, "safety_stock": 4, "reservation": "00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
                    "lines": [{"sku": "a:b", "quantity": 2}, {"sku": "c", "quantity": 1}],
                    "expires_at_ms": 11, "delta": -4, "version": 5, "per_customer_limit": null,
                    "low_stock_threshold": 12})

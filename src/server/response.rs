@@ -14,6 +14,8 @@ pub fn sku_json(document: &SkuDocument) -> Value {
         "available": document.available,
         "held": document.held,
         "sold": document.sold,
+        "on_hand": document.on_hand(),
+        "safety_stock": document.safety_stock,
         "version": document.version,
         "per_customer_limit": document.per_customer_limit,
         "low_stock_threshold": document.low_stock_threshold,

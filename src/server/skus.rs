@@ -8,7 +8,7 @@ use super::api::{Api, MAX_PAGE};
 use super::body::{read_json, Fields};
 use super::error::{json_response, ApiError, HttpResponse};
 use super::response::sku_json;
-use crate::core::engine::SkuDocument;
+use crate::core::engine::{SkuDocument, SkuPut, StockLevel};
 use crate::core::types::SkuId;
 
 impl Api {
@@ -69,9 +69,11 @@ impl Api {
     }
 
     /// `PUT /v1/skus/{sku}` (operator): create or set stock, with an
-    /// optional per-customer limit, low-stock threshold and expected
-    /// version. The threshold is a second operator change (its own
-    /// version), made only once the first succeeded.
+    /// optional safety stock, per-customer limit, low-stock threshold and
+    /// expected version. The stock is given as `available` (units for
+    /// sale) or `on_hand` (units there, of which `safety_stock` is kept
+    /// back). The threshold is a second operator change (its own version),
+    /// made only once the first succeeded.
     pub(super) async fn put_sku(
         &self,
         sku: &str,
@@ -81,20 +83,39 @@ impl Api {
             read_json(body).await?,
             &[
                 "available",
+                "on_hand",
+                "safety_stock",
                 "per_customer_limit",
                 "low_stock_threshold",
                 "expected_version",
             ],
         )?;
-        let available = fields
-            .u64("available")?
-            .ok_or_else(|| ApiError::invalid("field \"available\" is required"))?;
-        let limit = fields.limit("per_customer_limit")?;
+        let level = match (fields.u64("available")?, fields.u64("on_hand")?) {
+            (Some(_), Some(_)) => {
+                return Err(ApiError::invalid(
+                    "give either \"available\" (units for sale) or \"on_hand\" (units there, \
+                     of which \"safety_stock\" is kept back), not both",
+                ))
+            }
+            (Some(units), None) => Some(StockLevel::Available(units)),
+            (None, Some(units)) => Some(StockLevel::OnHand(units)),
+            (None, None) => None,
+        };
+        let put = SkuPut {
+            level,
+            safety_stock: fields.u64("safety_stock")?,
+            limit: fields.limit("per_customer_limit")?,
+            expected_version: fields.u64("expected_version")?,
+        };
+        if put.level.is_none() && put.safety_stock.is_none() {
+            return Err(ApiError::invalid(
+                "field \"available\", \"on_hand\" or \"safety_stock\" is required",
+            ));
+        }
         let low_stock = fields.limit("low_stock_threshold")?;
-        let expected = fields.u64("expected_version")?;
         let (id, _) = self
             .engine
-            .put_sku(sku, available, limit, expected)
+            .put_stock(sku, &put)
             .map_err(|e| self.engine_error(e))?;
         if let Some(threshold) = low_stock {
             self.engine

@@ -3,12 +3,16 @@
 
 use std::process::ExitCode;
 
+use hotstock::core::limits::MAX_STOCK_PER_SKU;
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
+use hotstock::{SkuPut, StockLevel};
 
-/// One CSV row: name, available units, limit.
-type ImportRow = (String, u64, Option<u32>);
+/// One CSV row: the SKU's name and what to set.
+type ImportRow = (String, SkuPut);
 
+/// `sku,available[,per_customer_limit[,safety_stock]]`: `available` units
+/// for sale, and `safety_stock` units on hand kept back besides them.
 fn parse_csv(text: &str) -> Result<Vec<ImportRow>, String> {
     let mut rows = Vec::new();
     for (index, line) in text.lines().enumerate() {
@@ -18,23 +22,33 @@ fn parse_csv(text: &str) -> Result<Vec<ImportRow>, String> {
             continue;
         }
         let fields: Vec<&str> = line.split(',').map(str::trim).collect();
-        let (name, available, limit) = match fields.as_slice() {
-            [name, available] => (*name, *available, None),
-            [name, available, limit] => (*name, *available, Some(*limit)),
+        let (name, available, limit, safety) = match fields.as_slice() {
+            [name, available] => (*name, *available, "", ""),
+            [name, available, limit] => (*name, *available, *limit, ""),
+            [name, available, limit, safety] => (*name, *available, *limit, *safety),
             _ => {
                 return Err(format!(
-                    "line {number}: expected sku,available[,per_customer_limit]"
+                    "line {number}: expected sku,available[,per_customer_limit[,safety_stock]]"
                 ))
             }
         };
         hotstock::core::catalogue::validate_sku_name(name)
             .map_err(|e| format!("line {number}: {e}"))?;
-        let available: u64 = available
-            .parse()
-            .map_err(|_| format!("line {number}: available {available:?} is not a whole number"))?;
+        let units = |column: &str, value: &str| {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|&units| units <= MAX_STOCK_PER_SKU)
+                .ok_or_else(|| {
+                    format!(
+                        "line {number}: {column} {value:?} must be a whole number of units, at most \
+                         {MAX_STOCK_PER_SKU}"
+                    )
+                })
+        };
         let limit = match limit {
-            None | Some("") => None,
-            Some(limit) => Some(
+            "" => None,
+            limit => Some(
                 limit
                     .parse::<u32>()
                     .ok()
@@ -42,7 +56,16 @@ fn parse_csv(text: &str) -> Result<Vec<ImportRow>, String> {
                     .ok_or_else(|| format!("line {number}: per_customer_limit {limit:?} must be a positive whole number"))?,
             ),
         };
-        rows.push((name.to_owned(), available, limit));
+        let put = SkuPut {
+            level: Some(StockLevel::Available(units("available", available)?)),
+            safety_stock: match safety {
+                "" => None,
+                safety => Some(units("safety_stock", safety)?),
+            },
+            limit: Some(limit),
+            expected_version: None,
+        };
+        rows.push((name.to_owned(), put));
     }
     Ok(rows)
 }
@@ -77,8 +100,8 @@ pub fn import(file: &std::path::Path, data_dir: &std::path::Path) -> ExitCode {
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("#-"),
     );
-    for (done, (name, available, limit)) in rows.into_iter().enumerate() {
-        if let Err(error) = engine.put_sku(&name, available, Some(limit), None) {
+    for (done, (name, put)) in rows.into_iter().enumerate() {
+        if let Err(error) = engine.put_stock(&name, &put) {
             progress.abandon();
             eprintln!("SKU {name:?}: {error}; {done} of {total} imported before it");
             return ExitCode::FAILURE;

@@ -43,7 +43,7 @@
 use crossbeam_utils::CachePadded;
 
 use crate::core::limits::{MAX_STOCK_PER_SKU, MAX_STRIPES};
-use crate::core::sync::{AtomicPtr, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::core::sync::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Mutex, Ordering};
 
 /// When a SKU widens and narrows. One policy serves the whole engine; it is
 /// passed in rather than stored so that a cold cell stays small.
@@ -78,8 +78,8 @@ impl StripePolicy {
         if !(2..=MAX_STRIPES as u32).contains(&self.stripes) {
             return Err("stripes must be between 2 and MAX_STRIPES");
         }
-        if self.widen_after_conflicts == 0 {
-            return Err("widen_after_conflicts must be at least 1");
+        if !(1..=u32::from(u16::MAX)).contains(&self.widen_after_conflicts) {
+            return Err("widen_after_conflicts must be between 1 and 65535");
         }
         if self.narrow_below_units > self.widen_min_units {
             return Err("narrow_below_units must not exceed widen_min_units (no hysteresis)");
@@ -108,7 +108,7 @@ pub struct Insufficient {
     pub available: u64,
 }
 
-/// A `set_available` carried an expected version that is not the current one.
+/// A `set_stock` carried an expected version that is not the current one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StaleVersion {
     pub current: u64,
@@ -120,6 +120,30 @@ pub struct TooMuchStock {
     pub received: u64,
 }
 
+/// What `set_stock` sets the units for sale from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StockLevel {
+    /// Units for sale now: `available` as the API has always meant it.
+    Available(u64),
+    /// Units physically there and not yet sold: `available + held +
+    /// safety_stock`. hotstock knows nothing of shipping, so a unit leaves
+    /// `on_hand` when it is sold (the shop's warehouse ships it).
+    OnHand(u64),
+}
+
+/// A `set_stock` would leave fewer units on hand than are committed: the
+/// units held for buyers plus the safety stock kept back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BelowCommitted {
+    /// The units on hand the change asked for (or, for a change of the
+    /// safety stock alone, the units on hand now).
+    pub on_hand: u64,
+    /// Held units (an upper bound while holds are being taken).
+    pub held: u64,
+    /// The safety stock the change would keep back.
+    pub safety_stock: u64,
+}
+
 /// What an operator change did, for the caller (and the journal) to record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OperatorChange {
@@ -129,6 +153,8 @@ pub struct OperatorChange {
     pub delta: i64,
     /// The version after the change.
     pub version: u64,
+    /// `Some` when the change set the safety stock (to this many units).
+    pub safety_stock: Option<u64>,
 }
 
 /// A consistent-at-quiescence reading of one cell.
@@ -144,6 +170,9 @@ pub struct CellSnapshot {
     /// Below this many available units the SKU is low on stock (the change
     /// feed says so); `None`: no threshold.
     pub low_stock_threshold: Option<u32>,
+    /// Units on hand kept back from sale: in neither `available` nor
+    /// `received` (conservation is over the units for sale).
+    pub safety_stock: u64,
     /// Stripes in use (1 = cold).
     pub width: u32,
 }
@@ -207,8 +236,40 @@ struct CellMeta {
     /// Sum of restocks and adjustments: the right-hand side of invariant 2.
     received: u64,
     /// Bumped by every operator change (restock, adjust, set, limit,
-    /// low-stock threshold).
+    /// low-stock threshold, safety stock).
     version: u64,
+    /// Settings most SKUs never have, allocated on first use so a cold
+    /// cell stays small (`SkuSlot` keeps its memory budget,
+    /// `holds/tests.rs`).
+    extras: Option<Box<CellExtras>>,
+}
+
+/// A SKU's rarely set, lock-protected settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct CellExtras {
+    /// 0 means no threshold.
+    low_stock_threshold: u32,
+    /// Units on hand kept back from sale (never in `available`, never in
+    /// `received`): see `set_stock`.
+    safety_stock: u64,
+}
+
+impl CellMeta {
+    fn extras(&self) -> CellExtras {
+        self.extras.as_deref().copied().unwrap_or_default()
+    }
+
+    /// Applies `edit` to the settings, allocating them only when they end
+    /// up other than the defaults.
+    fn edit_extras(&mut self, edit: impl FnOnce(&mut CellExtras)) {
+        let mut extras = self.extras();
+        edit(&mut extras);
+        match &mut self.extras {
+            Some(boxed) => **boxed = extras,
+            None if extras == CellExtras::default() => {}
+            None => self.extras = Some(Box::new(extras)),
+        }
+    }
 }
 
 /// One SKU's stock. See the module docs for the locking rule.
@@ -218,16 +279,13 @@ pub struct StockCell {
     /// Null until the cell first widens; then fixed until drop.
     wide: AtomicPtr<WideStripes>,
     /// 1: only `home` is in use. Otherwise the number of `wide` stripes in
-    /// use. Written only under `meta`'s lock.
-    width: AtomicU32,
+    /// use (at most `MAX_STRIPES`). Written only under `meta`'s lock. A
+    /// `u16` with `conflicts`, so the two fit beside the limit in 8 bytes.
+    width: AtomicU16,
     /// CAS conflicts seen on `home` since the last width change.
-    conflicts: AtomicU32,
+    conflicts: AtomicU16,
     /// 0 means no limit. Written under the lock, read lock-free.
     per_customer_limit: AtomicU32,
-    /// 0 means no threshold. Written and read under the lock (an atomic
-    /// only to sit in the padding after the other `u32`s: `SkuSlot` keeps
-    /// its memory budget, `holds/tests.rs`).
-    low_stock_threshold: AtomicU32,
     meta: Mutex<CellMeta>,
 }
 
@@ -242,10 +300,9 @@ impl StockCell {
         StockCell {
             home: Stripe::new(),
             wide: AtomicPtr::new(std::ptr::null_mut()),
-            width: AtomicU32::new(1),
-            conflicts: AtomicU32::new(0),
+            width: AtomicU16::new(1),
+            conflicts: AtomicU16::new(0),
             per_customer_limit: AtomicU32::new(0),
-            low_stock_threshold: AtomicU32::new(0),
             meta: Mutex::new(CellMeta::default()),
         }
     }
@@ -343,6 +400,7 @@ impl StockCell {
         let change = OperatorChange {
             delta: units as i64,
             version: meta.version,
+            safety_stock: None,
         };
         publish(change);
         self.credit_locked(units, hint);
@@ -373,6 +431,7 @@ impl StockCell {
         let change = OperatorChange {
             delta: -(units as i64),
             version: meta.version,
+            safety_stock: None,
         };
         publish(change);
         self.redistribute_locked(in_hand - units, hint, policy);
@@ -381,12 +440,18 @@ impl StockCell {
 
     /// Operator set-absolute with the article's optimistic lock: when
     /// `expected_version` is given and is not the current version, nothing
-    /// changes. `limit`, when given, replaces the per-customer limit in the
-    /// same versioned step. The change is returned as a delta computed under
-    /// the lock.
-    pub fn set_available(
+    /// changes. `level` sets the units for sale (`None`: keep the units on
+    /// hand), `safety_stock` the units kept back (`None`: keep it), and
+    /// `limit`, when given, the per-customer limit, all in one versioned
+    /// step. The change is returned as a delta computed under the lock.
+    // Seven arguments: the operator's whole put is decided under one lock
+    // hold, and its one caller (`Engine::put_stock`) passes them straight
+    // through from its request.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_stock(
         &self,
-        target: u64,
+        level: Option<StockLevel>,
+        safety_stock: Option<u64>,
         limit: Option<Option<u32>>,
         expected_version: Option<u64>,
         hint: usize,
@@ -407,24 +472,34 @@ impl StockCell {
             "available can never exceed received"
         );
         // received - in_hand is what is held, sold or in flight: it stays.
-        let received = (meta.received - in_hand).checked_add(target);
-        let received = match received {
-            Some(r) if r <= MAX_STOCK_PER_SKU => r,
-            _ => {
-                self.redistribute_locked(in_hand, hint, policy);
-                return Err(SetError::TooMuch(TooMuchStock {
+        let taken = meta.received - in_hand;
+        let safety = safety_stock.unwrap_or(meta.extras().safety_stock);
+        let target =
+            self.target_available(level, in_hand, taken, meta.extras().safety_stock, safety);
+        let received = target.and_then(|target| {
+            (taken.checked_add(target))
+                .filter(|r| *r <= MAX_STOCK_PER_SKU)
+                .map(|r| (target, r))
+                .ok_or(SetError::TooMuch(TooMuchStock {
                     received: meta.received,
-                }));
+                }))
+        });
+        let (target, received) = match received {
+            Ok(ok) => ok,
+            Err(refused) => {
+                self.redistribute_locked(in_hand, hint, policy);
+                return Err(refused);
             }
         };
-        let delta = target as i64 - in_hand as i64;
         meta.received = received;
         meta.version += 1;
         let change = OperatorChange {
-            delta,
+            delta: target as i64 - in_hand as i64,
             version: meta.version,
+            safety_stock,
         };
         publish(change);
+        meta.edit_extras(|extras| extras.safety_stock = safety);
         if let Some(limit) = limit {
             // Relaxed: see `per_customer_limit`.
             self.per_customer_limit
@@ -432,6 +507,60 @@ impl StockCell {
         }
         self.redistribute_locked(target, hint, policy);
         Ok(change)
+    }
+
+    /// The units for sale a `set_stock` asks for, or why it is refused.
+    /// Caller holds the lock and has drained `in_hand`; `taken` units are
+    /// held, sold or in flight.
+    fn target_available(
+        &self,
+        level: Option<StockLevel>,
+        in_hand: u64,
+        taken: u64,
+        old_safety: u64,
+        safety: u64,
+    ) -> Result<u64, SetError> {
+        debug_assert!(
+            safety <= MAX_STOCK_PER_SKU,
+            "checked at the engine boundary"
+        );
+        let held = self.held_at_most_locked(taken);
+        let on_hand = match level {
+            Some(StockLevel::Available(units)) => return Ok(units),
+            Some(StockLevel::OnHand(units)) => units,
+            // Keep the units on hand: only the split between for sale and
+            // kept back moves.
+            None => in_hand + held + old_safety,
+        };
+        on_hand
+            .checked_sub(held + safety)
+            .ok_or(SetError::BelowCommitted(BelowCommitted {
+                on_hand,
+                held,
+                safety_stock: safety,
+            }))
+    }
+
+    /// Held units, never fewer than are really held. Caller holds the lock
+    /// and passes the `taken` units (received minus the drained ones): they
+    /// are exact, and the stripes' `sold` sum is a lower bound of the units
+    /// sold, because every path counts a sale only after its units left
+    /// `available` or `held`, and the one path that lowers `sold` (a
+    /// refund) runs under the lock held here. So `taken - sold` bounds the
+    /// held units (plus takes in flight) from above: an `on_hand` set in
+    /// the middle of a sale never makes more units available than are
+    /// there. Exact at quiescence.
+    fn held_at_most_locked(&self, taken: u64) -> u64 {
+        let mut sold = 0u64;
+        let mut add = |stripe: &Stripe| {
+            // Relaxed: a reading bounded as above; the lock orders refunds.
+            sold = sold.wrapping_add(stripe.sold.load(Ordering::Relaxed));
+        };
+        add(&self.home);
+        if let Some(wide) = self.wide_array() {
+            wide.iter().for_each(|s| add(s));
+        }
+        taken - clamp_signed(sold).min(taken)
     }
 
     /// Sets the low-stock threshold (`None` removes it). Bumps the version.
@@ -447,10 +576,9 @@ impl StockCell {
         publish(OperatorChange {
             delta: 0,
             version: meta.version,
+            safety_stock: None,
         });
-        // Relaxed: read only under the lock held here.
-        self.low_stock_threshold
-            .store(threshold.unwrap_or(0), Ordering::Relaxed);
+        meta.edit_extras(|extras| extras.low_stock_threshold = threshold.unwrap_or(0));
         meta.version
     }
 
@@ -461,6 +589,7 @@ impl StockCell {
         publish(OperatorChange {
             delta: 0,
             version: meta.version,
+            safety_stock: None,
         });
         let raw = limit.unwrap_or(0);
         // Relaxed: see `per_customer_limit`.
@@ -475,9 +604,11 @@ impl StockCell {
         debug_assert_eq!(meta.version, 0, "restore only into a fresh cell");
         meta.received = snapshot.received;
         meta.version = snapshot.version;
-        // Relaxed: read only under the lock held here.
-        self.low_stock_threshold
-            .store(snapshot.low_stock_threshold.unwrap_or(0), Ordering::Relaxed);
+        meta.edit_extras(|extras| {
+            extras.low_stock_threshold = snapshot.low_stock_threshold.unwrap_or(0);
+            extras.safety_stock = snapshot.safety_stock;
+        });
+        // Relaxed: nobody else can see this cell yet.
         self.per_customer_limit
             .store(snapshot.per_customer_limit.unwrap_or(0), Ordering::Relaxed);
         self.home
@@ -493,8 +624,9 @@ impl StockCell {
     pub fn widen(&self, hint: usize, policy: &StripePolicy) {
         let _meta = self.meta.lock();
         // Relaxed: a hint read under the lock; `redistribute_locked` decides.
+        // The policy keeps the threshold within u16 (`validate`).
         self.conflicts
-            .store(policy.widen_after_conflicts, Ordering::Relaxed);
+            .store(policy.widen_after_conflicts as u16, Ordering::Relaxed);
         let in_hand = self.drain_locked();
         self.redistribute_locked(in_hand, hint, policy);
     }
@@ -504,7 +636,7 @@ impl StockCell {
     /// lower it); `held` and `sold` are exact at quiescence.
     pub fn snapshot(&self) -> CellSnapshot {
         let meta = self.meta.lock();
-        let width = self.width.load(Ordering::Relaxed);
+        let width = u32::from(self.width.load(Ordering::Relaxed));
         let mut available = 0u64;
         let mut held = 0u64;
         let mut sold = 0u64;
@@ -526,9 +658,8 @@ impl StockCell {
             received: meta.received,
             version: meta.version,
             per_customer_limit: self.per_customer_limit(),
-            // Relaxed: written only under the lock held here.
-            low_stock_threshold: Some(self.low_stock_threshold.load(Ordering::Relaxed))
-                .filter(|&t| t > 0),
+            low_stock_threshold: Some(meta.extras().low_stock_threshold).filter(|&t| t > 0),
+            safety_stock: meta.extras().safety_stock,
             width,
         }
     }
@@ -576,11 +707,12 @@ fn clamp_signed(sum: u64) -> u64 {
     signed.max(0) as u64
 }
 
-/// Why `set_available` changed nothing.
+/// Why `set_stock` changed nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SetError {
     Stale(StaleVersion),
     TooMuch(TooMuchStock),
+    BelowCommitted(BelowCommitted),
 }
 
 mod stripes;

@@ -37,8 +37,13 @@ impl StockCell {
     #[cold]
     pub(super) fn note_conflict(&self, hint: usize, policy: &StripePolicy) {
         // Relaxed: a heuristic counter; it only decides when to widen.
-        let seen = self.conflicts.fetch_add(1, Ordering::Relaxed) + 1;
-        if seen != policy.widen_after_conflicts {
+        // The counter wraps at u16::MAX (the policy is checked to stay
+        // below it): a wrap only restarts the count toward the threshold.
+        let seen = self
+            .conflicts
+            .fetch_add(1, Ordering::Relaxed)
+            .wrapping_add(1);
+        if u32::from(seen) != policy.widen_after_conflicts {
             return;
         }
         // Exactly one conflicting taker sees the threshold; it widens if the
@@ -132,8 +137,8 @@ impl StockCell {
     /// when contention showed and there is stock to spread, narrow when stock
     /// runs low. Caller holds the lock and every stripe is empty.
     pub(super) fn redistribute_locked(&self, in_hand: u64, hint: usize, policy: &StripePolicy) {
-        let width = self.width.load(Ordering::Relaxed);
-        let conflicts = self.conflicts.load(Ordering::Relaxed);
+        let width = u32::from(self.width.load(Ordering::Relaxed));
+        let conflicts = u32::from(self.conflicts.load(Ordering::Relaxed));
         let target = if width > 1 {
             if in_hand < policy.narrow_below_units {
                 1
@@ -162,7 +167,8 @@ impl StockCell {
         if width != target {
             // Release: `wide` was stored (Release) before this; a taker that
             // sees the new width sees the array.
-            self.width.store(target, Ordering::Release);
+            // `target` is at most MAX_STRIPES (checked by the policy).
+            self.width.store(target as u16, Ordering::Release);
         }
         let share = in_hand / u64::from(target);
         let extra = in_hand % u64::from(target);

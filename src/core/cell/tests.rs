@@ -82,7 +82,8 @@ fn withdraw_refuses_below_zero_and_changes_nothing() {
         change,
         OperatorChange {
             delta: -5,
-            version: 2
+            version: 2,
+            safety_stock: None,
         }
     );
     let s = cell.snapshot();
@@ -95,17 +96,34 @@ fn set_available_checks_version_and_returns_delta() {
     let p = policy();
     cell.take(4, TakeInto::Held, 0, &p).unwrap();
     assert_eq!(
-        cell.set_available(3, None, Some(7), 0, &p, |_| {}),
+        cell.set_stock(
+            Some(StockLevel::Available(3)),
+            None,
+            None,
+            Some(7),
+            0,
+            &p,
+            |_| {}
+        ),
         Err(SetError::Stale(StaleVersion { current: 1 }))
     );
     let change = cell
-        .set_available(3, Some(Some(2)), Some(1), 0, &p, |_| {})
+        .set_stock(
+            Some(StockLevel::Available(3)),
+            None,
+            Some(Some(2)),
+            Some(1),
+            0,
+            &p,
+            |_| {},
+        )
         .unwrap();
     assert_eq!(
         change,
         OperatorChange {
             delta: -3,
-            version: 2
+            version: 2,
+            safety_stock: None,
         }
     );
     let s = cell.snapshot();
@@ -124,7 +142,15 @@ fn restock_refuses_past_the_stock_limit() {
     );
     let p = policy();
     assert!(matches!(
-        cell.set_available(MAX_STOCK_PER_SKU + 1, None, None, 0, &p, |_| {}),
+        cell.set_stock(
+            Some(StockLevel::Available(MAX_STOCK_PER_SKU + 1)),
+            None,
+            None,
+            None,
+            0,
+            &p,
+            |_| {}
+        ),
         Err(SetError::TooMuch(_))
     ));
     assert_eq!(cell.snapshot().available, MAX_STOCK_PER_SKU);
@@ -148,4 +174,93 @@ fn contention_widens_on_its_own() {
     cell.note_conflict(0, &p);
     assert_eq!(cell.snapshot().width, 4);
     assert_eq!(cell.snapshot().available, 1_000);
+}
+
+/// A cell whose shelf holds `on_hand` units, `safety` of them kept back.
+fn shelf(on_hand: u64, safety: u64) -> (StockCell, OperatorChange) {
+    let cell = StockCell::new();
+    let level = Some(StockLevel::OnHand(on_hand));
+    let change = cell
+        .set_stock(level, Some(safety), None, None, 0, &policy(), |_| {})
+        .unwrap();
+    (cell, change)
+}
+
+#[test]
+fn on_hand_keeps_the_safety_stock_back_and_counts_held_units() {
+    let p = policy();
+    let (cell, change) = shelf(10, 3);
+    assert_eq!((change.delta, change.safety_stock), (7, Some(3)));
+    cell.take(2, TakeInto::Held, 0, &p).unwrap();
+    cell.take(1, TakeInto::Sold, 0, &p).unwrap();
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.held, s.sold, s.safety_stock), (4, 2, 1, 3));
+    assert_eq!(s.received, 7, "the safety stock is not for sale");
+
+    // The warehouse counts 8 units there (the sold one has shipped): 2 held
+    // and 3 kept back leave 3 for sale.
+    let change = cell
+        .set_stock(Some(StockLevel::OnHand(8)), None, None, None, 0, &p, |_| {})
+        .unwrap();
+    assert_eq!((change.delta, change.safety_stock), (-1, None));
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.held, s.safety_stock), (3, 2, 3));
+
+    // A safety stock change alone keeps the units on hand: 2 more kept back.
+    cell.set_stock(None, Some(5), None, None, 0, &p, |_| {})
+        .unwrap();
+    let s = cell.snapshot();
+    assert_eq!((s.available, s.held, s.safety_stock), (1, 2, 5));
+    assert_eq!(s.available + s.held + s.sold, s.received);
+}
+
+#[test]
+fn on_hand_below_what_is_committed_is_refused_and_changes_nothing() {
+    let p = policy();
+    let (cell, _) = shelf(10, 3);
+    cell.take(4, TakeInto::Held, 0, &p).unwrap();
+    let before = cell.snapshot();
+    let refused = |level, safety| {
+        cell.set_stock(level, safety, None, None, 0, &p, |_| {
+            panic!("a refused change is never published")
+        })
+    };
+    let below = |on_hand, safety_stock| {
+        Err(SetError::BelowCommitted(BelowCommitted {
+            on_hand,
+            held: 4,
+            safety_stock,
+        }))
+    };
+    assert_eq!(refused(Some(StockLevel::OnHand(6)), None), below(6, 3));
+    assert_eq!(refused(Some(StockLevel::OnHand(6)), Some(3)), below(6, 3));
+    // Raising the safety stock past what is for sale: 10 on hand.
+    assert_eq!(refused(None, Some(7)), below(10, 7));
+    assert_eq!(cell.snapshot(), before);
+    // Exactly what is committed is allowed, and nothing is left for sale.
+    cell.set_stock(Some(StockLevel::OnHand(7)), None, None, None, 0, &p, |_| {})
+        .unwrap();
+    assert_eq!(cell.snapshot().available, 0);
+}
+
+#[test]
+fn held_units_bound_from_above_counts_a_take_whose_count_is_not_yet_written() {
+    let p = policy();
+    let cell = stocked(10);
+    // A take that has left `available` but whose `held` count is not yet
+    // written (the instant between the CAS and the count): simulate it by
+    // moving units out of the stripe by hand.
+    cell.home.available.fetch_sub(2, Ordering::Relaxed);
+    // on_hand 10 with 2 in flight: at most 8 can be for sale.
+    cell.set_stock(
+        Some(StockLevel::OnHand(10)),
+        None,
+        None,
+        None,
+        0,
+        &p,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(cell.snapshot().available, 8);
 }

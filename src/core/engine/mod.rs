@@ -34,6 +34,9 @@ use super::types::{HoldStatus, Line, ReservationId, SkuId};
 
 mod buying;
 mod operator;
+
+pub use super::cell::StockLevel;
+pub use operator::SkuPut;
 mod restore;
 #[cfg(all(test, not(loom)))]
 mod tests;
@@ -184,6 +187,9 @@ pub struct SkuDocument {
     /// Below this many available units the change feed reports
     /// `sku.low_stock`; `None`: no threshold.
     pub low_stock_threshold: Option<u32>,
+    /// Units on hand kept back from sale (never counted in `available` or
+    /// `received`).
+    pub safety_stock: u64,
 }
 
 impl SkuDocument {
@@ -198,7 +204,15 @@ impl SkuDocument {
             version: s.version,
             per_customer_limit: s.per_customer_limit,
             low_stock_threshold: s.low_stock_threshold,
+            safety_stock: s.safety_stock,
         }
+    }
+
+    /// Units physically there and not yet sold: those for sale, those held
+    /// for buyers and the safety stock. A sold unit has left (hotstock
+    /// knows nothing of shipping; the shop's warehouse does).
+    pub fn on_hand(&self) -> u64 {
+        self.available + self.held + self.safety_stock
     }
 
     /// Invariant 2: `available + held + sold == received`. Exact only when no

@@ -5,11 +5,44 @@
 
 use super::Engine;
 use crate::core::catalogue::validate_sku_name;
-use crate::core::cell::{Insufficient, OperatorChange, SetError, StaleVersion, TooMuchStock};
+use crate::core::cell::{
+    Insufficient, OperatorChange, SetError, StaleVersion, StockLevel, TooMuchStock,
+};
 use crate::core::change::{Change, ChangeSink, LimitChange};
 use crate::core::error::EngineError;
 use crate::core::hint::stripe_hint;
+use crate::core::limits::MAX_STOCK_PER_SKU;
 use crate::core::types::SkuId;
+
+/// An operator's put of a SKU: each field `None` leaves that setting as it
+/// is (a new SKU starts with nothing).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SkuPut {
+    /// The units for sale, given directly or as the units on hand.
+    pub level: Option<StockLevel>,
+    /// Units on hand kept back from sale.
+    pub safety_stock: Option<u64>,
+    /// The per-customer limit (`Some(None)`: remove it).
+    pub limit: Option<Option<u32>>,
+    pub expected_version: Option<u64>,
+}
+
+impl SkuPut {
+    fn validate(&self) -> Result<(), EngineError> {
+        if let Some(Some(0)) = self.limit {
+            return Err(EngineError::InvalidLimit);
+        }
+        // Units for sale past the limit are the cell's to refuse (it knows
+        // what is already received); the safety stock is refused here, so
+        // every sum the cell makes of it stays far inside a u64.
+        match self.safety_stock {
+            Some(safety_stock) if safety_stock > MAX_STOCK_PER_SKU => {
+                Err(EngineError::InvalidSafetyStock { safety_stock })
+            }
+            _ => Ok(()),
+        }
+    }
+}
 
 impl<S: ChangeSink> Engine<S> {
     /// Creates the SKU if absent and sets its available units (and, when
@@ -23,44 +56,96 @@ impl<S: ChangeSink> Engine<S> {
         limit: Option<Option<u32>>,
         expected_version: Option<u64>,
     ) -> Result<(SkuId, OperatorChange), EngineError> {
+        let put = SkuPut {
+            level: Some(StockLevel::Available(available)),
+            limit,
+            expected_version,
+            ..SkuPut::default()
+        };
+        self.put_stock(name, &put)
+    }
+
+    /// Creates the SKU if absent and sets what `put` names in one versioned
+    /// step: the units for sale (as `available`, or as `on_hand` of which
+    /// the safety stock is kept back), the safety stock, the per-customer
+    /// limit. Refuses with `BelowCommitted` when fewer units would be on
+    /// hand than are held plus kept back, and with `VersionConflict` when
+    /// `expected_version` is not the current one (an absent SKU has
+    /// version 0). A refused put changes nothing, not even a creation.
+    pub fn put_stock(
+        &self,
+        name: &str,
+        put: &SkuPut,
+    ) -> Result<(SkuId, OperatorChange), EngineError> {
         validate_sku_name(name)?;
-        if let Some(Some(0)) = limit {
-            return Err(EngineError::InvalidLimit);
-        }
+        put.validate()?;
         self.check_storage()?;
         let hint = stripe_hint();
         self.sink.make_room(hint);
-        let sku = match (self.catalogue.find(name), expected_version) {
-            (Some(sku), _) => sku,
-            // Refuse before creating, so a refused request changes nothing.
-            (None, Some(expected)) if expected != 0 => {
-                return Err(EngineError::VersionConflict {
-                    sku: None,
-                    expected,
-                    current: 0,
-                })
-            }
-            (None, _) => {
-                let on_create =
-                    |sku: SkuId, name: &str| self.record(hint, Change::SkuCreated { sku, name });
-                self.catalogue.find_or_create_with(name, on_create)?.0
-            }
+        let sku = match self.catalogue.find(name) {
+            Some(sku) => sku,
+            None => self.create_for_put(name, put, hint)?,
         };
         let cell = self.cell(sku)?;
-        let limit_change = limit.map_or(LimitChange::Unchanged, LimitChange::Set);
+        let limit_change = put.limit.map_or(LimitChange::Unchanged, LimitChange::Set);
         let publish = |change| self.record_operator(hint, sku, change, limit_change);
         let policy = &self.config.stripe_policy;
-        match cell.set_available(available, limit, expected_version, hint, policy, publish) {
-            Ok(change) => Ok((sku, change)),
-            Err(SetError::Stale(StaleVersion { current })) => Err(EngineError::VersionConflict {
+        let (level, safety) = (put.level, put.safety_stock);
+        cell.set_stock(
+            level,
+            safety,
+            put.limit,
+            put.expected_version,
+            hint,
+            policy,
+            publish,
+        )
+        .map(|change| (sku, change))
+        .map_err(|refused| match refused {
+            SetError::Stale(StaleVersion { current }) => EngineError::VersionConflict {
                 sku: Some(sku),
-                expected: expected_version.unwrap_or(current),
+                expected: put.expected_version.unwrap_or(current),
                 current,
-            }),
-            Err(SetError::TooMuch(TooMuchStock { received })) => {
-                Err(EngineError::StockLimit { sku, received })
+            },
+            SetError::TooMuch(TooMuchStock { received }) => {
+                EngineError::StockLimit { sku, received }
             }
+            SetError::BelowCommitted(below) => EngineError::BelowCommitted {
+                sku: Some(sku),
+                on_hand: below.on_hand,
+                held: below.held,
+                safety_stock: below.safety_stock,
+            },
+        })
+    }
+
+    /// Creates a SKU for `put`, unless the put would be refused on a SKU
+    /// with nothing yet: a refused request creates nothing.
+    fn create_for_put(&self, name: &str, put: &SkuPut, hint: usize) -> Result<SkuId, EngineError> {
+        if let Some(expected) = put.expected_version.filter(|&v| v != 0) {
+            return Err(EngineError::VersionConflict {
+                sku: None,
+                expected,
+                current: 0,
+            });
         }
+        let safety = put.safety_stock.unwrap_or(0);
+        let on_hand = match put.level {
+            Some(StockLevel::Available(units)) => units.saturating_add(safety),
+            Some(StockLevel::OnHand(units)) => units,
+            None => 0,
+        };
+        if on_hand < safety {
+            return Err(EngineError::BelowCommitted {
+                sku: None,
+                on_hand,
+                held: 0,
+                safety_stock: safety,
+            });
+        }
+        let on_create =
+            |sku: SkuId, name: &str| self.record(hint, Change::SkuCreated { sku, name });
+        Ok(self.catalogue.find_or_create_with(name, on_create)?.0)
     }
 
     /// Operator restock: `units` more received and available.
@@ -151,6 +236,7 @@ impl<S: ChangeSink> Engine<S> {
                 delta: change.delta,
                 version: change.version,
                 limit,
+                safety_stock: change.safety_stock,
             },
         );
     }

@@ -125,6 +125,15 @@ pub struct FeedCounts {
     pub held: i64,
     pub sold: i64,
     pub received: i64,
+    /// Units on hand kept back from sale (outside `received`).
+    pub safety_stock: i64,
+}
+
+impl FeedCounts {
+    /// Units physically there and not yet sold (`SkuDocument::on_hand`).
+    pub fn on_hand(&self) -> i64 {
+        self.available + self.held + self.safety_stock
+    }
 }
 
 /// The reservation a reservation event is about; a cart's events (one per
@@ -289,6 +298,7 @@ impl Feed {
                         held: sku.held,
                         sold: sku.sold,
                         received: sku.received,
+                        safety_stock: sku.safety_stock as i64,
                     },
                 })
             })
@@ -544,12 +554,16 @@ impl FeedInner {
                 delta,
                 version,
                 limit,
+                safety_stock,
             } => {
                 let index = sku.index() as usize;
                 let before = self.counts(index);
                 self.update(index, |c| {
                     c.received += delta;
                     c.available += delta;
+                    if let Some(units) = safety_stock {
+                        c.safety_stock = units as i64;
+                    }
                 });
                 let operator = FeedOperator {
                     delta,

@@ -54,6 +54,7 @@ fn operator(delta: i64, version: u64) -> Event {
         delta,
         version,
         limit: LimitChange::Unchanged,
+        safety_stock: None,
     }
 }
 

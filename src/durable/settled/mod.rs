@@ -58,6 +58,10 @@ pub struct SettledSku {
     pub low_stock: Option<u32>,
     /// Version of the change that set `low_stock`.
     pub low_stock_version: u64,
+    /// Units on hand kept back from sale (not in `received`).
+    pub safety_stock: u64,
+    /// Version of the operator change that set `safety_stock`.
+    pub safety_stock_version: u64,
 }
 
 impl SettledSku {
@@ -334,6 +338,7 @@ impl Settled {
                 delta,
                 version,
                 limit,
+                safety_stock,
             } => {
                 let entry = self.sku_mut(sku.index());
                 entry.received += delta;
@@ -342,6 +347,14 @@ impl Settled {
                     if version >= entry.limit_version {
                         entry.limit = limit;
                         entry.limit_version = version;
+                    }
+                }
+                // An absolute value, set under the SKU's lock: the change
+                // with the higher version wins, whatever the fold's order.
+                if let Some(units) = safety_stock {
+                    if version >= entry.safety_stock_version {
+                        entry.safety_stock = units;
+                        entry.safety_stock_version = version;
                     }
                 }
             }

@@ -103,6 +103,7 @@ fn fold(events: &[Event]) -> Settled {
         delta: 10,
         version: 1,
         limit: LimitChange::Set(Some(5)),
+        safety_stock: None,
     });
     for event in events {
         settled.apply(event.clone());
@@ -144,7 +145,7 @@ fn hold_lifecycle_in_any_order_settles_the_same() {
 }
 
 #[test]
-fn limit_changes_win_by_version_not_arrival() {
+fn limit_and_safety_stock_changes_win_by_version_not_arrival() {
     let mut s = fold(&[]);
     let sku = SkuId::from_index(0);
     s.apply(Event::Operator {
@@ -152,15 +153,22 @@ fn limit_changes_win_by_version_not_arrival() {
         delta: 0,
         version: 3,
         limit: LimitChange::Set(None),
+        safety_stock: Some(4),
     });
     s.apply(Event::Operator {
         sku,
         delta: 0,
         version: 2,
         limit: LimitChange::Set(Some(1)),
+        safety_stock: Some(9),
     });
     let settled = s.skus[0].as_ref().unwrap();
     assert_eq!((settled.limit, settled.version), (None, 3));
+    assert_eq!(
+        (settled.safety_stock, settled.safety_stock_version),
+        (4, 3),
+        "an older safety stock folded later loses too"
+    );
 }
 
 #[test]

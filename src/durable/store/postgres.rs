@@ -7,7 +7,7 @@ use postgres::{Client, NoTls, Transaction};
 
 use super::rows::{
     self, as_stored, CustomerUnitsRow, Damage, EventRow, KeyRow, ReservationRow, SkuRow,
-    EVENT_COLUMNS,
+    EVENT_COLUMNS, EVENT_COLUMN_COUNT,
 };
 use super::{
     delete_through_by_count, encode_hold_lines_into, id_key_from_halves, id_key_halves, Store,
@@ -77,7 +77,9 @@ impl PostgresStore {
                  received BIGINT NOT NULL, version BIGINT NOT NULL,
                  per_customer_limit BIGINT, limit_version BIGINT NOT NULL);
              ALTER TABLE {schema}.hotstock_skus ADD COLUMN IF NOT EXISTS low_stock_threshold BIGINT,
-                 ADD COLUMN IF NOT EXISTS low_stock_version BIGINT NOT NULL DEFAULT 0;
+                 ADD COLUMN IF NOT EXISTS low_stock_version BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS safety_stock BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS safety_stock_version BIGINT NOT NULL DEFAULT 0;
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_reservations (
                  id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
                  deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
@@ -97,7 +99,9 @@ impl PostgresStore {
                  reservation TEXT, status TEXT, from_status TEXT, customer TEXT, lines TEXT,
                  deadline_ms BIGINT, delta BIGINT, version BIGINT, limit_set BIGINT,
                  per_customer_limit BIGINT, units BIGINT, low_stock_set BIGINT,
-                 low_stock_threshold BIGINT);"
+                 low_stock_threshold BIGINT);
+             ALTER TABLE {schema}.hotstock_events
+                 ADD COLUMN IF NOT EXISTS safety_stock BIGINT NOT NULL DEFAULT 0;"
         );
         client
             .batch_execute(&ddl)
@@ -233,7 +237,7 @@ impl Store for PostgresStore {
             rows::feed_next_position(value(FEED_NEXT_KEY)?).map_err(|d| self.damaged(d))?;
         let sql = format!(
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
-             low_stock_threshold, low_stock_version \
+             low_stock_threshold, low_stock_version, safety_stock, safety_stock_version \
              FROM {s}.hotstock_skus"
         );
         self.load_rows(&sql, "SKUs", &mut settled, |row, settled| {
@@ -248,6 +252,8 @@ impl Store for PostgresStore {
                 limit_version: row.try_get(7)?,
                 low_stock_threshold: row.try_get(8)?,
                 low_stock_version: row.try_get(9)?,
+                safety_stock: row.try_get(10)?,
+                safety_stock_version: row.try_get(11)?,
             };
             Ok(sku.load_into(settled))
         })?;
@@ -405,10 +411,12 @@ fn event_row(row: &postgres::Row) -> Result<EventRow, postgres::Error> {
         units: row.try_get(19)?,
         low_stock_set: row.try_get(20)?,
         low_stock_threshold: row.try_get(21)?,
+        safety_stock: row.try_get(22)?,
     })
 }
 
-/// Outbox rows per insert statement (22 parameters each).
+/// Outbox rows per insert statement (`EVENT_COLUMN_COUNT` parameters
+/// each).
 const EVENTS_PER_STATEMENT: usize = 64;
 /// Reservation rows per upsert statement (7 parameters each).
 const RESERVATIONS_PER_STATEMENT: usize = 128;
@@ -453,7 +461,7 @@ fn write_events(
     let sql = |n: usize| {
         format!(
             "INSERT INTO {s}.hotstock_events ({EVENT_COLUMNS}) VALUES {}",
-            values_sql(22, n)
+            values_sql(EVENT_COLUMN_COUNT, n)
         )
     };
     let full = tx
@@ -461,7 +469,7 @@ fn write_events(
         .map_err(|e| fail("preparing event writes", e))?;
     for group in rows.chunks(EVENTS_PER_STATEMENT) {
         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            Vec::with_capacity(22 * group.len());
+            Vec::with_capacity(EVENT_COLUMN_COUNT * group.len());
         for r in group {
             params.extend_from_slice(&[
                 &r.position,
@@ -486,6 +494,7 @@ fn write_events(
                 &r.units,
                 &r.low_stock_set,
                 &r.low_stock_threshold,
+                &r.safety_stock,
             ]);
         }
         let written = if group.len() == EVENTS_PER_STATEMENT {
@@ -533,13 +542,14 @@ fn write_skus(
     let put_sku = tx
         .prepare(&format!(
             "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
-               low_stock_threshold, low_stock_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+               low_stock_threshold, low_stock_version, safety_stock, safety_stock_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
                held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
                version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
                limit_version = EXCLUDED.limit_version, low_stock_threshold = EXCLUDED.low_stock_threshold,
-               low_stock_version = EXCLUDED.low_stock_version"
+               low_stock_version = EXCLUDED.low_stock_version, safety_stock = EXCLUDED.safety_stock,
+               safety_stock_version = EXCLUDED.safety_stock_version"
         ))
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -559,6 +569,8 @@ fn write_skus(
                 &(sku.limit_version as i64),
                 &low_stock,
                 &(sku.low_stock_version as i64),
+                &(sku.safety_stock as i64),
+                &(sku.safety_stock_version as i64),
             ],
         )
         .map_err(|e| fail("writing a SKU", e))?;

@@ -10,7 +10,7 @@
 //! type exactly.
 
 use super::{decode_hold_lines, push_decimal, status_from_name};
-use crate::core::limits::MAX_SKUS;
+use crate::core::limits::{MAX_SKUS, MAX_STOCK_PER_SKU};
 use crate::core::types::ReservationId;
 use crate::core::types::{HoldStatus, LineAmounts};
 use crate::durable::event::KeyEvent;
@@ -96,6 +96,9 @@ pub(crate) struct SkuRow {
     /// NULL: none (and in stores from before the change feed).
     pub low_stock_threshold: Option<i64>,
     pub low_stock_version: Option<i64>,
+    /// 0 in stores from before safety stock (the column's default).
+    pub safety_stock: i64,
+    pub safety_stock_version: i64,
 }
 
 impl SkuRow {
@@ -132,6 +135,16 @@ impl SkuRow {
             },
             low_stock_version: check
                 .non_negative("low_stock_version", self.low_stock_version.unwrap_or(0))?,
+            safety_stock: Some(check.non_negative("safety_stock", self.safety_stock)?)
+                .filter(|&units| units <= MAX_STOCK_PER_SKU)
+                .ok_or_else(|| {
+                    check.damage(format!(
+                        "safety_stock {} is past the stock limit",
+                        self.safety_stock
+                    ))
+                })?,
+            safety_stock_version: check
+                .non_negative("safety_stock_version", self.safety_stock_version)?,
         };
         let index = index as usize;
         if settled.skus.len() <= index {
@@ -262,6 +275,8 @@ mod tests {
             limit_version: 0,
             low_stock_threshold: None,
             low_stock_version: None,
+            safety_stock: 0,
+            safety_stock_version: 0,
         };
         let damage = row.load_into(&mut settled).unwrap_err();
         assert_eq!(damage.table, "hotstock_skus");
@@ -313,12 +328,18 @@ pub struct EventRow {
     /// NULL for none).
     pub low_stock_set: Option<i64>,
     pub low_stock_threshold: Option<i64>,
+    /// The SKU's safety stock after the event (0 in rows written before
+    /// safety stock existed, which is what it was then).
+    pub safety_stock: i64,
 }
+
+/// How many columns `EVENT_COLUMNS` names (a test holds them equal).
+pub const EVENT_COLUMN_COUNT: usize = 23;
 
 /// The outbox's columns, in `EventRow`'s order.
 pub const EVENT_COLUMNS: &str = "position, id, type, at_ms, sku, available, held, sold, received, \
      reservation, status, from_status, customer, lines, deadline_ms, delta, version, limit_set, \
-     per_customer_limit, units, low_stock_set, low_stock_threshold";
+     per_customer_limit, units, low_stock_set, low_stock_threshold, safety_stock";
 
 impl EventRow {
     pub fn of(event: &FeedEvent, feed_id: u64) -> EventRow {
@@ -355,6 +376,7 @@ impl EventRow {
             units: event.units.map(i64::from),
             low_stock_set: operator.map(|o| i64::from(o.low_stock.is_some())),
             low_stock_threshold: operator.and_then(|o| o.low_stock.flatten()).map(i64::from),
+            safety_stock: event.counts.safety_stock,
         }
     }
 
@@ -431,6 +453,7 @@ impl EventRow {
                 held: self.held,
                 sold: self.sold,
                 received: self.received,
+                safety_stock: check.non_negative("safety_stock", self.safety_stock)? as i64,
             },
             reservation,
             operator,

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::rows::{
     self, as_stored, encode_feed_lines_into, push_event_id, CustomerUnitsRow, Damage, EventRow,
-    KeyRow, ReservationRow, SkuRow, EVENT_COLUMNS,
+    KeyRow, ReservationRow, SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
 };
 use super::{
     delete_through_by_count, encode_hold_lines_into, following_boot, id_key_from_halves,
@@ -33,7 +33,9 @@ CREATE TABLE IF NOT EXISTS hotstock_skus (
     per_customer_limit INTEGER,
     limit_version      INTEGER NOT NULL,
     low_stock_threshold INTEGER,
-    low_stock_version  INTEGER NOT NULL DEFAULT 0
+    low_stock_version  INTEGER NOT NULL DEFAULT 0,
+    safety_stock       INTEGER NOT NULL DEFAULT 0,
+    safety_stock_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS hotstock_reservations (
     id          INTEGER PRIMARY KEY,
@@ -88,7 +90,8 @@ CREATE TABLE IF NOT EXISTS hotstock_events (
     per_customer_limit INTEGER,
     units              INTEGER,
     low_stock_set      INTEGER,
-    low_stock_threshold INTEGER
+    low_stock_threshold INTEGER,
+    safety_stock       INTEGER NOT NULL DEFAULT 0
 );
 ";
 
@@ -105,6 +108,21 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
         (
             "hotstock_reservations",
             "extensions",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+        (
+            "hotstock_skus",
+            "safety_stock",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+        (
+            "hotstock_skus",
+            "safety_stock_version",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+        (
+            "hotstock_events",
+            "safety_stock",
             "INTEGER NOT NULL DEFAULT 0",
         ),
     ];
@@ -337,7 +355,7 @@ impl Store for SqliteStore {
             rows::feed_next_position(meta(FEED_NEXT_KEY)?).map_err(|d| self.damaged(d))?;
         self.load_rows(
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
-             low_stock_threshold, low_stock_version \
+             low_stock_threshold, low_stock_version, safety_stock, safety_stock_version \
              FROM hotstock_skus",
             "SKUs",
             |row| {
@@ -352,6 +370,8 @@ impl Store for SqliteStore {
                     limit_version: row.get(7)?,
                     low_stock_threshold: row.get(8)?,
                     low_stock_version: row.get(9)?,
+                    safety_stock: row.get(10)?,
+                    safety_stock_version: row.get(11)?,
                 })
             },
             |row, settled| row.load_into(settled),
@@ -460,6 +480,7 @@ impl Store for SqliteStore {
                     units: row.get(19)?,
                     low_stock_set: row.get(20)?,
                     low_stock_threshold: row.get(21)?,
+                    safety_stock: row.get(22)?,
                 })
             })
             .map_err(reading)?;
@@ -505,8 +526,6 @@ impl Store for SqliteStore {
 
 /// Outbox rows per insert statement (22 parameters each).
 const EVENTS_PER_STATEMENT: usize = 16;
-/// Columns of `hotstock_events`, `EVENT_COLUMNS`' count.
-const EVENT_COLUMN_COUNT: usize = 22;
 
 fn insert_events_sql(rows: usize) -> String {
     assert!((1..=EVENTS_PER_STATEMENT).contains(&rows));
@@ -570,7 +589,8 @@ fn bind_event(
     statement.raw_bind_parameter(
         at + 21,
         operator.and_then(|o| o.low_stock.flatten()).map(i64::from),
-    )
+    )?;
+    statement.raw_bind_parameter(at + 22, counts.safety_stock)
 }
 
 /// The outbox rows of the checkpoint's batches, then retention.
@@ -644,13 +664,14 @@ fn write_skus(
     let mut put_sku = tx
         .prepare_cached(
             "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
-               low_stock_threshold, low_stock_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+               low_stock_threshold, low_stock_version, safety_stock, safety_stock_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
                held = excluded.held, sold = excluded.sold, received = excluded.received,
                version = excluded.version, per_customer_limit = excluded.per_customer_limit,
                limit_version = excluded.limit_version, low_stock_threshold = excluded.low_stock_threshold,
-               low_stock_version = excluded.low_stock_version",
+               low_stock_version = excluded.low_stock_version, safety_stock = excluded.safety_stock,
+               safety_stock_version = excluded.safety_stock_version",
         )
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -666,7 +687,9 @@ fn write_skus(
                 sku.limit.map(i64::from),
                 sku.limit_version as i64,
                 sku.low_stock.map(i64::from),
-                sku.low_stock_version as i64
+                sku.low_stock_version as i64,
+                sku.safety_stock as i64,
+                sku.safety_stock_version as i64
             ])
             .map_err(|e| fail("writing a SKU", e))?;
     }
