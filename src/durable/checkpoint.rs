@@ -132,7 +132,15 @@ impl CheckpointShared {
     /// One checkpoint; `final_run` (at close) also prunes reservation rows.
     fn run(&self, final_run: bool) -> Result<Position, StoreError> {
         let mut store = self.store.lock();
-        let mut checkpoint = self.settled.lock().take_checkpoint();
+        let Some(mut checkpoint) = self.settled.lock().checkpoint_if_whole() else {
+            return Err(StoreError {
+                store: store.describe(),
+                message: "no checkpoint: the journal's writer stopped in the middle of a batch \
+                          (a bug, in the log), so the counts it folded are not a state the \
+                          journal ever had; restart to recover from the journal"
+                    .into(),
+            });
+        };
         // Every batch up to the checkpoint's position reached the feed under
         // the lock just taken (the writer's sink pushes while folding).
         let (events, feed_next) = self.feed.unsaved_through(checkpoint.position);

@@ -116,6 +116,14 @@ pub enum JournalError {
     SyncFailed(Arc<io::Error>),
     #[error("journal is shut down")]
     Closed,
+    /// A bug: the writer thread panicked (in the fold or the feed it hands
+    /// batches to). What it had synced is on disk, but its shadow of the
+    /// settled counts may be half-folded, so it acknowledges nothing more.
+    #[error(
+        "journal writer panicked, nothing more will be made durable (restart to recover from \
+         the journal; please report this bug): {0}"
+    )]
+    WriterPanicked(Arc<str>),
 }
 
 /// A position in the stream of batches: durable once the journal's durable

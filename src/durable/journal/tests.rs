@@ -101,6 +101,38 @@ fn failed_fsync_is_sticky_and_never_acknowledged() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A bug in what the writer hands each batch to (the fold, the feed) must
+/// not leave every waiter hanging on a thread that is gone: the journal
+/// fails, waiters get the reason, and nothing more is acknowledged.
+#[test]
+fn a_panicking_writer_fails_the_journal_instead_of_hanging_its_waiters() {
+    let dir = temp_dir("panic");
+    let config = JournalConfig::new(&dir, Durability::Sync);
+    let sink: BatchSink = Box::new(|_| panic!("a fold bug"));
+    let journal = Arc::new(Journal::start(config, Arc::new(RealFs), 0, sink).unwrap());
+    let ticket = journal.append(0, sell(1)).unwrap();
+    // The wait runs on a thread of its own, so that the bug this test is
+    // for shows as a failure (no answer within a minute), not a hung run.
+    let (answer, answered) = std::sync::mpsc::channel();
+    let waiter = Arc::clone(&journal);
+    std::thread::spawn(move || answer.send(waiter.wait_durable(ticket)));
+    let waited = answered
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("the waiter of a panicked writer never got an answer");
+    match waited {
+        Err(JournalError::WriterPanicked(message)) => {
+            assert!(message.contains("a fold bug"), "{message}")
+        }
+        other => panic!("expected WriterPanicked, got {other:?}"),
+    }
+    assert!(matches!(
+        journal.append(0, sell(2)),
+        Err(JournalError::WriterPanicked(_))
+    ));
+    drop(journal);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn disk_full_fails_the_journal_with_enospc() {
     let dir = temp_dir("full");

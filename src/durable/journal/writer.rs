@@ -30,7 +30,26 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn run(mut self) {
+    /// The writer thread's body. A panic (a bug in the fold or the feed the
+    /// sink hands batches to) fails the journal like a failed fsync would:
+    /// waiters, and appenders waiting for room, get the reason instead of
+    /// waiting forever on a thread that is gone.
+    pub(super) fn run(self) {
+        let shared = Arc::clone(&self.shared);
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.run_batches()));
+        if let Err(panic) = ran {
+            let message: Arc<str> = match panic.downcast_ref::<&str>() {
+                Some(text) => Arc::from(*text),
+                None => match panic.downcast_ref::<String>() {
+                    Some(text) => Arc::from(text.as_str()),
+                    None => Arc::from("a panic with no message"),
+                },
+            };
+            fail(&shared, JournalError::WriterPanicked(message));
+        }
+    }
+
+    fn run_batches(mut self) {
         let _ = self.shared.writer_thread.set(std::thread::current());
         let mut batch: Vec<u8> = Vec::new();
         loop {
@@ -46,7 +65,7 @@ impl Writer {
                         at_ms,
                     }),
                     Err(failure) => {
-                        self.fail(failure);
+                        fail(&self.shared, failure);
                         return;
                     }
                 }
@@ -54,7 +73,7 @@ impl Writer {
             // Release: pairs with the Acquire loads of waiters; the batch is
             // on disk before anyone can see its epoch as durable.
             self.shared.durable_epoch.store(epoch, Ordering::Release);
-            self.wake(epoch);
+            wake(&self.shared, epoch);
             if stopping {
                 return;
             }
@@ -149,32 +168,39 @@ impl Writer {
         self.next_segment += 1;
         Ok(())
     }
+}
 
-    fn fail(&self, failure: JournalError) {
-        tracing::error!("{failure}");
-        let _ = self.shared.failure.set(failure);
-        self.wake(0);
+/// Fails the journal for good: nothing more is acknowledged, and every
+/// waiter is woken to read the failure.
+fn fail(shared: &Shared, failure: JournalError) {
+    tracing::error!("{failure}");
+    let _ = shared.failure.set(failure);
+    wake(shared, 0);
+    // Appenders waiting for lane room read the failure too.
+    let _guard = shared.space_lock.lock();
+    shared.space_freed.notify_all();
+}
+
+/// Wakes the blocking waiters and the registered wakers whose tickets are
+/// durable through `durable` (all of them once the journal failed or shuts
+/// down).
+fn wake(shared: &Shared, durable: u64) {
+    {
+        let _guard = shared.durable_lock.lock();
+        shared.durable_changed.notify_all();
     }
-
-    fn wake(&self, durable: u64) {
-        let shared = &*self.shared;
-        {
-            let _guard = shared.durable_lock.lock();
-            shared.durable_changed.notify_all();
+    let failed = shared.failure.get().is_some() || shared.shutdown.load(Ordering::Acquire);
+    for list in shared.wakers.iter() {
+        let mut wakers = list.lock();
+        if wakers.is_empty() {
+            continue;
         }
-        let failed = shared.failure.get().is_some() || shared.shutdown.load(Ordering::Acquire);
-        for list in shared.wakers.iter() {
-            let mut wakers = list.lock();
-            if wakers.is_empty() {
-                continue;
+        wakers.retain(|(ticket, waker)| {
+            let done = failed || *ticket <= durable;
+            if done {
+                waker.wake_by_ref();
             }
-            wakers.retain(|(ticket, waker)| {
-                let done = failed || *ticket <= durable;
-                if done {
-                    waker.wake_by_ref();
-                }
-                !done
-            });
-        }
+            !done
+        });
     }
 }

@@ -141,6 +141,11 @@ pub struct Settled {
     /// Reservation rows folded by the writer's fast path since the last
     /// checkpoint, in arrival order (deduplicated when taken).
     row_log: RowLog,
+    /// Set while the writer folds a batch and hands it to the feed, cleared
+    /// once both are done. Left set only by a panic in between (a bug):
+    /// the shadow is then part of a batch ahead of itself or of the feed,
+    /// and no checkpoint may be taken from it (`checkpoint_if_whole`).
+    mid_batch: bool,
 }
 
 /// Append-only reservation rows with their lines and customers in shared
@@ -526,6 +531,18 @@ impl Settled {
         self.holds.retain(|id, _| dirty.contains(id));
         let dirty_keys = &self.dirty_keys;
         self.keys.retain(|key, _| dirty_keys.contains(key));
+    }
+
+    /// Marks the start (`true`) and end (`false`) of folding one batch.
+    pub fn set_mid_batch(&mut self, mid_batch: bool) {
+        self.mid_batch = mid_batch;
+    }
+
+    /// `take_checkpoint`, unless a batch was left half folded (the writer
+    /// panicked in the middle of one): a checkpoint of that would write
+    /// counts no journal cut ever had, and let the journal behind them go.
+    pub fn checkpoint_if_whole(&mut self) -> Option<Checkpoint> {
+        (!self.mid_batch).then(|| self.take_checkpoint())
     }
 
     /// Takes what changed since the last call.
