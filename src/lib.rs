@@ -51,7 +51,7 @@ pub use crate::core::engine::{
     ConfigError, Engine, EngineConfig, Extension, Order, Receipt, SkuDocument, SkuPut, StockLevel,
     TimerReport,
 };
-pub use crate::core::error::{EngineError, ExtensionLimit};
+pub use crate::core::error::{EngineError, ExtensionLimit, KitRefusal};
 pub use crate::core::holds::HoldDocument;
 pub use crate::core::timers::TimerThread;
 pub use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};

@@ -139,7 +139,7 @@ fn every_route_answers_every_role_as_the_roles_say() {
     let roles = roles();
     // Expected status per role, in the order of `roles().names`.
     type Row = (&'static str, &'static str, [u16; 7]);
-    let rows: [Row; 13] = [
+    let rows: [Row; 14] = [
         ("GET", "/healthz", [200, 200, 200, 200, 200, 401, 401]),
         ("GET", "/metrics", [401, 403, 403, 403, 200, 401, 401]),
         ("GET", "/v1/skus", [401, 200, 200, 200, 200, 401, 401]),
@@ -150,6 +150,7 @@ fn every_route_answers_every_role_as_the_roles_say() {
             "/v1/skus/tee/adjust",
             [401, 403, 403, 403, 200, 401, 401],
         ),
+        ("PUT", "/v1/kits/gift", [401, 403, 403, 403, 200, 401, 401]),
         (
             "POST",
             "/v1/reservations",
@@ -196,6 +197,9 @@ fn every_route_answers_every_role_as_the_roles_say() {
                     &anns_reservation_if(&server, template, "{confirmed}", true),
                 );
             let body = match (method, template) {
+                ("PUT", "/v1/kits/gift") => {
+                    Some(json!({"components": [{"sku": "tee", "quantity": 2}]}))
+                }
                 ("PUT", _) => Some(json!({"available": 100_000})),
                 (_, "/v1/skus/tee/adjust") => Some(json!({"delta": 0})),
                 (_, "/v1/reservations") => Some(json!({"lines": [{"sku": "tee", "quantity": 1}]})),

@@ -73,18 +73,35 @@ fn import_inspect_and_verify_a_data_directory() {
     let data = dir.join("data");
     let data = data.to_str().unwrap();
 
-    let out = hotstock(&["import", csv.to_str().unwrap(), "--data-dir", data]);
+    let kits = dir.join("kits.csv");
+    std::fs::write(
+        &kits,
+        "kit,sku,quantity\nduo,tee-s,1\nduo,tee-m,1\nset,mug,2\n",
+    )
+    .unwrap();
+    let kits = kits.to_str().unwrap();
+    let out = hotstock(&[
+        "import",
+        csv.to_str().unwrap(),
+        "--kits",
+        kits,
+        "--data-dir",
+        data,
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 4 SKUs"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 4 SKUs and 2 kits"));
 
     let out = hotstock(&["inspect", "--data-dir", data]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("SKUs                 4\n"), "{text}");
+    assert!(
+        text.contains("SKUs                 6\n"),
+        "4 SKUs and 2 kits: {text}"
+    );
     assert!(
         text.contains("units available      135\n"),
         "the safety stock is kept back: {text}"
@@ -111,7 +128,27 @@ fn import_inspect_and_verify_a_data_directory() {
         );
         let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
             .into_owned();
-        assert!(text.contains("SKUs                 4\n"), "{text}");
+        assert!(text.contains("SKUs                 6\n"), "{text}");
+    }
+    // A bad kits file: a kit of an unknown SKU, or a malformed row; the
+    // stock file's SKUs are not imported either.
+    std::fs::write(&csv, "cap,5\n").unwrap();
+    for bad in ["trio,nope,1\n", "trio,cap\n", "trio,cap,0\n"] {
+        let kits_file = dir.join("bad-kits.csv");
+        std::fs::write(&kits_file, bad).unwrap();
+        let out = hotstock(&[
+            "import",
+            csv.to_str().unwrap(),
+            "--kits",
+            kits_file.to_str().unwrap(),
+            "--data-dir",
+            data,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was imported"));
+        let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
+            .into_owned();
+        assert!(text.contains("SKUs                 6\n"), "{bad}: {text}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -499,6 +499,8 @@ enum Step {
     LowStock(usize, Option<u32>),
     /// Units on hand (`None`: keep them) and a safety stock (`None`: keep it).
     PutOnHand(usize, Option<u64>, Option<u64>),
+    /// Kit "kit" (line index 3 in `Reserve`) of these components.
+    DefineKit(Vec<(usize, u32)>),
     Checkpoint,
 }
 
@@ -507,11 +509,12 @@ fn step() -> impl Strategy<Value = Step> {
         (0..3usize, 0..30u64, prop::option::of(1..3u32)).prop_map(|(s, n, l)| Step::Put(s, n, l)),
         (0..3usize, 1..3u32).prop_map(|(s, n)| Step::Sell(s, n)),
         (
-            prop::collection::vec((0..3usize, 1..3u32), 1..3),
+            prop::collection::vec((0..4usize, 1..3u32), 1..3),
             prop::option::of(0..2usize),
             any::<bool>()
         )
             .prop_map(|(lines, c, confirm)| Step::Reserve(lines, c, confirm)),
+        prop::collection::vec((0..3usize, 1..3u32), 1..3).prop_map(Step::DefineKit),
         any::<usize>().prop_map(Step::Confirm),
         any::<usize>().prop_map(Step::Cancel),
         any::<usize>().prop_map(Step::Refund),
@@ -532,7 +535,7 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn replay(durable: &DurableEngine, steps: &[Step]) {
     let engine = durable.engine();
-    let names = ["x", "y", "z"];
+    let names = ["x", "y", "z", "kit"];
     let mut ids = Vec::new();
     for step in steps {
         let sku = |s: usize| engine.sku(names[s]).ok();
@@ -592,6 +595,12 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
             }
             Step::Adjust(s, d) => drop(sku(*s).map(|id| engine.adjust(id, *d))),
             Step::LowStock(s, t) => drop(sku(*s).map(|id| engine.set_low_stock(id, *t))),
+            Step::DefineKit(components) => {
+                let lines: Option<Vec<Line>> = (components.iter())
+                    .map(|&(s, quantity)| sku(s).map(|sku| Line { sku, quantity }))
+                    .collect();
+                drop(lines.map(|lines| engine.define_kit("kit", &lines)))
+            }
             Step::PutOnHand(s, on_hand, safety_stock) => {
                 let put = SkuPut {
                     level: on_hand.map(StockLevel::OnHand),

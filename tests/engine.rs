@@ -1022,3 +1022,197 @@ fn partial_requests_that_do_not_fit_the_reservation_change_nothing() {
     ));
     assert_eq!(counts(&engine, tee), (5, 0, 0));
 }
+
+fn line(sku: SkuId, quantity: u32) -> Line {
+    Line { sku, quantity }
+}
+
+/// A gift box of 1 mug and 2 coasters, with 5 mugs and 7 coasters.
+fn gift_box(engine: &Engine) -> (SkuId, SkuId, SkuId) {
+    let mug = stock(engine, "mug", 5);
+    let coaster = stock(engine, "coaster", 7);
+    let (gift, version) = engine
+        .define_kit("gift", &[line(mug, 1), line(coaster, 2)])
+        .unwrap();
+    assert_eq!(version, 1);
+    (gift, mug, coaster)
+}
+
+#[test]
+fn a_kit_takes_its_components_and_is_as_available_as_they_allow() {
+    let (engine, _) = engine();
+    let (gift, mug, coaster) = gift_box(&engine);
+    let kit = doc(&engine, gift);
+    assert_eq!(kit.components, Some(vec![line(mug, 1), line(coaster, 2)]));
+    assert_eq!(
+        (kit.available, kit.held, kit.sold),
+        (3, 0, 0),
+        "7 coasters make 3 boxes"
+    );
+
+    let receipt = hold(&engine, &[line(gift, 2)]).unwrap();
+    let record = engine.reservation(receipt.id).unwrap();
+    assert_eq!(
+        record.lines,
+        [line(mug, 2), line(coaster, 4)],
+        "it holds the components"
+    );
+    assert_eq!(counts(&engine, mug), (3, 2, 0));
+    assert_eq!(counts(&engine, coaster), (3, 4, 0));
+    assert_eq!(doc(&engine, gift).available, 1);
+    // Two more boxes need 4 coasters; 3 are left: nothing is taken.
+    assert!(matches!(
+        hold(&engine, &[line(gift, 2)]),
+        Err(EngineError::SoldOut { sku, available: 3, requested: 4 }) if sku == coaster
+    ));
+    assert_eq!(counts(&engine, mug), (3, 2, 0));
+    engine.cancel(receipt.id).unwrap();
+    assert_eq!(
+        (counts(&engine, mug), counts(&engine, coaster)),
+        ((5, 0, 0), (7, 0, 0))
+    );
+}
+
+/// The Medusa bug: a cart of a kit and one of its components checked each
+/// line against the same untouched count. Here the component is counted
+/// once across both lines.
+#[test]
+fn a_kit_and_its_component_in_one_cart_count_the_component_once() {
+    let (engine, _) = engine();
+    let (gift, mug, coaster) = gift_box(&engine);
+    // 1 box (2 coasters) + 6 coasters = 8 coasters: one more than there are.
+    let refused = hold(&engine, &[line(gift, 1), line(coaster, 6)]);
+    assert!(
+        matches!(refused, Err(EngineError::SoldOut { sku, available: 7, requested: 8 }) if sku == coaster),
+        "{refused:?}"
+    );
+    assert_eq!(
+        (counts(&engine, mug), counts(&engine, coaster)),
+        ((5, 0, 0), (7, 0, 0))
+    );
+    // 1 box + 5 coasters = 7: exactly what there is, in one line.
+    let receipt = hold(&engine, &[line(gift, 1), line(coaster, 5)]).unwrap();
+    let record = engine.reservation(receipt.id).unwrap();
+    assert_eq!(record.lines, [line(mug, 1), line(coaster, 7)]);
+    assert_eq!(counts(&engine, coaster), (0, 7, 0));
+}
+
+#[test]
+fn kits_are_defined_only_where_they_make_sense() {
+    let (engine, _) = engine();
+    let (gift, mug, coaster) = gift_box(&engine);
+    let refused =
+        |name: &str, components: &[Line]| engine.define_kit(name, components).unwrap_err();
+    let kit_refused = |sku, reason| EngineError::KitRefused { sku, reason };
+    use hotstock::KitRefusal::*;
+    assert_eq!(
+        refused("mug", &[line(coaster, 1)]),
+        kit_refused(mug, HasStock)
+    );
+    assert_eq!(
+        refused("duo", &[line(gift, 1)]),
+        kit_refused(gift, ComponentIsAKit)
+    );
+    assert_eq!(
+        refused("gift", &[line(gift, 1)]),
+        kit_refused(gift, ComponentIsAKit)
+    );
+    assert_eq!(
+        refused("duo", &[]),
+        EngineError::InvalidKit { components: 0 }
+    );
+    let many: Vec<Line> = (0..17)
+        .map(|i| line(stock(&engine, &format!("s{i}"), 1), 1))
+        .collect();
+    assert_eq!(
+        refused("duo", &many),
+        EngineError::InvalidKit { components: 17 }
+    );
+    assert_eq!(
+        refused("duo", &[line(mug, 1), line(mug, 2)]),
+        EngineError::DuplicateSku { sku: mug }
+    );
+    assert_eq!(
+        refused("duo", &[line(mug, 0)]),
+        EngineError::InvalidQuantity { quantity: 0 }
+    );
+    assert!(matches!(
+        refused("duo", &[line(SkuId::from_index(9_999), 1)]),
+        EngineError::UnknownSkuId { .. }
+    ));
+    assert!(
+        engine.sku("duo").is_err(),
+        "a refused definition creates nothing"
+    );
+    // A kit has no stock, limit or threshold of its own, and no record-less
+    // sale: every such change is refused and nothing changes.
+    assert_eq!(
+        engine.restock(gift, 1).unwrap_err(),
+        kit_refused(gift, IsAKit)
+    );
+    assert_eq!(
+        engine.adjust(gift, -1).unwrap_err(),
+        kit_refused(gift, IsAKit)
+    );
+    assert_eq!(
+        engine.put_sku("gift", 4, None, None).unwrap_err(),
+        kit_refused(gift, IsAKit)
+    );
+    assert_eq!(
+        engine.set_limit(gift, Some(1)).unwrap_err(),
+        kit_refused(gift, IsAKit)
+    );
+    assert_eq!(
+        engine.set_low_stock(gift, Some(1)).unwrap_err(),
+        kit_refused(gift, IsAKit)
+    );
+    assert_eq!(engine.sell(gift, 1).unwrap_err(), kit_refused(gift, IsAKit));
+    assert_eq!(doc(&engine, gift).version, 1);
+}
+
+#[test]
+fn a_redefined_kit_leaves_reservations_with_the_components_they_took() {
+    let (engine, _) = engine();
+    let (gift, mug, coaster) = gift_box(&engine);
+    let before = hold(&engine, &[line(gift, 1)]).unwrap();
+    let (_, version) = engine.define_kit("gift", &[line(mug, 2)]).unwrap();
+    assert_eq!(version, 2);
+    let after = hold(&engine, &[line(gift, 1)]).unwrap();
+    assert_eq!(
+        engine.reservation(before.id).unwrap().lines,
+        [line(mug, 1), line(coaster, 2)]
+    );
+    assert_eq!(engine.reservation(after.id).unwrap().lines, [line(mug, 2)]);
+    engine.cancel(before.id).unwrap();
+    assert_eq!(counts(&engine, coaster), (7, 0, 0));
+    assert_eq!(counts(&engine, mug), (3, 2, 0));
+}
+
+#[test]
+fn a_kit_order_past_the_limits_is_refused_and_takes_nothing() {
+    let (engine, _) = engine();
+    let (gift, mug, _) = gift_box(&engine);
+    // 600,000 boxes need 1,200,000 coasters in one line: past a line's limit.
+    assert_eq!(
+        hold(&engine, &[line(gift, 600_000)]).unwrap_err(),
+        EngineError::InvalidQuantity {
+            quantity: 1_200_000
+        }
+    );
+    // 16 two-component kits and one more line: 33 lines once expanded.
+    let mut lines = Vec::new();
+    for i in 0..16 {
+        let a = stock(&engine, &format!("a{i}"), 1);
+        let b = stock(&engine, &format!("b{i}"), 1);
+        let (kit, _) = engine
+            .define_kit(&format!("k{i}"), &[line(a, 1), line(b, 1)])
+            .unwrap();
+        lines.push(line(kit, 1));
+    }
+    lines.push(line(mug, 1));
+    assert_eq!(
+        hold(&engine, &lines).unwrap_err(),
+        EngineError::TooManyLines { lines: 33 }
+    );
+    assert_eq!(counts(&engine, mug), (5, 0, 0));
+}

@@ -34,6 +34,22 @@ fn event() -> impl Strategy<Value = Event> {
                 }
             ),
         (sku.clone(), any::<u32>()).prop_map(|(sku, units)| Event::Sell { sku, units }),
+        (
+            sku.clone(),
+            any::<u64>(),
+            prop::collection::btree_map(any::<u32>(), 1..u32::MAX, 1..=16)
+        )
+            .prop_map(|(kit, version, components)| Event::KitDefined {
+                kit,
+                version,
+                components: components
+                    .into_iter()
+                    .map(|(sku, quantity)| hotstock::Line {
+                        sku: hotstock::SkuId::from_index(sku),
+                        quantity
+                    })
+                    .collect(),
+            }),
         (sku.clone(), any::<u64>(), prop::option::of(1..u32::MAX)).prop_map(
             |(sku, version, threshold)| Event::LowStock {
                 sku,

@@ -26,7 +26,7 @@ fn a_whole_sale_and_every_error_over_http() {
     assert_eq!(status, 200, "{sku}");
     assert_eq!(
         sku,
-        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "on_hand": 3, "safety_stock": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null})
+        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "on_hand": 3, "safety_stock": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null, "kit": false})
     );
 
     let hold =
@@ -1102,6 +1102,112 @@ fn on_hand_and_safety_stock_over_http() {
     server.kill();
     let server = Server::start(&dir);
     assert_eq!(server.call("GET", "/v1/skus/mug", None, &[]).1, before);
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn kits_over_http() {
+    let dir = temp_dir("kits");
+    let server = Server::start(&dir);
+    let put = |path: &str, body: Value| server.call("PUT", path, Some(&body), &[]);
+    assert_eq!(put("/v1/skus/mug", json!({"available": 5})).0, 200);
+    assert_eq!(put("/v1/skus/coaster", json!({"available": 7})).0, 200);
+    let gift =
+        json!({"components": [{"sku": "mug", "quantity": 1}, {"sku": "coaster", "quantity": 2}]});
+    let (status, kit) = put("/v1/kits/gift", gift.clone());
+    assert_eq!(status, 200, "{kit}");
+    assert_eq!(
+        (
+            &kit["kit"],
+            &kit["components"],
+            &kit["available"],
+            &kit["held"]
+        ),
+        (&json!(true), &gift["components"], &json!(3), &json!(0))
+    );
+    assert_eq!(server.call("GET", "/v1/skus/gift", None, &[]).1, kit);
+
+    // A kit and one of its components in one cart: the coaster counted once.
+    let cart =
+        json!({"lines": [{"sku": "gift", "quantity": 1}, {"sku": "coaster", "quantity": 6}]});
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&cart), &[]);
+    assert_eq!(
+        (status, &error["error"], &error["sku"], &error["requested"]),
+        (409, &json!("sold_out"), &json!("coaster"), &json!(8)),
+        "{error}"
+    );
+    let buy = json!({"lines": [{"sku": "gift", "quantity": 2}], "confirm": true});
+    let (status, sale) = server.call("POST", "/v1/reservations", Some(&buy), &[]);
+    assert_eq!(status, 201, "{sale}");
+    assert_eq!(
+        sale["lines"],
+        json!([{"sku": "mug", "quantity": 2, "confirmed": 2, "refunded": 0},
+               {"sku": "coaster", "quantity": 4, "confirmed": 4, "refunded": 0}])
+    );
+    assert_eq!(
+        server.call("GET", "/v1/skus/gift", None, &[]).1["available"],
+        1
+    );
+
+    // What a kit cannot be or do: a 409 kit_conflict naming the SKU.
+    for (path, body) in [
+        (
+            "/v1/kits/mug",
+            json!({"components": [{"sku": "coaster", "quantity": 1}]}),
+        ),
+        (
+            "/v1/kits/duo",
+            json!({"components": [{"sku": "gift", "quantity": 1}]}),
+        ),
+        ("/v1/skus/gift", json!({"available": 4})),
+    ] {
+        let (status, error) = put(path, body);
+        assert_eq!(
+            (status, &error["error"]),
+            (409, &json!("kit_conflict")),
+            "{path}: {error}"
+        );
+    }
+    let (status, error) = server.call(
+        "POST",
+        "/v1/skus/gift/adjust",
+        Some(&json!({"delta": 1})),
+        &[],
+    );
+    assert_eq!(
+        (status, &error["error"], &error["sku"]),
+        (409, &json!("kit_conflict"), &json!("gift"))
+    );
+    // Bad definitions: a clear 4xx, and nothing created.
+    for (body, want) in [
+        (json!({"components": []}), 400),
+        (json!({"components": [{"sku": "mug"}]}), 400),
+        (json!({"components": [{"sku": "mug", "quantity": 0}]}), 400),
+        (
+            json!({"components": [{"sku": "mug", "quantity": 1}, {"sku": "mug", "quantity": 1}]}),
+            400,
+        ),
+        (json!({"components": [{"sku": "nope", "quantity": 1}]}), 404),
+        (json!({"parts": []}), 400),
+    ] {
+        let (status, error) = put("/v1/kits/duo", body.clone());
+        assert_eq!(status, want, "{body} -> {error}");
+    }
+    assert_eq!(server.call("GET", "/v1/skus/duo", None, &[]).0, 404);
+
+    // The kit and its sale survive a crash (sync: a 200 or 201 is on disk).
+    let (_, before) = server.call("GET", "/v1/skus/gift", None, &[]);
+    server.kill();
+    let server = Server::start(&dir);
+    assert_eq!(server.call("GET", "/v1/skus/gift", None, &[]).1, before);
+    let (status, again) = server.call(
+        "GET",
+        &format!("/v1/reservations/{}", sale["id"].as_str().unwrap()),
+        None,
+        &[],
+    );
+    assert_eq!((status, &again["lines"]), (200, &sale["lines"]));
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -16,6 +16,8 @@ use hotstock::{
 use proptest::prelude::*;
 
 const SKUS: usize = 3;
+/// Kits `kit0` and `kit1`; a reservation line names kit `k` as `SKUS + k`.
+const KITS: usize = 2;
 const CUSTOMERS: [&str; 2] = ["ann", "bo"];
 const KEYS: [&str; 3] = ["k0", "k1", "k2"];
 const DEFAULT_TTL: u64 = 10_000;
@@ -39,6 +41,11 @@ enum Op {
     SetLimit {
         sku: usize,
         limit: Option<u32>,
+    },
+    /// Kit `kit` made of these components (SKU index, units per kit).
+    DefineKit {
+        kit: usize,
+        components: Vec<(usize, u32)>,
     },
     /// A put by units on hand and safety stock (`None`: keep it).
     PutStock {
@@ -80,8 +87,10 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (sku.clone(), prop::option::of(0u32..3)).prop_map(|(sku, limit)| Op::SetLimit { sku, limit }),
         1 => (sku.clone(), prop::option::of(0u64..24), prop::option::of(0u64..8))
             .prop_map(|(sku, on_hand, safety_stock)| Op::PutStock { sku, on_hand, safety_stock }),
+        1 => (0..KITS, prop::collection::vec((0..SKUS, 1u32..3), 0..3))
+            .prop_map(|(kit, components)| Op::DefineKit { kit, components }),
         4 => (
-            prop::collection::vec((0..SKUS, 0u32..4), 0..4),
+            prop::collection::vec((0..SKUS + KITS, 0u32..4), 0..4),
             prop::option::of(0..CUSTOMERS.len()),
             prop::option::of(1u64..100),
             any::<bool>(),
@@ -134,9 +143,18 @@ type Remembered = (
     Result<ReservationId, EngineError>,
 );
 
+/// A defined kit: its id, version and components (SKU index, units).
+#[derive(Clone, Debug)]
+struct ModelKit {
+    id: SkuId,
+    version: u64,
+    components: Vec<(usize, u32)>,
+}
+
 #[derive(Debug, Default)]
 struct Model {
     skus: [ModelSku; SKUS],
+    kits: [Option<ModelKit>; KITS],
     holds: Vec<ModelHold>,
     ledger: HashMap<(usize, usize), u32>,
     keys: HashMap<usize, Remembered>,
@@ -150,6 +168,43 @@ fn ghost(sku: usize) -> SkuId {
 impl Model {
     fn sku_id(&self, sku: usize) -> SkuId {
         self.skus[sku].id.unwrap_or_else(|| ghost(sku))
+    }
+
+    /// The id a reservation line names: a SKU, or kit `index - SKUS`.
+    fn line_id(&self, index: usize) -> SkuId {
+        match index.checked_sub(SKUS) {
+            None => self.sku_id(index),
+            Some(k) => self.kits[k].as_ref().map_or(ghost(index), |kit| kit.id),
+        }
+    }
+
+    fn known(&self, index: usize) -> bool {
+        match index.checked_sub(SKUS) {
+            None => self.skus[index].id.is_some(),
+            Some(k) => self.kits[k].is_some(),
+        }
+    }
+
+    /// Kit lines replaced by their components, lines of one SKU merged, in
+    /// order of first appearance (`Engine::expand_kits`).
+    fn expand(&self, lines: &[(usize, u32)]) -> Vec<(usize, u32)> {
+        let mut merged: Vec<(usize, u32)> = Vec::new();
+        let mut add = |sku: usize, units: u32| match merged.iter_mut().find(|l| l.0 == sku) {
+            Some(line) => line.1 += units,
+            None => merged.push((sku, units)),
+        };
+        for &(index, quantity) in lines {
+            match index.checked_sub(SKUS) {
+                None => add(index, quantity),
+                Some(k) => {
+                    let kit = self.kits[k].as_ref().expect("validated");
+                    for &(sku, units) in &kit.components {
+                        add(sku, quantity * units);
+                    }
+                }
+            }
+        }
+        merged
     }
 
     fn release_units(&mut self, hold: usize, from_sold: bool) {
@@ -344,12 +399,12 @@ impl Model {
             if quantity == 0 {
                 return Err(EngineError::InvalidQuantity { quantity: 0 });
             }
-            if self.skus[sku].id.is_none() {
+            if !self.known(sku) {
                 return Err(EngineError::UnknownSkuId { sku: ghost(sku) });
             }
             if lines[..index].iter().any(|&(earlier, _)| earlier == sku) {
                 return Err(EngineError::DuplicateSku {
-                    sku: self.sku_id(sku),
+                    sku: self.line_id(sku),
                 });
             }
         }
@@ -458,6 +513,18 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let want = model_put_stock(&mut model, sku, on_hand, safety_stock, &got);
                 prop_assert_eq!(got, want, "step {}", step);
             }
+            Op::DefineKit { kit, components } => {
+                let lines: Vec<Line> = components
+                    .iter()
+                    .map(|&(sku, quantity)| Line {
+                        sku: model.sku_id(sku),
+                        quantity,
+                    })
+                    .collect();
+                let got = engine.define_kit(&format!("kit{kit}"), &lines);
+                let want = model_define_kit(&mut model, kit, &components, &got);
+                prop_assert_eq!(got, want, "step {}", step);
+            }
             Op::Adjust { sku, delta } => {
                 let got = engine.adjust(model.sku_id(sku), delta);
                 let want = model_adjust(&mut model, sku, delta);
@@ -487,7 +554,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let engine_lines: Vec<Line> = lines
                     .iter()
                     .map(|&(sku, quantity)| Line {
-                        sku: model.sku_id(sku),
+                        sku: model.line_id(sku),
                         quantity,
                     })
                     .collect();
@@ -697,6 +764,48 @@ fn model_put(
     ))
 }
 
+/// `define_kit`: the components checked in order, then the kit created at
+/// version 1 or its components replaced under a new version.
+fn model_define_kit(
+    model: &mut Model,
+    kit: usize,
+    components: &[(usize, u32)],
+    got: &Result<(SkuId, u64), EngineError>,
+) -> Result<(SkuId, u64), EngineError> {
+    if components.is_empty() {
+        return Err(EngineError::InvalidKit { components: 0 });
+    }
+    for (index, &(sku, _)) in components.iter().enumerate() {
+        if model.skus[sku].id.is_none() {
+            return Err(EngineError::UnknownSkuId { sku: ghost(sku) });
+        }
+        if components[..index]
+            .iter()
+            .any(|&(earlier, _)| earlier == sku)
+        {
+            return Err(EngineError::DuplicateSku {
+                sku: model.sku_id(sku),
+            });
+        }
+    }
+    let defined = match model.kits[kit].take() {
+        Some(known) => ModelKit {
+            version: known.version + 1,
+            components: components.to_vec(),
+            ..known
+        },
+        None => ModelKit {
+            // Created now: the engine issues the id; take it from its answer.
+            id: got.as_ref().map_or(ghost(SKUS + kit), |(id, _)| *id),
+            version: 1,
+            components: components.to_vec(),
+        },
+    };
+    let answer = (defined.id, defined.version);
+    model.kits[kit] = Some(defined);
+    Ok(answer)
+}
+
 /// `put_stock` by units on hand: what is held and kept back stays out of
 /// sale; fewer on hand than that is refused.
 fn model_put_stock(
@@ -792,6 +901,7 @@ fn model_reserve(
 ) -> Result<(ReservationId, HoldStatus, u64), EngineError> {
     let ttl = model.validate(lines, ttl)?;
     let request = (lines.to_vec(), customer, ttl, confirm);
+    let lines = &model.expand(lines)[..];
     if let Some(k) = key {
         if let Some((stored_request, outcome)) = model.keys.get(&k) {
             if *stored_request != request {
@@ -849,6 +959,24 @@ fn check_state<S: ChangeSink>(
     model: &Model,
     step: usize,
 ) -> Result<(), TestCaseError> {
+    for kit in model.kits.iter().flatten() {
+        let d = engine.sku_document(kit.id).unwrap();
+        let components: Vec<Line> = (kit.components.iter())
+            .map(|&(sku, quantity)| Line {
+                sku: model.sku_id(sku),
+                quantity,
+            })
+            .collect();
+        let available = (kit.components.iter())
+            .map(|&(sku, units)| model.skus[sku].available / u64::from(units))
+            .min();
+        prop_assert_eq!(
+            (d.components, d.version, d.held, d.sold, Some(d.available)),
+            (Some(components), kit.version, 0, 0, available),
+            "kit after step {}",
+            step
+        );
+    }
     for (index, s) in model.skus.iter().enumerate() {
         let Some(id) = s.id else { continue };
         let d = engine.sku_document(id).unwrap();

@@ -108,6 +108,7 @@ impl ChangeSink for Tape {
         let recorded = match *change {
             Change::Operator { sku, delta, .. } => Recorded::Stock { sku, delta },
             Change::LowStock { sku, .. } => Recorded::Stock { sku, delta: 0 },
+            Change::KitDefined { kit, .. } => Recorded::Stock { sku: kit, delta: 0 },
             Change::Sell { sku, units } => Recorded::Stock {
                 sku,
                 delta: -i64::from(units),

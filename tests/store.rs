@@ -71,8 +71,8 @@ fn opening_an_older_store_drops_the_index_over_every_reservation() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A store made before low-stock thresholds and safety stock: its SKU table
-/// gains their columns on open, and its rows load with neither.
+/// A store made before low-stock thresholds, safety stock and kits: its SKU
+/// table gains their columns on open, and its rows load with none of them.
 #[test]
 fn opening_a_store_from_before_low_stock_thresholds_adds_their_columns() {
     use hotstock::durable::store::Store;
@@ -96,9 +96,9 @@ fn opening_a_store_from_before_low_stock_thresholds_adds_their_columns() {
     let tee = settled.skus[0].as_ref().unwrap();
     assert_eq!((&*tee.name, tee.received, tee.low_stock), ("tee", 5, None));
     assert_eq!(
-        (tee.safety_stock, tee.safety_stock_version),
-        (0, 0),
-        "and no safety stock, the columns added since"
+        (tee.safety_stock, tee.safety_stock_version, &tee.kit),
+        (0, 0, &None),
+        "and no safety stock and no kit, the columns added since"
     );
     drop(store);
     std::fs::remove_dir_all(&dir).unwrap();

@@ -459,3 +459,91 @@ fn recounting_on_hand_during_a_hold_storm_never_offers_more_than_the_shelf() {
         (ON_HAND - SAFETY, 0, ON_HAND)
     );
 }
+
+/// Components sold alone and in kits (a gift box of 1 mug + 2 coasters),
+/// and carts of a kit and a coaster, all at once: every unit sold is
+/// accounted to exactly one successful order, and no component oversells.
+#[test]
+fn components_sold_alone_and_in_kits_at_once_never_oversell() {
+    let engine = Engine::new(eager_policy()).unwrap();
+    let (mug, _) = engine.put_sku("mug", 300, None, None).unwrap();
+    let (coaster, _) = engine.put_sku("coaster", 500, None, None).unwrap();
+    let components = [
+        Line {
+            sku: mug,
+            quantity: 1,
+        },
+        Line {
+            sku: coaster,
+            quantity: 2,
+        },
+    ];
+    let (gift, _) = engine.define_kit("gift", &components).unwrap();
+    // Per thread: units of (mug, coaster) its successful orders took.
+    let took = race(THREADS, |t| {
+        let mut rng = XorShift(0xC0FFEE + t as u64);
+        let (mut mugs, mut coasters) = (0u64, 0u64);
+        for _ in 0..400 {
+            let (lines, units): (Vec<Line>, (u64, u64)) = match rng.below(4) {
+                0 => (
+                    vec![Line {
+                        sku: gift,
+                        quantity: 1,
+                    }],
+                    (1, 2),
+                ),
+                1 => (
+                    vec![
+                        Line {
+                            sku: gift,
+                            quantity: 1,
+                        },
+                        Line {
+                            sku: coaster,
+                            quantity: 1,
+                        },
+                    ],
+                    (1, 3),
+                ),
+                2 => (
+                    vec![Line {
+                        sku: mug,
+                        quantity: 1,
+                    }],
+                    (1, 0),
+                ),
+                _ => (
+                    vec![Line {
+                        sku: coaster,
+                        quantity: 1,
+                    }],
+                    (0, 1),
+                ),
+            };
+            let order = Order {
+                lines: &lines,
+                confirm: true,
+                ..Order::default()
+            };
+            match engine.reserve(&order) {
+                Ok(_) => {
+                    mugs += units.0;
+                    coasters += units.1;
+                }
+                Err(EngineError::SoldOut { .. }) => {}
+                Err(other) => panic!("{other}"),
+            }
+        }
+        (mugs, coasters)
+    });
+    let mugs: u64 = took.iter().map(|t| t.0).sum();
+    let coasters: u64 = took.iter().map(|t| t.1).sum();
+    let mug_doc = assert_conserved(&engine, mug);
+    let coaster_doc = assert_conserved(&engine, coaster);
+    assert_eq!((mug_doc.sold, coaster_doc.sold), (mugs, coasters));
+    assert!(mugs <= 300 && coasters <= 500);
+    assert!(
+        mug_doc.available == 0 || coaster_doc.available < 2,
+        "the storm sells out"
+    );
+}

@@ -126,17 +126,18 @@ impl Catalogue {
     /// Returns the SKU named `name`, creating it (with zero stock) if it does
     /// not exist. The bool says whether it was created by this call.
     pub fn find_or_create(&self, name: &str) -> Result<(SkuId, bool), EngineError> {
-        self.find_or_create_with(name, |_, _| {})
+        self.find_or_create_with(name, |_, _, _| {})
     }
 
-    /// `find_or_create`, calling `on_create(id, name)` when the SKU is
-    /// created, before any other thread can see it (the journal records the
-    /// creation there, so no durable event can name a SKU whose creation
-    /// was lost).
+    /// `find_or_create`, calling `on_create(id, name, cell)` when the SKU
+    /// is created, before any other thread can see it (the journal records
+    /// the creation there, so no durable event can name a SKU whose
+    /// creation was lost; a kit is made a kit there, so it is one from
+    /// birth).
     pub fn find_or_create_with(
         &self,
         name: &str,
-        on_create: impl FnOnce(SkuId, &str),
+        on_create: impl FnOnce(SkuId, &str, &StockCell),
     ) -> Result<(SkuId, bool), EngineError> {
         validate_sku_name(name)?;
         if let Some(id) = self.find(name) {
@@ -164,7 +165,7 @@ impl Catalogue {
         let chunk = self.chunks[index >> CHUNK_BITS]
             .get_or_init(|| (0..CHUNK_LEN).map(|_| SkuSlot::default()).collect());
         let slot = &chunk[index & (CHUNK_LEN - 1)];
-        on_create(id, name);
+        on_create(id, name, &slot.cell);
         let fresh = slot.name.set(name.into());
         assert!(fresh.is_ok(), "SKU id {id} issued twice");
         shard.insert_unique(hash, id, |&existing| {

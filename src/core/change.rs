@@ -55,6 +55,14 @@ pub enum Change<'a> {
         version: u64,
         threshold: Option<u32>,
     },
+    /// A kit's components were set (`version` 1: the kit was created,
+    /// reported right after its `SkuCreated`, before its name is
+    /// published; later: redefined, under the kit's lock).
+    KitDefined {
+        kit: SkuId,
+        version: u64,
+        components: &'a [Line],
+    },
     /// A record-less sale (`Engine::sell`).
     Sell { sku: SkuId, units: u32 },
     /// A reservation was created (`from: None`) or changed status.

@@ -12,8 +12,8 @@ use std::fmt;
 
 use crate::core::holds::{HoldStatus, ReservationId};
 use crate::core::limits::{
-    MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_LINE_QUANTITY,
-    MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
+    MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LINES_PER_CART,
+    MAX_LINE_QUANTITY, MAX_PER_CUSTOMER_LIMIT, MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
 };
 use crate::core::types::SkuId;
 
@@ -24,6 +24,17 @@ pub enum ExtensionLimit {
     Count,
     /// `EngineConfig::max_hold_ms` after the hold was made.
     HoldTime,
+}
+
+/// Why a kit definition or an operation on a kit was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KitRefusal {
+    /// The name is a SKU with stock of its own: it cannot become a kit.
+    HasStock,
+    /// A component is a kit (kits do not nest).
+    ComponentIsAKit,
+    /// A change of stock or limits, or a record-less sale, named a kit.
+    IsAKit,
 }
 
 /// Why the engine refused an operation. A refused operation changed
@@ -83,6 +94,16 @@ pub enum EngineError {
     /// A safety stock past `MAX_STOCK_PER_SKU`.
     InvalidSafetyStock {
         safety_stock: u64,
+    },
+
+    /// A kit of no components, or of more than `MAX_KIT_COMPONENTS`.
+    InvalidKit {
+        components: usize,
+    },
+
+    KitRefused {
+        sku: SkuId,
+        reason: KitRefusal,
     },
 
     UnknownSku {
@@ -237,8 +258,10 @@ impl EngineError {
                 "version conflict: expected version {expected}, current version is {current}; \
                  read the SKU and retry"
             ),
-            InvalidLimit => f.write_str(
-                "invalid per-customer limit 0: give a limit of at least 1, or none to remove it",
+            InvalidLimit => write!(
+                f,
+                "invalid per-customer limit: give a limit from 1 to {MAX_PER_CUSTOMER_LIMIT}, or \
+                 none to remove it"
             ),
             InvalidThreshold => f.write_str(
                 "invalid low-stock threshold 0: give a number of units of at least 1, or none to remove it",
@@ -281,6 +304,26 @@ impl EngineError {
                     f,
                     " cannot have {on_hand} units on hand: {held} are held for buyers and                      {safety_stock} are kept back as safety stock; lower the safety stock in the                      same request, or set on_hand again once holds have ended"
                 )
+            }
+            InvalidKit { components } => write!(
+                f,
+                "a kit has {components} components; give 1 to {MAX_KIT_COMPONENTS}"
+            ),
+            KitRefused { sku: id, reason } => {
+                f.write_str("SKU ")?;
+                sku(f, *id)?;
+                f.write_str(match reason {
+                    KitRefusal::HasStock => {
+                        " has stock of its own, so it cannot be a kit: give the kit a new name"
+                    }
+                    KitRefusal::ComponentIsAKit => {
+                        " is a kit, and a kit's components are SKUs with stock of their own"
+                    }
+                    KitRefusal::IsAKit => {
+                        " is a kit: it has no stock or limit of its own (change its components'), \
+                         and it is sold through a reservation"
+                    }
+                })
             }
             InvalidSafetyStock { safety_stock } => write!(
                 f,

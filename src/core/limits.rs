@@ -43,6 +43,14 @@ pub const MAX_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 /// `max_extensions` is at most this; the journal keeps the count in a byte).
 pub const MAX_EXTENSIONS_PER_HOLD: u8 = 100;
 
+/// Largest per-customer limit: the top bit of the lock-free word that
+/// holds it marks a kit (`StockCell::gate`).
+pub const MAX_PER_CUSTOMER_LIMIT: u32 = (1 << 31) - 1;
+
+/// Most components one kit may have (a gift box is a few SKUs; a kit's
+/// reservation is a cart of its components, at most `MAX_LINES_PER_CART`).
+pub const MAX_KIT_COMPONENTS: usize = 16;
+
 /// Longest total hold time (creation to the latest extended deadline): a
 /// week, for preorders whose payment is authorised late.
 pub const MAX_HOLD_MS: u64 = 7 * 24 * 60 * 60 * 1000;

@@ -22,8 +22,8 @@
 pub use crate::core::change::{is_transition, LimitChange};
 use crate::core::change::{Change, HoldChange, KeyChange};
 use crate::core::limits::{
-    MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES,
-    MAX_STOCK_PER_SKU,
+    MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LINES_PER_CART,
+    MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
 };
 use crate::core::types::{HoldStatus, Line, LineChange, ReservationId, SkuId};
 
@@ -43,6 +43,13 @@ pub enum Event {
     },
     /// A record-less sale (`Engine::sell`).
     Sell { sku: SkuId, units: u32 },
+    /// A kit's components were set; the version decides which of two
+    /// definitions in one batch wins.
+    KitDefined {
+        kit: SkuId,
+        version: u64,
+        components: Vec<Line>,
+    },
     /// The low-stock threshold changed (`None`: removed); the version it
     /// produced decides which of two changes in one batch wins.
     LowStock {
@@ -122,6 +129,9 @@ const HOLD_PARTS: u8 = 8;
 /// followed by the new safety stock (u64). Other operator changes keep the
 /// shorter `OPERATOR` form, so journals written before it read unchanged.
 const OPERATOR_SAFETY: u8 = 9;
+/// A kit's definition: the kit, the version, a component count (u8, 1 to
+/// `MAX_KIT_COMPONENTS`) and that many `(sku u32, units u32)` pairs.
+const KIT_DEFINED: u8 = 10;
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -179,6 +189,21 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
             if let Some(safety_stock) = safety_stock {
                 debug_assert!(safety_stock <= MAX_STOCK_PER_SKU);
                 out.extend_from_slice(&safety_stock.to_le_bytes());
+            }
+        }
+        Change::KitDefined {
+            kit,
+            version,
+            components,
+        } => {
+            debug_assert!((1..=MAX_KIT_COMPONENTS).contains(&components.len()));
+            out.push(KIT_DEFINED);
+            out.extend_from_slice(&kit.index().to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+            out.push(components.len() as u8);
+            for component in components {
+                out.extend_from_slice(&component.sku.index().to_le_bytes());
+                out.extend_from_slice(&component.quantity.to_le_bytes());
             }
         }
         Change::Sell { sku, units } => {
@@ -281,6 +306,15 @@ impl Event {
                 safety_stock,
             },
             &Event::Sell { sku, units } => Change::Sell { sku, units },
+            Event::KitDefined {
+                kit,
+                version,
+                components,
+            } => Change::KitDefined {
+                kit: *kit,
+                version: *version,
+                components,
+            },
             &Event::LowStock {
                 sku,
                 version,
@@ -357,6 +391,28 @@ impl Event {
                     version,
                     limit,
                     safety_stock,
+                }
+            }
+            KIT_DEFINED => {
+                let kit = SkuId::from_index(r.u32()?);
+                let version = r.u64()?;
+                let count = usize::from(r.u8()?);
+                if !(1..=MAX_KIT_COMPONENTS).contains(&count) {
+                    return Err(DecodeError::Invalid("kit component count"));
+                }
+                let mut components = Vec::with_capacity(count);
+                for _ in 0..count {
+                    let sku = SkuId::from_index(r.u32()?);
+                    let quantity = r.u32()?;
+                    if quantity == 0 || components.iter().any(|c: &Line| c.sku == sku) {
+                        return Err(DecodeError::Invalid("kit component"));
+                    }
+                    components.push(Line { sku, quantity });
+                }
+                Event::KitDefined {
+                    kit,
+                    version,
+                    components,
                 }
             }
             SELL => Event::Sell {
@@ -679,6 +735,18 @@ mod tests {
             sku: SkuId::from_index(u32::MAX),
             units: 5,
         });
+        for count in [1, MAX_KIT_COMPONENTS as u32] {
+            round_trip(Event::KitDefined {
+                kit: SkuId::from_index(4),
+                version: 3,
+                components: (0..count)
+                    .map(|i| Line {
+                        sku: SkuId::from_index(i),
+                        quantity: i + 1,
+                    })
+                    .collect(),
+            });
+        }
         for threshold in [None, Some(1), Some(u32::MAX)] {
             round_trip(Event::LowStock {
                 sku: SkuId::from_index(3),

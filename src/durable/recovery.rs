@@ -549,7 +549,11 @@ pub(super) fn restore_engine<S: ChangeSink>(
             safety_stock: sku.safety_stock,
             width: 1,
         };
-        engine.restore_sku(SkuId::from_index(index as u32), &sku.name, &snapshot)?;
+        let id = SkuId::from_index(index as u32);
+        engine.restore_sku(id, &sku.name, &snapshot)?;
+        if let Some(components) = &sku.kit {
+            engine.restore_kit(id, components)?;
+        }
     }
     for (&id, hold) in &settled.holds {
         let record = NewHold {
@@ -574,6 +578,8 @@ pub(super) fn restore_engine<S: ChangeSink>(
             status: key.status,
             expires_at_ms: key.expires_at_ms,
             replayed: false,
+            // A replay is answered from the record whatever was asked.
+            holds_components: false,
         };
         engine.restore_idempotency_key(&key.key, key.fingerprint, key.created_ms, receipt);
     }

@@ -225,6 +225,7 @@ impl Api {
             Route::SkuGet => self.get_sku(param),
             Route::SkuPut => self.put_sku(param, body).await,
             Route::SkuAdjust => self.adjust(param, body).await,
+            Route::KitPut => self.put_kit(param, body).await,
             Route::ReservationCreate => self.create_reservation(parts, body, scope).await,
             Route::ReservationGet => self.get_reservation(param, scope),
             Route::ReservationConfirm | Route::ReservationCancel | Route::ReservationRefund => {
@@ -307,6 +308,7 @@ fn changes_state(route: Route) -> bool {
         route,
         Route::SkuPut
             | Route::SkuAdjust
+            | Route::KitPut
             | Route::ReservationCreate
             | Route::ReservationConfirm
             | Route::ReservationCancel

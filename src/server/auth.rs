@@ -245,7 +245,11 @@ impl Auth {
         self.is_secured()
             || matches!(
                 route,
-                Route::SkuPut | Route::SkuAdjust | Route::EventsList | Route::EventsStream
+                Route::SkuPut
+                    | Route::SkuAdjust
+                    | Route::KitPut
+                    | Route::EventsList
+                    | Route::EventsStream
             )
     }
 
@@ -454,7 +458,7 @@ pub fn authorize<'a>(
     // The feed tells everything about every customer: with only an admin
     // token configured it is the operator's; with roles, services' too.
     let feed_route = matches!(route, Route::EventsList | Route::EventsStream);
-    let operator_route = matches!(route, Route::SkuPut | Route::SkuAdjust)
+    let operator_route = matches!(route, Route::SkuPut | Route::SkuAdjust | Route::KitPut)
         || (auth.is_secured() && route == Route::Metrics)
         || (!auth.is_secured() && feed_route);
     if operator_route {
@@ -506,6 +510,7 @@ fn action(route: Route) -> &'static str {
     match route {
         Route::SkuPut => "create or change a SKU",
         Route::SkuAdjust => "adjust a SKU's stock",
+        Route::KitPut => "define a kit",
         Route::Metrics => "read the metrics",
         Route::ReservationCreate => "create reservations (buyers and services do)",
         Route::ReservationConfirm => "confirm a reservation (payment is confirmed by a service)",

@@ -93,11 +93,14 @@ pub enum Code {
     /// Fewer units on hand than are held plus kept back as safety stock
     /// (409).
     BelowCommitted,
+    /// A kit where a SKU with stock is needed, or the other way round
+    /// (409).
+    KitConflict,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 23] = [
+    pub const ALL: [Code; 24] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -121,6 +124,7 @@ impl Code {
         Code::ExtensionRefused,
         Code::ExceedsReservation,
         Code::BelowCommitted,
+        Code::KitConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -148,6 +152,7 @@ impl Code {
             Code::ExtensionRefused => "extension_refused",
             Code::ExceedsReservation => "exceeds_reservation",
             Code::BelowCommitted => "below_committed",
+            Code::KitConflict => "kit_conflict",
         }
     }
 
@@ -357,7 +362,11 @@ impl ApiError {
             | EngineError::InvalidTtl { .. }
             | EngineError::InvalidLimit
             | EngineError::InvalidThreshold
-            | EngineError::InvalidSafetyStock { .. } => ApiError::invalid(message),
+            | EngineError::InvalidSafetyStock { .. }
+            | EngineError::InvalidKit { .. } => ApiError::invalid(message),
+            EngineError::KitRefused { sku: id, .. } => {
+                conflict(Code::KitConflict).with("sku", sku(id))
+            }
             // Well formed, refused by state: the SKU's limit, the key's
             // first request.
             EngineError::CustomerRequired { sku: id } => {

@@ -28,8 +28,10 @@ const IDEMPOTENCY_KEY: hyper::header::HeaderName =
 enum Placed {
     /// Created now: its JSON, written from the receipt.
     Created(Vec<u8>),
-    /// An idempotent retry of an earlier order: answered as it is now.
-    Replayed(ReservationId),
+    /// An idempotent retry of an earlier order, or an order of a kit
+    /// (whose reservation holds the components, not the lines asked for):
+    /// answered from the record, as it is now.
+    ReadBack(ReservationId),
 }
 
 impl Api {
@@ -113,8 +115,8 @@ impl Api {
             .engine
             .reserve(&order)
             .map_err(|e| self.engine_error(e))?;
-        if receipt.replayed {
-            return Ok(Placed::Replayed(receipt.id));
+        if receipt.replayed || receipt.holds_components {
+            return Ok(Placed::ReadBack(receipt.id));
         }
         // Just created, so it is exactly what was asked: the names are the
         // request's (lookups are exact), the rest is in the receipt.
@@ -131,7 +133,7 @@ impl Api {
             Placed::Created(json) => Ok(bytes_response(StatusCode::CREATED, json)),
             // A replay answers the reservation as it is now, which may
             // differ from what this request asked for.
-            Placed::Replayed(id) => self.reservation_response(StatusCode::CREATED, id),
+            Placed::ReadBack(id) => self.reservation_response(StatusCode::CREATED, id),
         }
     }
 

@@ -8,8 +8,10 @@ use crate::core::engine::{Receipt, SkuDocument};
 use crate::core::holds::HoldDocument;
 use crate::core::types::{HoldStatus, SkuId};
 
-pub fn sku_json(document: &SkuDocument) -> Value {
-    json!({
+/// A SKU as readers see it; `name` finds a kit's component names
+/// (lock-free).
+pub fn sku_json<'a>(document: &SkuDocument, name: impl Fn(SkuId) -> Option<&'a str>) -> Value {
+    let mut sku = json!({
         "sku": &*document.name,
         "available": document.available,
         "held": document.held,
@@ -19,7 +21,15 @@ pub fn sku_json(document: &SkuDocument) -> Value {
         "version": document.version,
         "per_customer_limit": document.per_customer_limit,
         "low_stock_threshold": document.low_stock_threshold,
-    })
+        "kit": document.components.is_some(),
+    });
+    if let Some(components) = &document.components {
+        sku["components"] = components
+            .iter()
+            .map(|c| json!({"sku": name(c.sku), "quantity": c.quantity}))
+            .collect();
+    }
+    sku
 }
 
 /// A reservation as readers see it; `name` finds SKU names (lock-free).

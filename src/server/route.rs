@@ -12,6 +12,7 @@ pub enum Route {
     SkuGet,
     SkuPut,
     SkuAdjust,
+    KitPut,
     ReservationCreate,
     ReservationGet,
     ReservationConfirm,
@@ -25,13 +26,14 @@ pub enum Route {
 
 impl Route {
     /// In label order (the metrics' rows).
-    pub const ALL: [Route; 15] = [
+    pub const ALL: [Route; 16] = [
         Route::Healthz,
         Route::Metrics,
         Route::SkusList,
         Route::SkuGet,
         Route::SkuPut,
         Route::SkuAdjust,
+        Route::KitPut,
         Route::ReservationCreate,
         Route::ReservationGet,
         Route::ReservationConfirm,
@@ -52,6 +54,7 @@ impl Route {
             Route::SkuGet => "sku_get",
             Route::SkuPut => "sku_put",
             Route::SkuAdjust => "sku_adjust",
+            Route::KitPut => "kit_put",
             Route::ReservationCreate => "reservation_create",
             Route::ReservationGet => "reservation_get",
             Route::ReservationConfirm => "reservation_confirm",
@@ -104,6 +107,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
             &[(Method::GET, Route::SkuGet), (Method::PUT, Route::SkuPut)],
         ),
         ["v1", "skus", sku, "adjust"] => (sku, &[(Method::POST, Route::SkuAdjust)]),
+        ["v1", "kits", kit] => (kit, &[(Method::PUT, Route::KitPut)]),
         ["v1", "reservations"] => ("", &[(Method::POST, Route::ReservationCreate)]),
         ["v1", "reservations", id] => (id, &[(Method::GET, Route::ReservationGet)]),
         ["v1", "reservations", id, "confirm"] => (id, &[(Method::POST, Route::ReservationConfirm)]),

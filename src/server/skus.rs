@@ -9,11 +9,16 @@ use super::body::{read_json, Fields};
 use super::error::{json_response, ApiError, HttpResponse};
 use super::response::sku_json;
 use crate::core::engine::{SkuDocument, SkuPut, StockLevel};
-use crate::core::types::SkuId;
+use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_LINE_QUANTITY};
+use crate::core::types::{Line, SkuId};
 
 impl Api {
     pub(super) fn sku_id(&self, name: &str) -> Result<SkuId, ApiError> {
         self.engine.sku(name).map_err(|e| self.engine_error(e))
+    }
+
+    fn sku_json(&self, document: &SkuDocument) -> Value {
+        sku_json(document, |id| self.engine.sku_name(id))
     }
 
     fn document(&self, id: SkuId) -> Result<SkuDocument, ApiError> {
@@ -52,7 +57,7 @@ impl Api {
         let next = (page.len() == limit)
             .then(|| page.last().map(|d| d.name.to_string()))
             .flatten();
-        let skus: Vec<Value> = page.iter().map(sku_json).collect();
+        let skus: Vec<Value> = page.iter().map(|d| self.sku_json(d)).collect();
         Ok(json_response(
             StatusCode::OK,
             &json!({"skus": skus, "next_after": next}),
@@ -64,7 +69,7 @@ impl Api {
         let id = self.sku_id(name)?;
         Ok(json_response(
             StatusCode::OK,
-            &sku_json(&self.document(id)?),
+            &self.sku_json(&self.document(id)?),
         ))
     }
 
@@ -125,8 +130,66 @@ impl Api {
         self.acknowledge().await?;
         Ok(json_response(
             StatusCode::OK,
-            &sku_json(&self.document(id)?),
+            &self.sku_json(&self.document(id)?),
         ))
+    }
+
+    /// `PUT /v1/kits/{kit}` (operator): defines a kit by its components,
+    /// `{"components": [{"sku", "quantity"}]}`; answers the kit's SKU
+    /// document.
+    pub(super) async fn put_kit(
+        &self,
+        kit: &str,
+        body: Incoming,
+    ) -> Result<HttpResponse, ApiError> {
+        let mut fields = Fields::new(read_json(body).await?, &["components"])?;
+        let listed = fields
+            .take("components")
+            .ok_or_else(|| ApiError::invalid("field \"components\" is required"))?;
+        let components = self.component_lines(&listed)?;
+        let (id, _) = self
+            .engine
+            .define_kit(kit, &components)
+            .map_err(|e| self.engine_error(e))?;
+        self.acknowledge().await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &self.sku_json(&self.document(id)?),
+        ))
+    }
+
+    /// `[{"sku": name, "quantity": n}, ...]` as lines of known SKUs.
+    fn component_lines(&self, listed: &Value) -> Result<Vec<Line>, ApiError> {
+        let malformed = || {
+            ApiError::invalid(format!(
+                "\"components\" must be a list of 1 to {MAX_KIT_COMPONENTS} objects \
+                 {{\"sku\": name, \"quantity\": units from 1 to {MAX_LINE_QUANTITY}}}"
+            ))
+        };
+        let items = listed.as_array().ok_or_else(malformed)?;
+        if items.is_empty() || items.len() > MAX_KIT_COMPONENTS {
+            return Err(malformed());
+        }
+        items
+            .iter()
+            .map(|item| {
+                let item = item
+                    .as_object()
+                    .filter(|o| o.len() == 2)
+                    .ok_or_else(malformed)?;
+                let name = item
+                    .get("sku")
+                    .and_then(Value::as_str)
+                    .ok_or_else(malformed)?;
+                let quantity = (item.get("quantity").and_then(Value::as_u64))
+                    .filter(|q| (1..=u64::from(MAX_LINE_QUANTITY)).contains(q))
+                    .ok_or_else(malformed)?;
+                Ok(Line {
+                    sku: self.sku_id(name)?,
+                    quantity: quantity as u32,
+                })
+            })
+            .collect()
     }
 
     /// `POST /v1/skus/{sku}/adjust` (operator): add or remove units.
@@ -142,7 +205,7 @@ impl Api {
         self.acknowledge().await?;
         Ok(json_response(
             StatusCode::OK,
-            &sku_json(&self.document(id)?),
+            &self.sku_json(&self.document(id)?),
         ))
     }
 }

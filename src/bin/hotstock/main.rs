@@ -61,11 +61,16 @@ enum Command {
         #[arg(long, env = "HOTSTOCK_DATA_DIR")]
         data_dir: PathBuf,
     },
-    /// Load SKUs from a CSV file (`sku,available[,per_customer_limit]`, an
-    /// optional header line) into a data directory no server is using. The
-    /// whole file is checked before anything is written.
+    /// Load SKUs from a CSV file
+    /// (`sku,available[,per_customer_limit[,safety_stock]]`, an optional
+    /// header line) into a data directory no server is using, and kits from
+    /// a second one (`--kits`: `kit,sku,quantity`, a row per component).
+    /// Both files are checked whole before anything is written.
     Import {
         file: PathBuf,
+        /// Kits, a row per component: `kit,sku,quantity` (units per kit).
+        #[arg(long)]
+        kits: Option<PathBuf>,
         #[arg(long, env = "HOTSTOCK_DATA_DIR", default_value = "./hotstock-data")]
         data_dir: PathBuf,
     },
@@ -119,7 +124,11 @@ fn main() -> ExitCode {
         },
         Command::FlashSale(sale) => flash_sale::run(&sale),
         Command::Salvage { data_dir } => inspect::salvage(&data_dir),
-        Command::Import { file, data_dir } => import::import(&file, &data_dir),
+        Command::Import {
+            file,
+            kits,
+            data_dir,
+        } => import::import(&file, kits.as_deref(), &data_dir),
         Command::Inspect { data_dir } => inspect::inspect(&data_dir, false),
         Command::Verify { data_dir } => inspect::inspect(&data_dir, true),
         Command::Events(EventsCommand::Tail(args)) => tail::tail(&args),

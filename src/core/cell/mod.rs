@@ -42,8 +42,11 @@
 
 use crossbeam_utils::CachePadded;
 
-use crate::core::limits::{MAX_STOCK_PER_SKU, MAX_STRIPES};
+use std::sync::Arc;
+
+use crate::core::limits::{MAX_PER_CUSTOMER_LIMIT, MAX_STOCK_PER_SKU, MAX_STRIPES};
 use crate::core::sync::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Mutex, Ordering};
+use crate::core::types::Line;
 
 /// When a SKU widens and narrows. One policy serves the whole engine; it is
 /// passed in rather than stored so that a cold cell stays small.
@@ -245,32 +248,61 @@ struct CellMeta {
 }
 
 /// A SKU's rarely set, lock-protected settings.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct CellExtras {
     /// 0 means no threshold.
     low_stock_threshold: u32,
     /// Units on hand kept back from sale (never in `available`, never in
     /// `received`): see `set_stock`.
     safety_stock: u64,
+    /// A kit's components (units of each per kit); `None` for a SKU with
+    /// stock of its own. Set at the kit's creation, replaced by a new
+    /// definition, never removed.
+    kit: Option<Arc<[Line]>>,
 }
 
+/// The settings of a cell that has none.
+static NO_EXTRAS: CellExtras = CellExtras {
+    low_stock_threshold: 0,
+    safety_stock: 0,
+    kit: None,
+};
+
 impl CellMeta {
-    fn extras(&self) -> CellExtras {
-        self.extras.as_deref().copied().unwrap_or_default()
+    fn extras(&self) -> &CellExtras {
+        self.extras.as_deref().unwrap_or(&NO_EXTRAS)
     }
 
     /// Applies `edit` to the settings, allocating them only when they end
     /// up other than the defaults.
     fn edit_extras(&mut self, edit: impl FnOnce(&mut CellExtras)) {
-        let mut extras = self.extras();
-        edit(&mut extras);
         match &mut self.extras {
-            Some(boxed) => **boxed = extras,
-            None if extras == CellExtras::default() => {}
-            None => self.extras = Some(Box::new(extras)),
+            Some(boxed) => edit(boxed),
+            None => {
+                let mut extras = CellExtras::default();
+                edit(&mut extras);
+                if extras != NO_EXTRAS {
+                    self.extras = Some(Box::new(extras));
+                }
+            }
         }
     }
 }
+
+/// What a buyer passes before taking from a cell, read lock-free in one
+/// load of the word that also holds the per-customer limit: most SKUs are
+/// `Open`, so the purchase path pays one predictable branch for both.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gate {
+    Open,
+    /// A per-customer limit.
+    Limit(u32),
+    /// A kit: no stock of its own; an order of it takes its components.
+    Kit,
+}
+
+/// The gate word of a kit: above every limit (`MAX_PER_CUSTOMER_LIMIT`).
+const KIT_GATE: u32 = 1 << 31;
 
 /// One SKU's stock. See the module docs for the locking rule.
 #[derive(Debug)]
@@ -284,7 +316,9 @@ pub struct StockCell {
     width: AtomicU16,
     /// CAS conflicts seen on `home` since the last width change.
     conflicts: AtomicU16,
-    /// 0 means no limit. Written under the lock, read lock-free.
+    /// 0: open; a per-customer limit; or `KIT_GATE` (see `Gate`). Written
+    /// under the lock (a kit's only before its name is published, so a SKU
+    /// is a kit from its creation or never), read lock-free.
     per_customer_limit: AtomicU32,
     meta: Mutex<CellMeta>,
 }
@@ -312,11 +346,72 @@ impl StockCell {
     /// after).
     #[inline]
     pub fn per_customer_limit(&self) -> Option<u32> {
-        // Relaxed: a single independent value; no other memory depends on it.
-        match self.per_customer_limit.load(Ordering::Relaxed) {
-            0 => None,
-            limit => Some(limit),
+        match self.gate() {
+            Gate::Limit(limit) => Some(limit),
+            Gate::Open | Gate::Kit => None,
         }
+    }
+
+    /// The limit or kit mark, in one lock-free load.
+    #[inline]
+    pub fn gate(&self) -> Gate {
+        // Relaxed: a single independent value for limits. A kit's mark is
+        // stored before its SKU's name is published (a Release store read
+        // with Acquire by whoever finds the SKU), and never changes.
+        match self.per_customer_limit.load(Ordering::Relaxed) {
+            0 => Gate::Open,
+            KIT_GATE => Gate::Kit,
+            limit => Gate::Limit(limit),
+        }
+    }
+
+    #[inline]
+    pub fn is_kit(&self) -> bool {
+        self.gate() == Gate::Kit
+    }
+
+    /// Makes a fresh cell a kit of `components`, at version 1. Only while
+    /// its SKU is being created, before its name is published: a SKU is a
+    /// kit from birth or never, so lock-free `is_kit` checks are exact.
+    pub fn make_kit(&self, components: Arc<[Line]>) {
+        let mut meta = self.meta.lock();
+        debug_assert_eq!(meta.version, 0, "a kit is made only at creation");
+        meta.version = 1;
+        self.install_kit_locked(&mut meta, components);
+    }
+
+    /// Replaces a kit's components (reservations made before keep the
+    /// components they took). `publish` gets the new version under the
+    /// lock, before a reader can see the new definition.
+    pub fn redefine_kit(&self, components: Arc<[Line]>, publish: impl FnOnce(u64)) -> u64 {
+        let mut meta = self.meta.lock();
+        debug_assert!(self.is_kit(), "only a kit is redefined");
+        meta.version += 1;
+        publish(meta.version);
+        self.install_kit_locked(&mut meta, components);
+        meta.version
+    }
+
+    /// Puts a recovered kit definition back (recovery only, after
+    /// `restore`, before serving).
+    pub fn restore_kit(&self, components: Arc<[Line]>) {
+        let mut meta = self.meta.lock();
+        self.install_kit_locked(&mut meta, components);
+    }
+
+    fn install_kit_locked(&self, meta: &mut CellMeta, components: Arc<[Line]>) {
+        meta.edit_extras(|extras| extras.kit = Some(components));
+        // Relaxed: see `gate`; the name's publication orders it for a new
+        // kit, and a redefinition does not change it.
+        self.per_customer_limit.store(KIT_GATE, Ordering::Relaxed);
+    }
+
+    /// A kit's components, `None` for a SKU with stock of its own.
+    pub fn kit_components(&self) -> Option<Arc<[Line]>> {
+        if !self.is_kit() {
+            return None;
+        }
+        self.meta.lock().extras().kit.clone()
     }
 
     /// Takes `units` and counts them as held or sold. Lock-free unless the
@@ -473,9 +568,9 @@ impl StockCell {
         );
         // received - in_hand is what is held, sold or in flight: it stays.
         let taken = meta.received - in_hand;
-        let safety = safety_stock.unwrap_or(meta.extras().safety_stock);
-        let target =
-            self.target_available(level, in_hand, taken, meta.extras().safety_stock, safety);
+        let old_safety = meta.extras().safety_stock;
+        let safety = safety_stock.unwrap_or(old_safety);
+        let target = self.target_available(level, in_hand, taken, old_safety, safety);
         let received = target.and_then(|target| {
             (taken.checked_add(target))
                 .filter(|r| *r <= MAX_STOCK_PER_SKU)
@@ -501,9 +596,7 @@ impl StockCell {
         publish(change);
         meta.edit_extras(|extras| extras.safety_stock = safety);
         if let Some(limit) = limit {
-            // Relaxed: see `per_customer_limit`.
-            self.per_customer_limit
-                .store(limit.unwrap_or(0), Ordering::Relaxed);
+            self.store_limit(limit);
         }
         self.redistribute_locked(target, hint, policy);
         Ok(change)
@@ -591,10 +684,19 @@ impl StockCell {
             version: meta.version,
             safety_stock: None,
         });
-        let raw = limit.unwrap_or(0);
-        // Relaxed: see `per_customer_limit`.
-        self.per_customer_limit.store(raw, Ordering::Relaxed);
+        self.store_limit(limit);
         meta.version
+    }
+
+    /// Stores a limit in the gate word. The engine refuses limits past
+    /// `MAX_PER_CUSTOMER_LIMIT`; one recovered from an older journal is
+    /// clamped to it (no customer buys two billion units) so it can never
+    /// read as a kit's mark.
+    fn store_limit(&self, limit: Option<u32>) {
+        debug_assert!(!self.is_kit(), "a kit has no limit; the engine refuses");
+        let raw = limit.map_or(0, |l| l.min(MAX_PER_CUSTOMER_LIMIT));
+        // Relaxed: see `gate`.
+        self.per_customer_limit.store(raw, Ordering::Relaxed);
     }
 
     /// Sets every count of a fresh cell from recovered state. Only for a
@@ -608,9 +710,7 @@ impl StockCell {
             extras.low_stock_threshold = snapshot.low_stock_threshold.unwrap_or(0);
             extras.safety_stock = snapshot.safety_stock;
         });
-        // Relaxed: nobody else can see this cell yet.
-        self.per_customer_limit
-            .store(snapshot.per_customer_limit.unwrap_or(0), Ordering::Relaxed);
+        self.store_limit(snapshot.per_customer_limit);
         self.home
             .available
             .store(snapshot.available, Ordering::Relaxed);

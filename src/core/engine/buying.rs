@@ -6,9 +6,9 @@ use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use super::{Engine, Extension, Order, Receipt};
-use crate::core::cell::{SoldOut, TakeInto};
+use crate::core::cell::{Gate, SoldOut, TakeInto};
 use crate::core::change::{Change, ChangeSink, HoldChange, KeyChange};
-use crate::core::error::{EngineError, ExtensionLimit};
+use crate::core::error::{EngineError, ExtensionLimit, KitRefusal};
 use crate::core::hint::stripe_hint;
 use crate::core::holds::{
     ExtendError, ExtendRule, HoldView, NewHold, Settle, Transition, TransitionError,
@@ -22,8 +22,34 @@ use crate::core::types::{HoldStatus, Line, LineChange, ReservationId, SkuId};
 
 impl<S: ChangeSink> Engine<S> {
     /// Reserves (or, with `confirm`, buys) every line of `order`, or none.
+    /// A kit line takes the kit's components (`kits.rs`); the reservation
+    /// holds them.
     pub fn reserve(&self, order: &Order<'_>) -> Result<Receipt, EngineError> {
-        let ttl_ms = self.validate(order)?;
+        let (ttl_ms, has_kits) = self.validate(order)?;
+        if has_kits {
+            let lines = self.expand_kits(order.lines)?;
+            let taking = Order {
+                lines: &lines,
+                ..*order
+            };
+            return self
+                .reserve_validated(order, &taking, ttl_ms)
+                .map(|receipt| Receipt {
+                    holds_components: true,
+                    ..receipt
+                });
+        }
+        self.reserve_validated(order, order, ttl_ms)
+    }
+
+    /// `reserve` of `order` as the caller asked for it (its idempotency
+    /// fingerprint) and as taken (`taking`: kits expanded).
+    fn reserve_validated(
+        &self,
+        order: &Order<'_>,
+        taking: &Order<'_>,
+        ttl_ms: u64,
+    ) -> Result<Receipt, EngineError> {
         self.check_storage()?;
         // One CPU hint for the whole order (each read is a call into
         // glibc): a thread that migrates meanwhile only shares a stripe or
@@ -33,12 +59,12 @@ impl<S: ChangeSink> Engine<S> {
         // creation is recorded under its shard lock, inside the key's.
         self.sink.make_room(hint);
         let Some(key) = order.idempotency_key else {
-            return self.reserve_once(order, ttl_ms, hint);
+            return self.reserve_once(taking, ttl_ms, hint);
         };
         let fingerprint = fingerprint(order, ttl_ms);
         let now_ms = self.clock.now_ms();
         let ran = self.idempotency.run(key, fingerprint, now_ms, || {
-            let outcome = self.reserve_once(order, ttl_ms, hint);
+            let outcome = self.reserve_once(taking, ttl_ms, hint);
             // Capacity refusals are about the server, not the request: a
             // retry after capacity frees up must be allowed to run.
             let keep = !matches!(outcome, Err(EngineError::CapacityExceeded { .. }));
@@ -96,8 +122,15 @@ impl<S: ChangeSink> Engine<S> {
             });
         }
         let cell = self.cell(sku)?;
-        if cell.per_customer_limit().is_some() {
-            return Err(EngineError::CustomerRequired { sku });
+        match cell.gate() {
+            Gate::Open => {}
+            Gate::Limit(_) => return Err(EngineError::CustomerRequired { sku }),
+            Gate::Kit => {
+                return Err(EngineError::KitRefused {
+                    sku,
+                    reason: KitRefusal::IsAKit,
+                })
+            }
         }
         self.check_storage()?;
         let units = u64::from(quantity);
@@ -196,7 +229,9 @@ impl<S: ChangeSink> Engine<S> {
 
     /// Checks an order against every limit before anything is touched.
     /// Returns the time-to-live to use.
-    fn validate(&self, order: &Order<'_>) -> Result<u64, EngineError> {
+    /// Checks `order` against the limits; returns its time-to-live and
+    /// whether a line names a kit.
+    fn validate(&self, order: &Order<'_>) -> Result<(u64, bool), EngineError> {
         let lines = order.lines;
         if lines.is_empty() {
             return Err(EngineError::EmptyCart);
@@ -204,13 +239,14 @@ impl<S: ChangeSink> Engine<S> {
         if lines.len() > MAX_LINES_PER_CART {
             return Err(EngineError::TooManyLines { lines: lines.len() });
         }
+        let mut has_kits = false;
         for (index, line) in lines.iter().enumerate() {
             if line.quantity == 0 || line.quantity > MAX_LINE_QUANTITY {
                 return Err(EngineError::InvalidQuantity {
                     quantity: u64::from(line.quantity),
                 });
             }
-            self.slot(line.sku)?;
+            has_kits |= self.cell(line.sku)?.is_kit();
             if lines[..index].iter().any(|earlier| earlier.sku == line.sku) {
                 return Err(EngineError::DuplicateSku { sku: line.sku });
             }
@@ -221,14 +257,17 @@ impl<S: ChangeSink> Engine<S> {
         if let Some(key) = order.idempotency_key {
             validate_idempotency_key(key)?;
         }
-        match order.ttl_ms {
-            None => Ok(self.config.default_ttl_ms),
-            Some(ttl_ms) if (1..=self.config.max_ttl_ms).contains(&ttl_ms) => Ok(ttl_ms),
-            Some(ttl_ms) => Err(EngineError::InvalidTtl {
-                ttl_ms,
-                max_ms: self.config.max_ttl_ms,
-            }),
-        }
+        let ttl_ms = match order.ttl_ms {
+            None => self.config.default_ttl_ms,
+            Some(ttl_ms) if (1..=self.config.max_ttl_ms).contains(&ttl_ms) => ttl_ms,
+            Some(ttl_ms) => {
+                return Err(EngineError::InvalidTtl {
+                    ttl_ms,
+                    max_ms: self.config.max_ttl_ms,
+                })
+            }
+        };
+        Ok((ttl_ms, has_kits))
     }
 
     /// One attempt at an order, all lines or none.
@@ -284,6 +323,7 @@ impl<S: ChangeSink> Engine<S> {
                 status,
                 expires_at_ms,
                 replayed: false,
+                holds_components: false,
             }),
             None => {
                 self.undo(order.lines, limit_mask, into, customer.as_ref(), hint);

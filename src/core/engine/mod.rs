@@ -33,6 +33,7 @@ use super::limits::{MAX_EXTENSIONS_PER_HOLD, MAX_HOLD_MS, MAX_TTL_MS};
 use super::types::{HoldStatus, Line, ReservationId, SkuId};
 
 mod buying;
+mod kits;
 mod operator;
 
 pub use super::cell::StockLevel;
@@ -158,6 +159,9 @@ pub struct Receipt {
     pub expires_at_ms: u64,
     /// `true` when this answer was replayed for an idempotency key.
     pub replayed: bool,
+    /// `true` when the order named a kit: the reservation holds the kit's
+    /// components, not the lines that were asked for.
+    pub holds_components: bool,
 }
 
 /// What a successful `extend` returns.
@@ -190,6 +194,11 @@ pub struct SkuDocument {
     /// Units on hand kept back from sale (never counted in `available` or
     /// `received`).
     pub safety_stock: u64,
+    /// A kit's components (units of each per kit); `None` for a SKU with
+    /// stock of its own. A kit's `available` is the fewest whole kits its
+    /// components' available units make; it holds and sells nothing itself
+    /// (its reservations hold the components).
+    pub components: Option<Vec<Line>>,
 }
 
 impl SkuDocument {
@@ -205,6 +214,7 @@ impl SkuDocument {
             per_customer_limit: s.per_customer_limit,
             low_stock_threshold: s.low_stock_threshold,
             safety_stock: s.safety_stock,
+            components: None,
         }
     }
 
@@ -216,10 +226,14 @@ impl SkuDocument {
     }
 
     /// Invariant 2: `available + held + sold == received`. Exact only when no
-    /// operation on this SKU is in flight.
+    /// operation on this SKU is in flight. A kit holds nothing of its own
+    /// (its `available` is its components'), so it has nothing to conserve.
     pub fn is_conserved(&self) -> bool {
-        u128::from(self.available) + u128::from(self.held) + u128::from(self.sold)
-            == u128::from(self.received)
+        let own = u128::from(self.available) + u128::from(self.held) + u128::from(self.sold);
+        match self.components {
+            Some(_) => self.held == 0 && self.sold == 0 && self.received == 0,
+            None => own == u128::from(self.received),
+        }
     }
 }
 
@@ -355,7 +369,16 @@ impl<S: ChangeSink> Engine<S> {
     /// Reads one SKU.
     pub fn sku_document(&self, sku: SkuId) -> Result<SkuDocument, EngineError> {
         let slot = self.slot(sku)?;
-        Ok(SkuDocument::new(sku, slot, slot.cell().snapshot()))
+        Ok(self.document(sku, slot))
+    }
+
+    fn document(&self, sku: SkuId, slot: &SkuSlot) -> SkuDocument {
+        let mut document = SkuDocument::new(sku, slot, slot.cell().snapshot());
+        if let Some(components) = slot.cell().kit_components() {
+            document.available = self.kit_available(&components);
+            document.components = Some(components.to_vec());
+        }
+        document
     }
 
     /// Up to `limit` SKUs in creation order, after `after` (a cursor: pass
@@ -364,7 +387,7 @@ impl<S: ChangeSink> Engine<S> {
         self.catalogue
             .iter_after(after)
             .take(limit)
-            .map(|(id, slot)| SkuDocument::new(id, slot, slot.cell().snapshot()))
+            .map(|(id, slot)| self.document(id, slot))
             .collect()
     }
 

@@ -6,12 +6,12 @@
 use super::Engine;
 use crate::core::catalogue::validate_sku_name;
 use crate::core::cell::{
-    Insufficient, OperatorChange, SetError, StaleVersion, StockLevel, TooMuchStock,
+    Insufficient, OperatorChange, SetError, StaleVersion, StockCell, StockLevel, TooMuchStock,
 };
 use crate::core::change::{Change, ChangeSink, LimitChange};
 use crate::core::error::EngineError;
 use crate::core::hint::stripe_hint;
-use crate::core::limits::MAX_STOCK_PER_SKU;
+use crate::core::limits::{MAX_PER_CUSTOMER_LIMIT, MAX_STOCK_PER_SKU};
 use crate::core::types::SkuId;
 
 /// An operator's put of a SKU: each field `None` leaves that setting as it
@@ -29,8 +29,10 @@ pub struct SkuPut {
 
 impl SkuPut {
     fn validate(&self) -> Result<(), EngineError> {
-        if let Some(Some(0)) = self.limit {
-            return Err(EngineError::InvalidLimit);
+        if let Some(Some(limit)) = self.limit {
+            if limit == 0 || limit > MAX_PER_CUSTOMER_LIMIT {
+                return Err(EngineError::InvalidLimit);
+            }
         }
         // Units for sale past the limit are the cell's to refuse (it knows
         // what is already received); the safety stock is refused here, so
@@ -83,7 +85,10 @@ impl<S: ChangeSink> Engine<S> {
         let hint = stripe_hint();
         self.sink.make_room(hint);
         let sku = match self.catalogue.find(name) {
-            Some(sku) => sku,
+            Some(sku) => {
+                self.refuse_kit(sku)?;
+                sku
+            }
             None => self.create_for_put(name, put, hint)?,
         };
         let cell = self.cell(sku)?;
@@ -143,13 +148,15 @@ impl<S: ChangeSink> Engine<S> {
                 safety_stock: safety,
             });
         }
-        let on_create =
-            |sku: SkuId, name: &str| self.record(hint, Change::SkuCreated { sku, name });
+        let on_create = |sku: SkuId, name: &str, _: &StockCell| {
+            self.record(hint, Change::SkuCreated { sku, name })
+        };
         Ok(self.catalogue.find_or_create_with(name, on_create)?.0)
     }
 
     /// Operator restock: `units` more received and available.
     pub fn restock(&self, sku: SkuId, units: u64) -> Result<OperatorChange, EngineError> {
+        self.refuse_kit(sku)?;
         self.check_storage()?;
         let cell = self.cell(sku)?;
         let hint = stripe_hint();
@@ -165,6 +172,7 @@ impl<S: ChangeSink> Engine<S> {
         if delta >= 0 {
             return self.restock(sku, delta as u64);
         }
+        self.refuse_kit(sku)?;
         self.check_storage()?;
         let cell = self.cell(sku)?;
         let units = delta.unsigned_abs();
@@ -184,9 +192,10 @@ impl<S: ChangeSink> Engine<S> {
     /// Sets (`Some`) or removes (`None`) the per-customer limit. Returns the
     /// new version. Units customers already have are not taken back.
     pub fn set_limit(&self, sku: SkuId, limit: Option<u32>) -> Result<u64, EngineError> {
-        if limit == Some(0) {
+        if limit.is_some_and(|l| l == 0 || l > MAX_PER_CUSTOMER_LIMIT) {
             return Err(EngineError::InvalidLimit);
         }
+        self.refuse_kit(sku)?;
         let cell = self.cell(sku)?;
         self.check_storage()?;
         let hint = stripe_hint();
@@ -202,6 +211,7 @@ impl<S: ChangeSink> Engine<S> {
         if threshold == Some(0) {
             return Err(EngineError::InvalidThreshold);
         }
+        self.refuse_kit(sku)?;
         let cell = self.cell(sku)?;
         self.check_storage()?;
         let hint = stripe_hint();

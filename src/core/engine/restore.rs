@@ -8,7 +8,7 @@ use crate::core::cell::CellSnapshot;
 use crate::core::change::ChangeSink;
 use crate::core::error::EngineError;
 use crate::core::holds::NewHold;
-use crate::core::types::{HoldStatus, ReservationId, SkuId};
+use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};
 
 impl<S: ChangeSink> Engine<S> {
     /// Recreates SKU `id` named `name` with the counts in `snapshot`.
@@ -20,6 +20,12 @@ impl<S: ChangeSink> Engine<S> {
     ) -> Result<(), EngineError> {
         let slot = self.catalogue.restore(id, name)?;
         slot.cell().restore(snapshot);
+        Ok(())
+    }
+
+    /// Makes restored SKU `id` the kit of `components` it was.
+    pub fn restore_kit(&self, id: SkuId, components: &[Line]) -> Result<(), EngineError> {
+        self.cell(id)?.restore_kit(components.into());
         Ok(())
     }
 

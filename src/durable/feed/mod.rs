@@ -582,6 +582,20 @@ impl FeedInner {
                 );
                 self.emit_crossing(index, before, at_ms);
             }
+            Event::KitDefined { kit, version, .. } => {
+                // A kit holds nothing: its counts stay 0; readers read its
+                // components from the SKU document.
+                let index = kit.index() as usize;
+                self.update(index, |_| {});
+                let operator = FeedOperator {
+                    delta: 0,
+                    version,
+                    limit: None,
+                    low_stock: None,
+                };
+                let detail = Detail::Operator(operator);
+                self.emit(index, FeedKind::SkuChanged, at_ms, detail);
+            }
             Event::Sell { sku, units } => {
                 let index = sku.index() as usize;
                 let before = self.counts(index);

@@ -60,8 +60,9 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
         match event {
             Event::SkuCreated { .. } => created.push(Step::Single(event)),
             Event::Operator { delta, .. } if delta >= 0 => credit_ops.push(event),
-            // Moves no units; in version order with the operator's other changes.
-            Event::LowStock { .. } => credit_ops.push(event),
+            // Move no units; in version order with the operator's other
+            // changes (a kit's first definition follows its creation).
+            Event::LowStock { .. } | Event::KitDefined { .. } => credit_ops.push(event),
             Event::Operator { .. } => take_ops.push(event),
             Event::Sell { .. } => sells.push(Step::Single(event)),
             Event::Hold(hold) => {
@@ -98,7 +99,9 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
         }
     }
     let by_version = |event: &Event| match event {
-        Event::Operator { version, .. } | Event::LowStock { version, .. } => *version,
+        Event::Operator { version, .. }
+        | Event::LowStock { version, .. }
+        | Event::KitDefined { version, .. } => *version,
         _ => 0,
     };
     credit_ops.sort_by_key(by_version);

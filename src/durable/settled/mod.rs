@@ -62,6 +62,10 @@ pub struct SettledSku {
     pub safety_stock: u64,
     /// Version of the operator change that set `safety_stock`.
     pub safety_stock_version: u64,
+    /// A kit's components (`None`: a SKU with stock of its own).
+    pub kit: Option<Vec<Line>>,
+    /// Version of the definition that set `kit`.
+    pub kit_version: u64,
 }
 
 impl SettledSku {
@@ -364,6 +368,18 @@ impl Settled {
                 }
             }
             Event::Sell { sku, units } => self.sku_mut(sku.index()).sold += i64::from(units),
+            Event::KitDefined {
+                kit,
+                version,
+                components,
+            } => {
+                let entry = self.sku_mut(kit.index());
+                entry.version = entry.version.max(version);
+                if version >= entry.kit_version {
+                    entry.kit = Some(components);
+                    entry.kit_version = version;
+                }
+            }
             Event::LowStock {
                 sku,
                 version,

@@ -79,7 +79,9 @@ impl PostgresStore {
              ALTER TABLE {schema}.hotstock_skus ADD COLUMN IF NOT EXISTS low_stock_threshold BIGINT,
                  ADD COLUMN IF NOT EXISTS low_stock_version BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS safety_stock BIGINT NOT NULL DEFAULT 0,
-                 ADD COLUMN IF NOT EXISTS safety_stock_version BIGINT NOT NULL DEFAULT 0;
+                 ADD COLUMN IF NOT EXISTS safety_stock_version BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS components TEXT,
+                 ADD COLUMN IF NOT EXISTS kit_version BIGINT NOT NULL DEFAULT 0;
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_reservations (
                  id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
                  deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
@@ -237,7 +239,8 @@ impl Store for PostgresStore {
             rows::feed_next_position(value(FEED_NEXT_KEY)?).map_err(|d| self.damaged(d))?;
         let sql = format!(
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
-             low_stock_threshold, low_stock_version, safety_stock, safety_stock_version \
+             low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
+             components, kit_version \
              FROM {s}.hotstock_skus"
         );
         self.load_rows(&sql, "SKUs", &mut settled, |row, settled| {
@@ -254,6 +257,8 @@ impl Store for PostgresStore {
                 low_stock_version: row.try_get(9)?,
                 safety_stock: row.try_get(10)?,
                 safety_stock_version: row.try_get(11)?,
+                components: row.try_get(12)?,
+                kit_version: row.try_get(13)?,
             };
             Ok(sku.load_into(settled))
         })?;
@@ -542,19 +547,22 @@ fn write_skus(
     let put_sku = tx
         .prepare(&format!(
             "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
-               low_stock_threshold, low_stock_version, safety_stock, safety_stock_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+               low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
+               components, kit_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
                held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
                version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
                limit_version = EXCLUDED.limit_version, low_stock_threshold = EXCLUDED.low_stock_threshold,
                low_stock_version = EXCLUDED.low_stock_version, safety_stock = EXCLUDED.safety_stock,
-               safety_stock_version = EXCLUDED.safety_stock_version"
+               safety_stock_version = EXCLUDED.safety_stock_version, components = EXCLUDED.components,
+               kit_version = EXCLUDED.kit_version"
         ))
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
         let limit = sku.limit.map(i64::from);
         let low_stock = sku.low_stock.map(i64::from);
+        let components = rows::components_text(sku);
         tx.execute(
             &put_sku,
             &[
@@ -571,6 +579,8 @@ fn write_skus(
                 &(sku.low_stock_version as i64),
                 &(sku.safety_stock as i64),
                 &(sku.safety_stock_version as i64),
+                &components,
+                &(sku.kit_version as i64),
             ],
         )
         .map_err(|e| fail("writing a SKU", e))?;

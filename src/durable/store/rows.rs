@@ -9,8 +9,8 @@
 //! `BIGINT` (`as_stored` / `from_stored`); every other number must fit its
 //! type exactly.
 
-use super::{decode_hold_lines, push_decimal, status_from_name};
-use crate::core::limits::{MAX_SKUS, MAX_STOCK_PER_SKU};
+use super::{decode_hold_lines, encode_hold_lines_into, push_decimal, status_from_name};
+use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_SKUS, MAX_STOCK_PER_SKU};
 use crate::core::types::ReservationId;
 use crate::core::types::{HoldStatus, LineAmounts};
 use crate::durable::event::KeyEvent;
@@ -99,6 +99,10 @@ pub(crate) struct SkuRow {
     /// 0 in stores from before safety stock (the column's default).
     pub safety_stock: i64,
     pub safety_stock_version: i64,
+    /// A kit's components as `sku:units,...` (the reservation lines'
+    /// codec); NULL for a SKU with stock of its own.
+    pub components: Option<String>,
+    pub kit_version: i64,
 }
 
 impl SkuRow {
@@ -145,6 +149,19 @@ impl SkuRow {
                 })?,
             safety_stock_version: check
                 .non_negative("safety_stock_version", self.safety_stock_version)?,
+            kit: self
+                .components
+                .as_deref()
+                .map(|text| match decode_hold_lines(text) {
+                    Some((components, None))
+                        if (1..=MAX_KIT_COMPONENTS).contains(&components.len()) =>
+                    {
+                        Ok(components)
+                    }
+                    _ => Err(check.damage(format!("components {text:?} are not sku:units pairs"))),
+                })
+                .transpose()?,
+            kit_version: check.non_negative("kit_version", self.kit_version)?,
         };
         let index = index as usize;
         if settled.skus.len() <= index {
@@ -277,6 +294,8 @@ mod tests {
             low_stock_version: None,
             safety_stock: 0,
             safety_stock_version: 0,
+            components: None,
+            kit_version: 0,
         };
         let damage = row.load_into(&mut settled).unwrap_err();
         assert_eq!(damage.table, "hotstock_skus");
@@ -296,6 +315,15 @@ pub(crate) fn feed_next_position(value: Option<i64>) -> Result<u64, Damage> {
         None => Ok(1),
         Some(value) => Ok(check.non_negative("feed_next_position", value)?.max(1)),
     }
+}
+
+/// A kit's components as the `components` column stores them.
+pub(crate) fn components_text(sku: &SettledSku) -> Option<String> {
+    sku.kit.as_deref().map(|components| {
+        let mut text = String::new();
+        encode_hold_lines_into(&mut text, components, None);
+        text
+    })
 }
 
 /// One row of the outbox (`hotstock_events`), as SQL values, in the

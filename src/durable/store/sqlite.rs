@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS hotstock_skus (
     low_stock_threshold INTEGER,
     low_stock_version  INTEGER NOT NULL DEFAULT 0,
     safety_stock       INTEGER NOT NULL DEFAULT 0,
-    safety_stock_version INTEGER NOT NULL DEFAULT 0
+    safety_stock_version INTEGER NOT NULL DEFAULT 0,
+    components         TEXT,
+    kit_version        INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS hotstock_reservations (
     id          INTEGER PRIMARY KEY,
@@ -125,6 +127,8 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
             "safety_stock",
             "INTEGER NOT NULL DEFAULT 0",
         ),
+        ("hotstock_skus", "components", "TEXT"),
+        ("hotstock_skus", "kit_version", "INTEGER NOT NULL DEFAULT 0"),
     ];
     for (table, column, kind) in added {
         let mut columns = connection.prepare(&format!("PRAGMA table_info({table})"))?;
@@ -355,7 +359,8 @@ impl Store for SqliteStore {
             rows::feed_next_position(meta(FEED_NEXT_KEY)?).map_err(|d| self.damaged(d))?;
         self.load_rows(
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
-             low_stock_threshold, low_stock_version, safety_stock, safety_stock_version \
+             low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
+             components, kit_version \
              FROM hotstock_skus",
             "SKUs",
             |row| {
@@ -372,6 +377,8 @@ impl Store for SqliteStore {
                     low_stock_version: row.get(9)?,
                     safety_stock: row.get(10)?,
                     safety_stock_version: row.get(11)?,
+                    components: row.get(12)?,
+                    kit_version: row.get(13)?,
                 })
             },
             |row, settled| row.load_into(settled),
@@ -664,14 +671,16 @@ fn write_skus(
     let mut put_sku = tx
         .prepare_cached(
             "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
-               low_stock_threshold, low_stock_version, safety_stock, safety_stock_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+               low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
+               components, kit_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
                held = excluded.held, sold = excluded.sold, received = excluded.received,
                version = excluded.version, per_customer_limit = excluded.per_customer_limit,
                limit_version = excluded.limit_version, low_stock_threshold = excluded.low_stock_threshold,
                low_stock_version = excluded.low_stock_version, safety_stock = excluded.safety_stock,
-               safety_stock_version = excluded.safety_stock_version",
+               safety_stock_version = excluded.safety_stock_version, components = excluded.components,
+               kit_version = excluded.kit_version",
         )
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -689,7 +698,9 @@ fn write_skus(
                 sku.low_stock.map(i64::from),
                 sku.low_stock_version as i64,
                 sku.safety_stock as i64,
-                sku.safety_stock_version as i64
+                sku.safety_stock_version as i64,
+                rows::components_text(sku),
+                sku.kit_version as i64
             ])
             .map_err(|e| fail("writing a SKU", e))?;
     }
