@@ -305,7 +305,13 @@ pub enum Gate {
 const KIT_GATE: u32 = 1 << 31;
 
 /// One SKU's stock. See the module docs for the locking rule.
+///
+/// `repr(C)`: the home stripe first and the words the take path reads
+/// (`wide`, `width`) right after it, in one cache line; left to itself the
+/// compiler put the lock first and the take loop spilled a register
+/// (`sell` 81 -> 85 instructions by callgrind).
 #[derive(Debug)]
+#[repr(C)]
 pub struct StockCell {
     home: Stripe,
     /// Null until the cell first widens; then fixed until drop.
