@@ -325,9 +325,52 @@ fn operator_routes_need_the_admin_token_when_one_is_set() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `--default-ttl-ms` and `--max-ttl-ms` reach the engine: a hold that
+/// names no time-to-live gets the default, and one past the maximum is a
+/// 400 naming it.
+#[test]
+fn hold_times_to_live_follow_the_serve_flags() {
+    let dir = temp_dir("ttl-flags");
+    let flags = ["--default-ttl-ms", "5000", "--max-ttl-ms", "600000"];
+    let server = Server::start_with(&dir, &flags);
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 5})), &[]);
+    let hold = |ttl: Option<u64>| {
+        let mut body = json!({"lines": [{"sku": "tee", "quantity": 1}]});
+        if let Some(ttl) = ttl {
+            body["ttl_ms"] = json!(ttl);
+        }
+        server.call("POST", "/v1/reservations", Some(&body), &[])
+    };
+    let (status, error) = hold(Some(600_001));
+    assert_eq!(status, 400, "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("600000 ms"),
+        "{error}"
+    );
+    let (status, longest) = hold(Some(600_000));
+    assert_eq!(status, 201, "{longest}");
+    let (status, default) = hold(None);
+    assert_eq!(status, 201, "{default}");
+    // Made after the longest one: its deadline is 595 s earlier, less the
+    // time between the two requests. The engine's own default (10 min, the
+    // longest here) would put it no earlier: the gap's sign tells them
+    // apart.
+    let gap = longest["expires_at_ms"].as_u64().unwrap() as i64
+        - default["expires_at_ms"].as_u64().unwrap() as i64;
+    assert!((1..=595_000).contains(&gap), "{gap}");
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn extension_caps_past_their_limits_are_refused_at_start() {
-    for (flag, value) in [("--max-extensions", "101"), ("--max-hold-ms", "604800001")] {
+    for (flag, value) in [
+        ("--max-extensions", "101"),
+        ("--max-hold-ms", "604800001"),
+        ("--max-ttl-ms", "86400001"),
+        // Longer than the default --max-ttl-ms allows.
+        ("--default-ttl-ms", "86400001"),
+    ] {
         let out = Command::new(env!("CARGO_BIN_EXE_hotstock"))
             .args([
                 "serve",

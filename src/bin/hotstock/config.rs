@@ -112,6 +112,14 @@ pub struct ServeSettings {
     /// [default: hotstock.events].
     #[arg(long, env = "HOTSTOCK_NATS_SUBJECT_PREFIX")]
     nats_subject_prefix: Option<String>,
+    /// A hold's time-to-live when the request names none, in ms
+    /// [default: 600000].
+    #[arg(long, env = "HOTSTOCK_DEFAULT_TTL_MS")]
+    default_ttl_ms: Option<NonZeroU32>,
+    /// Longest time-to-live a request may ask for, in ms (at most a day)
+    /// [default: 86400000].
+    #[arg(long, env = "HOTSTOCK_MAX_TTL_MS")]
+    max_ttl_ms: Option<NonZeroU32>,
     /// Times one hold's deadline may be extended (`POST
     /// /v1/reservations/{id}/extend`); 0 turns extension off [default: 3].
     #[arg(long, env = "HOTSTOCK_MAX_EXTENSIONS")]
@@ -144,6 +152,8 @@ pub struct Settings {
     pub events_retention: std::time::Duration,
     pub events_retention_count: u64,
     pub nats: Option<NatsConfig>,
+    pub default_ttl_ms: u64,
+    pub max_ttl_ms: u64,
     pub max_extensions: u8,
     pub max_extension_ms: u64,
     pub max_hold_ms: u64,
@@ -219,6 +229,8 @@ impl ServeSettings {
             ),
             events_retention_count: u64::from(positive(self.events_retention_count, 10_000_000)),
             nats: nats_config(self.nats_url, self.nats_stream, self.nats_subject_prefix)?,
+            default_ttl_ms: u64::from(positive(self.default_ttl_ms, 600_000)),
+            max_ttl_ms: u64::from(positive(self.max_ttl_ms, 86_400_000)),
             max_extensions: self.max_extensions.unwrap_or(3),
             max_extension_ms: u64::from(positive(self.max_extension_ms, 600_000)),
             max_hold_ms: u64::from(positive(self.max_hold_ms, 3_600_000)),

@@ -27,12 +27,17 @@ pub fn serve(settings: Settings) -> ExitCode {
     config.store = settings.store.clone();
     config.events_retention = settings.events_retention;
     config.events_retention_count = settings.events_retention_count;
+    config.engine.default_ttl_ms = settings.default_ttl_ms;
+    config.engine.max_ttl_ms = settings.max_ttl_ms;
     config.engine.max_extensions = settings.max_extensions;
     config.engine.max_extension_ms = settings.max_extension_ms;
     config.engine.max_hold_ms = settings.max_hold_ms;
     if let Err(error) = config.engine.validate() {
         // `--max-extensions` over 100, `--max-hold-ms` over a week, ...
-        eprintln!("{error} (check --max-extensions, --max-extension-ms and --max-hold-ms)");
+        eprintln!(
+            "{error} (check --default-ttl-ms, --max-ttl-ms, --max-extensions, \
+             --max-extension-ms and --max-hold-ms)"
+        );
         return ExitCode::from(2);
     }
     tracing::info!("opening {}", settings.data_dir.display());
