@@ -19,7 +19,7 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     let (Some(kind), Some(n)) = (args.get(1), args.get(2).and_then(|n| n.parse::<u64>().ok()))
     else {
-        eprintln!("usage: hot_path sell|purchase|hold_confirm|cart3|atomic N");
+        eprintln!("usage: hot_path sell|purchase|hold_confirm|cart3|kit2|atomic N");
         std::process::exit(2);
     };
     let engine = Engine::new(EngineConfig::default()).expect("default config is valid");
@@ -33,6 +33,23 @@ fn main() {
         quantity: 1,
     }];
     let cart: Vec<Line> = skus.iter().map(|&sku| Line { sku, quantity: 1 }).collect();
+    // A kit of two components (1 of "a", 2 of "b"), bought one at a time.
+    let (kit, _) = engine
+        .define_kit(
+            "ab",
+            &[
+                cart[0],
+                Line {
+                    sku: skus[1],
+                    quantity: 2,
+                },
+            ],
+        )
+        .expect("kit");
+    let one_kit = [Line {
+        sku: kit,
+        quantity: 1,
+    }];
     let atomic = AtomicI64::new(stock as i64);
     // Dispatch once, outside the loop, so the loop is only the operation.
     match kind.as_str() {
@@ -56,6 +73,14 @@ fn main() {
                 ..Order::default()
             };
             black_box(engine.reserve(&order).expect("cart"));
+        }),
+        "kit2" => (0..n).for_each(|_| {
+            let order = Order {
+                lines: &one_kit,
+                confirm: true,
+                ..Order::default()
+            };
+            black_box(engine.reserve(&order).expect("kit"));
         }),
         "atomic" => (0..n).for_each(|_| {
             let mut current = atomic.load(Ordering::Relaxed);
