@@ -495,6 +495,8 @@ enum Step {
     /// Units per line (by position in the record) to confirm or refund.
     ConfirmPart(usize, [u32; 3]),
     RefundPart(usize, [u32; 3]),
+    /// A refund of part (or, with no units, of the rest) under key `k{n}`.
+    RefundKeyed(usize, [u32; 3], u8),
     Adjust(usize, i64),
     LowStock(usize, Option<u32>),
     /// Units on hand (`None`: keep them) and a safety stock (`None`: keep it).
@@ -521,6 +523,8 @@ fn step() -> impl Strategy<Value = Step> {
         (any::<usize>(), 1..600_000u64).prop_map(|(i, ttl)| Step::Extend(i, ttl)),
         (any::<usize>(), [0..3u32, 0..3, 0..3]).prop_map(|(i, u)| Step::ConfirmPart(i, u)),
         (any::<usize>(), [0..3u32, 0..3, 0..3]).prop_map(|(i, u)| Step::RefundPart(i, u)),
+        (any::<usize>(), [0..3u32, 0..3, 0..3], 0..3u8)
+            .prop_map(|(i, u, k)| Step::RefundKeyed(i, u, k)),
         (0..3usize, -5..5i64).prop_map(|(s, d)| Step::Adjust(s, d)),
         (0..3usize, prop::option::of(1..10u32)).prop_map(|(s, t)| Step::LowStock(s, t)),
         (
@@ -579,7 +583,9 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
             Step::Cancel(i) => drop(pick(*i, &ids).map(|id| engine.cancel(id))),
             Step::Refund(i) => drop(pick(*i, &ids).map(|id| engine.refund(id))),
             Step::Extend(i, ttl) => drop(pick(*i, &ids).map(|id| engine.extend(id, *ttl))),
-            Step::ConfirmPart(i, units) | Step::RefundPart(i, units) => {
+            Step::ConfirmPart(i, units)
+            | Step::RefundPart(i, units)
+            | Step::RefundKeyed(i, units, _) => {
                 let Some(id) = pick(*i, &ids) else { continue };
                 let record = engine.reservation(id).unwrap();
                 let lines: Vec<Line> = (record.lines.iter().zip(units))
@@ -590,6 +596,12 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
                     .collect();
                 drop(match step {
                     Step::ConfirmPart(..) => engine.confirm_lines(id, &lines),
+                    Step::RefundKeyed(_, [0, 0, 0], k) => {
+                        engine.refund_once(id, None, &format!("k{k}"))
+                    }
+                    Step::RefundKeyed(.., k) => {
+                        engine.refund_once(id, Some(&lines), &format!("k{k}"))
+                    }
                     _ => engine.refund_lines(id, &lines),
                 });
             }
@@ -679,6 +691,46 @@ fn idempotent_outcomes_survive_a_restart() {
         };
         assert_eq!(
             engine.reserve(&other),
+            Err(EngineError::IdempotencyKeyReused)
+        );
+    }
+}
+
+/// A refund of part retried with its key refunds once, before and after
+/// a crash and a clean close; the key with other lines is refused. A key
+/// whose refund ended the sale (status refunded) comes back too.
+#[test]
+fn a_keyed_refund_of_part_gives_back_once_across_restarts() {
+    let dir = TempDir::new("refund-key");
+    let snapshot = TempDir::new("refund-key-copy");
+    let (durable, _) = open(&dir.0);
+    let engine = durable.engine().clone();
+    let (sku, _) = engine.put_sku("tee", 5, None, None).unwrap();
+    let sale = engine.purchase(sku, 3, None).unwrap();
+    let (one, two) = ([Line { sku, quantity: 1 }], [Line { sku, quantity: 2 }]);
+    let refund = |lines: &[Line], key| engine.refund_once(sale.id, Some(lines), key);
+    assert_eq!(refund(&one, "refund-7"), Ok(HoldStatus::Confirmed));
+    assert_eq!(
+        refund(&one, "refund-7"),
+        Ok(HoldStatus::Confirmed),
+        "a retry"
+    );
+    assert_eq!(engine.sku_document(sku).unwrap().sold, 2, "given back once");
+    assert_eq!(refund(&two, "refund-8"), Ok(HoldStatus::Refunded));
+    engine.wait_durable(engine.durability_ticket()).unwrap();
+    copy_dir(&dir.0, &snapshot.0);
+    drop(engine);
+    durable.close().unwrap();
+    for data_dir in [&snapshot.0, &dir.0] {
+        let (recovered, _) = open(data_dir);
+        let engine = recovered.engine();
+        let again = |lines: &[Line], key| engine.refund_once(sale.id, Some(lines), key);
+        assert_eq!(again(&one, "refund-7"), Ok(HoldStatus::Confirmed));
+        assert_eq!(again(&two, "refund-8"), Ok(HoldStatus::Refunded));
+        let doc = engine.sku_document(sku).unwrap();
+        assert_eq!((doc.sold, doc.available), (0, 5), "each given back once");
+        assert_eq!(
+            again(&two, "refund-7"),
             Err(EngineError::IdempotencyKeyReused)
         );
     }

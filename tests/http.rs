@@ -1254,3 +1254,47 @@ fn kits_over_http() {
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A refund of part with an `Idempotency-Key`, retried (the client lost the
+/// answer), gives back once; the key with other lines is a 409.
+#[test]
+fn a_keyed_refund_of_part_is_given_back_once_over_http() {
+    let dir = temp_dir("refund-key");
+    let server = Server::start(&dir);
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 5})), &[]);
+    let buy = json!({"lines": [{"sku": "tee", "quantity": 3}], "confirm": true});
+    let (_, sale) = server.call("POST", "/v1/reservations", Some(&buy), &[]);
+    let refund = format!("/v1/reservations/{}/refund", sale["id"].as_str().unwrap());
+    let one = json!({"lines": [{"sku": "tee", "quantity": 1}]});
+    let key = [("Idempotency-Key", "refund-42")];
+    for _ in 0..2 {
+        let (status, doc) = server.call("POST", &refund, Some(&one), &key);
+        assert_eq!(
+            (status, &doc["lines"][0]["refunded"]),
+            (200, &json!(1)),
+            "{doc}"
+        );
+    }
+    assert_eq!(server.call("GET", "/v1/skus/tee", None, &[]).1["sold"], 2);
+    let two = json!({"lines": [{"sku": "tee", "quantity": 2}]});
+    let (status, error) = server.call("POST", &refund, Some(&two), &key);
+    assert_eq!(
+        (status, &error["error"]),
+        (409, &json!("idempotency_key_reused"))
+    );
+    // Without a key each call refunds again, as documented.
+    let (status, doc) = server.call("POST", &refund, Some(&one), &[]);
+    assert_eq!((status, &doc["lines"][0]["refunded"]), (200, &json!(2)));
+    // A malformed key is refused whether or not lines are named.
+    for body in [Some(&one), None] {
+        let (status, error) = server.call("POST", &refund, body, &[("Idempotency-Key", "a b")]);
+        assert_eq!(
+            (status, &error["error"]),
+            (400, &json!("invalid_request")),
+            "{error}"
+        );
+    }
+    assert_eq!(server.call("GET", "/v1/skus/tee", None, &[]).1["sold"], 1);
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -438,7 +438,12 @@ impl Event {
                 let reservation = ReservationId::from_u64(r.u64()?);
                 let status =
                     status_from_code(r.u8()?).ok_or(DecodeError::Invalid("hold status"))?;
-                if !matches!(status, HoldStatus::Held | HoldStatus::Confirmed) {
+                // Held or confirmed: a reservation as created; confirmed
+                // or refunded: after a keyed refund of part.
+                if !matches!(
+                    status,
+                    HoldStatus::Held | HoldStatus::Confirmed | HoldStatus::Refunded
+                ) {
                     return Err(DecodeError::Invalid("idempotent outcome status"));
                 }
                 let expires_at_ms = r.u64()?;

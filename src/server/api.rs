@@ -229,7 +229,8 @@ impl Api {
             Route::ReservationCreate => self.create_reservation(parts, body, scope).await,
             Route::ReservationGet => self.get_reservation(param, scope),
             Route::ReservationConfirm | Route::ReservationCancel | Route::ReservationRefund => {
-                self.transition(matched.route, param, body, scope).await
+                self.transition(matched.route, param, &parts.headers, body, scope)
+                    .await
             }
             Route::ReservationExtend => self.extend(param, body).await,
             // Boxed: their futures (blocking reads, waits) are larger than

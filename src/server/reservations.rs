@@ -24,6 +24,17 @@ type Parts = hyper::http::request::Parts;
 const IDEMPOTENCY_KEY: hyper::header::HeaderName =
     hyper::header::HeaderName::from_static("idempotency-key");
 
+/// The request's `Idempotency-Key` header, if any.
+fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(IDEMPOTENCY_KEY)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
+        })
+        .transpose()
+}
+
 /// A placed order, waiting to be answered.
 enum Placed {
     /// Created now: its JSON, written from the receipt.
@@ -44,14 +55,7 @@ impl Api {
         body: Incoming,
         scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
-        let header_key = parts
-            .headers
-            .get(IDEMPOTENCY_KEY)
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
-            })
-            .transpose()?;
+        let header_key = idempotency_key(&parts.headers)?;
         let bytes = read_body(body).await?;
         self.reserve_bytes(&bytes, header_key, scope).await
     }
@@ -185,14 +189,19 @@ impl Api {
     /// `POST /v1/reservations/{id}/confirm|cancel|refund`; confirm and
     /// refund take an optional body `{"lines": [{"sku", "quantity"}]}`
     /// naming how many units of each line (absent: all of them).
+    /// A refund with an `Idempotency-Key` refunds at most once per key (a
+    /// refund with lines otherwise refunds again on every call; a confirm
+    /// is repeatable as it is: a repeat answers the status it reached).
     pub(super) async fn transition(
         &self,
         route: Route,
         text: &str,
+        headers: &hyper::HeaderMap,
         body: Incoming,
         scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
         let id = self.decode_id(text)?;
+        let key = idempotency_key(headers)?;
         let bytes = read_body(body).await?;
         let lines = match route {
             Route::ReservationCancel => None,
@@ -204,12 +213,13 @@ impl Api {
             // service (any customer's) skips the read: nothing to check.
             self.visible(id, scope)?;
         }
-        let outcome = match (route, &lines) {
-            (Route::ReservationConfirm, None) => self.engine.confirm(id),
-            (Route::ReservationConfirm, Some(lines)) => self.engine.confirm_lines(id, lines),
-            (Route::ReservationCancel, _) => self.engine.cancel(id),
-            (_, None) => self.engine.refund(id),
-            (_, Some(lines)) => self.engine.refund_lines(id, lines),
+        let outcome = match (route, &lines, key) {
+            (Route::ReservationConfirm, None, _) => self.engine.confirm(id),
+            (Route::ReservationConfirm, Some(lines), _) => self.engine.confirm_lines(id, lines),
+            (Route::ReservationCancel, _, _) => self.engine.cancel(id),
+            (_, lines, Some(key)) => self.engine.refund_once(id, lines.as_deref(), key),
+            (_, None, None) => self.engine.refund(id),
+            (_, Some(lines), None) => self.engine.refund_lines(id, lines),
         };
         outcome.map_err(|e| self.engine_error(e))?;
         self.acknowledge().await?;

@@ -475,32 +475,83 @@ impl<S: ChangeSink> Engine<S> {
         transition: Transition,
         lines: &[Line],
     ) -> Result<HoldStatus, EngineError> {
-        if lines.len() > MAX_LINES_PER_CART {
-            return Err(EngineError::TooManyLines { lines: lines.len() });
-        }
-        for (index, line) in lines.iter().enumerate() {
-            if line.quantity > MAX_LINE_QUANTITY {
-                return Err(EngineError::InvalidQuantity {
-                    quantity: u64::from(line.quantity),
-                });
-            }
-            if lines[..index].iter().any(|earlier| earlier.sku == line.sku) {
-                return Err(EngineError::DuplicateSku { sku: line.sku });
-            }
-        }
+        validate_part(lines)?;
         self.check_storage()?;
         let hint = stripe_hint();
-        let now_ms = self.clock.now_ms();
         self.sink.make_room(hint);
+        self.transition_part_now(id, transition, Some(lines), hint)
+    }
+
+    /// `refund_lines` (`None`: `refund`, all that is left), at most once
+    /// per idempotency `key`: a retry with the same key and lines answers
+    /// the first refund's status without giving anything back again, also
+    /// after a restart (the key is journaled with the outcome); the key
+    /// used with other lines, or for another request, is refused with
+    /// `IdempotencyKeyReused`.
+    pub fn refund_once(
+        &self,
+        id: ReservationId,
+        lines: Option<&[Line]>,
+        key: &str,
+    ) -> Result<HoldStatus, EngineError> {
+        validate_idempotency_key(key)?;
+        validate_part(lines.unwrap_or_default())?;
+        self.check_storage()?;
+        let hint = stripe_hint();
+        // Before the key's lock: the refund is recorded under the hold's
+        // shard lock, inside the key's.
+        self.sink.make_room(hint);
+        let fingerprint = refund_fingerprint(id, lines);
+        let now_ms = self.clock.now_ms();
+        let ran = self.idempotency.run(key, fingerprint, now_ms, || {
+            let outcome = self.transition_part_now(id, Transition::Refund, lines, hint);
+            if let Ok(status) = outcome {
+                let change = KeyChange {
+                    key,
+                    fingerprint,
+                    created_ms: now_ms,
+                    reservation: id,
+                    status,
+                    expires_at_ms: 0,
+                };
+                self.record(hint, Change::Idempotency(change));
+            }
+            let stored = outcome.map(|status| Receipt {
+                id,
+                status,
+                expires_at_ms: 0,
+                replayed: false,
+                holds_components: false,
+            });
+            (stored, true)
+        });
+        match ran {
+            Ok((outcome, _)) => outcome.map(|receipt| receipt.status),
+            Err(Reused) => Err(EngineError::IdempotencyKeyReused),
+        }
+    }
+
+    /// A confirm or refund of part (`None`: of all that is left), after its
+    /// checks and `make_room`.
+    fn transition_part_now(
+        &self,
+        id: ReservationId,
+        transition: Transition,
+        lines: Option<&[Line]>,
+        hint: usize,
+    ) -> Result<HoldStatus, EngineError> {
+        let now_ms = self.clock.now_ms();
         let settle = |how, hold: HoldView<'_>| self.settle(how, hold, hint, now_ms);
         self.holds
-            .transition_part(id, transition, Some(lines), now_ms, settle)
-            .map_err(|error| match error {
-                TransitionError::NotInReservation { index } => EngineError::NotInReservation {
-                    id,
-                    sku: lines[index].sku,
-                },
-                other => transition_error(id, transition, other),
+            .transition_part(id, transition, lines, now_ms, settle)
+            .map_err(|error| match (error, lines) {
+                (TransitionError::NotInReservation { index }, Some(lines)) => {
+                    EngineError::NotInReservation {
+                        id,
+                        sku: lines[index].sku,
+                    }
+                }
+                (other, _) => transition_error(id, transition, other),
             })
     }
 
@@ -660,6 +711,39 @@ fn validate_idempotency_key(key: &str) -> Result<(), EngineError> {
         });
     }
     Ok(())
+}
+
+/// A confirm's or refund's lines against the limits (the record checks
+/// the rest under its lock).
+fn validate_part(lines: &[Line]) -> Result<(), EngineError> {
+    if lines.len() > MAX_LINES_PER_CART {
+        return Err(EngineError::TooManyLines { lines: lines.len() });
+    }
+    for (index, line) in lines.iter().enumerate() {
+        if line.quantity > MAX_LINE_QUANTITY {
+            return Err(EngineError::InvalidQuantity {
+                quantity: u64::from(line.quantity),
+            });
+        }
+        if lines[..index].iter().any(|earlier| earlier.sku == line.sku) {
+            return Err(EngineError::DuplicateSku { sku: line.sku });
+        }
+    }
+    Ok(())
+}
+
+/// A keyed refund's fingerprint: its reservation and lines, tagged so no
+/// order's fingerprint can equal it (a key is one request, whatever kind).
+fn refund_fingerprint(id: ReservationId, lines: Option<&[Line]>) -> u64 {
+    let mut hasher = foldhash::fast::FixedState::with_seed(0x7265_6675_6e64).build_hasher();
+    "refund".hash(&mut hasher);
+    id.as_u64().hash(&mut hasher);
+    lines.is_some().hash(&mut hasher);
+    for line in lines.unwrap_or_default() {
+        line.sku.hash(&mut hasher);
+        line.quantity.hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// A stable digest of what an order asks for (not of its key), so a key
