@@ -1130,7 +1130,7 @@ fn kits_are_defined_only_where_they_make_sense() {
     );
     assert_eq!(
         refused("duo", &[line(mug, 1), line(mug, 2)]),
-        EngineError::DuplicateSku { sku: mug }
+        kit_refused(mug, NamedTwice)
     );
     assert_eq!(
         refused("duo", &[line(mug, 0)]),

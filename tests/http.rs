@@ -1229,7 +1229,7 @@ fn kits_over_http() {
         (json!({"components": [{"sku": "mug", "quantity": 0}]}), 400),
         (
             json!({"components": [{"sku": "mug", "quantity": 1}, {"sku": "mug", "quantity": 1}]}),
-            400,
+            409,
         ),
         (json!({"components": [{"sku": "nope", "quantity": 1}]}), 404),
         (json!({"parts": []}), 400),

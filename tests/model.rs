@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use hotstock::core::cell::{OperatorChange, StripePolicy};
 use hotstock::{
-    ChangeSink, Engine, EngineConfig, EngineError, ExtensionLimit, HoldStatus, Line, ManualClock,
-    Order, Receipt, ReservationId, SkuId, SkuPut, StockLevel,
+    ChangeSink, Engine, EngineConfig, EngineError, ExtensionLimit, HoldStatus, KitRefusal, Line,
+    ManualClock, Order, Receipt, ReservationId, SkuId, SkuPut, StockLevel,
 };
 use proptest::prelude::*;
 
@@ -783,8 +783,9 @@ fn model_define_kit(
             .iter()
             .any(|&(earlier, _)| earlier == sku)
         {
-            return Err(EngineError::DuplicateSku {
+            return Err(EngineError::KitRefused {
                 sku: model.sku_id(sku),
+                reason: KitRefusal::NamedTwice,
             });
         }
     }

@@ -34,6 +34,28 @@ fn fill(example: &Value, sku: &str) -> Value {
     }
 }
 
+/// The spec's error codes are exactly the server's (`Code::ALL`): a code
+/// added to one and not the other fails here, not in a schemathesis run.
+#[test]
+fn the_spec_lists_every_error_code_the_server_answers() {
+    let spec: Value =
+        serde_yaml_ng::from_str(include_str!("../docs/openapi.yaml")).expect("openapi.yaml parses");
+    let listed = &spec["components"]["schemas"]["Error"]["properties"]["error"]["enum"];
+    let mut listed: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let mut served: Vec<&str> = hotstock::server::error::Code::ALL
+        .iter()
+        .map(|c| c.as_str())
+        .collect();
+    listed.sort_unstable();
+    served.sort_unstable();
+    assert_eq!(listed, served);
+}
+
 #[test]
 fn every_operation_in_the_spec_answers_as_the_spec_says() {
     let spec: Value =

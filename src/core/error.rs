@@ -35,6 +35,8 @@ pub enum KitRefusal {
     ComponentIsAKit,
     /// A change of stock or limits, or a record-less sale, named a kit.
     IsAKit,
+    /// A kit definition named this component twice.
+    NamedTwice,
 }
 
 /// Why the engine refused an operation. A refused operation changed
@@ -322,6 +324,10 @@ impl EngineError {
                     KitRefusal::IsAKit => {
                         " is a kit: it has no stock or limit of its own (change its components'), \
                          and it is sold through a reservation"
+                    }
+                    KitRefusal::NamedTwice => {
+                        " is named twice in the kit: give each component once, with its units \
+                         per kit"
                     }
                 })
             }

@@ -240,6 +240,12 @@ impl Api {
         for (index, (name, quantity)) in named.iter().enumerate() {
             let quantity = u32::try_from(*quantity)
                 .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
+            if quantity == 0 {
+                return Err(ApiError::invalid(format!(
+                    "line {index}: quantity must be at least 1; leave a line out to confirm or \
+                     refund none of it"
+                )));
+            }
             lines.push(Line {
                 sku: self.sku_id(name)?,
                 quantity,

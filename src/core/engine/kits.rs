@@ -109,7 +109,7 @@ impl<S: ChangeSink> Engine<S> {
                 return Err(kit_refused(component.sku, KitRefusal::ComponentIsAKit));
             }
             if components[..index].iter().any(|c| c.sku == component.sku) {
-                return Err(EngineError::DuplicateSku { sku: component.sku });
+                return Err(kit_refused(component.sku, KitRefusal::NamedTwice));
             }
         }
         Ok(())
