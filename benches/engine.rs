@@ -1,7 +1,8 @@
 //! Hot-path microbenchmarks, each group with its baselines measured in the
 //! same process and run, so they can be read as ratios on a noisy machine.
 //!
-//! Run: `cargo bench --bench engine` (figures in `docs/benchmarks.md`).
+//! Run: `cargo bench --bench engine` (figures in `docs/benchmarks.md`);
+//! `cargo bench --bench engine -- hot_kit_order` for one group.
 //!
 //! Every function uses `iter_custom`: state is built outside the timed
 //! region, N threads start together at a barrier, each does `iters / N`
@@ -250,12 +251,62 @@ fn hold_confirm(c: &mut Criterion) {
     group.finish();
 }
 
+/// One hot kit (1 "a" + 2 "b") bought by every thread, against the same
+/// components bought as a two-line cart: what the kit's expansion costs,
+/// its lock and its components' shared `Arc` included.
+fn hot_kit(c: &mut Criterion) {
+    let mut group = c.benchmark_group("hot_kit_order");
+    group.throughput(Throughput::Elements(1));
+    for threads in THREADS {
+        let setup = || {
+            let engine = engine();
+            let (a, _) = engine.put_sku("a", BOTTOMLESS, None, None).unwrap();
+            let (b, _) = engine.put_sku("b", BOTTOMLESS, None, None).unwrap();
+            engine.prepare_hot(a).unwrap();
+            engine.prepare_hot(b).unwrap();
+            let components = [
+                Line {
+                    sku: a,
+                    quantity: 1,
+                },
+                Line {
+                    sku: b,
+                    quantity: 2,
+                },
+            ];
+            let (kit, _) = engine.define_kit("ab", &components).unwrap();
+            (engine, components, kit)
+        };
+        let buy = |engine: &Engine, lines: &[Line]| {
+            let order = Order {
+                lines,
+                confirm: true,
+                ..Order::default()
+            };
+            black_box(engine.reserve(&order)).unwrap();
+        };
+        bench(&mut group, "kit", threads, |iters| {
+            let (engine, _, kit) = setup();
+            let lines = [Line {
+                sku: kit,
+                quantity: 1,
+            }];
+            timed(threads, iters, |_, _| buy(&engine, &lines))
+        });
+        bench(&mut group, "same_components_as_a_cart", threads, |iters| {
+            let (engine, components, _) = setup();
+            timed(threads, iters, |_, _| buy(&engine, &components))
+        });
+    }
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default()
         .sample_size(20)
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(3));
-    targets = hot_sku, uniform, cart, hold_confirm
+    targets = hot_sku, uniform, cart, hold_confirm, hot_kit
 }
 criterion_main!(benches);

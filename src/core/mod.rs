@@ -20,6 +20,7 @@ pub mod error;
 pub mod hint;
 pub mod holds;
 pub mod idempotency;
+pub mod kit_table;
 pub mod ledger;
 pub mod limits;
 pub mod public_id;

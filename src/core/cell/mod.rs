@@ -42,11 +42,8 @@
 
 use crossbeam_utils::CachePadded;
 
-use std::sync::Arc;
-
 use crate::core::limits::{MAX_PER_CUSTOMER_LIMIT, MAX_STOCK_PER_SKU, MAX_STRIPES};
 use crate::core::sync::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Mutex, Ordering};
-use crate::core::types::Line;
 
 /// When a SKU widens and narrows. One policy serves the whole engine; it is
 /// passed in rather than stored so that a cold cell stays small.
@@ -248,24 +245,19 @@ struct CellMeta {
 }
 
 /// A SKU's rarely set, lock-protected settings.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct CellExtras {
     /// 0 means no threshold.
     low_stock_threshold: u32,
     /// Units on hand kept back from sale (never in `available`, never in
     /// `received`): see `set_stock`.
     safety_stock: u64,
-    /// A kit's components (units of each per kit); `None` for a SKU with
-    /// stock of its own. Set at the kit's creation, replaced by a new
-    /// definition, never removed.
-    kit: Option<Arc<[Line]>>,
 }
 
 /// The settings of a cell that has none.
 static NO_EXTRAS: CellExtras = CellExtras {
     low_stock_threshold: 0,
     safety_stock: 0,
-    kit: None,
 };
 
 impl CellMeta {
@@ -376,48 +368,39 @@ impl StockCell {
         self.gate() == Gate::Kit
     }
 
-    /// Makes a fresh cell a kit of `components`, at version 1. Only while
-    /// its SKU is being created, before its name is published: a SKU is a
-    /// kit from birth or never, so lock-free `is_kit` checks are exact.
-    pub fn make_kit(&self, components: Arc<[Line]>) {
+    /// Makes a fresh cell a kit, at version 1 (its components are in the
+    /// engine's `KitTable`). Only while its SKU is being created, before
+    /// its name is published: a SKU is a kit from birth or never, so
+    /// lock-free `is_kit` checks are exact.
+    pub fn make_kit(&self) {
         let mut meta = self.meta.lock();
         debug_assert_eq!(meta.version, 0, "a kit is made only at creation");
         meta.version = 1;
-        self.install_kit_locked(&mut meta, components);
+        self.mark_kit();
     }
 
-    /// Replaces a kit's components (reservations made before keep the
-    /// components they took). `publish` gets the new version under the
-    /// lock, before a reader can see the new definition.
-    pub fn redefine_kit(&self, components: Arc<[Line]>, publish: impl FnOnce(u64)) -> u64 {
+    /// A kit's new definition: bumps the version and calls `publish` with
+    /// it under the lock, so one kit's definitions are published in
+    /// version order.
+    pub fn redefine_kit(&self, publish: impl FnOnce(u64)) -> u64 {
         let mut meta = self.meta.lock();
         debug_assert!(self.is_kit(), "only a kit is redefined");
         meta.version += 1;
         publish(meta.version);
-        self.install_kit_locked(&mut meta, components);
         meta.version
     }
 
-    /// Puts a recovered kit definition back (recovery only, after
-    /// `restore`, before serving).
-    pub fn restore_kit(&self, components: Arc<[Line]>) {
-        let mut meta = self.meta.lock();
-        self.install_kit_locked(&mut meta, components);
+    /// Marks a recovered kit (recovery only, after `restore`, before
+    /// serving).
+    pub fn restore_kit(&self) {
+        let _meta = self.meta.lock();
+        self.mark_kit();
     }
 
-    fn install_kit_locked(&self, meta: &mut CellMeta, components: Arc<[Line]>) {
-        meta.edit_extras(|extras| extras.kit = Some(components));
+    fn mark_kit(&self) {
         // Relaxed: see `gate`; the name's publication orders it for a new
-        // kit, and a redefinition does not change it.
+        // kit, and recovery runs before anyone reads.
         self.per_customer_limit.store(KIT_GATE, Ordering::Relaxed);
-    }
-
-    /// A kit's components, `None` for a SKU with stock of its own.
-    pub fn kit_components(&self) -> Option<Arc<[Line]>> {
-        if !self.is_kit() {
-            return None;
-        }
-        self.meta.lock().extras().kit.clone()
     }
 
     /// Takes `units` and counts them as held or sold. Lock-free unless the

@@ -37,9 +37,9 @@ impl<S: ChangeSink> Engine<S> {
     /// stays one function.
     #[inline(never)]
     fn reserve_kits(&self, order: &Order<'_>, ttl_ms: u64) -> Result<Receipt, EngineError> {
-        let lines = self.expand_kits(order.lines)?;
+        let expanded = self.expand_kits(order.lines)?;
         let taking = Order {
-            lines: &lines,
+            lines: expanded.lines(),
             ..*order
         };
         self.reserve_validated(order, &taking, ttl_ms)

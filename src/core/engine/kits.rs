@@ -21,8 +21,6 @@
 //! kit or a kit's mark on a SKU with stock. A kit's components can be
 //! redefined; reservations already made keep the components they took.
 
-use std::sync::Arc;
-
 use super::Engine;
 use crate::core::cell::StockCell;
 use crate::core::change::{Change, ChangeSink};
@@ -30,6 +28,43 @@ use crate::core::error::{EngineError, KitRefusal};
 use crate::core::hint::stripe_hint;
 use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_LINES_PER_CART, MAX_LINE_QUANTITY};
 use crate::core::types::{Line, SkuId};
+
+/// A kit order's lines once its kits are replaced by their components: at
+/// most `MAX_LINES_PER_CART`, on the stack (a kit order allocates nothing).
+pub(super) struct Expanded {
+    lines: [Line; MAX_LINES_PER_CART],
+    len: usize,
+}
+
+impl Expanded {
+    pub(super) fn lines(&self) -> &[Line] {
+        &self.lines[..self.len]
+    }
+
+    /// Adds `units` of `sku`, merged with a line of it already there.
+    fn add(&mut self, sku: SkuId, units: u64) -> Result<(), EngineError> {
+        let at = match self.lines().iter().position(|l| l.sku == sku) {
+            Some(at) => at,
+            None if self.len == MAX_LINES_PER_CART => {
+                // Counted as the line it would have been.
+                return Err(EngineError::TooManyLines {
+                    lines: MAX_LINES_PER_CART + 1,
+                });
+            }
+            None => {
+                self.lines[self.len] = Line { sku, quantity: 0 };
+                self.len += 1;
+                self.len - 1
+            }
+        };
+        let total = u64::from(self.lines[at].quantity) + units;
+        if total > u64::from(MAX_LINE_QUANTITY) {
+            return Err(EngineError::InvalidQuantity { quantity: total });
+        }
+        self.lines[at].quantity = total as u32;
+        Ok(())
+    }
+}
 
 impl<S: ChangeSink> Engine<S> {
     /// Defines kit `name` as `components` (units of each per kit): creates
@@ -44,7 +79,6 @@ impl<S: ChangeSink> Engine<S> {
         self.check_storage()?;
         let hint = stripe_hint();
         self.sink.make_room(hint);
-        let components: Arc<[Line]> = Arc::from(components);
         if let Some(kit) = self.catalogue.find(name) {
             // A kit among the components (itself included) was refused by
             // `validate_components`.
@@ -52,16 +86,18 @@ impl<S: ChangeSink> Engine<S> {
         }
         let on_create = |kit: SkuId, name: &str, cell: &StockCell| {
             self.record(hint, Change::SkuCreated { sku: kit, name });
+            let version = 1;
             self.record(
                 hint,
                 Change::KitDefined {
                     kit,
-                    version: 1,
-                    components: &components,
+                    version,
+                    components,
                 },
             );
             // Before the name is published: the SKU is a kit from birth.
-            cell.make_kit(Arc::clone(&components));
+            self.kits.set(kit, components);
+            cell.make_kit();
         };
         let (kit, created) = self.catalogue.find_or_create_with(name, on_create)?;
         if created {
@@ -74,23 +110,24 @@ impl<S: ChangeSink> Engine<S> {
     fn redefine_kit(
         &self,
         kit: SkuId,
-        components: Arc<[Line]>,
+        components: &[Line],
         hint: usize,
     ) -> Result<(SkuId, u64), EngineError> {
         let cell = self.cell(kit)?;
         if !cell.is_kit() {
             return Err(kit_refused(kit, KitRefusal::HasStock));
         }
+        // Under the kit's lock: recorded, then published, in version order.
         let publish = |version| {
             let change = Change::KitDefined {
                 kit,
                 version,
-                components: &components,
+                components,
             };
             self.record(hint, change);
+            self.kits.set(kit, components);
         };
-        let version = cell.redefine_kit(Arc::clone(&components), publish);
-        Ok((kit, version))
+        Ok((kit, cell.redefine_kit(publish)))
     }
 
     fn validate_components(&self, components: &[Line]) -> Result<(), EngineError> {
@@ -116,48 +153,50 @@ impl<S: ChangeSink> Engine<S> {
     }
 
     /// A kit's components, `None` for a SKU with stock of its own.
-    pub fn kit_components(&self, sku: SkuId) -> Result<Option<Arc<[Line]>>, EngineError> {
-        Ok(self.cell(sku)?.kit_components())
+    pub fn kit_components(&self, sku: SkuId) -> Result<Option<&[Line]>, EngineError> {
+        Ok(self.kit_of(self.cell(sku)?, sku))
+    }
+
+    /// `cell`'s (SKU `sku`'s) components if it is a kit: lock-free, no
+    /// shared write (`KitTable`).
+    #[inline]
+    pub(super) fn kit_of(&self, cell: &StockCell, sku: SkuId) -> Option<&[Line]> {
+        if !cell.is_kit() {
+            return None;
+        }
+        let components = self.kits.get(sku);
+        debug_assert!(
+            components.is_some(),
+            "a kit's components are set before it is"
+        );
+        components
     }
 
     /// `lines` with every kit line replaced by its components, and lines of
     /// one SKU merged into one (so a kit and one of its components count
     /// that component once). Refused when a merged line passes
     /// `MAX_LINE_QUANTITY` or the lines pass `MAX_LINES_PER_CART`.
-    pub(super) fn expand_kits(&self, lines: &[Line]) -> Result<Vec<Line>, EngineError> {
-        let mut merged: Vec<Line> = Vec::with_capacity(MAX_LINES_PER_CART);
-        let mut add = |sku: SkuId, quantity: u64| -> Result<(), EngineError> {
-            let at = match merged.iter().position(|l| l.sku == sku) {
-                Some(at) => at,
-                None => {
-                    merged.push(Line { sku, quantity: 0 });
-                    merged.len() - 1
-                }
-            };
-            let total = u64::from(merged[at].quantity) + quantity;
-            if total > u64::from(MAX_LINE_QUANTITY) {
-                return Err(EngineError::InvalidQuantity { quantity: total });
-            }
-            merged[at].quantity = total as u32;
-            Ok(())
+    pub(super) fn expand_kits(&self, lines: &[Line]) -> Result<Expanded, EngineError> {
+        let unused = Line {
+            sku: SkuId::from_index(0),
+            quantity: 0,
+        };
+        let mut merged = Expanded {
+            lines: [unused; MAX_LINES_PER_CART],
+            len: 0,
         };
         for line in lines {
-            let Some(components) = self.cell(line.sku)?.kit_components() else {
-                add(line.sku, u64::from(line.quantity))?;
+            let Some(components) = self.kit_of(self.cell(line.sku)?, line.sku) else {
+                merged.add(line.sku, u64::from(line.quantity))?;
                 continue;
             };
-            for component in components.iter() {
+            for component in components {
                 // Refused at definition; a component is never made a kit
                 // later (kit-ness is fixed at creation).
                 debug_assert!(!self.cell(component.sku)?.is_kit());
                 let units = u64::from(line.quantity) * u64::from(component.quantity);
-                add(component.sku, units)?;
+                merged.add(component.sku, units)?;
             }
-        }
-        if merged.len() > MAX_LINES_PER_CART {
-            return Err(EngineError::TooManyLines {
-                lines: merged.len(),
-            });
         }
         Ok(merged)
     }

@@ -28,6 +28,7 @@ use super::error::EngineError;
 use super::hint::stripe_hint;
 use super::holds::{HoldDocument, HoldTable, Retention, TimerWork};
 use super::idempotency::IdempotencyTable;
+use super::kit_table::KitTable;
 use super::ledger::LimitLedger;
 use super::limits::{MAX_EXTENSIONS_PER_HOLD, MAX_HOLD_MS, MAX_TTL_MS};
 use super::types::{HoldStatus, Line, ReservationId, SkuId};
@@ -257,6 +258,8 @@ type StoredOutcome = Result<Receipt, EngineError>;
 pub struct Engine<S: ChangeSink = InMemory> {
     config: EngineConfig,
     catalogue: Catalogue,
+    /// Kits' components, read lock-free by every kit order.
+    kits: KitTable,
     holds: HoldTable,
     ledger: LimitLedger,
     idempotency: IdempotencyTable<StoredOutcome>,
@@ -286,6 +289,7 @@ impl<S: ChangeSink> Engine<S> {
         config.validate()?;
         Ok(Engine {
             catalogue: Catalogue::new(),
+            kits: KitTable::new(),
             holds: HoldTable::new(config.max_reservations),
             ledger: LimitLedger::new(),
             idempotency: IdempotencyTable::new(
@@ -374,8 +378,8 @@ impl<S: ChangeSink> Engine<S> {
 
     fn document(&self, sku: SkuId, slot: &SkuSlot) -> SkuDocument {
         let mut document = SkuDocument::new(sku, slot, slot.cell().snapshot());
-        if let Some(components) = slot.cell().kit_components() {
-            document.available = self.kit_available(&components);
+        if let Some(components) = self.kit_of(slot.cell(), sku) {
+            document.available = self.kit_available(components);
             document.components = Some(components.to_vec());
         }
         document

@@ -25,7 +25,9 @@ impl<S: ChangeSink> Engine<S> {
 
     /// Makes restored SKU `id` the kit of `components` it was.
     pub fn restore_kit(&self, id: SkuId, components: &[Line]) -> Result<(), EngineError> {
-        self.cell(id)?.restore_kit(components.into());
+        let cell = self.cell(id)?;
+        self.kits.set(id, components);
+        cell.restore_kit();
         Ok(())
     }
 
