@@ -736,6 +736,58 @@ fn a_keyed_refund_of_part_gives_back_once_across_restarts() {
     }
 }
 
+/// A store that refuses checkpoints for a while (another connection holds
+/// its write lock) is counted: failures, failures in a row, and the time of
+/// the last success, which `/metrics` turns into an age to alert on. Once
+/// the store takes writes again the next checkpoint catches up.
+#[test]
+fn checkpoints_refused_by_a_locked_store_are_counted_and_caught_up() {
+    let dir = TempDir::new("ckpt-stats");
+    let clock = Arc::new(ManualClock::new(T0));
+    let (durable, _) = open_at(&dir.0, clock.clone());
+    let stats = durable.checkpoint_stats();
+    let engine = durable.engine().clone();
+    let (sku, _) = engine.put_sku("tee", 10, None, None).unwrap();
+    durable.checkpoint().unwrap();
+    let first = stats.read();
+    assert_eq!((first.succeeded, first.failed, first.failing), (1, 0, 0));
+    assert_eq!(first.last_success_ms, T0);
+
+    let blocker = rusqlite::Connection::open(dir.0.join("hotstock.sqlite")).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    engine.sell(sku, 2).unwrap();
+    engine.wait_durable(engine.durability_ticket()).unwrap();
+    clock.advance(5_000);
+    assert!(durable.checkpoint().is_err());
+    assert!(durable.checkpoint().is_err());
+    let refused = stats.read();
+    assert_eq!(
+        (refused.succeeded, refused.failed, refused.failing),
+        (1, 2, 2)
+    );
+    assert_eq!(refused.last_success_ms, T0, "no success since");
+
+    blocker.execute_batch("ROLLBACK").unwrap();
+    durable.checkpoint().unwrap();
+    let caught_up = stats.read();
+    assert_eq!(
+        (caught_up.succeeded, caught_up.failed, caught_up.failing),
+        (2, 2, 0)
+    );
+    assert_eq!(caught_up.last_success_ms, T0 + 5_000);
+    let sold: i64 = blocker
+        .query_row(
+            "SELECT sold FROM hotstock_skus WHERE name = 'tee'",
+            [],
+            |row| row.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        sold, 2,
+        "the refused checkpoints' changes reached the store"
+    );
+}
+
 /// Rows in the store's reservation table, by a second connection.
 fn stored_reservations(dir: &Path) -> i64 {
     let connection = rusqlite::Connection::open(dir.join("hotstock.sqlite")).unwrap();

@@ -505,6 +505,9 @@ fn metrics_count_requests_outcomes_and_the_journal() {
         "hotstock_http_responses_total{route=\"reservation_create\",status=\"409\"} 1",
         "hotstock_sold_out_total 1",
         "hotstock_journal_failed 0",
+        // The store has refused nothing (the first checkpoint is 5 s in).
+        "hotstock_checkpoint_failures_total 0",
+        "hotstock_checkpoint_failures_in_a_row 0",
     ] {
         assert!(
             text.lines().any(|l| l == line),
@@ -520,6 +523,16 @@ fn metrics_count_requests_outcomes_and_the_journal() {
         batches >= 2,
         "sync writes made at least two durable batches: {batches}"
     );
+    for gauge in [
+        "hotstock_checkpoint_age_seconds ",
+        "hotstock_checkpoints_total ",
+    ] {
+        let value = text.lines().find_map(|l| l.strip_prefix(gauge));
+        assert!(
+            value.is_some_and(|v| v.parse::<f64>().is_ok()),
+            "{gauge}in\n{text}"
+        );
+    }
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

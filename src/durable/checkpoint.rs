@@ -1,6 +1,7 @@
 use std::fs::File;
 use std::io;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -41,9 +42,68 @@ struct CheckpointShared {
     engine: EngineConfig,
     clock: Arc<dyn Clock>,
     stop: Mutex<bool>,
+    stats: Arc<CheckpointStats>,
     /// When reservation rows past their retention were last deleted.
     reservations_pruned_ms: Mutex<u64>,
     wake: Condvar,
+}
+
+/// How checkpoints have gone: written by the checkpointer, read by
+/// `/metrics`. While the store refuses checkpoints nothing is lost (the
+/// journal keeps every segment), but what is not yet checkpointed stays in
+/// memory too: these say so before memory does.
+#[derive(Debug)]
+pub struct CheckpointStats {
+    succeeded: AtomicU64,
+    failed: AtomicU64,
+    /// Failures since the last success.
+    failing: AtomicU64,
+    /// When the last checkpoint succeeded (or the engine opened).
+    last_success_ms: AtomicU64,
+}
+
+/// A reading of `CheckpointStats`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointReading {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub failing: u64,
+    pub last_success_ms: u64,
+}
+
+impl CheckpointStats {
+    fn new(opened_ms: u64) -> CheckpointStats {
+        CheckpointStats {
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            failing: AtomicU64::new(0),
+            last_success_ms: AtomicU64::new(opened_ms),
+        }
+    }
+
+    fn note(&self, ok: bool, now_ms: u64) {
+        // Relaxed: counters with one writer at a time (the checkpointer,
+        // or a caller of `checkpoint` holding the store's lock), read as
+        // independent gauges.
+        if ok {
+            self.succeeded.fetch_add(1, Ordering::Relaxed);
+            self.failing.store(0, Ordering::Relaxed);
+            self.last_success_ms.store(now_ms, Ordering::Relaxed);
+        } else {
+            self.failed.fetch_add(1, Ordering::Relaxed);
+            self.failing.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn read(&self) -> CheckpointReading {
+        // Relaxed: see `note`.
+        CheckpointReading {
+            succeeded: self.succeeded.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+            failing: self.failing.load(Ordering::Relaxed),
+            last_success_ms: self.last_success_ms.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Checkpointer {
@@ -69,6 +129,7 @@ impl Checkpointer {
             engine,
             clock,
             stop: Mutex::new(false),
+            stats: Arc::new(CheckpointStats::new(started_ms)),
             // Counted from the start, so a restart in a sale does not begin
             // with a scan of the whole table.
             reservations_pruned_ms: Mutex::new(started_ms),
@@ -103,6 +164,11 @@ impl Checkpointer {
         self.shared.run(false)
     }
 
+    /// How checkpoints have gone, for `/metrics`.
+    pub(super) fn stats(&self) -> Arc<CheckpointStats> {
+        Arc::clone(&self.shared.stats)
+    }
+
     /// The store, for feed readers: they wait for a checkpoint in progress.
     pub(super) fn store(&self) -> Arc<Mutex<Box<dyn Store>>> {
         Arc::clone(&self.shared.store)
@@ -129,8 +195,15 @@ impl Checkpointer {
 }
 
 impl CheckpointShared {
-    /// One checkpoint; `final_run` (at close) also prunes reservation rows.
+    /// One checkpoint, counted in `stats`.
     fn run(&self, final_run: bool) -> Result<Position, StoreError> {
+        let ran = self.run_once(final_run);
+        self.stats.note(ran.is_ok(), self.clock.now_ms());
+        ran
+    }
+
+    /// One checkpoint; `final_run` (at close) also prunes reservation rows.
+    fn run_once(&self, final_run: bool) -> Result<Position, StoreError> {
         let mut store = self.store.lock();
         let Some(mut checkpoint) = self.settled.lock().checkpoint_if_whole() else {
             return Err(StoreError {

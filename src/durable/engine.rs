@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::checkpoint::{Checkpointer, FeedRetention};
+use super::checkpoint::{CheckpointStats, Checkpointer, FeedRetention};
 use super::feed::{Feed, FeedFilter, FeedPage, FeedRead};
 use super::recovery::{fold_batch, list_segments, lock_dir, recover, restore_engine, Mode};
 use super::settled::Settled;
@@ -277,6 +277,15 @@ impl DurableEngine {
             .as_ref()
             .expect("open until closed")
             .run_now()
+    }
+
+    /// How checkpoints have gone (successes, failures, the last success),
+    /// shared with whoever reports it (`/metrics`).
+    pub fn checkpoint_stats(&self) -> Arc<CheckpointStats> {
+        self.checkpointer
+            .as_ref()
+            .expect("open until closed")
+            .stats()
     }
 
     /// Stops timers, flushes the journal, writes a last checkpoint.

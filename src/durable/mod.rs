@@ -39,6 +39,8 @@ pub mod sink;
 pub mod store;
 
 #[cfg(not(loom))]
+pub use checkpoint::{CheckpointReading, CheckpointStats};
+#[cfg(not(loom))]
 pub use engine::{
     CloseError, DurableConfig, DurableEngine, FeedError, FeedReader, OpenError, RecoveryReport,
     StoreConfig,

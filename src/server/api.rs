@@ -29,7 +29,7 @@ use crate::core::error::EngineError;
 use crate::core::public_id::PublicIds;
 use crate::core::types::SkuId;
 use crate::durable::journal::Durability;
-use crate::durable::{FeedReader, JournaledEngine};
+use crate::durable::{CheckpointStats, FeedReader, JournaledEngine};
 
 /// Largest page of `GET /v1/skus`.
 pub const MAX_PAGE: usize = 1000;
@@ -53,6 +53,8 @@ pub struct ApiOptions {
     pub feed: Option<FeedReader>,
     /// The JetStream publisher's gauges, for `/metrics`.
     pub publisher: Option<Arc<PublisherStats>>,
+    /// How checkpoints have gone, for `/metrics`.
+    pub checkpoints: Option<Arc<CheckpointStats>>,
 }
 
 impl Default for ApiOptions {
@@ -65,6 +67,7 @@ impl Default for ApiOptions {
             customer_rate_limit: None,
             feed: None,
             publisher: None,
+            checkpoints: None,
         }
     }
 }
@@ -106,12 +109,13 @@ impl Api {
             Arc::clone(&requests),
             metrics::InFlightGauge(in_flight.counts()),
             Arc::clone(engine.journal()),
-            metrics::FeedSources {
+            metrics::DurableSources {
                 feed: options
                     .feed
                     .as_ref()
                     .map(|reader| Arc::clone(reader.feed())),
                 publisher: options.publisher.clone(),
+                checkpoints: options.checkpoints.clone(),
             },
         );
         Api {

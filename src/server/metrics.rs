@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::nats::PublisherStats;
 use crate::durable::feed::Feed;
+use crate::durable::CheckpointStats;
 use crossbeam_utils::CachePadded;
 use hyper::StatusCode;
 use prometheus_client::collector::Collector;
@@ -142,14 +143,16 @@ struct Sources {
     requests: Arc<RequestCounters>,
     in_flight: InFlightGauge,
     journal: Arc<Journal>,
-    feed: FeedSources,
+    feed: DurableSources,
 }
 
-/// The change feed and its publisher, where the server has them.
+/// The change feed and its publisher, and the checkpointer, where the
+/// server has them.
 #[derive(Clone, Debug, Default)]
-pub struct FeedSources {
+pub struct DurableSources {
     pub feed: Option<Arc<Feed>>,
     pub publisher: Option<Arc<PublisherStats>>,
+    pub checkpoints: Option<Arc<CheckpointStats>>,
 }
 
 /// The registry `/metrics` encodes.
@@ -157,7 +160,7 @@ pub fn registry(
     requests: Arc<RequestCounters>,
     in_flight: InFlightGauge,
     journal: Arc<Journal>,
-    feed: FeedSources,
+    feed: DurableSources,
 ) -> Registry {
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Sources {
@@ -195,6 +198,7 @@ impl Collector for Sources {
         )?;
         gauge.encode(metric)?;
         self.encode_journal(&mut encoder)?;
+        self.encode_checkpoints(&mut encoder)?;
         self.encode_feed(&mut encoder)
     }
 }
@@ -268,6 +272,52 @@ impl Sources {
         let metric =
             encoder.encode_descriptor("hotstock_sold_out", help, None, MetricType::Counter)?;
         ConstCounter::new(sold_out).encode(metric)
+    }
+
+    /// A store that keeps refusing checkpoints loses nothing (the journal
+    /// keeps every segment) but holds what is not yet checkpointed in
+    /// memory: alert on the age and the failures in a row.
+    fn encode_checkpoints(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
+        let Some(stats) = &self.feed.checkpoints else {
+            return Ok(());
+        };
+        let reading = stats.read();
+        let counters = [
+            (
+                "hotstock_checkpoints",
+                "Checkpoints written to the store",
+                reading.succeeded,
+            ),
+            (
+                "hotstock_checkpoint_failures",
+                "Checkpoints the store refused (each retried next interval)",
+                reading.failed,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let age = now_ms.saturating_sub(reading.last_success_ms) as f64 / 1000.0;
+        let help = "Seconds since the last checkpoint the store took (or since start)";
+        let metric = encoder.encode_descriptor(
+            "hotstock_checkpoint_age_seconds",
+            help,
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(age).encode(metric)?;
+        let help = "Checkpoints refused in a row (0 once one succeeds)";
+        let metric = encoder.encode_descriptor(
+            "hotstock_checkpoint_failures_in_a_row",
+            help,
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(reading.failing as i64).encode(metric)
     }
 
     fn encode_feed(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {
@@ -445,7 +495,7 @@ mod tests {
             requests,
             gauge,
             Arc::new(journal),
-            FeedSources::default(),
+            DurableSources::default(),
         ));
         for code in Code::ALL {
             let line = format!(

@@ -73,6 +73,7 @@ pub fn serve(settings: Settings) -> ExitCode {
         customer_rate_limit: settings.customer_rate_limit,
         feed: Some(durable.feed_reader()),
         publisher: publisher.as_ref().map(|p| Arc::clone(p.stats())),
+        checkpoints: Some(durable.checkpoint_stats()),
     };
     let api = Arc::new(Api::new(
         durable.engine().clone(),
