@@ -362,6 +362,41 @@ fn hold_times_to_live_follow_the_serve_flags() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The record settings reach the engine from the config file: with room
+/// for 64 reservation records (one in each of the table's 64 shards; the
+/// limit is kept per shard, rounded up) the 65th hold is refused (503
+/// overloaded, nothing taken), and the retention keys are accepted beside
+/// it.
+#[test]
+fn record_settings_reach_the_engine_from_the_config_file() {
+    let dir = temp_dir("records");
+    std::fs::create_dir_all(&dir).unwrap();
+    let config = dir.join("hotstock.toml");
+    std::fs::write(
+        &config,
+        "max_reservations = 64\nrefund_window_hours = 720\nended_retention_minutes = 5\n\
+         idempotency_retention_hours = 48\nmax_idempotency_keys = 1000\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&dir.join("data"), &["--config", config.to_str().unwrap()]);
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 100})), &[]);
+    let hold = json!({"lines": [{"sku": "tee", "quantity": 1}]});
+    for _ in 0..64 {
+        let (status, _) = server.call("POST", "/v1/reservations", Some(&hold), &[]);
+        assert_eq!(status, 201);
+    }
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&hold), &[]);
+    assert_eq!(
+        (status, &error["error"]),
+        (503, &json!("overloaded")),
+        "{error}"
+    );
+    let (_, tee) = server.call("GET", "/v1/skus/tee", None, &[]);
+    assert_eq!(tee["available"], 36, "the refused hold took nothing");
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn extension_caps_past_their_limits_are_refused_at_start() {
     for (flag, value) in [

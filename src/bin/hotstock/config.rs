@@ -120,6 +120,29 @@ pub struct ServeSettings {
     /// [default: 86400000].
     #[arg(long, env = "HOTSTOCK_MAX_TTL_MS")]
     max_ttl_ms: Option<NonZeroU32>,
+    /// How long a confirmed sale stays refundable by its id, in hours; then
+    /// its record is pruned (a later refund is an operator adjust). A
+    /// longer window keeps every sale's record longer: raise
+    /// --max-reservations with it [default: 168].
+    #[arg(long, env = "HOTSTOCK_REFUND_WINDOW_HOURS")]
+    refund_window_hours: Option<NonZeroU32>,
+    /// How long a cancelled, expired or refunded reservation stays
+    /// readable, in minutes [default: 60].
+    #[arg(long, env = "HOTSTOCK_ENDED_RETENTION_MINUTES")]
+    ended_retention_minutes: Option<NonZeroU32>,
+    /// How long an idempotency key is remembered, in hours [default: 24].
+    #[arg(long, env = "HOTSTOCK_IDEMPOTENCY_RETENTION_HOURS")]
+    idempotency_retention_hours: Option<NonZeroU32>,
+    /// Most reservation records kept at once (open, confirmed within the
+    /// refund window, ended within their retention), kept per shard of 64
+    /// and so rounded up to a multiple of 64; past it new ones are refused
+    /// (503) and nothing is dropped [default: 8388608].
+    #[arg(long, env = "HOTSTOCK_MAX_RESERVATIONS")]
+    max_reservations: Option<NonZeroU32>,
+    /// Most idempotency keys remembered; past it the oldest are forgotten
+    /// [default: 1048576].
+    #[arg(long, env = "HOTSTOCK_MAX_IDEMPOTENCY_KEYS")]
+    max_idempotency_keys: Option<NonZeroU32>,
     /// Times one hold's deadline may be extended (`POST
     /// /v1/reservations/{id}/extend`); 0 turns extension off [default: 3].
     #[arg(long, env = "HOTSTOCK_MAX_EXTENSIONS")]
@@ -133,6 +156,8 @@ pub struct ServeSettings {
     #[arg(long, env = "HOTSTOCK_MAX_HOLD_MS")]
     max_hold_ms: Option<NonZeroU32>,
 }
+
+const HOUR_MS: u64 = 60 * 60 * 1000;
 
 /// Settings with every default applied and every value checked.
 #[derive(Debug)]
@@ -154,6 +179,11 @@ pub struct Settings {
     pub nats: Option<NatsConfig>,
     pub default_ttl_ms: u64,
     pub max_ttl_ms: u64,
+    pub refund_window_ms: u64,
+    pub ended_retention_ms: u64,
+    pub idempotency_retention_ms: u64,
+    pub max_reservations: usize,
+    pub max_idempotency_keys: usize,
     pub max_extensions: u8,
     pub max_extension_ms: u64,
     pub max_hold_ms: u64,
@@ -231,6 +261,12 @@ impl ServeSettings {
             nats: nats_config(self.nats_url, self.nats_stream, self.nats_subject_prefix)?,
             default_ttl_ms: u64::from(positive(self.default_ttl_ms, 600_000)),
             max_ttl_ms: u64::from(positive(self.max_ttl_ms, 86_400_000)),
+            refund_window_ms: u64::from(positive(self.refund_window_hours, 168)) * HOUR_MS,
+            ended_retention_ms: u64::from(positive(self.ended_retention_minutes, 60)) * 60_000,
+            idempotency_retention_ms: u64::from(positive(self.idempotency_retention_hours, 24))
+                * HOUR_MS,
+            max_reservations: positive(self.max_reservations, 1 << 23) as usize,
+            max_idempotency_keys: positive(self.max_idempotency_keys, 1 << 20) as usize,
             max_extensions: self.max_extensions.unwrap_or(3),
             max_extension_ms: u64::from(positive(self.max_extension_ms, 600_000)),
             max_hold_ms: u64::from(positive(self.max_hold_ms, 3_600_000)),

@@ -28,6 +28,11 @@ pub fn serve(settings: Settings) -> ExitCode {
     config.events_retention = settings.events_retention;
     config.events_retention_count = settings.events_retention_count;
     config.engine.default_ttl_ms = settings.default_ttl_ms;
+    config.engine.refund_window_ms = settings.refund_window_ms;
+    config.engine.ended_retention_ms = settings.ended_retention_ms;
+    config.engine.idempotency_retention_ms = settings.idempotency_retention_ms;
+    config.engine.max_reservations = settings.max_reservations;
+    config.engine.max_idempotency_keys = settings.max_idempotency_keys;
     config.engine.max_ttl_ms = settings.max_ttl_ms;
     config.engine.max_extensions = settings.max_extensions;
     config.engine.max_extension_ms = settings.max_extension_ms;
