@@ -36,6 +36,7 @@ use super::types::{HoldStatus, Line, ReservationId, SkuId};
 mod buying;
 mod kits;
 mod operator;
+mod parts;
 
 pub use super::cell::StockLevel;
 pub use operator::SkuPut;
