@@ -72,6 +72,8 @@ enum Op {
     /// line out of the request).
     ConfirmPart(usize, [u32; 4]),
     RefundPart(usize, [u32; 4]),
+    /// `RefundPart` under idempotency key `KEYS[k]` (shared with orders).
+    RefundKeyed(usize, [u32; 4], usize),
     Get(usize),
     Advance(u64),
     RunTimers,
@@ -104,6 +106,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => (any::<usize>(), 0u64..60).prop_map(|(hold, ttl)| Op::Extend(hold, ttl)),
         2 => (any::<usize>(), [0u32..5, 0..5, 0..5, 0..5]).prop_map(|(h, u)| Op::ConfirmPart(h, u)),
         2 => (any::<usize>(), [0u32..5, 0..5, 0..5, 0..5]).prop_map(|(h, u)| Op::RefundPart(h, u)),
+        2 => (any::<usize>(), [0u32..5, 0..5, 0..5, 0..5], 0..KEYS.len())
+            .prop_map(|(h, u, k)| Op::RefundKeyed(h, u, k)),
         1 => any::<usize>().prop_map(Op::Get),
         1 => (0u64..60).prop_map(Op::Advance),
         1 => Just(Op::RunTimers),
@@ -137,11 +141,18 @@ struct ModelHold {
     amounts: Vec<(u32, u32)>,
 }
 
-/// What an idempotency key remembers: the request and its outcome.
-type Remembered = (
-    (Vec<(usize, u32)>, Option<usize>, u64, bool),
-    Result<ReservationId, EngineError>,
-);
+/// What a key was first used for: an order (its lines, customer, TTL and
+/// whether it bought at once) or a refund of part (the reservation and the
+/// lines asked): one key space, as in the engine.
+#[derive(Clone, Debug, PartialEq)]
+enum KeyRequest {
+    Order(Vec<(usize, u32)>, Option<usize>, u64, bool),
+    Refund(ReservationId, Vec<Line>),
+}
+
+/// What an idempotency key remembers: the request and its outcome (the
+/// reservation, and the status it was created in or a refund reached).
+type Remembered = (KeyRequest, Result<(ReservationId, HoldStatus), EngineError>);
 
 /// A defined kit: its id, version and components (SKU index, units).
 #[derive(Clone, Debug)]
@@ -631,7 +642,9 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 prop_assert_eq!(got, want, "step {}", step);
             }
-            Op::ConfirmPart(index, asked) | Op::RefundPart(index, asked) => {
+            Op::ConfirmPart(index, asked)
+            | Op::RefundPart(index, asked)
+            | Op::RefundKeyed(index, asked, _) => {
                 let confirm = matches!(op, Op::ConfirmPart(..));
                 let hold = pick(&model.holds, index);
                 let id = hold.map_or(unknown, |h| model.holds[h].id);
@@ -647,14 +660,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let units: Vec<u32> = (0..record_lines.len())
                     .map(|i| if asked[i] == 4 { 0 } else { asked[i] })
                     .collect();
-                let got = if confirm {
-                    engine.confirm_lines(id, &request)
-                } else {
-                    engine.refund_lines(id, &request)
-                };
-                let want = match hold {
-                    None => Err(EngineError::UnknownReservation { id }),
-                    Some(h) => model.part(h, &units, confirm),
+                let (got, want) = match op {
+                    Op::RefundKeyed(.., key) => (
+                        engine.refund_once(id, Some(&request), KEYS[key]),
+                        model_refund_keyed(&mut model, hold, id, &request, &units, key),
+                    ),
+                    _ => (
+                        if confirm {
+                            engine.confirm_lines(id, &request)
+                        } else {
+                            engine.refund_lines(id, &request)
+                        },
+                        match hold {
+                            None => Err(EngineError::UnknownReservation { id }),
+                            Some(h) => model.part(h, &units, confirm),
+                        },
+                    ),
                 };
                 prop_assert_eq!(got, want, "step {}", step);
             }
@@ -901,14 +922,14 @@ fn model_reserve(
     got: &Result<Receipt, EngineError>,
 ) -> Result<(ReservationId, HoldStatus, u64), EngineError> {
     let ttl = model.validate(lines, ttl)?;
-    let request = (lines.to_vec(), customer, ttl, confirm);
+    let request = KeyRequest::Order(lines.to_vec(), customer, ttl, confirm);
     let lines = &model.expand(lines)[..];
     if let Some(k) = key {
         if let Some((stored_request, outcome)) = model.keys.get(&k) {
             if *stored_request != request {
                 return Err(EngineError::IdempotencyKeyReused);
             }
-            return outcome.clone().map(|id| {
+            return outcome.clone().map(|(id, _)| {
                 let h = model
                     .holds
                     .iter()
@@ -942,9 +963,37 @@ fn model_reserve(
             id
         });
     if let Some(k) = key {
-        model.keys.insert(k, (request, outcome.clone()));
+        let remembered = outcome.clone().map(|id| (id, initial(confirm)));
+        model.keys.insert(k, (request, remembered));
     }
     outcome.map(|id| (id, initial(confirm), model.now + ttl))
+}
+
+/// `refund_once` with lines: the first use of a key runs the refund and
+/// remembers its outcome, refusals included; a retry with the same
+/// request answers it again; the key used for anything else is refused.
+fn model_refund_keyed(
+    model: &mut Model,
+    hold: Option<usize>,
+    id: ReservationId,
+    request: &[Line],
+    units: &[u32],
+    key: usize,
+) -> Result<HoldStatus, EngineError> {
+    let asked = KeyRequest::Refund(id, request.to_vec());
+    if let Some((stored_request, outcome)) = model.keys.get(&key) {
+        if *stored_request != asked {
+            return Err(EngineError::IdempotencyKeyReused);
+        }
+        return outcome.clone().map(|(_, status)| status);
+    }
+    let outcome = match hold {
+        None => Err(EngineError::UnknownReservation { id }),
+        Some(h) => model.part(h, units, false),
+    };
+    let remembered = outcome.clone().map(|status| (id, status));
+    model.keys.insert(key, (asked, remembered));
+    outcome
 }
 
 fn initial(confirm: bool) -> HoldStatus {
