@@ -236,26 +236,29 @@ impl StockCell {
         publish: impl FnOnce(OperatorChange),
     ) -> u64 {
         let mut meta = self.meta.lock();
-        meta.version += 1;
-        publish(OperatorChange {
-            delta: 0,
-            version: meta.version,
-            safety_stock: None,
-        });
+        let version = Self::bump_setting_locked(&mut meta, publish);
         meta.edit_extras(|extras| extras.low_stock_threshold = threshold.unwrap_or(0));
-        meta.version
+        version
     }
 
     /// Sets the per-customer limit (`None` removes it). Bumps the version.
     pub fn set_limit(&self, limit: Option<u32>, publish: impl FnOnce(OperatorChange)) -> u64 {
         let mut meta = self.meta.lock();
+        let version = Self::bump_setting_locked(&mut meta, publish);
+        self.store_limit(limit);
+        version
+    }
+
+    /// A change of a setting that moves no units: bumps the version and
+    /// publishes it (delta 0) before the caller makes it visible. Caller
+    /// holds the lock (`meta`).
+    fn bump_setting_locked(meta: &mut CellMeta, publish: impl FnOnce(OperatorChange)) -> u64 {
         meta.version += 1;
         publish(OperatorChange {
             delta: 0,
             version: meta.version,
             safety_stock: None,
         });
-        self.store_limit(limit);
         meta.version
     }
 

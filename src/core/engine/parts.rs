@@ -31,7 +31,7 @@ impl<S: ChangeSink> Engine<S> {
     /// never more than was sold and not yet refunded. The reservation stays
     /// `confirmed` (refundable again for the rest) until every sold unit is
     /// back, then it is `refunded`. Each call refunds again: a client that
-    /// retries must read the reservation's `refunded` first.
+    /// may retry uses `refund_once` with an idempotency key.
     pub fn refund_lines(
         &self,
         id: ReservationId,
