@@ -45,6 +45,7 @@ pub mod server;
 #[cfg(loom)]
 pub mod models;
 
+pub use crate::core::cell::BackorderRule;
 pub use crate::core::change::{Change, ChangeSink, InMemory};
 pub use crate::core::clock::{Clock, ManualClock, SystemClock};
 pub use crate::core::engine::{

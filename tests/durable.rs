@@ -14,8 +14,8 @@ use hotstock::durable::journal::fs::FaultyFs;
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{salvage, DurableConfig, DurableEngine, OpenError};
 use hotstock::{
-    ChangeSink, Engine, EngineError, HoldDocument, HoldStatus, Line, ManualClock, Order,
-    SkuDocument, SkuPut, StockLevel,
+    BackorderRule, ChangeSink, Engine, EngineError, HoldDocument, HoldStatus, Line, ManualClock,
+    Order, SkuDocument, SkuPut, StockLevel,
 };
 use proptest::prelude::*;
 
@@ -46,13 +46,28 @@ fn open_at(
 }
 
 /// Every SKU document and every reservation record, in a stable order.
-fn state<S: ChangeSink>(engine: &Engine<S>) -> (Vec<SkuDocument>, Vec<HoldDocument>) {
+/// Every SKU document, every reservation record and every SKU's backorder
+/// queue (in fill order), in a stable order.
+fn state<S: ChangeSink>(engine: &Engine<S>) -> State {
     let skus = engine.skus_after(None, usize::MAX);
     let mut holds = Vec::new();
     engine.for_each_reservation(|doc| holds.push(doc));
     holds.sort_by_key(|d| d.id);
-    (skus, holds)
+    let queues = (skus.iter())
+        .map(|sku| {
+            let queue = engine.backorder_queue(sku.id).unwrap();
+            // Tickets are an order, not a value to keep: compare the order.
+            queue.iter().map(|o| (o.id, o.units, o.sold)).collect()
+        })
+        .collect();
+    (skus, holds, queues)
 }
+
+type State = (
+    Vec<SkuDocument>,
+    Vec<HoldDocument>,
+    Vec<Vec<(hotstock::ReservationId, u32, bool)>>,
+);
 
 /// A short history touching every event kind.
 fn history<S: ChangeSink>(engine: &Engine<S>) {
@@ -503,6 +518,8 @@ enum Step {
     PutOnHand(usize, Option<u64>, Option<u64>),
     /// Kit "kit" (line index 3 in `Reserve`) of these components.
     DefineKit(Vec<(usize, u32)>),
+    /// Units SKU `s` may sell past zero.
+    Backorder(usize, u64),
     Checkpoint,
 }
 
@@ -517,6 +534,7 @@ fn step() -> impl Strategy<Value = Step> {
         )
             .prop_map(|(lines, c, confirm)| Step::Reserve(lines, c, confirm)),
         prop::collection::vec((0..3usize, 1..3u32), 1..3).prop_map(Step::DefineKit),
+        (0..3usize, 0..8u64).prop_map(|(s, n)| Step::Backorder(s, n)),
         any::<usize>().prop_map(Step::Confirm),
         any::<usize>().prop_map(Step::Cancel),
         any::<usize>().prop_map(Step::Refund),
@@ -621,8 +639,77 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
                 };
                 drop(engine.put_stock(names[*s], &put))
             }
+            Step::Backorder(s, limit) => {
+                let rule = BackorderRule {
+                    limit: *limit,
+                    until_ms: None,
+                };
+                drop(sku(*s).map(|id| engine.set_backorder(id, rule)))
+            }
             Step::Checkpoint => drop(durable.checkpoint().unwrap()),
         }
+    }
+}
+
+/// Backorders come back from the journal alone and from the store: the
+/// owed units, the SKU's count, and the fill order (a restock after the
+/// restart fills the older reservation first).
+#[test]
+fn backorders_survive_a_crash_and_a_clean_close_in_fill_order() {
+    let dir = TempDir::new("backorders");
+    let snapshot = TempDir::new("backorders-copy");
+    let (durable, _) = open(&dir.0);
+    let engine = durable.engine().clone();
+    let (pre, _) = engine.put_sku("pre", 1, None, None).unwrap();
+    let rule = BackorderRule {
+        limit: 10,
+        until_ms: Some(T0 + 60_000),
+    };
+    engine.set_backorder(pre, rule).unwrap();
+    let lines = |quantity| [Line { sku: pre, quantity }];
+    let reserve = |quantity, confirm| {
+        let lines = lines(quantity);
+        let order = Order {
+            lines: &lines,
+            confirm,
+            ..Order::default()
+        };
+        engine.reserve(&order).unwrap().id
+    };
+    let first = reserve(3, false);
+    durable.checkpoint().unwrap();
+    let second = reserve(2, true);
+    engine.restock(pre, 1).unwrap();
+    let before = state(&*engine);
+    assert_eq!(engine.sku_document(pre).unwrap().backordered, 3);
+    engine.wait_durable(engine.durability_ticket()).unwrap();
+    copy_dir(&dir.0, &snapshot.0);
+    drop(engine);
+    durable.close().unwrap();
+    for data_dir in [&snapshot.0, &dir.0] {
+        let (recovered, _) = open(data_dir);
+        let engine = recovered.engine();
+        assert_eq!(state(&**engine), before);
+        let doc = engine.sku_document(pre).unwrap();
+        assert_eq!(
+            (doc.backorder_limit, doc.backorder_until_ms),
+            (10, Some(T0 + 60_000))
+        );
+        engine.restock(pre, 1).unwrap();
+        assert_eq!(engine.reservation(first).unwrap().owed, vec![0]);
+        assert_eq!(engine.reservation(second).unwrap().owed, vec![2]);
+        // A new backorder after the restart queues behind the old ones.
+        let third = engine
+            .reserve(&Order {
+                lines: &lines(1),
+                ..Order::default()
+            })
+            .unwrap()
+            .id;
+        engine.restock(pre, 2).unwrap();
+        assert_eq!(engine.reservation(second).unwrap().owed, vec![0]);
+        assert_eq!(engine.reservation(third).unwrap().owed, vec![1]);
+        drop(recovered);
     }
 }
 

@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hotstock::core::cell::BackorderRule;
 use hotstock::core::change::Change;
 use hotstock::durable::feed::{FeedEvent, FeedFilter};
 use hotstock::durable::journal::fs::RealFs;
@@ -345,6 +346,45 @@ fn rows() -> Vec<Row> {
             }),
             &[("sku.changed", "set")],
         ),
+        (
+            "set_backorder lets a SKU sell past zero",
+            Box::new(|d, _, _| {
+                let (pre, _) = d.engine().put_sku("pre", 1, None, None).unwrap();
+                let rule = BackorderRule {
+                    limit: 5,
+                    until_ms: None,
+                };
+                d.engine().set_backorder(pre, rule).unwrap();
+            }),
+            &[
+                ("sku.created", "pre"),
+                ("sku.changed", "pre"),
+                ("sku.back_in_stock", "pre"),
+                ("sku.changed", "pre"),
+            ],
+        ),
+        (
+            "reserve past zero: the rest is backordered",
+            Box::new(|d, _, ids| {
+                ids.0.insert("pre", reserve(d, &[line(d, "pre", 3)], false));
+                let doc = d.engine().reservation(ids.0["pre"]).unwrap();
+                assert_eq!(doc.owed, vec![2]);
+            }),
+            &[("reservation.created", "pre"), ("sku.sold_out", "pre")],
+        ),
+        (
+            "a restock fills backorders first, and never looks available meanwhile",
+            Box::new(|d, _, ids| {
+                let pre = d.engine().sku("pre").unwrap();
+                d.engine().restock(pre, 2).unwrap();
+                let doc = d.engine().reservation(ids.0["pre"]).unwrap();
+                assert_eq!(doc.owed, vec![0]);
+            }),
+            &[
+                ("sku.changed", "pre"),
+                ("reservation.backorder_filled", "pre"),
+            ],
+        ),
     ]
 }
 
@@ -361,6 +401,10 @@ fn covered(change: &Change<'_>) -> &'static str {
         Change::LowStock { .. } => "set_low_stock above what is available",
         Change::Sell { .. } => "sell (record-less)",
         Change::KitDefined { .. } => "define_kit creates a kit",
+        Change::Backorder { .. } => "set_backorder lets a SKU sell past zero",
+        Change::BackorderFilled { .. } => {
+            "a restock fills backorders first, and never looks available meanwhile"
+        }
         Change::Hold(hold) => match (hold.from, hold.status) {
             (None, HoldStatus::Held) => "reserve (a hold)",
             (Some(HoldStatus::Held), HoldStatus::Held) => "extend a hold (no units move)",
@@ -409,6 +453,8 @@ fn every_operation_produces_exactly_its_documented_events() {
                     lines: &[],
                     extensions: 0,
                     changes: None,
+                    owed: None,
+                    ticket: 0,
                 });
                 assert!(names.contains(&covered(&change)), "{from:?} -> {to:?}");
             }

@@ -3,7 +3,9 @@
 //! flipped, cut short, spliced). The real fuzzer (`fuzz/`) explores further;
 //! this keeps the same checks in every `cargo test`.
 
+use hotstock::core::cell::{BackorderRule, Fill};
 use hotstock::core::holds::{HoldStatus, Line, LineChange, ReservationId};
+use hotstock::core::types::LineOwed;
 use hotstock::durable::event::{Event, HoldEvent, KeyEvent, LimitChange};
 use hotstock::durable::journal::fuzzing::check_decoder;
 use hotstock::durable::journal::segment::{append_frame, encode_header};
@@ -34,6 +36,37 @@ fn event() -> impl Strategy<Value = Event> {
                 }
             ),
         (sku.clone(), any::<u32>()).prop_map(|(sku, units)| Event::Sell { sku, units }),
+        (
+            sku.clone(),
+            any::<u64>(),
+            0..=1u64 << 40,
+            prop::option::of(any::<u64>())
+        )
+            .prop_map(|(sku, version, limit, until_ms)| Event::Backorder {
+                sku,
+                version,
+                rule: BackorderRule { limit, until_ms },
+            }),
+        (
+            sku.clone(),
+            any::<u64>(),
+            1..u64::MAX,
+            1..u32::MAX,
+            any::<u32>(),
+            any::<bool>()
+        )
+            .prop_map(|(sku, id, ticket, units, owed_after, sold)| {
+                Event::BackorderFilled {
+                    sku,
+                    fill: Fill {
+                        id: ReservationId::from_u64(id),
+                        ticket,
+                        units,
+                        owed_after,
+                        sold,
+                    },
+                }
+            }),
         (
             sku.clone(),
             any::<u64>(),
@@ -90,9 +123,10 @@ fn event() -> impl Strategy<Value = Event> {
             prop::collection::vec((sku, 1..u32::MAX), 1..=32),
             any::<u8>(),
             any::<bool>(),
+            any::<bool>(),
         )
             .prop_map(
-                |(id, transition, at_ms, deadline_ms, customer, lines, extensions, part)| {
+                |(id, transition, at_ms, deadline_ms, customer, lines, extensions, part, owe)| {
                     use HoldStatus::*;
                     let transitions = [
                         (Some(Held), Held),
@@ -118,6 +152,7 @@ fn event() -> impl Strategy<Value = Event> {
                         (1u32 << lines.len()) - 1
                     };
                     let changes = amounts(from, status, &lines, part || transition == 7);
+                    let owed = owe.then(|| owed(from, status, &lines));
                     Event::Hold(HoldEvent {
                         id: ReservationId::from_u64(id),
                         from,
@@ -132,10 +167,31 @@ fn event() -> impl Strategy<Value = Event> {
                             .collect(),
                         extensions,
                         changes,
+                        ticket: if owe { id | 1 } else { 0 },
+                        owed,
                     })
                 }
             ),
     ]
+}
+
+/// Per-line owed units a record could carry across `from -> status`: a
+/// third of each line owed at creation, half of that left later, none
+/// once it ended.
+fn owed(from: Option<HoldStatus>, status: HoldStatus, lines: &[(SkuId, u32)]) -> Vec<LineOwed> {
+    lines
+        .iter()
+        .map(|&(_, quantity)| {
+            let at_creation = quantity / 3;
+            let before = if from.is_none() { 0 } else { at_creation };
+            let after = match status {
+                HoldStatus::Cancelled | HoldStatus::Expired | HoldStatus::Refunded => 0,
+                _ if from.is_none() => at_creation,
+                _ => at_creation / 2,
+            };
+            LineOwed { before, after }
+        })
+        .collect()
 }
 
 /// Per-line amounts a record in `status` could carry (half its units

@@ -26,7 +26,8 @@ fn a_whole_sale_and_every_error_over_http() {
     assert_eq!(status, 200, "{sku}");
     assert_eq!(
         sku,
-        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "on_hand": 3, "safety_stock": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null, "kit": false})
+        json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "on_hand": 3, "safety_stock": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null, "kit": false,
+               "backorder_limit": 0, "backorder_until_ms": null, "backordered": 0})
     );
 
     let hold =
@@ -1345,4 +1346,120 @@ fn a_keyed_refund_of_part_is_given_back_once_over_http() {
     assert_eq!(server.call("GET", "/v1/skus/tee", None, &[]).1["sold"], 1);
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// #14.4 over HTTP: a backorder allowance set by PUT, an order past zero
+/// answered with the units it is owed, a restock that fills them (and says
+/// so in the feed), and bad settings refused.
+#[test]
+fn backorders_over_http() {
+    let dir = temp_dir("backorders");
+    let server = Server::start(&dir);
+    let put = |body: Value| server.call("PUT", "/v1/skus/pre", Some(&body), &[]);
+    let (status, sku) = put(json!({"available": 1, "backorder_limit": 5}));
+    assert_eq!(status, 200, "{sku}");
+    assert_eq!(
+        (
+            &sku["backorder_limit"],
+            &sku["backordered"],
+            &sku["backorder_until_ms"]
+        ),
+        (&json!(5), &json!(0), &Value::Null)
+    );
+
+    // 3 ordered, 1 there: 2 owed, and the answer says so per line.
+    let order = json!({"lines": [{"sku": "pre", "quantity": 3}], "confirm": true});
+    let (status, reservation) = server.call("POST", "/v1/reservations", Some(&order), &[]);
+    assert_eq!(status, 201, "{reservation}");
+    assert_eq!(reservation["lines"][0]["backordered"], json!(2));
+    let id = reservation["id"].as_str().unwrap().to_owned();
+    let (_, sku) = server.call("GET", "/v1/skus/pre", None, &[]);
+    assert_eq!(
+        ["available", "sold", "backordered"].map(|k| sku[k].as_u64().unwrap()),
+        [0, 1, 2]
+    );
+    // Past the allowance (2 owed + 4 > 5): sold out, nothing changes.
+    let big = json!({"lines": [{"sku": "pre", "quantity": 4}]});
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&big), &[]);
+    assert_eq!(
+        (status, &error["error"]),
+        (409, &json!("sold_out")),
+        "{error}"
+    );
+
+    // A restock fills the backorder first; the rest is for sale.
+    let adjust = json!({"delta": 3});
+    assert_eq!(
+        server
+            .call("POST", "/v1/skus/pre/adjust", Some(&adjust), &[])
+            .0,
+        200
+    );
+    let (_, reservation) = server.call("GET", &format!("/v1/reservations/{id}"), None, &[]);
+    assert_eq!(reservation["lines"][0]["backordered"], json!(0));
+    let (_, sku) = server.call("GET", "/v1/skus/pre", None, &[]);
+    assert_eq!(
+        ["available", "sold", "backordered"].map(|k| sku[k].as_u64().unwrap()),
+        [1, 3, 0]
+    );
+    let (_, page) = server.call(
+        "GET",
+        "/v1/events?after=0&type=reservation.backorder_filled&wait_ms=10000",
+        None,
+        &[],
+    );
+    let fill = &page["events"][0];
+    assert_eq!(
+        (
+            &fill["reservation"],
+            &fill["units"],
+            &fill["owed"],
+            &fill["backordered"]
+        ),
+        (&json!(id), &json!(2), &json!(0), &json!(0)),
+        "{page}"
+    );
+
+    // The rule alone, with an end; then the end removed.
+    let (status, sku) = put(json!({"backorder_until_ms": 1_000}));
+    assert_eq!(
+        (status, &sku["backorder_until_ms"]),
+        (200, &json!(1_000)),
+        "{sku}"
+    );
+    assert_eq!(sku["backorder_limit"], json!(5), "the limit is kept");
+    let (_, sku) = put(json!({"backorder_until_ms": null}));
+    assert_eq!(sku["backorder_until_ms"], Value::Null);
+
+    // Bad input: a clear 400 (or 404 for a SKU that does not exist).
+    for bad in [
+        json!({"backorder_limit": -1}),
+        json!({"backorder_limit": 1_099_511_627_777u64}),
+        json!({"backorder_until_ms": "soon"}),
+    ] {
+        let (status, error) = put(bad.clone());
+        assert_eq!(
+            (status, &error["error"]),
+            (400, &json!("invalid_request")),
+            "{bad} -> {error}"
+        );
+    }
+    let (status, error) = put(json!({"backorder_limit": 1, "expected_version": 3}));
+    assert_eq!(
+        (status, &error["error"]),
+        (409, &json!("version_conflict")),
+        "{error}"
+    );
+    // A preorder: a new SKU with nothing in stock and an allowance.
+    let (status, sku) = server.call(
+        "PUT",
+        "/v1/skus/preorder",
+        Some(&json!({"backorder_limit": 100, "backorder_until_ms": 4_102_444_800_000u64})),
+        &[],
+    );
+    assert_eq!(status, 200, "{sku}");
+    assert_eq!(
+        (&sku["available"], &sku["backorder_limit"]),
+        (&json!(0), &json!(100))
+    );
 }

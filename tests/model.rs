@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use hotstock::core::cell::{OperatorChange, StripePolicy};
 use hotstock::{
-    ChangeSink, Engine, EngineConfig, EngineError, ExtensionLimit, HoldStatus, KitRefusal, Line,
-    ManualClock, Order, Receipt, ReservationId, SkuId, SkuPut, StockLevel,
+    BackorderRule, ChangeSink, Engine, EngineConfig, EngineError, ExtensionLimit, HoldStatus,
+    KitRefusal, Line, ManualClock, Order, Receipt, ReservationId, SkuId, SkuPut, StockLevel,
 };
 use proptest::prelude::*;
 
@@ -78,6 +78,11 @@ enum Op {
     Advance(u64),
     RunTimers,
     PrepareHot(usize),
+    /// Units SKU `sku` may sell past zero.
+    SetBackorder {
+        sku: usize,
+        limit: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -111,7 +116,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Get),
         1 => (0u64..60).prop_map(Op::Advance),
         1 => Just(Op::RunTimers),
-        1 => sku.prop_map(Op::PrepareHot),
+        1 => sku.clone().prop_map(Op::PrepareHot),
+        1 => (sku, 0u64..6).prop_map(|(sku, limit)| Op::SetBackorder { sku, limit }),
     ]
 }
 
@@ -125,6 +131,11 @@ struct ModelSku {
     version: u64,
     limit: Option<u32>,
     safety_stock: u64,
+    backorder_limit: u64,
+    /// Units owed: in none of the counts above.
+    backordered: u64,
+    /// Holds owed units of this SKU, oldest first (the fill order).
+    queue: Vec<usize>,
 }
 
 #[derive(Clone, Debug)]
@@ -139,6 +150,8 @@ struct ModelHold {
     limit_mask: u32,
     /// Per line: (confirmed, refunded).
     amounts: Vec<(u32, u32)>,
+    /// Per line: units owed (taken past zero, not yet filled).
+    owed: Vec<u32>,
 }
 
 /// What a key was first used for: an order (its lines, customer, TTL and
@@ -229,17 +242,63 @@ impl Model {
                 held
             };
             self.holds[hold].amounts[index].1 = if from_sold { confirmed } else { 0 };
+            // Owed units are dropped; only received ones come back.
+            let received = quantity - self.drop_owed(hold, index, quantity);
             let s = &mut self.skus[sku];
             if from_sold {
-                s.sold -= u64::from(quantity);
+                s.sold -= u64::from(received);
             } else {
-                s.held -= u64::from(quantity);
+                s.held -= u64::from(received);
             }
-            s.available += u64::from(quantity);
+            s.available += u64::from(received);
             if h.limit_mask & (1 << index) != 0 {
                 *self.ledger.get_mut(&(sku, h.customer.unwrap())).unwrap() -= quantity;
             }
         }
+    }
+
+    /// Gives up `units` of line `index` of `hold`, owed ones first: returns
+    /// how many owed units went (the rest were received ones).
+    fn drop_owed(&mut self, hold: usize, index: usize, units: u32) -> u32 {
+        let sku = self.holds[hold].lines[index].0;
+        let owed = &mut self.holds[hold].owed[index];
+        let dropped = units.min(*owed);
+        *owed -= dropped;
+        let left = *owed;
+        let s = &mut self.skus[sku];
+        s.backordered -= u64::from(dropped);
+        if left == 0 {
+            s.queue.retain(|&h| h != hold);
+        }
+        dropped
+    }
+
+    /// A restock of `units`: owed units first, oldest hold first, then the
+    /// rest to `available`.
+    fn fill(&mut self, sku: usize, mut units: u64) {
+        while units > 0 {
+            let Some(&hold) = self.skus[sku].queue.first() else {
+                break;
+            };
+            let index = (self.holds[hold].lines.iter())
+                .position(|&(s, _)| s == sku)
+                .expect("a queued hold has a line of its SKU");
+            let given = u64::from(self.holds[hold].owed[index]).min(units);
+            units -= given;
+            self.holds[hold].owed[index] -= given as u32;
+            let sold = self.holds[hold].status == HoldStatus::Confirmed;
+            let s = &mut self.skus[sku];
+            s.backordered -= given;
+            if sold {
+                s.sold += given;
+            } else {
+                s.held += given;
+            }
+            if self.holds[hold].owed[index] == 0 {
+                self.skus[sku].queue.remove(0);
+            }
+        }
+        self.skus[sku].available += units;
     }
 
     fn expire_if_due(&mut self, hold: usize) -> bool {
@@ -274,8 +333,10 @@ impl Model {
             (HoldStatus::Held, HoldStatus::Confirmed) => {
                 let lines = self.holds[hold].lines.clone();
                 for (index, &(sku, quantity)) in lines.iter().enumerate() {
-                    self.skus[sku].held -= u64::from(quantity);
-                    self.skus[sku].sold += u64::from(quantity);
+                    // Owed units stay owed; a fill now sells them.
+                    let received = quantity - self.holds[hold].owed[index];
+                    self.skus[sku].held -= u64::from(received);
+                    self.skus[sku].sold += u64::from(received);
                     self.holds[hold].amounts[index] = (quantity, 0);
                 }
             }
@@ -340,16 +401,20 @@ impl Model {
         for (index, &(sku, quantity)) in h.lines.iter().enumerate() {
             let u = units[index];
             let back = if confirm { quantity - u } else { u };
+            // What goes back drops owed units first.
+            let owed_before = self.holds[hold].owed[index];
+            let dropped = self.drop_owed(hold, index, back);
+            let owed_after = owed_before - dropped;
             let s = &mut self.skus[sku];
             if confirm {
-                s.held -= u64::from(quantity);
-                s.sold += u64::from(u);
+                s.held -= u64::from(quantity - owed_before);
+                s.sold += u64::from(u - owed_after);
                 self.holds[hold].amounts[index] = (u, 0);
             } else {
-                s.sold -= u64::from(u);
+                s.sold -= u64::from(u - dropped);
                 self.holds[hold].amounts[index].1 += u;
             }
-            s.available += u64::from(back);
+            s.available += u64::from(back - dropped);
             if h.limit_mask & (1 << index) != 0 && back > 0 {
                 *self.ledger.get_mut(&(sku, h.customer.unwrap())).unwrap() -= back;
             }
@@ -428,9 +493,10 @@ impl Model {
         lines: &[(usize, u32)],
         customer: Option<usize>,
         confirm: bool,
-    ) -> Result<u32, EngineError> {
+    ) -> Result<(u32, Vec<u32>), EngineError> {
         let before = (self.skus.clone(), self.ledger.clone());
         let mut mask = 0;
+        let mut owed = vec![0; lines.len()];
         for (index, &(sku, quantity)) in lines.iter().enumerate() {
             let id = self.sku_id(sku);
             if let Some(limit) = self.skus[sku].limit {
@@ -452,7 +518,8 @@ impl Model {
                 mask |= 1 << index;
             }
             let s = &mut self.skus[sku];
-            if s.available < u64::from(quantity) {
+            let short = u64::from(quantity).saturating_sub(s.available);
+            if short > 0 && s.backordered + short > s.backorder_limit {
                 let available = s.available;
                 (self.skus, self.ledger) = before;
                 return Err(EngineError::SoldOut {
@@ -461,14 +528,17 @@ impl Model {
                     requested: u64::from(quantity),
                 });
             }
-            s.available -= u64::from(quantity);
+            let taken = u64::from(quantity) - short;
+            s.available -= taken;
+            s.backordered += short;
+            owed[index] = short as u32;
             if confirm {
-                s.sold += u64::from(quantity);
+                s.sold += taken;
             } else {
-                s.held += u64::from(quantity);
+                s.held += taken;
             }
         }
-        Ok(mask)
+        Ok((mask, owed))
     }
 }
 
@@ -688,7 +758,19 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                         .iter()
                         .map(|a| (a.confirmed, a.refunded))
                         .collect();
-                    (d.status, d.lines, d.deadline_ms, d.extensions, amounts)
+                    // A record never taken past zero lists no owed units.
+                    let owed = match d.owed.is_empty() {
+                        true => vec![0; d.lines.len()],
+                        false => d.owed,
+                    };
+                    (
+                        d.status,
+                        d.lines,
+                        d.deadline_ms,
+                        d.extensions,
+                        amounts,
+                        owed,
+                    )
                 });
                 let want = match hold {
                     None => Err(EngineError::UnknownReservation { id }),
@@ -703,7 +785,15 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 quantity: q,
                             })
                             .collect();
-                        Ok((m.status, lines, m.deadline, m.extensions, m.amounts.clone()))
+                        let owed = m.owed.clone();
+                        Ok((
+                            m.status,
+                            lines,
+                            m.deadline,
+                            m.extensions,
+                            m.amounts.clone(),
+                            owed,
+                        ))
                     }
                 };
                 prop_assert_eq!(got, want, "step {}", step);
@@ -717,6 +807,23 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let want = (0..model.holds.len())
                     .filter(|&h| model.expire_if_due(h))
                     .count();
+                prop_assert_eq!(got, want, "step {}", step);
+            }
+            Op::SetBackorder { sku, limit } => {
+                let rule = BackorderRule {
+                    limit,
+                    until_ms: None,
+                };
+                let got = engine.set_backorder(model.sku_id(sku), rule);
+                let s = &mut model.skus[sku];
+                let want = match s.id {
+                    None => Err(EngineError::UnknownSkuId { sku: ghost(sku) }),
+                    Some(_) => {
+                        s.backorder_limit = limit;
+                        s.version += 1;
+                        Ok(s.version)
+                    }
+                };
                 prop_assert_eq!(got, want, "step {}", step);
             }
             Op::PrepareHot(sku) => {
@@ -901,13 +1008,16 @@ fn model_adjust(model: &mut Model, sku: usize, delta: i64) -> Result<OperatorCha
         s.available -= units;
         s.received -= units;
     } else {
-        s.available += units;
         s.received += units;
     }
     s.version += 1;
+    let version = s.version;
+    if delta >= 0 {
+        model.fill(sku, units);
+    }
     Ok(OperatorChange {
         delta,
-        version: s.version,
+        version,
         safety_stock: None,
     })
 }
@@ -941,7 +1051,13 @@ fn model_reserve(
     }
     let outcome = model
         .reserve_once(lines, customer, confirm)
-        .map(|limit_mask| {
+        .map(|(limit_mask, owed)| {
+            let hold = model.holds.len();
+            for (&(sku, _), &units) in lines.iter().zip(&owed) {
+                if units > 0 {
+                    model.skus[sku].queue.push(hold);
+                }
+            }
             // The engine chose the id; the model checks everything else.
             let id = got
                 .as_ref()
@@ -959,6 +1075,7 @@ fn model_reserve(
                     .collect(),
                 status: initial(confirm),
                 limit_mask,
+                owed,
             });
             id
         });
@@ -1039,6 +1156,7 @@ fn check_state<S: ChangeSink>(
                 d.version,
                 d.per_customer_limit,
                 d.safety_stock,
+                d.backordered,
             ),
             (
                 s.available,
@@ -1047,7 +1165,8 @@ fn check_state<S: ChangeSink>(
                 s.received,
                 s.version,
                 s.limit,
-                s.safety_stock
+                s.safety_stock,
+                s.backordered,
             ),
             "SKU {} after step {}",
             index,

@@ -127,7 +127,11 @@ impl ChangeSink for Tape {
                     lines: lines.to_vec(),
                 },
             },
-            Change::SkuCreated { .. } | Change::Idempotency(_) => return,
+            Change::Backorder { sku, .. } => Recorded::Stock { sku, delta: 0 },
+            // No workload here sells past zero.
+            Change::SkuCreated { .. } | Change::Idempotency(_) | Change::BackorderFilled { .. } => {
+                return
+            }
         };
         self.changes.lock().unwrap().push(recorded);
     }

@@ -547,3 +547,110 @@ fn components_sold_alone_and_in_kits_at_once_never_oversell() {
         "the storm sells out"
     );
 }
+
+/// Backorders under a storm (#14.4): buyers past zero, restocks filling
+/// them, and every transition racing. At the end the books hold: sold
+/// units are the records' received sales, owed units are the records'
+/// owed ones and the queue's, and never more were owed than allowed.
+#[test]
+fn backorder_storm_fills_and_ends_every_owed_unit_once() {
+    const ALLOWANCE: u64 = 40;
+    let clock = Arc::new(ManualClock::new(1_000_000));
+    let engine = Engine::with_clock(eager_policy(), clock.clone()).unwrap();
+    let (sku, _) = engine
+        .put_sku("pre", 20, Some(Some(100_000)), None)
+        .unwrap();
+    let rule = hotstock::BackorderRule {
+        limit: ALLOWANCE,
+        until_ms: None,
+    };
+    engine.set_backorder(sku, rule).unwrap();
+    let open: Mutex<Vec<ReservationId>> = Mutex::new(Vec::new());
+    let restocked = AtomicU64::new(0);
+    race(THREADS, |t| {
+        let mut rng = XorShift(0x0bad_cafe ^ (t as u64 + 11));
+        let customer = format!("c{}", t % 5);
+        for _ in 0..5_000 {
+            match rng.below(10) {
+                0..=3 => {
+                    let order = Order {
+                        lines: &[Line {
+                            sku,
+                            quantity: 1 + rng.below(3) as u32,
+                        }],
+                        customer: Some(&customer),
+                        confirm: rng.below(2) == 0,
+                        ttl_ms: Some(1 + rng.below(20)),
+                        ..Order::default()
+                    };
+                    match engine.reserve(&order) {
+                        Ok(receipt) => open.lock().unwrap().push(receipt.id),
+                        Err(EngineError::SoldOut { .. } | EngineError::LimitExceeded { .. }) => {}
+                        Err(other) => panic!("unexpected {other}"),
+                    }
+                }
+                4..=6 => {
+                    let id = {
+                        let open = open.lock().unwrap();
+                        if open.is_empty() {
+                            continue;
+                        }
+                        open[rng.below(open.len() as u64) as usize]
+                    };
+                    let part = [Line {
+                        sku,
+                        quantity: rng.below(2) as u32,
+                    }];
+                    match match rng.below(5) {
+                        0 => engine.confirm(id),
+                        1 => engine.cancel(id),
+                        2 => engine.refund(id),
+                        3 => engine.confirm_lines(id, &part),
+                        _ => engine.refund_lines(id, &part),
+                    } {
+                        Ok(_)
+                        | Err(EngineError::InvalidTransition { .. })
+                        | Err(EngineError::ExceedsReservation { .. })
+                        | Err(EngineError::NothingRequested { .. }) => {}
+                        Err(other) => panic!("unexpected {other}"),
+                    }
+                }
+                7 if rng.below(4) == 0 => {
+                    let units = rng.below(4);
+                    engine.restock(sku, units).unwrap();
+                    restocked.fetch_add(units, Ordering::Relaxed);
+                }
+                7 | 8 => clock.advance(1),
+                _ => drop(engine.run_timers()),
+            }
+        }
+    });
+    clock.advance(1_000);
+    while engine.run_timers().more {}
+    let doc = assert_conserved(&engine, sku);
+    assert_eq!(doc.held, 0, "every hold ended");
+    assert_eq!(doc.received, 20 + restocked.load(Ordering::Relaxed));
+    assert!(doc.backordered <= ALLOWANCE);
+    let (mut sold, mut owed, mut kept) = (0u64, 0u64, 0u64);
+    engine.for_each_reservation(|record| {
+        assert_ne!(record.status, HoldStatus::Held);
+        let amounts = record.amounts[0];
+        let line_owed = u64::from(record.owed.first().copied().unwrap_or(0));
+        let still_sold = u64::from(amounts.confirmed - amounts.refunded);
+        assert!(line_owed <= still_sold, "owed units are sold units");
+        sold += still_sold - line_owed;
+        owed += line_owed;
+        kept += still_sold;
+    });
+    assert_eq!(doc.sold, sold, "sold units are the records' received sales");
+    assert_eq!(
+        doc.backordered, owed,
+        "owed units are the records' owed ones"
+    );
+    let queue = engine.backorder_queue(sku).unwrap();
+    assert_eq!(queue.iter().map(|o| u64::from(o.units)).sum::<u64>(), owed);
+    let limited: u32 = (0..5)
+        .map(|c| engine.customer_units(sku, &format!("c{c}")))
+        .sum();
+    assert_eq!(u64::from(limited), kept, "limits count owed units too");
+}

@@ -24,7 +24,8 @@
 //! `Engine<S: ChangeSink>` calls the sink by static dispatch: the purchase
 //! path pays no `dyn` call, and [`InMemory`] compiles to nothing.
 
-use super::types::{HoldStatus, Line, LineChange, ReservationId, SkuId};
+use super::cell::{BackorderRule, Fill};
+use super::types::{HoldStatus, Line, LineChange, LineOwed, ReservationId, SkuId};
 
 /// A change to a SKU's per-customer limit carried by an operator change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +66,16 @@ pub enum Change<'a> {
     },
     /// A record-less sale (`Engine::sell`).
     Sell { sku: SkuId, units: u32 },
+    /// The operator set a SKU's backorder rule (a setting: moves no units).
+    Backorder {
+        sku: SkuId,
+        version: u64,
+        rule: BackorderRule,
+    },
+    /// A restock gave units to a reservation owed them: recorded under the
+    /// SKU's lock, after the restock and before any transition of the
+    /// reservation that sees the units.
+    BackorderFilled { sku: SkuId, fill: Fill },
     /// A reservation was created (`from: None`) or changed status.
     Hold(HoldChange<'a>),
     /// A request with an idempotency key succeeded.
@@ -91,6 +102,12 @@ pub struct HoldChange<'a> {
     /// Per line, the amounts before and after a confirm or refund in part
     /// (and every later change of such a record); `None`: whole lines.
     pub changes: Option<&'a [LineChange]>,
+    /// Per line, units owed before and after, for a record with a line
+    /// taken past zero; recorded under the locks of its SKUs, so it is in
+    /// journal order with their fills. `None`: nothing ever owed.
+    pub owed: Option<&'a [LineOwed]>,
+    /// The record's place in its SKUs' backorder queues (0 without `owed`).
+    pub ticket: u64,
 }
 
 /// A remembered idempotent outcome.

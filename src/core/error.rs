@@ -98,6 +98,11 @@ pub enum EngineError {
         safety_stock: u64,
     },
 
+    /// A backorder limit past `MAX_STOCK_PER_SKU`.
+    InvalidBackorderLimit {
+        limit: u64,
+    },
+
     /// A kit of no components, or of more than `MAX_KIT_COMPONENTS`.
     InvalidKit {
         components: usize,
@@ -331,6 +336,10 @@ impl EngineError {
                     }
                 })
             }
+            InvalidBackorderLimit { limit } => write!(
+                f,
+                "invalid backorder limit {limit}: at most {MAX_STOCK_PER_SKU} units"
+            ),
             InvalidSafetyStock { safety_stock } => write!(
                 f,
                 "invalid safety stock {safety_stock}: at most {MAX_STOCK_PER_SKU} units"

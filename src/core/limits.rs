@@ -99,3 +99,10 @@ pub const MAX_FEED_STREAMS: usize = 256;
 
 /// Pages a stream may have written that its client has not yet read.
 pub const FEED_STREAM_BUFFER: usize = 4;
+
+/// How many reservations one hold of a SKU's lock gives restocked units to
+/// (`cell/backorder.rs`): each fill is a journal event, and an engine
+/// critical section appends at most 64 (the room `Journal::make_room`
+/// keeps free before a lock is taken). A restock owing more goes on in
+/// further lock holds.
+pub const FILLS_PER_LOCK: usize = 48;

@@ -162,6 +162,17 @@ impl LineChange {
     }
 }
 
+/// One line's backordered units across one transition: owed (sold or
+/// held past zero, not yet received) before and after it. Carried by the
+/// journal beside `LineChange` for a record with backorders, so the fold
+/// moves counts without looking the record up: owed units are in neither
+/// `held` nor `sold` until a restock fills them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct LineOwed {
+    pub before: u32,
+    pub after: u32,
+}
+
 impl LineAmounts {
     /// What a line of `quantity` units has in `status` when nothing about
     /// it was partial.

@@ -19,13 +19,14 @@
 //! string decodes to an event or a `DecodeError`, never a panic (fuzzed in
 //! `fuzz/`).
 
+use crate::core::cell::{BackorderRule, Fill};
 pub use crate::core::change::{is_transition, LimitChange};
 use crate::core::change::{Change, HoldChange, KeyChange};
 use crate::core::limits::{
     MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LINES_PER_CART,
     MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
 };
-use crate::core::types::{HoldStatus, Line, LineChange, ReservationId, SkuId};
+use crate::core::types::{HoldStatus, Line, LineChange, LineOwed, ReservationId, SkuId};
 
 /// One engine change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +58,15 @@ pub enum Event {
         version: u64,
         threshold: Option<u32>,
     },
+    /// The backorder rule changed; the version decides which of two
+    /// changes in one batch wins.
+    Backorder {
+        sku: SkuId,
+        version: u64,
+        rule: BackorderRule,
+    },
+    /// A restock gave units to a reservation owed them.
+    BackorderFilled { sku: SkuId, fill: Fill },
     /// A hold reached `status` at `at_ms`.
     Hold(HoldEvent),
     /// A request with an idempotency key succeeded: a retry must get this
@@ -96,6 +106,11 @@ pub struct HoldEvent {
     /// Per line, the amounts before and after a confirm or refund in part
     /// (`confirmed -> confirmed` is a refund of part); `None`: whole lines.
     pub changes: Option<Vec<LineChange>>,
+    /// Per line, units owed before and after, for a record with a line
+    /// taken past zero; `None`: nothing ever owed.
+    pub owed: Option<Vec<LineOwed>>,
+    /// The record's backorder ticket (0 without `owed`).
+    pub ticket: u64,
 }
 
 /// Why a payload is not an event.
@@ -132,6 +147,17 @@ const OPERATOR_SAFETY: u8 = 9;
 /// A kit's definition: the kit, the version, a component count (u8, 1 to
 /// `MAX_KIT_COMPONENTS`) and that many `(sku u32, units u32)` pairs.
 const KIT_DEFINED: u8 = 10;
+/// A hold event of a record with a line taken past zero: the
+/// `HOLD_EXTENDED` body (its count may be 0), a flag (u8, 0 or 1) and, if
+/// 1, the `HOLD_PARTS` triples, then the backorder ticket (u64, not 0)
+/// and per line the units owed before and after (u32 each).
+const HOLD_OWED: u8 = 11;
+/// A backorder rule: SKU, version, limit (u64), a flag (u8) and, if 1, the
+/// end time (u64).
+const BACKORDER: u8 = 12;
+/// A fill: SKU, reservation (u64), ticket (u64), units given (u32, not 0),
+/// units still owed (u32), sold (u8, 0 or 1).
+const BACKORDER_FILLED: u8 = 13;
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -222,6 +248,27 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
             // 0 is never a threshold: it means none.
             out.extend_from_slice(&threshold.unwrap_or(0).to_le_bytes());
         }
+        Change::Backorder { sku, version, rule } => {
+            debug_assert!(rule.limit <= MAX_STOCK_PER_SKU);
+            out.push(BACKORDER);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+            out.extend_from_slice(&rule.limit.to_le_bytes());
+            out.push(u8::from(rule.until_ms.is_some()));
+            if let Some(until_ms) = rule.until_ms {
+                out.extend_from_slice(&until_ms.to_le_bytes());
+            }
+        }
+        Change::BackorderFilled { sku, fill } => {
+            debug_assert!(fill.units > 0 && fill.ticket > 0);
+            out.push(BACKORDER_FILLED);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&fill.id.as_u64().to_le_bytes());
+            out.extend_from_slice(&fill.ticket.to_le_bytes());
+            out.extend_from_slice(&fill.units.to_le_bytes());
+            out.extend_from_slice(&fill.owed_after.to_le_bytes());
+            out.push(u8::from(fill.sold));
+        }
         Change::Idempotency(k) => encode_key(&k, out),
         Change::Hold(h) => encode_hold(&h, out),
     }
@@ -255,10 +302,11 @@ fn encode_hold(h: &HoldChange<'_>, out: &mut Vec<u8>) {
         h.from != Some(HoldStatus::Held) || h.status != HoldStatus::Held || h.extensions > 0,
         "an extension counts itself"
     );
-    out.push(match (h.changes, h.extensions) {
-        (Some(_), _) => HOLD_PARTS,
-        (None, 0) => HOLD,
-        (None, _) => HOLD_EXTENDED,
+    out.push(match (h.owed, h.changes, h.extensions) {
+        (Some(_), _, _) => HOLD_OWED,
+        (None, Some(_), _) => HOLD_PARTS,
+        (None, None, 0) => HOLD,
+        (None, None, _) => HOLD_EXTENDED,
     });
     out.extend_from_slice(&h.id.as_u64().to_le_bytes());
     out.push(h.from.map_or(0, status_code));
@@ -274,16 +322,31 @@ fn encode_hold(h: &HoldChange<'_>, out: &mut Vec<u8>) {
         out.extend_from_slice(&line.sku.index().to_le_bytes());
         out.extend_from_slice(&line.quantity.to_le_bytes());
     }
-    if let Some(changes) = h.changes {
+    if let Some(owed) = h.owed {
+        debug_assert_eq!(owed.len(), lines.len());
+        debug_assert!(h.ticket > 0);
+        out.push(h.extensions);
+        out.push(u8::from(h.changes.is_some()));
+        encode_changes(h.changes.unwrap_or(&[]), out);
+        out.extend_from_slice(&h.ticket.to_le_bytes());
+        for line in owed {
+            out.extend_from_slice(&line.before.to_le_bytes());
+            out.extend_from_slice(&line.after.to_le_bytes());
+        }
+    } else if let Some(changes) = h.changes {
         debug_assert_eq!(changes.len(), lines.len());
         out.push(h.extensions);
-        for change in changes {
-            out.extend_from_slice(&change.confirmed.to_le_bytes());
-            out.extend_from_slice(&change.refunded_before.to_le_bytes());
-            out.extend_from_slice(&change.refunded_after.to_le_bytes());
-        }
+        encode_changes(changes, out);
     } else if h.extensions > 0 {
         out.push(h.extensions);
+    }
+}
+
+fn encode_changes(changes: &[LineChange], out: &mut Vec<u8>) {
+    for change in changes {
+        out.extend_from_slice(&change.confirmed.to_le_bytes());
+        out.extend_from_slice(&change.refunded_before.to_le_bytes());
+        out.extend_from_slice(&change.refunded_after.to_le_bytes());
     }
 }
 
@@ -335,7 +398,11 @@ impl Event {
                 lines: &h.lines,
                 extensions: h.extensions,
                 changes: h.changes.as_deref(),
+                owed: h.owed.as_deref(),
+                ticket: h.ticket,
             }),
+            &Event::Backorder { sku, version, rule } => Change::Backorder { sku, version, rule },
+            &Event::BackorderFilled { sku, fill } => Change::BackorderFilled { sku, fill },
             Event::Idempotency(k) => Change::Idempotency(KeyChange {
                 key: &k.key,
                 fingerprint: k.fingerprint,
@@ -456,7 +523,48 @@ impl Event {
                     expires_at_ms,
                 })
             }
-            kind @ (HOLD | HOLD_EXTENDED | HOLD_PARTS) => {
+            BACKORDER => {
+                let sku = SkuId::from_index(r.u32()?);
+                let version = r.u64()?;
+                let limit = r.u64()?;
+                if limit > MAX_STOCK_PER_SKU {
+                    return Err(DecodeError::Invalid("backorder limit"));
+                }
+                let until_ms = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.u64()?),
+                    _ => return Err(DecodeError::Invalid("backorder end flag")),
+                };
+                Event::Backorder {
+                    sku,
+                    version,
+                    rule: BackorderRule { limit, until_ms },
+                }
+            }
+            BACKORDER_FILLED => {
+                let sku = SkuId::from_index(r.u32()?);
+                let id = ReservationId::from_u64(r.u64()?);
+                let ticket = r.u64()?;
+                let units = r.u32()?;
+                let owed_after = r.u32()?;
+                let sold = match r.u8()? {
+                    0 => false,
+                    1 => true,
+                    _ => return Err(DecodeError::Invalid("fill sold flag")),
+                };
+                if units == 0 || ticket == 0 {
+                    return Err(DecodeError::Invalid("backorder fill"));
+                }
+                let fill = Fill {
+                    id,
+                    ticket,
+                    units,
+                    owed_after,
+                    sold,
+                };
+                Event::BackorderFilled { sku, fill }
+            }
+            kind @ (HOLD | HOLD_EXTENDED | HOLD_PARTS | HOLD_OWED) => {
                 let hold = parse_hold(r.0, kind)?;
                 r.0 = &[];
                 Event::Hold(HoldEvent {
@@ -470,6 +578,8 @@ impl Event {
                     lines: hold.lines().collect(),
                     extensions: hold.extensions,
                     changes: hold.has_changes().then(|| hold.changes().collect()),
+                    owed: hold.has_owed().then(|| hold.owed().collect()),
+                    ticket: hold.ticket,
                 })
             }
             kind => return Err(DecodeError::UnknownKind(kind)),
@@ -498,6 +608,11 @@ pub struct HoldRef<'a> {
     /// `(confirmed, refunded before, refunded after)` u32 triples, one per
     /// line, already checked; empty for whole lines.
     raw_changes: &'a [u8],
+    /// `(owed before, owed after)` u32 pairs, one per line, already
+    /// checked; empty for a record that never owed units.
+    raw_owed: &'a [u8],
+    /// The backorder ticket (0 without owed units).
+    pub ticket: u64,
 }
 
 impl HoldRef<'_> {
@@ -521,6 +636,20 @@ impl HoldRef<'_> {
         })
     }
 
+    /// Whether the event carries owed units (a record with a line taken
+    /// past zero).
+    pub fn has_owed(&self) -> bool {
+        !self.raw_owed.is_empty()
+    }
+
+    /// Per line, owed units before and after (nothing without `has_owed`).
+    pub fn owed(&self) -> impl Iterator<Item = LineOwed> + '_ {
+        self.raw_owed.chunks_exact(8).map(|pair| LineOwed {
+            before: le32(&pair[0..4]),
+            after: le32(&pair[4..8]),
+        })
+    }
+
     pub fn lines(&self) -> impl Iterator<Item = Line> + '_ {
         self.raw_lines.chunks_exact(8).map(|pair| Line {
             sku: SkuId::from_index(u32::from_le_bytes([pair[0], pair[1], pair[2], pair[3]])),
@@ -533,7 +662,7 @@ impl HoldRef<'_> {
 /// kinds).
 pub fn decode_hold_ref(payload: &[u8]) -> Result<Option<HoldRef<'_>>, DecodeError> {
     match payload.first() {
-        Some(&kind @ (HOLD | HOLD_EXTENDED | HOLD_PARTS)) => {
+        Some(&kind @ (HOLD | HOLD_EXTENDED | HOLD_PARTS | HOLD_OWED)) => {
             parse_hold(&payload[1..], kind).map(Some)
         }
         Some(_) => Ok(None),
@@ -597,12 +726,33 @@ fn parse_hold(body: &[u8], kind: u8) -> Result<HoldRef<'_>, DecodeError> {
             }
             (extensions, &[])
         }
-        _ => {
+        HOLD_PARTS => {
             let extensions = r.u8()?;
             let raw = r.take(count * 12)?;
             check_changes(raw, raw_lines, status)?;
             (extensions, raw)
         }
+        _ => {
+            let extensions = r.u8()?;
+            let raw = match r.u8()? {
+                0 => &[],
+                1 => r.take(count * 12)?,
+                _ => return Err(DecodeError::Invalid("amounts flag")),
+            };
+            if !raw.is_empty() {
+                check_changes(raw, raw_lines, status)?;
+            }
+            (extensions, raw)
+        }
+    };
+    let (ticket, raw_owed) = match kind {
+        HOLD_OWED => {
+            let ticket = r.u64()?;
+            let raw = r.take(count * 8)?;
+            check_owed(ticket, raw, raw_lines, from, status)?;
+            (ticket, raw)
+        }
+        _ => (0, &[][..]),
     };
     match r.0.len() {
         0 => Ok(HoldRef {
@@ -616,6 +766,8 @@ fn parse_hold(body: &[u8], kind: u8) -> Result<HoldRef<'_>, DecodeError> {
             extensions,
             raw_lines,
             raw_changes,
+            raw_owed,
+            ticket,
         }),
         trailing => Err(DecodeError::Trailing(trailing)),
     }
@@ -644,6 +796,32 @@ fn check_changes(raw: &[u8], raw_lines: &[u8], status: HoldStatus) -> Result<(),
             return Err(DecodeError::Invalid(
                 "a refunded line with units still sold",
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Owed units a record could have across a transition: at most its
+/// units, only shrinking (a new record owes from nothing), none once it
+/// ended.
+fn check_owed(
+    ticket: u64,
+    raw: &[u8],
+    raw_lines: &[u8],
+    from: Option<HoldStatus>,
+    status: HoldStatus,
+) -> Result<(), DecodeError> {
+    if ticket == 0 {
+        return Err(DecodeError::Invalid("backorder ticket"));
+    }
+    for (pair, line) in raw.chunks_exact(8).zip(raw_lines.chunks_exact(8)) {
+        let (before, after) = (le32(&pair[0..4]), le32(&pair[4..8]));
+        let grows = match from {
+            None => before != 0,
+            Some(_) => after > before,
+        };
+        if grows || after > le32(&line[4..8]) || (status.is_final() && after != 0) {
+            return Err(DecodeError::Invalid("owed units"));
         }
     }
     Ok(())
@@ -783,6 +961,8 @@ mod tests {
             ],
             extensions: 0,
             changes: None,
+            owed: None,
+            ticket: 0,
         }));
         for (from, status) in [
             (HoldStatus::Held, HoldStatus::Held),
@@ -801,6 +981,8 @@ mod tests {
                     quantity: 1,
                 }],
                 changes: None,
+                owed: None,
+                ticket: 0,
                 extensions: 3,
             }));
         }
@@ -829,6 +1011,8 @@ mod tests {
                 ],
                 extensions: 0,
                 changes: Some(changes),
+                owed: None,
+                ticket: 0,
             })
         };
         let change = |confirmed, refunded_before, refunded_after| LineChange {
@@ -907,6 +1091,8 @@ mod tests {
             }],
             extensions: 1,
             changes: None,
+            owed: None,
+            ticket: 0,
         })
         .encode(&mut bytes);
         // As a plain hold event (kind 4, no count): held -> held is no

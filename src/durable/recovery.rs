@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::engine::{OpenError, RecoveryReport};
-use crate::core::cell::CellSnapshot;
+use crate::core::cell::{CellSnapshot, Owed};
 use crate::core::change::ChangeSink;
 use crate::core::engine::Receipt;
 use crate::core::holds::NewHold;
@@ -548,6 +548,8 @@ pub(super) fn restore_engine<S: ChangeSink>(
             low_stock_threshold: sku.low_stock,
             safety_stock: sku.safety_stock,
             width: 1,
+            backorder: sku.backorder,
+            backordered: 0,
         };
         let id = SkuId::from_index(index as u32);
         engine.restore_sku(id, &sku.name, &snapshot)?;
@@ -555,6 +557,7 @@ pub(super) fn restore_engine<S: ChangeSink>(
             engine.restore_kit(id, components)?;
         }
     }
+    let backordered = restore_backorders(engine, settled)?;
     for (&id, hold) in &settled.holds {
         let record = NewHold {
             lines: &hold.lines,
@@ -565,6 +568,7 @@ pub(super) fn restore_engine<S: ChangeSink>(
             status: HoldStatus::Held,
             extensions: hold.extensions,
             amounts: hold.amounts.as_deref(),
+            backordered: backordered.contains(&id),
         };
         let id = ReservationId::from_u64(id);
         engine.restore_reservation(id, record, hold.status, hold.at_ms);
@@ -580,6 +584,7 @@ pub(super) fn restore_engine<S: ChangeSink>(
             replayed: false,
             // A replay is answered from the record whatever was asked.
             holds_components: false,
+            backordered: false,
         };
         engine.restore_idempotency_key(&key.key, key.fingerprint, key.created_ms, receipt);
     }
@@ -588,6 +593,57 @@ pub(super) fn restore_engine<S: ChangeSink>(
         engine.restore_customer_units(SkuId::from_index(*sku), customer, units);
     }
     Ok(())
+}
+
+/// Puts every SKU's backorder queue back, in ticket order, after checking
+/// that its owed units add up to the SKU's `backordered` count. Returns the
+/// reservations owed units.
+fn restore_backorders<S: ChangeSink>(
+    engine: &Engine<S>,
+    settled: &Settled,
+) -> Result<std::collections::HashSet<u64>, EngineError> {
+    let mut by_sku: std::collections::BTreeMap<u32, Vec<Owed>> = Default::default();
+    let mut owed_ids = std::collections::HashSet::new();
+    let mut next_ticket = 1;
+    for (&(sku, id), row) in &settled.backorders {
+        if row.owed == 0 {
+            continue;
+        }
+        owed_ids.insert(id);
+        next_ticket = next_ticket.max(row.ticket + 1);
+        by_sku.entry(sku).or_default().push(Owed {
+            id: ReservationId::from_u64(id),
+            ticket: row.ticket,
+            units: row.owed,
+            sold: row.sold,
+        });
+    }
+    for (index, sku) in settled.skus.iter().enumerate() {
+        let Some(sku) = sku else { continue };
+        let owed = by_sku.remove(&(index as u32)).unwrap_or_default();
+        let total: i64 = owed.iter().map(|o| i64::from(o.units)).sum();
+        if total != sku.backordered {
+            return Err(EngineError::StorageFailed {
+                message: format!(
+                    "SKU #{index} counts {} units backordered but its queue owes {total}: \
+                     the store and journal disagree",
+                    sku.backordered
+                )
+                .into(),
+            });
+        }
+        if !owed.is_empty() {
+            engine.restore_backorders(SkuId::from_index(index as u32), owed)?;
+        }
+    }
+    if let Some((sku, _)) = by_sku.into_iter().next() {
+        return Err(negative(
+            sku as usize,
+            "backorders (of a SKU never created)",
+        ));
+    }
+    engine.restore_backorder_tickets(next_ticket);
+    Ok(owed_ids)
 }
 
 fn negative(sku: usize, what: &str) -> EngineError {

@@ -254,6 +254,19 @@ impl Fields {
     }
 
     /// Absent: unchanged. `null`: remove the limit. A number: set it.
+    /// A whole number or `null` (`Some(None)`); absent is `None`.
+    pub fn nullable_u64(&mut self, name: &str) -> Result<Option<Option<u64>>, ApiError> {
+        match self.take(name) {
+            None => Ok(None),
+            Some(Value::Null) => Ok(Some(None)),
+            Some(value) => value.as_u64().map(|v| Some(Some(v))).ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "field {name:?} must be a non-negative integer or null"
+                ))
+            }),
+        }
+    }
+
     pub fn limit(&mut self, name: &str) -> Result<Option<Option<u32>>, ApiError> {
         match self.take(name) {
             None => Ok(None),

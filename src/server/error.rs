@@ -363,6 +363,7 @@ impl ApiError {
             | EngineError::InvalidLimit
             | EngineError::InvalidThreshold
             | EngineError::InvalidSafetyStock { .. }
+            | EngineError::InvalidBackorderLimit { .. }
             | EngineError::InvalidKit { .. } => ApiError::invalid(message),
             EngineError::KitRefused { sku: id, .. } => {
                 conflict(Code::KitConflict).with("sku", sku(id))

@@ -324,6 +324,13 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
     number(out, "received", event.counts.received);
     number(out, "on_hand", event.counts.on_hand());
     number(out, "safety_stock", event.counts.safety_stock);
+    number(out, "backordered", event.counts.backordered);
+    if let Some(fill) = &event.fill {
+        out.extend_from_slice(b",\"reservation\":");
+        string(out, &fill.public_id);
+        number(out, "units", i64::from(fill.units));
+        number(out, "owed", i64::from(fill.owed_after));
+    }
     if let Some(r) = &event.reservation {
         out.extend_from_slice(b",\"reservation\":");
         string(out, &r.public_id);
@@ -457,6 +464,7 @@ mod tests {
                 sold: 3,
                 received: 6,
                 safety_stock: 4,
+                backordered: 5,
             },
             reservation: Some(Arc::new(FeedReservation {
                 public_id: "00ff".into(),
@@ -474,13 +482,14 @@ mod tests {
                 low_stock: Some(Some(12)),
             }),
             units: None,
+            fill: None,
         };
         let value = event_json(&event, 0xab);
         assert_eq!(
             value,
             json!({"position": 7, "id": "00000000000000ab-7", "type": "reservation.created",
                    "at_ms": 9, "sku": "a:b", "available": 1, "held": 2, "sold": 3, "received": 6,
-                   "on_hand": 7, "safety_stock": 4, "reservation": "00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
+                   "on_hand": 7, "safety_stock": 4, "backordered": 5, "reservation": "00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
                    "lines": [{"sku": "a:b", "quantity": 2}, {"sku": "c", "quantity": 1}],
                    "expires_at_ms": 11, "delta": -4, "version": 5, "per_customer_limit": null,
                    "low_stock_threshold": 12})

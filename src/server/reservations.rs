@@ -119,7 +119,7 @@ impl Api {
             .engine
             .reserve(&order)
             .map_err(|e| self.engine_error(e))?;
-        if receipt.replayed || receipt.holds_components {
+        if receipt.replayed || receipt.holds_components || receipt.backordered {
             return Ok(Placed::ReadBack(receipt.id));
         }
         // Just created, so it is exactly what was asked: the names are the

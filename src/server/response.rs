@@ -22,6 +22,9 @@ pub fn sku_json<'a>(document: &SkuDocument, name: impl Fn(SkuId) -> Option<&'a s
         "per_customer_limit": document.per_customer_limit,
         "low_stock_threshold": document.low_stock_threshold,
         "kit": document.components.is_some(),
+        "backorder_limit": document.backorder_limit,
+        "backorder_until_ms": document.backorder_until_ms,
+        "backordered": document.backordered,
     });
     if let Some(components) = &document.components {
         sku["components"] = components
@@ -40,9 +43,16 @@ pub fn reservation_json<'a>(
     name: impl Fn(SkuId) -> Option<&'a str>,
 ) -> Value {
     let lines: Vec<Value> = (document.lines.iter().zip(&document.amounts))
-        .map(|(l, a)| {
-            json!({"sku": name(l.sku), "quantity": l.quantity,
-                   "confirmed": a.confirmed, "refunded": a.refunded})
+        .enumerate()
+        .map(|(index, (l, a))| {
+            let mut line = json!({"sku": name(l.sku), "quantity": l.quantity,
+                   "confirmed": a.confirmed, "refunded": a.refunded});
+            // Only a reservation with a line taken past zero says what is
+            // still owed (units not yet received).
+            if let Some(owed) = document.owed.get(index) {
+                line["backordered"] = json!(owed);
+            }
+            line
         })
         .collect();
     json!({

@@ -8,6 +8,7 @@ use super::api::{Api, MAX_PAGE};
 use super::body::{read_json, Fields};
 use super::error::{json_response, ApiError, HttpResponse};
 use super::response::sku_json;
+use crate::core::cell::BackorderRule;
 use crate::core::engine::{SkuDocument, SkuPut, StockLevel};
 use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_LINE_QUANTITY};
 use crate::core::types::{Line, SkuId};
@@ -92,6 +93,8 @@ impl Api {
                 "safety_stock",
                 "per_customer_limit",
                 "low_stock_threshold",
+                "backorder_limit",
+                "backorder_until_ms",
                 "expected_version",
             ],
         )?;
@@ -112,16 +115,43 @@ impl Api {
             limit: fields.limit("per_customer_limit")?,
             expected_version: fields.u64("expected_version")?,
         };
-        if put.level.is_none() && put.safety_stock.is_none() {
+        let low_stock = fields.limit("low_stock_threshold")?;
+        let backorder = (
+            fields.u64("backorder_limit")?,
+            fields.nullable_u64("backorder_until_ms")?,
+        );
+        let changes_stock = put.level.is_some() || put.safety_stock.is_some();
+        let changes_rule = backorder != (None, None);
+        if !changes_stock && !changes_rule {
             return Err(ApiError::invalid(
-                "field \"available\", \"on_hand\" or \"safety_stock\" is required",
+                "field \"available\", \"on_hand\", \"safety_stock\", \"backorder_limit\" or \
+                 \"backorder_until_ms\" is required",
             ));
         }
-        let low_stock = fields.limit("low_stock_threshold")?;
-        let (id, _) = self
-            .engine
-            .put_stock(sku, &put)
-            .map_err(|e| self.engine_error(e))?;
+        // A change of the backorder rule alone on a SKU that exists moves
+        // no stock: only the rule's own versioned change. Otherwise the
+        // put (which creates the SKU, and checks the expected version).
+        let existing = self.engine.sku(sku).ok();
+        let id = match existing {
+            Some(id) if !changes_stock && put.expected_version.is_none() => id,
+            _ => {
+                let (id, _) = self
+                    .engine
+                    .put_stock(sku, &put)
+                    .map_err(|e| self.engine_error(e))?;
+                id
+            }
+        };
+        if changes_rule {
+            let current = self.document(id)?;
+            let rule = BackorderRule {
+                limit: backorder.0.unwrap_or(current.backorder_limit),
+                until_ms: backorder.1.unwrap_or(current.backorder_until_ms),
+            };
+            self.engine
+                .set_backorder(id, rule)
+                .map_err(|e| self.engine_error(e))?;
+        }
         if let Some(threshold) = low_stock {
             self.engine
                 .set_low_stock(id, threshold)

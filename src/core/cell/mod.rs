@@ -175,6 +175,11 @@ pub struct CellSnapshot {
     pub safety_stock: u64,
     /// Stripes in use (1 = cold).
     pub width: u32,
+    /// The units that may be sold past zero.
+    pub backorder: BackorderRule,
+    /// Units sold or held past zero and not yet received: in neither
+    /// `available`, `held` nor `sold` (`backorder.rs`).
+    pub backordered: u64,
 }
 
 /// One stripe's counters. `held` and `sold` are signed deltas stored as
@@ -245,19 +250,22 @@ struct CellMeta {
 }
 
 /// A SKU's rarely set, lock-protected settings.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct CellExtras {
     /// 0 means no threshold.
     low_stock_threshold: u32,
     /// Units on hand kept back from sale (never in `available`, never in
     /// `received`): see `set_stock`.
     safety_stock: u64,
+    /// The backorder rule and the reservations owed units (`backorder.rs`).
+    book: BackorderBook,
 }
 
 /// The settings of a cell that has none.
 static NO_EXTRAS: CellExtras = CellExtras {
     low_stock_threshold: 0,
     safety_stock: 0,
+    book: BackorderBook::EMPTY,
 };
 
 impl CellMeta {
@@ -435,6 +443,7 @@ impl StockCell {
         meta.edit_extras(|extras| {
             extras.low_stock_threshold = snapshot.low_stock_threshold.unwrap_or(0);
             extras.safety_stock = snapshot.safety_stock;
+            extras.book.rule = snapshot.backorder;
         });
         self.store_limit(snapshot.per_customer_limit);
         self.home
@@ -487,6 +496,8 @@ impl StockCell {
             low_stock_threshold: Some(meta.extras().low_stock_threshold).filter(|&t| t > 0),
             safety_stock: meta.extras().safety_stock,
             width,
+            backorder: meta.extras().book.rule,
+            backordered: meta.extras().book.backordered(),
         }
     }
 
@@ -541,7 +552,12 @@ pub enum SetError {
     BelowCommitted(BelowCommitted),
 }
 
+mod backorder;
 mod operator;
 mod stripes;
+
+pub use crate::core::limits::FILLS_PER_LOCK;
+use backorder::BackorderBook;
+pub use backorder::{BackorderRule, BookGuard, Fill, Owed};
 #[cfg(all(test, not(loom)))]
 mod tests;

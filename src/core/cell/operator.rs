@@ -48,12 +48,18 @@ impl StockCell {
     /// units are credited: a sale of one of them can only be recorded after
     /// the restock is (see `change.rs`). The same holds for every operator
     /// change below.
+    ///
+    /// The units go to reservations owed them first (`backorder.rs`),
+    /// `fill` called for each; the rest become available. Returns the
+    /// change and the units still to give when more reservations are owed
+    /// than one lock hold may fill (the caller goes on with `fill_more`).
     pub fn restock(
         &self,
         units: u64,
         hint: usize,
         publish: impl FnOnce(OperatorChange),
-    ) -> Result<OperatorChange, TooMuchStock> {
+        fill: impl FnMut(Fill),
+    ) -> Result<(OperatorChange, u64), TooMuchStock> {
         let mut meta = self.meta.lock();
         let received = meta.received.saturating_add(units);
         if received > MAX_STOCK_PER_SKU {
@@ -69,8 +75,8 @@ impl StockCell {
             safety_stock: None,
         };
         publish(change);
-        self.credit_locked(units, hint);
-        Ok(change)
+        let left = self.fill_locked(&mut meta, units, hint, fill);
+        Ok((change, self.finish_fill_locked(&meta, left, hint)))
     }
 
     /// Operator adjust downwards: refused (and nothing changes) when fewer
@@ -252,7 +258,10 @@ impl StockCell {
     /// A change of a setting that moves no units: bumps the version and
     /// publishes it (delta 0) before the caller makes it visible. Caller
     /// holds the lock (`meta`).
-    fn bump_setting_locked(meta: &mut CellMeta, publish: impl FnOnce(OperatorChange)) -> u64 {
+    pub(super) fn bump_setting_locked(
+        meta: &mut CellMeta,
+        publish: impl FnOnce(OperatorChange),
+    ) -> u64 {
         meta.version += 1;
         publish(OperatorChange {
             delta: 0,

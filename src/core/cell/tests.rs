@@ -11,7 +11,7 @@ fn policy() -> StripePolicy {
 
 fn stocked(units: u64) -> StockCell {
     let cell = StockCell::new();
-    cell.restock(units, 0, |_| {}).unwrap();
+    cell.restock(units, 0, |_| {}, |_| {}).unwrap();
     cell
 }
 
@@ -63,7 +63,7 @@ fn widen_needs_stock_and_contention() {
     let p = policy();
     cell.widen(0, &p);
     assert_eq!(cell.snapshot().width, 1, "too little stock to spread");
-    cell.restock(100, 0, |_| {}).unwrap();
+    cell.restock(100, 0, |_| {}, |_| {}).unwrap();
     cell.widen(0, &p);
     assert_eq!(cell.snapshot().width, 4);
 }
@@ -135,7 +135,7 @@ fn set_available_checks_version_and_returns_delta() {
 fn restock_refuses_past_the_stock_limit() {
     let cell = stocked(MAX_STOCK_PER_SKU);
     assert_eq!(
-        cell.restock(1, 0, |_| {}),
+        cell.restock(1, 0, |_| {}, |_| {}),
         Err(TooMuchStock {
             received: MAX_STOCK_PER_SKU
         })

@@ -292,7 +292,8 @@ impl<S: ChangeSink> Engine<S> {
             TakeInto::Held
         };
         let customer: Option<Arc<str>> = order.customer.map(Arc::from);
-        let limit_mask = self.take_lines(order.lines, customer.as_ref(), into, hint)?;
+        let Taken { limit_mask, owed } =
+            self.take_lines(order.lines, customer.as_ref(), into, hint)?;
         let now_ms = self.clock.now_ms();
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
         let status = if order.confirm {
@@ -309,7 +310,9 @@ impl<S: ChangeSink> Engine<S> {
             status,
             extensions: 0,
             amounts: None,
+            backordered: owed.is_some(),
         };
+        let backordered = owed.is_some();
         let publish = |id| {
             let change = HoldChange {
                 id,
@@ -322,8 +325,13 @@ impl<S: ChangeSink> Engine<S> {
                 lines: order.lines,
                 extensions: 0,
                 changes: None,
+                owed: None,
+                ticket: 0,
             };
-            self.record(hint, Change::Hold(change));
+            match &owed {
+                None => self.record(hint, Change::Hold(change)),
+                Some(owed) => self.publish_backordered(hint, change, owed),
+            }
         };
         // `reserve` made room before taking any lock.
         match self.holds.insert(hint, hold, publish) {
@@ -333,9 +341,11 @@ impl<S: ChangeSink> Engine<S> {
                 expires_at_ms,
                 replayed: false,
                 holds_components: false,
+                backordered,
             }),
             None => {
-                self.undo(order.lines, limit_mask, into, customer.as_ref(), hint);
+                let taken = Taken { limit_mask, owed };
+                self.undo(order.lines, &taken, into, customer.as_ref(), hint);
                 Err(EngineError::CapacityExceeded {
                     what: "reservation records",
                     limit: self.holds.capacity() as u64,
@@ -346,7 +356,7 @@ impl<S: ChangeSink> Engine<S> {
 
     /// Takes every line's units (and limit counts) into `into`, or none:
     /// a refusal undoes the lines already taken. Returns the limit mask
-    /// (bit `i`: line `i` counted against the customer's limit).
+    /// and the units owed per line (a SKU that sells past zero).
     #[inline]
     fn take_lines(
         &self,
@@ -354,22 +364,25 @@ impl<S: ChangeSink> Engine<S> {
         customer: Option<&Arc<str>>,
         into: TakeInto,
         hint: usize,
-    ) -> Result<u32, EngineError> {
+    ) -> Result<Taken, EngineError> {
         let policy = &self.config.stripe_policy;
-        let mut limit_mask = 0u32;
+        let mut done = Taken {
+            limit_mask: 0,
+            owed: None,
+        };
         for (index, line) in lines.iter().enumerate() {
             let taken = &lines[..index];
             let cell = self.cell(line.sku)?;
             if let Some(limit) = cell.per_customer_limit() {
                 let Some(customer) = customer else {
-                    self.undo(taken, limit_mask, into, customer, hint);
+                    self.undo(taken, &done, into, customer, hint);
                     return Err(EngineError::CustomerRequired { sku: line.sku });
                 };
                 if let Err(OverLimit { already }) =
                     self.ledger
                         .acquire(line.sku, customer, line.quantity, limit)
                 {
-                    self.undo(taken, limit_mask, into, Some(customer), hint);
+                    self.undo(taken, &done, into, Some(customer), hint);
                     return Err(EngineError::LimitExceeded {
                         sku: line.sku,
                         limit,
@@ -377,35 +390,46 @@ impl<S: ChangeSink> Engine<S> {
                         requested: line.quantity,
                     });
                 }
-                limit_mask |= 1 << index;
+                done.limit_mask |= 1 << index;
             }
             let units = u64::from(line.quantity);
             if let Err(SoldOut { available }) = cell.take(units, into, hint, policy) {
-                // Undo this line's limit too: include it in the undo range
-                // as a line with no units taken.
-                if limit_mask & (1 << index) != 0 {
-                    if let Some(customer) = customer {
-                        self.ledger.release(line.sku, customer, line.quantity);
+                match self.take_past_zero(cell, units, into, hint) {
+                    Ok(0) => {}
+                    Ok(owed) => {
+                        let per_line = done
+                            .owed
+                            .get_or_insert_with(|| vec![0; lines.len()].into_boxed_slice());
+                        per_line[index] = owed as u32;
                     }
-                    limit_mask &= !(1 << index);
+                    Err(SoldOut { .. }) => {
+                        // Undo this line's limit too: include it in the
+                        // undo range as a line with no units taken.
+                        if done.limit_mask & (1 << index) != 0 {
+                            if let Some(customer) = customer {
+                                self.ledger.release(line.sku, customer, line.quantity);
+                            }
+                            done.limit_mask &= !(1 << index);
+                        }
+                        self.undo(taken, &done, into, customer, hint);
+                        return Err(EngineError::SoldOut {
+                            sku: line.sku,
+                            available,
+                            requested: units,
+                        });
+                    }
                 }
-                self.undo(taken, limit_mask, into, customer, hint);
-                return Err(EngineError::SoldOut {
-                    sku: line.sku,
-                    available,
-                    requested: units,
-                });
             }
         }
-        Ok(limit_mask)
+        Ok(done)
     }
 
-    /// Gives back the units of `lines` taken into `into`, and their limit
-    /// counts per `limit_mask`.
+    /// Gives back the units of `lines` taken into `into` (dropping those
+    /// owed), and their limit counts per the mask.
     fn undo(
         &self,
         lines: &[Line],
-        limit_mask: u32,
+        taken: &Taken,
         into: TakeInto,
         customer: Option<&Arc<str>>,
         hint: usize,
@@ -416,11 +440,16 @@ impl<S: ChangeSink> Engine<S> {
                 continue;
             };
             let units = u64::from(line.quantity);
-            match into {
-                TakeInto::Held => cell.release_held(units, hint),
-                TakeInto::Sold => cell.refund_sold(units, hint),
+            let owed = taken.owed.as_ref().map_or(0, |owed| u64::from(owed[index]));
+            if owed > 0 {
+                cell.cancel_pending(owed, units - owed, into, hint);
+            } else {
+                match into {
+                    TakeInto::Held => cell.release_held(units, hint),
+                    TakeInto::Sold => cell.refund_sold(units, hint),
+                }
             }
-            if limit_mask & (1 << index) != 0 {
+            if taken.limit_mask & (1 << index) != 0 {
                 if let Some(customer) = customer {
                     self.ledger.release(line.sku, customer, line.quantity);
                 }
@@ -451,6 +480,9 @@ impl<S: ChangeSink> Engine<S> {
             Settle::Confirm | Settle::Release => HoldStatus::Held,
             Settle::Refund => HoldStatus::Confirmed,
         };
+        if hold.backordered {
+            return self.settle_backordered(how, &hold, from, hint, now_ms);
+        }
         self.record(hint, Change::Hold(hold_change(&hold, from, now_ms)));
         if let Some(changes) = hold.changes {
             return self.settle_part(how, &hold, changes, hint);
@@ -512,7 +544,7 @@ pub(super) fn transition_error(
 }
 
 /// The change `hold` (as it is now) made from status `from`, at `at_ms`.
-fn hold_change<'a>(hold: &HoldView<'a>, from: HoldStatus, at_ms: u64) -> HoldChange<'a> {
+pub(super) fn hold_change<'a>(hold: &HoldView<'a>, from: HoldStatus, at_ms: u64) -> HoldChange<'a> {
     HoldChange {
         id: hold.id,
         from: Some(from),
@@ -524,7 +556,17 @@ fn hold_change<'a>(hold: &HoldView<'a>, from: HoldStatus, at_ms: u64) -> HoldCha
         lines: hold.lines,
         extensions: hold.extensions,
         changes: hold.changes,
+        owed: None,
+        ticket: 0,
     }
+}
+
+/// What `take_lines` took: the limit mask (bit `i`: line `i` counted
+/// against the customer's limit) and, when some line was taken past zero,
+/// the units each line owes.
+pub(super) struct Taken {
+    limit_mask: u32,
+    owed: Option<Box<[u32]>>,
 }
 
 fn validate_customer(customer: &str) -> Result<(), EngineError> {

@@ -18,6 +18,7 @@
 //! lines are taken one after another, each under at most its own cell's
 //! lock, and undone the same way.
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use super::catalogue::{Catalogue, SkuSlot};
@@ -33,6 +34,7 @@ use super::ledger::LimitLedger;
 use super::limits::{MAX_EXTENSIONS_PER_HOLD, MAX_HOLD_MS, MAX_TTL_MS};
 use super::types::{HoldStatus, Line, ReservationId, SkuId};
 
+mod backorders;
 mod buying;
 mod kits;
 mod operator;
@@ -164,6 +166,9 @@ pub struct Receipt {
     /// `true` when the order named a kit: the reservation holds the kit's
     /// components, not the lines that were asked for.
     pub holds_components: bool,
+    /// `true` when some line was taken past zero: read the reservation for
+    /// the units it is owed.
+    pub backordered: bool,
 }
 
 /// What a successful `extend` returns.
@@ -201,6 +206,14 @@ pub struct SkuDocument {
     /// components' available units make; it holds and sells nothing itself
     /// (its reservations hold the components).
     pub components: Option<Vec<Line>>,
+    /// Most units that may be owed at once: sold or held past zero, to be
+    /// filled by the next restocks (0: nothing sells past zero).
+    pub backorder_limit: u64,
+    /// From this time on no new backorder is taken (`None`: no end).
+    pub backorder_until_ms: Option<u64>,
+    /// Units owed now: in neither `available`, `held` nor `sold` (they were
+    /// never received).
+    pub backordered: u64,
 }
 
 impl SkuDocument {
@@ -217,6 +230,9 @@ impl SkuDocument {
             low_stock_threshold: s.low_stock_threshold,
             safety_stock: s.safety_stock,
             components: None,
+            backorder_limit: s.backorder.limit,
+            backorder_until_ms: s.backorder.until_ms,
+            backordered: s.backordered,
         }
     }
 
@@ -266,6 +282,9 @@ pub struct Engine<S: ChangeSink = InMemory> {
     idempotency: IdempotencyTable<StoredOutcome>,
     clock: Arc<dyn Clock>,
     sink: S,
+    /// The next backorder ticket: the fill order of reservations owed
+    /// units (`backorders.rs`).
+    backorder_tickets: AtomicU64,
 }
 
 impl Engine<InMemory> {
@@ -300,6 +319,7 @@ impl<S: ChangeSink> Engine<S> {
             clock,
             config,
             sink,
+            backorder_tickets: AtomicU64::new(1),
         })
     }
 
@@ -403,16 +423,28 @@ impl<S: ChangeSink> Engine<S> {
         let hint = stripe_hint();
         let now_ms = self.clock.now_ms();
         let make_room = || self.sink.make_room(hint);
-        self.holds
+        let mut document = self
+            .holds
             .get(id, now_ms, make_room, |how, hold| {
                 self.settle(how, hold, hint, now_ms)
             })
-            .ok_or(EngineError::UnknownReservation { id })
+            .ok_or(EngineError::UnknownReservation { id })?;
+        if document.backordered {
+            document.owed = self.owed_lines(id, &document.lines);
+        }
+        Ok(document)
     }
 
     /// Calls `f` with every reservation record the engine still keeps.
-    pub fn for_each_reservation(&self, f: impl FnMut(HoldDocument)) {
-        self.holds.for_each(f);
+    pub fn for_each_reservation(&self, mut f: impl FnMut(HoldDocument)) {
+        self.holds.for_each(|mut document| {
+            if document.backordered {
+                // Under the record's shard lock, then its SKUs' cell
+                // locks: the engine's lock order.
+                document.owed = self.owed_lines(document.id, &document.lines);
+            }
+            f(document)
+        });
     }
 
     /// Units `customer` holds or bought of `sku` that count against its limit.

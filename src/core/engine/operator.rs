@@ -162,8 +162,12 @@ impl<S: ChangeSink> Engine<S> {
         let hint = stripe_hint();
         self.sink.make_room(hint);
         let publish = |change| self.record_operator(hint, sku, change, LimitChange::Unchanged);
-        cell.restock(units, hint, publish)
-            .map_err(|TooMuchStock { received }| EngineError::StockLimit { sku, received })
+        let fill = |fill| self.record_fill(hint, sku, fill);
+        let (change, left) = cell
+            .restock(units, hint, publish, fill)
+            .map_err(|TooMuchStock { received }| EngineError::StockLimit { sku, received })?;
+        self.fill_backorders(cell, sku, left, hint);
+        Ok(change)
     }
 
     /// Adds (`delta > 0`) or removes (`delta < 0`) available units. Removing

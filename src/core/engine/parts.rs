@@ -93,6 +93,7 @@ impl<S: ChangeSink> Engine<S> {
                 expires_at_ms: 0,
                 replayed: false,
                 holds_components: false,
+                backordered: false,
             });
             (stored, true)
         });

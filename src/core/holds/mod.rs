@@ -98,6 +98,9 @@ pub struct NewHold<'a> {
     /// confirmed or refunded in part (recovery restores it); `None` when
     /// its status says it all.
     pub amounts: Option<&'a [LineAmounts]>,
+    /// Some line was taken past zero: its transitions settle through the
+    /// SKUs' backorder queues (`Engine::settle_backordered`).
+    pub backordered: bool,
 }
 
 /// How long records stay after they end or are confirmed.
@@ -138,6 +141,8 @@ pub struct HoldView<'a> {
     /// partial or the record already was; `None`: whole lines (all sold on
     /// confirm, all back on refund).
     pub changes: Option<&'a [LineChange]>,
+    /// Some line was taken past zero (see `NewHold::backordered`).
+    pub backordered: bool,
 }
 
 /// A requested transition.
@@ -234,6 +239,11 @@ pub struct HoldDocument {
     pub extensions: u8,
     /// Per line: sold and refunded units.
     pub amounts: Vec<LineAmounts>,
+    /// Some line was taken past zero: the engine fills in `owed`.
+    pub backordered: bool,
+    /// Per line, units still owed (backordered, not yet received); empty
+    /// when no line was taken past zero.
+    pub owed: Vec<u32>,
 }
 
 #[derive(Debug)]
@@ -247,6 +257,8 @@ struct HoldRecord {
     /// `partial` map (kept out of the record, which stays within the memory
     /// budget; a sale's records never need it).
     partial: bool,
+    /// Some line was taken past zero (`NewHold::backordered`).
+    backordered: bool,
     status: HoldStatus,
 }
 
@@ -260,6 +272,7 @@ impl HoldRecord {
             limit_mask: hold.limit_mask,
             extensions: hold.extensions,
             partial: hold.amounts.is_some(),
+            backordered: hold.backordered,
             status,
         }
     }
@@ -284,6 +297,8 @@ impl HoldRecord {
             amounts: (0..self.lines.as_slice().len())
                 .map(|index| self.amounts(index, partial))
                 .collect(),
+            backordered: self.backordered,
+            owed: Vec::new(),
         }
     }
 }
@@ -897,6 +912,7 @@ fn view(id: ReservationId, record: &HoldRecord) -> HoldView<'_> {
         limit_mask: record.limit_mask,
         extensions: record.extensions,
         changes: None,
+        backordered: record.backordered,
     }
 }
 

@@ -24,7 +24,7 @@
 
 mod order;
 
-pub use order::{feed_order, Step};
+pub use order::{feed_order, Link, Step};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -33,13 +33,14 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
+use crate::core::cell::Fill;
 use crate::core::limits::FEED_EVENTS_IN_MEMORY;
 use crate::core::public_id::PublicIds;
-use crate::core::types::{HoldStatus, LineAmounts, LineChange};
+use crate::core::types::{HoldStatus, LineAmounts, LineChange, LineOwed, SkuId};
 use crate::durable::event::{Event, HoldEvent, LimitChange};
 use crate::durable::journal::segment::{self, Position};
 use crate::durable::journal::DurableBatch;
-use crate::durable::settled::{effect, Settled};
+use crate::durable::settled::{effect_owed, Settled};
 
 /// What happened. The text forms are the contract's `type` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,10 +65,13 @@ pub enum FeedKind {
     /// `available` fell below the SKU's low-stock threshold (or a new
     /// threshold put it below).
     SkuLowStock,
+    /// A restock gave units to a reservation owed them (one event per
+    /// reservation and SKU).
+    ReservationBackorderFilled,
 }
 
 impl FeedKind {
-    pub const ALL: [FeedKind; 12] = [
+    pub const ALL: [FeedKind; 13] = [
         FeedKind::ReservationCreated,
         FeedKind::ReservationConfirmed,
         FeedKind::ReservationCancelled,
@@ -80,6 +84,7 @@ impl FeedKind {
         FeedKind::SkuSoldOut,
         FeedKind::SkuBackInStock,
         FeedKind::SkuLowStock,
+        FeedKind::ReservationBackorderFilled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -96,6 +101,7 @@ impl FeedKind {
             FeedKind::SkuSoldOut => "sku.sold_out",
             FeedKind::SkuBackInStock => "sku.back_in_stock",
             FeedKind::SkuLowStock => "sku.low_stock",
+            FeedKind::ReservationBackorderFilled => "reservation.backorder_filled",
         }
     }
 
@@ -127,6 +133,9 @@ pub struct FeedCounts {
     pub received: i64,
     /// Units on hand kept back from sale (outside `received`).
     pub safety_stock: i64,
+    /// Units sold or held past zero, not yet received (outside `held`
+    /// and `sold`).
+    pub backordered: i64,
 }
 
 impl FeedCounts {
@@ -165,6 +174,17 @@ pub struct FeedOperator {
     pub low_stock: Option<Option<u32>>,
 }
 
+/// A backorder fill's details.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FeedFill {
+    /// The reservation's public id.
+    pub public_id: Box<str>,
+    /// Units given by this fill.
+    pub units: u32,
+    /// Units the reservation is still owed of this SKU.
+    pub owed_after: u32,
+}
+
 /// One event of the feed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedEvent {
@@ -177,6 +197,8 @@ pub struct FeedEvent {
     pub operator: Option<FeedOperator>,
     /// Units of a record-less sale.
     pub units: Option<u32>,
+    /// A backorder fill (`reservation.backorder_filled`).
+    pub fill: Option<FeedFill>,
 }
 
 impl FeedEvent {
@@ -261,6 +283,11 @@ struct FeedInner {
     saved_through: u64,
     /// Events whose counts came out negative (a broken invariant; logged).
     negative_counts: u64,
+    /// SKUs whose restock in the batch being made fills backorders, with
+    /// their counts before it: their crossings (back in stock, sold out,
+    /// low stock) are judged once the batch is made, not between the
+    /// restock and its fills (the units never were available to buyers).
+    deferred: Vec<(usize, FeedCounts)>,
 }
 
 /// The feed: durable batches in, events out.
@@ -299,6 +326,7 @@ impl Feed {
                         sold: sku.sold,
                         received: sku.received,
                         safety_stock: sku.safety_stock as i64,
+                        backordered: sku.backordered,
                     },
                 })
             })
@@ -316,6 +344,7 @@ impl Feed {
                 boundaries: VecDeque::new(),
                 saved_through: next - 1,
                 negative_counts: 0,
+                deferred: Vec::new(),
             }),
             arrived: Condvar::new(),
             wakers: Mutex::new(Vec::new()),
@@ -525,11 +554,17 @@ impl FeedInner {
             match step {
                 Step::Single(event) => self.make_single(event, batch.at_ms),
                 Step::Chain(chain) => {
-                    for hold in chain {
-                        self.make_hold(hold, batch.at_ms);
+                    for link in chain {
+                        match link {
+                            Link::Hold(hold) => self.make_hold(hold, batch.at_ms),
+                            Link::Fill(sku, fill) => self.make_fill(sku, fill, batch.at_ms),
+                        }
                     }
                 }
             }
+        }
+        for (index, before) in std::mem::take(&mut self.deferred) {
+            self.emit_crossing(index, before, batch.at_ms);
         }
         self.made_through = batch.end;
         self.boundaries.push_back((batch.end, self.next_position));
@@ -580,22 +615,15 @@ impl FeedInner {
                     at_ms,
                     Detail::Operator(operator),
                 );
-                self.emit_crossing(index, before, at_ms);
+                if before.backordered > 0 && delta > 0 {
+                    self.defer_crossing(index, before);
+                } else {
+                    self.emit_crossing(index, before, at_ms);
+                }
             }
-            Event::KitDefined { kit, version, .. } => {
-                // A kit holds nothing: its counts stay 0; readers read its
-                // components from the SKU document.
-                let index = kit.index() as usize;
-                self.update(index, |_| {});
-                let operator = FeedOperator {
-                    delta: 0,
-                    version,
-                    limit: None,
-                    low_stock: None,
-                };
-                let detail = Detail::Operator(operator);
-                self.emit(index, FeedKind::SkuChanged, at_ms, detail);
-            }
+            // A kit holds nothing: its counts stay 0; readers read its
+            // components from the SKU document.
+            Event::KitDefined { kit, version, .. } => self.make_setting(kit, version, at_ms),
             Event::Sell { sku, units } => {
                 let index = sku.index() as usize;
                 let before = self.counts(index);
@@ -634,8 +662,64 @@ impl FeedInner {
                     self.emit(index, FeedKind::SkuLowStock, at_ms, Detail::None);
                 }
             }
+            Event::Backorder { sku, version, .. } => self.make_setting(sku, version, at_ms),
+            Event::BackorderFilled { sku, fill } => self.make_fill(sku, fill, at_ms),
             Event::Hold(hold) => self.make_hold(hold, at_ms),
             Event::Idempotency(_) => {}
+        }
+    }
+
+    /// An operator change of a setting that moves no units and that the
+    /// event does not detail (a kit's components, a backorder rule: the
+    /// SKU document has them): `sku.changed` with its version.
+    fn make_setting(&mut self, sku: SkuId, version: u64, at_ms: u64) {
+        let index = sku.index() as usize;
+        self.update(index, |_| {});
+        let operator = FeedOperator {
+            delta: 0,
+            version,
+            limit: None,
+            low_stock: None,
+        };
+        self.emit(
+            index,
+            FeedKind::SkuChanged,
+            at_ms,
+            Detail::Operator(operator),
+        );
+    }
+
+    /// A restock's units given to a reservation owed them: they leave
+    /// `available` (where the restock's change put them) for `held` or
+    /// `sold`, and no longer count as backordered.
+    fn make_fill(&mut self, sku: SkuId, fill: Fill, at_ms: u64) {
+        let index = sku.index() as usize;
+        let before = self.counts(index);
+        let units = i64::from(fill.units);
+        self.update(index, |c| {
+            c.available -= units;
+            c.backordered -= units;
+            if fill.sold {
+                c.sold += units;
+            } else {
+                c.held += units;
+            }
+        });
+        let detail = Detail::Fill(FeedFill {
+            public_id: self.public_ids.to_string(fill.id).into(),
+            units: fill.units,
+            owed_after: fill.owed_after,
+        });
+        self.emit(index, FeedKind::ReservationBackorderFilled, at_ms, detail);
+        if !self.deferred.iter().any(|(deferred, _)| *deferred == index) {
+            self.emit_crossing(index, before, at_ms);
+        }
+    }
+
+    /// Judges `index`'s crossings at the end of the batch, from `before`.
+    fn defer_crossing(&mut self, index: usize, before: FeedCounts) {
+        if !self.deferred.iter().any(|(deferred, _)| *deferred == index) {
+            self.deferred.push((index, before));
         }
     }
 
@@ -652,14 +736,16 @@ impl FeedInner {
                 None => LineChange::whole(hold.status, line.quantity),
             };
             let (q, c) = (line.quantity, change.confirmed);
-            let (from_held, from_sold, _) = effect(hold.from, q, c, change.refunded_before);
-            let (to_held, to_sold, _) = effect(Some(hold.status), q, c, change.refunded_after);
+            let owed = hold.owed.as_ref().map_or_else(LineOwed::default, |o| o[i]);
+            let from = effect_owed(hold.from, q, c, change.refunded_before, owed.before);
+            let to = effect_owed(Some(hold.status), q, c, change.refunded_after, owed.after);
             self.update(index, |c| {
-                let held = to_held - from_held;
-                let sold = to_sold - from_sold;
+                let held = to.0 - from.0;
+                let sold = to.1 - from.1;
                 c.held += held;
                 c.sold += sold;
                 c.available -= held + sold;
+                c.backordered += to.3 - from.3;
             });
         }
         let reservation = Arc::new(FeedReservation {
@@ -702,7 +788,7 @@ impl FeedInner {
 
     fn emit(&mut self, index: usize, kind: FeedKind, at_ms: u64, detail: Detail) {
         let counts = self.counts(index);
-        if counts.available < 0 || counts.held < 0 || counts.sold < 0 {
+        if counts.available < 0 || counts.held < 0 || counts.sold < 0 || counts.backordered < 0 {
             self.negative_counts += 1;
             tracing::error!(
                 "feed: SKU #{index} counts {counts:?} after a {} event (a broken invariant)",
@@ -710,11 +796,12 @@ impl FeedInner {
             );
             debug_assert!(false, "negative feed counts {counts:?}");
         }
-        let (reservation, operator, units) = match detail {
-            Detail::None => (None, None, None),
-            Detail::Reservation(r) => (Some(r), None, None),
-            Detail::Operator(o) => (None, Some(o), None),
-            Detail::Units(u) => (None, None, Some(u)),
+        let (reservation, operator, units, fill) = match detail {
+            Detail::None => (None, None, None, None),
+            Detail::Reservation(r) => (Some(r), None, None, None),
+            Detail::Operator(o) => (None, Some(o), None, None),
+            Detail::Units(u) => (None, None, Some(u), None),
+            Detail::Fill(f) => (None, None, None, Some(f)),
         };
         let position = self.next_position;
         self.next_position += 1;
@@ -727,6 +814,7 @@ impl FeedInner {
             reservation,
             operator,
             units,
+            fill,
         });
     }
 
@@ -769,6 +857,7 @@ enum Detail {
     Reservation(Arc<FeedReservation>),
     Operator(FeedOperator),
     Units(u32),
+    Fill(FeedFill),
 }
 
 /// Whether `available` is below the threshold (never without one).

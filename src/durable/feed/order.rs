@@ -30,19 +30,52 @@
 //! stage 4 only takes, down to the batch's end, which is a state the engine
 //! passed through (the journal's causal-prefix property), hence `>= 0`.
 //!
+//! Backorder fills join their reservation's chain (after its creation and
+//! any extension while held; after its confirm once sold). A fill takes
+//! units its restock credited (in stage 2, or an earlier batch), so a
+//! chain of an earlier reservation that holds a fill goes after the
+//! operator's credits, still before stage 3: it only delays credits.
+//!
 //! Within a stage, events keep their order in the batch (deterministic:
 //! a batch's bytes are fixed once durable, so a replay after a crash gives
 //! every event the same position).
 
-use crate::core::types::HoldStatus;
+use crate::core::cell::Fill;
+use crate::core::types::{HoldStatus, SkuId};
 use crate::durable::event::{Event, HoldEvent};
 
 /// One step of the feed order: an event, or a reservation's chain of
-/// transitions within the batch (in status order).
+/// transitions (and backorder fills) within the batch (in status order).
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Single(Event),
-    Chain(Vec<HoldEvent>),
+    Chain(Vec<Link>),
+}
+
+/// One event of a reservation's chain.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Link {
+    Hold(HoldEvent),
+    Fill(SkuId, Fill),
+}
+
+impl Link {
+    /// By the status each event left, then the one it reached (an
+    /// extension, held -> held, comes before the hold ends), then the
+    /// deadline (extensions in the order they were made). A fill of a held
+    /// reservation comes after its extensions; of a sold one, after its
+    /// confirm and before its refunds.
+    fn order_key(&self) -> (u8, u8, u64) {
+        match self {
+            Link::Hold(hold) => (
+                hold.from.map_or(0, rank),
+                rank(hold.status),
+                hold.deadline_ms,
+            ),
+            Link::Fill(_, fill) if fill.sold => (2, 2, 0),
+            Link::Fill(..) => (1, 1, u64::MAX),
+        }
+    }
 }
 
 /// `events` (one batch, in frame order) in feed order. Idempotency events
@@ -53,7 +86,7 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
     let mut take_ops: Vec<Event> = Vec::new();
     let mut sells: Vec<Step> = Vec::new();
     // Chains by first appearance; a batch holds at most a few of one id.
-    let mut chains: Vec<Vec<HoldEvent>> = Vec::new();
+    let mut chains: Vec<Vec<Link>> = Vec::new();
     let mut chain_of: std::collections::HashMap<u64, usize, foldhash::fast::RandomState> =
         std::collections::HashMap::default();
     for event in events {
@@ -65,34 +98,44 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
             Event::LowStock { .. } | Event::KitDefined { .. } => credit_ops.push(event),
             Event::Operator { .. } => take_ops.push(event),
             Event::Sell { .. } => sells.push(Step::Single(event)),
+            Event::Backorder { .. } => credit_ops.push(event),
             Event::Hold(hold) => {
                 let next = chains.len();
                 let index = *chain_of.entry(hold.id.as_u64()).or_insert(next);
                 if index == next {
                     chains.push(Vec::new());
                 }
-                chains[index].push(hold);
+                chains[index].push(Link::Hold(hold));
+            }
+            Event::BackorderFilled { sku, fill } => {
+                let next = chains.len();
+                let index = *chain_of.entry(fill.id.as_u64()).or_insert(next);
+                if index == next {
+                    chains.push(Vec::new());
+                }
+                chains[index].push(Link::Fill(sku, fill));
             }
             Event::Idempotency(_) => {}
         }
     }
     let mut moves = Vec::new();
+    let mut filled = Vec::new();
     let mut round_trips = Vec::new();
     let mut takes = Vec::new();
     for mut chain in chains {
-        // By the status each event left, then the one it reached (an
-        // extension, held -> held, comes before the hold ends), then the
-        // deadline (extensions in the order they were made).
-        chain.sort_by_key(|hold| {
-            (
-                hold.from.map_or(0, rank),
-                rank(hold.status),
-                hold.deadline_ms,
-            )
-        });
-        let born_here = chain[0].from.is_none();
-        let ended = chain.last().is_some_and(|hold| is_end(hold.status));
+        chain.sort_by_key(Link::order_key);
+        let born_here = matches!(&chain[0], Link::Hold(hold) if hold.from.is_none());
+        let ended = chain
+            .iter()
+            .rev()
+            .find_map(|link| match link {
+                Link::Hold(hold) => Some(is_end(hold.status)),
+                Link::Fill(..) => None,
+            })
+            .unwrap_or(false);
+        let fills = chain.iter().any(|link| matches!(link, Link::Fill(..)));
         match (born_here, ended) {
+            (false, _) if fills => filled.push(Step::Chain(chain)),
             (false, _) => moves.push(Step::Chain(chain)),
             (true, true) => round_trips.push(Step::Chain(chain)),
             (true, false) => takes.push(Step::Chain(chain)),
@@ -101,7 +144,8 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
     let by_version = |event: &Event| match event {
         Event::Operator { version, .. }
         | Event::LowStock { version, .. }
-        | Event::KitDefined { version, .. } => *version,
+        | Event::KitDefined { version, .. }
+        | Event::Backorder { version, .. } => *version,
         _ => 0,
     };
     credit_ops.sort_by_key(by_version);
@@ -109,6 +153,7 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
     let mut order = created;
     order.extend(moves);
     order.extend(credit_ops.into_iter().map(Step::Single));
+    order.extend(filled);
     order.extend(round_trips);
     order.extend(takes);
     order.extend(sells);

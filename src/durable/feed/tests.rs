@@ -45,6 +45,8 @@ fn hold(id: u64, from: Option<HoldStatus>, status: HoldStatus, quantity: u32) ->
         lines: vec![Line { sku: SKU, quantity }],
         extensions: 0,
         changes: None,
+        owed: None,
+        ticket: 0,
     })
 }
 

@@ -36,7 +36,9 @@ use std::collections::{HashMap, HashSet};
 type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
+use crate::core::cell::{BackorderRule, Fill};
 use crate::core::holds::{HoldStatus, Line, LineAmounts, LineChange};
+use crate::core::types::LineOwed;
 use crate::durable::event::{
     decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, KeyEvent, LimitChange,
 };
@@ -66,6 +68,12 @@ pub struct SettledSku {
     pub kit: Option<Vec<Line>>,
     /// Version of the definition that set `kit`.
     pub kit_version: u64,
+    /// Units sold or held past zero and not yet received: in neither
+    /// `held` nor `sold`.
+    pub backordered: i64,
+    pub backorder: BackorderRule,
+    /// Version of the change that set `backorder`.
+    pub backorder_version: u64,
 }
 
 impl SettledSku {
@@ -113,6 +121,28 @@ fn order_key(status: HoldStatus, deadline_ms: u64, refunded: u64) -> (u8, u64, u
     (rank(status), deadline_ms, refunded)
 }
 
+/// The units one reservation is owed of one SKU, as of its latest folded
+/// event (`owed == 0`: the row goes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettledBackorder {
+    pub ticket: u64,
+    pub owed: u32,
+    /// The reservation is confirmed (its filled units are sold).
+    pub sold: bool,
+    /// Where the event lies on the entry's path: `rank` of the status, and
+    /// owed units only shrink (see `supersedes`).
+    pub rank: u8,
+}
+
+impl SettledBackorder {
+    /// Whether this row comes after `other`, a row of the same entry: a
+    /// status never goes back and owed units never grow, so the pair
+    /// (status rank, units no longer owed) only grows.
+    pub fn supersedes(&self, other: &SettledBackorder) -> bool {
+        (self.rank, u32::MAX - self.owed) > (other.rank, u32::MAX - other.owed)
+    }
+}
+
 /// Everything recovery needs, as of `position`.
 #[derive(Clone, Debug, Default)]
 pub struct Settled {
@@ -124,6 +154,10 @@ pub struct Settled {
     pub holds: FastMap<u64, SettledHold>,
     /// Units per (SKU id, customer) that count against a limit.
     pub customer_units: FastMap<(u32, Box<str>), i64>,
+    /// Units owed per (SKU id, reservation id): after `Store::load`, every
+    /// stored one; in the writer's shadow, only those changed since the
+    /// last checkpoint.
+    pub backorders: FastMap<(u32, u64), SettledBackorder>,
     /// Remembered idempotent outcomes: after `Store::load`, every stored
     /// one; in the writer's shadow, only those since the last checkpoint.
     pub keys: FastMap<Box<str>, KeyEvent>,
@@ -142,6 +176,7 @@ pub struct Settled {
     dirty_holds: Vec<u64>,
     dirty_customers: FastSet<(u32, Box<str>)>,
     dirty_keys: FastSet<Box<str>>,
+    dirty_backorders: FastSet<(u32, u64)>,
     /// Reservation rows folded by the writer's fast path since the last
     /// checkpoint, in arrival order (deduplicated when taken).
     row_log: RowLog,
@@ -285,6 +320,8 @@ pub struct Checkpoint {
     pub prune_before_ms: Option<(u64, u64)>,
     /// Units of 0 mean "delete the row".
     pub customer_units: Vec<((u32, Box<str>), i64)>,
+    /// Owed units per (SKU id, reservation id); 0 means "delete the row".
+    pub backorders: Vec<((u32, u64), SettledBackorder)>,
     pub keys: Vec<KeyEvent>,
     /// Delete remembered idempotency keys created before this.
     pub prune_keys_before_ms: Option<u64>,
@@ -305,6 +342,7 @@ impl Checkpoint {
             && self.skus.is_empty()
             && self.holds.is_empty()
             && self.customer_units.is_empty()
+            && self.backorders.is_empty()
             && self.keys.is_empty()
     }
 }
@@ -314,6 +352,25 @@ fn rank(status: HoldStatus) -> u8 {
         HoldStatus::Held => 1,
         HoldStatus::Confirmed | HoldStatus::Cancelled | HoldStatus::Expired => 2,
         HoldStatus::Refunded => 3,
+    }
+}
+
+/// (held, sold, limit, backordered) units a line of `quantity` keeps in
+/// `status` with `owed` of them owed: as `effect`, but owed units are
+/// backordered rather than held or sold.
+pub(crate) fn effect_owed(
+    status: Option<HoldStatus>,
+    quantity: u32,
+    confirmed: u32,
+    refunded: u32,
+    owed: u32,
+) -> (i64, i64, i64, i64) {
+    let (held, sold, limit) = effect(status, quantity, confirmed, refunded);
+    let owed = i64::from(owed);
+    match status {
+        Some(HoldStatus::Held) => (held - owed, sold, limit, owed),
+        Some(HoldStatus::Confirmed) => (held, sold - owed, limit, owed),
+        _ => (held, sold, limit, 0),
     }
 }
 
@@ -392,6 +449,15 @@ impl Settled {
                     entry.low_stock_version = version;
                 }
             }
+            Event::Backorder { sku, version, rule } => {
+                let entry = self.sku_mut(sku.index());
+                entry.version = entry.version.max(version);
+                if version >= entry.backorder_version {
+                    entry.backorder = rule;
+                    entry.backorder_version = version;
+                }
+            }
+            Event::BackorderFilled { sku, fill } => self.fold_fill(sku.index(), fill),
             Event::Hold(hold) => self.apply_hold(hold),
             Event::Idempotency(key) => {
                 self.dirty_keys.insert(key.key.clone());
@@ -408,7 +474,15 @@ impl Settled {
             Some(hold) => {
                 let (from, to) = (hold.from, hold.status);
                 let (mask, customer) = (hold.limit_mask, hold.customer);
-                if hold.has_changes() {
+                if hold.has_owed() {
+                    let id = hold.id.as_u64();
+                    let owed: Vec<LineOwed> = hold.owed().collect();
+                    let changes: Vec<LineChange> = hold.changes().collect();
+                    let lines: Vec<Line> = hold.lines().collect();
+                    let parts = (&lines[..], (!changes.is_empty()).then_some(&changes[..]));
+                    self.fold_owed_counts(from, to, parts, &owed, mask, customer);
+                    self.fold_owed_rows(id, hold.ticket, to, &lines, &owed);
+                } else if hold.has_changes() {
                     let lines = hold.lines().zip(hold.changes());
                     self.fold_part_counts(from, to, lines, mask, customer);
                 } else {
@@ -495,12 +569,18 @@ impl Settled {
         let (from, to) = (event.from, event.status);
         let (mask, customer) = (event.limit_mask, event.customer.as_deref());
         let lines = event.lines.iter().copied();
-        match &event.changes {
-            Some(changes) => {
+        match (&event.changes, &event.owed) {
+            (changes, Some(owed)) => {
+                let parts = (&event.lines[..], changes.as_deref());
+                self.fold_owed_counts(from, to, parts, owed, mask, customer);
+                let id = event.id.as_u64();
+                self.fold_owed_rows(id, event.ticket, to, &event.lines, owed);
+            }
+            (Some(changes), None) => {
                 let lines = lines.zip(changes.iter().copied());
                 self.fold_part_counts(from, to, lines, mask, customer);
             }
-            None => self.fold_counts(from, to, lines, mask, customer),
+            (None, None) => self.fold_counts(from, to, lines, mask, customer),
         }
         let id = event.id.as_u64();
         let row = SettledHold {
@@ -530,6 +610,85 @@ impl Settled {
         self.dirty_holds.push(id);
     }
 
+    /// `fold_counts` for a record with a line taken past zero: each line's
+    /// effect counts its owed units as backordered, not held or sold
+    /// (`effect_owed`). Whole lines (`changes` `None`) are all sold on
+    /// confirm, all back on refund.
+    fn fold_owed_counts(
+        &mut self,
+        from: Option<HoldStatus>,
+        to: HoldStatus,
+        (lines, changes): (&[Line], Option<&[LineChange]>),
+        owed: &[LineOwed],
+        limit_mask: u32,
+        customer: Option<&str>,
+    ) {
+        for (index, (line, owed)) in lines.iter().zip(owed).enumerate() {
+            let change = changes.map_or_else(
+                || LineChange::whole(to, line.quantity),
+                |changes| changes[index],
+            );
+            let (q, c) = (line.quantity, change.confirmed);
+            let before = effect_owed(from, q, c, change.refunded_before, owed.before);
+            let after = effect_owed(Some(to), q, c, change.refunded_after, owed.after);
+            let delta = (after.0 - before.0, after.1 - before.1, after.2 - before.2);
+            self.sku_mut(line.sku.index()).backordered += after.3 - before.3;
+            self.fold_line(index, *line, delta, limit_mask, customer);
+        }
+    }
+
+    /// The backorder rows a hold event with owed units leaves.
+    fn fold_owed_rows(
+        &mut self,
+        id: u64,
+        ticket: u64,
+        to: HoldStatus,
+        lines: &[Line],
+        owed: &[LineOwed],
+    ) {
+        for (line, owed) in lines.iter().zip(owed) {
+            if owed.before == 0 && owed.after == 0 {
+                continue;
+            }
+            let row = SettledBackorder {
+                ticket,
+                owed: owed.after,
+                sold: to == HoldStatus::Confirmed,
+                rank: rank(to),
+            };
+            self.put_backorder((line.sku.index(), id), row);
+        }
+    }
+
+    fn fold_fill(&mut self, sku: u32, fill: Fill) {
+        let entry = self.sku_mut(sku);
+        let units = i64::from(fill.units);
+        if fill.sold {
+            entry.sold += units;
+        } else {
+            entry.held += units;
+        }
+        entry.backordered -= units;
+        let row = SettledBackorder {
+            ticket: fill.ticket,
+            owed: fill.owed_after,
+            sold: fill.sold,
+            rank: if fill.sold { 2 } else { 1 },
+        };
+        self.put_backorder((sku, fill.id.as_u64()), row);
+    }
+
+    fn put_backorder(&mut self, key: (u32, u64), row: SettledBackorder) {
+        let newer = self
+            .backorders
+            .get(&key)
+            .is_none_or(|current| row.supersedes(current));
+        if newer {
+            self.backorders.insert(key, row);
+            self.dirty_backorders.insert(key);
+        }
+    }
+
     fn sku_mut(&mut self, index: u32) -> &mut SettledSku {
         let index_usize = index as usize;
         if self.skus.len() <= index_usize {
@@ -547,6 +706,9 @@ impl Settled {
         self.holds.retain(|id, _| dirty.contains(id));
         let dirty_keys = &self.dirty_keys;
         self.keys.retain(|key, _| dirty_keys.contains(key));
+        let dirty_backorders = &self.dirty_backorders;
+        self.backorders
+            .retain(|key, _| dirty_backorders.contains(key));
     }
 
     /// Marks the start (`true`) and end (`false`) of folding one batch.
@@ -609,6 +771,15 @@ impl Settled {
             }
             checkpoint.customer_units.push((key, units));
         }
+        // Rows leave the shadow once taken (the store has them), as
+        // reservation rows do; a later event of one starts a new row,
+        // which supersedes the stored one (it only moves forward).
+        for key in self.dirty_backorders.drain() {
+            if let Some(row) = self.backorders.remove(&key) {
+                checkpoint.backorders.push((key, row));
+            }
+        }
+        checkpoint.backorders.sort_unstable_by_key(|(key, _)| *key);
         checkpoint
     }
 
@@ -630,6 +801,9 @@ impl Settled {
         }
         for ((sku, customer), _) in checkpoint.customer_units {
             self.dirty_customers.insert((sku, customer));
+        }
+        for (key, row) in checkpoint.backorders {
+            self.put_backorder(key, row);
         }
         for key in checkpoint.keys {
             self.dirty_keys.insert(key.key.clone());
@@ -655,6 +829,7 @@ impl Settled {
         self.dirty_holds.clear();
         self.dirty_customers.clear();
         self.dirty_keys.clear();
+        self.dirty_backorders.clear();
     }
 }
 

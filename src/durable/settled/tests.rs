@@ -17,6 +17,8 @@ fn hold(from: Option<HoldStatus>, status: HoldStatus) -> Event {
         }],
         extensions: 0,
         changes: None,
+        owed: None,
+        ticket: 0,
     })
 }
 

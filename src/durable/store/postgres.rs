@@ -6,8 +6,8 @@
 use postgres::{Client, NoTls, Transaction};
 
 use super::rows::{
-    self, as_stored, CustomerUnitsRow, Damage, EventRow, KeyRow, ReservationRow, SkuRow,
-    EVENT_COLUMNS, EVENT_COLUMN_COUNT,
+    self, as_stored, BackorderRow, CustomerUnitsRow, Damage, EventRow, KeyRow, ReservationRow,
+    SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
 };
 use super::{
     delete_through_by_count, encode_hold_lines_into, id_key_from_halves, id_key_halves, Store,
@@ -81,7 +81,14 @@ impl PostgresStore {
                  ADD COLUMN IF NOT EXISTS safety_stock BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS safety_stock_version BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS components TEXT,
-                 ADD COLUMN IF NOT EXISTS kit_version BIGINT NOT NULL DEFAULT 0;
+                 ADD COLUMN IF NOT EXISTS kit_version BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS backordered BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS backorder_limit BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS backorder_until_ms BIGINT,
+                 ADD COLUMN IF NOT EXISTS backorder_version BIGINT NOT NULL DEFAULT 0;
+             CREATE TABLE IF NOT EXISTS {schema}.hotstock_backorders (
+                 sku BIGINT NOT NULL, reservation BIGINT NOT NULL, ticket BIGINT NOT NULL,
+                 owed BIGINT NOT NULL, sold BOOLEAN NOT NULL, PRIMARY KEY (sku, reservation));
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_reservations (
                  id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
                  deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
@@ -103,7 +110,9 @@ impl PostgresStore {
                  per_customer_limit BIGINT, units BIGINT, low_stock_set BIGINT,
                  low_stock_threshold BIGINT);
              ALTER TABLE {schema}.hotstock_events
-                 ADD COLUMN IF NOT EXISTS safety_stock BIGINT NOT NULL DEFAULT 0;"
+                 ADD COLUMN IF NOT EXISTS safety_stock BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS backordered BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS owed BIGINT;"
         );
         client
             .batch_execute(&ddl)
@@ -240,7 +249,8 @@ impl Store for PostgresStore {
         let sql = format!(
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
              low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
-             components, kit_version \
+             components, kit_version, backordered, backorder_limit, backorder_until_ms, \
+             backorder_version \
              FROM {s}.hotstock_skus"
         );
         self.load_rows(&sql, "SKUs", &mut settled, |row, settled| {
@@ -259,6 +269,10 @@ impl Store for PostgresStore {
                 safety_stock_version: row.try_get(11)?,
                 components: row.try_get(12)?,
                 kit_version: row.try_get(13)?,
+                backordered: row.try_get(14)?,
+                backorder_limit: row.try_get(15)?,
+                backorder_until_ms: row.try_get(16)?,
+                backorder_version: row.try_get(17)?,
             };
             Ok(sku.load_into(settled))
         })?;
@@ -287,6 +301,18 @@ impl Store for PostgresStore {
                 units: row.try_get(2)?,
             };
             Ok(units.load_into(settled))
+        })?;
+        let sql =
+            format!("SELECT sku, reservation, ticket, owed, sold FROM {s}.hotstock_backorders");
+        self.load_rows(&sql, "backorders", &mut settled, |row, settled| {
+            let owed = BackorderRow {
+                sku: row.try_get(0)?,
+                reservation: row.try_get(1)?,
+                ticket: row.try_get(2)?,
+                owed: row.try_get(3)?,
+                sold: row.try_get(4)?,
+            };
+            Ok(owed.load_into(settled))
         })?;
         let sql = format!(
             "SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms \
@@ -321,6 +347,7 @@ impl Store for PostgresStore {
         write_skus(&mut tx, &s, checkpoint, &fail)?;
         write_reservations(&mut tx, &s, checkpoint, &fail)?;
         write_customer_units(&mut tx, &s, checkpoint, &fail)?;
+        write_backorders(&mut tx, &s, checkpoint, &fail)?;
         write_keys(&mut tx, &s, checkpoint, &fail)?;
         write_events(&mut tx, &s, checkpoint, &fail)?;
         write_position(&mut tx, &s, checkpoint, &fail)?;
@@ -417,6 +444,8 @@ fn event_row(row: &postgres::Row) -> Result<EventRow, postgres::Error> {
         low_stock_set: row.try_get(20)?,
         low_stock_threshold: row.try_get(21)?,
         safety_stock: row.try_get(22)?,
+        backordered: row.try_get(23)?,
+        owed: row.try_get(24)?,
     })
 }
 
@@ -500,6 +529,8 @@ fn write_events(
                 &r.low_stock_set,
                 &r.low_stock_threshold,
                 &r.safety_stock,
+                &r.backordered,
+                &r.owed,
             ]);
         }
         let written = if group.len() == EVENTS_PER_STATEMENT {
@@ -548,15 +579,20 @@ fn write_skus(
         .prepare(&format!(
             "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
                low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
-               components, kit_version)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
+               components, kit_version, backordered, backorder_limit, backorder_until_ms,
+               backorder_version)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+               $18, $19)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
                held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
                version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
                limit_version = EXCLUDED.limit_version, low_stock_threshold = EXCLUDED.low_stock_threshold,
                low_stock_version = EXCLUDED.low_stock_version, safety_stock = EXCLUDED.safety_stock,
                safety_stock_version = EXCLUDED.safety_stock_version, components = EXCLUDED.components,
-               kit_version = EXCLUDED.kit_version"
+               kit_version = EXCLUDED.kit_version, backordered = EXCLUDED.backordered,
+               backorder_limit = EXCLUDED.backorder_limit,
+               backorder_until_ms = EXCLUDED.backorder_until_ms,
+               backorder_version = EXCLUDED.backorder_version"
         ))
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -581,6 +617,10 @@ fn write_skus(
                 &(sku.safety_stock_version as i64),
                 &components,
                 &(sku.kit_version as i64),
+                &sku.backordered,
+                &(sku.backorder.limit as i64),
+                &sku.backorder.until_ms.map(rows::as_stored),
+                &(sku.backorder_version as i64),
             ],
         )
         .map_err(|e| fail("writing a SKU", e))?;
@@ -682,6 +722,42 @@ fn write_customer_units(
                 &[&sku, &customer, units],
             )
             .map_err(|e| fail("writing customer units", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_backorders(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    for (key, row) in &checkpoint.backorders {
+        let row = BackorderRow::of(*key, row);
+        if row.owed == 0 {
+            tx.execute(
+                &format!("DELETE FROM {s}.hotstock_backorders WHERE sku = $1 AND reservation = $2"),
+                &[&row.sku, &row.reservation],
+            )
+            .map_err(|e| fail("deleting a backorder", e))?;
+        } else {
+            tx.execute(
+                &format!(
+                    "INSERT INTO {s}.hotstock_backorders (sku, reservation, ticket, owed, sold)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (sku, reservation) DO UPDATE SET ticket = EXCLUDED.ticket,
+                       owed = EXCLUDED.owed, sold = EXCLUDED.sold"
+                ),
+                &[
+                    &row.sku,
+                    &row.reservation,
+                    &row.ticket,
+                    &row.owed,
+                    &row.sold,
+                ],
+            )
+            .map_err(|e| fail("writing a backorder", e))?;
         }
     }
     Ok(())

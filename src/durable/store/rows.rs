@@ -10,13 +10,16 @@
 //! type exactly.
 
 use super::{decode_hold_lines, encode_hold_lines_into, push_decimal, status_from_name};
+use crate::core::cell::BackorderRule;
 use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_SKUS, MAX_STOCK_PER_SKU};
 use crate::core::types::ReservationId;
 use crate::core::types::{HoldStatus, LineAmounts};
 use crate::durable::event::KeyEvent;
-use crate::durable::feed::{FeedCounts, FeedEvent, FeedKind, FeedOperator, FeedReservation};
+use crate::durable::feed::{
+    FeedCounts, FeedEvent, FeedFill, FeedKind, FeedOperator, FeedReservation,
+};
 use crate::durable::journal::segment::Position;
-use crate::durable::settled::{Settled, SettledHold, SettledSku};
+use crate::durable::settled::{Settled, SettledBackorder, SettledHold, SettledSku};
 use std::sync::Arc;
 
 /// A row that cannot be what the store wrote.
@@ -103,6 +106,12 @@ pub(crate) struct SkuRow {
     /// codec); NULL for a SKU with stock of its own.
     pub components: Option<String>,
     pub kit_version: i64,
+    /// 0 in stores from before backorders (the columns' defaults).
+    pub backordered: i64,
+    pub backorder_limit: i64,
+    /// NULL: no end.
+    pub backorder_until_ms: Option<i64>,
+    pub backorder_version: i64,
 }
 
 impl SkuRow {
@@ -162,6 +171,22 @@ impl SkuRow {
                 })
                 .transpose()?,
             kit_version: check.non_negative("kit_version", self.kit_version)?,
+            backordered: check.non_negative("backordered", self.backordered)? as i64,
+            backorder: BackorderRule {
+                limit: Some(check.non_negative("backorder_limit", self.backorder_limit)?)
+                    .filter(|&units| units <= MAX_STOCK_PER_SKU)
+                    .ok_or_else(|| {
+                        check.damage(format!(
+                            "backorder_limit {} is past the stock limit",
+                            self.backorder_limit
+                        ))
+                    })?,
+                until_ms: self
+                    .backorder_until_ms
+                    .map(|until| check.non_negative("backorder_until_ms", until))
+                    .transpose()?,
+            },
+            backorder_version: check.non_negative("backorder_version", self.backorder_version)?,
         };
         let index = index as usize;
         if settled.skus.len() <= index {
@@ -232,6 +257,53 @@ impl CustomerUnitsRow {
     }
 }
 
+/// `hotstock_backorders` as stored.
+pub(crate) struct BackorderRow {
+    pub sku: i64,
+    pub reservation: i64,
+    pub ticket: i64,
+    pub owed: i64,
+    pub sold: bool,
+}
+
+impl BackorderRow {
+    pub(crate) fn of(key: (u32, u64), row: &SettledBackorder) -> BackorderRow {
+        BackorderRow {
+            sku: i64::from(key.0),
+            reservation: as_stored(key.1),
+            ticket: as_stored(row.ticket),
+            owed: i64::from(row.owed),
+            sold: row.sold,
+        }
+    }
+
+    pub(crate) fn load_into(self, settled: &mut Settled) -> Result<(), Damage> {
+        let check = Checker {
+            table: "hotstock_backorders",
+            row: format!(
+                "sku {}, reservation {}",
+                self.sku,
+                ReservationId::from_u64(from_stored(self.reservation))
+            ),
+        };
+        let sku = check.fits_u32("sku", self.sku)?;
+        let owed = check.fits_u32("owed", self.owed)?;
+        let ticket = from_stored(self.ticket);
+        if owed == 0 || ticket == 0 {
+            return Err(check.damage("a row that owes nothing".into()));
+        }
+        let row = SettledBackorder {
+            ticket,
+            owed,
+            sold: self.sold,
+            rank: if self.sold { 2 } else { 1 },
+        };
+        let key = (sku, from_stored(self.reservation));
+        settled.backorders.insert(key, row);
+        Ok(())
+    }
+}
+
 /// `hotstock_idempotency` as stored.
 pub(crate) struct KeyRow {
     pub key: String,
@@ -296,6 +368,10 @@ mod tests {
             safety_stock_version: 0,
             components: None,
             kit_version: 0,
+            backordered: 0,
+            backorder_limit: 0,
+            backorder_until_ms: None,
+            backorder_version: 0,
         };
         let damage = row.load_into(&mut settled).unwrap_err();
         assert_eq!(damage.table, "hotstock_skus");
@@ -359,15 +435,19 @@ pub struct EventRow {
     /// The SKU's safety stock after the event (0 in rows written before
     /// safety stock existed, which is what it was then).
     pub safety_stock: i64,
+    /// The SKU's backordered units after the event (0 before backorders).
+    pub backordered: i64,
+    /// A fill's units still owed (NULL for other events).
+    pub owed: Option<i64>,
 }
 
 /// How many columns `EVENT_COLUMNS` names (a test holds them equal).
-pub const EVENT_COLUMN_COUNT: usize = 23;
+pub const EVENT_COLUMN_COUNT: usize = 25;
 
 /// The outbox's columns, in `EventRow`'s order.
 pub const EVENT_COLUMNS: &str = "position, id, type, at_ms, sku, available, held, sold, received, \
      reservation, status, from_status, customer, lines, deadline_ms, delta, version, limit_set, \
-     per_customer_limit, units, low_stock_set, low_stock_threshold, safety_stock";
+     per_customer_limit, units, low_stock_set, low_stock_threshold, safety_stock, backordered, owed";
 
 impl EventRow {
     pub fn of(event: &FeedEvent, feed_id: u64) -> EventRow {
@@ -387,7 +467,10 @@ impl EventRow {
             held: event.counts.held,
             sold: event.counts.sold,
             received: event.counts.received,
-            reservation: reservation.map(|r| r.public_id.to_string()),
+            reservation: reservation
+                .map(|r| &r.public_id)
+                .or(event.fill.as_ref().map(|f| &f.public_id))
+                .map(|id| id.to_string()),
             status: reservation.map(|r| r.status.as_str().into()),
             from_status: reservation.and_then(|r| r.from).map(|s| s.as_str().into()),
             customer: reservation.and_then(|r| r.customer.as_deref().map(String::from)),
@@ -401,10 +484,15 @@ impl EventRow {
             version: operator.map(|o| o.version as i64),
             limit_set: operator.map(|o| i64::from(o.limit.is_some())),
             per_customer_limit: operator.and_then(|o| o.limit.flatten()).map(i64::from),
-            units: event.units.map(i64::from),
+            units: event
+                .units
+                .or(event.fill.as_ref().map(|f| f.units))
+                .map(i64::from),
             low_stock_set: operator.map(|o| i64::from(o.low_stock.is_some())),
             low_stock_threshold: operator.and_then(|o| o.low_stock.flatten()).map(i64::from),
             safety_stock: event.counts.safety_stock,
+            backordered: event.counts.backordered,
+            owed: event.fill.as_ref().map(|f| i64::from(f.owed_after)),
         }
     }
 
@@ -431,7 +519,20 @@ impl EventRow {
             decode_feed_lines(self.lines.as_deref().unwrap_or(""))
                 .ok_or_else(|| check.damage("lines are not name:quantity pairs".into()))
         };
-        let reservation = match (&self.reservation, parse_status("status", &self.status)?) {
+        let fill = match (kind, &self.reservation) {
+            (FeedKind::ReservationBackorderFilled, Some(public_id)) => Some(FeedFill {
+                public_id: public_id.as_str().into(),
+                units: check.fits_u32("units", self.units.unwrap_or(0))?,
+                owed_after: check.fits_u32("owed", self.owed.unwrap_or(0))?,
+            }),
+            (FeedKind::ReservationBackorderFilled, None) => {
+                return Err(check.damage("a fill without a reservation".into()))
+            }
+            _ => None,
+        };
+        let status = parse_status("status", &self.status)?;
+        let reservation = match (&self.reservation, status) {
+            _ if fill.is_some() => None,
             (Some(public_id), Some(status)) => Some(Arc::new({
                 let (lines, amounts) = lines()?;
                 FeedReservation {
@@ -482,10 +583,15 @@ impl EventRow {
                 sold: self.sold,
                 received: self.received,
                 safety_stock: check.non_negative("safety_stock", self.safety_stock)? as i64,
+                backordered: check.non_negative("backordered", self.backordered)? as i64,
             },
             reservation,
             operator,
-            units: self.units.map(|u| check.fits_u32("units", u)).transpose()?,
+            units: match fill {
+                Some(_) => None,
+                None => self.units.map(|u| check.fits_u32("units", u)).transpose()?,
+            },
+            fill,
         })
     }
 }

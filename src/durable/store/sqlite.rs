@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::rows::{
-    self, as_stored, encode_feed_lines_into, push_event_id, CustomerUnitsRow, Damage, EventRow,
-    KeyRow, ReservationRow, SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
+    self, as_stored, encode_feed_lines_into, push_event_id, BackorderRow, CustomerUnitsRow, Damage,
+    EventRow, KeyRow, ReservationRow, SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
 };
 use super::{
     delete_through_by_count, encode_hold_lines_into, following_boot, id_key_from_halves,
@@ -37,7 +37,11 @@ CREATE TABLE IF NOT EXISTS hotstock_skus (
     safety_stock       INTEGER NOT NULL DEFAULT 0,
     safety_stock_version INTEGER NOT NULL DEFAULT 0,
     components         TEXT,
-    kit_version        INTEGER NOT NULL DEFAULT 0
+    kit_version        INTEGER NOT NULL DEFAULT 0,
+    backordered        INTEGER NOT NULL DEFAULT 0,
+    backorder_limit    INTEGER NOT NULL DEFAULT 0,
+    backorder_until_ms INTEGER,
+    backorder_version  INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS hotstock_reservations (
     id          INTEGER PRIMARY KEY,
@@ -93,7 +97,18 @@ CREATE TABLE IF NOT EXISTS hotstock_events (
     units              INTEGER,
     low_stock_set      INTEGER,
     low_stock_threshold INTEGER,
-    safety_stock       INTEGER NOT NULL DEFAULT 0
+    safety_stock       INTEGER NOT NULL DEFAULT 0,
+    backordered        INTEGER NOT NULL DEFAULT 0,
+    owed               INTEGER
+);
+-- Reservations owed units of a SKU sold past zero, in fill order by ticket.
+CREATE TABLE IF NOT EXISTS hotstock_backorders (
+    sku         INTEGER NOT NULL,
+    reservation INTEGER NOT NULL,
+    ticket      INTEGER NOT NULL,
+    owed        INTEGER NOT NULL,
+    sold        INTEGER NOT NULL,
+    PRIMARY KEY (sku, reservation)
 );
 ";
 
@@ -129,6 +144,24 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
         ),
         ("hotstock_skus", "components", "TEXT"),
         ("hotstock_skus", "kit_version", "INTEGER NOT NULL DEFAULT 0"),
+        ("hotstock_skus", "backordered", "INTEGER NOT NULL DEFAULT 0"),
+        (
+            "hotstock_skus",
+            "backorder_limit",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+        ("hotstock_skus", "backorder_until_ms", "INTEGER"),
+        (
+            "hotstock_skus",
+            "backorder_version",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+        (
+            "hotstock_events",
+            "backordered",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+        ("hotstock_events", "owed", "INTEGER"),
     ];
     for (table, column, kind) in added {
         let mut columns = connection.prepare(&format!("PRAGMA table_info({table})"))?;
@@ -360,7 +393,8 @@ impl Store for SqliteStore {
         self.load_rows(
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
              low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
-             components, kit_version \
+             components, kit_version, backordered, backorder_limit, backorder_until_ms, \
+             backorder_version \
              FROM hotstock_skus",
             "SKUs",
             |row| {
@@ -379,6 +413,10 @@ impl Store for SqliteStore {
                     safety_stock_version: row.get(11)?,
                     components: row.get(12)?,
                     kit_version: row.get(13)?,
+                    backordered: row.get(14)?,
+                    backorder_limit: row.get(15)?,
+                    backorder_until_ms: row.get(16)?,
+                    backorder_version: row.get(17)?,
                 })
             },
             |row, settled| row.load_into(settled),
@@ -411,6 +449,21 @@ impl Store for SqliteStore {
                     sku: row.get(0)?,
                     customer: row.get(1)?,
                     units: row.get(2)?,
+                })
+            },
+            |row, settled| row.load_into(settled),
+            &mut settled,
+        )?;
+        self.load_rows(
+            "SELECT sku, reservation, ticket, owed, sold FROM hotstock_backorders",
+            "backorders",
+            |row| {
+                Ok(BackorderRow {
+                    sku: row.get(0)?,
+                    reservation: row.get(1)?,
+                    ticket: row.get(2)?,
+                    owed: row.get(3)?,
+                    sold: row.get::<_, i64>(4)? != 0,
                 })
             },
             |row, settled| row.load_into(settled),
@@ -450,6 +503,7 @@ impl Store for SqliteStore {
         write_skus(&tx, checkpoint, &fail)?;
         write_reservations(&tx, checkpoint, &fail)?;
         write_customer_units(&tx, checkpoint, &fail)?;
+        write_backorders(&tx, checkpoint, &fail)?;
         write_keys(&tx, checkpoint, &fail)?;
         write_events(&tx, checkpoint, &fail)?;
         write_position(&tx, checkpoint, &fail)?;
@@ -488,6 +542,8 @@ impl Store for SqliteStore {
                     low_stock_set: row.get(20)?,
                     low_stock_threshold: row.get(21)?,
                     safety_stock: row.get(22)?,
+                    backordered: row.get(23)?,
+                    owed: row.get(24)?,
                 })
             })
             .map_err(reading)?;
@@ -574,7 +630,11 @@ fn bind_event(
     if let Some(r) = reservation {
         encode_feed_lines_into(&mut text.lines, r);
     }
-    statement.raw_bind_parameter(at + 9, reservation.map(|r| &*r.public_id))?;
+    let fill = event.fill.as_ref();
+    let public_id = reservation
+        .map(|r| &*r.public_id)
+        .or(fill.map(|f| &*f.public_id));
+    statement.raw_bind_parameter(at + 9, public_id)?;
     statement.raw_bind_parameter(at + 10, reservation.map(|r| r.status.as_str()))?;
     statement.raw_bind_parameter(
         at + 11,
@@ -591,13 +651,16 @@ fn bind_event(
         at + 18,
         operator.and_then(|o| o.limit.flatten()).map(i64::from),
     )?;
-    statement.raw_bind_parameter(at + 19, event.units.map(i64::from))?;
+    let units = event.units.or(fill.map(|f| f.units));
+    statement.raw_bind_parameter(at + 19, units.map(i64::from))?;
     statement.raw_bind_parameter(at + 20, operator.map(|o| i64::from(o.low_stock.is_some())))?;
     statement.raw_bind_parameter(
         at + 21,
         operator.and_then(|o| o.low_stock.flatten()).map(i64::from),
     )?;
-    statement.raw_bind_parameter(at + 22, counts.safety_stock)
+    statement.raw_bind_parameter(at + 22, counts.safety_stock)?;
+    statement.raw_bind_parameter(at + 23, counts.backordered)?;
+    statement.raw_bind_parameter(at + 24, fill.map(|f| i64::from(f.owed_after)))
 }
 
 /// The outbox rows of the checkpoint's batches, then retention.
@@ -672,15 +735,20 @@ fn write_skus(
         .prepare_cached(
             "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
                low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
-               components, kit_version)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)
+               components, kit_version, backordered, backorder_limit, backorder_until_ms,
+               backorder_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+               ?18, ?19)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
                held = excluded.held, sold = excluded.sold, received = excluded.received,
                version = excluded.version, per_customer_limit = excluded.per_customer_limit,
                limit_version = excluded.limit_version, low_stock_threshold = excluded.low_stock_threshold,
                low_stock_version = excluded.low_stock_version, safety_stock = excluded.safety_stock,
                safety_stock_version = excluded.safety_stock_version, components = excluded.components,
-               kit_version = excluded.kit_version",
+               kit_version = excluded.kit_version, backordered = excluded.backordered,
+               backorder_limit = excluded.backorder_limit,
+               backorder_until_ms = excluded.backorder_until_ms,
+               backorder_version = excluded.backorder_version",
         )
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -700,7 +768,11 @@ fn write_skus(
                 sku.safety_stock as i64,
                 sku.safety_stock_version as i64,
                 rows::components_text(sku),
-                sku.kit_version as i64
+                sku.kit_version as i64,
+                sku.backordered,
+                sku.backorder.limit as i64,
+                sku.backorder.until_ms.map(rows::as_stored),
+                sku.backorder_version as i64
             ])
             .map_err(|e| fail("writing a SKU", e))?;
     }
@@ -771,6 +843,40 @@ fn write_customer_units(
             put_units
                 .execute(params![*sku as i64, &**customer, *units])
                 .map_err(|e| fail("writing customer units", e))?;
+        }
+    }
+    Ok(())
+}
+
+fn write_backorders(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO hotstock_backorders (sku, reservation, ticket, owed, sold)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(|e| fail("preparing backorder writes", e))?;
+    let mut remove = tx
+        .prepare_cached("DELETE FROM hotstock_backorders WHERE sku = ?1 AND reservation = ?2")
+        .map_err(|e| fail("preparing backorder deletes", e))?;
+    for (key, row) in &checkpoint.backorders {
+        let row = BackorderRow::of(*key, row);
+        if row.owed == 0 {
+            remove
+                .execute(params![row.sku, row.reservation])
+                .map_err(|e| fail("deleting a backorder", e))?;
+        } else {
+            put.execute(params![
+                row.sku,
+                row.reservation,
+                row.ticket,
+                row.owed,
+                i64::from(row.sold)
+            ])
+            .map_err(|e| fail("writing a backorder", e))?;
         }
     }
     Ok(())
