@@ -292,15 +292,59 @@ impl<S: ChangeSink> Engine<S> {
             TakeInto::Held
         };
         let customer: Option<Arc<str>> = order.customer.map(Arc::from);
-        let Taken { limit_mask, owed } =
-            self.take_lines(order.lines, customer.as_ref(), into, hint)?;
+        let taken = self.take_lines(order.lines, customer.as_ref(), into, hint)?;
+        match &taken.owed {
+            None => {
+                let publish = |change: HoldChange<'_>| self.record(hint, Change::Hold(change));
+                self.place(order, ttl_ms, hint, customer, &taken, publish)
+            }
+            Some(owed) => {
+                let owed = &owed[..order.lines.len()];
+                self.place_backordered(order, ttl_ms, hint, customer, &taken, owed)
+            }
+        }
+    }
+
+    /// `place` for an order with a line taken past zero: its creation
+    /// queues it on the SKUs it owes (`backorders.rs`). Out of line, so the
+    /// plain purchase path stays as it was.
+    #[cold]
+    #[inline(never)]
+    fn place_backordered(
+        &self,
+        order: &Order<'_>,
+        ttl_ms: u64,
+        hint: usize,
+        customer: Option<Arc<str>>,
+        taken: &Taken,
+        owed: &[u32],
+    ) -> Result<Receipt, EngineError> {
+        let publish = |change: HoldChange<'_>| self.publish_backordered(hint, change, owed);
+        self.place(order, ttl_ms, hint, customer, taken, publish)
+    }
+
+    /// Makes the record of an order whose units are taken: `publish` gets
+    /// its creation under the shard lock (`HoldTable::insert`). Gives the
+    /// units back when no record can be made.
+    #[inline(always)]
+    fn place(
+        &self,
+        order: &Order<'_>,
+        ttl_ms: u64,
+        hint: usize,
+        customer: Option<Arc<str>>,
+        taken: &Taken,
+        publish: impl FnOnce(HoldChange<'_>),
+    ) -> Result<Receipt, EngineError> {
         let now_ms = self.clock.now_ms();
         let expires_at_ms = now_ms.saturating_add(ttl_ms);
-        let status = if order.confirm {
-            HoldStatus::Confirmed
+        let (status, into) = if order.confirm {
+            (HoldStatus::Confirmed, TakeInto::Sold)
         } else {
-            HoldStatus::Held
+            (HoldStatus::Held, TakeInto::Held)
         };
+        let limit_mask = taken.limit_mask;
+        let backordered = taken.owed.is_some();
         let hold = NewHold {
             lines: order.lines,
             customer: customer.clone(),
@@ -310,11 +354,10 @@ impl<S: ChangeSink> Engine<S> {
             status,
             extensions: 0,
             amounts: None,
-            backordered: owed.is_some(),
+            backordered,
         };
-        let backordered = owed.is_some();
         let publish = |id| {
-            let change = HoldChange {
+            publish(HoldChange {
                 id,
                 from: None,
                 status,
@@ -327,11 +370,7 @@ impl<S: ChangeSink> Engine<S> {
                 changes: None,
                 owed: None,
                 ticket: 0,
-            };
-            match &owed {
-                None => self.record(hint, Change::Hold(change)),
-                Some(owed) => self.publish_backordered(hint, change, owed),
-            }
+            })
         };
         // `reserve` made room before taking any lock.
         match self.holds.insert(hint, hold, publish) {
@@ -344,8 +383,7 @@ impl<S: ChangeSink> Engine<S> {
                 backordered,
             }),
             None => {
-                let taken = Taken { limit_mask, owed };
-                self.undo(order.lines, &taken, into, customer.as_ref(), hint);
+                self.undo(order.lines, taken, into, customer.as_ref(), hint);
                 Err(EngineError::CapacityExceeded {
                     what: "reservation records",
                     limit: self.holds.capacity() as u64,
@@ -399,7 +437,7 @@ impl<S: ChangeSink> Engine<S> {
                     Ok(owed) => {
                         let per_line = done
                             .owed
-                            .get_or_insert_with(|| vec![0; lines.len()].into_boxed_slice());
+                            .get_or_insert_with(|| Box::new([0; MAX_LINES_PER_CART]));
                         per_line[index] = owed as u32;
                     }
                     Err(SoldOut { .. }) => {
@@ -566,7 +604,8 @@ pub(super) fn hold_change<'a>(hold: &HoldView<'a>, from: HoldStatus, at_ms: u64)
 /// the units each line owes.
 pub(super) struct Taken {
     limit_mask: u32,
-    owed: Option<Box<[u32]>>,
+    /// Indexed by line (a thin box: the plain path returns one word).
+    owed: Option<Box<[u32; MAX_LINES_PER_CART]>>,
 }
 
 fn validate_customer(customer: &str) -> Result<(), EngineError> {

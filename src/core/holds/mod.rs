@@ -458,7 +458,10 @@ impl HoldTable {
         None
     }
 
-    #[inline]
+    // Always: `insert` has two callers' instances (a plain order's and a
+    // backordered one's), and left to itself the compiler stopped inlining
+    // this into the purchase path (+23 instructions per purchase).
+    #[inline(always)]
     fn insert_into(
         shard: &mut HoldShard,
         shard_index: usize,
