@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use super::checkpoint::{CheckpointStats, Checkpointer, FeedRetention};
 use super::feed::{Feed, FeedFilter, FeedPage, FeedRead};
-use super::recovery::{fold_batch, list_segments, lock_dir, recover, restore_engine, Mode};
+use super::recovery::{fold_batch, list_segments, lock_dir, recover, Mode};
+use super::restore::restore_engine;
 use super::settled::Settled;
 use super::sink::JournaledEngine;
 use parking_lot::Mutex;
