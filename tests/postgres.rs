@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine, OpenError, StoreConfig};
-use hotstock::{HoldStatus, Line, Order, SkuPut};
+use hotstock::{BackorderRule, HoldStatus, Line, Order, SkuPut};
 
 /// The server URL, or `None` (and a plain "skipped" line) without one.
 fn server() -> Option<String> {
@@ -149,6 +149,27 @@ fn checkpoints_land_in_postgres_and_recovery_reads_them_back() {
         ..SkuPut::default()
     };
     engine.put_stock("tee", &put).unwrap();
+    // Backorders: cap sells past zero; a restock fills the older one; the
+    // rest stays owed in hotstock_backorders and comes back on open.
+    let rule = BackorderRule {
+        limit: 5,
+        until_ms: None,
+    };
+    engine.set_backorder(cap, rule).unwrap();
+    let owing = |quantity, confirm| {
+        engine
+            .reserve(&Order {
+                lines: &[Line { sku: cap, quantity }],
+                confirm,
+                ..Order::default()
+            })
+            .unwrap()
+            .id
+    };
+    let (older, newer) = (owing(2, false), owing(2, true));
+    engine.restock(cap, 2).unwrap();
+    assert_eq!(engine.reservation(older).unwrap().owed, vec![0]);
+    assert_eq!(engine.reservation(newer).unwrap().owed, vec![1]);
     engine.wait_durable(engine.durability_ticket()).unwrap();
     let keyed_lines = [Line {
         sku: cap,
@@ -165,14 +186,38 @@ fn checkpoints_land_in_postgres_and_recovery_reads_them_back() {
     let before = (
         engine.skus_after(None, 10),
         engine.customer_units(tee, "ann"),
+        engine.backorder_queue(cap).unwrap(),
     );
     drop(engine);
     durable.close().unwrap();
+    let owed: Vec<(i64, i64)> = scratch
+        .client()
+        .query(
+            &format!(
+                "SELECT reservation, owed FROM {}.hotstock_backorders",
+                scratch.schema
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // The keyed purchase below owes its unit too (cap has none left).
+    assert!(owed.contains(&(newer.as_u64() as i64, 1)), "{owed:?}");
+    let backordered = before
+        .0
+        .iter()
+        .find(|d| &*d.name == "cap")
+        .unwrap()
+        .backordered;
+    assert_eq!(owed.iter().map(|o| o.1 as u64).sum::<u64>(), backordered);
     let (reopened, report) = DurableEngine::open(scratch.config(&scratch.dir)).unwrap();
     assert_eq!(
         (
             reopened.engine().skus_after(None, 10),
-            reopened.engine().customer_units(tee, "ann")
+            reopened.engine().customer_units(tee, "ann"),
+            reopened.engine().backorder_queue(cap).unwrap()
         ),
         before
     );
