@@ -67,7 +67,7 @@ fn import_inspect_and_verify_a_data_directory() {
     let csv = dir.join("stock.csv");
     std::fs::write(
         &csv,
-        "sku,available,per_customer_limit,safety_stock\ntee-s,10\ntee-m,20,2\n\nps5,100,1\nmug,5,,3\n",
+        "sku,available,per_customer_limit,safety_stock,backorder_limit\ntee-s,10\ntee-m,20,2\n\nps5,100,1\nmug,5,,3,7\n",
     )
     .unwrap();
     let data = dir.join("data");
@@ -115,9 +115,25 @@ fn import_inspect_and_verify_a_data_directory() {
         String::from_utf8_lossy(&out.stdout)
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("verify               ok"));
+    // The backorder limit column reached the SKU.
+    {
+        let config = hotstock::durable::DurableConfig::new(
+            std::path::Path::new(data),
+            hotstock::durable::journal::Durability::Async,
+        );
+        let (durable, _) = hotstock::durable::DurableEngine::open(config).unwrap();
+        let mug = durable.engine().sku("mug").unwrap();
+        let doc = durable.engine().sku_document(mug).unwrap();
+        assert_eq!((doc.backorder_limit, doc.safety_stock), (7, 3));
+        durable.close().unwrap();
+    }
 
     // A bad row anywhere: nothing is imported.
-    for bad in ["cap,5\nbad name,1\n", "cap,5\nhat,1,,-2\n"] {
+    for bad in [
+        "cap,5\nbad name,1\n",
+        "cap,5\nhat,1,,-2\n",
+        "cap,5\nhat,1,,,x\n",
+    ] {
         std::fs::write(&csv, bad).unwrap();
         let out = hotstock(&["import", csv.to_str().unwrap(), "--data-dir", data]);
         assert_eq!(out.status.code(), Some(1));

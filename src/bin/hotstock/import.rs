@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use hotstock::core::limits::{MAX_KIT_COMPONENTS, MAX_LINE_QUANTITY, MAX_STOCK_PER_SKU};
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::{ChangeSink, Engine, Line, SkuPut, StockLevel};
+use hotstock::{BackorderRule, ChangeSink, Engine, Line, SkuPut, StockLevel};
 
 /// A CSV file's rows as (line number, trimmed fields), leaving out blank
 /// lines and a first line that starts with `header` (any case).
@@ -23,21 +23,26 @@ fn csv_rows<'t>(text: &'t str, header: &'t str) -> impl Iterator<Item = (usize, 
         .map(|(number, line)| (number, line.split(',').map(str::trim).collect()))
 }
 
-/// One CSV row: the SKU's name and what to set.
-type ImportRow = (String, SkuPut);
+/// One CSV row: the SKU's name, what to set, and its backorder limit.
+type ImportRow = (String, SkuPut, Option<u64>);
 
-/// `sku,available[,per_customer_limit[,safety_stock]]`: `available` units
-/// for sale, and `safety_stock` units on hand kept back besides them.
+/// `sku,available[,per_customer_limit[,safety_stock[,backorder_limit]]]`:
+/// `available` units for sale, `safety_stock` units on hand kept back
+/// besides them, and `backorder_limit` units that may be sold past zero.
 fn parse_csv(text: &str) -> Result<Vec<ImportRow>, String> {
     let mut rows = Vec::new();
     for (number, fields) in csv_rows(text, "sku") {
-        let (name, available, limit, safety) = match fields.as_slice() {
-            [name, available] => (*name, *available, "", ""),
-            [name, available, limit] => (*name, *available, *limit, ""),
-            [name, available, limit, safety] => (*name, *available, *limit, *safety),
+        let (name, available, limit, safety, backorder) = match fields.as_slice() {
+            [name, available] => (*name, *available, "", "", ""),
+            [name, available, limit] => (*name, *available, *limit, "", ""),
+            [name, available, limit, safety] => (*name, *available, *limit, *safety, ""),
+            [name, available, limit, safety, backorder] => {
+                (*name, *available, *limit, *safety, *backorder)
+            }
             _ => {
                 return Err(format!(
-                    "line {number}: expected sku,available[,per_customer_limit[,safety_stock]]"
+                    "line {number}: expected \
+                     sku,available[,per_customer_limit[,safety_stock[,backorder_limit]]]"
                 ))
             }
         };
@@ -74,7 +79,11 @@ fn parse_csv(text: &str) -> Result<Vec<ImportRow>, String> {
             limit: Some(limit),
             expected_version: None,
         };
-        rows.push((name.to_owned(), put));
+        let backorder = match backorder {
+            "" => None,
+            backorder => Some(units("backorder_limit", backorder)?),
+        };
+        rows.push((name.to_owned(), put, backorder));
     }
     Ok(rows)
 }
@@ -135,7 +144,7 @@ fn check_kits<S: ChangeSink>(
     rows: &[ImportRow],
     kits: &[KitRow],
 ) -> Result<(), String> {
-    let in_file = |name: &str| rows.iter().any(|(row, _)| row == name);
+    let in_file = |name: &str| rows.iter().any(|(row, ..)| row == name);
     for (kit, components) in kits {
         if in_file(kit) {
             return Err(format!("kit {kit:?} is also a SKU of the stock file"));
@@ -180,8 +189,15 @@ pub fn import(file: &Path, kits_file: Option<&Path>, data_dir: &Path) -> ExitCod
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
             .progress_chars("#-"),
     );
-    for (done, (name, put)) in rows.into_iter().enumerate() {
-        if let Err(error) = engine.put_stock(&name, &put) {
+    for (done, (name, put, backorder)) in rows.into_iter().enumerate() {
+        let rule = |limit| BackorderRule {
+            limit,
+            until_ms: None,
+        };
+        let imported = engine.put_stock(&name, &put).and_then(|(sku, _)| {
+            backorder.map_or(Ok(0), |limit| engine.set_backorder(sku, rule(limit)))
+        });
+        if let Err(error) = imported {
             progress.abandon();
             eprintln!("SKU {name:?}: {error}; {done} of {total} imported before it");
             return ExitCode::FAILURE;
