@@ -253,6 +253,21 @@ fn a_backorder_limit_past_the_stock_limit_is_refused() {
         engine.set_backorder(tee, rule),
         Err(EngineError::InvalidBackorderLimit { .. })
     ));
+    // Stores keep times as signed 64-bit numbers (schemathesis found the
+    // end past them accepted).
+    let rule = BackorderRule {
+        limit: 1,
+        until_ms: Some(1 << 63),
+    };
+    assert!(matches!(
+        engine.set_backorder(tee, rule),
+        Err(EngineError::InvalidBackorderEnd { .. })
+    ));
+    assert_eq!(
+        engine.sku_document(tee).unwrap().version,
+        1,
+        "nothing changed"
+    );
 }
 
 /// Buyers racing past zero and restocks: no more owed than the allowance

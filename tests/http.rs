@@ -1436,6 +1436,7 @@ fn backorders_over_http() {
         json!({"backorder_limit": -1}),
         json!({"backorder_limit": 1_099_511_627_777u64}),
         json!({"backorder_until_ms": "soon"}),
+        json!({"backorder_until_ms": 9_223_372_036_854_775_808u64}),
     ] {
         let (status, error) = put(bad.clone());
         assert_eq!(

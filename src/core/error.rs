@@ -13,7 +13,7 @@ use std::fmt;
 use crate::core::holds::{HoldStatus, ReservationId};
 use crate::core::limits::{
     MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LINES_PER_CART,
-    MAX_LINE_QUANTITY, MAX_PER_CUSTOMER_LIMIT, MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
+    MAX_LINE_QUANTITY, MAX_PER_CUSTOMER_LIMIT, MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU, MAX_TIME_MS,
 };
 use crate::core::types::SkuId;
 
@@ -101,6 +101,12 @@ pub enum EngineError {
     /// A backorder limit past `MAX_STOCK_PER_SKU`.
     InvalidBackorderLimit {
         limit: u64,
+    },
+
+    /// A backorder end time past `MAX_TIME_MS` (stores keep it as a signed
+    /// 64-bit number).
+    InvalidBackorderEnd {
+        until_ms: u64,
     },
 
     /// A kit of no components, or of more than `MAX_KIT_COMPONENTS`.
@@ -339,6 +345,10 @@ impl EngineError {
             InvalidBackorderLimit { limit } => write!(
                 f,
                 "invalid backorder limit {limit}: at most {MAX_STOCK_PER_SKU} units"
+            ),
+            InvalidBackorderEnd { until_ms } => write!(
+                f,
+                "invalid backorder end {until_ms}: at most {MAX_TIME_MS} ms since the epoch"
             ),
             InvalidSafetyStock { safety_stock } => write!(
                 f,

@@ -106,3 +106,7 @@ pub const FEED_STREAM_BUFFER: usize = 4;
 /// keeps free before a lock is taken). A restock owing more goes on in
 /// further lock holds.
 pub const FILLS_PER_LOCK: usize = 48;
+
+/// Latest time (ms since the epoch) a setting may name: stores keep times
+/// as signed 64-bit numbers.
+pub const MAX_TIME_MS: u64 = i64::MAX as u64;

@@ -364,6 +364,7 @@ impl ApiError {
             | EngineError::InvalidThreshold
             | EngineError::InvalidSafetyStock { .. }
             | EngineError::InvalidBackorderLimit { .. }
+            | EngineError::InvalidBackorderEnd { .. }
             | EngineError::InvalidKit { .. } => ApiError::invalid(message),
             EngineError::KitRefused { sku: id, .. } => {
                 conflict(Code::KitConflict).with("sku", sku(id))

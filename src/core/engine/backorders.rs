@@ -18,7 +18,7 @@ use crate::core::change::{Change, ChangeSink, HoldChange};
 use crate::core::error::EngineError;
 use crate::core::hint::stripe_hint;
 use crate::core::holds::{HoldView, Settle};
-use crate::core::limits::MAX_STOCK_PER_SKU;
+use crate::core::limits::{MAX_STOCK_PER_SKU, MAX_TIME_MS};
 use crate::core::types::{HoldStatus, Line, LineChange, LineOwed, ReservationId, SkuId};
 
 /// Units a line keeps out of `available` in `status`, owed ones included:
@@ -241,6 +241,9 @@ impl<S: ChangeSink> Engine<S> {
 pub(super) fn validate_rule(rule: &BackorderRule) -> Result<(), EngineError> {
     if rule.limit > MAX_STOCK_PER_SKU {
         return Err(EngineError::InvalidBackorderLimit { limit: rule.limit });
+    }
+    if let Some(until_ms) = rule.until_ms.filter(|&until| until > MAX_TIME_MS) {
+        return Err(EngineError::InvalidBackorderEnd { until_ms });
     }
     Ok(())
 }
