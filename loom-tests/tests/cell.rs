@@ -23,7 +23,7 @@ fn policy() -> StripePolicy {
 fn two_takers_on_one_stripe_for_the_last_unit() {
     loom::model(|| {
         let cell = Arc::new(StockCell::new());
-        cell.restock(1, 0, |_| {}).unwrap();
+        cell.restock(1, 0, |_| {}, |_| {}).unwrap();
         let p = policy();
         let other = {
             let cell = cell.clone();
@@ -50,7 +50,7 @@ fn two_takers_on_one_stripe_for_the_last_unit() {
 fn take_races_drain_and_rebalance() {
     loom::model(|| {
         let cell = Arc::new(StockCell::new());
-        cell.restock(2, 0, |_| {}).unwrap();
+        cell.restock(2, 0, |_| {}, |_| {}).unwrap();
         let p = policy();
         let rebalancer = {
             let cell = cell.clone();
@@ -81,7 +81,7 @@ fn sold_out_verdict_races_give_back() {
     loom::model(|| {
         let cell = Arc::new(StockCell::new());
         let p = policy();
-        cell.restock(3, 0, |_| {}).unwrap();
+        cell.restock(3, 0, |_| {}, |_| {}).unwrap();
         cell.take(1, TakeInto::Held, 0, &p).unwrap();
         cell.widen(0, &p);
         assert_eq!(cell.snapshot().width, 2);
@@ -114,7 +114,7 @@ fn two_slow_paths_drain_concurrently() {
     loom::model(|| {
         let cell = Arc::new(StockCell::new());
         let p = policy();
-        cell.restock(2, 0, |_| {}).unwrap();
+        cell.restock(2, 0, |_| {}, |_| {}).unwrap();
         cell.widen(0, &p);
         let other = {
             let cell = cell.clone();
@@ -149,7 +149,7 @@ fn restock_is_recorded_before_a_take_of_its_units() {
             let (cell, tape) = (cell.clone(), tape.clone());
             thread::spawn(move || {
                 let record = |_| tape.lock().unwrap().push("restock");
-                cell.restock(1, 0, record).unwrap();
+                cell.restock(1, 0, record, |_| {}).unwrap();
             })
         };
         if cell.take(1, TakeInto::Sold, 1, &p).is_ok() {

@@ -39,7 +39,7 @@ impl World {
             cell: StockCell::new(),
             settles: AtomicUsize::new(0),
         };
-        world.cell.restock(2, 0, |_| {}).unwrap();
+        world.cell.restock(2, 0, |_| {}, |_| {}).unwrap();
         let into = if status == HoldStatus::Held {
             TakeInto::Held
         } else {
@@ -59,6 +59,7 @@ impl World {
             status,
             extensions: 0,
             amounts: None,
+            backordered: false,
         };
         let id = world.holds.insert(0, hold, |_| {}).unwrap();
         (Arc::new(world), id)
@@ -283,6 +284,7 @@ fn a_reservation_is_recorded_before_anyone_can_end_it() {
                     status: HoldStatus::Held,
                     extensions: 0,
                     amounts: None,
+                    backordered: false,
                 };
                 let record = |_| tape.lock().unwrap().push("created");
                 holds.insert(0, hold, record).unwrap()

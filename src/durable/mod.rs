@@ -31,6 +31,7 @@ pub mod feed;
 pub mod journal;
 #[cfg(not(loom))]
 mod recovery;
+#[cfg(not(loom))]
 mod restore;
 #[cfg(not(loom))]
 pub mod settled;
