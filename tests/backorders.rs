@@ -67,7 +67,7 @@ fn without_an_allowance_nothing_sells_past_zero() {
 #[test]
 fn a_line_takes_what_is_there_and_owes_the_rest_within_the_allowance() {
     let (engine, _) = engine();
-    let (tee, _) = engine.put_sku("tee", 1, None, None).unwrap();
+    let (tee, _) = engine.put_sku("tee", 1, Some(Some(10)), None).unwrap();
     allow(&engine, tee, 4, None);
     let first = order(&engine, &[line(tee, 3)], false).unwrap();
     assert_eq!(owed(&engine, first), vec![2]);
@@ -82,7 +82,7 @@ fn a_line_takes_what_is_there_and_owes_the_rest_within_the_allowance() {
     assert_eq!(owed(&engine, second), vec![2]);
     assert_eq!(counts(&engine, tee), (0, 1, 0, 4));
     // The customer's limit counts owed units like any other.
-    assert_eq!(engine.customer_units(tee, "ann"), 0, "no limit set");
+    assert_eq!(engine.customer_units(tee, "ann"), 5, "3 + 2, owed ones too");
     let doc = engine.sku_document(tee).unwrap();
     assert_eq!((doc.backorder_limit, doc.backorder_until_ms), (4, None));
 }

@@ -194,13 +194,6 @@ impl StockCell {
         }
     }
 
-    /// The backorder rule and the units owed now.
-    pub fn backorders(&self) -> (BackorderRule, u64) {
-        let meta = self.meta.lock();
-        let book = &meta.extras().book;
-        (book.rule, book.backordered())
-    }
-
     /// Each reservation owed units of this SKU, in fill order.
     pub fn owed_list(&self) -> Vec<Owed> {
         let meta = self.meta.lock();
