@@ -168,7 +168,7 @@ fn checkpoints_land_in_postgres_and_recovery_reads_them_back() {
     };
     let (older, newer) = (owing(2, false), owing(2, true));
     engine.restock(cap, 2).unwrap();
-    assert_eq!(engine.reservation(older).unwrap().owed, vec![0]);
+    assert!(engine.reservation(older).unwrap().owed.is_empty());
     assert_eq!(engine.reservation(newer).unwrap().owed, vec![1]);
     engine.wait_durable(engine.durability_ticket()).unwrap();
     let keyed_lines = [Line {

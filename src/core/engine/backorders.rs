@@ -17,7 +17,7 @@ use crate::core::cell::{BackorderRule, BookGuard, Fill, Owed, SoldOut, StockCell
 use crate::core::change::{Change, ChangeSink, HoldChange};
 use crate::core::error::EngineError;
 use crate::core::hint::stripe_hint;
-use crate::core::holds::{HoldView, Settle};
+use crate::core::holds::{HoldDocument, HoldView, Settle};
 use crate::core::limits::{MAX_STOCK_PER_SKU, MAX_TIME_MS};
 use crate::core::types::{HoldStatus, Line, LineChange, LineOwed, ReservationId, SkuId};
 
@@ -169,6 +169,22 @@ impl<S: ChangeSink> Engine<S> {
                     self.ledger.release(line.sku, customer, back);
                 }
             }
+        }
+    }
+
+    /// Fills in a document's `owed` units. A reservation owed nothing any
+    /// more (every line filled) reads like any other: what it is owed now
+    /// is what the document reports, the fills are events. Recovery keeps
+    /// no trace of a queue entry once filled, so this is also the only
+    /// answer a restart can give back exactly.
+    pub(super) fn report_owed(&self, document: &mut HoldDocument) {
+        if !document.backordered {
+            return;
+        }
+        document.owed = self.owed_lines(document.id, &document.lines);
+        if document.owed.iter().all(|&units| units == 0) {
+            document.backordered = false;
+            document.owed.clear();
         }
     }
 

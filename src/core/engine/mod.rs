@@ -429,20 +429,16 @@ impl<S: ChangeSink> Engine<S> {
                 self.settle(how, hold, hint, now_ms)
             })
             .ok_or(EngineError::UnknownReservation { id })?;
-        if document.backordered {
-            document.owed = self.owed_lines(id, &document.lines);
-        }
+        self.report_owed(&mut document);
         Ok(document)
     }
 
     /// Calls `f` with every reservation record the engine still keeps.
     pub fn for_each_reservation(&self, mut f: impl FnMut(HoldDocument)) {
         self.holds.for_each(|mut document| {
-            if document.backordered {
-                // Under the record's shard lock, then its SKUs' cell
-                // locks: the engine's lock order.
-                document.owed = self.owed_lines(document.id, &document.lines);
-            }
+            // Under the record's shard lock, then its SKUs' cell locks:
+            // the engine's lock order.
+            self.report_owed(&mut document);
             f(document)
         });
     }

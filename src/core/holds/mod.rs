@@ -239,10 +239,10 @@ pub struct HoldDocument {
     pub extensions: u8,
     /// Per line: sold and refunded units.
     pub amounts: Vec<LineAmounts>,
-    /// Some line was taken past zero: the engine fills in `owed`.
+    /// Some line is still owed units: the engine fills in `owed`.
     pub backordered: bool,
     /// Per line, units still owed (backordered, not yet received); empty
-    /// when no line was taken past zero.
+    /// when nothing is owed.
     pub owed: Vec<u32>,
 }
 
