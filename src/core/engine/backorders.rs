@@ -138,8 +138,14 @@ impl<S: ChangeSink> Engine<S> {
             });
         }
         let mut change = super::buying::hold_change(hold, from, now_ms);
-        change.owed = Some(&owed);
-        change.ticket = ticket;
+        // No queue entry left (every owed unit was filled): nothing is
+        // owed before or after, and the plain event says exactly that. An
+        // owed-units event always names its queue ticket.
+        debug_assert!(ticket > 0 || owed.iter().all(|o| o.before == 0));
+        if ticket > 0 {
+            change.owed = Some(&owed);
+            change.ticket = ticket;
+        }
         self.record(hint, Change::Hold(change));
         for (index, (line, guard)) in lines.iter().zip(&mut guards).enumerate() {
             let Some(guard) = guard else { continue };
