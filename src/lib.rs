@@ -49,10 +49,10 @@ pub use crate::core::cell::BackorderRule;
 pub use crate::core::change::{Change, ChangeSink, InMemory};
 pub use crate::core::clock::{Clock, ManualClock, SystemClock};
 pub use crate::core::engine::{
-    ConfigError, Engine, EngineConfig, Extension, Order, Receipt, SkuDocument, SkuPut, StockLevel,
-    TimerReport,
+    ConfigError, Engine, EngineConfig, Extension, LocationChange, LocationDocument, LocationPut,
+    Order, Receipt, SkuDocument, SkuPut, StockLevel, TimerReport,
 };
-pub use crate::core::error::{EngineError, ExtensionLimit, KitRefusal};
+pub use crate::core::error::{EngineError, ExtensionLimit, KitRefusal, LocationRefusal};
 pub use crate::core::holds::HoldDocument;
 pub use crate::core::timers::TimerThread;
-pub use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};
+pub use crate::core::types::{HoldStatus, Line, Location, ReservationId, SkuId};

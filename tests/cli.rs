@@ -80,9 +80,21 @@ fn import_inspect_and_verify_a_data_directory() {
     )
     .unwrap();
     let kits = kits.to_str().unwrap();
+    let locations = dir.join("locations.csv");
+    std::fs::write(
+        &locations,
+        "sku,location,available,safety_stock,priority
+hat,berlin,4,1,0
+hat,paris,6
+",
+    )
+    .unwrap();
+    let locations = locations.to_str().unwrap();
     let out = hotstock(&[
         "import",
         csv.to_str().unwrap(),
+        "--locations",
+        locations,
         "--kits",
         kits,
         "--data-dir",
@@ -93,17 +105,19 @@ fn import_inspect_and_verify_a_data_directory() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 4 SKUs and 2 kits"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("imported 4 SKUs, 2 locations and 2 kits")
+    );
 
     let out = hotstock(&["inspect", "--data-dir", data]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("SKUs                 6\n"),
-        "4 SKUs and 2 kits: {text}"
+        text.contains("SKUs                 9\n"),
+        "4 SKUs, 2 kits and a SKU kept at 2 locations (a row each): {text}"
     );
     assert!(
-        text.contains("units available      135\n"),
+        text.contains("units available      145\n"),
         "the safety stock is kept back: {text}"
     );
 
@@ -125,6 +139,12 @@ fn import_inspect_and_verify_a_data_directory() {
         let mug = durable.engine().sku("mug").unwrap();
         let doc = durable.engine().sku_document(mug).unwrap();
         assert_eq!((doc.backorder_limit, doc.safety_stock), (7, 3));
+        let hat = durable.engine().sku("hat").unwrap();
+        let doc = durable.engine().sku_document(hat).unwrap();
+        let at: Vec<(u64, u64, u32)> = (doc.locations.unwrap().iter())
+            .map(|l| (l.available, l.safety_stock, l.priority))
+            .collect();
+        assert_eq!(at, vec![(4, 1, 0), (6, 0, 0)]);
         durable.close().unwrap();
     }
 
@@ -144,7 +164,7 @@ fn import_inspect_and_verify_a_data_directory() {
         );
         let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
             .into_owned();
-        assert!(text.contains("SKUs                 6\n"), "{text}");
+        assert!(text.contains("SKUs                 9\n"), "{text}");
     }
     // A bad kits file: a kit of an unknown SKU, or a malformed row; the
     // stock file's SKUs are not imported either.
@@ -164,7 +184,33 @@ fn import_inspect_and_verify_a_data_directory() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was imported"));
         let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
             .into_owned();
-        assert!(text.contains("SKUs                 6\n"), "{bad}: {text}");
+        assert!(text.contains("SKUs                 9\n"), "{bad}: {text}");
+    }
+    // A bad locations file: a SKU with stock of its own, a malformed row,
+    // a location named twice; nothing is imported.
+    for bad in [
+        "cap,a,1\n",
+        "tee-s,a,1\n",
+        "lamp,a\n",
+        "lamp,a b,1\n",
+        "lamp,a,1\nlamp,a,2\n",
+    ] {
+        let locations_file = dir.join("bad-locations.csv");
+        std::fs::write(&locations_file, bad).unwrap();
+        let out = hotstock(&[
+            "import",
+            csv.to_str().unwrap(),
+            "--locations",
+            locations_file.to_str().unwrap(),
+            "--data-dir",
+            data,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "{bad}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("nothing was imported"), "{bad}: {stderr}");
+        let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
+            .into_owned();
+        assert!(text.contains("SKUs                 9\n"), "{bad}: {text}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

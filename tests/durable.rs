@@ -14,8 +14,8 @@ use hotstock::durable::journal::fs::FaultyFs;
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{salvage, DurableConfig, DurableEngine, OpenError};
 use hotstock::{
-    BackorderRule, ChangeSink, Engine, EngineError, HoldDocument, HoldStatus, Line, ManualClock,
-    Order, SkuDocument, SkuPut, StockLevel,
+    BackorderRule, ChangeSink, Engine, EngineError, HoldDocument, HoldStatus, Line, LocationPut,
+    ManualClock, Order, SkuDocument, SkuPut, StockLevel,
 };
 use proptest::prelude::*;
 
@@ -520,6 +520,9 @@ enum Step {
     DefineKit(Vec<(usize, u32)>),
     /// Units SKU `s` may sell past zero.
     Backorder(usize, u64),
+    /// Location `l` ("a", "b", "c") of SKU "w" (kept at locations): units
+    /// for sale and a priority (`None`: keep them).
+    PutLocation(usize, Option<u64>, Option<u32>),
     Checkpoint,
 }
 
@@ -528,13 +531,20 @@ fn step() -> impl Strategy<Value = Step> {
         (0..3usize, 0..30u64, prop::option::of(1..3u32)).prop_map(|(s, n, l)| Step::Put(s, n, l)),
         (0..3usize, 1..3u32).prop_map(|(s, n)| Step::Sell(s, n)),
         (
-            prop::collection::vec((0..4usize, 1..3u32), 1..3),
+            // 4: "w" allocated; 5: "w" at location "a"; 6: "w" split.
+            prop::collection::vec((0..7usize, 1..3u32), 1..3),
             prop::option::of(0..2usize),
             any::<bool>()
         )
             .prop_map(|(lines, c, confirm)| Step::Reserve(lines, c, confirm)),
         prop::collection::vec((0..3usize, 1..3u32), 1..3).prop_map(Step::DefineKit),
         (0..3usize, 0..8u64).prop_map(|(s, n)| Step::Backorder(s, n)),
+        (
+            0..3usize,
+            prop::option::of(0..6u64),
+            prop::option::of(0..3u32)
+        )
+            .prop_map(|(l, n, p)| Step::PutLocation(l, n, p)),
         any::<usize>().prop_map(Step::Confirm),
         any::<usize>().prop_map(Step::Cancel),
         any::<usize>().prop_map(Step::Refund),
@@ -557,10 +567,14 @@ fn step() -> impl Strategy<Value = Step> {
 
 fn replay(durable: &DurableEngine, steps: &[Step]) {
     let engine = durable.engine();
-    let names = ["x", "y", "z", "kit"];
+    let names = ["x", "y", "z", "kit", "w"];
     let mut ids = Vec::new();
     for step in steps {
-        let sku = |s: usize| engine.sku(names[s]).ok();
+        let sku = |s: usize| match s {
+            5 => engine.sku("w").and_then(|w| engine.location(w, "a")).ok(),
+            6 => engine.sku("w").ok(),
+            s => engine.sku(names[s]).ok(),
+        };
         let pick = |i: usize, ids: &Vec<hotstock::ReservationId>| {
             (!ids.is_empty()).then(|| ids[i % ids.len()])
         };
@@ -570,24 +584,24 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
             Step::Sell(s, n) => drop(sku(*s).map(|id| engine.sell(id, *n))),
             Step::Reserve(lines, c, confirm) => {
                 let mut seen = Vec::new();
-                let lines: Vec<Line> = lines
-                    .iter()
-                    .filter(|(s, _)| {
-                        !seen.contains(s) && sku(*s).is_some() && {
-                            seen.push(*s);
-                            true
-                        }
-                    })
-                    .map(|&(s, q)| Line {
-                        sku: sku(s).unwrap(),
-                        quantity: q,
-                    })
-                    .collect();
+                let mut split = 0u32;
+                let mut picked: Vec<Line> = Vec::new();
+                for &(s, quantity) in lines {
+                    let Some(id) = sku(s) else { continue };
+                    if seen.contains(&id) {
+                        continue;
+                    }
+                    seen.push(id);
+                    split |= u32::from(s == 6) << picked.len();
+                    picked.push(Line { sku: id, quantity });
+                }
+                let lines = picked;
                 let customer = c.map(|c| ["ann", "bo"][c]);
                 let order = Order {
                     lines: &lines,
                     customer,
                     confirm: *confirm,
+                    split,
                     // Shorter than an extension may give, so extensions
                     // move deadlines (the clock stands still).
                     ttl_ms: Some(60_000),
@@ -645,6 +659,16 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
                     until_ms: None,
                 };
                 drop(sku(*s).map(|id| engine.set_backorder(id, rule)))
+            }
+            Step::PutLocation(l, available, priority) => {
+                let put = LocationPut {
+                    stock: SkuPut {
+                        level: available.map(StockLevel::Available),
+                        ..SkuPut::default()
+                    },
+                    priority: *priority,
+                };
+                drop(engine.put_location("w", ["a", "b", "c"][*l], &put))
             }
             Step::Checkpoint => drop(durable.checkpoint().unwrap()),
         }
@@ -713,6 +737,24 @@ fn backorders_survive_a_crash_and_a_clean_close_in_fill_order() {
     }
 }
 
+/// Replays `steps`, then checks that recovery from a crash snapshot and
+/// after a clean close gives back the same state.
+fn assert_round_trips(name: &str, steps: &[Step]) {
+    let dir = TempDir::new(name);
+    let snapshot = TempDir::new(&format!("{name}-copy"));
+    let (durable, _) = open(&dir.0);
+    replay(&durable, steps);
+    durable.journal().flush().unwrap();
+    let before = state(durable.engine());
+    copy_dir(&dir.0, &snapshot.0);
+    durable.close().unwrap();
+    let (crashed, _) = open(&snapshot.0);
+    assert_eq!(state(crashed.engine()), before);
+    drop(crashed);
+    let (closed, _) = open(&dir.0);
+    assert_eq!(state(closed.engine()), before);
+}
+
 /// Found by the round-trip proptest in CI: a reservation whose backorder
 /// was filled in full read as backordered (owed 0) live, and as a plain
 /// one after recovery, which keeps no queue entry once it is filled.
@@ -725,19 +767,23 @@ fn a_filled_backorder_round_trips() {
         Step::Reserve(vec![(0, 1)], None, false),
         Step::Adjust(0, 1),
     ];
-    let dir = TempDir::new("adjust-fill");
-    let snapshot = TempDir::new("adjust-fill-copy");
-    let (durable, _) = open(&dir.0);
-    replay(&durable, &steps);
-    durable.journal().flush().unwrap();
-    let before = state(durable.engine());
-    copy_dir(&dir.0, &snapshot.0);
-    durable.close().unwrap();
-    let (crashed, _) = open(&snapshot.0);
-    assert_eq!(state(crashed.engine()), before);
-    drop(crashed);
-    let (closed, _) = open(&dir.0);
-    assert_eq!(state(closed.engine()), before);
+    assert_round_trips("adjust-fill", &steps);
+}
+
+/// Found by the round-trip proptest: confirming a reservation whose
+/// backorder was filled in full journaled an owed-units event with no
+/// queue ticket, which recovery rightly refuses to decode, so the server
+/// could not restart.
+#[test]
+fn a_filled_backorder_confirms_and_recovers() {
+    let steps = [
+        Step::PutOnHand(1, None, None),
+        Step::Backorder(1, 2),
+        Step::Reserve(vec![(1, 1)], None, false),
+        Step::Adjust(1, 1),
+        Step::Confirm(0),
+    ];
+    assert_round_trips("filled-confirm", &steps);
 }
 
 proptest! {

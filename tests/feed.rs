@@ -16,7 +16,7 @@ use hotstock::durable::feed::{FeedEvent, FeedFilter};
 use hotstock::durable::journal::fs::RealFs;
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::{HoldStatus, Line, ManualClock, Order, SkuPut, StockLevel};
+use hotstock::{HoldStatus, Line, LocationPut, ManualClock, Order, SkuPut, StockLevel};
 
 const T0: u64 = 1_700_000_000_000;
 
@@ -388,6 +388,47 @@ fn rows() -> Vec<Row> {
                 ("reservation.backorder_filled", "pre"),
             ],
         ),
+        (
+            "put_location creates a SKU kept at locations and its location",
+            Box::new(|d, _, _| {
+                let put = LocationPut {
+                    stock: SkuPut {
+                        level: Some(StockLevel::Available(2)),
+                        ..SkuPut::default()
+                    },
+                    priority: Some(1),
+                };
+                d.engine().put_location("hat", "berlin", &put).unwrap();
+            }),
+            &[
+                ("sku.created", "hat"),
+                ("sku.created", "hat/berlin"),
+                ("sku.changed", "hat/berlin"),
+                ("sku.changed", "hat/berlin"),
+                ("sku.back_in_stock", "hat/berlin"),
+            ],
+        ),
+        (
+            "an order of a SKU kept at locations holds its location's units",
+            Box::new(|d, _, ids| {
+                let hat = d.engine().sku("hat").unwrap();
+                ids.0.insert(
+                    "hat",
+                    reserve(
+                        d,
+                        &[Line {
+                            sku: hat,
+                            quantity: 2,
+                        }],
+                        false,
+                    ),
+                );
+            }),
+            &[
+                ("reservation.created", "hat/berlin"),
+                ("sku.sold_out", "hat/berlin"),
+            ],
+        ),
     ]
 }
 
@@ -405,6 +446,7 @@ fn covered(change: &Change<'_>) -> &'static str {
         Change::Sell { .. } => "sell (record-less)",
         Change::KitDefined { .. } => "define_kit creates a kit",
         Change::Backorder { .. } => "set_backorder lets a SKU sell past zero",
+        Change::Location { .. } => "put_location creates a SKU kept at locations and its location",
         Change::BackorderFilled { .. } => {
             "a restock fills backorders first, and never looks available meanwhile"
         }
@@ -484,15 +526,31 @@ fn every_operation_produces_exactly_its_documented_events() {
         after += events.len() as u64;
         // The last event of each SKU shows the SKU as it is now.
         for event in &events {
-            let doc = durable
-                .engine()
-                .sku_document(durable.engine().sku(&event.sku).unwrap())
-                .unwrap();
+            let engine = durable.engine();
+            let doc = match event.sku.split_once('/') {
+                // A location's events carry the location's own counts.
+                Some((sku, location)) => {
+                    let cell = engine.location(engine.sku(sku).unwrap(), location);
+                    let doc = engine.sku_document(engine.sku(sku).unwrap()).unwrap();
+                    let cell = cell.unwrap();
+                    let at = doc.locations.unwrap();
+                    let at = at.iter().find(|l| l.cell == cell).unwrap().clone();
+                    let mut doc = engine.sku_document(engine.sku(sku).unwrap()).unwrap();
+                    (doc.available, doc.held, doc.sold) = (at.available, at.held, at.sold);
+                    doc.safety_stock = at.safety_stock;
+                    doc.locations = None;
+                    doc
+                }
+                None => engine
+                    .sku_document(engine.sku(&event.sku).unwrap())
+                    .unwrap(),
+            };
             let last = events.iter().rev().find(|e| e.sku == event.sku).unwrap();
-            if doc.components.is_some() {
-                // A kit holds nothing: its events' counts are 0, and its
-                // availability is its components' (their own events).
-                assert_eq!(last.counts, Default::default(), "{name}: kit {}", event.sku);
+            if doc.components.is_some() || doc.locations.is_some() {
+                // A kit, or a SKU kept at locations, holds nothing itself:
+                // its events' counts are 0, and its availability is its
+                // components' or its locations' (their own events).
+                assert_eq!(last.counts, Default::default(), "{name}: {}", event.sku);
                 continue;
             }
             assert_eq!(

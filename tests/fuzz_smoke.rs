@@ -15,9 +15,11 @@ use proptest::prelude::*;
 fn event() -> impl Strategy<Value = Event> {
     let sku = any::<u32>().prop_map(SkuId::from_index);
     prop_oneof![
-        (sku.clone(), "[a-z0-9]{1,64}").prop_map(|(sku, name)| Event::SkuCreated {
-            sku,
-            name: name.into()
+        (sku.clone(), "[a-z0-9]{1,64}|[a-z0-9]{1,31}/[a-z0-9]{1,32}").prop_map(|(sku, name)| {
+            Event::SkuCreated {
+                sku,
+                name: name.into(),
+            }
         }),
         (
             sku.clone(),
@@ -36,6 +38,13 @@ fn event() -> impl Strategy<Value = Event> {
                 }
             ),
         (sku.clone(), any::<u32>()).prop_map(|(sku, units)| Event::Sell { sku, units }),
+        (sku.clone(), any::<u64>(), prop::option::of(any::<u32>())).prop_map(
+            |(sku, version, priority)| Event::Location {
+                sku,
+                version,
+                priority,
+            }
+        ),
         (
             sku.clone(),
             any::<u64>(),

@@ -1466,3 +1466,168 @@ fn backorders_over_http() {
         (&json!(0), &json!(100))
     );
 }
+
+/// #14.5 over HTTP: locations set by PUT, a SKU document with each
+/// location and the sums, orders allocated, named, split and refused
+/// (with what a client needs to act), partial confirms naming the
+/// location, and the feed naming the location apart from the SKU.
+#[test]
+fn locations_over_http() {
+    let dir = temp_dir("locations");
+    let server = Server::start(&dir);
+    let put = |location: &str, body: Value| {
+        let path = format!("/v1/skus/tee/locations/{location}");
+        server.call("PUT", &path, Some(&body), &[])
+    };
+    let (status, sku) = put("berlin", json!({"available": 3, "priority": 0}));
+    assert_eq!(status, 200, "{sku}");
+    let (status, sku) = put(
+        "paris",
+        json!({"on_hand": 6, "safety_stock": 2, "priority": 1}),
+    );
+    assert_eq!(status, 200, "{sku}");
+    assert_eq!(
+        ["available", "held", "sold", "safety_stock", "on_hand"].map(|k| sku[k].clone()),
+        [json!(7), json!(0), json!(0), json!(2), json!(9)],
+        "{sku}"
+    );
+    let paris = &sku["locations"][1];
+    assert_eq!(
+        (&paris["location"], &paris["available"], &paris["priority"]),
+        (&json!("paris"), &json!(4), &json!(1)),
+        "{sku}"
+    );
+
+    // Allocated: the lower priority number first (berlin has all 2).
+    let order = json!({"lines": [{"sku": "tee", "quantity": 2}]});
+    let (status, reservation) = server.call("POST", "/v1/reservations", Some(&order), &[]);
+    assert_eq!(status, 201, "{reservation}");
+    let line = &reservation["lines"][0];
+    assert_eq!(
+        (&line["sku"], &line["location"]),
+        (&json!("tee"), &json!("berlin"))
+    );
+    // 1 left at berlin, 4 at paris: 5 fit no one location...
+    let five = json!({"lines": [{"sku": "tee", "quantity": 5}]});
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&five), &[]);
+    assert_eq!(
+        (
+            status,
+            &error["error"],
+            &error["most_at_one_location"],
+            &error["available"]
+        ),
+        (409, &json!("not_at_one_location"), &json!(4), &json!(5)),
+        "{error}"
+    );
+    // ... unless the line allows a split.
+    let split = json!({"lines": [{"sku": "tee", "quantity": 5, "split": true}]});
+    let (status, reservation) = server.call("POST", "/v1/reservations", Some(&split), &[]);
+    assert_eq!(status, 201, "{reservation}");
+    let id = reservation["id"].as_str().unwrap().to_owned();
+    let from: Vec<(Value, Value)> = (reservation["lines"].as_array().unwrap().iter())
+        .map(|l| (l["location"].clone(), l["quantity"].clone()))
+        .collect();
+    assert_eq!(
+        from,
+        vec![(json!("berlin"), json!(1)), (json!("paris"), json!(4))]
+    );
+    // Confirm part, naming the location: the rest goes back where it
+    // came from (1 to paris; berlin's line, not named, to berlin).
+    let part = json!({"lines": [{"sku": "tee", "location": "paris", "quantity": 3}]});
+    let path = format!("/v1/reservations/{id}/confirm");
+    let (status, confirmed) = server.call("POST", &path, Some(&part), &[]);
+    assert_eq!(status, 200, "{confirmed}");
+    let (_, sku) = server.call("GET", "/v1/skus/tee", None, &[]);
+    assert_eq!(
+        (
+            &sku["available"],
+            &sku["sold"],
+            &sku["locations"][1]["available"]
+        ),
+        (&json!(2), &json!(3), &json!(1)),
+        "{sku}"
+    );
+
+    // A named location: refused when it has too few, whatever the others.
+    let named = json!({"lines": [{"sku": "tee", "location": "berlin", "quantity": 2}]});
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&named), &[]);
+    assert_eq!(
+        (status, &error["error"], &error["sku"], &error["location"]),
+        (409, &json!("sold_out"), &json!("tee"), &json!("berlin")),
+        "{error}"
+    );
+    let nowhere = json!({"lines": [{"sku": "tee", "location": "rome", "quantity": 1}]});
+    let (status, error) = server.call("POST", "/v1/reservations", Some(&nowhere), &[]);
+    assert_eq!(
+        (status, &error["error"]),
+        (404, &json!("unknown_location")),
+        "{error}"
+    );
+
+    // The SKU keeps no stock of its own; a plain SKU gets no locations.
+    let (status, error) = server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 5})), &[]);
+    assert_eq!(
+        (status, &error["error"]),
+        (409, &json!("location_conflict")),
+        "{error}"
+    );
+    server.call("PUT", "/v1/skus/mug", Some(&json!({"available": 5})), &[]);
+    let (status, error) = server.call(
+        "PUT",
+        "/v1/skus/mug/locations/a",
+        Some(&json!({"available": 1})),
+        &[],
+    );
+    assert_eq!(
+        (status, &error["error"]),
+        (409, &json!("location_conflict")),
+        "{error}"
+    );
+    for bad in [
+        json!({}),
+        json!({"available": -1}),
+        json!({"priority": "high"}),
+    ] {
+        let (status, error) = put("berlin", bad.clone());
+        assert_eq!(
+            (status, &error["error"]),
+            (400, &json!("invalid_request")),
+            "{bad}"
+        );
+    }
+    let (status, error) = put("a%20b", json!({"available": 1}));
+    assert_eq!(
+        (status, &error["error"]),
+        (400, &json!("invalid_request")),
+        "{error}"
+    );
+
+    // The feed names the location apart, and `sku=tee` finds its events.
+    let (_, page) = server.call(
+        "GET",
+        "/v1/events?after=0&sku=tee&type=reservation.confirmed&wait_ms=10000",
+        None,
+        &[],
+    );
+    // One event per location the reservation holds, each with that
+    // location's counts.
+    let events = page["events"].as_array().unwrap();
+    let at: Vec<(&Value, &Value, &Value)> = (events.iter())
+        .map(|e| (&e["sku"], &e["location"], &e["sold"]))
+        .collect();
+    assert_eq!(
+        at,
+        vec![
+            (&json!("tee"), &json!("berlin"), &json!(0)),
+            (&json!("tee"), &json!("paris"), &json!(3))
+        ],
+        "{page}"
+    );
+    // Only the SKU is listed, not its locations' cells.
+    let (_, list) = server.call("GET", "/v1/skus", None, &[]);
+    let names: Vec<&Value> = (list["skus"].as_array().unwrap().iter())
+        .map(|s| &s["sku"])
+        .collect();
+    assert_eq!(names, vec![&json!("tee"), &json!("mug")], "{list}");
+}

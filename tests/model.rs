@@ -645,6 +645,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     ttl_ms: ttl,
                     confirm,
                     idempotency_key: key.map(|k| KEYS[k]),
+                    split: 0,
                 };
                 let got = engine.reserve(&order);
                 let want = model_reserve(&mut model, &lines, customer, ttl, confirm, key, &got);

@@ -127,7 +127,9 @@ impl ChangeSink for Tape {
                     lines: lines.to_vec(),
                 },
             },
-            Change::Backorder { sku, .. } => Recorded::Stock { sku, delta: 0 },
+            Change::Backorder { sku, .. } | Change::Location { sku, .. } => {
+                Recorded::Stock { sku, delta: 0 }
+            }
             // No workload here sells past zero.
             Change::SkuCreated { .. } | Change::Idempotency(_) | Change::BackorderFilled { .. } => {
                 return

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine, OpenError, StoreConfig};
-use hotstock::{BackorderRule, HoldStatus, Line, Order, SkuPut};
+use hotstock::{BackorderRule, HoldStatus, Line, LocationPut, Order, SkuPut, StockLevel};
 
 /// The server URL, or `None` (and a plain "skipped" line) without one.
 fn server() -> Option<String> {
@@ -170,6 +170,34 @@ fn checkpoints_land_in_postgres_and_recovery_reads_them_back() {
     engine.restock(cap, 2).unwrap();
     assert!(engine.reservation(older).unwrap().owed.is_empty());
     assert_eq!(engine.reservation(newer).unwrap().owed, vec![1]);
+    // Locations: the marks and priorities come back from their columns,
+    // the counts from the locations' own rows.
+    for (location, available, priority) in [("berlin", 3, Some(1)), ("paris", 2, None)] {
+        let put = LocationPut {
+            stock: SkuPut {
+                level: Some(StockLevel::Available(available)),
+                ..SkuPut::default()
+            },
+            priority,
+        };
+        engine.put_location("hat", location, &put).unwrap();
+    }
+    let hat = engine.sku("hat").unwrap();
+    engine
+        .reserve(&Order {
+            lines: &[Line {
+                sku: hat,
+                quantity: 2,
+            }],
+            ..Order::default()
+        })
+        .unwrap();
+    let hat_before = engine.sku_document(hat).unwrap();
+    assert_eq!(
+        hat_before.locations.as_ref().unwrap()[1].held,
+        2,
+        "paris, priority 0"
+    );
     engine.wait_durable(engine.durability_ticket()).unwrap();
     let keyed_lines = [Line {
         sku: cap,
@@ -225,6 +253,7 @@ fn checkpoints_land_in_postgres_and_recovery_reads_them_back() {
         report.events_replayed, 0,
         "the closing checkpoint covered everything"
     );
+    assert_eq!(reopened.engine().sku_document(hat).unwrap(), hat_before);
     // The idempotency key came back from PostgreSQL: the retry is replayed.
     let retry = reopened.engine().reserve(&keyed).unwrap();
     assert_eq!((retry.id, retry.replayed), (first.id, true));

@@ -75,6 +75,38 @@ pub fn validate_sku_name(name: &str) -> Result<(), EngineError> {
     Ok(())
 }
 
+/// Separates a SKU's name from a location's in the name of the location's
+/// own cell (`tee/berlin`). Never in a SKU name, so such a name is never a
+/// SKU's.
+pub const LOCATION_SEPARATOR: char = '/';
+
+/// The name of `location`'s cell of SKU `sku`, after checking the location
+/// name (`validate_sku_name`'s rules, and the whole within
+/// `MAX_SKU_NAME_BYTES`). `sku` is a valid SKU name.
+pub fn location_cell_name(sku: &str, location: &str) -> Result<String, EngineError> {
+    let refuse = |reason| EngineError::InvalidLocationName { reason };
+    match validate_sku_name(location) {
+        Ok(()) => {}
+        Err(EngineError::InvalidSkuName { reason }) => return Err(refuse(reason)),
+        Err(other) => return Err(other),
+    }
+    if sku.len() + 1 + location.len() > MAX_SKU_NAME_BYTES {
+        return Err(refuse("it is too long with the SKU's name"));
+    }
+    Ok(format!("{sku}{LOCATION_SEPARATOR}{location}"))
+}
+
+/// A catalogue name: a SKU's, or a location cell's (`sku/location`).
+pub fn validate_catalogue_name(name: &str) -> Result<(), EngineError> {
+    match name.split_once(LOCATION_SEPARATOR) {
+        None => validate_sku_name(name),
+        Some((sku, location)) => {
+            validate_sku_name(sku)?;
+            location_cell_name(sku, location).map(drop)
+        }
+    }
+}
+
 /// Name → id index and id → slot storage. See the module docs.
 #[derive(Debug)]
 pub struct Catalogue {
@@ -139,7 +171,7 @@ impl Catalogue {
         name: &str,
         on_create: impl FnOnce(SkuId, &str, &StockCell),
     ) -> Result<(SkuId, bool), EngineError> {
-        validate_sku_name(name)?;
+        validate_catalogue_name(name)?;
         if let Some(id) = self.find(name) {
             return Ok((id, false));
         }
@@ -177,7 +209,7 @@ impl Catalogue {
     /// Recreates SKU `id` named `name` (recovery only, before serving).
     /// Ids left out stay unused gaps.
     pub fn restore(&self, id: SkuId, name: &str) -> Result<&SkuSlot, EngineError> {
-        validate_sku_name(name)?;
+        validate_catalogue_name(name)?;
         let raw = id.0;
         if raw >= MAX_SKUS {
             return Err(EngineError::UnknownSkuId { sku: id });

@@ -66,6 +66,17 @@ pub enum Change<'a> {
     },
     /// A record-less sale (`Engine::sell`).
     Sell { sku: SkuId, units: u32 },
+    /// `priority` `None`: SKU `sku` keeps its stock at locations (reported
+    /// right after its `SkuCreated`, before its name is published).
+    /// `Some`: `sku` is a location (named `{sku}/{location}`) and this is
+    /// its allocation priority, set at its creation (version 0, before its
+    /// name is published) or changed later (under its lock, with the
+    /// version that produced).
+    Location {
+        sku: SkuId,
+        version: u64,
+        priority: Option<u32>,
+    },
     /// The operator set a SKU's backorder rule (a setting: moves no units).
     Backorder {
         sku: SkuId,

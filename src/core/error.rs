@@ -13,7 +13,8 @@ use std::fmt;
 use crate::core::holds::{HoldStatus, ReservationId};
 use crate::core::limits::{
     MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LINES_PER_CART,
-    MAX_LINE_QUANTITY, MAX_PER_CUSTOMER_LIMIT, MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU, MAX_TIME_MS,
+    MAX_LINE_QUANTITY, MAX_LOCATIONS_PER_SKU, MAX_PER_CUSTOMER_LIMIT, MAX_SKU_NAME_BYTES,
+    MAX_STOCK_PER_SKU, MAX_TIME_MS,
 };
 use crate::core::types::SkuId;
 
@@ -37,6 +38,23 @@ pub enum KitRefusal {
     IsAKit,
     /// A kit definition named this component twice.
     NamedTwice,
+    /// A component keeps its stock at locations (a kit's components are
+    /// SKUs with stock of their own).
+    ComponentHasLocations,
+}
+
+/// Why an operation on a SKU's locations, or on a SKU kept at locations,
+/// was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LocationRefusal {
+    /// The SKU was created with stock of its own (or is a kit): it cannot
+    /// get locations.
+    NotLocated,
+    /// A change of stock, limits, threshold or backorders, or a
+    /// record-less sale with no location, named a SKU kept at locations.
+    StockAtLocations,
+    /// It has `MAX_LOCATIONS_PER_SKU` locations already.
+    TooManyLocations,
 }
 
 /// Why the engine refused an operation. A refused operation changed
@@ -117,6 +135,32 @@ pub enum EngineError {
     KitRefused {
         sku: SkuId,
         reason: KitRefusal,
+    },
+
+    LocationRefused {
+        sku: SkuId,
+        reason: LocationRefusal,
+    },
+
+    /// A location name that is empty, too long or has a character outside
+    /// the SKU-name set (the SKU and location names together must fit
+    /// `MAX_SKU_NAME_BYTES`).
+    InvalidLocationName {
+        reason: &'static str,
+    },
+
+    UnknownLocation {
+        sku: SkuId,
+        location: Box<str>,
+    },
+
+    /// No one location has the units a line asks for, though its SKU's
+    /// locations together have: the line may ask to be split.
+    NotAtOneLocation {
+        sku: SkuId,
+        requested: u64,
+        most_at_one: u64,
+        total: u64,
     },
 
     UnknownSku {
@@ -340,7 +384,55 @@ impl EngineError {
                         " is named twice in the kit: give each component once, with its units \
                          per kit"
                     }
+                    KitRefusal::ComponentHasLocations => {
+                        " keeps its stock at locations, and a kit's components are SKUs with \
+                         stock of their own"
+                    }
                 })
+            }
+            LocationRefused { sku: id, reason } => {
+                f.write_str("SKU ")?;
+                sku(f, *id)?;
+                match reason {
+                    LocationRefusal::NotLocated => f.write_str(
+                        " was created with stock of its own (or is a kit), so it has no \
+                         locations: give the SKU kept at locations a new name (its first \
+                         location creates it)",
+                    ),
+                    LocationRefusal::StockAtLocations => f.write_str(
+                        " keeps its stock at locations: change a location's stock \
+                         (PUT /v1/skus/{sku}/locations/{location}); limits, thresholds and \
+                         backorders are not kept for SKUs with locations",
+                    ),
+                    LocationRefusal::TooManyLocations => write!(
+                        f,
+                        " has {MAX_LOCATIONS_PER_SKU} locations, the most a SKU may have"
+                    ),
+                }
+            }
+            InvalidLocationName { reason } => write!(
+                f,
+                "invalid location name: {reason} (1 to {MAX_SKU_NAME_BYTES} bytes with the \
+                 SKU's name, of A-Z a-z 0-9 . _ - ~ :)"
+            ),
+            UnknownLocation { sku: id, location } => {
+                f.write_str("SKU ")?;
+                sku(f, *id)?;
+                write!(f, " has no location {location:?}")
+            }
+            NotAtOneLocation {
+                sku: id,
+                requested,
+                most_at_one,
+                total,
+            } => {
+                f.write_str("no one location of SKU ")?;
+                sku(f, *id)?;
+                write!(
+                    f,
+                    " has {requested} units (the most at one is {most_at_one}; {total} across \
+                     its locations): send \"split\": true on the line to take them from several"
+                )
             }
             InvalidBackorderLimit { limit } => write!(
                 f,

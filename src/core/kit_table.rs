@@ -1,5 +1,5 @@
-//! `KitTable`: every kit's components, read without a lock and without a
-//! write to shared memory.
+//! `SlotTable`: a list per SKU id (a kit's components, a SKU's locations),
+//! read without a lock and without a write to shared memory.
 //!
 //! # Why not in the cell, behind its lock
 //!
@@ -34,48 +34,52 @@ const CHUNK_BITS: u32 = 12;
 const CHUNK_LEN: usize = 1 << CHUNK_BITS;
 const MAX_CHUNKS: usize = (MAX_SKUS as usize) / CHUNK_LEN;
 
-type Definition = Box<[Line]>;
+type Definition<T> = Box<[T]>;
 /// A chunk's slots: the current definition of each SKU id in it, or null.
-type Chunk = Box<[AtomicPtr<Definition>]>;
+type Chunk<T> = Box<[AtomicPtr<Definition<T>>]>;
 
 /// A definition the table owns: freed only when the table drops.
-struct Owned(*mut Definition);
+struct Owned<T>(*mut Definition<T>);
 
 // SAFETY: an `Owned` is only a record of an allocation the table frees in
 // `Drop`; it is never dereferenced through this type, so moving it between
-// threads (inside the mutex) shares nothing.
-unsafe impl Send for Owned {}
+// threads (inside the mutex) shares nothing but the `T`s it will drop,
+// which are `Send`.
+unsafe impl<T: Send> Send for Owned<T> {}
 
 /// Kits' components by SKU id. See the module docs.
-pub struct KitTable {
-    chunks: Box<[OnceLock<Chunk>]>,
+pub type KitTable = SlotTable<Line>;
+
+/// A list per SKU id. See the module docs.
+pub struct SlotTable<T> {
+    chunks: Box<[OnceLock<Chunk<T>>]>,
     /// Every definition ever published, current or replaced.
-    owned: Mutex<Vec<Owned>>,
+    owned: Mutex<Vec<Owned<T>>>,
 }
 
-impl std::fmt::Debug for KitTable {
+impl<T> std::fmt::Debug for SlotTable<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KitTable").finish_non_exhaustive()
+        f.debug_struct("SlotTable").finish_non_exhaustive()
     }
 }
 
-impl Default for KitTable {
-    fn default() -> KitTable {
-        KitTable::new()
+impl<T: Clone + Send> Default for SlotTable<T> {
+    fn default() -> SlotTable<T> {
+        SlotTable::new()
     }
 }
 
-impl KitTable {
-    pub fn new() -> KitTable {
-        KitTable {
+impl<T: Clone + Send> SlotTable<T> {
+    pub fn new() -> SlotTable<T> {
+        SlotTable {
             chunks: (0..MAX_CHUNKS).map(|_| OnceLock::new()).collect(),
             owned: Mutex::new(Vec::new()),
         }
     }
 
-    /// Kit `sku`'s components; `None` if it has none (not a kit).
+    /// `sku`'s list (a kit's components); `None` if it has none.
     #[inline]
-    pub fn get(&self, sku: SkuId) -> Option<&[Line]> {
+    pub fn get(&self, sku: SkuId) -> Option<&[T]> {
         let index = sku.index() as usize;
         let chunk = self.chunks.get(index >> CHUNK_BITS)?.get()?;
         // Acquire: pairs with the Release swap in `set`, so the definition
@@ -87,10 +91,10 @@ impl KitTable {
         (!current.is_null()).then(|| unsafe { &**current })
     }
 
-    /// Publishes `components` as kit `sku`'s definition. The caller
-    /// serialises the sets of one kit (its creation, or its cell's lock),
-    /// so the last set is the newest definition.
-    pub fn set(&self, sku: SkuId, components: &[Line]) {
+    /// Publishes `components` as `sku`'s list. The caller serialises the
+    /// sets of one SKU (its creation, or a cell's lock), so the last set
+    /// is the newest definition.
+    pub fn set(&self, sku: SkuId, components: &[T]) {
         let index = sku.index() as usize;
         assert!(
             index >> CHUNK_BITS < MAX_CHUNKS,
@@ -98,7 +102,7 @@ impl KitTable {
         );
         let chunk = self.chunks[index >> CHUNK_BITS]
             .get_or_init(|| (0..CHUNK_LEN).map(|_| AtomicPtr::default()).collect());
-        let fresh = Box::into_raw(Box::new(Definition::from(components)));
+        let fresh = Box::into_raw(Box::new(Definition::<T>::from(components)));
         self.owned.lock().push(Owned(fresh));
         // Release: publishes the definition written just above (see `get`).
         // The replaced one stays owned, and readable, until `Drop`.
@@ -106,7 +110,7 @@ impl KitTable {
     }
 }
 
-impl Drop for KitTable {
+impl<T> Drop for SlotTable<T> {
     fn drop(&mut self) {
         for Owned(definition) in self.owned.get_mut().drain(..) {
             // SAFETY: each pointer came from `Box::into_raw` in `set` and

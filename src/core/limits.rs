@@ -51,6 +51,15 @@ pub const MAX_PER_CUSTOMER_LIMIT: u32 = (1 << 31) - 1;
 /// reservation is a cart of its components, at most `MAX_LINES_PER_CART`).
 pub const MAX_KIT_COMPONENTS: usize = 16;
 
+/// Most locations (warehouses, stores) one SKU may keep its stock at:
+/// each is a cell of its own, and an order without a location reads
+/// every one to choose.
+pub const MAX_LOCATIONS_PER_SKU: usize = 64;
+
+/// Times an order of a SKU kept at locations chooses again after another
+/// buyer took the units it chose (each time from fresh counts).
+pub const MAX_ALLOCATION_ATTEMPTS: usize = 4;
+
 /// Longest total hold time (creation to the latest extended deadline): a
 /// week, for preorders whose payment is authorised late.
 pub const MAX_HOLD_MS: u64 = 7 * 24 * 60 * 60 * 1000;

@@ -120,6 +120,15 @@ pub struct Line {
     pub quantity: u32,
 }
 
+/// One of the locations a SKU keeps its stock at: the location's own cell
+/// (a SKU named `{sku}/{location}`) and its allocation priority (lower
+/// first; equal priorities go to the location with the most available).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Location {
+    pub sku: SkuId,
+    pub priority: u32,
+}
+
 /// What became of a line's units: how many were sold (`confirmed`) and how
 /// many of those came back since (`refunded`). A held line has neither; a
 /// cancelled or expired one too.

@@ -67,6 +67,14 @@ pub enum Event {
     },
     /// A restock gave units to a reservation owed them.
     BackorderFilled { sku: SkuId, fill: Fill },
+    /// `priority` `None`: the SKU keeps its stock at locations; `Some`:
+    /// the SKU is a location with this priority (the version decides which
+    /// of two changes in one batch wins).
+    Location {
+        sku: SkuId,
+        version: u64,
+        priority: Option<u32>,
+    },
     /// A hold reached `status` at `at_ms`.
     Hold(HoldEvent),
     /// A request with an idempotency key succeeded: a retry must get this
@@ -158,6 +166,9 @@ const BACKORDER: u8 = 12;
 /// A fill: SKU, reservation (u64), ticket (u64), units given (u32, not 0),
 /// units still owed (u32), sold (u8, 0 or 1).
 const BACKORDER_FILLED: u8 = 13;
+/// A location mark: SKU, version, a flag (u8: 0, the SKU keeps its stock
+/// at locations; 1, it is a location) and, if 1, its priority (u32).
+const LOCATION: u8 = 14;
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -257,6 +268,19 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
             out.push(u8::from(rule.until_ms.is_some()));
             if let Some(until_ms) = rule.until_ms {
                 out.extend_from_slice(&until_ms.to_le_bytes());
+            }
+        }
+        Change::Location {
+            sku,
+            version,
+            priority,
+        } => {
+            out.push(LOCATION);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+            out.push(u8::from(priority.is_some()));
+            if let Some(priority) = priority {
+                out.extend_from_slice(&priority.to_le_bytes());
             }
         }
         Change::BackorderFilled { sku, fill } => {
@@ -403,6 +427,15 @@ impl Event {
             }),
             &Event::Backorder { sku, version, rule } => Change::Backorder { sku, version, rule },
             &Event::BackorderFilled { sku, fill } => Change::BackorderFilled { sku, fill },
+            &Event::Location {
+                sku,
+                version,
+                priority,
+            } => Change::Location {
+                sku,
+                version,
+                priority,
+            },
             Event::Idempotency(k) => Change::Idempotency(KeyChange {
                 key: &k.key,
                 fingerprint: k.fingerprint,
@@ -429,7 +462,7 @@ impl Event {
                 let name = r
                     .str(MAX_SKU_NAME_BYTES)?
                     .ok_or(DecodeError::Invalid("empty SKU name"))?;
-                crate::core::catalogue::validate_sku_name(&name)
+                crate::core::catalogue::validate_catalogue_name(&name)
                     .map_err(|_| DecodeError::Invalid("SKU name"))?;
                 Event::SkuCreated { sku, name }
             }
@@ -539,6 +572,20 @@ impl Event {
                     sku,
                     version,
                     rule: BackorderRule { limit, until_ms },
+                }
+            }
+            LOCATION => {
+                let sku = SkuId::from_index(r.u32()?);
+                let version = r.u64()?;
+                let priority = match r.u8()? {
+                    0 => None,
+                    1 => Some(r.u32()?),
+                    _ => return Err(DecodeError::Invalid("location flag")),
+                };
+                Event::Location {
+                    sku,
+                    version,
+                    priority,
                 }
             }
             BACKORDER_FILLED => {

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use crate::core::catalogue::LOCATION_SEPARATOR;
 use crate::core::cell::{CellSnapshot, Owed};
 use crate::core::change::ChangeSink;
 use crate::core::engine::{Engine, Receipt};
@@ -49,7 +50,11 @@ pub(super) fn restore_engine<S: ChangeSink>(
         if let Some(components) = &sku.kit {
             engine.restore_kit(id, components)?;
         }
+        if sku.located {
+            engine.restore_located(id)?;
+        }
     }
+    restore_locations(engine, settled)?;
     let backordered = restore_backorders(engine, settled)?;
     for (&id, hold) in &settled.holds {
         let record = NewHold {
@@ -84,6 +89,34 @@ pub(super) fn restore_engine<S: ChangeSink>(
     for ((sku, customer), &units) in &settled.customer_units {
         let units = u32::try_from(units).map_err(|_| negative(*sku as usize, "customer units"))?;
         engine.restore_customer_units(SkuId::from_index(*sku), customer, units);
+    }
+    Ok(())
+}
+
+/// Lists every location cell (a SKU named `sku/location`) under its SKU,
+/// in creation order, with its priority. A location whose SKU is not kept
+/// at locations is damage: both are recorded before either is published.
+fn restore_locations<S: ChangeSink>(
+    engine: &Engine<S>,
+    settled: &Settled,
+) -> Result<(), EngineError> {
+    for (index, sku) in settled.skus.iter().enumerate() {
+        let Some(sku) = sku else { continue };
+        let Some((owner, _)) = sku.name.split_once(LOCATION_SEPARATOR) else {
+            continue;
+        };
+        let damaged = |what: &str| EngineError::StorageFailed {
+            message: format!("location SKU #{index} ({:?}) {what}", sku.name).into(),
+        };
+        // Every SKU's name is back by now.
+        let owner = engine
+            .sku(owner)
+            .map_err(|_| damaged("has no SKU of its name"))?;
+        let cell = SkuId::from_index(index as u32);
+        let priority = sku.priority.unwrap_or(0);
+        engine
+            .restore_location(owner, cell, priority)
+            .map_err(|_| damaged("belongs to a SKU not kept at locations"))?;
     }
     Ok(())
 }

@@ -230,6 +230,12 @@ impl Api {
             Route::SkuPut => self.put_sku(param, body).await,
             Route::SkuAdjust => self.adjust(param, body).await,
             Route::KitPut => self.put_kit(param, body).await,
+            Route::LocationPut => {
+                let location = route::decode_segment(matched.location).ok_or_else(|| {
+                    ApiError::invalid("the path has a malformed percent-escape or is not UTF-8")
+                })?;
+                self.put_location(param, &location, body).await
+            }
             Route::ReservationCreate => self.create_reservation(parts, body, scope).await,
             Route::ReservationGet => self.get_reservation(param, scope),
             Route::ReservationConfirm | Route::ReservationCancel | Route::ReservationRefund => {
@@ -314,6 +320,7 @@ fn changes_state(route: Route) -> bool {
         Route::SkuPut
             | Route::SkuAdjust
             | Route::KitPut
+            | Route::LocationPut
             | Route::ReservationCreate
             | Route::ReservationConfirm
             | Route::ReservationCancel

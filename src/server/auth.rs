@@ -248,6 +248,7 @@ impl Auth {
                 Route::SkuPut
                     | Route::SkuAdjust
                     | Route::KitPut
+                    | Route::LocationPut
                     | Route::EventsList
                     | Route::EventsStream
             )
@@ -458,8 +459,10 @@ pub fn authorize<'a>(
     // The feed tells everything about every customer: with only an admin
     // token configured it is the operator's; with roles, services' too.
     let feed_route = matches!(route, Route::EventsList | Route::EventsStream);
-    let operator_route = matches!(route, Route::SkuPut | Route::SkuAdjust | Route::KitPut)
-        || (auth.is_secured() && route == Route::Metrics)
+    let operator_route = matches!(
+        route,
+        Route::SkuPut | Route::SkuAdjust | Route::KitPut | Route::LocationPut
+    ) || (auth.is_secured() && route == Route::Metrics)
         || (!auth.is_secured() && feed_route);
     if operator_route {
         return match (auth.admin_token.is_some(), caller) {
@@ -511,6 +514,7 @@ fn action(route: Route) -> &'static str {
         Route::SkuPut => "create or change a SKU",
         Route::SkuAdjust => "adjust a SKU's stock",
         Route::KitPut => "define a kit",
+        Route::LocationPut => "set a SKU's stock at a location",
         Route::Metrics => "read the metrics",
         Route::ReservationCreate => "create reservations (buyers and services do)",
         Route::ReservationConfirm => "confirm a reservation (payment is confirmed by a service)",

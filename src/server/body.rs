@@ -22,10 +22,21 @@ use crate::core::limits::MAX_LINES_PER_CART;
 /// Largest request body accepted; beyond it, `payload_too_large`.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Where a line's units come from, for a SKU kept at locations: a named
+/// location, or (`split`) several chosen by hotstock.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LinePlace<'a> {
+    pub location: Option<&'a str>,
+    pub split: bool,
+}
+
 /// An order body, however it was read; strings borrowed.
 #[derive(Clone, Copy, Debug)]
 pub struct OrderFields<'a> {
     pub lines: &'a [ScannedLine<'a>],
+    /// Per line, where from; empty when no line says (the scanner's
+    /// shape never does).
+    pub places: &'a [LinePlace<'a>],
     pub customer: Option<&'a str>,
     pub ttl_ms: Option<u64>,
     pub confirm: Option<bool>,
@@ -41,6 +52,7 @@ pub fn parse_order<R>(
     if let Some(order) = scan_order(bytes) {
         return then(OrderFields {
             lines: order.lines(),
+            places: &[],
             customer: order.customer,
             ttl_ms: order.ttl_ms,
             confirm: order.confirm,
@@ -60,13 +72,16 @@ pub(crate) fn parse_fields<R>(
     let lines: Vec<ScannedLine<'_>> = read
         .lines
         .iter()
-        .map(|(sku, quantity)| ScannedLine {
-            sku,
-            quantity: *quantity,
+        .map(|line| ScannedLine {
+            sku: &line.sku,
+            quantity: line.quantity,
         })
         .collect();
+    let places: Vec<LinePlace<'_>> = read.lines.iter().map(BodyLine::place).collect();
+    let placed = places.iter().any(|place| *place != LinePlace::default());
     then(OrderFields {
         lines: &lines,
+        places: if placed { &places } else { &[] },
         customer: read.customer.as_deref(),
         ttl_ms: read.ttl_ms,
         confirm: read.confirm,
@@ -74,9 +89,27 @@ pub(crate) fn parse_fields<R>(
     })
 }
 
+/// One line of a body, read field by field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BodyLine {
+    pub sku: String,
+    pub quantity: u64,
+    pub location: Option<String>,
+    pub split: bool,
+}
+
+impl BodyLine {
+    fn place(&self) -> LinePlace<'_> {
+        LinePlace {
+            location: self.location.as_deref(),
+            split: self.split,
+        }
+    }
+}
+
 /// An order read field by field.
 struct FieldsOrder {
-    lines: Vec<(String, u64)>,
+    lines: Vec<BodyLine>,
     customer: Option<String>,
     ttl_ms: Option<u64>,
     confirm: Option<bool>,
@@ -101,9 +134,10 @@ impl FieldsOrder {
     }
 }
 
-/// A body's `"lines"`: `[{"sku": name, "quantity": n}, ...]`, at most a
-/// cart's worth; `None` when the field is absent.
-pub fn read_lines(fields: &mut Fields) -> Result<Option<Vec<(String, u64)>>, ApiError> {
+/// A body's `"lines"`: `[{"sku": name, "quantity": n, "location": name
+/// (optional), "split": bool (optional)}, ...]`, at most a cart's worth;
+/// `None` when the field is absent.
+pub fn read_lines(fields: &mut Fields) -> Result<Option<Vec<BodyLine>>, ApiError> {
     let raw_lines = match fields.take("lines") {
         Some(Value::Array(lines)) => lines,
         Some(Value::Null) | None => return Ok(None),
@@ -115,15 +149,20 @@ pub fn read_lines(fields: &mut Fields) -> Result<Option<Vec<(String, u64)>>, Api
         let Value::Object(line) = raw else {
             return Err(ApiError::invalid(format!("line {index} must be an object")));
         };
-        let mut line =
-            Fields::new(line, &["sku", "quantity"]).map_err(|e| e.with("line", index))?;
+        let mut line = Fields::new(line, &["sku", "quantity", "location", "split"])
+            .map_err(|e| e.with("line", index))?;
         let name = line
             .string("sku")?
             .ok_or_else(|| ApiError::invalid(format!("line {index} needs a \"sku\"")))?;
         let quantity = line
             .u64("quantity")?
             .ok_or_else(|| ApiError::invalid(format!("line {index} needs a \"quantity\"")))?;
-        lines.push((name, quantity));
+        lines.push(BodyLine {
+            sku: name,
+            quantity,
+            location: line.string("location")?,
+            split: line.bool("split")?.unwrap_or(false),
+        });
     }
     Ok(Some(lines))
 }

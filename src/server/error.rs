@@ -8,6 +8,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTIC
 use hyper::{Response, StatusCode};
 use serde_json::{Map, Value};
 
+use crate::core::catalogue::LOCATION_SEPARATOR;
 use crate::core::error::{EngineError, ExtensionLimit};
 use crate::core::public_id::PUBLIC_ID_CHARS;
 use crate::core::types::{ReservationId, SkuId};
@@ -96,11 +97,19 @@ pub enum Code {
     /// A kit where a SKU with stock is needed, or the other way round
     /// (409).
     KitConflict,
+    /// A SKU kept at locations where one with stock of its own is needed,
+    /// or the other way round, or too many locations (409).
+    LocationConflict,
+    /// A SKU with no location of that name (404).
+    UnknownLocation,
+    /// No one location has a line's units, though together they have
+    /// (409): the line may ask to be split.
+    NotAtOneLocation,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 24] = [
+    pub const ALL: [Code; 27] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -125,6 +134,9 @@ impl Code {
         Code::ExceedsReservation,
         Code::BelowCommitted,
         Code::KitConflict,
+        Code::LocationConflict,
+        Code::UnknownLocation,
+        Code::NotAtOneLocation,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -153,6 +165,9 @@ impl Code {
             Code::ExceedsReservation => "exceeds_reservation",
             Code::BelowCommitted => "below_committed",
             Code::KitConflict => "kit_conflict",
+            Code::LocationConflict => "location_conflict",
+            Code::UnknownLocation => "unknown_location",
+            Code::NotAtOneLocation => "not_at_one_location",
         }
     }
 
@@ -245,7 +260,7 @@ impl ApiError {
         let sku = |id: SkuId| name(id).map_or(Value::Null, Value::from);
         let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, message.clone());
         let status = |status, code| ApiError::new(status, code, message.clone());
-        match error {
+        let refusal = match error {
             EngineError::SoldOut {
                 sku: id,
                 available,
@@ -365,7 +380,26 @@ impl ApiError {
             | EngineError::InvalidSafetyStock { .. }
             | EngineError::InvalidBackorderLimit { .. }
             | EngineError::InvalidBackorderEnd { .. }
-            | EngineError::InvalidKit { .. } => ApiError::invalid(message),
+            | EngineError::InvalidKit { .. }
+            | EngineError::InvalidLocationName { .. } => ApiError::invalid(message),
+            EngineError::LocationRefused { sku: id, .. } => {
+                conflict(Code::LocationConflict).with("sku", sku(id))
+            }
+            EngineError::UnknownLocation { sku: id, location } => {
+                status(StatusCode::NOT_FOUND, Code::UnknownLocation)
+                    .with("sku", sku(id))
+                    .with("location", &*location)
+            }
+            EngineError::NotAtOneLocation {
+                sku: id,
+                requested,
+                most_at_one,
+                total,
+            } => conflict(Code::NotAtOneLocation)
+                .with("sku", sku(id))
+                .with("requested", requested)
+                .with("most_at_one_location", most_at_one)
+                .with("available", total),
             EngineError::KitRefused { sku: id, .. } => {
                 conflict(Code::KitConflict).with("sku", sku(id))
             }
@@ -375,7 +409,23 @@ impl ApiError {
                 conflict(Code::CustomerRequired).with("sku", sku(id))
             }
             EngineError::IdempotencyKeyReused => conflict(Code::IdempotencyKeyReused),
+        };
+        refusal.with_location_split()
+    }
+
+    /// A refusal naming a location's own cell (`tee/berlin`) names the
+    /// SKU and the location apart, as the API does everywhere.
+    fn with_location_split(mut self) -> ApiError {
+        let named = match self.details.get("sku") {
+            Some(Value::String(name)) => name.split_once(LOCATION_SEPARATOR),
+            _ => None,
+        };
+        if let Some((sku, location)) = named {
+            let (sku, location) = (sku.to_owned(), location.to_owned());
+            self.details.insert("sku".into(), sku.into());
+            self.details.insert("location".into(), location.into());
         }
+        self
     }
 }
 

@@ -22,6 +22,7 @@ use serde_json::json;
 
 use super::api::Api;
 use super::error::{bytes_response, ApiBody, ApiError, Code, HttpResponse};
+use crate::core::catalogue::LOCATION_SEPARATOR;
 use crate::core::limits::{FEED_STREAM_BUFFER, MAX_FEED_PAGE, MAX_FEED_STREAMS, MAX_FEED_WAIT_MS};
 use crate::durable::feed::{Feed, FeedEvent, FeedFilter, FeedKind, FeedPage, FeedRead};
 use crate::durable::{FeedError, FeedReader};
@@ -279,6 +280,21 @@ fn sse_frame(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
     out.extend_from_slice(b"\n\n");
 }
 
+/// `,"sku":name`, or for a location's own cell (`sku/location`)
+/// `,"sku":sku,"location":location`: the API names the two apart.
+/// `key` is `"sku":` with what goes before it.
+fn write_sku(out: &mut Vec<u8>, key: &[u8], name: &str) {
+    out.extend_from_slice(key);
+    match name.split_once(LOCATION_SEPARATOR) {
+        Some((sku, location)) => {
+            string(out, sku);
+            out.extend_from_slice(b",\"location\":");
+            string(out, location);
+        }
+        None => string(out, name),
+    }
+}
+
 fn feed_error(error: FeedError) -> ApiError {
     match error {
         FeedError::Gone { oldest, .. } => {
@@ -316,8 +332,7 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
     out.extend_from_slice(b",\"type\":");
     string(out, event.kind.as_str());
     number(out, "at_ms", event.at_ms as i64);
-    out.extend_from_slice(b",\"sku\":");
-    string(out, &event.sku);
+    write_sku(out, b",\"sku\":", &event.sku);
     number(out, "available", event.counts.available);
     number(out, "held", event.counts.held);
     number(out, "sold", event.counts.sold);
@@ -351,8 +366,8 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
             if i > 0 {
                 out.push(b',');
             }
-            out.extend_from_slice(b"{\"sku\":");
-            string(out, sku);
+            out.push(b'{');
+            write_sku(out, b"\"sku\":", sku);
             number(out, "quantity", i64::from(*quantity));
             // A record confirmed or refunded in part says how much.
             if let Some(amounts) = r.amounts.as_ref().and_then(|a| a.get(i)) {

@@ -8,7 +8,7 @@ use super::api::Api;
 use super::auth::Scope;
 use super::body::{
     check_line_count, parse_object, parse_order, read_body, read_json, read_lines, Fields,
-    OrderFields,
+    LinePlace, OrderFields,
 };
 use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
 use super::response::{reservation_json, write_new_reservation};
@@ -88,10 +88,16 @@ impl Api {
             quantity: 0,
         };
         let mut line_buffer = [unused; MAX_LINES_PER_CART];
+        let mut split = 0u32;
         for (index, line) in body.lines.iter().enumerate() {
             let quantity = u32::try_from(line.quantity)
                 .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
-            let sku = self.sku_id(line.sku)?;
+            let mut sku = self.sku_id(line.sku)?;
+            if let Some(place) = body.places.get(index) {
+                sku = self.place_line(sku, place)?;
+                // MAX_LINES_PER_CART is 32: every line has a bit.
+                split |= u32::from(place.split) << index;
+            }
             line_buffer[index] = Line { sku, quantity };
         }
         let lines = &line_buffer[..body.lines.len()];
@@ -110,6 +116,7 @@ impl Api {
             ttl_ms: body.ttl_ms,
             confirm: body.confirm.unwrap_or(false),
             idempotency_key: key,
+            split,
         };
         self.rates.check(lines, |id| self.sku_name(id))?;
         if let Some(customer) = order.customer {
@@ -119,7 +126,10 @@ impl Api {
             .engine
             .reserve(&order)
             .map_err(|e| self.engine_error(e))?;
-        if receipt.replayed || receipt.holds_components || receipt.backordered {
+        // A line that named a location holds its location's cell: the
+        // answer names it, as read back.
+        let named_location = body.places.iter().any(|p| p.location.is_some());
+        if receipt.replayed || receipt.holds_components || receipt.backordered || named_location {
             return Ok(Placed::ReadBack(receipt.id));
         }
         // Just created, so it is exactly what was asked: the names are the
@@ -237,8 +247,8 @@ impl Api {
             return Ok(None);
         };
         let mut lines = Vec::with_capacity(named.len());
-        for (index, (name, quantity)) in named.iter().enumerate() {
-            let quantity = u32::try_from(*quantity)
+        for (index, line) in named.iter().enumerate() {
+            let quantity = u32::try_from(line.quantity)
                 .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
             if quantity == 0 {
                 return Err(ApiError::invalid(format!(
@@ -246,12 +256,34 @@ impl Api {
                      refund none of it"
                 )));
             }
-            lines.push(Line {
-                sku: self.sku_id(name)?,
-                quantity,
-            });
+            if line.split {
+                return Err(ApiError::invalid(format!(
+                    "line {index}: \"split\" belongs to orders; name the \"location\" a \
+                     line of a SKU kept at locations took its units from"
+                )));
+            }
+            let mut sku = self.sku_id(&line.sku)?;
+            if let Some(location) = &line.location {
+                let place = LinePlace {
+                    location: Some(location),
+                    split: false,
+                };
+                sku = self.place_line(sku, &place)?;
+            }
+            lines.push(Line { sku, quantity });
         }
         Ok(Some(lines))
+    }
+
+    /// The cell a line takes from: a named location's, or the SKU's own
+    /// (hotstock then allocates a SKU kept at locations).
+    fn place_line(&self, sku: SkuId, place: &LinePlace<'_>) -> Result<SkuId, ApiError> {
+        match place.location {
+            Some(location) => (self.engine)
+                .location(sku, location)
+                .map_err(|e| self.engine_error(e)),
+            None => Ok(sku),
+        }
     }
 
     /// `POST /v1/reservations/{id}/extend` with `{"ttl_ms": N}`: the hold

@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::order_body::ScannedLine;
+use crate::core::catalogue::LOCATION_SEPARATOR;
 use crate::core::engine::{Receipt, SkuDocument};
 use crate::core::holds::HoldDocument;
 use crate::core::types::{HoldStatus, SkuId};
@@ -32,7 +33,30 @@ pub fn sku_json<'a>(document: &SkuDocument, name: impl Fn(SkuId) -> Option<&'a s
             .map(|c| json!({"sku": name(c.sku), "quantity": c.quantity}))
             .collect();
     }
+    if let Some(locations) = &document.locations {
+        sku["locations"] = locations
+            .iter()
+            .map(|l| {
+                json!({"location": &*l.location, "priority": l.priority,
+                       "available": l.available, "held": l.held, "sold": l.sold,
+                       "on_hand": l.available + l.held + l.safety_stock,
+                       "safety_stock": l.safety_stock, "version": l.version})
+            })
+            .collect();
+    }
     sku
+}
+
+/// Sets `object`'s `"sku"` (and, for a location's own cell, named
+/// `sku/location`, its `"location"`) from a catalogue name.
+pub fn set_sku_name(object: &mut Value, name: Option<&str>) {
+    match name.and_then(|n| n.split_once(LOCATION_SEPARATOR)) {
+        Some((sku, location)) => {
+            object["sku"] = json!(sku);
+            object["location"] = json!(location);
+        }
+        None => object["sku"] = json!(name),
+    }
 }
 
 /// A reservation as readers see it; `name` finds SKU names (lock-free).
@@ -45,8 +69,9 @@ pub fn reservation_json<'a>(
     let lines: Vec<Value> = (document.lines.iter().zip(&document.amounts))
         .enumerate()
         .map(|(index, (l, a))| {
-            let mut line = json!({"sku": name(l.sku), "quantity": l.quantity,
+            let mut line = json!({"quantity": l.quantity,
                    "confirmed": a.confirmed, "refunded": a.refunded});
+            set_sku_name(&mut line, name(l.sku));
             // Only a reservation with a line taken past zero says what is
             // still owed (units not yet received).
             if let Some(owed) = document.owed.get(index) {

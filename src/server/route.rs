@@ -13,6 +13,7 @@ pub enum Route {
     SkuPut,
     SkuAdjust,
     KitPut,
+    LocationPut,
     ReservationCreate,
     ReservationGet,
     ReservationConfirm,
@@ -26,7 +27,7 @@ pub enum Route {
 
 impl Route {
     /// In label order (the metrics' rows).
-    pub const ALL: [Route; 16] = [
+    pub const ALL: [Route; 17] = [
         Route::Healthz,
         Route::Metrics,
         Route::SkusList,
@@ -34,6 +35,7 @@ impl Route {
         Route::SkuPut,
         Route::SkuAdjust,
         Route::KitPut,
+        Route::LocationPut,
         Route::ReservationCreate,
         Route::ReservationGet,
         Route::ReservationConfirm,
@@ -55,6 +57,7 @@ impl Route {
             Route::SkuPut => "sku_put",
             Route::SkuAdjust => "sku_adjust",
             Route::KitPut => "kit_put",
+            Route::LocationPut => "location_put",
             Route::ReservationCreate => "reservation_create",
             Route::ReservationGet => "reservation_get",
             Route::ReservationConfirm => "reservation_confirm",
@@ -73,12 +76,14 @@ impl Route {
     }
 }
 
-/// A request matched to its route; `param` is the path's one variable
-/// segment (a SKU name or a reservation id), empty where there is none.
+/// A request matched to its route; `param` is the path's first variable
+/// segment (a SKU name or a reservation id), empty where there is none;
+/// `location` the second (a location's name), empty where there is none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Matched<'a> {
     pub route: Route,
     pub param: &'a str,
+    pub location: &'a str,
 }
 
 /// Why a request matched no route.
@@ -97,6 +102,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
     let Some((segments, count)) = split_path(path) else {
         return (Route::Other, Err(Miss::NotFound));
     };
+    let mut location = "";
     // Each path shape with the methods it takes, in `Allow` order.
     let (param, shape): (&str, &[(Method, Route)]) = match &segments[..count] {
         ["healthz"] => ("", &[(Method::GET, Route::Healthz)]),
@@ -108,6 +114,10 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
         ),
         ["v1", "skus", sku, "adjust"] => (sku, &[(Method::POST, Route::SkuAdjust)]),
         ["v1", "kits", kit] => (kit, &[(Method::PUT, Route::KitPut)]),
+        ["v1", "skus", sku, "locations", named] => {
+            location = named;
+            (sku, &[(Method::PUT, Route::LocationPut)])
+        }
         ["v1", "reservations"] => ("", &[(Method::POST, Route::ReservationCreate)]),
         ["v1", "reservations", id] => (id, &[(Method::GET, Route::ReservationGet)]),
         ["v1", "reservations", id, "confirm"] => (id, &[(Method::POST, Route::ReservationConfirm)]),
@@ -119,7 +129,14 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
         _ => return (Route::Other, Err(Miss::NotFound)),
     };
     match shape.iter().find(|(m, _)| m == method) {
-        Some(&(_, route)) => (route, Ok(Matched { route, param })),
+        Some(&(_, route)) => (
+            route,
+            Ok(Matched {
+                route,
+                param,
+                location,
+            }),
+        ),
         None => {
             let allow = if shape.len() == 2 {
                 "GET, PUT"

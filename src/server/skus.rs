@@ -9,7 +9,7 @@ use super::body::{read_json, Fields};
 use super::error::{json_response, ApiError, HttpResponse};
 use super::response::sku_json;
 use crate::core::cell::BackorderRule;
-use crate::core::engine::{SkuDocument, SkuPut, StockLevel};
+use crate::core::engine::{LocationPut, SkuDocument, SkuPut, StockLevel};
 use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_LINE_QUANTITY};
 use crate::core::types::{Line, SkuId};
 
@@ -98,17 +98,7 @@ impl Api {
                 "expected_version",
             ],
         )?;
-        let level = match (fields.u64("available")?, fields.u64("on_hand")?) {
-            (Some(_), Some(_)) => {
-                return Err(ApiError::invalid(
-                    "give either \"available\" (units for sale) or \"on_hand\" (units there, \
-                     of which \"safety_stock\" is kept back), not both",
-                ))
-            }
-            (Some(units), None) => Some(StockLevel::Available(units)),
-            (None, Some(units)) => Some(StockLevel::OnHand(units)),
-            (None, None) => None,
-        };
+        let level = stock_level(&mut fields)?;
         let put = SkuPut {
             level,
             safety_stock: fields.u64("safety_stock")?,
@@ -188,6 +178,56 @@ impl Api {
         ))
     }
 
+    /// `PUT /v1/skus/{sku}/locations/{location}` (operator): creates the
+    /// SKU kept at locations and the location if absent, and sets the
+    /// location's stock (`available` or `on_hand`, `safety_stock`) and
+    /// allocation `priority`; answers the SKU's document.
+    pub(super) async fn put_location(
+        &self,
+        sku: &str,
+        location: &str,
+        body: Incoming,
+    ) -> Result<HttpResponse, ApiError> {
+        let mut fields = Fields::new(
+            read_json(body).await?,
+            &[
+                "available",
+                "on_hand",
+                "safety_stock",
+                "priority",
+                "expected_version",
+            ],
+        )?;
+        let level = stock_level(&mut fields)?;
+        let stock = SkuPut {
+            level,
+            safety_stock: fields.u64("safety_stock")?,
+            limit: None,
+            expected_version: fields.u64("expected_version")?,
+        };
+        let priority = match fields.u64("priority")? {
+            None => None,
+            Some(p) => Some(u32::try_from(p).map_err(|_| {
+                ApiError::invalid(format!("priority must be at most {}", u32::MAX))
+            })?),
+        };
+        if stock.level.is_none() && stock.safety_stock.is_none() && priority.is_none() {
+            return Err(ApiError::invalid(
+                "field \"available\", \"on_hand\", \"safety_stock\" or \"priority\" is required",
+            ));
+        }
+        let put = LocationPut { stock, priority };
+        let change = self
+            .engine
+            .put_location(sku, location, &put)
+            .map_err(|e| self.engine_error(e))?;
+        self.acknowledge().await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &self.sku_json(&self.document(change.sku)?),
+        ))
+    }
+
     /// `[{"sku": name, "quantity": n}, ...]` as lines of known SKUs.
     fn component_lines(&self, listed: &Value) -> Result<Vec<Line>, ApiError> {
         let malformed = || {
@@ -237,5 +277,18 @@ impl Api {
             StatusCode::OK,
             &self.sku_json(&self.document(id)?),
         ))
+    }
+}
+
+/// A body's `available` or `on_hand` (never both).
+fn stock_level(fields: &mut Fields) -> Result<Option<StockLevel>, ApiError> {
+    match (fields.u64("available")?, fields.u64("on_hand")?) {
+        (Some(_), Some(_)) => Err(ApiError::invalid(
+            "give either \"available\" (units for sale) or \"on_hand\" (units there, \
+             of which \"safety_stock\" is kept back), not both",
+        )),
+        (Some(units), None) => Ok(Some(StockLevel::Available(units))),
+        (None, Some(units)) => Ok(Some(StockLevel::OnHand(units))),
+        (None, None) => Ok(None),
     }
 }

@@ -1,6 +1,6 @@
-//! `hotstock import`: loads SKUs from a CSV file, and kits from a second
-//! one, into a data directory no server is using. Both files are checked
-//! whole before anything is written.
+//! `hotstock import`: loads SKUs from a CSV file, SKUs kept at locations
+//! from a second one and kits from a third, into a data directory no server
+//! is using. Every file is checked whole before anything is written.
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use hotstock::core::limits::{MAX_KIT_COMPONENTS, MAX_LINE_QUANTITY, MAX_STOCK_PER_SKU};
 use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine};
-use hotstock::{BackorderRule, ChangeSink, Engine, Line, SkuPut, StockLevel};
+use hotstock::{BackorderRule, ChangeSink, Engine, Line, LocationPut, SkuPut, StockLevel};
 
 /// A CSV file's rows as (line number, trimmed fields), leaving out blank
 /// lines and a first line that starts with `header` (any case).
@@ -88,6 +88,68 @@ fn parse_csv(text: &str) -> Result<Vec<ImportRow>, String> {
     Ok(rows)
 }
 
+/// One location row: the SKU, the location, and what to set there.
+type LocationRow = (String, String, LocationPut);
+
+/// `sku,location,available[,safety_stock[,priority]]`: `available` units
+/// for sale at the location, `safety_stock` units there kept back besides
+/// them, `priority` the allocation order (lower first).
+fn parse_locations(text: &str) -> Result<Vec<LocationRow>, String> {
+    let mut rows = Vec::new();
+    for (number, fields) in csv_rows(text, "sku") {
+        let (sku, location, available, safety, priority) = match fields.as_slice() {
+            [sku, location, available] => (*sku, *location, *available, "", ""),
+            [sku, location, available, safety] => (*sku, *location, *available, *safety, ""),
+            [sku, location, available, safety, priority] => {
+                (*sku, *location, *available, *safety, *priority)
+            }
+            _ => {
+                return Err(format!(
+                    "line {number}: expected sku,location,available[,safety_stock[,priority]]"
+                ))
+            }
+        };
+        hotstock::core::catalogue::validate_sku_name(sku)
+            .and_then(|()| hotstock::core::catalogue::location_cell_name(sku, location))
+            .map_err(|e| format!("line {number}: {e}"))?;
+        if rows.iter().any(|(s, l, _)| s == sku && l == location) {
+            return Err(format!(
+                "line {number}: {sku:?} at {location:?} is named twice"
+            ));
+        }
+        let units = |column: &str, value: &str| {
+            (value.parse::<u64>().ok())
+                .filter(|&units| units <= MAX_STOCK_PER_SKU)
+                .ok_or_else(|| {
+                    format!(
+                        "line {number}: {column} {value:?} must be a whole number of units, at \
+                         most {MAX_STOCK_PER_SKU}"
+                    )
+                })
+        };
+        let stock = SkuPut {
+            level: Some(StockLevel::Available(units("available", available)?)),
+            safety_stock: match safety {
+                "" => None,
+                safety => Some(units("safety_stock", safety)?),
+            },
+            ..SkuPut::default()
+        };
+        let priority = match priority {
+            "" => None,
+            p => Some(p.parse::<u32>().map_err(|_| {
+                format!(
+                    "line {number}: priority {p:?} must be a whole number from 0 to {}",
+                    u32::MAX
+                )
+            })?),
+        };
+        let put = LocationPut { stock, priority };
+        rows.push((sku.to_owned(), location.to_owned(), put));
+    }
+    Ok(rows)
+}
+
 /// One kit: its name and its components (SKU name, units per kit), in
 /// the order of the file.
 type KitRow = (String, Vec<(String, u32)>);
@@ -142,10 +204,32 @@ fn read<T>(path: &Path, parse: impl FnOnce(&str) -> Result<T, String>) -> Result
 fn check_kits<S: ChangeSink>(
     engine: &Engine<S>,
     rows: &[ImportRow],
+    located: &[LocationRow],
     kits: &[KitRow],
 ) -> Result<(), String> {
     let in_file = |name: &str| rows.iter().any(|(row, ..)| row == name);
+    let at_locations = |name: &str| {
+        let existing = engine.sku(name).ok().and_then(|id| engine.locations(id));
+        located.iter().any(|(sku, ..)| sku == name) || existing.is_some()
+    };
+    for (sku, ..) in located {
+        let plain = engine
+            .sku(sku)
+            .is_ok_and(|id| engine.locations(id).is_none());
+        if in_file(sku) || plain {
+            return Err(format!(
+                "{sku:?} has stock of its own (in the stock file or the data directory), so \
+                 it cannot be kept at locations"
+            ));
+        }
+    }
     for (kit, components) in kits {
+        if let Some((sku, _)) = components.iter().find(|(sku, _)| at_locations(sku)) {
+            return Err(format!(
+                "kit {kit:?}: component {sku:?} is kept at locations; a component has stock \
+                 of its own"
+            ));
+        }
         if in_file(kit) {
             return Err(format!("kit {kit:?} is also a SKU of the stock file"));
         }
@@ -158,12 +242,18 @@ fn check_kits<S: ChangeSink>(
     Ok(())
 }
 
-pub fn import(file: &Path, kits_file: Option<&Path>, data_dir: &Path) -> ExitCode {
+pub fn import(
+    file: &Path,
+    locations_file: Option<&Path>,
+    kits_file: Option<&Path>,
+    data_dir: &Path,
+) -> ExitCode {
     let parsed = read(file, parse_csv).and_then(|rows| {
+        let located = locations_file.map_or(Ok(Vec::new()), |path| read(path, parse_locations))?;
         let kits = kits_file.map_or(Ok(Vec::new()), |path| read(path, parse_kits))?;
-        Ok((rows, kits))
+        Ok((rows, located, kits))
     });
-    let (rows, kits) = match parsed {
+    let (rows, located, kits) = match parsed {
         Ok(parsed) => parsed,
         Err(message) => {
             eprintln!("{message}; nothing was imported");
@@ -178,7 +268,7 @@ pub fn import(file: &Path, kits_file: Option<&Path>, data_dir: &Path) -> ExitCod
         }
     };
     let engine = durable.engine().clone();
-    if let Err(message) = check_kits(&engine, &rows, &kits) {
+    if let Err(message) = check_kits(&engine, &rows, &located, &kits) {
         eprintln!("{message}; nothing was imported");
         return ExitCode::FAILURE;
     }
@@ -205,6 +295,12 @@ pub fn import(file: &Path, kits_file: Option<&Path>, data_dir: &Path) -> ExitCod
         progress.inc(1);
     }
     progress.finish();
+    for (sku, location, put) in &located {
+        if let Err(error) = engine.put_location(sku, location, put) {
+            eprintln!("{sku:?} at {location:?}: {error}; every SKU was imported, the locations before it too");
+            return ExitCode::FAILURE;
+        }
+    }
     for (kit, components) in &kits {
         let lines: Result<Vec<Line>, _> = (components.iter())
             .map(|(sku, quantity)| {
@@ -222,9 +318,9 @@ pub fn import(file: &Path, kits_file: Option<&Path>, data_dir: &Path) -> ExitCod
     drop(engine);
     match durable.close() {
         Ok(()) => {
-            let kits = kits.len();
+            let (kits, located) = (kits.len(), located.len());
             println!(
-                "imported {total} SKUs and {kits} kits into {}",
+                "imported {total} SKUs, {located} locations and {kits} kits into {}",
                 data_dir.display()
             );
             ExitCode::SUCCESS

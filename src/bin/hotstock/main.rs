@@ -62,12 +62,17 @@ enum Command {
         data_dir: PathBuf,
     },
     /// Load SKUs from a CSV file
-    /// (`sku,available[,per_customer_limit[,safety_stock]]`, an optional
-    /// header line) into a data directory no server is using, and kits from
-    /// a second one (`--kits`: `kit,sku,quantity`, a row per component).
-    /// Both files are checked whole before anything is written.
+    /// (`sku,available[,per_customer_limit[,safety_stock[,backorder_limit]]]`,
+    /// an optional header line) into a data directory no server is using,
+    /// SKUs kept at locations from a second one (`--locations`), and kits
+    /// from a third (`--kits`: `kit,sku,quantity`, a row per component).
+    /// Every file is checked whole before anything is written.
     Import {
         file: PathBuf,
+        /// SKUs kept at locations, a row per location:
+        /// `sku,location,available[,safety_stock[,priority]]`.
+        #[arg(long)]
+        locations: Option<PathBuf>,
         /// Kits, a row per component: `kit,sku,quantity` (units per kit).
         #[arg(long)]
         kits: Option<PathBuf>,
@@ -126,9 +131,10 @@ fn main() -> ExitCode {
         Command::Salvage { data_dir } => inspect::salvage(&data_dir),
         Command::Import {
             file,
+            locations,
             kits,
             data_dir,
-        } => import::import(&file, kits.as_deref(), &data_dir),
+        } => import::import(&file, locations.as_deref(), kits.as_deref(), &data_dir),
         Command::Inspect { data_dir } => inspect::inspect(&data_dir, false),
         Command::Verify { data_dir } => inspect::inspect(&data_dir, true),
         Command::Events(EventsCommand::Tail(args)) => tail::tail(&args),

@@ -299,10 +299,15 @@ pub enum Gate {
     Limit(u32),
     /// A kit: no stock of its own; an order of it takes its components.
     Kit,
+    /// A SKU whose stock is kept at locations: no stock of its own; an
+    /// order of it takes from one (or, split, several) of its locations.
+    Located,
 }
 
 /// The gate word of a kit: above every limit (`MAX_PER_CUSTOMER_LIMIT`).
 const KIT_GATE: u32 = 1 << 31;
+/// The gate word of a SKU kept at locations (also above every limit).
+const LOCATED_GATE: u32 = KIT_GATE | 1;
 
 /// One SKU's stock. See the module docs for the locking rule.
 ///
@@ -322,9 +327,10 @@ pub struct StockCell {
     width: AtomicU16,
     /// CAS conflicts seen on `home` since the last width change.
     conflicts: AtomicU16,
-    /// 0: open; a per-customer limit; or `KIT_GATE` (see `Gate`). Written
-    /// under the lock (a kit's only before its name is published, so a SKU
-    /// is a kit from its creation or never), read lock-free.
+    /// 0: open; a per-customer limit; `KIT_GATE` or `LOCATED_GATE` (see
+    /// `Gate`). Written under the lock (a mark only before its SKU's name
+    /// is published, so a SKU is a kit or located from its creation or
+    /// never), read lock-free.
     per_customer_limit: AtomicU32,
     meta: Mutex<CellMeta>,
 }
@@ -354,7 +360,7 @@ impl StockCell {
     pub fn per_customer_limit(&self) -> Option<u32> {
         match self.gate() {
             Gate::Limit(limit) => Some(limit),
-            Gate::Open | Gate::Kit => None,
+            Gate::Open | Gate::Kit | Gate::Located => None,
         }
     }
 
@@ -367,6 +373,7 @@ impl StockCell {
         match self.per_customer_limit.load(Ordering::Relaxed) {
             0 => Gate::Open,
             KIT_GATE => Gate::Kit,
+            LOCATED_GATE => Gate::Located,
             limit => Gate::Limit(limit),
         }
     }
@@ -374,6 +381,19 @@ impl StockCell {
     #[inline]
     pub fn is_kit(&self) -> bool {
         self.gate() == Gate::Kit
+    }
+
+    #[inline]
+    pub fn is_located(&self) -> bool {
+        self.gate() == Gate::Located
+    }
+
+    /// A kit or a SKU kept at locations: an order of it takes other
+    /// cells' units. One load and compare, like `is_kit`.
+    #[inline]
+    pub fn is_composite(&self) -> bool {
+        // Relaxed: see `gate`; both marks are above every limit.
+        self.per_customer_limit.load(Ordering::Relaxed) >= KIT_GATE
     }
 
     /// Takes `units` and counts them as held or sold. Lock-free unless the

@@ -36,6 +36,44 @@ impl StockCell {
         self.mark_kit();
     }
 
+    /// Makes a fresh cell one whose stock is kept at locations (each a
+    /// cell of its own), at version 1. Only while its SKU is being
+    /// created, like `make_kit`.
+    pub fn make_located(&self) {
+        let mut meta = self.meta.lock();
+        debug_assert_eq!(meta.version, 0, "a SKU is made located only at creation");
+        meta.version = 1;
+        self.mark_located();
+    }
+
+    /// Marks a recovered SKU kept at locations (recovery only).
+    pub fn restore_located(&self) {
+        let _meta = self.meta.lock();
+        self.mark_located();
+    }
+
+    fn mark_located(&self) {
+        // Relaxed: as `mark_kit`.
+        self.per_customer_limit
+            .store(LOCATED_GATE, Ordering::Relaxed);
+    }
+
+    /// A setting kept outside the cell (a location's priority): bumps the
+    /// version and calls `publish` with it under the lock, so one cell's
+    /// settings are published in version order.
+    pub fn bump_version<R>(&self, publish: impl FnOnce(u64) -> R) -> R {
+        let mut meta = self.meta.lock();
+        meta.version += 1;
+        publish(meta.version)
+    }
+
+    /// Runs `f` under the cell's lock: serialises changes to what the
+    /// engine keeps about this SKU elsewhere (its list of locations).
+    pub fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _meta = self.meta.lock();
+        f()
+    }
+
     pub(super) fn mark_kit(&self) {
         // Relaxed: see `gate`; the name's publication orders it for a new
         // kit, and recovery runs before anyone reads.

@@ -22,42 +22,54 @@ use crate::core::types::{HoldStatus, Line, ReservationId, SkuId};
 
 impl<S: ChangeSink> Engine<S> {
     /// Reserves (or, with `confirm`, buys) every line of `order`, or none.
-    /// A kit line takes the kit's components (`kits.rs`); the reservation
-    /// holds them.
+    /// A kit line takes the kit's components (`kits.rs`), a line of a SKU
+    /// kept at locations takes from its location(s) (`locations.rs`); the
+    /// reservation holds those.
     pub fn reserve(&self, order: &Order<'_>) -> Result<Receipt, EngineError> {
-        let (ttl_ms, has_kits) = self.validate(order)?;
-        if has_kits {
-            return self.reserve_kits(order, ttl_ms);
+        let (ttl_ms, has_composites) = self.validate(order)?;
+        if has_composites {
+            return self.reserve_composite(order, ttl_ms);
         }
-        self.reserve_validated(order, order, ttl_ms)
+        self.reserve_validated(order, ttl_ms, |hint| self.reserve_once(order, ttl_ms, hint))
     }
 
-    /// `reserve` of an order that names a kit: its lines with every kit
-    /// replaced by its components. Out of line, so the plain purchase path
-    /// stays one function.
+    /// `reserve` of an order that names a kit or a SKU kept at locations:
+    /// its lines with every kit replaced by its components and every
+    /// located line given its location(s), allocated again if another
+    /// buyer took a chosen location's units first. Out of line, so the
+    /// plain purchase path stays one function.
     #[inline(never)]
-    fn reserve_kits(&self, order: &Order<'_>, ttl_ms: u64) -> Result<Receipt, EngineError> {
-        let expanded = self.expand_kits(order.lines)?;
-        let taking = Order {
-            lines: expanded.lines(),
-            ..*order
-        };
-        self.reserve_validated(order, &taking, ttl_ms)
-            .map(|receipt| Receipt {
-                holds_components: true,
-                ..receipt
+    fn reserve_composite(&self, order: &Order<'_>, ttl_ms: u64) -> Result<Receipt, EngineError> {
+        let outcome = self.reserve_validated(order, ttl_ms, |hint| {
+            self.with_reallocation(|| {
+                let expanded = match self.expand(order.lines, order.split) {
+                    Ok(expanded) => expanded,
+                    Err(refusal) => return (Err(refusal), Default::default()),
+                };
+                let taking = Order {
+                    lines: expanded.lines(),
+                    ..*order
+                };
+                let outcome = self.reserve_once(&taking, ttl_ms, hint);
+                (outcome, expanded.allocated_by())
             })
+        });
+        outcome.map(|receipt| Receipt {
+            holds_components: true,
+            ..receipt
+        })
     }
 
     /// `reserve` of `order` as the caller asked for it (its idempotency
-    /// fingerprint) and as taken (`taking`: kits expanded). Always inline:
-    /// the plain purchase path is `reserve` and this, one function.
+    /// fingerprint), taken by `take_once` (given the CPU hint). Always
+    /// inline: the plain purchase path is `reserve` and this, one
+    /// function.
     #[inline(always)]
     fn reserve_validated(
         &self,
         order: &Order<'_>,
-        taking: &Order<'_>,
         ttl_ms: u64,
+        take_once: impl Fn(usize) -> Result<Receipt, EngineError>,
     ) -> Result<Receipt, EngineError> {
         self.check_storage()?;
         // One CPU hint for the whole order (each read is a call into
@@ -68,12 +80,12 @@ impl<S: ChangeSink> Engine<S> {
         // creation is recorded under its shard lock, inside the key's.
         self.sink.make_room(hint);
         let Some(key) = order.idempotency_key else {
-            return self.reserve_once(taking, ttl_ms, hint);
+            return take_once(hint);
         };
         let fingerprint = fingerprint(order, ttl_ms);
         let now_ms = self.clock.now_ms();
         let ran = self.idempotency.run(key, fingerprint, now_ms, || {
-            let outcome = self.reserve_once(taking, ttl_ms, hint);
+            let outcome = take_once(hint);
             // Capacity refusals are about the server, not the request: a
             // retry after capacity frees up must be allowed to run.
             let keep = !matches!(outcome, Err(EngineError::CapacityExceeded { .. }));
@@ -133,6 +145,7 @@ impl<S: ChangeSink> Engine<S> {
         let cell = self.cell(sku)?;
         match cell.gate() {
             Gate::Open => {}
+            Gate::Located => return self.sell_located(sku, quantity),
             Gate::Limit(_) => return Err(EngineError::CustomerRequired { sku }),
             Gate::Kit => {
                 return Err(EngineError::KitRefused {
@@ -248,14 +261,14 @@ impl<S: ChangeSink> Engine<S> {
         if lines.len() > MAX_LINES_PER_CART {
             return Err(EngineError::TooManyLines { lines: lines.len() });
         }
-        let mut has_kits = false;
+        let mut has_composites = false;
         for (index, line) in lines.iter().enumerate() {
             if line.quantity == 0 || line.quantity > MAX_LINE_QUANTITY {
                 return Err(EngineError::InvalidQuantity {
                     quantity: u64::from(line.quantity),
                 });
             }
-            has_kits |= self.cell(line.sku)?.is_kit();
+            has_composites |= self.cell(line.sku)?.is_composite();
             if lines[..index].iter().any(|earlier| earlier.sku == line.sku) {
                 return Err(EngineError::DuplicateSku { sku: line.sku });
             }
@@ -276,7 +289,7 @@ impl<S: ChangeSink> Engine<S> {
                 })
             }
         };
-        Ok((ttl_ms, has_kits))
+        Ok((ttl_ms, has_composites))
     }
 
     /// One attempt at an order, all lines or none.
@@ -657,5 +670,9 @@ fn fingerprint(order: &Order<'_>, ttl_ms: u64) -> u64 {
     order.customer.hash(&mut hasher);
     order.confirm.hash(&mut hasher);
     ttl_ms.hash(&mut hasher);
+    // Only when set: keys remembered before locations keep their prints.
+    if order.split != 0 {
+        order.split.hash(&mut hasher);
+    }
     hasher.finish()
 }

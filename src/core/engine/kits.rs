@@ -21,6 +21,7 @@
 //! kit or a kit's mark on a SKU with stock. A kit's components can be
 //! redefined; reservations already made keep the components they took.
 
+use super::locations::AllocatedBy;
 use super::Engine;
 use crate::core::cell::StockCell;
 use crate::core::change::{Change, ChangeSink};
@@ -34,6 +35,22 @@ use crate::core::types::{Line, SkuId};
 pub(super) struct Expanded {
     lines: [Line; MAX_LINES_PER_CART],
     len: usize,
+    /// The lines a SKU kept at locations was given by `allocate`.
+    allocated: AllocatedBy,
+}
+
+impl Default for Expanded {
+    fn default() -> Expanded {
+        let unused = Line {
+            sku: SkuId::from_index(0),
+            quantity: 0,
+        };
+        Expanded {
+            lines: [unused; MAX_LINES_PER_CART],
+            len: 0,
+            allocated: AllocatedBy::default(),
+        }
+    }
 }
 
 impl Expanded {
@@ -41,8 +58,33 @@ impl Expanded {
         &self.lines[..self.len]
     }
 
-    /// Adds `units` of `sku`, merged with a line of it already there.
-    fn add(&mut self, sku: SkuId, units: u64) -> Result<(), EngineError> {
+    /// Units of `sku` this order takes so far.
+    pub(super) fn units_of(&self, sku: SkuId) -> u64 {
+        let line = self.lines().iter().find(|l| l.sku == sku);
+        line.map_or(0, |l| u64::from(l.quantity))
+    }
+
+    /// Adds `units` of location cell `cell`, chosen for a line of
+    /// `requested` units of `sku`.
+    pub(super) fn add_allocated(
+        &mut self,
+        cell: SkuId,
+        units: u64,
+        sku: SkuId,
+        requested: u32,
+    ) -> Result<(), EngineError> {
+        let at = self.add(cell, units)?;
+        self.allocated.note(at, cell, sku, requested);
+        Ok(())
+    }
+
+    pub(super) fn allocated_by(&self) -> AllocatedBy {
+        self.allocated
+    }
+
+    /// Adds `units` of `sku`, merged with a line of it already there;
+    /// returns the line's place.
+    fn add(&mut self, sku: SkuId, units: u64) -> Result<usize, EngineError> {
         let at = match self.lines().iter().position(|l| l.sku == sku) {
             Some(at) => at,
             None if self.len == MAX_LINES_PER_CART => {
@@ -62,7 +104,7 @@ impl Expanded {
             return Err(EngineError::InvalidQuantity { quantity: total });
         }
         self.lines[at].quantity = total as u32;
-        Ok(())
+        Ok(at)
     }
 }
 
@@ -142,8 +184,15 @@ impl<S: ChangeSink> Engine<S> {
                     quantity: u64::from(component.quantity),
                 });
             }
-            if self.cell(component.sku)?.is_kit() {
+            let cell = self.cell(component.sku)?;
+            if cell.is_kit() {
                 return Err(kit_refused(component.sku, KitRefusal::ComponentIsAKit));
+            }
+            if cell.is_located() || self.location_of(component.sku).is_some() {
+                return Err(kit_refused(
+                    component.sku,
+                    KitRefusal::ComponentHasLocations,
+                ));
             }
             if components[..index].iter().any(|c| c.sku == component.sku) {
                 return Err(kit_refused(component.sku, KitRefusal::NamedTwice));
@@ -172,30 +221,37 @@ impl<S: ChangeSink> Engine<S> {
         components
     }
 
-    /// `lines` with every kit line replaced by its components, and lines of
-    /// one SKU merged into one (so a kit and one of its components count
-    /// that component once). Refused when a merged line passes
-    /// `MAX_LINE_QUANTITY` or the lines pass `MAX_LINES_PER_CART`.
-    pub(super) fn expand_kits(&self, lines: &[Line]) -> Result<Expanded, EngineError> {
-        let unused = Line {
-            sku: SkuId::from_index(0),
-            quantity: 0,
-        };
-        let mut merged = Expanded {
-            lines: [unused; MAX_LINES_PER_CART],
-            len: 0,
-        };
+    /// `lines` with every kit line replaced by its components, every line
+    /// of a SKU kept at locations given its location(s) (`split`: bit `i`
+    /// set lets line `i` take from several), and lines of one SKU merged
+    /// into one (so a kit and one of its components count that component
+    /// once). Refused when a merged line passes `MAX_LINE_QUANTITY`, the
+    /// lines pass `MAX_LINES_PER_CART`, or a line cannot be allocated.
+    pub(super) fn expand(&self, lines: &[Line], split: u32) -> Result<Expanded, EngineError> {
+        let mut merged = Expanded::default();
+        // Plain and kit lines first: allocation then sees what the order
+        // already takes of each location.
         for line in lines {
-            let Some(components) = self.kit_of(self.cell(line.sku)?, line.sku) else {
+            let cell = self.cell(line.sku)?;
+            if cell.is_located() {
+                continue;
+            }
+            let Some(components) = self.kit_of(cell, line.sku) else {
                 merged.add(line.sku, u64::from(line.quantity))?;
                 continue;
             };
             for component in components {
                 // Refused at definition; a component is never made a kit
-                // later (kit-ness is fixed at creation).
-                debug_assert!(!self.cell(component.sku)?.is_kit());
+                // or located later (both are fixed at creation).
+                debug_assert!(!self.cell(component.sku)?.is_composite());
                 let units = u64::from(line.quantity) * u64::from(component.quantity);
                 merged.add(component.sku, units)?;
+            }
+        }
+        for (index, line) in lines.iter().enumerate() {
+            if self.cell(line.sku)?.is_located() {
+                let split = split & (1 << index) != 0;
+                self.allocate(line.sku, line.quantity, split, &mut merged)?;
             }
         }
         Ok(merged)
@@ -215,11 +271,12 @@ impl<S: ChangeSink> Engine<S> {
             .unwrap_or(0)
     }
 
-    /// Refuses an operator change of stock or limits on a kit.
+    /// Refuses an operator change of stock or limits on a kit, or on a
+    /// SKU kept at locations.
     pub(super) fn refuse_kit(&self, sku: SkuId) -> Result<(), EngineError> {
         match self.cell(sku)?.is_kit() {
             true => Err(kit_refused(sku, KitRefusal::IsAKit)),
-            false => Ok(()),
+            false => self.refuse_located(sku),
         }
     }
 }

@@ -29,18 +29,20 @@ use super::error::EngineError;
 use super::hint::stripe_hint;
 use super::holds::{HoldDocument, HoldTable, Retention, TimerWork};
 use super::idempotency::IdempotencyTable;
-use super::kit_table::KitTable;
+use super::kit_table::{KitTable, SlotTable};
 use super::ledger::LimitLedger;
 use super::limits::{MAX_EXTENSIONS_PER_HOLD, MAX_HOLD_MS, MAX_TTL_MS};
-use super::types::{HoldStatus, Line, ReservationId, SkuId};
+use super::types::{HoldStatus, Line, Location, ReservationId, SkuId};
 
 mod backorders;
 mod buying;
 mod kits;
+mod locations;
 mod operator;
 mod parts;
 
 pub use super::cell::StockLevel;
+pub use locations::{LocationChange, LocationPut};
 pub use operator::SkuPut;
 mod restore;
 #[cfg(all(test, not(loom)))]
@@ -151,6 +153,9 @@ pub struct Order<'a> {
     pub confirm: bool,
     /// A retry with the same key gets the first attempt's outcome.
     pub idempotency_key: Option<&'a str>,
+    /// Bit `i` set: line `i`, of a SKU kept at locations, may take its
+    /// units from several locations (otherwise all from one).
+    pub split: u32,
 }
 
 /// What a successful `reserve` returns.
@@ -214,6 +219,26 @@ pub struct SkuDocument {
     /// Units owed now: in neither `available`, `held` nor `sold` (they were
     /// never received).
     pub backordered: u64,
+    /// A SKU kept at locations: each location's counts, in the order they
+    /// were added; the SKU's own counts are their sums. `None` for a SKU
+    /// with stock of its own.
+    pub locations: Option<Vec<LocationDocument>>,
+}
+
+/// One location of a SKU kept at locations, as `SkuDocument` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocationDocument {
+    pub location: Box<str>,
+    /// The location's own cell.
+    pub cell: SkuId,
+    pub priority: u32,
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    pub received: u64,
+    pub safety_stock: u64,
+    /// The location's version (its puts' `expected_version`).
+    pub version: u64,
 }
 
 impl SkuDocument {
@@ -233,6 +258,7 @@ impl SkuDocument {
             backorder_limit: s.backorder.limit,
             backorder_until_ms: s.backorder.until_ms,
             backordered: s.backordered,
+            locations: None,
         }
     }
 
@@ -277,6 +303,9 @@ pub struct Engine<S: ChangeSink = InMemory> {
     catalogue: Catalogue,
     /// Kits' components, read lock-free by every kit order.
     kits: KitTable,
+    /// The locations of each SKU kept at locations, read lock-free by
+    /// every order of one.
+    locations: SlotTable<Location>,
     holds: HoldTable,
     ledger: LimitLedger,
     idempotency: IdempotencyTable<StoredOutcome>,
@@ -310,6 +339,7 @@ impl<S: ChangeSink> Engine<S> {
         Ok(Engine {
             catalogue: Catalogue::new(),
             kits: KitTable::new(),
+            locations: SlotTable::new(),
             holds: HoldTable::new(config.max_reservations),
             ledger: LimitLedger::new(),
             idempotency: IdempotencyTable::new(
@@ -358,10 +388,13 @@ impl<S: ChangeSink> Engine<S> {
 
     /// Resolves a SKU name to its handle. Resolve once, then use the handle:
     /// the hot path then hashes nothing.
+    /// A location's own cell is not a SKU: found through `location`.
     pub fn sku(&self, name: &str) -> Result<SkuId, EngineError> {
-        self.catalogue
-            .find(name)
-            .ok_or_else(|| EngineError::UnknownSku { name: name.into() })
+        let unknown = || EngineError::UnknownSku { name: name.into() };
+        if name.contains(crate::core::catalogue::LOCATION_SEPARATOR) {
+            return Err(unknown());
+        }
+        self.catalogue.find(name).ok_or_else(unknown)
     }
 
     /// A SKU's name, read without a lock (names are set once, at creation).
@@ -403,14 +436,52 @@ impl<S: ChangeSink> Engine<S> {
             document.available = self.kit_available(components);
             document.components = Some(components.to_vec());
         }
+        if slot.cell().is_located() {
+            self.sum_locations(&mut document);
+        }
         document
+    }
+
+    /// Fills a located SKU's document from its locations' cells (each
+    /// read whole under its lock; the sums are exact at rest).
+    fn sum_locations(&self, document: &mut SkuDocument) {
+        let listed = self.locations.get(document.id).unwrap_or(&[]);
+        let mut locations = Vec::with_capacity(listed.len());
+        for location in listed {
+            let Some(slot) = self.catalogue.slot(location.sku) else {
+                continue;
+            };
+            let s = slot.cell().snapshot();
+            let name = slot.name();
+            let name = name.split_once(crate::core::catalogue::LOCATION_SEPARATOR);
+            document.available += s.available;
+            document.held += s.held;
+            document.sold += s.sold;
+            document.received += s.received;
+            document.safety_stock += s.safety_stock;
+            locations.push(LocationDocument {
+                location: name.map_or("", |(_, location)| location).into(),
+                cell: location.sku,
+                priority: location.priority,
+                available: s.available,
+                held: s.held,
+                sold: s.sold,
+                received: s.received,
+                safety_stock: s.safety_stock,
+                version: s.version,
+            });
+        }
+        document.locations = Some(locations);
     }
 
     /// Up to `limit` SKUs in creation order, after `after` (a cursor: pass
     /// the last id of the previous page).
+    /// Locations' own cells are not listed (their SKU's document has them).
     pub fn skus_after(&self, after: Option<SkuId>, limit: usize) -> Vec<SkuDocument> {
+        let separator = crate::core::catalogue::LOCATION_SEPARATOR;
         self.catalogue
             .iter_after(after)
+            .filter(|(_, slot)| !slot.name().contains(separator))
             .take(limit)
             .map(|(id, slot)| self.document(id, slot))
             .collect()

@@ -28,7 +28,7 @@ pub struct SkuPut {
 }
 
 impl SkuPut {
-    fn validate(&self) -> Result<(), EngineError> {
+    pub(super) fn validate(&self) -> Result<(), EngineError> {
         if let Some(Some(limit)) = self.limit {
             if limit == 0 || limit > MAX_PER_CUSTOMER_LIMIT {
                 return Err(EngineError::InvalidLimit);
@@ -91,6 +91,16 @@ impl<S: ChangeSink> Engine<S> {
             }
             None => self.create_for_put(name, put, hint)?,
         };
+        self.put_stock_at(sku, put, hint)
+    }
+
+    /// `put_stock` of an existing SKU (or location) by id.
+    pub(super) fn put_stock_at(
+        &self,
+        sku: SkuId,
+        put: &SkuPut,
+        hint: usize,
+    ) -> Result<(SkuId, OperatorChange), EngineError> {
         let cell = self.cell(sku)?;
         let limit_change = put.limit.map_or(LimitChange::Unchanged, LimitChange::Set);
         let publish = |change| self.record_operator(hint, sku, change, limit_change);
@@ -127,6 +137,19 @@ impl<S: ChangeSink> Engine<S> {
     /// Creates a SKU for `put`, unless the put would be refused on a SKU
     /// with nothing yet: a refused request creates nothing.
     fn create_for_put(&self, name: &str, put: &SkuPut, hint: usize) -> Result<SkuId, EngineError> {
+        put.refuse_on_new()?;
+        let on_create = |sku: SkuId, name: &str, _: &StockCell| {
+            self.record(hint, Change::SkuCreated { sku, name })
+        };
+        Ok(self.catalogue.find_or_create_with(name, on_create)?.0)
+    }
+}
+
+impl SkuPut {
+    /// Refuses what this put would be refused on a SKU with nothing yet
+    /// (so a refused put creates nothing).
+    pub(super) fn refuse_on_new(&self) -> Result<(), EngineError> {
+        let put = self;
         if let Some(expected) = put.expected_version.filter(|&v| v != 0) {
             return Err(EngineError::VersionConflict {
                 sku: None,
@@ -148,12 +171,11 @@ impl<S: ChangeSink> Engine<S> {
                 safety_stock: safety,
             });
         }
-        let on_create = |sku: SkuId, name: &str, _: &StockCell| {
-            self.record(hint, Change::SkuCreated { sku, name })
-        };
-        Ok(self.catalogue.find_or_create_with(name, on_create)?.0)
+        Ok(())
     }
+}
 
+impl<S: ChangeSink> Engine<S> {
     /// Operator restock: `units` more received and available.
     pub fn restock(&self, sku: SkuId, units: u64) -> Result<OperatorChange, EngineError> {
         self.refuse_kit(sku)?;

@@ -224,7 +224,15 @@ pub struct FeedFilter {
 
 impl FeedFilter {
     pub fn matches(&self, event: &FeedEvent) -> bool {
-        self.sku.as_deref().is_none_or(|sku| *event.sku == *sku)
+        // A SKU's events include its locations' (`sku/location`).
+        let of_sku = |sku: &str| {
+            let name = &*event.sku;
+            name == sku
+                || name.strip_prefix(sku).is_some_and(|rest| {
+                    rest.starts_with(crate::core::catalogue::LOCATION_SEPARATOR)
+                })
+        };
+        self.sku.as_deref().is_none_or(of_sku)
             && (self.kinds.is_empty() || self.kinds.contains(&event.kind))
     }
 }
@@ -624,6 +632,15 @@ impl FeedInner {
             // A kit holds nothing: its counts stay 0; readers read its
             // components from the SKU document.
             Event::KitDefined { kit, version, .. } => self.make_setting(kit, version, at_ms),
+            // A location's priority (at its creation too): `sku.changed`
+            // of the location. The mark of a SKU kept at locations comes
+            // with its creation (`sku.created`) and says nothing more.
+            Event::Location {
+                sku,
+                version,
+                priority: Some(_),
+            } => self.make_setting(sku, version, at_ms),
+            Event::Location { priority: None, .. } => {}
             Event::Sell { sku, units } => {
                 let index = sku.index() as usize;
                 let before = self.counts(index);

@@ -98,7 +98,7 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
             Event::LowStock { .. } | Event::KitDefined { .. } => credit_ops.push(event),
             Event::Operator { .. } => take_ops.push(event),
             Event::Sell { .. } => sells.push(Step::Single(event)),
-            Event::Backorder { .. } => credit_ops.push(event),
+            Event::Backorder { .. } | Event::Location { .. } => credit_ops.push(event),
             Event::Hold(hold) => {
                 let next = chains.len();
                 let index = *chain_of.entry(hold.id.as_u64()).or_insert(next);
@@ -145,7 +145,8 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
         Event::Operator { version, .. }
         | Event::LowStock { version, .. }
         | Event::KitDefined { version, .. }
-        | Event::Backorder { version, .. } => *version,
+        | Event::Backorder { version, .. }
+        | Event::Location { version, .. } => *version,
         _ => 0,
     };
     credit_ops.sort_by_key(by_version);

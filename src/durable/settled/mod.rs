@@ -74,6 +74,12 @@ pub struct SettledSku {
     pub backorder: BackorderRule,
     /// Version of the change that set `backorder`.
     pub backorder_version: u64,
+    /// The SKU keeps its stock at locations (set at its creation).
+    pub located: bool,
+    /// A location's allocation priority (`None`: not a location).
+    pub priority: Option<u32>,
+    /// Version of the change that set `priority`.
+    pub priority_version: u64,
 }
 
 impl SettledSku {
@@ -458,6 +464,22 @@ impl Settled {
                 }
             }
             Event::BackorderFilled { sku, fill } => self.fold_fill(sku.index(), fill),
+            Event::Location {
+                sku,
+                version,
+                priority,
+            } => {
+                let entry = self.sku_mut(sku.index());
+                entry.version = entry.version.max(version);
+                match priority {
+                    None => entry.located = true,
+                    Some(_) if version >= entry.priority_version => {
+                        entry.priority = priority;
+                        entry.priority_version = version;
+                    }
+                    Some(_) => {}
+                }
+            }
             Event::Hold(hold) => self.apply_hold(hold),
             Event::Idempotency(key) => {
                 self.dirty_keys.insert(key.key.clone());

@@ -85,7 +85,10 @@ impl PostgresStore {
                  ADD COLUMN IF NOT EXISTS backordered BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS backorder_limit BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS backorder_until_ms BIGINT,
-                 ADD COLUMN IF NOT EXISTS backorder_version BIGINT NOT NULL DEFAULT 0;
+                 ADD COLUMN IF NOT EXISTS backorder_version BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS located BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS location_priority BIGINT,
+                 ADD COLUMN IF NOT EXISTS location_priority_version BIGINT NOT NULL DEFAULT 0;
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_backorders (
                  sku BIGINT NOT NULL, reservation BIGINT NOT NULL, ticket BIGINT NOT NULL,
                  owed BIGINT NOT NULL, sold BOOLEAN NOT NULL, PRIMARY KEY (sku, reservation));
@@ -250,7 +253,7 @@ impl Store for PostgresStore {
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
              low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
              components, kit_version, backordered, backorder_limit, backorder_until_ms, \
-             backorder_version \
+             backorder_version, located, location_priority, location_priority_version \
              FROM {s}.hotstock_skus"
         );
         self.load_rows(&sql, "SKUs", &mut settled, |row, settled| {
@@ -273,6 +276,9 @@ impl Store for PostgresStore {
                 backorder_limit: row.try_get(15)?,
                 backorder_until_ms: row.try_get(16)?,
                 backorder_version: row.try_get(17)?,
+                located: row.try_get(18)?,
+                location_priority: row.try_get(19)?,
+                location_priority_version: row.try_get(20)?,
             };
             Ok(sku.load_into(settled))
         })?;
@@ -580,9 +586,9 @@ fn write_skus(
             "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
                low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
                components, kit_version, backordered, backorder_limit, backorder_until_ms,
-               backorder_version)
+               backorder_version, located, location_priority, location_priority_version)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-               $18, $19)
+               $18, $19, $20, $21, $22)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
                held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
                version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
@@ -592,7 +598,9 @@ fn write_skus(
                kit_version = EXCLUDED.kit_version, backordered = EXCLUDED.backordered,
                backorder_limit = EXCLUDED.backorder_limit,
                backorder_until_ms = EXCLUDED.backorder_until_ms,
-               backorder_version = EXCLUDED.backorder_version"
+               backorder_version = EXCLUDED.backorder_version, located = EXCLUDED.located,
+               location_priority = EXCLUDED.location_priority,
+               location_priority_version = EXCLUDED.location_priority_version"
         ))
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -621,6 +629,9 @@ fn write_skus(
                 &(sku.backorder.limit as i64),
                 &sku.backorder.until_ms.map(rows::as_stored),
                 &(sku.backorder_version as i64),
+                &i64::from(sku.located),
+                &sku.priority.map(i64::from),
+                &(sku.priority_version as i64),
             ],
         )
         .map_err(|e| fail("writing a SKU", e))?;

@@ -112,6 +112,11 @@ pub(crate) struct SkuRow {
     /// NULL: no end.
     pub backorder_until_ms: Option<i64>,
     pub backorder_version: i64,
+    /// 0 in stores from before locations (the columns' defaults).
+    pub located: i64,
+    /// NULL: not a location.
+    pub location_priority: Option<i64>,
+    pub location_priority_version: i64,
 }
 
 impl SkuRow {
@@ -187,6 +192,17 @@ impl SkuRow {
                     .transpose()?,
             },
             backorder_version: check.non_negative("backorder_version", self.backorder_version)?,
+            located: match self.located {
+                0 => false,
+                1 => true,
+                other => return Err(check.damage(format!("located {other} is not 0 or 1"))),
+            },
+            priority: self
+                .location_priority
+                .map(|p| check.fits_u32("location_priority", p))
+                .transpose()?,
+            priority_version: check
+                .non_negative("location_priority_version", self.location_priority_version)?,
         };
         let index = index as usize;
         if settled.skus.len() <= index {
@@ -372,6 +388,9 @@ mod tests {
             backorder_limit: 0,
             backorder_until_ms: None,
             backorder_version: 0,
+            located: 0,
+            location_priority: None,
+            location_priority_version: 0,
         };
         let damage = row.load_into(&mut settled).unwrap_err();
         assert_eq!(damage.table, "hotstock_skus");

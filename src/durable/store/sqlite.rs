@@ -41,7 +41,10 @@ CREATE TABLE IF NOT EXISTS hotstock_skus (
     backordered        INTEGER NOT NULL DEFAULT 0,
     backorder_limit    INTEGER NOT NULL DEFAULT 0,
     backorder_until_ms INTEGER,
-    backorder_version  INTEGER NOT NULL DEFAULT 0
+    backorder_version  INTEGER NOT NULL DEFAULT 0,
+    located            INTEGER NOT NULL DEFAULT 0,
+    location_priority  INTEGER,
+    location_priority_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS hotstock_reservations (
     id          INTEGER PRIMARY KEY,
@@ -162,6 +165,13 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
             "INTEGER NOT NULL DEFAULT 0",
         ),
         ("hotstock_events", "owed", "INTEGER"),
+        ("hotstock_skus", "located", "INTEGER NOT NULL DEFAULT 0"),
+        ("hotstock_skus", "location_priority", "INTEGER"),
+        (
+            "hotstock_skus",
+            "location_priority_version",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
     ];
     for (table, column, kind) in added {
         let mut columns = connection.prepare(&format!("PRAGMA table_info({table})"))?;
@@ -394,7 +404,7 @@ impl Store for SqliteStore {
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
              low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
              components, kit_version, backordered, backorder_limit, backorder_until_ms, \
-             backorder_version \
+             backorder_version, located, location_priority, location_priority_version \
              FROM hotstock_skus",
             "SKUs",
             |row| {
@@ -417,6 +427,9 @@ impl Store for SqliteStore {
                     backorder_limit: row.get(15)?,
                     backorder_until_ms: row.get(16)?,
                     backorder_version: row.get(17)?,
+                    located: row.get(18)?,
+                    location_priority: row.get(19)?,
+                    location_priority_version: row.get(20)?,
                 })
             },
             |row, settled| row.load_into(settled),
@@ -736,9 +749,9 @@ fn write_skus(
             "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
                low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
                components, kit_version, backordered, backorder_limit, backorder_until_ms,
-               backorder_version)
+               backorder_version, located, location_priority, location_priority_version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-               ?18, ?19)
+               ?18, ?19, ?20, ?21, ?22)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
                held = excluded.held, sold = excluded.sold, received = excluded.received,
                version = excluded.version, per_customer_limit = excluded.per_customer_limit,
@@ -748,7 +761,9 @@ fn write_skus(
                kit_version = excluded.kit_version, backordered = excluded.backordered,
                backorder_limit = excluded.backorder_limit,
                backorder_until_ms = excluded.backorder_until_ms,
-               backorder_version = excluded.backorder_version",
+               backorder_version = excluded.backorder_version, located = excluded.located,
+               location_priority = excluded.location_priority,
+               location_priority_version = excluded.location_priority_version",
         )
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -772,7 +787,10 @@ fn write_skus(
                 sku.backordered,
                 sku.backorder.limit as i64,
                 sku.backorder.until_ms.map(rows::as_stored),
-                sku.backorder_version as i64
+                sku.backorder_version as i64,
+                i64::from(sku.located),
+                sku.priority.map(i64::from),
+                sku.priority_version as i64
             ])
             .map_err(|e| fail("writing a SKU", e))?;
     }
