@@ -40,20 +40,34 @@ impl<S: ChangeSink> Engine<S> {
     /// plain purchase path stays one function.
     #[inline(never)]
     fn reserve_composite(&self, order: &Order<'_>, ttl_ms: u64) -> Result<Receipt, EngineError> {
-        let outcome = self.reserve_validated(order, ttl_ms, |hint| {
-            self.with_reallocation(|| {
-                let expanded = match self.expand(order.lines, order.split) {
-                    Ok(expanded) => expanded,
-                    Err(refusal) => return (Err(refusal), Default::default()),
-                };
-                let taking = Order {
-                    lines: expanded.lines(),
-                    ..*order
-                };
-                let outcome = self.reserve_once(&taking, ttl_ms, hint);
-                (outcome, expanded.allocated_by())
+        let located = (order.lines.iter())
+            .any(|line| self.cell(line.sku).is_ok_and(|cell| cell.is_located()));
+        let outcome = if located {
+            self.reserve_validated(order, ttl_ms, |hint| {
+                self.with_reallocation(|| {
+                    let expanded = match self.expand(order.lines, order.split, true) {
+                        Ok(expanded) => expanded,
+                        Err(refusal) => return (Err(refusal), Default::default()),
+                    };
+                    let taking = Order {
+                        lines: expanded.lines(),
+                        ..*order
+                    };
+                    let outcome = self.reserve_once(&taking, ttl_ms, hint);
+                    (outcome, expanded.allocated_by())
+                })
             })
-        });
+        } else {
+            // Kits only: one expansion, nothing to allocate again.
+            let expanded = self.expand(order.lines, 0, false)?;
+            let taking = Order {
+                lines: expanded.lines(),
+                ..*order
+            };
+            self.reserve_validated(order, ttl_ms, |hint| {
+                self.reserve_once(&taking, ttl_ms, hint)
+            })
+        };
         outcome.map(|receipt| Receipt {
             holds_components: true,
             ..receipt

@@ -73,13 +73,13 @@ impl Expanded {
         sku: SkuId,
         requested: u32,
     ) -> Result<(), EngineError> {
-        let at = self.add(cell, units)?;
-        self.allocated.note(at, cell, sku, requested);
+        self.add(cell, units)?;
+        self.allocated.note(cell, sku, requested);
         Ok(())
     }
 
     pub(super) fn allocated_by(&self) -> AllocatedBy {
-        self.allocated
+        self.allocated.clone()
     }
 
     /// Adds `units` of `sku`, merged with a line of it already there;
@@ -227,7 +227,14 @@ impl<S: ChangeSink> Engine<S> {
     /// into one (so a kit and one of its components count that component
     /// once). Refused when a merged line passes `MAX_LINE_QUANTITY`, the
     /// lines pass `MAX_LINES_PER_CART`, or a line cannot be allocated.
-    pub(super) fn expand(&self, lines: &[Line], split: u32) -> Result<Expanded, EngineError> {
+    /// `located`: some line is of a SKU kept at locations (else the
+    /// allocation pass is skipped).
+    pub(super) fn expand(
+        &self,
+        lines: &[Line],
+        split: u32,
+        located: bool,
+    ) -> Result<Expanded, EngineError> {
         let mut merged = Expanded::default();
         // Plain and kit lines first: allocation then sees what the order
         // already takes of each location.
@@ -247,6 +254,9 @@ impl<S: ChangeSink> Engine<S> {
                 let units = u64::from(line.quantity) * u64::from(component.quantity);
                 merged.add(component.sku, units)?;
             }
+        }
+        if !located {
+            return Ok(merged);
         }
         for (index, line) in lines.iter().enumerate() {
             if self.cell(line.sku)?.is_located() {

@@ -387,21 +387,23 @@ impl<S: ChangeSink> Engine<S> {
     }
 }
 
-/// Which lines of an expanded order were given their location by
-/// `allocate`: the line's cell, its SKU and the units the line asked.
-#[derive(Clone, Copy, Debug, Default)]
+/// The lines of an expanded order that `allocate` gave their location:
+/// the line's cell, its SKU and the units the line asked. Empty (and no
+/// allocation) for an order with no line of a SKU kept at locations, so a
+/// kit order does not pay for it.
+#[derive(Clone, Debug, Default)]
 pub(super) struct AllocatedBy {
-    entries: [Option<(SkuId, SkuId, u32)>; crate::core::limits::MAX_LINES_PER_CART],
+    entries: Vec<(SkuId, SkuId, u32)>,
 }
 
 impl AllocatedBy {
-    pub(super) fn note(&mut self, at: usize, cell: SkuId, sku: SkuId, requested: u32) {
-        self.entries[at] = Some((cell, sku, requested));
+    pub(super) fn note(&mut self, cell: SkuId, sku: SkuId, requested: u32) {
+        self.entries.push((cell, sku, requested));
     }
 
     /// `cell`'s SKU and the units its line asked, if `allocate` chose it.
     fn chosen(&self, cell: SkuId) -> Option<(SkuId, u64)> {
-        (self.entries.iter().flatten())
+        (self.entries.iter())
             .find(|entry| entry.0 == cell)
             .map(|&(_, sku, requested)| (sku, u64::from(requested)))
     }
