@@ -291,6 +291,20 @@ fn what_a_sku_kept_at_locations_refuses() {
             reason: LocationRefusal::TooManyLocations,
         })
     );
+    let with_limit = LocationPut {
+        stock: SkuPut {
+            limit: Some(Some(2)),
+            ..put.stock
+        },
+        priority: None,
+    };
+    for sku in ["tee", "new"] {
+        assert_eq!(
+            engine.put_location(sku, "a", &with_limit).map(drop),
+            Err(EngineError::LimitAtLocation)
+        );
+    }
+    assert!(engine.sku("new").is_err(), "a refused put creates nothing");
     // Nothing refused changed anything.
     assert_eq!(engine.sku_document(tee).unwrap().available, 5);
 }

@@ -154,6 +154,10 @@ pub enum EngineError {
         location: Box<str>,
     },
 
+    /// A location's put named a per-customer limit: none is kept for SKUs
+    /// with locations.
+    LimitAtLocation,
+
     /// No one location has the units a line asks for, though its SKU's
     /// locations together have: the line may ask to be split.
     NotAtOneLocation {
@@ -414,6 +418,10 @@ impl EngineError {
                 f,
                 "invalid location name: {reason} (1 to {MAX_SKU_NAME_BYTES} bytes with the \
                  SKU's name, of A-Z a-z 0-9 . _ - ~ :)"
+            ),
+            LimitAtLocation => f.write_str(
+                "a SKU kept at locations has no per-customer limit: leave the limit out of a \
+                 location's put",
             ),
             UnknownLocation { sku: id, location } => {
                 f.write_str("SKU ")?;

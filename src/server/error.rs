@@ -381,7 +381,8 @@ impl ApiError {
             | EngineError::InvalidBackorderLimit { .. }
             | EngineError::InvalidBackorderEnd { .. }
             | EngineError::InvalidKit { .. }
-            | EngineError::InvalidLocationName { .. } => ApiError::invalid(message),
+            | EngineError::InvalidLocationName { .. }
+            | EngineError::LimitAtLocation => ApiError::invalid(message),
             EngineError::LocationRefused { sku: id, .. } => {
                 conflict(Code::LocationConflict).with("sku", sku(id))
             }

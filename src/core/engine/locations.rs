@@ -82,11 +82,9 @@ impl<S: ChangeSink> Engine<S> {
         let cell_name = location_cell_name(sku_name, location)?;
         put.stock.validate()?;
         if put.stock.limit.is_some() {
-            // A limit per location would let a customer buy it per
+            // A limit per location would let a customer buy it once per
             // location; none is kept for SKUs with locations.
-            let sku = self.catalogue.find(sku_name);
-            let sku = sku.unwrap_or(SkuId::from_index(0));
-            return Err(refused(sku, LocationRefusal::StockAtLocations));
+            return Err(EngineError::LimitAtLocation);
         }
         self.check_storage()?;
         let hint = stripe_hint();
