@@ -537,4 +537,32 @@ mod tests {
         drop(journal);
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// An event the writer cannot fold (here a kind byte no decoder
+    /// knows; in the bug that found it, a location's name the decoder's
+    /// name check refused) fails the journal with a reason, and leaves no
+    /// checkpoint to take. Release builds used to skip the frame silently
+    /// (the check was a `debug_assert`), so the shadow went on without it
+    /// and the next checkpoint failed on a SKU row with no name.
+    #[test]
+    fn a_frame_the_fold_cannot_decode_fails_the_journal() {
+        let dir = std::env::temp_dir().join(format!("hotstock-bad-frame-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let settled = Arc::new(Mutex::new(Settled::default()));
+        let feed = Arc::new(Feed::new(PublicIds::new([7; 16]), &Settled::default()));
+        let sink = shadow_sink(Arc::clone(&settled), feed, fold_batch);
+        let config = JournalConfig::new(&dir, Durability::Sync);
+        let journal = Journal::start(config, Arc::new(RealFs), 0, sink).unwrap();
+        let ticket = journal.append(0, |out| out.push(0xEE)).unwrap();
+        match journal.wait_durable(ticket) {
+            Err(JournalError::WriterPanicked(reason)) => {
+                assert!(reason.contains("does not decode"), "{reason}")
+            }
+            other => panic!("the journal went on: {other:?}"),
+        }
+        assert!(settled.lock().checkpoint_if_whole().is_none());
+        drop(journal);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

@@ -57,9 +57,18 @@ pub fn list_segments(dir: &Path) -> Result<Vec<u64>, OpenError> {
 /// Folds one durable batch's frames into `settled`.
 pub(super) fn fold_batch(settled: &mut Settled, batch: &DurableBatch<'_>) {
     for payload in segment::batch_payloads(batch.frames) {
-        // We encoded it ourselves a moment ago: a decode failure is a bug.
-        let folded = settled.apply_frame(payload);
-        debug_assert!(folded.is_ok(), "journal frame failed to decode: {folded:?}");
+        // We encoded it ourselves a moment ago: a decode failure is a bug,
+        // and the shadow must not go on without the event (its next
+        // checkpoint would disagree with the journal, and recovery would
+        // refuse the frame). The panic fails the journal (`Writer::run`:
+        // waiters get the reason) and leaves the shadow mid-batch, so no
+        // checkpoint is taken from it.
+        if let Err(error) = settled.apply_frame(payload) {
+            panic!(
+                "an event the writer encoded does not decode ({error}): the journal takes no \
+                 more changes; restart after fixing the build"
+            );
+        }
     }
     settled.position = batch.end;
 }
