@@ -30,6 +30,13 @@ impl<S: ChangeSink> Engine<S> {
         if has_composites {
             return self.reserve_composite(order, ttl_ms);
         }
+        if order.idempotency_key.is_none() {
+            // The purchase path: no key, nothing composite.
+            self.check_storage()?;
+            let hint = stripe_hint();
+            self.sink.make_room(hint);
+            return self.reserve_once(order, ttl_ms, hint);
+        }
         self.reserve_validated(order, ttl_ms, |hint| self.reserve_once(order, ttl_ms, hint))
     }
 
