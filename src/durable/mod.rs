@@ -25,6 +25,8 @@
 mod checkpoint;
 #[cfg(not(loom))]
 mod engine;
+#[cfg(feature = "postgres")]
+pub mod escrow;
 pub mod event;
 #[cfg(not(loom))]
 pub mod feed;

@@ -33,7 +33,7 @@ impl std::fmt::Debug for PostgresStore {
 
 /// A schema name we are willing to splice into SQL: lower-case letters,
 /// digits and underscores, starting with a letter, at most 63 bytes.
-fn valid_schema(schema: &str) -> bool {
+pub(crate) fn valid_schema(schema: &str) -> bool {
     !schema.is_empty()
         && schema.len() <= 63
         && schema.starts_with(|c: char| c.is_ascii_lowercase())
@@ -43,7 +43,7 @@ fn valid_schema(schema: &str) -> bool {
 }
 
 /// The URL without its password, for messages and logs.
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
