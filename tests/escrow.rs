@@ -40,6 +40,17 @@ impl Scratch {
         Escrow::connect(&self.url, &self.schema).unwrap()
     }
 
+    /// Units `node`'s closed leases sold, read straight from the table.
+    fn sold_by(&self, node: &str) -> u64 {
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
+        let sql = format!(
+            "SELECT COALESCE(SUM(sold), 0)::BIGINT FROM {}.escrow_leases WHERE node = $1",
+            self.schema
+        );
+        let sold: i64 = client.query_one(&sql, &[&node]).unwrap().get(0);
+        sold as u64
+    }
+
     fn drop_schema(&self) {
         let mut client = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
         let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
@@ -204,6 +215,102 @@ fn lease_sizes_shrink_near_sell_out_and_bound_what_one_node_strands() {
         for nodes in 1..5 {
             let size = lease_size(unleased, nodes, 2, 1 << 20);
             assert!(size <= (unleased / (2 * nodes)).max(1).min(unleased));
+        }
+    }
+}
+
+mod model {
+    //! Two nodes selling one SKU from leases (each node an in-memory
+    //! engine, as a node's own stock), against the real escrow: grants,
+    //! sales, returns of everything unsold, and new stock received, in any
+    //! order. After every step the escrow balances, the nodes together
+    //! never sold more than was received, and a node that has returned
+    //! everything sold exactly what its closed leases say.
+
+    use super::*;
+    use hotstock::durable::escrow::split_return;
+    use hotstock::{Engine, EngineConfig};
+    use proptest::prelude::*;
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Grant(usize, u64),
+        Sell(usize, u32),
+        ReturnAll(usize),
+        Receive(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..2usize, 1..8u64).prop_map(|(n, w)| Op::Grant(n, w)),
+            4 => (0..2usize, 1..4u32).prop_map(|(n, q)| Op::Sell(n, q)),
+            1 => (0..2usize).prop_map(Op::ReturnAll),
+            1 => (1..10u64).prop_map(Op::Receive),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+        #[test]
+        fn two_nodes_never_sell_more_than_was_received(ops in prop::collection::vec(op(), 1..40)) {
+            let Some(url) = server() else { return Ok(()) };
+            let scratch = Scratch::new(&url, "model");
+            let mut escrow = scratch.escrow();
+            escrow.receive("tee", 10).unwrap();
+            let mut received = 10;
+            let nodes: Vec<Engine> = (0..2).map(|_| Engine::new(EngineConfig::default()).unwrap()).collect();
+            let skus: Vec<_> = nodes.iter().map(|e| e.put_sku("tee", 0, None, None).unwrap().0).collect();
+            let mut next_lease = 0;
+            for (step, op) in ops.iter().enumerate() {
+                match *op {
+                    Op::Grant(n, wanted) => {
+                        next_lease += 1;
+                        let id = format!("n{n}-{next_lease}");
+                        let lease = escrow.grant(&id, &format!("n{n}"), "tee", wanted).unwrap();
+                        prop_assert!(lease.granted <= wanted);
+                        if lease.granted > 0 {
+                            nodes[n].restock(skus[n], lease.granted).unwrap();
+                        }
+                    }
+                    Op::Sell(n, q) => drop(nodes[n].sell(skus[n], q)),
+                    Op::ReturnAll(n) => {
+                        let node = format!("n{n}");
+                        let back = nodes[n].sku_document(skus[n]).unwrap().available;
+                        let open = escrow.open_leases(&node).unwrap();
+                        let split = split_return(&open, back);
+                        prop_assert!(split.is_some(), "step {step}: {back} back, leases {open:?}");
+                        if back > 0 {
+                            nodes[n].adjust(skus[n], -(back as i64)).unwrap();
+                        }
+                        for (id, returned) in split.unwrap() {
+                            escrow.close(&id, &node, returned).unwrap();
+                        }
+                        // All returned: the node's sales are exactly its
+                        // closed leases'.
+                        let mine = nodes[n].sku_document(skus[n]).unwrap().sold;
+                        prop_assert_eq!(scratch.sold_by(&node), mine, "step {}", step);
+                    }
+                    Op::Receive(units) => {
+                        escrow.receive("tee", units).unwrap();
+                        received += units;
+                    }
+                }
+                let audit = escrow.audit().unwrap();
+                prop_assert!(audit[0].balances(), "step {step}: {:?}", audit[0]);
+                prop_assert_eq!(audit[0].received, received);
+                let sold: u64 = (0..2).map(|n| nodes[n].sku_document(skus[n]).unwrap().sold).sum();
+                prop_assert!(sold <= received, "step {step}: sold {sold} of {received}");
+                // Each node holds only leased units: what it has not sold of
+                // its open leases.
+                for n in 0..2 {
+                    let open: u64 = (escrow.open_leases(&format!("n{n}")).unwrap().iter())
+                        .map(|l| l.granted)
+                        .sum();
+                    let available = nodes[n].sku_document(skus[n]).unwrap().available;
+                    prop_assert!(available <= open, "step {step}: node {n} {available} > {open}");
+                }
+            }
         }
     }
 }

@@ -136,6 +136,22 @@ pub fn lease_size(unleased: u64, nodes: u64, k: u64, max_chunk: u64) -> u64 {
     share.clamp(1, max_chunk.clamp(1, MAX_LEASE_UNITS))
 }
 
+/// How a node settling its open leases splits the units it gives back:
+/// each lease, oldest first, takes back up to what it granted. Every unit
+/// the node holds came from one of these leases, so `units_back` never
+/// exceeds their total; `None` if it does (a bug in the caller's count,
+/// refused rather than settled wrong).
+pub fn split_return(open: &[Lease], units_back: u64) -> Option<Vec<(String, u64)>> {
+    let mut left = units_back;
+    let mut split = Vec::with_capacity(open.len());
+    for lease in open {
+        let back = lease.granted.min(left);
+        left -= back;
+        split.push((lease.id.clone(), back));
+    }
+    (left == 0).then_some(split)
+}
+
 /// The escrow tables in one schema of one database.
 pub struct Escrow {
     client: Client,
