@@ -4,20 +4,12 @@
 //! lease closes once, a lost node's leases are written off, and the
 //! invariant holds after each.
 
+mod common;
+
 use hotstock::durable::escrow::{lease_size, Escrow, EscrowError, Forfeited};
 
 fn server() -> Option<String> {
-    match std::env::var("HOTSTOCK_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: HOTSTOCK_TEST_POSTGRES_URL is not set; escrow tests did not run"
-            );
-            None
-        }
-    }
+    common::postgres_url("escrow tests")
 }
 
 /// A schema of its own, dropped when the test ends.

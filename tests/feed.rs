@@ -530,15 +530,13 @@ fn every_operation_produces_exactly_its_documented_events() {
             let doc = match event.sku.split_once('/') {
                 // A location's events carry the location's own counts.
                 Some((sku, location)) => {
-                    let cell = engine.location(engine.sku(sku).unwrap(), location);
-                    let doc = engine.sku_document(engine.sku(sku).unwrap()).unwrap();
-                    let cell = cell.unwrap();
-                    let at = doc.locations.unwrap();
-                    let at = at.iter().find(|l| l.cell == cell).unwrap().clone();
-                    let mut doc = engine.sku_document(engine.sku(sku).unwrap()).unwrap();
+                    let sku = engine.sku(sku).unwrap();
+                    let cell = engine.location(sku, location).unwrap();
+                    let mut doc = engine.sku_document(sku).unwrap();
+                    let locations = doc.locations.take().unwrap();
+                    let at = locations.iter().find(|l| l.cell == cell).unwrap();
                     (doc.available, doc.held, doc.sold) = (at.available, at.held, at.sold);
                     doc.safety_stock = at.safety_stock;
-                    doc.locations = None;
                     doc
                 }
                 None => engine

@@ -12,21 +12,8 @@ use hotstock::durable::journal::Durability;
 use hotstock::durable::{DurableConfig, DurableEngine, OpenError, StoreConfig};
 use hotstock::{BackorderRule, HoldStatus, Line, LocationPut, Order, SkuPut, StockLevel};
 
-/// The server URL, or `None` (and a plain "skipped" line) without one.
 fn server() -> Option<String> {
-    match std::env::var("HOTSTOCK_TEST_POSTGRES_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ => {
-            // Straight to the handle: libtest captures eprintln! of passing
-            // tests, and a skip must be seen.
-            use std::io::Write;
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED: HOTSTOCK_TEST_POSTGRES_URL is not set; PostgreSQL store tests did not run"
-            );
-            None
-        }
-    }
+    common::postgres_url("PostgreSQL store tests")
 }
 
 /// A schema and data directory for one test; both removed on drop.

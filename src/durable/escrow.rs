@@ -317,7 +317,7 @@ impl Escrow {
                 .map_err(db)?
                 .is_none()
             {
-                return existing_lease(tx, s, id, node);
+                return lock_lease(tx, s, id, node);
             }
             // One conditional statement: the row's lock makes the read and
             // the decrement one step.
@@ -478,14 +478,4 @@ fn lock_lease(
         });
     }
     Ok(lease)
-}
-
-/// A grant of an id that exists: the lease as it is, if `node` holds it.
-fn existing_lease(
-    tx: &mut Transaction<'_>,
-    s: &str,
-    id: &str,
-    node: &str,
-) -> Result<Lease, EscrowError> {
-    lock_lease(tx, s, id, node)
 }

@@ -153,3 +153,21 @@ pub fn feed_events_after(
         events.extend(page.events);
     }
 }
+
+/// The PostgreSQL URL tests use, or `None` (and a plain "skipped" line
+/// naming `what` did not run) without one.
+pub fn postgres_url(what: &str) -> Option<String> {
+    match std::env::var("HOTSTOCK_TEST_POSTGRES_URL") {
+        Ok(url) if !url.is_empty() => Some(url),
+        _ => {
+            // Straight to the handle: libtest captures eprintln! of passing
+            // tests, and a skip must be seen.
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED: HOTSTOCK_TEST_POSTGRES_URL is not set; {what} did not run"
+            );
+            None
+        }
+    }
+}

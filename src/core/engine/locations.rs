@@ -378,11 +378,6 @@ impl<S: ChangeSink> Engine<S> {
             false => Ok(()),
         }
     }
-
-    /// Change of one location: the version, for tests and the HTTP answer.
-    pub fn location_version(&self, cell: SkuId) -> Result<u64, EngineError> {
-        Ok(self.cell(cell)?.snapshot().version)
-    }
 }
 
 /// The lines of an expanded order that `allocate` gave their location:
