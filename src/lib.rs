@@ -46,13 +46,15 @@ pub mod server;
 pub mod models;
 
 pub use crate::core::cell::BackorderRule;
-pub use crate::core::change::{Change, ChangeSink, InMemory};
+pub use crate::core::change::{Change, ChangeSink, InMemory, LeaseStep};
 pub use crate::core::clock::{Clock, ManualClock, SystemClock};
 pub use crate::core::engine::{
-    ConfigError, Engine, EngineConfig, Extension, LocationChange, LocationDocument, LocationPut,
-    Order, Receipt, SkuDocument, SkuPut, StockLevel, TimerReport,
+    BookedLease, ConfigError, Engine, EngineConfig, Extension, LeaseReturn, LocationChange,
+    LocationDocument, LocationPut, Order, Receipt, SkuDocument, SkuPut, StockLevel, TimerReport,
 };
-pub use crate::core::error::{EngineError, ExtensionLimit, KitRefusal, LocationRefusal};
+pub use crate::core::error::{
+    EngineError, ExtensionLimit, KitRefusal, LeaseRefusal, LocationRefusal,
+};
 pub use crate::core::holds::HoldDocument;
 pub use crate::core::timers::TimerThread;
 pub use crate::core::types::{HoldStatus, Line, Location, ReservationId, SkuId};

@@ -60,13 +60,20 @@ fn state<S: ChangeSink>(engine: &Engine<S>) -> State {
             queue.iter().map(|o| (o.id, o.units, o.sold)).collect()
         })
         .collect();
-    (skus, holds, queues)
+    // A lease's sequence is the order of its grant in this run (restored
+    // leases are numbered in id order): compare the book by id.
+    let mut leases: Vec<_> = (engine.leases().into_iter())
+        .map(|l| (l.id, l.sku, l.granted, l.returning))
+        .collect();
+    leases.sort();
+    (skus, holds, queues, leases)
 }
 
 type State = (
     Vec<SkuDocument>,
     Vec<HoldDocument>,
     Vec<Vec<(hotstock::ReservationId, u32, bool)>>,
+    Vec<(Box<str>, hotstock::SkuId, u64, Option<u64>)>,
 );
 
 /// A short history touching every event kind.
@@ -127,6 +134,15 @@ fn history<S: ChangeSink>(engine: &Engine<S>) {
             ..Order::default()
         })
         .unwrap();
+    // Leases from a cluster's escrow: one closed, one returning, one open.
+    engine.grant_lease("leased", "n1:leased:1", 4).unwrap();
+    engine.grant_lease("leased", "n1:leased:2", 3).unwrap();
+    engine.grant_lease("leased", "n1:leased:3", 2).unwrap();
+    let leased = engine.sku("leased").unwrap();
+    engine.sell(leased, 1).unwrap();
+    let returns = engine.return_leased(leased, 5).unwrap();
+    assert_eq!(returns.len(), 2, "the two oldest leases give back 4 + 1");
+    engine.close_lease(&returns[0].lease).unwrap();
 }
 
 /// Sells one unit at a time, waiting for durability every `every` sales so
@@ -523,6 +539,12 @@ enum Step {
     /// Location `l` ("a", "b", "c") of SKU "w" (kept at locations): units
     /// for sale and a priority (`None`: keep them).
     PutLocation(usize, Option<u64>, Option<u32>),
+    /// A lease of `n` units of SKU `s` from a cluster's escrow.
+    GrantLease(usize, u64),
+    /// `n` units of SKU `s` given back to the escrow.
+    ReturnLeased(usize, u64),
+    /// The `i`-th returning lease closed by the escrow.
+    CloseLease(usize),
     Checkpoint,
 }
 
@@ -545,6 +567,9 @@ fn step() -> impl Strategy<Value = Step> {
             prop::option::of(0..3u32)
         )
             .prop_map(|(l, n, p)| Step::PutLocation(l, n, p)),
+        (0..3usize, 1..6u64).prop_map(|(s, n)| Step::GrantLease(s, n)),
+        (0..3usize, 1..8u64).prop_map(|(s, n)| Step::ReturnLeased(s, n)),
+        any::<usize>().prop_map(Step::CloseLease),
         any::<usize>().prop_map(Step::Confirm),
         any::<usize>().prop_map(Step::Cancel),
         any::<usize>().prop_map(Step::Refund),
@@ -569,6 +594,7 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
     let engine = durable.engine();
     let names = ["x", "y", "z", "kit", "w"];
     let mut ids = Vec::new();
+    let mut leases = 0u32;
     for step in steps {
         let sku = |s: usize| match s {
             5 => engine.sku("w").and_then(|w| engine.location(w, "a")).ok(),
@@ -669,6 +695,19 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
                     priority: *priority,
                 };
                 drop(engine.put_location("w", ["a", "b", "c"][*l], &put))
+            }
+            Step::GrantLease(s, n) => {
+                leases += 1;
+                drop(engine.grant_lease(names[*s], &format!("n1:{}:{leases}", names[*s]), *n))
+            }
+            Step::ReturnLeased(s, n) => drop(sku(*s).map(|id| engine.return_leased(id, *n))),
+            Step::CloseLease(i) => {
+                let returning: Vec<_> = (engine.leases().into_iter())
+                    .filter(|l| l.returning.is_some())
+                    .collect();
+                if !returning.is_empty() {
+                    drop(engine.close_lease(&returning[*i % returning.len()].id));
+                }
             }
             Step::Checkpoint => drop(durable.checkpoint().unwrap()),
         }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hotstock::core::cell::BackorderRule;
-use hotstock::core::change::Change;
+use hotstock::core::change::{Change, LeaseStep};
 use hotstock::durable::feed::{FeedEvent, FeedFilter};
 use hotstock::durable::journal::fs::RealFs;
 use hotstock::durable::journal::Durability;
@@ -429,6 +429,26 @@ fn rows() -> Vec<Row> {
                 ("sku.sold_out", "hat/berlin"),
             ],
         ),
+        (
+            "a lease granted from a cluster's escrow creates its SKU and credits it",
+            Box::new(|d, _, _| {
+                d.engine().grant_lease("lid", "n1:lid:1", 3).unwrap();
+            }),
+            &[
+                ("sku.created", "lid"),
+                ("sku.changed", "lid"),
+                ("sku.back_in_stock", "lid"),
+            ],
+        ),
+        (
+            "a leased SKU's units given back, then the lease closed (moves nothing)",
+            Box::new(|d, _, _| {
+                let lid = d.engine().sku("lid").unwrap();
+                let returns = d.engine().return_leased(lid, 3).unwrap();
+                d.engine().close_lease(&returns[0].lease).unwrap();
+            }),
+            &[("sku.changed", "lid"), ("sku.sold_out", "lid")],
+        ),
     ]
 }
 
@@ -464,6 +484,13 @@ fn covered(change: &Change<'_>) -> &'static str {
             (from, to) => panic!("a transition {from:?} -> {to:?} with no row"),
         },
         Change::Idempotency(_) => "an idempotent retry changes nothing and says nothing",
+        Change::Lease {
+            step: LeaseStep::Granted,
+            ..
+        } => "a lease granted from a cluster's escrow creates its SKU and credits it",
+        Change::Lease { .. } => {
+            "a leased SKU's units given back, then the lease closed (moves nothing)"
+        }
     }
 }
 

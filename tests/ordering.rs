@@ -32,7 +32,14 @@ impl ChangeSink for Probe {
     fn make_room(&self, _: usize) {}
 
     fn record(&self, _: usize, change: &Change<'_>) {
-        if let Change::Operator { sku, delta, .. } = *change {
+        let (sku, delta) = match *change {
+            Change::Operator { sku, delta, .. } => (sku, delta),
+            Change::Lease {
+                sku, granted, step, ..
+            } => (sku, step.delta(granted)),
+            _ => return,
+        };
+        {
             let engine = self.engine.get().and_then(Weak::upgrade).expect("engine");
             let available = engine.available_now(sku).expect("known SKU");
             self.seen.lock().unwrap().push((delta, available));
@@ -74,6 +81,22 @@ fn operator_changes_are_recorded_before_their_units_can_be_bought() {
         );
     }
     assert_eq!(engine.available_now(sku).unwrap(), 16);
+}
+
+/// A lease's units are like a restock's: recorded before a buyer can see
+/// them (a grant lost in a crash must not leave a sale of its units).
+#[test]
+fn lease_grants_are_recorded_before_their_units_can_be_bought() {
+    let (engine, probe) = probed();
+    let sku = engine.grant_lease("tee", "n1:tee:1", 5).unwrap();
+    engine.grant_lease("tee", "n1:tee:2", 2).unwrap();
+    engine.return_leased(sku, 6).unwrap();
+    let seen = probe.seen.lock().unwrap().clone();
+    // The grants saw 0 and 5 units on sale: none of their own. The
+    // return's two steps were recorded under the SKU's lock, while its
+    // stripes were drained for the withdrawal (nothing on sale).
+    assert_eq!(seen, vec![(5, 0), (2, 5), (-5, 0), (-1, 0)]);
+    assert_eq!(engine.available_now(sku).unwrap(), 1);
 }
 
 /// Records every change in the order the sink saw it (one lock: a total
@@ -130,6 +153,12 @@ impl ChangeSink for Tape {
             Change::Backorder { sku, .. } | Change::Location { sku, .. } => {
                 Recorded::Stock { sku, delta: 0 }
             }
+            Change::Lease {
+                sku, granted, step, ..
+            } => Recorded::Stock {
+                sku,
+                delta: step.delta(granted),
+            },
             // No workload here sells past zero.
             Change::SkuCreated { .. } | Change::Idempotency(_) | Change::BackorderFilled { .. } => {
                 return

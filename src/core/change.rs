@@ -87,10 +87,64 @@ pub enum Change<'a> {
     /// SKU's lock, after the restock and before any transition of the
     /// reservation that sees the units.
     BackorderFilled { sku: SkuId, fill: Fill },
+    /// A step of a lease of units from the escrow (`durable/escrow.rs`),
+    /// recorded under the SKU's lock: `Granted` before its units are
+    /// credited (as a restock), `Returning` before its returned units are
+    /// withdrawn (as an adjust down), `Closed` once the escrow took them
+    /// back (moves no units). `version` is the SKU's after the change (0
+    /// for `Closed`).
+    Lease {
+        sku: SkuId,
+        version: u64,
+        lease: &'a str,
+        granted: u64,
+        step: LeaseStep,
+    },
     /// A reservation was created (`from: None`) or changed status.
     Hold(HoldChange<'a>),
     /// A request with an idempotency key succeeded.
     Idempotency(KeyChange<'a>),
+}
+
+/// Where a lease is on its path: granted, then returning (its units given
+/// back locally, the escrow not yet told), then closed. The steps form a
+/// lattice in that order, so a fold of one batch in any order keeps the
+/// latest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseStep {
+    Granted,
+    /// This many of the lease's units were withdrawn to go back.
+    Returning(u64),
+    /// The escrow closed the lease with this many units back.
+    Closed(u64),
+}
+
+impl LeaseStep {
+    /// The step's effect on the SKU's received units.
+    pub fn delta(self, granted: u64) -> i64 {
+        match self {
+            LeaseStep::Granted => granted as i64,
+            LeaseStep::Returning(returned) => -(returned as i64),
+            LeaseStep::Closed(_) => 0,
+        }
+    }
+
+    /// The step's place on the lease's path.
+    pub fn rank(self) -> u8 {
+        match self {
+            LeaseStep::Granted => 0,
+            LeaseStep::Returning(_) => 1,
+            LeaseStep::Closed(_) => 2,
+        }
+    }
+
+    /// Units given back (0 while granted).
+    pub fn returned(self) -> u64 {
+        match self {
+            LeaseStep::Granted => 0,
+            LeaseStep::Returning(units) | LeaseStep::Closed(units) => units,
+        }
+    }
 }
 
 /// A reservation's whole description plus the transition it made.

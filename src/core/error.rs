@@ -57,6 +57,31 @@ pub enum LocationRefusal {
     TooManyLocations,
 }
 
+/// Why a step of a lease from the escrow was refused (the node's lease
+/// keeper makes these steps; a refusal is a bug or a data directory that
+/// does not match the escrow, never a buyer's doing).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseRefusal {
+    /// The lease id is empty, too long or has a character outside
+    /// `A-Z a-z 0-9 . _ - ~ :`.
+    InvalidId,
+    /// A lease of this id is in the book already.
+    AlreadyBooked,
+    /// No open lease of this id is in the book.
+    Unknown,
+    /// The lease is not returning: only a lease whose units were given
+    /// back can be closed.
+    NotReturning,
+    /// The node keeps `MAX_OPEN_LEASES` open, or the SKU
+    /// `MAX_OPEN_LEASES_PER_SKU`.
+    TooManyLeases,
+    /// A lease of no units, or of more than one SKU may hold.
+    InvalidUnits,
+    /// The SKU is a kit or keeps its stock at locations: only SKUs with
+    /// stock of their own are leased.
+    NotPlain,
+}
+
 /// Why the engine refused an operation. A refused operation changed
 /// nothing.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -252,6 +277,11 @@ pub enum EngineError {
         reason: ExtensionLimit,
     },
 
+    LeaseRefused {
+        lease: Box<str>,
+        reason: LeaseRefusal,
+    },
+
     StorageFailed {
         message: Box<str>,
     },
@@ -260,6 +290,27 @@ pub enum EngineError {
         what: &'static str,
         limit: u64,
     },
+}
+
+fn write_lease_refusal(
+    f: &mut fmt::Formatter<'_>,
+    lease: &str,
+    reason: LeaseRefusal,
+) -> fmt::Result {
+    write!(f, "lease {lease:?} refused: ")?;
+    f.write_str(match reason {
+        LeaseRefusal::InvalidId => "a lease id is 1 to 128 bytes of A-Z a-z 0-9 . _ - ~ :",
+        LeaseRefusal::AlreadyBooked => "a lease of this id is booked already",
+        LeaseRefusal::Unknown => "no open lease of this id is booked on this node",
+        LeaseRefusal::NotReturning => "its units were not given back, so it cannot be closed",
+        LeaseRefusal::TooManyLeases => "this node keeps the most leases it may (return some first)",
+        LeaseRefusal::InvalidUnits => {
+            "a lease grants at least 1 unit, and no more than a SKU may hold"
+        }
+        LeaseRefusal::NotPlain => {
+            "only a SKU with stock of its own is leased (not a kit, not one kept at locations)"
+        }
+    })
 }
 
 impl EngineError {
@@ -394,6 +445,7 @@ impl EngineError {
                     }
                 })
             }
+            LeaseRefused { lease, reason } => write_lease_refusal(f, lease, *reason),
             LocationRefused { sku: id, reason } => {
                 f.write_str("SKU ")?;
                 sku(f, *id)?;

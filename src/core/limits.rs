@@ -119,3 +119,19 @@ pub const FILLS_PER_LOCK: usize = 48;
 /// Latest time (ms since the epoch) a setting may name: stores keep times
 /// as signed 64-bit numbers.
 pub const MAX_TIME_MS: u64 = i64::MAX as u64;
+
+/// Longest lease id (`node:sku:sequence`, made by the node that asked for
+/// the lease; the escrow's idempotency key for it).
+pub const MAX_LEASE_ID_BYTES: usize = 128;
+
+/// Most leases a node keeps open at once, over all SKUs: each is a row of
+/// the engine's lease book and of the escrow. A node past it asks for no
+/// more until it gives some back (`durable/lease_keeper.rs` asks for at
+/// most a few per SKU at a time).
+pub const MAX_OPEN_LEASES: usize = 1 << 16;
+
+/// Most leases one SKU keeps open on one node: a return closes them
+/// oldest first, one journal event each, under the SKU's cell lock
+/// (within the room `Journal::make_room` keeps free, like
+/// `FILLS_PER_LOCK`).
+pub const MAX_OPEN_LEASES_PER_SKU: usize = 48;

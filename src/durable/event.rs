@@ -20,11 +20,12 @@
 //! `fuzz/`).
 
 use crate::core::cell::{BackorderRule, Fill};
+pub use crate::core::change::LeaseStep;
 pub use crate::core::change::{is_transition, LimitChange};
 use crate::core::change::{Change, HoldChange, KeyChange};
 use crate::core::limits::{
-    MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LINES_PER_CART,
-    MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
+    MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LEASE_ID_BYTES,
+    MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
 };
 use crate::core::types::{HoldStatus, Line, LineChange, LineOwed, ReservationId, SkuId};
 
@@ -74,6 +75,16 @@ pub enum Event {
         sku: SkuId,
         version: u64,
         priority: Option<u32>,
+    },
+    /// A step of a lease from the escrow: `Granted` credits `granted`
+    /// units, `Returning` withdraws the units it names, `Closed` moves
+    /// none (steps are a lattice: `LeaseStep::rank`).
+    Lease {
+        sku: SkuId,
+        version: u64,
+        lease: Box<str>,
+        granted: u64,
+        step: LeaseStep,
     },
     /// A hold reached `status` at `at_ms`.
     Hold(HoldEvent),
@@ -169,6 +180,39 @@ const BACKORDER_FILLED: u8 = 13;
 /// A location mark: SKU, version, a flag (u8: 0, the SKU keeps its stock
 /// at locations; 1, it is a location) and, if 1, its priority (u32).
 const LOCATION: u8 = 14;
+/// A lease step: SKU, version, lease id (u8 length and bytes), units
+/// granted (u64, not 0), the step (u8: 0 granted, 1 returning, 2 closed)
+/// and, unless granted, the units given back (u64, at most granted).
+const LEASE: u8 = 15;
+
+fn decode_lease(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
+    let sku = SkuId::from_index(r.u32()?);
+    let version = r.u64()?;
+    let lease = r
+        .str(MAX_LEASE_ID_BYTES)?
+        .ok_or(DecodeError::Invalid("empty lease id"))?;
+    crate::core::engine::validate_lease_id(&lease).map_err(|_| DecodeError::Invalid("lease id"))?;
+    let granted = r.u64()?;
+    if granted == 0 || granted > MAX_STOCK_PER_SKU {
+        return Err(DecodeError::Invalid("lease units"));
+    }
+    let step = match r.u8()? {
+        0 => LeaseStep::Granted,
+        1 => LeaseStep::Returning(r.u64()?),
+        2 => LeaseStep::Closed(r.u64()?),
+        _ => return Err(DecodeError::Invalid("lease step")),
+    };
+    if step.returned() > granted {
+        return Err(DecodeError::Invalid("lease return past its grant"));
+    }
+    Ok(Event::Lease {
+        sku,
+        version,
+        lease,
+        granted,
+        step,
+    })
+}
 
 pub(crate) fn status_code(status: HoldStatus) -> u8 {
     match status {
@@ -281,6 +325,26 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
             out.push(u8::from(priority.is_some()));
             if let Some(priority) = priority {
                 out.extend_from_slice(&priority.to_le_bytes());
+            }
+        }
+        Change::Lease {
+            sku,
+            version,
+            lease,
+            granted,
+            step,
+        } => {
+            debug_assert!(!lease.is_empty() && lease.len() <= MAX_LEASE_ID_BYTES);
+            debug_assert!(granted > 0 && step.returned() <= granted);
+            out.push(LEASE);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+            out.push(lease.len() as u8);
+            out.extend_from_slice(lease.as_bytes());
+            out.extend_from_slice(&granted.to_le_bytes());
+            out.push(step.rank());
+            if step != LeaseStep::Granted {
+                out.extend_from_slice(&step.returned().to_le_bytes());
             }
         }
         Change::BackorderFilled { sku, fill } => {
@@ -436,6 +500,19 @@ impl Event {
                 version,
                 priority,
             },
+            Event::Lease {
+                sku,
+                version,
+                lease,
+                granted,
+                step,
+            } => Change::Lease {
+                sku: *sku,
+                version: *version,
+                lease,
+                granted: *granted,
+                step: *step,
+            },
             Event::Idempotency(k) => Change::Idempotency(KeyChange {
                 key: &k.key,
                 fingerprint: k.fingerprint,
@@ -588,6 +665,7 @@ impl Event {
                     priority,
                 }
             }
+            LEASE => decode_lease(&mut r)?,
             BACKORDER_FILLED => {
                 let sku = SkuId::from_index(r.u32()?);
                 let id = ReservationId::from_u64(r.u64()?);

@@ -12,8 +12,25 @@ use crate::core::engine::{Engine, Receipt};
 use crate::core::error::EngineError;
 use crate::core::holds::NewHold;
 use crate::core::types::{HoldStatus, ReservationId, SkuId};
-use crate::durable::event::KeyEvent;
+use crate::durable::event::{KeyEvent, LeaseStep};
 use crate::durable::settled::Settled;
+
+/// Puts this node's open leases back in the engine's book, in id order. A
+/// closed lease (its close folded since the last checkpoint) is not.
+fn restore_leases<S: ChangeSink>(engine: &Engine<S>, settled: &Settled) -> Result<(), EngineError> {
+    let mut leases: Vec<_> = settled.leases.iter().collect();
+    leases.sort_by(|a, b| a.0.cmp(b.0));
+    for (id, lease) in leases {
+        let sku = SkuId::from_index(lease.sku);
+        let returning = match lease.step {
+            LeaseStep::Granted => None,
+            LeaseStep::Returning(units) => Some(units),
+            LeaseStep::Closed(_) => continue,
+        };
+        engine.restore_lease(sku, id, lease.granted, returning)?;
+    }
+    Ok(())
+}
 
 /// Rebuilds a fresh, unshared engine from recovered counts and records.
 /// Records nothing: the state came from the journal.
@@ -55,6 +72,7 @@ pub(super) fn restore_engine<S: ChangeSink>(
         }
     }
     restore_locations(engine, settled)?;
+    restore_leases(engine, settled)?;
     let backordered = restore_backorders(engine, settled)?;
     for (&id, hold) in &settled.holds {
         let record = NewHold {

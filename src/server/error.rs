@@ -105,11 +105,14 @@ pub enum Code {
     /// No one location has a line's units, though together they have
     /// (409): the line may ask to be split.
     NotAtOneLocation,
+    /// A step of a lease from a cluster's escrow was refused (409): the
+    /// node's lease book and the escrow disagree.
+    LeaseConflict,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 27] = [
+    pub const ALL: [Code; 28] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -137,6 +140,7 @@ impl Code {
         Code::LocationConflict,
         Code::UnknownLocation,
         Code::NotAtOneLocation,
+        Code::LeaseConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -168,6 +172,7 @@ impl Code {
             Code::LocationConflict => "location_conflict",
             Code::UnknownLocation => "unknown_location",
             Code::NotAtOneLocation => "not_at_one_location",
+            Code::LeaseConflict => "lease_conflict",
         }
     }
 
@@ -385,6 +390,9 @@ impl ApiError {
             | EngineError::LimitAtLocation => ApiError::invalid(message),
             EngineError::LocationRefused { sku: id, .. } => {
                 conflict(Code::LocationConflict).with("sku", sku(id))
+            }
+            EngineError::LeaseRefused { lease, .. } => {
+                conflict(Code::LeaseConflict).with("lease", &*lease)
             }
             EngineError::UnknownLocation { sku: id, location } => {
                 status(StatusCode::NOT_FOUND, Code::UnknownLocation)

@@ -37,11 +37,13 @@ use super::types::{HoldStatus, Line, Location, ReservationId, SkuId};
 mod backorders;
 mod buying;
 mod kits;
+mod leases;
 mod locations;
 mod operator;
 mod parts;
 
 pub use super::cell::StockLevel;
+pub use leases::{validate_lease_id, BookedLease, LeaseReturn};
 pub use locations::{LocationChange, LocationPut};
 pub use operator::SkuPut;
 mod restore;
@@ -314,6 +316,9 @@ pub struct Engine<S: ChangeSink = InMemory> {
     /// The next backorder ticket: the fill order of reservations owed
     /// units (`backorders.rs`).
     backorder_tickets: AtomicU64,
+    /// Leases of units from a cluster's escrow (`leases.rs`); empty on a
+    /// node that runs alone. Only lease steps take its lock.
+    leases: parking_lot::Mutex<leases::LeaseBook>,
 }
 
 impl Engine<InMemory> {
@@ -350,6 +355,7 @@ impl<S: ChangeSink> Engine<S> {
             config,
             sink,
             backorder_tickets: AtomicU64::new(1),
+            leases: parking_lot::Mutex::default(),
         })
     }
 

@@ -136,7 +136,12 @@ impl<S: ChangeSink> Engine<S> {
 
     /// Creates a SKU for `put`, unless the put would be refused on a SKU
     /// with nothing yet: a refused request creates nothing.
-    fn create_for_put(&self, name: &str, put: &SkuPut, hint: usize) -> Result<SkuId, EngineError> {
+    pub(super) fn create_for_put(
+        &self,
+        name: &str,
+        put: &SkuPut,
+        hint: usize,
+    ) -> Result<SkuId, EngineError> {
         put.refuse_on_new()?;
         let on_create = |sku: SkuId, name: &str, _: &StockCell| {
             self.record(hint, Change::SkuCreated { sku, name })

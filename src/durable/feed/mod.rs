@@ -682,6 +682,28 @@ impl FeedInner {
             Event::Backorder { sku, version, .. } => self.make_setting(sku, version, at_ms),
             Event::BackorderFilled { sku, fill } => self.make_fill(sku, fill, at_ms),
             Event::Hold(hold) => self.make_hold(hold, at_ms),
+            // A lease step that moves units reads as the operator change it
+            // is locally (the lease itself: `GET /v1/cluster`); a close
+            // moves none.
+            Event::Lease {
+                sku,
+                version,
+                granted,
+                step,
+                ..
+            } => {
+                let delta = step.delta(granted);
+                if delta != 0 {
+                    let operator = Event::Operator {
+                        sku,
+                        delta,
+                        version,
+                        limit: LimitChange::Unchanged,
+                        safety_stock: None,
+                    };
+                    self.make_single(operator, at_ms);
+                }
+            }
             Event::Idempotency(_) => {}
         }
     }

@@ -97,6 +97,8 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
             // changes (a kit's first definition follows its creation).
             Event::LowStock { .. } | Event::KitDefined { .. } => credit_ops.push(event),
             Event::Operator { .. } => take_ops.push(event),
+            Event::Lease { step, .. } if step.delta(1) < 0 => take_ops.push(event),
+            Event::Lease { .. } => credit_ops.push(event),
             Event::Sell { .. } => sells.push(Step::Single(event)),
             Event::Backorder { .. } | Event::Location { .. } => credit_ops.push(event),
             Event::Hold(hold) => {
@@ -146,7 +148,8 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
         | Event::LowStock { version, .. }
         | Event::KitDefined { version, .. }
         | Event::Backorder { version, .. }
-        | Event::Location { version, .. } => *version,
+        | Event::Location { version, .. }
+        | Event::Lease { version, .. } => *version,
         _ => 0,
     };
     credit_ops.sort_by_key(by_version);

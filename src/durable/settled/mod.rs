@@ -40,7 +40,7 @@ use crate::core::cell::{BackorderRule, Fill};
 use crate::core::holds::{HoldStatus, Line, LineAmounts, LineChange};
 use crate::core::types::LineOwed;
 use crate::durable::event::{
-    decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, KeyEvent, LimitChange,
+    decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, KeyEvent, LeaseStep, LimitChange,
 };
 use crate::durable::feed::FeedEvent;
 use crate::durable::journal::segment::Position;
@@ -149,6 +149,15 @@ impl SettledBackorder {
     }
 }
 
+/// One lease of this node as of its latest folded step (a closed lease's
+/// row goes from the store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettledLease {
+    pub sku: u32,
+    pub granted: u64,
+    pub step: LeaseStep,
+}
+
 /// Everything recovery needs, as of `position`.
 #[derive(Clone, Debug, Default)]
 pub struct Settled {
@@ -167,6 +176,10 @@ pub struct Settled {
     /// Remembered idempotent outcomes: after `Store::load`, every stored
     /// one; in the writer's shadow, only those since the last checkpoint.
     pub keys: FastMap<Box<str>, KeyEvent>,
+    /// This node's leases from a cluster's escrow, by id: after
+    /// `Store::load`, every stored one; in the writer's shadow, only those
+    /// changed since the last checkpoint.
+    pub leases: FastMap<Box<str>, SettledLease>,
     /// The journal position just past the last folded batch.
     pub position: Position,
     /// The change feed's next position as of the store's checkpoint (set by
@@ -183,6 +196,7 @@ pub struct Settled {
     dirty_customers: FastSet<(u32, Box<str>)>,
     dirty_keys: FastSet<Box<str>>,
     dirty_backorders: FastSet<(u32, u64)>,
+    dirty_leases: FastSet<Box<str>>,
     /// Reservation rows folded by the writer's fast path since the last
     /// checkpoint, in arrival order (deduplicated when taken).
     row_log: RowLog,
@@ -329,6 +343,8 @@ pub struct Checkpoint {
     /// Owed units per (SKU id, reservation id); 0 means "delete the row".
     pub backorders: Vec<((u32, u64), SettledBackorder)>,
     pub keys: Vec<KeyEvent>,
+    /// Leases by id; a closed one means "delete the row".
+    pub leases: Vec<(Box<str>, SettledLease)>,
     /// Delete remembered idempotency keys created before this.
     pub prune_keys_before_ms: Option<u64>,
 }
@@ -350,6 +366,7 @@ impl Checkpoint {
             && self.customer_units.is_empty()
             && self.backorders.is_empty()
             && self.keys.is_empty()
+            && self.leases.is_empty()
     }
 }
 
@@ -479,6 +496,23 @@ impl Settled {
                     }
                     Some(_) => {}
                 }
+            }
+            Event::Lease {
+                sku,
+                version,
+                lease,
+                granted,
+                step,
+            } => {
+                let entry = self.sku_mut(sku.index());
+                entry.received += step.delta(granted);
+                entry.version = entry.version.max(version);
+                let row = SettledLease {
+                    sku: sku.index(),
+                    granted,
+                    step,
+                };
+                self.put_lease(lease, row);
             }
             Event::Hold(hold) => self.apply_hold(hold),
             Event::Idempotency(key) => {
@@ -711,6 +745,19 @@ impl Settled {
         }
     }
 
+    /// Keeps the later step of a lease (steps are a lattice: a batch folded
+    /// in any order ends on the latest).
+    fn put_lease(&mut self, lease: Box<str>, row: SettledLease) {
+        let newer = self
+            .leases
+            .get(&lease)
+            .is_none_or(|current| row.step.rank() > current.step.rank());
+        if newer {
+            self.dirty_leases.insert(lease.clone());
+            self.leases.insert(lease, row);
+        }
+    }
+
     fn sku_mut(&mut self, index: u32) -> &mut SettledSku {
         let index_usize = index as usize;
         if self.skus.len() <= index_usize {
@@ -731,6 +778,8 @@ impl Settled {
         let dirty_backorders = &self.dirty_backorders;
         self.backorders
             .retain(|key, _| dirty_backorders.contains(key));
+        let dirty_leases = &self.dirty_leases;
+        self.leases.retain(|lease, _| dirty_leases.contains(lease));
     }
 
     /// Marks the start (`true`) and end (`false`) of folding one batch.
@@ -802,6 +851,12 @@ impl Settled {
             }
         }
         checkpoint.backorders.sort_unstable_by_key(|(key, _)| *key);
+        for lease in self.dirty_leases.drain() {
+            if let Some(row) = self.leases.remove(&lease) {
+                checkpoint.leases.push((lease, row));
+            }
+        }
+        checkpoint.leases.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         checkpoint
     }
 
@@ -826,6 +881,9 @@ impl Settled {
         }
         for (key, row) in checkpoint.backorders {
             self.put_backorder(key, row);
+        }
+        for (lease, row) in checkpoint.leases {
+            self.put_lease(lease, row);
         }
         for key in checkpoint.keys {
             self.dirty_keys.insert(key.key.clone());
@@ -852,6 +910,7 @@ impl Settled {
         self.dirty_customers.clear();
         self.dirty_keys.clear();
         self.dirty_backorders.clear();
+        self.dirty_leases.clear();
     }
 }
 

@@ -6,8 +6,8 @@
 use postgres::{Client, NoTls, Transaction};
 
 use super::rows::{
-    self, as_stored, BackorderRow, CustomerUnitsRow, Damage, EventRow, KeyRow, ReservationRow,
-    SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
+    self, as_stored, BackorderRow, CustomerUnitsRow, Damage, EventRow, KeyRow, LeaseRow,
+    ReservationRow, SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
 };
 use super::{
     delete_through_by_count, encode_hold_lines_into, id_key_from_halves, id_key_halves, Store,
@@ -92,6 +92,9 @@ impl PostgresStore {
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_backorders (
                  sku BIGINT NOT NULL, reservation BIGINT NOT NULL, ticket BIGINT NOT NULL,
                  owed BIGINT NOT NULL, sold BOOLEAN NOT NULL, PRIMARY KEY (sku, reservation));
+             CREATE TABLE IF NOT EXISTS {schema}.hotstock_leases (
+                 id TEXT PRIMARY KEY, sku BIGINT NOT NULL, granted BIGINT NOT NULL,
+                 returned BIGINT);
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_reservations (
                  id BIGINT PRIMARY KEY, status TEXT NOT NULL, status_ms BIGINT NOT NULL,
                  deadline_ms BIGINT NOT NULL, limit_mask BIGINT NOT NULL, customer TEXT, lines TEXT NOT NULL);
@@ -320,6 +323,16 @@ impl Store for PostgresStore {
             };
             Ok(owed.load_into(settled))
         })?;
+        let sql = format!("SELECT id, sku, granted, returned FROM {s}.hotstock_leases");
+        self.load_rows(&sql, "leases", &mut settled, |row, settled| {
+            let lease = LeaseRow {
+                id: row.try_get(0)?,
+                sku: row.try_get(1)?,
+                granted: row.try_get(2)?,
+                returning: row.try_get(3)?,
+            };
+            Ok(lease.load_into(settled))
+        })?;
         let sql = format!(
             "SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms \
              FROM {s}.hotstock_idempotency"
@@ -354,6 +367,7 @@ impl Store for PostgresStore {
         write_reservations(&mut tx, &s, checkpoint, &fail)?;
         write_customer_units(&mut tx, &s, checkpoint, &fail)?;
         write_backorders(&mut tx, &s, checkpoint, &fail)?;
+        write_leases(&mut tx, &s, checkpoint, &fail)?;
         write_keys(&mut tx, &s, checkpoint, &fail)?;
         write_events(&mut tx, &s, checkpoint, &fail)?;
         write_position(&mut tx, &s, checkpoint, &fail)?;
@@ -770,6 +784,36 @@ fn write_backorders(
             )
             .map_err(|e| fail("writing a backorder", e))?;
         }
+    }
+    Ok(())
+}
+
+fn write_leases(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    for (id, row) in &checkpoint.leases {
+        if LeaseRow::is_closed(row) {
+            tx.execute(
+                &format!("DELETE FROM {s}.hotstock_leases WHERE id = $1"),
+                &[&&**id],
+            )
+            .map_err(|e| fail("deleting a lease", e))?;
+            continue;
+        }
+        let row = LeaseRow::of(id, row);
+        tx.execute(
+            &format!(
+                "INSERT INTO {s}.hotstock_leases (id, sku, granted, returned)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO UPDATE SET sku = EXCLUDED.sku,
+                   granted = EXCLUDED.granted, returned = EXCLUDED.returned"
+            ),
+            &[&row.id, &row.sku, &row.granted, &row.returning],
+        )
+        .map_err(|e| fail("writing a lease", e))?;
     }
     Ok(())
 }

@@ -15,11 +15,12 @@ use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_SKUS, MAX_STOCK_PER_SKU};
 use crate::core::types::ReservationId;
 use crate::core::types::{HoldStatus, LineAmounts};
 use crate::durable::event::KeyEvent;
+use crate::durable::event::LeaseStep;
 use crate::durable::feed::{
     FeedCounts, FeedEvent, FeedFill, FeedKind, FeedOperator, FeedReservation,
 };
 use crate::durable::journal::segment::Position;
-use crate::durable::settled::{Settled, SettledBackorder, SettledHold, SettledSku};
+use crate::durable::settled::{Settled, SettledBackorder, SettledHold, SettledLease, SettledSku};
 use std::sync::Arc;
 
 /// A row that cannot be what the store wrote.
@@ -316,6 +317,55 @@ impl BackorderRow {
         };
         let key = (sku, from_stored(self.reservation));
         settled.backorders.insert(key, row);
+        Ok(())
+    }
+}
+
+/// `hotstock_leases` as stored: a lease of this node from a cluster's
+/// escrow, granted (`returning` NULL) or returning that many units. A
+/// closed lease's row is deleted.
+pub(crate) struct LeaseRow {
+    pub id: String,
+    pub sku: i64,
+    pub granted: i64,
+    pub returning: Option<i64>,
+}
+
+impl LeaseRow {
+    pub(crate) fn of(id: &str, row: &SettledLease) -> LeaseRow {
+        LeaseRow {
+            id: id.into(),
+            sku: i64::from(row.sku),
+            granted: as_stored(row.granted),
+            returning: match row.step {
+                LeaseStep::Granted => None,
+                LeaseStep::Returning(units) | LeaseStep::Closed(units) => Some(as_stored(units)),
+            },
+        }
+    }
+
+    pub(crate) fn is_closed(row: &SettledLease) -> bool {
+        matches!(row.step, LeaseStep::Closed(_))
+    }
+
+    pub(crate) fn load_into(self, settled: &mut Settled) -> Result<(), Damage> {
+        let check = Checker {
+            table: "hotstock_leases",
+            row: format!("lease {:?}", self.id),
+        };
+        crate::core::engine::validate_lease_id(&self.id)
+            .map_err(|_| check.damage("an invalid lease id".into()))?;
+        let sku = check.fits_u32("sku", self.sku)?;
+        let granted = from_stored(self.granted);
+        let step = match self.returning.map(from_stored) {
+            None => LeaseStep::Granted,
+            Some(units) => LeaseStep::Returning(units),
+        };
+        if granted == 0 || granted > MAX_STOCK_PER_SKU || step.returned() > granted {
+            return Err(check.damage("units a lease cannot have".into()));
+        }
+        let row = SettledLease { sku, granted, step };
+        settled.leases.insert(self.id.into(), row);
         Ok(())
     }
 }

@@ -8,7 +8,7 @@ use rusqlite::{params, Connection, OptionalExtension, Transaction};
 
 use super::rows::{
     self, as_stored, encode_feed_lines_into, push_event_id, BackorderRow, CustomerUnitsRow, Damage,
-    EventRow, KeyRow, ReservationRow, SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
+    EventRow, KeyRow, LeaseRow, ReservationRow, SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
 };
 use super::{
     delete_through_by_count, encode_hold_lines_into, following_boot, id_key_from_halves,
@@ -112,6 +112,14 @@ CREATE TABLE IF NOT EXISTS hotstock_backorders (
     owed        INTEGER NOT NULL,
     sold        INTEGER NOT NULL,
     PRIMARY KEY (sku, reservation)
+);
+-- This node's open leases from a cluster's escrow (docs/cluster.md):
+-- granted (returned NULL), or returning that many units.
+CREATE TABLE IF NOT EXISTS hotstock_leases (
+    id        TEXT PRIMARY KEY,
+    sku       INTEGER NOT NULL,
+    granted   INTEGER NOT NULL,
+    returned  INTEGER
 );
 ";
 
@@ -483,6 +491,20 @@ impl Store for SqliteStore {
             &mut settled,
         )?;
         self.load_rows(
+            "SELECT id, sku, granted, returned FROM hotstock_leases",
+            "leases",
+            |row| {
+                Ok(LeaseRow {
+                    id: row.get(0)?,
+                    sku: row.get(1)?,
+                    granted: row.get(2)?,
+                    returning: row.get(3)?,
+                })
+            },
+            |row, settled| row.load_into(settled),
+            &mut settled,
+        )?;
+        self.load_rows(
             "SELECT key, fingerprint, created_ms, reservation, status, expires_at_ms \
              FROM hotstock_idempotency",
             "idempotency keys",
@@ -517,6 +539,7 @@ impl Store for SqliteStore {
         write_reservations(&tx, checkpoint, &fail)?;
         write_customer_units(&tx, checkpoint, &fail)?;
         write_backorders(&tx, checkpoint, &fail)?;
+        write_leases(&tx, checkpoint, &fail)?;
         write_keys(&tx, checkpoint, &fail)?;
         write_events(&tx, checkpoint, &fail)?;
         write_position(&tx, checkpoint, &fail)?;
@@ -896,6 +919,34 @@ fn write_backorders(
             ])
             .map_err(|e| fail("writing a backorder", e))?;
         }
+    }
+    Ok(())
+}
+
+fn write_leases(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO hotstock_leases (id, sku, granted, returned)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(|e| fail("preparing lease writes", e))?;
+    let mut remove = tx
+        .prepare_cached("DELETE FROM hotstock_leases WHERE id = ?1")
+        .map_err(|e| fail("preparing lease deletes", e))?;
+    for (id, row) in &checkpoint.leases {
+        if LeaseRow::is_closed(row) {
+            remove
+                .execute(params![&**id])
+                .map_err(|e| fail("deleting a lease", e))?;
+            continue;
+        }
+        let row = LeaseRow::of(id, row);
+        put.execute(params![row.id, row.sku, row.granted, row.returning])
+            .map_err(|e| fail("writing a lease", e))?;
     }
     Ok(())
 }
