@@ -5,55 +5,12 @@
 //! invariant holds after each.
 
 mod common;
+use common::EscrowScratch as Scratch;
 
 use hotstock::durable::escrow::{lease_size, Escrow, EscrowError, Forfeited};
 
 fn server() -> Option<String> {
     common::postgres_url("escrow tests")
-}
-
-/// A schema of its own, dropped when the test ends.
-struct Scratch {
-    url: String,
-    schema: String,
-}
-
-impl Scratch {
-    fn new(url: &str, name: &str) -> Scratch {
-        let scratch = Scratch {
-            url: url.to_owned(),
-            schema: format!("hotstock_escrow_{name}_{}", std::process::id()),
-        };
-        scratch.drop_schema();
-        scratch
-    }
-
-    fn escrow(&self) -> Escrow {
-        Escrow::connect(&self.url, &self.schema).unwrap()
-    }
-
-    /// Units `node`'s closed leases sold, read straight from the table.
-    fn sold_by(&self, node: &str) -> u64 {
-        let mut client = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
-        let sql = format!(
-            "SELECT COALESCE(SUM(sold), 0)::BIGINT FROM {}.escrow_leases WHERE node = $1",
-            self.schema
-        );
-        let sold: i64 = client.query_one(&sql, &[&node]).unwrap().get(0);
-        sold as u64
-    }
-
-    fn drop_schema(&self) {
-        let mut client = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
-        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
-        client.batch_execute(&sql).unwrap();
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        self.drop_schema();
-    }
 }
 
 fn assert_balanced(escrow: &mut Escrow) {

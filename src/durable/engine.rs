@@ -126,6 +126,8 @@ pub struct DurableEngine {
     journal: Arc<Journal>,
     checkpointer: Option<Checkpointer>,
     timers: Option<TimerThread>,
+    /// This run's boot number (grows by one per open of the directory).
+    boot: u32,
     _lock: File,
 }
 
@@ -234,6 +236,7 @@ impl DurableEngine {
             journal,
             checkpointer: Some(checkpointer),
             timers: Some(timers),
+            boot,
             _lock: lock,
         };
         Ok((durable, report))
@@ -245,6 +248,13 @@ impl DurableEngine {
 
     pub fn journal(&self) -> &Arc<Journal> {
         &self.journal
+    }
+
+    /// This run's boot number: it grows by one each time the directory is
+    /// opened, so names made from it (reservation ids, lease ids) never
+    /// repeat across restarts.
+    pub fn boot(&self) -> u32 {
+        self.boot
     }
 
     /// Encodes and decodes the public form of this data's reservation ids.

@@ -100,6 +100,27 @@ pub struct Forfeited {
     pub units: u64,
 }
 
+/// One SKU's row of the stock of record.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EscrowStock {
+    pub sku: String,
+    pub received: u64,
+    pub unleased: u64,
+    /// Times a node whose buyers found none left asked for more (only
+    /// grows; nodes compare it with the value they saw last).
+    pub demand: u64,
+}
+
+/// A node as its heartbeats record it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EscrowNode {
+    pub node: String,
+    /// Where it serves HTTP (`HOST:PORT`).
+    pub address: String,
+    /// Its latest heartbeat (ms since the epoch).
+    pub seen_ms: u64,
+}
+
 /// One SKU's figures, as `audit` reads them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EscrowSku {
@@ -226,7 +247,11 @@ impl Escrow {
                  granted BIGINT NOT NULL CHECK (granted >= 0),
                  sold BIGINT CHECK (sold >= 0 AND sold <= granted));
              CREATE INDEX IF NOT EXISTS escrow_open_leases ON {schema}.escrow_leases (node)
-                 WHERE sold IS NULL;"
+                 WHERE sold IS NULL;
+             ALTER TABLE {schema}.escrow_stock
+                 ADD COLUMN IF NOT EXISTS demand BIGINT NOT NULL DEFAULT 0;
+             CREATE TABLE IF NOT EXISTS {schema}.escrow_nodes (
+                 node TEXT PRIMARY KEY, address TEXT NOT NULL, seen_ms BIGINT NOT NULL);"
         );
         client
             .batch_execute(&ddl)
@@ -301,6 +326,19 @@ impl Escrow {
         sku: &str,
         wanted: u64,
     ) -> Result<Lease, EscrowError> {
+        self.grant_counted(id, node, sku, wanted)
+            .map(|(lease, _)| lease)
+    }
+
+    /// `grant`, also answering the SKU's units left unleased after it
+    /// (what the next lease's size is computed from).
+    pub fn grant_counted(
+        &mut self,
+        id: &str,
+        node: &str,
+        sku: &str,
+        wanted: u64,
+    ) -> Result<(Lease, u64), EscrowError> {
         for (what, name) in [("lease id", id), ("node", node), ("SKU", sku)] {
             check_name(what, name)?;
         }
@@ -317,7 +355,10 @@ impl Escrow {
                 .map_err(db)?
                 .is_none()
             {
-                return lock_lease(tx, s, id, node);
+                let lease = lock_lease(tx, s, id, node)?;
+                let left = format!("SELECT unleased FROM {s}.escrow_stock WHERE sku = $1");
+                let row = tx.query_opt(&left, &[&sku]).map_err(db)?;
+                return Ok((lease, row.map_or(0, |row| from_db(row.get(0)))));
             }
             // One conditional statement: the row's lock makes the read and
             // the decrement one step.
@@ -325,23 +366,24 @@ impl Escrow {
                 "UPDATE {s}.escrow_stock AS stock SET unleased = stock.unleased - g.units
                  FROM (SELECT sku, LEAST($2::BIGINT, unleased) AS units FROM {s}.escrow_stock
                        WHERE sku = $1 FOR UPDATE) AS g
-                 WHERE stock.sku = g.sku RETURNING g.units"
+                 WHERE stock.sku = g.sku RETURNING g.units, stock.unleased"
             );
             let Some(row) = tx.query_opt(&take, &[&sku, &wanted]).map_err(db)? else {
                 return Err(EscrowError::UnknownSku {
                     sku: sku.to_owned(),
                 });
             };
-            let granted: i64 = row.get(0);
+            let (granted, unleased): (i64, i64) = (row.get(0), row.get(1));
             let record = format!("UPDATE {s}.escrow_leases SET granted = $2 WHERE id = $1");
             tx.execute(&record, &[&id, &granted]).map_err(db)?;
-            Ok(Lease {
+            let lease = Lease {
                 id: id.to_owned(),
                 node: node.to_owned(),
                 sku: sku.to_owned(),
                 granted: from_db(granted),
                 sold: None,
-            })
+            };
+            Ok((lease, from_db(unleased)))
         })
     }
 
@@ -401,6 +443,68 @@ impl Escrow {
             );
             let rows = tx.query(&sql, &[&node]).map_err(db)?;
             Ok(rows.iter().map(lease_of).collect())
+        })
+    }
+
+    /// Every SKU's units received and unleased, and its demand counter.
+    pub fn stock(&mut self) -> Result<Vec<EscrowStock>, EscrowError> {
+        self.transaction("reading the stock", |tx, s| {
+            let sql = format!(
+                "SELECT sku, received, unleased, demand FROM {s}.escrow_stock ORDER BY sku"
+            );
+            let rows = tx.query(&sql, &[]).map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|row| EscrowStock {
+                    sku: row.get(0),
+                    received: from_db(row.get(1)),
+                    unleased: from_db(row.get(2)),
+                    demand: from_db(row.get(3)),
+                })
+                .collect())
+        })
+    }
+
+    /// Raises `sku`'s demand counter: a node whose buyers found none left
+    /// asks the nodes holding units to give some back.
+    pub fn ask_for_more(&mut self, sku: &str) -> Result<(), EscrowError> {
+        check_name("SKU", sku)?;
+        self.transaction("asking for units", |tx, s| {
+            let sql = format!("UPDATE {s}.escrow_stock SET demand = demand + 1 WHERE sku = $1");
+            tx.execute(&sql, &[&sku]).map_err(db)?;
+            Ok(())
+        })
+    }
+
+    /// Records that `node` (serving at `address`) is alive at `now_ms`.
+    pub fn heartbeat(&mut self, node: &str, address: &str, now_ms: u64) -> Result<(), EscrowError> {
+        check_name("node", node)?;
+        check_name("address", address)?;
+        let now_ms = i64::try_from(now_ms).map_err(|_| invalid("time", format!("{now_ms} ms")))?;
+        self.transaction("recording a heartbeat", |tx, s| {
+            let sql = format!(
+                "INSERT INTO {s}.escrow_nodes (node, address, seen_ms) VALUES ($1, $2, $3)
+                 ON CONFLICT (node) DO UPDATE SET address = $2,
+                   seen_ms = GREATEST({s}.escrow_nodes.seen_ms, $3)"
+            );
+            tx.execute(&sql, &[&node, &address, &now_ms]).map_err(db)?;
+            Ok(())
+        })
+    }
+
+    /// Every node that ever sent a heartbeat, by id.
+    pub fn nodes(&mut self) -> Result<Vec<EscrowNode>, EscrowError> {
+        self.transaction("reading the nodes", |tx, s| {
+            let sql = format!("SELECT node, address, seen_ms FROM {s}.escrow_nodes ORDER BY node");
+            let rows = tx.query(&sql, &[]).map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|row| EscrowNode {
+                    node: row.get(0),
+                    address: row.get(1),
+                    seen_ms: from_db(row.get(2)),
+                })
+                .collect())
         })
     }
 

@@ -31,6 +31,8 @@ pub mod event;
 #[cfg(not(loom))]
 pub mod feed;
 pub mod journal;
+#[cfg(feature = "postgres")]
+pub mod lease_keeper;
 #[cfg(not(loom))]
 mod recovery;
 #[cfg(not(loom))]

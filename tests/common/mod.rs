@@ -171,3 +171,53 @@ pub fn postgres_url(what: &str) -> Option<String> {
         }
     }
 }
+
+/// An escrow schema of its own (PostgreSQL), dropped when the test ends.
+pub struct EscrowScratch {
+    pub url: String,
+    pub schema: String,
+}
+
+impl EscrowScratch {
+    /// `name`: lower-case letters, digits and `_` (a schema name's part).
+    pub fn new(url: &str, name: &str) -> EscrowScratch {
+        assert!(
+            name.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'),
+            "{name:?} is not a schema name's part"
+        );
+        let scratch = EscrowScratch {
+            url: url.to_owned(),
+            schema: format!("hotstock_escrow_{name}_{}", std::process::id()),
+        };
+        scratch.drop_schema();
+        scratch
+    }
+
+    pub fn escrow(&self) -> hotstock::durable::escrow::Escrow {
+        hotstock::durable::escrow::Escrow::connect(&self.url, &self.schema).unwrap()
+    }
+
+    /// Units `node`'s closed leases sold, read straight from the table.
+    pub fn sold_by(&self, node: &str) -> u64 {
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
+        let sql = format!(
+            "SELECT COALESCE(SUM(sold), 0)::BIGINT FROM {}.escrow_leases WHERE node = $1",
+            self.schema
+        );
+        let sold: i64 = client.query_one(&sql, &[&node]).unwrap().get(0);
+        sold as u64
+    }
+
+    fn drop_schema(&self) {
+        let mut client = postgres::Client::connect(&self.url, postgres::NoTls).unwrap();
+        let sql = format!("DROP SCHEMA IF EXISTS {} CASCADE", self.schema);
+        client.batch_execute(&sql).unwrap();
+    }
+}
+
+impl Drop for EscrowScratch {
+    fn drop(&mut self) {
+        self.drop_schema();
+    }
+}

@@ -230,6 +230,26 @@ impl<S: ChangeSink> Engine<S> {
         Ok(())
     }
 
+    /// Drops open lease `lease` from the book with none of its units given
+    /// back: the escrow closed it as all kept (an operator forfeited this
+    /// node while it was away). Its units stay on sale here: the escrow
+    /// counts them as this node's.
+    pub fn keep_lease(&self, lease: &str) -> Result<(), EngineError> {
+        self.check_storage()?;
+        let hint = stripe_hint();
+        self.sink.make_room(hint);
+        let mut book = self.leases.lock();
+        let booked = book
+            .leases
+            .get(lease)
+            .filter(|booked| booked.returning.is_none())
+            .ok_or_else(|| refused(lease, LeaseRefusal::Unknown))?;
+        let step = LeaseStep::Closed(0);
+        self.record_lease(hint, booked.sku, 0, lease, booked.granted, step);
+        book.leases.remove(lease);
+        Ok(())
+    }
+
     /// Every lease in the book, oldest first.
     pub fn leases(&self) -> Vec<BookedLease> {
         let book = self.leases.lock();

@@ -1,0 +1,634 @@
+//! The lease keeper (#15): the node's side of the escrow. It keeps the
+//! node stocked from the stock of record, gives back what the node does
+//! not sell, and settles the node's leases from its own journal.
+//!
+//! # Why it runs beside the buyers, never in front of them
+//!
+//! Buyers take units from the engine at memory speed; the keeper watches
+//! each SKU's local count and asks the escrow for a lease *before* it runs
+//! dry (below half of the next lease's size), on its own thread and its
+//! own database connection. So while stock is plentiful no buyer waits on
+//! the database, and a database that is down only stops refills: the node
+//! goes on selling what it holds.
+//!
+//! # The order of each step (what makes a crash safe)
+//!
+//! - **Grant**: the escrow grants first (the lease id, chosen here, is its
+//!   idempotency key), then the engine books the lease and credits its
+//!   units, journaled before they can be sold. A crash in between leaves a
+//!   lease the journal never saw: it sold nothing, so `settle_on_start`
+//!   closes it with everything back.
+//! - **Return**: the engine withdraws the units and marks the leases
+//!   returning, and the keeper waits until the journal has that durably;
+//!   only then does it close them in the escrow, then drop them from the
+//!   book. A crash before the journal has it: the units are still the
+//!   node's and the escrow still lends them to it. A crash after: the
+//!   book says returning and the close is made again, exactly once by id.
+//! - Nothing is ever settled by a timer: a unit sold just before a crash
+//!   is gone, and only this node's journal knows it.
+//!
+//! # When units go back
+//!
+//! All of a SKU's unsold leased units when it sold nothing for
+//! `idle_return`; half when a peer whose buyers found none left raised the
+//! SKU's demand counter; everything at a clean shutdown.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+
+use super::escrow::{lease_size, Escrow, EscrowError, EscrowStock};
+use super::sink::JournaledEngine;
+use crate::core::error::EngineError;
+use crate::core::types::SkuId;
+
+/// Longest node id: lease ids are `{node}~{boot}~{sequence}`.
+pub const MAX_NODE_ID_BYTES: usize = 48;
+
+/// How long the keeper leaves a SKU alone after the engine refused to book
+/// a lease of it.
+const REFUSED_SKU_PAUSE: Duration = Duration::from_secs(60);
+
+/// How a node keeps itself stocked. `KeeperConfig::new` suits a sale.
+#[derive(Clone, Debug)]
+pub struct KeeperConfig {
+    /// This node's id: 1 to `MAX_NODE_ID_BYTES` of `A-Z a-z 0-9 . _ -`.
+    pub node: String,
+    /// Where this node serves HTTP (`HOST:PORT`), for its peers.
+    pub address: String,
+    pub escrow_url: String,
+    pub schema: String,
+    /// Largest lease.
+    pub max_chunk: u64,
+    /// A lease takes at most `1 / (k × active nodes)` of what is unleased.
+    pub k: u64,
+    /// How often local counts are looked at (no database work).
+    pub tick: Duration,
+    /// How often the escrow's stock is read and a heartbeat written.
+    pub refresh: Duration,
+    /// A SKU that sold nothing for this long gives its units back.
+    pub idle_return: Duration,
+    /// A node not heard from for this long is not counted as active.
+    pub node_timeout: Duration,
+}
+
+impl KeeperConfig {
+    pub fn new(node: &str, address: &str, escrow_url: &str) -> KeeperConfig {
+        KeeperConfig {
+            node: node.to_owned(),
+            address: address.to_owned(),
+            escrow_url: escrow_url.to_owned(),
+            schema: "hotstock_escrow".to_owned(),
+            max_chunk: 1_000,
+            k: 2,
+            tick: Duration::from_millis(5),
+            refresh: Duration::from_millis(250),
+            idle_return: Duration::from_secs(5),
+            node_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Why the keeper could not start, settle or stop cleanly.
+#[derive(Debug, thiserror::Error)]
+pub enum KeeperError {
+    #[error(transparent)]
+    Escrow(#[from] EscrowError),
+    #[error("the engine refused a lease step: {0}")]
+    Engine(#[from] EngineError),
+    #[error("the journal did not make a lease step durable: {0}")]
+    Journal(String),
+    #[error(
+        "invalid node id {0:?}: 1 to {MAX_NODE_ID_BYTES} bytes of A-Z a-z 0-9 . _ - (it names \
+         this node's leases)"
+    )]
+    InvalidNode(String),
+    #[error(
+        "this data directory holds lease {lease:?} of another node: start it with the node id \
+         it was made with, or settle it (`hotstock lease settle --data-dir D`)"
+    )]
+    ForeignLease { lease: String },
+}
+
+/// Checks a node id (see `KeeperConfig::node`).
+pub fn validate_node_id(node: &str) -> Result<(), KeeperError> {
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
+    let valid = !node.is_empty() && node.len() <= MAX_NODE_ID_BYTES;
+    match valid && node.bytes().all(allowed) {
+        true => Ok(()),
+        false => Err(KeeperError::InvalidNode(node.to_owned())),
+    }
+}
+
+/// The node a lease id names (its part before the first `~`).
+pub fn node_of_lease(lease: &str) -> &str {
+    lease.split('~').next().unwrap_or(lease)
+}
+
+/// What `settle_on_start` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settlement {
+    /// Leases the escrow granted that the journal never booked (a crash
+    /// between the two): closed with every unit back.
+    pub unbooked: Vec<(String, u64)>,
+    /// Returning leases whose close was made (again).
+    pub closed: Vec<(String, u64)>,
+    /// Open leases the escrow had closed meanwhile (forfeited while this
+    /// node was away): its units count as this node's, and stay on sale.
+    pub kept: Vec<String>,
+}
+
+/// Makes this node's lease book and the escrow agree, from the book (the
+/// node's journal): run before the node serves, with nothing else
+/// touching its leases.
+pub fn settle_on_start(
+    engine: &JournaledEngine,
+    escrow: &mut Escrow,
+    node: &str,
+) -> Result<Settlement, KeeperError> {
+    validate_node_id(node)?;
+    let book = engine.leases();
+    if let Some(foreign) = book.iter().find(|l| node_of_lease(&l.id) != node) {
+        let lease = foreign.id.to_string();
+        return Err(KeeperError::ForeignLease { lease });
+    }
+    let open = escrow.open_leases(node)?;
+    let mut settlement = Settlement::default();
+    for lease in &open {
+        if !book.iter().any(|booked| *booked.id == *lease.id) {
+            escrow.close(&lease.id, node, lease.granted)?;
+            settlement.unbooked.push((lease.id.clone(), lease.granted));
+        }
+    }
+    for booked in &book {
+        let in_escrow = open.iter().any(|lease| *lease.id == *booked.id);
+        match booked.returning {
+            Some(units) => {
+                escrow.close(&booked.id, node, units)?;
+                engine.close_lease(&booked.id)?;
+                settlement.closed.push((booked.id.to_string(), units));
+            }
+            None if !in_escrow => {
+                engine.keep_lease(&booked.id)?;
+                settlement.kept.push(booked.id.to_string());
+            }
+            None => {}
+        }
+    }
+    wait_durable(engine)?;
+    Ok(settlement)
+}
+
+/// Gives back every unsold leased unit (all SKUs) and closes the leases
+/// that return them: a clean shutdown, or `hotstock lease settle`. Units
+/// held for buyers stay (their reservations may still be confirmed).
+/// Returns the units given back.
+pub fn give_back_all(
+    engine: &JournaledEngine,
+    escrow: &mut Escrow,
+    node: &str,
+) -> Result<u64, KeeperError> {
+    let mut skus: Vec<SkuId> = engine.leases().iter().map(|l| l.sku).collect();
+    skus.sort();
+    skus.dedup();
+    let mut units = 0;
+    for sku in skus {
+        units += withdraw_leased(engine, sku, u64::MAX)?;
+    }
+    close_returning(engine, escrow, node)?;
+    Ok(units)
+}
+
+/// Withdraws up to `most` of `sku`'s available units that open leases
+/// cover, marking those leases returning. Returns the units withdrawn.
+fn withdraw_leased(engine: &JournaledEngine, sku: SkuId, most: u64) -> Result<u64, KeeperError> {
+    let available = engine.available_now(sku)?;
+    let units = most.min(available).min(engine.leased(sku));
+    if units == 0 {
+        return Ok(0);
+    }
+    match engine.return_leased(sku, units) {
+        Ok(_) => Ok(units),
+        // A buyer took some meanwhile: give back what is left next time.
+        Err(EngineError::InsufficientStock { .. }) => Ok(0),
+        Err(other) => Err(other.into()),
+    }
+}
+
+/// Closes in the escrow every lease the book marks returning, once the
+/// journal has the withdrawal durably, then drops it from the book.
+fn close_returning(
+    engine: &JournaledEngine,
+    escrow: &mut Escrow,
+    node: &str,
+) -> Result<usize, KeeperError> {
+    let returning: Vec<_> = (engine.leases().into_iter())
+        .filter(|lease| lease.returning.is_some())
+        .collect();
+    if returning.is_empty() {
+        return Ok(0);
+    }
+    wait_durable(engine)?;
+    for lease in &returning {
+        let units = lease.returning.unwrap_or(0);
+        escrow.close(&lease.id, node, units)?;
+        engine.close_lease(&lease.id)?;
+    }
+    Ok(returning.len())
+}
+
+fn wait_durable(engine: &JournaledEngine) -> Result<(), KeeperError> {
+    let ticket = engine.durability_ticket();
+    engine
+        .wait_durable(ticket)
+        .map_err(|e| KeeperError::Journal(e.to_string()))
+}
+
+/// What the keeper has done, for `GET /v1/cluster` and the benchmarks.
+#[derive(Clone, Debug, Default)]
+pub struct KeeperStatus {
+    /// The last escrow statement succeeded.
+    pub escrow_reachable: bool,
+    /// The last escrow error, if the latest statement failed.
+    pub last_error: Option<String>,
+    /// Escrow statements made (grants, closes, reads, heartbeats).
+    pub statements: u64,
+    pub grants: u64,
+    pub units_granted: u64,
+    pub returns: u64,
+    pub units_returned: u64,
+    /// Longest time a SKU waited below its low-water mark for a refill
+    /// (ms), since the start.
+    pub longest_refill_wait_ms: u64,
+    /// Nodes heard from within `node_timeout` at the last refresh.
+    pub active_nodes: u64,
+    /// Per SKU, units unleased at the last refresh.
+    pub unleased: Vec<(String, u64)>,
+}
+
+/// The keeper's thread. `stop` gives everything back and joins it.
+pub struct LeaseKeeper {
+    shared: Arc<Shared>,
+    thread: Option<std::thread::JoinHandle<Result<u64, KeeperError>>>,
+}
+
+struct Shared {
+    stop: AtomicBool,
+    wake: Mutex<()>,
+    woken: Condvar,
+    status: Mutex<KeeperStatus>,
+    sequence: AtomicU64,
+}
+
+impl std::fmt::Debug for LeaseKeeper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaseKeeper").finish_non_exhaustive()
+    }
+}
+
+impl LeaseKeeper {
+    /// Connects to the escrow, settles this node's leases from its book
+    /// (`settle_on_start`) and starts keeping the node stocked. `boot` is
+    /// the data directory's boot number (lease ids never repeat).
+    pub fn start(
+        engine: Arc<JournaledEngine>,
+        config: KeeperConfig,
+        boot: u32,
+    ) -> Result<(LeaseKeeper, Settlement), KeeperError> {
+        validate_node_id(&config.node)?;
+        let mut escrow = Escrow::connect(&config.escrow_url, &config.schema)?;
+        let settlement = settle_on_start(&engine, &mut escrow, &config.node)?;
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            wake: Mutex::new(()),
+            woken: Condvar::new(),
+            status: Mutex::new(KeeperStatus {
+                escrow_reachable: true,
+                ..KeeperStatus::default()
+            }),
+            sequence: AtomicU64::new(0),
+        });
+        let mut run = Run {
+            engine,
+            escrow: Some(escrow),
+            shared: Arc::clone(&shared),
+            skus: HashMap::new(),
+            last_refresh: None,
+            active_nodes: 1,
+            config,
+            boot,
+        };
+        let thread = std::thread::Builder::new()
+            .name("lease-keeper".into())
+            .spawn(move || run.run())
+            .map_err(|e| KeeperError::Journal(format!("cannot start the lease keeper: {e}")))?;
+        let keeper = LeaseKeeper {
+            shared,
+            thread: Some(thread),
+        };
+        Ok((keeper, settlement))
+    }
+
+    pub fn status(&self) -> KeeperStatus {
+        self.shared.status.lock().clone()
+    }
+
+    /// Stops the keeper: it gives back every unsold leased unit and closes
+    /// the leases that return them. Returns the units given back.
+    pub fn stop(mut self) -> Result<u64, KeeperError> {
+        self.signal_stop();
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(KeeperError::Journal("the lease keeper panicked".into())),
+            None => Ok(0),
+        }
+    }
+
+    fn signal_stop(&self) {
+        // Release: the thread's Acquire load sees the flag with everything
+        // before it; the lock and notify make sure it is not asleep past it.
+        self.shared.stop.store(true, Ordering::Release);
+        let _guard = self.shared.wake.lock();
+        self.shared.woken.notify_all();
+    }
+}
+
+impl Drop for LeaseKeeper {
+    fn drop(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            self.signal_stop();
+            let _ = thread.join();
+        }
+    }
+}
+
+/// What the keeper knows of one SKU.
+#[derive(Debug)]
+struct SkuWatch {
+    unleased: u64,
+    demand: u64,
+    /// The demand counter the last time this node answered it.
+    demand_answered: u64,
+    /// Local units sold at the last look, and when that last changed.
+    sold: u64,
+    last_sale: Instant,
+    /// When the SKU first fell below its low-water mark without a refill.
+    hungry_since: Option<Instant>,
+    /// When this node last asked peers for units.
+    asked: Option<Instant>,
+    /// No refill before this (after giving units back for a peer).
+    hold_refills_until: Option<Instant>,
+}
+
+struct Run {
+    engine: Arc<JournaledEngine>,
+    /// `None` after a failure: reconnected at the next refresh.
+    escrow: Option<Escrow>,
+    shared: Arc<Shared>,
+    skus: HashMap<String, SkuWatch>,
+    last_refresh: Option<Instant>,
+    active_nodes: u64,
+    config: KeeperConfig,
+    boot: u32,
+}
+
+impl Run {
+    fn run(&mut self) -> Result<u64, KeeperError> {
+        // Acquire: pairs with `signal_stop`'s Release.
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let now = Instant::now();
+            let due = self
+                .last_refresh
+                .is_none_or(|at| now.duration_since(at) >= self.refresh_period());
+            if due {
+                self.last_refresh = Some(now);
+                self.escrow_step(|run, escrow| run.refresh(escrow));
+            }
+            self.escrow_step(|run, escrow| run.keep_stocked(escrow));
+            let mut guard = self.shared.wake.lock();
+            if !self.shared.stop.load(Ordering::Acquire) {
+                self.shared.woken.wait_for(&mut guard, self.config.tick);
+            }
+        }
+        let escrow = match self.escrow.as_mut() {
+            Some(escrow) => escrow,
+            None => self.escrow.insert(Escrow::connect(
+                &self.config.escrow_url,
+                &self.config.schema,
+            )?),
+        };
+        give_back_all(&self.engine, escrow, &self.config.node)
+    }
+
+    /// Refreshes faster while some SKU is starved (its buyers wait for a
+    /// peer's units).
+    fn refresh_period(&self) -> Duration {
+        let starved = self.skus.values().any(|w| w.asked.is_some());
+        match starved {
+            true => self.config.refresh.min(Duration::from_millis(50)),
+            false => self.config.refresh,
+        }
+    }
+
+    /// Runs one step that needs the escrow, reconnecting first if the last
+    /// one failed; a failure is recorded and retried later, never fatal:
+    /// the node goes on selling what it holds.
+    fn escrow_step(&mut self, step: impl FnOnce(&mut Run, &mut Escrow) -> Result<(), KeeperError>) {
+        let mut escrow = match self.escrow.take() {
+            Some(escrow) => escrow,
+            None => match Escrow::connect(&self.config.escrow_url, &self.config.schema) {
+                Ok(escrow) => escrow,
+                Err(error) => return self.note_failure(&error.into()),
+            },
+        };
+        match step(self, &mut escrow) {
+            Ok(()) => {
+                self.escrow = Some(escrow);
+                let mut status = self.shared.status.lock();
+                status.escrow_reachable = true;
+                status.last_error = None;
+            }
+            // The connection may be broken: make a new one next time.
+            Err(error @ KeeperError::Escrow(_)) => self.note_failure(&error),
+            Err(error) => {
+                self.escrow = Some(escrow);
+                self.note_failure(&error);
+            }
+        }
+    }
+
+    fn note_failure(&self, error: &KeeperError) {
+        tracing::warn!("lease keeper: {error}");
+        let mut status = self.shared.status.lock();
+        status.escrow_reachable = false;
+        status.last_error = Some(error.to_string());
+    }
+
+    fn count(&self, statements: u64) {
+        self.shared.status.lock().statements += statements;
+    }
+
+    /// A heartbeat, the stock of record, the active nodes; and closes of
+    /// leases left returning by a failed step.
+    fn refresh(&mut self, escrow: &mut Escrow) -> Result<(), KeeperError> {
+        let now_ms = self.engine.now_ms();
+        escrow.heartbeat(&self.config.node, &self.config.address, now_ms)?;
+        let nodes = escrow.nodes()?;
+        let stock = escrow.stock()?;
+        self.count(3);
+        let timeout = self.config.node_timeout.as_millis() as u64;
+        let active = nodes
+            .iter()
+            .filter(|n| n.seen_ms + timeout >= now_ms)
+            .count();
+        self.active_nodes = (active as u64).max(1);
+        for row in &stock {
+            self.watch(row);
+        }
+        let closed = close_returning(&self.engine, escrow, &self.config.node)?;
+        self.count(closed as u64);
+        let mut status = self.shared.status.lock();
+        status.active_nodes = self.active_nodes;
+        status.unleased = stock.iter().map(|r| (r.sku.clone(), r.unleased)).collect();
+        Ok(())
+    }
+
+    fn watch(&mut self, row: &EscrowStock) {
+        let now = Instant::now();
+        let watch = self.skus.entry(row.sku.clone()).or_insert(SkuWatch {
+            unleased: 0,
+            demand: row.demand,
+            demand_answered: row.demand,
+            sold: 0,
+            last_sale: now,
+            hungry_since: None,
+            asked: None,
+            hold_refills_until: None,
+        });
+        watch.unleased = row.unleased;
+        watch.demand = row.demand;
+    }
+
+    /// Per SKU: refill below the low-water mark, ask peers when none is
+    /// left, give back for a peer's demand or when idle.
+    fn keep_stocked(&mut self, escrow: &mut Escrow) -> Result<(), KeeperError> {
+        let names: Vec<String> = self.skus.keys().cloned().collect();
+        for name in names {
+            self.keep_one(escrow, &name)?;
+        }
+        Ok(())
+    }
+
+    fn keep_one(&mut self, escrow: &mut Escrow, name: &str) -> Result<(), KeeperError> {
+        let now = Instant::now();
+        let sku = self.engine.sku(name).ok();
+        let available = sku.map_or(Ok(0), |sku| self.engine.available_now(sku))?;
+        let sold = match sku {
+            Some(sku) => self.engine.sku_document(sku)?.sold,
+            None => 0,
+        };
+        let (config, nodes) = (&self.config, self.active_nodes);
+        let watch = self.skus.get_mut(name).expect("a watched SKU");
+        if sold != watch.sold {
+            watch.sold = sold;
+            watch.last_sale = now;
+        }
+        let wanted = lease_size(watch.unleased, nodes, config.k, config.max_chunk);
+        let low_water = (wanted / 2).max(1);
+        let held_back = watch.hold_refills_until.is_some_and(|until| now < until);
+        if available < low_water && watch.unleased > 0 && !held_back {
+            watch.hungry_since.get_or_insert(now);
+            return self.refill(escrow, name, wanted);
+        }
+        if available == 0 && watch.unleased == 0 {
+            let recently = now.duration_since(watch.last_sale) < config.idle_return;
+            let asked_lately = watch
+                .asked
+                .is_some_and(|at| now.duration_since(at) < config.refresh);
+            if recently && !asked_lately {
+                watch.asked = Some(now);
+                escrow.ask_for_more(name)?;
+                self.count(1);
+            }
+            return Ok(());
+        }
+        let Some(sku) = sku else { return Ok(()) };
+        watch.asked = None;
+        if watch.demand > watch.demand_answered && available > 0 {
+            watch.demand_answered = watch.demand;
+            watch.hold_refills_until = Some(now + config.refresh * 2);
+            return self.give_back(escrow, sku, available.div_ceil(2));
+        }
+        // Idle: back goes all but the low-water mark the SKU will have once
+        // the units are unleased again, so the next look does not take
+        // them straight back; a buyer's next sale brings a refill. What one
+        // idle node keeps is at most half a lease.
+        if now.duration_since(watch.last_sale) >= config.idle_return {
+            let after = lease_size(
+                watch.unleased + available,
+                nodes,
+                config.k,
+                config.max_chunk,
+            );
+            let keep = (after / 2).max(1);
+            if available > keep {
+                return self.give_back(escrow, sku, available - keep);
+            }
+        }
+        Ok(())
+    }
+
+    fn refill(&mut self, escrow: &mut Escrow, name: &str, wanted: u64) -> Result<(), KeeperError> {
+        let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{}~{}~{sequence}", self.config.node, self.boot);
+        let (lease, unleased) = escrow.grant_counted(&id, &self.config.node, name, wanted)?;
+        self.count(1);
+        let watch = self.skus.get_mut(name).expect("a watched SKU");
+        watch.unleased = unleased;
+        if let Some(since) = watch.hungry_since.take() {
+            let waited = since.elapsed().as_millis() as u64;
+            let mut status = self.shared.status.lock();
+            status.longest_refill_wait_ms = status.longest_refill_wait_ms.max(waited);
+        }
+        if lease.granted == 0 {
+            escrow.close(&id, &self.config.node, 0)?;
+            self.count(1);
+            return Ok(());
+        }
+        if let Err(refused) = self.engine.grant_lease(name, &id, lease.granted) {
+            // Not booked, so nothing of it can be sold: all of it back, and
+            // no more asking for this SKU for a while (a name the engine
+            // refuses, or a full book, will not mend by itself).
+            escrow.close(&id, &self.config.node, lease.granted)?;
+            self.count(1);
+            let watch = self.skus.get_mut(name).expect("a watched SKU");
+            watch.hold_refills_until = Some(Instant::now() + REFUSED_SKU_PAUSE);
+            return Err(refused.into());
+        }
+        let mut status = self.shared.status.lock();
+        status.grants += 1;
+        status.units_granted += lease.granted;
+        Ok(())
+    }
+
+    fn give_back(
+        &mut self,
+        escrow: &mut Escrow,
+        sku: SkuId,
+        units: u64,
+    ) -> Result<(), KeeperError> {
+        let withdrawn = withdraw_leased(&self.engine, sku, units)?;
+        if withdrawn == 0 {
+            return Ok(());
+        }
+        let closed = close_returning(&self.engine, escrow, &self.config.node)?;
+        self.count(closed as u64);
+        let mut status = self.shared.status.lock();
+        status.returns += 1;
+        status.units_returned += withdrawn;
+        Ok(())
+    }
+}
