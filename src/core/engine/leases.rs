@@ -213,21 +213,10 @@ impl<S: ChangeSink> Engine<S> {
 
     /// Drops returning lease `lease` from the book: the escrow closed it.
     pub fn close_lease(&self, lease: &str) -> Result<(), EngineError> {
-        self.check_storage()?;
-        let hint = stripe_hint();
-        self.sink.make_room(hint);
-        let mut book = self.leases.lock();
-        let booked = book
-            .leases
-            .get(lease)
-            .ok_or_else(|| refused(lease, LeaseRefusal::Unknown))?;
-        let Some(returned) = booked.returning else {
-            return Err(refused(lease, LeaseRefusal::NotReturning));
-        };
-        let step = LeaseStep::Closed(returned);
-        self.record_lease(hint, booked.sku, 0, lease, booked.granted, step);
-        book.leases.remove(lease);
-        Ok(())
+        self.end_lease(lease, |booked| match booked.returning {
+            Some(returned) => Ok(returned),
+            None => Err(LeaseRefusal::NotReturning),
+        })
     }
 
     /// Drops open lease `lease` from the book with none of its units given
@@ -235,6 +224,19 @@ impl<S: ChangeSink> Engine<S> {
     /// node while it was away). Its units stay on sale here: the escrow
     /// counts them as this node's.
     pub fn keep_lease(&self, lease: &str) -> Result<(), EngineError> {
+        self.end_lease(lease, |booked| match booked.returning {
+            Some(_) => Err(LeaseRefusal::Unknown),
+            None => Ok(0),
+        })
+    }
+
+    /// Records lease `lease` closed with the units `returned` answers for
+    /// it, and drops it from the book.
+    fn end_lease(
+        &self,
+        lease: &str,
+        returned: impl FnOnce(&BookedLease) -> Result<u64, LeaseRefusal>,
+    ) -> Result<(), EngineError> {
         self.check_storage()?;
         let hint = stripe_hint();
         self.sink.make_room(hint);
@@ -242,9 +244,8 @@ impl<S: ChangeSink> Engine<S> {
         let booked = book
             .leases
             .get(lease)
-            .filter(|booked| booked.returning.is_none())
             .ok_or_else(|| refused(lease, LeaseRefusal::Unknown))?;
-        let step = LeaseStep::Closed(0);
+        let step = LeaseStep::Closed(returned(booked).map_err(|why| refused(lease, why))?);
         self.record_lease(hint, booked.sku, 0, lease, booked.granted, step);
         book.leases.remove(lease);
         Ok(())
