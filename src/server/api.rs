@@ -21,6 +21,7 @@ use serde_json::json;
 
 use super::admission::{self, InFlight, Rates};
 use super::auth::{authorize, Auth, AuthConfig, Caller, Role, Scope, TokenCache};
+use super::cluster::Cluster;
 use super::error::{json_response, ApiError, Code, HttpResponse};
 use super::metrics::{self, RequestCounters};
 use super::nats::PublisherStats;
@@ -55,6 +56,8 @@ pub struct ApiOptions {
     pub publisher: Option<Arc<PublisherStats>>,
     /// How checkpoints have gone, for `/metrics`.
     pub checkpoints: Option<Arc<CheckpointStats>>,
+    /// This node's cluster (`--escrow`); `None` for a node that runs alone.
+    pub cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl Default for ApiOptions {
@@ -68,6 +71,7 @@ impl Default for ApiOptions {
             feed: None,
             publisher: None,
             checkpoints: None,
+            cluster: None,
         }
     }
 }
@@ -86,6 +90,7 @@ pub struct Api {
     pub(super) feed_streams: Arc<std::sync::atomic::AtomicUsize>,
     requests: Arc<RequestCounters>,
     registry: prometheus_client::registry::Registry,
+    pub(super) cluster: Option<Arc<dyn Cluster>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -128,6 +133,7 @@ impl Api {
             public_ids,
             durability,
             feed: options.feed,
+            cluster: options.cluster,
             feed_streams: Arc::default(),
             auth: Auth::new(&options.auth),
             in_flight,
@@ -250,6 +256,13 @@ impl Api {
             Route::EventsStream => {
                 Box::pin(self.stream_events(&parts.headers, parts.uri.query())).await
             }
+            Route::Cluster => Ok(json_response(
+                StatusCode::OK,
+                &self
+                    .cluster
+                    .as_ref()
+                    .map_or_else(super::cluster::alone, |c| c.view()),
+            )),
             Route::Other => Err(not_routed(parts, Miss::NotFound)),
         }
     }

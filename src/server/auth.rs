@@ -251,6 +251,7 @@ impl Auth {
                     | Route::LocationPut
                     | Route::EventsList
                     | Route::EventsStream
+                    | Route::Cluster
             )
     }
 
@@ -461,7 +462,7 @@ pub fn authorize<'a>(
     let feed_route = matches!(route, Route::EventsList | Route::EventsStream);
     let operator_route = matches!(
         route,
-        Route::SkuPut | Route::SkuAdjust | Route::KitPut | Route::LocationPut
+        Route::SkuPut | Route::SkuAdjust | Route::KitPut | Route::LocationPut | Route::Cluster
     ) || (auth.is_secured() && route == Route::Metrics)
         || (!auth.is_secured() && feed_route);
     if operator_route {
@@ -516,6 +517,7 @@ fn action(route: Route) -> &'static str {
         Route::KitPut => "define a kit",
         Route::LocationPut => "set a SKU's stock at a location",
         Route::Metrics => "read the metrics",
+        Route::Cluster => "read the cluster's state",
         Route::ReservationCreate => "create reservations (buyers and services do)",
         Route::ReservationConfirm => "confirm a reservation (payment is confirmed by a service)",
         Route::ReservationCancel => "cancel a reservation (buyers and services do)",

@@ -108,11 +108,14 @@ pub enum Code {
     /// A step of a lease from a cluster's escrow was refused (409): the
     /// node's lease book and the escrow disagree.
     LeaseConflict,
+    /// An operator change a node of a cluster cannot make on its own
+    /// (409): stock is the escrow's.
+    ClusterRefused,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 28] = [
+    pub const ALL: [Code; 29] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -141,6 +144,7 @@ impl Code {
         Code::UnknownLocation,
         Code::NotAtOneLocation,
         Code::LeaseConflict,
+        Code::ClusterRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -173,6 +177,7 @@ impl Code {
             Code::UnknownLocation => "unknown_location",
             Code::NotAtOneLocation => "not_at_one_location",
             Code::LeaseConflict => "lease_conflict",
+            Code::ClusterRefused => "cluster_refused",
         }
     }
 

@@ -9,6 +9,7 @@
 //! admission.rs    in-flight cap (per CPU) and the optional token buckets
 //! rate.rs         RateLimit: GCRA token bucket
 //! auth.rs         roles: operator token, service tokens, buyer JWTs
+//! cluster.rs      a node of a cluster: operator stock to the escrow, GET /v1/cluster
 //! events.rs       the change feed: GET /v1/events (long-poll), /v1/events/stream (SSE)
 //! skus.rs         SKU handlers
 //! reservations.rs reservation handlers (the purchase path)
@@ -30,6 +31,7 @@ pub mod admission;
 pub mod api;
 pub mod auth;
 pub mod body;
+pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod events;

@@ -22,12 +22,13 @@ pub enum Route {
     ReservationExtend,
     EventsList,
     EventsStream,
+    Cluster,
     Other,
 }
 
 impl Route {
     /// In label order (the metrics' rows).
-    pub const ALL: [Route; 17] = [
+    pub const ALL: [Route; 18] = [
         Route::Healthz,
         Route::Metrics,
         Route::SkusList,
@@ -44,6 +45,7 @@ impl Route {
         Route::ReservationExtend,
         Route::EventsList,
         Route::EventsStream,
+        Route::Cluster,
         Route::Other,
     ];
 
@@ -66,6 +68,7 @@ impl Route {
             Route::ReservationExtend => "reservation_extend",
             Route::EventsList => "events_list",
             Route::EventsStream => "events_stream",
+            Route::Cluster => "cluster",
             Route::Other => "other",
         }
     }
@@ -126,6 +129,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
         ["v1", "reservations", id, "extend"] => (id, &[(Method::POST, Route::ReservationExtend)]),
         ["v1", "events"] => ("", &[(Method::GET, Route::EventsList)]),
         ["v1", "events", "stream"] => ("", &[(Method::GET, Route::EventsStream)]),
+        ["v1", "cluster"] => ("", &[(Method::GET, Route::Cluster)]),
         _ => return (Route::Other, Err(Miss::NotFound)),
     };
     match shape.iter().find(|(m, _)| m == method) {

@@ -6,11 +6,14 @@ use serde_json::{json, Value};
 
 use super::api::{Api, MAX_PAGE};
 use super::body::{read_json, Fields};
-use super::error::{json_response, ApiError, HttpResponse};
+use std::sync::Arc;
+
+use super::cluster::Cluster;
+use super::error::{json_response, ApiError, Code, HttpResponse};
 use super::response::sku_json;
 use crate::core::cell::BackorderRule;
 use crate::core::engine::{LocationPut, SkuDocument, SkuPut, StockLevel};
-use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_LINE_QUANTITY};
+use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_LINE_QUANTITY, MAX_STOCK_PER_SKU};
 use crate::core::types::{Line, SkuId};
 
 impl Api {
@@ -68,10 +71,12 @@ impl Api {
     /// `GET /v1/skus/{sku}`
     pub(super) fn get_sku(&self, name: &str) -> Result<HttpResponse, ApiError> {
         let id = self.sku_id(name)?;
-        Ok(json_response(
-            StatusCode::OK,
-            &self.sku_json(&self.document(id)?),
-        ))
+        let mut document = self.sku_json(&self.document(id)?);
+        if let (Some(cluster), Some(fields)) = (&self.cluster, document.as_object_mut()) {
+            let part = cluster.sku_view(name, self.engine.leased(id));
+            fields.insert("cluster".into(), part);
+        }
+        Ok(json_response(StatusCode::OK, &document))
     }
 
     /// `PUT /v1/skus/{sku}` (operator): create or set stock, with an
@@ -99,6 +104,13 @@ impl Api {
             ],
         )?;
         let level = stock_level(&mut fields)?;
+        if level.is_some() && self.cluster.is_some() {
+            return Err(cluster_refused(
+                "in a cluster the stock is the escrow's: add units with POST \
+                 /v1/skus/{sku}/adjust and a positive delta (any node takes it); a put of \
+                 stock, which one node cannot make true for all, is refused",
+            ));
+        }
         let put = SkuPut {
             level,
             safety_stock: fields.u64("safety_stock")?,
@@ -268,6 +280,9 @@ impl Api {
         let delta = fields
             .i64("delta")?
             .ok_or_else(|| ApiError::invalid("field \"delta\" is required"))?;
+        if let Some(cluster) = &self.cluster {
+            return receive_in_escrow(Arc::clone(cluster), sku, delta).await;
+        }
         let id = self.sku_id(sku)?;
         self.engine
             .adjust(id, delta)
@@ -278,6 +293,52 @@ impl Api {
             &self.sku_json(&self.document(id)?),
         ))
     }
+}
+
+/// An operator's units for `sku`, received in the escrow (a blocking
+/// database statement, so off the runtime's workers): 202, since the
+/// units reach the nodes' counters as their keepers lease them.
+async fn receive_in_escrow(
+    cluster: Arc<dyn Cluster>,
+    sku: &str,
+    delta: i64,
+) -> Result<HttpResponse, ApiError> {
+    crate::core::catalogue::validate_sku_name(sku).map_err(|e| ApiError::invalid(e.to_string()))?;
+    let Ok(units) = u64::try_from(delta) else {
+        return Err(cluster_refused(
+            "in a cluster units are withdrawn from the escrow, which this node cannot do for \
+             the others: only a positive delta (units received) is taken",
+        ));
+    };
+    if units == 0 || units > MAX_STOCK_PER_SKU {
+        return Err(ApiError::invalid(format!(
+            "delta must be from 1 to {MAX_STOCK_PER_SKU} units in a cluster"
+        )));
+    }
+    let name = sku.to_owned();
+    let received = tokio::task::spawn_blocking(move || cluster.receive(&name, units))
+        .await
+        .map_err(|_| escrow_failed("its receive stopped unexpectedly"))?;
+    received.map_err(|why| escrow_failed(&format!("it did not take the units: {why}")))?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"sku": sku, "received": units, "to": "escrow"}),
+    ))
+}
+
+/// The escrow could not be reached or refused: nothing changed, and a
+/// retry is safe once it is back (503).
+fn escrow_failed(why: &str) -> ApiError {
+    let message = format!("the escrow (the cluster's stock of record) failed: {why}");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Code::StorageFailed,
+        message,
+    )
+}
+
+fn cluster_refused(message: &str) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, Code::ClusterRefused, message)
 }
 
 /// A body's `available` or `on_hand` (never both).

@@ -102,10 +102,21 @@ pub fn request(
     body: &[u8],
     headers: &[(&str, &str)],
 ) -> (u16, Value) {
-    let mut stream = TcpStream::connect(addr).expect("connect");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
+    try_request(addr, method, path, body, headers)
+        .unwrap_or_else(|error| panic!("{method} {path} at {addr}: {error}"))
+}
+
+/// `request`, with a connection refused or cut off (a killed server) as
+/// an error rather than a panic.
+pub fn try_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &[u8],
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, Value)> {
+    let mut stream = TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
         body.len()
@@ -114,20 +125,18 @@ pub fn request(
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
+    stream.write_all(request.as_bytes())?;
+    stream.write_all(body)?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).unwrap();
+    stream.read_to_end(&mut response)?;
     let text = String::from_utf8_lossy(&response);
-    let status = text
-        .split_whitespace()
-        .nth(1)
+    let status = (text.split_whitespace().nth(1))
         .and_then(|s| s.parse().ok())
-        .expect("status line");
+        .ok_or_else(|| std::io::Error::other("no status line (cut off?)"))?;
     let json = text.split_once("\r\n\r\n").map_or(Value::Null, |(_, b)| {
         serde_json::from_str(b).unwrap_or(Value::Null)
     });
-    (status, json)
+    Ok((status, json))
 }
 
 pub fn temp_dir(name: &str) -> PathBuf {

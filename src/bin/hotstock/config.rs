@@ -155,6 +155,32 @@ pub struct ServeSettings {
     /// made [default: 3600000].
     #[arg(long, env = "HOTSTOCK_MAX_HOLD_MS")]
     max_hold_ms: Option<NonZeroU32>,
+    /// This node's id in a cluster selling from one escrow (needs
+    /// --escrow): 1 to 48 of A-Z a-z 0-9 . _ - ; its leases are named
+    /// after it, so a data directory always starts with the same id.
+    #[arg(long, env = "HOTSTOCK_NODE_ID")]
+    node_id: Option<String>,
+    /// The escrow: a postgres:// URL holding the stock of record the
+    /// cluster's nodes lease units from (docs/cluster.md). Without it the
+    /// node sells its own stock alone.
+    #[arg(long, env = "HOTSTOCK_ESCROW")]
+    escrow: Option<String>,
+    /// The escrow's schema, created if absent [default: hotstock_escrow].
+    #[arg(long, env = "HOTSTOCK_ESCROW_SCHEMA")]
+    escrow_schema: Option<String>,
+    /// `ID=HOST:PORT` of another node of the cluster (repeat per node).
+    #[arg(long, env = "HOTSTOCK_PEERS", value_delimiter = ',')]
+    peer: Option<Vec<String>>,
+}
+
+/// A node of a cluster: its id, the escrow, its peers.
+#[derive(Clone, Debug)]
+pub struct ClusterSettings {
+    pub node_id: String,
+    pub escrow_url: String,
+    pub escrow_schema: String,
+    /// (id, `HOST:PORT`) of every other node.
+    pub peers: Vec<(String, String)>,
 }
 
 const HOUR_MS: u64 = 60 * 60 * 1000;
@@ -187,6 +213,8 @@ pub struct Settings {
     pub max_extensions: u8,
     pub max_extension_ms: u64,
     pub max_hold_ms: u64,
+    /// `Some` for a node of a cluster (`--escrow`).
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl ServeSettings {
@@ -229,6 +257,7 @@ impl ServeSettings {
     }
 
     fn with_defaults(self) -> Result<Settings, String> {
+        let cluster = cluster_settings(self.node_id, self.escrow, self.escrow_schema, self.peer)?;
         let positive = |value: Option<NonZeroU32>, default: u32| value.map_or(default, |v| v.get());
         Ok(Settings {
             listen: self
@@ -270,6 +299,7 @@ impl ServeSettings {
             max_extensions: self.max_extensions.unwrap_or(3),
             max_extension_ms: u64::from(positive(self.max_extension_ms, 600_000)),
             max_hold_ms: u64::from(positive(self.max_hold_ms, 3_600_000)),
+            cluster,
         })
     }
 }
@@ -332,6 +362,50 @@ fn nats_config(
     };
     config.validate()?;
     Ok(Some(config))
+}
+
+/// `--node-id`, `--escrow`, `--escrow-schema` and `--peer`, checked:
+/// all or none (a peer without an escrow would sell the same stock twice).
+fn cluster_settings(
+    node_id: Option<String>,
+    escrow: Option<String>,
+    schema: Option<String>,
+    peers: Option<Vec<String>>,
+) -> Result<Option<ClusterSettings>, String> {
+    let Some(escrow_url) = escrow else {
+        if node_id.is_some() || schema.is_some() || peers.is_some() {
+            return Err(
+                "--node-id, --escrow-schema and --peer need --escrow (the stock of \
+                        record the nodes share); without it a node sells its own stock alone"
+                    .into(),
+            );
+        }
+        return Ok(None);
+    };
+    let postgres = escrow_url.starts_with("postgres://") || escrow_url.starts_with("postgresql://");
+    if !postgres {
+        return Err("--escrow must be a postgres:// URL".into());
+    }
+    let node_id = node_id.ok_or("--escrow needs --node-id (this node's id in the cluster)")?;
+    #[cfg(feature = "postgres")]
+    hotstock::durable::lease_keeper::validate_node_id(&node_id).map_err(|e| e.to_string())?;
+    let peers = (peers.unwrap_or_default().into_iter())
+        .map(|peer| match peer.split_once('=') {
+            Some((id, address)) if !id.is_empty() && address.contains(':') => {
+                Ok((id.to_owned(), address.to_owned()))
+            }
+            _ => Err(format!("--peer takes ID=HOST:PORT, not {peer:?}")),
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    if peers.iter().any(|(id, _)| *id == node_id) {
+        return Err(format!("--peer names this node's own id {node_id:?}"));
+    }
+    Ok(Some(ClusterSettings {
+        node_id,
+        escrow_url,
+        escrow_schema: schema.unwrap_or_else(|| "hotstock_escrow".into()),
+        peers,
+    }))
 }
 
 /// `--store`: `sqlite`, or a PostgreSQL URL in a build with PostgreSQL.

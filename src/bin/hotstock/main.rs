@@ -4,8 +4,9 @@
 //! command, resolves settings (`config.rs`) and hands them to the library:
 //! `serve` runs the HTTP service on a data directory, `import` loads SKUs
 //! from a CSV file, `inspect`/`verify` read a data directory without
-//! changing it, `salvage` cuts a damaged journal, and `flash-sale` runs an
-//! in-process sale that checks the engine's invariants.
+//! changing it, `salvage` cuts a damaged journal, `lease` settles or
+//! writes off a cluster node's leases, and `flash-sale` runs an in-process
+//! sale that checks the engine's invariants.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -16,6 +17,8 @@ mod config;
 mod flash_sale;
 mod import;
 mod inspect;
+#[cfg(feature = "postgres")]
+mod lease;
 mod serve;
 mod tail;
 
@@ -94,6 +97,11 @@ enum Command {
     /// The change feed of a running server.
     #[command(subcommand)]
     Events(EventsCommand),
+    /// A cluster node's leases from the escrow: settle them from its data
+    /// directory, or write them off when that is lost too.
+    #[cfg(feature = "postgres")]
+    #[command(subcommand)]
+    Lease(lease::LeaseCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -138,5 +146,7 @@ fn main() -> ExitCode {
         Command::Inspect { data_dir } => inspect::inspect(&data_dir, false),
         Command::Verify { data_dir } => inspect::inspect(&data_dir, true),
         Command::Events(EventsCommand::Tail(args)) => tail::tail(&args),
+        #[cfg(feature = "postgres")]
+        Command::Lease(command) => lease::run(&command),
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use hotstock::durable::{DurableConfig, DurableEngine};
 use hotstock::server::api::{Api, ApiOptions};
+use hotstock::server::cluster::Cluster;
 use hotstock::server::connection::ConnectionLimits;
 use hotstock::server::listener;
 use hotstock::server::nats::Publisher;
@@ -70,6 +71,10 @@ pub fn serve(settings: Settings) -> ExitCode {
         },
         None => None,
     };
+    let cluster = match start_cluster(&settings, &durable) {
+        Ok(cluster) => cluster,
+        Err(code) => return code,
+    };
     let options = ApiOptions {
         auth: settings.auth.clone(),
         max_in_flight: settings.max_in_flight,
@@ -79,6 +84,7 @@ pub fn serve(settings: Settings) -> ExitCode {
         feed: Some(durable.feed_reader()),
         publisher: publisher.as_ref().map(|p| Arc::clone(p.stats())),
         checkpoints: Some(durable.checkpoint_stats()),
+        cluster: cluster.clone().map(|c| c as Arc<dyn Cluster>),
     };
     let api = Arc::new(Api::new(
         durable.engine().clone(),
@@ -101,6 +107,8 @@ pub fn serve(settings: Settings) -> ExitCode {
     runtime.shutdown_timeout(Duration::from_secs(5));
     // The publisher keeps its position in the store: stopped first.
     drop(publisher);
+    // Unsold leased units go back to the escrow (durably here first).
+    stop_cluster(cluster.as_deref());
     let closed = durable.close();
     match (served, closed) {
         (Ok(()), Ok(())) => ExitCode::SUCCESS,
@@ -113,6 +121,89 @@ pub fn serve(settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+#[cfg(feature = "postgres")]
+type NodeCluster = hotstock::server::cluster::EscrowCluster;
+#[cfg(not(feature = "postgres"))]
+type NodeCluster = NoCluster;
+
+/// Stands in for the escrow's cluster in a build without PostgreSQL, where
+/// `--escrow` is refused before anything starts.
+#[cfg(not(feature = "postgres"))]
+#[derive(Debug)]
+pub struct NoCluster;
+
+#[cfg(not(feature = "postgres"))]
+impl Cluster for NoCluster {
+    fn node(&self) -> &str {
+        ""
+    }
+    fn receive(&self, _: &str, _: u64) -> Result<(), String> {
+        Err("this build has no PostgreSQL support".into())
+    }
+    fn view(&self) -> serde_json::Value {
+        hotstock::server::cluster::alone()
+    }
+    fn sku_view(&self, _: &str, _: u64) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+}
+
+/// With `--escrow`: settles this node's leases from its journal and starts
+/// its lease keeper, before the node serves anyone.
+fn start_cluster(
+    settings: &Settings,
+    durable: &DurableEngine,
+) -> Result<Option<Arc<NodeCluster>>, ExitCode> {
+    let Some(cluster) = &settings.cluster else {
+        return Ok(None);
+    };
+    #[cfg(feature = "postgres")]
+    {
+        use hotstock::durable::lease_keeper::KeeperConfig;
+        let address = settings.listen.to_string();
+        let mut config = KeeperConfig::new(&cluster.node_id, &address, &cluster.escrow_url);
+        config.schema = cluster.escrow_schema.clone();
+        let engine = Arc::clone(durable.engine());
+        let peers = cluster.peers.clone();
+        match NodeCluster::start(engine, config, peers, durable.boot()) {
+            Ok((node, settlement)) => {
+                tracing::info!(
+                    "node {}: leases settled on start: {} unbooked back, {} closed, {} kept",
+                    cluster.node_id,
+                    settlement.unbooked.len(),
+                    settlement.closed.len(),
+                    settlement.kept.len()
+                );
+                Ok(Some(Arc::new(node)))
+            }
+            Err(error) => {
+                tracing::error!("cannot join the cluster as {}: {error}", cluster.node_id);
+                Err(ExitCode::FAILURE)
+            }
+        }
+    }
+    #[cfg(not(feature = "postgres"))]
+    {
+        let _ = (cluster, durable);
+        tracing::error!("--escrow: this build has no PostgreSQL support");
+        Err(ExitCode::from(2))
+    }
+}
+
+fn stop_cluster(cluster: Option<&NodeCluster>) {
+    #[cfg(feature = "postgres")]
+    if let Some(cluster) = cluster {
+        match cluster.stop() {
+            Ok(units) => tracing::info!("gave {units} unsold leased units back to the escrow"),
+            // Still the node's, durably: settled at the next start, or by
+            // `hotstock lease settle`.
+            Err(error) => tracing::error!("giving leased units back: {error}"),
+        }
+    }
+    #[cfg(not(feature = "postgres"))]
+    let _ = cluster;
 }
 
 /// A non-loopback address is the internet, or a network as good as: it

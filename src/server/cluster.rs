@@ -1,0 +1,172 @@
+//! A node of a cluster as the HTTP layer sees it (#15): an operator's
+//! units go to the escrow (the stock of record every node leases from),
+//! not to this node's counters, and `GET /v1/cluster` shows the node, its
+//! peers, its leases and the escrow's reachability.
+//!
+//! # Why operator stock goes to the escrow
+//!
+//! Units put straight into one node's counters would be sold by that node
+//! only, and no other node, nor the escrow's books, would know them. So in
+//! a cluster a positive adjust receives the units in the escrow (any node
+//! accepts it), and the lease keepers spread them as nodes sell; an
+//! absolute put of stock, which no one node can make true for the whole
+//! cluster, is refused with a clear error.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+/// What the handlers ask of a cluster. Implemented over the lease keeper
+/// and the escrow (`EscrowCluster`); the handlers know only this.
+pub trait Cluster: Send + Sync + std::fmt::Debug {
+    /// This node's id.
+    fn node(&self) -> &str;
+
+    /// `units` more of `sku` in the stock of record. Blocks on the
+    /// database: call it from a blocking thread.
+    fn receive(&self, sku: &str, units: u64) -> Result<(), String>;
+
+    /// `GET /v1/cluster`'s body.
+    fn view(&self) -> Value;
+
+    /// The cluster's part of a SKU's document: units unleased at the last
+    /// look, and the units this node holds on open leases.
+    fn sku_view(&self, sku: &str, leased: u64) -> Value;
+}
+
+/// The body of `GET /v1/cluster` on a node that runs alone.
+pub fn alone() -> Value {
+    json!({"node": null, "escrow": null, "peers": [], "leases": []})
+}
+
+#[cfg(feature = "postgres")]
+pub use escrow_cluster::EscrowCluster;
+
+#[cfg(feature = "postgres")]
+mod escrow_cluster {
+    use super::*;
+    use crate::durable::escrow::Escrow;
+    use crate::durable::lease_keeper::{KeeperConfig, KeeperError, LeaseKeeper, Settlement};
+    use crate::durable::JournaledEngine;
+    use parking_lot::Mutex;
+
+    /// A node of a cluster: its lease keeper, and a connection of its own
+    /// for operators' receives (so they never wait behind a refill).
+    pub struct EscrowCluster {
+        engine: Arc<JournaledEngine>,
+        config: KeeperConfig,
+        peers: Vec<(String, String)>,
+        keeper: Mutex<Option<LeaseKeeper>>,
+        /// `None` after a failure: connected again at the next receive.
+        receives: Mutex<Option<Escrow>>,
+    }
+
+    impl EscrowCluster {
+        /// Starts the lease keeper (settling this node's leases first).
+        pub fn start(
+            engine: Arc<JournaledEngine>,
+            config: KeeperConfig,
+            peers: Vec<(String, String)>,
+            boot: u32,
+        ) -> Result<(EscrowCluster, Settlement), KeeperError> {
+            let (keeper, settlement) =
+                LeaseKeeper::start(Arc::clone(&engine), config.clone(), boot)?;
+            let cluster = EscrowCluster {
+                engine,
+                config,
+                peers,
+                keeper: Mutex::new(Some(keeper)),
+                receives: Mutex::new(None),
+            };
+            Ok((cluster, settlement))
+        }
+
+        /// Stops the keeper: every unsold leased unit goes back to the
+        /// escrow. Returns the units given back (0 if already stopped).
+        pub fn stop(&self) -> Result<u64, KeeperError> {
+            match self.keeper.lock().take() {
+                Some(keeper) => keeper.stop(),
+                None => Ok(0),
+            }
+        }
+    }
+
+    impl std::fmt::Debug for EscrowCluster {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("EscrowCluster")
+                .field("node", &self.config.node)
+                .finish_non_exhaustive()
+        }
+    }
+
+    impl Cluster for EscrowCluster {
+        fn node(&self) -> &str {
+            &self.config.node
+        }
+
+        fn receive(&self, sku: &str, units: u64) -> Result<(), String> {
+            let mut receives = self.receives.lock();
+            let escrow = match receives.as_mut() {
+                Some(escrow) => escrow,
+                None => receives.insert(
+                    Escrow::connect(&self.config.escrow_url, &self.config.schema)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            let received = escrow.receive(sku, units).map_err(|e| e.to_string());
+            if received.is_err() {
+                *receives = None;
+            }
+            received
+        }
+
+        fn view(&self) -> Value {
+            let status = self.keeper.lock().as_ref().map(LeaseKeeper::status);
+            let status = status.unwrap_or_default();
+            let leases: Vec<Value> = (self.engine.leases().iter())
+                .map(|lease| {
+                    json!({
+                        "lease": &*lease.id,
+                        "sku": self.engine.sku_name(lease.sku),
+                        "granted": lease.granted,
+                        "returning": lease.returning,
+                    })
+                })
+                .collect();
+            let peers: Vec<Value> = (self.peers.iter())
+                .map(|(node, address)| json!({"node": node, "address": address}))
+                .collect();
+            let unleased: serde_json::Map<String, Value> = (status.unleased.iter())
+                .map(|(sku, units)| (sku.clone(), json!(units)))
+                .collect();
+            json!({
+                "node": self.config.node,
+                "escrow": {
+                    "reachable": status.escrow_reachable,
+                    "last_error": status.last_error,
+                    "statements": status.statements,
+                    "active_nodes": status.active_nodes,
+                    "unleased": unleased,
+                },
+                "refills": {
+                    "grants": status.grants,
+                    "units_granted": status.units_granted,
+                    "returns": status.returns,
+                    "units_returned": status.units_returned,
+                    "longest_wait_ms": status.longest_refill_wait_ms,
+                },
+                "peers": peers,
+                "leases": leases,
+            })
+        }
+
+        fn sku_view(&self, sku: &str, leased: u64) -> Value {
+            let status = self.keeper.lock().as_ref().map(LeaseKeeper::status);
+            let unleased = status.and_then(|status| {
+                let of_sku = status.unleased.iter().find(|(name, _)| name == sku);
+                of_sku.map(|(_, units)| *units)
+            });
+            json!({"node": self.config.node, "unleased": unleased, "leased": leased})
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! Several `hotstock serve` processes selling one SKU from one escrow
+//! (#15): real processes on loopback ports, the escrow a schema of the
+//! PostgreSQL on the machine. Buyers spread over the nodes; a node is
+//! killed with SIGKILL mid-sale and started again; a node lost with its
+//! data is written off. Every unit the escrow received is sold exactly
+//! once, and never more.
+
+mod common;
+use common::server::{request, try_request, Server};
+use common::{EscrowScratch, TempDir};
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+fn server() -> Option<String> {
+    common::postgres_url("cluster tests")
+}
+
+fn start_node(dir: &TempDir, scratch: &EscrowScratch, node: &str) -> Server {
+    let args = [
+        "--node-id",
+        node,
+        "--escrow",
+        &scratch.url,
+        "--escrow-schema",
+        &scratch.schema,
+    ];
+    Server::start_with(&dir.0, &args)
+}
+
+fn sold_at(addr: SocketAddr) -> u64 {
+    let (status, doc) = request(addr, "GET", "/v1/skus/tee", b"", &[]);
+    match status {
+        200 => doc["sold"].as_u64().unwrap(),
+        // Not leased anything yet: the SKU is not on this node.
+        _ => 0,
+    }
+}
+
+/// One purchase of one unit at `addr`: `Some(true)` bought, `Some(false)`
+/// sold out here, `None` the node did not answer (killed).
+fn buy(addr: SocketAddr) -> Option<bool> {
+    let body = json!({"lines": [{"sku": "tee", "quantity": 1}], "confirm": true}).to_string();
+    match try_request(addr, "POST", "/v1/reservations", body.as_bytes(), &[]).ok()? {
+        (201, _) => Some(true),
+        (409 | 404, _) => Some(false),
+        (status, answer) => panic!("a purchase answered {status}: {answer}"),
+    }
+}
+
+fn assert_escrow_balanced(scratch: &EscrowScratch) -> hotstock::durable::escrow::EscrowSku {
+    let mut escrow = scratch.escrow();
+    let skus = escrow.audit().unwrap();
+    assert_eq!(skus.len(), 1, "{skus:?}");
+    assert!(skus[0].balances(), "{skus:?}");
+    skus[0].clone()
+}
+
+/// Three nodes, buyers on each, one node SIGKILLed mid-sale and started
+/// again on its data directory: together they sell exactly the units the
+/// escrow received (its journal settles its leases on start), and none is
+/// left unleased.
+#[test]
+fn three_nodes_sell_exactly_the_stock_through_a_sigkill() {
+    let Some(url) = server() else { return };
+    let scratch = EscrowScratch::new(&url, "three_nodes");
+    let stock: u64 = 900;
+    let dirs: Vec<TempDir> = (0..3).map(|i| TempDir::new(&format!("node{i}"))).collect();
+    let mut nodes: Vec<Server> = (0..3)
+        .map(|i| start_node(&dirs[i], &scratch, &format!("n{i}")))
+        .collect();
+    // Any node takes the operator's units: they go to the escrow.
+    let delta = json!({"delta": stock}).to_string();
+    let (status, answer) = request(
+        nodes[1].addr,
+        "POST",
+        "/v1/skus/tee/adjust",
+        delta.as_bytes(),
+        &[],
+    );
+    assert_eq!((status, &answer["to"]), (202, &json!("escrow")), "{answer}");
+    let addrs: Arc<Mutex<Vec<SocketAddr>>> =
+        Arc::new(Mutex::new(nodes.iter().map(|n| n.addr).collect()));
+    let bought = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let buyers: Vec<_> = (0..3)
+        .map(|i| {
+            let (addrs, bought) = (Arc::clone(&addrs), Arc::clone(&bought));
+            let done = Arc::clone(&done);
+            std::thread::spawn(move || {
+                let mut turn = i;
+                // Relaxed: a count; the main thread reads it after join.
+                // Acquire: pairs with the main thread's Release.
+                while !done.load(Ordering::Acquire) {
+                    turn += 1;
+                    let addr = {
+                        let addrs = addrs.lock().unwrap();
+                        addrs[turn % addrs.len()]
+                    };
+                    if buy(addr) == Some(true) {
+                        bought.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    // Mid-sale: node 2 dies without a word, and comes back.
+    while bought.load(Ordering::Relaxed) < stock / 3 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let killed = nodes.remove(2);
+    killed.kill();
+    let back = start_node(&dirs[2], &scratch, "n2");
+    addrs.lock().unwrap()[2] = back.addr;
+    nodes.push(back);
+    // Until every unit is sold (a liveness bound, not a speed one).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let total = |nodes: &[Server]| nodes.iter().map(|n| sold_at(n.addr)).sum::<u64>();
+    while total(&nodes) < stock && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    done.store(true, Ordering::Release);
+    for buyer in buyers {
+        buyer.join().unwrap();
+    }
+    let per_node: Vec<u64> = nodes.iter().map(|n| sold_at(n.addr)).collect();
+    assert_eq!(per_node.iter().sum::<u64>(), stock, "{per_node:?}");
+    // Never more answers of "bought" than units; a purchase whose answer
+    // the SIGKILL cut off may have sold (each buyer had at most one).
+    let answered = bought.load(Ordering::Relaxed);
+    assert!(
+        (stock - 3..=stock).contains(&answered),
+        "{answered} {per_node:?}"
+    );
+    // Sold out everywhere: nothing more can be bought.
+    for node in &nodes {
+        assert_eq!(buy(node.addr), Some(false));
+    }
+    let (status, view) = request(nodes[0].addr, "GET", "/v1/cluster", b"", &[]);
+    assert_eq!((status, &view["node"]), (200, &json!("n0")), "{view}");
+    for node in nodes {
+        assert_eq!(node.terminate(), Some(0));
+    }
+    let tee = assert_escrow_balanced(&scratch);
+    assert_eq!((tee.received, tee.unleased), (stock, 0), "{tee:?}");
+}
+
+/// A node killed and never started again: `hotstock lease settle` gives
+/// its unsold units back from its data directory. A node lost with its
+/// data: `hotstock lease forfeit` writes its leases off and says how many
+/// units (possibly undersold, never oversold).
+#[test]
+fn a_dead_node_is_settled_from_its_directory_or_forfeited() {
+    let Some(url) = server() else { return };
+    let scratch = EscrowScratch::new(&url, "dead_nodes");
+    let stock: u64 = 200;
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("dead{i}"))).collect();
+    let nodes: Vec<Server> = (0..2)
+        .map(|i| start_node(&dirs[i], &scratch, &format!("d{i}")))
+        .collect();
+    let delta = json!({"delta": stock}).to_string();
+    let (status, _) = request(
+        nodes[0].addr,
+        "POST",
+        "/v1/skus/tee/adjust",
+        delta.as_bytes(),
+        &[],
+    );
+    assert_eq!(status, 202);
+    // Each node sells a few units, then both die.
+    let mut bought = [0u64; 2];
+    for (i, node) in nodes.iter().enumerate() {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while bought[i] < 5 && Instant::now() < deadline {
+            if buy(node.addr) == Some(true) {
+                bought[i] += 1;
+            }
+        }
+    }
+    assert_eq!(bought, [5, 5]);
+    for node in nodes {
+        node.kill();
+    }
+    let hotstock = env!("CARGO_BIN_EXE_hotstock");
+    let settled = Command::new(hotstock)
+        .args(["lease", "settle", "--data-dir"])
+        .arg(&dirs[0].0)
+        .args(["--escrow", &scratch.url, "--escrow-schema", &scratch.schema])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&settled.stdout);
+    assert!(
+        settled.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&settled.stderr)
+    );
+    assert!(said.contains("node d0"), "{said}");
+    // d1's data directory is lost.
+    drop(dirs);
+    let forfeited = Command::new(hotstock)
+        .args(["lease", "forfeit", "--node", "d1"])
+        .args(["--escrow", &scratch.url, "--escrow-schema", &scratch.schema])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&forfeited.stdout);
+    assert!(forfeited.status.success(), "{said}");
+    let mut escrow = scratch.escrow();
+    assert!(escrow.open_leases("d1").unwrap().is_empty());
+    let tee = assert_escrow_balanced(&scratch);
+    // d0 gave back all it did not sell: what is not unleased is d0's 5
+    // sold and whatever d1 was written off with (at least its 5 sold).
+    let written_off = tee.received - tee.unleased - 5;
+    assert!(written_off >= 5, "{tee:?}");
+    assert!(
+        said.contains(&format!("of {written_off} unit(s)")),
+        "{said}"
+    );
+}
