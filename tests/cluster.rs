@@ -5,6 +5,8 @@
 //! data is written off. Every unit the escrow received is sold exactly
 //! once, and never more.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 use common::server::{request, try_request, Server};
 use common::{EscrowScratch, TempDir};
@@ -220,4 +222,145 @@ fn a_dead_node_is_settled_from_its_directory_or_forfeited() {
         said.contains(&format!("of {written_off} unit(s)")),
         "{said}"
     );
+}
+
+/// The escrow's PostgreSQL (a server of the test's own) stopped mid-sale
+/// and started again: the nodes go on selling what they hold, refills
+/// wait and retry, nothing is oversold, and once it is back they sell the
+/// rest: sold == stock exactly.
+#[test]
+fn the_escrow_stopped_mid_sale_only_pauses_refills() {
+    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let Some(postgres) = common::pg::PrivatePostgres::start("escrow-down test", port) else {
+        return;
+    };
+    let scratch = EscrowScratch::new(&postgres.url(), "down");
+    // Leases are at most a quarter of what is unleased (two nodes, k = 2)
+    // and refills come below half a lease: with 100 sold before the stop,
+    // the nodes hold at most half the stock, so the rest waits for the
+    // escrow's return.
+    let stock: u64 = 2_000;
+    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("down{i}"))).collect();
+    let nodes: Vec<Server> = (0..2)
+        .map(|i| start_node(&dirs[i], &scratch, &format!("p{i}")))
+        .collect();
+    let delta = json!({"delta": stock}).to_string();
+    let (status, _) = request(
+        nodes[0].addr,
+        "POST",
+        "/v1/skus/tee/adjust",
+        delta.as_bytes(),
+        &[],
+    );
+    assert_eq!(status, 202);
+    let total = |nodes: &[Server]| nodes.iter().map(|n| sold_at(n.addr)).sum::<u64>();
+    let buy_round =
+        |nodes: &[Server]| nodes.iter().filter(|n| buy(n.addr) == Some(true)).count() as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while total(&nodes) < 100 && Instant::now() < deadline {
+        buy_round(&nodes);
+    }
+    postgres.stop_now().unwrap();
+    // Down: each node sells what it holds, then answers sold out; the
+    // cluster view says the escrow cannot be reached.
+    let unreachable = |node: &Server| {
+        let (_, view) = request(node.addr, "GET", "/v1/cluster", b"", &[]);
+        view["escrow"]["reachable"] == json!(false)
+    };
+    while !nodes.iter().all(unreachable) && Instant::now() < deadline {
+        buy_round(&nodes);
+    }
+    while buy_round(&nodes) > 0 && Instant::now() < deadline {}
+    let while_down = total(&nodes);
+    assert!(while_down < stock, "{while_down}");
+    assert!(nodes.iter().all(unreachable));
+    postgres.start_again().unwrap();
+    while total(&nodes) < stock && Instant::now() < deadline {
+        buy_round(&nodes);
+    }
+    assert_eq!(total(&nodes), stock);
+    for node in &nodes {
+        assert_eq!(buy(node.addr), Some(false));
+    }
+    for node in nodes {
+        assert_eq!(node.terminate(), Some(0));
+    }
+    let tee = assert_escrow_balanced(&scratch);
+    assert_eq!((tee.received, tee.unleased), (stock, 0), "{tee:?}");
+}
+
+/// The escrow on a primary with a synchronous streaming standby; mid-sale
+/// the primary dies and the standby is promoted. The nodes' URL names
+/// both (`target_session_attrs=read-write`), so they reconnect to the new
+/// primary: every lease granted before the promotion is known after it,
+/// nothing is oversold, and sold == stock exactly.
+#[test]
+fn the_escrow_fails_over_to_its_standby_mid_sale() {
+    let port = 40_000 + (std::process::id() % 20_000) as u16 + 1;
+    let Some(primary) = common::pg::PrivatePostgres::start_primary("failover test", port) else {
+        return;
+    };
+    let standby = primary.standby(port + 1);
+    primary.require_synchronous_standby();
+    let url = format!(
+        "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        primary.port, standby.port
+    );
+    let scratch = EscrowScratch::new(&url, "failover");
+    let stock: u64 = 1_000;
+    let dirs: Vec<TempDir> = (0..2)
+        .map(|i| TempDir::new(&format!("failover{i}")))
+        .collect();
+    let nodes: Vec<Server> = (0..2)
+        .map(|i| start_node(&dirs[i], &scratch, &format!("f{i}")))
+        .collect();
+    let delta = json!({"delta": stock}).to_string();
+    let (status, _) = request(
+        nodes[0].addr,
+        "POST",
+        "/v1/skus/tee/adjust",
+        delta.as_bytes(),
+        &[],
+    );
+    assert_eq!(status, 202);
+    let total = |nodes: &[Server]| nodes.iter().map(|n| sold_at(n.addr)).sum::<u64>();
+    let buy_round =
+        |nodes: &[Server]| nodes.iter().filter(|n| buy(n.addr) == Some(true)).count() as u64;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while total(&nodes) < stock / 4 && Instant::now() < deadline {
+        buy_round(&nodes);
+    }
+    let before: Vec<_> = ["f0", "f1"]
+        .iter()
+        .flat_map(|node| scratch.escrow().open_leases(node).unwrap())
+        .collect();
+    primary.stop_now().unwrap();
+    standby.promote().unwrap();
+    // Every lease granted before the promotion is known after it (open,
+    // or closed since by its node), with what it granted.
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let sql = format!(
+        "SELECT granted FROM {}.escrow_leases WHERE id = $1",
+        scratch.schema
+    );
+    for lease in &before {
+        let row = client.query_opt(&sql, &[&lease.id]).unwrap();
+        let granted = row.map(|row| row.get::<_, i64>(0) as u64);
+        assert_eq!(
+            granted,
+            Some(lease.granted),
+            "lease {} after the failover",
+            lease.id
+        );
+    }
+    assert!(!before.is_empty());
+    while total(&nodes) < stock && Instant::now() < deadline {
+        buy_round(&nodes);
+    }
+    assert_eq!(total(&nodes), stock);
+    for node in nodes {
+        assert_eq!(node.terminate(), Some(0));
+    }
+    let tee = assert_escrow_balanced(&scratch);
+    assert_eq!((tee.received, tee.unleased), (stock, 0), "{tee:?}");
 }

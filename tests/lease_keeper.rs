@@ -3,6 +3,8 @@
 //! per test), and the settlement each node makes of its leases from its own
 //! journal after a crash, a lost grant, or a forfeit while it was away.
 
+#![cfg(feature = "postgres")]
+
 mod common;
 use common::{EscrowScratch, TempDir};
 

@@ -12,8 +12,6 @@
 //! absolute put of stock, which no one node can make true for the whole
 //! cluster, is refused with a clear error.
 
-use std::sync::Arc;
-
 use serde_json::{json, Value};
 
 /// What the handlers ask of a cluster. Implemented over the lease keeper
@@ -45,6 +43,8 @@ pub use escrow_cluster::EscrowCluster;
 #[cfg(feature = "postgres")]
 mod escrow_cluster {
     use super::*;
+    use std::sync::Arc;
+
     use crate::durable::escrow::Escrow;
     use crate::durable::lease_keeper::{KeeperConfig, KeeperError, LeaseKeeper, Settlement};
     use crate::durable::JournaledEngine;

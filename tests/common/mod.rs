@@ -2,6 +2,7 @@
 // Each test crate uses a different subset of these helpers.
 #![allow(dead_code)]
 
+pub mod pg;
 pub mod server;
 
 use std::path::{Path, PathBuf};
@@ -173,11 +174,13 @@ pub fn postgres_url(what: &str) -> Option<String> {
 }
 
 /// An escrow schema of its own (PostgreSQL), dropped when the test ends.
+#[cfg(feature = "postgres")]
 pub struct EscrowScratch {
     pub url: String,
     pub schema: String,
 }
 
+#[cfg(feature = "postgres")]
 impl EscrowScratch {
     /// `name`: lower-case letters, digits and `_` (a schema name's part).
     pub fn new(url: &str, name: &str) -> EscrowScratch {
@@ -216,6 +219,7 @@ impl EscrowScratch {
     }
 }
 
+#[cfg(feature = "postgres")]
 impl Drop for EscrowScratch {
     fn drop(&mut self) {
         self.drop_schema();
