@@ -55,6 +55,42 @@ fn buy(addr: SocketAddr) -> Option<bool> {
     }
 }
 
+/// `count` nodes named `{prefix}{i}` on one escrow, with `stock` units
+/// received through the first.
+fn start_sale(
+    scratch: &EscrowScratch,
+    prefix: &str,
+    count: usize,
+    stock: u64,
+) -> (Vec<TempDir>, Vec<Server>) {
+    let dirs: Vec<TempDir> = (0..count)
+        .map(|i| TempDir::new(&format!("{prefix}{i}")))
+        .collect();
+    let nodes: Vec<Server> = (0..count)
+        .map(|i| start_node(&dirs[i], scratch, &format!("{prefix}{i}")))
+        .collect();
+    let delta = json!({"delta": stock}).to_string();
+    let adjust = request(
+        nodes[0].addr,
+        "POST",
+        "/v1/skus/tee/adjust",
+        delta.as_bytes(),
+        &[],
+    );
+    assert_eq!(adjust.0, 202, "{:?}", adjust.1);
+    (dirs, nodes)
+}
+
+/// Units sold on all `nodes` together.
+fn total_sold(nodes: &[Server]) -> u64 {
+    nodes.iter().map(|n| sold_at(n.addr)).sum()
+}
+
+/// One purchase on each node; the units bought.
+fn buy_round(nodes: &[Server]) -> u64 {
+    nodes.iter().filter(|n| buy(n.addr) == Some(true)).count() as u64
+}
+
 fn assert_escrow_balanced(scratch: &EscrowScratch) -> hotstock::durable::escrow::EscrowSku {
     let mut escrow = scratch.escrow();
     let skus = escrow.audit().unwrap();
@@ -122,8 +158,7 @@ fn three_nodes_sell_exactly_the_stock_through_a_sigkill() {
     nodes.push(back);
     // Until every unit is sold (a liveness bound, not a speed one).
     let deadline = Instant::now() + Duration::from_secs(120);
-    let total = |nodes: &[Server]| nodes.iter().map(|n| sold_at(n.addr)).sum::<u64>();
-    while total(&nodes) < stock && Instant::now() < deadline {
+    while total_sold(&nodes) < stock && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     done.store(true, Ordering::Release);
@@ -240,24 +275,9 @@ fn the_escrow_stopped_mid_sale_only_pauses_refills() {
     // the nodes hold at most half the stock, so the rest waits for the
     // escrow's return.
     let stock: u64 = 2_000;
-    let dirs: Vec<TempDir> = (0..2).map(|i| TempDir::new(&format!("down{i}"))).collect();
-    let nodes: Vec<Server> = (0..2)
-        .map(|i| start_node(&dirs[i], &scratch, &format!("p{i}")))
-        .collect();
-    let delta = json!({"delta": stock}).to_string();
-    let (status, _) = request(
-        nodes[0].addr,
-        "POST",
-        "/v1/skus/tee/adjust",
-        delta.as_bytes(),
-        &[],
-    );
-    assert_eq!(status, 202);
-    let total = |nodes: &[Server]| nodes.iter().map(|n| sold_at(n.addr)).sum::<u64>();
-    let buy_round =
-        |nodes: &[Server]| nodes.iter().filter(|n| buy(n.addr) == Some(true)).count() as u64;
+    let (_dirs, nodes) = start_sale(&scratch, "p", 2, stock);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while total(&nodes) < 100 && Instant::now() < deadline {
+    while total_sold(&nodes) < 100 && Instant::now() < deadline {
         buy_round(&nodes);
     }
     postgres.stop_now().unwrap();
@@ -271,14 +291,14 @@ fn the_escrow_stopped_mid_sale_only_pauses_refills() {
         buy_round(&nodes);
     }
     while buy_round(&nodes) > 0 && Instant::now() < deadline {}
-    let while_down = total(&nodes);
+    let while_down = total_sold(&nodes);
     assert!(while_down < stock, "{while_down}");
     assert!(nodes.iter().all(unreachable));
     postgres.start_again().unwrap();
-    while total(&nodes) < stock && Instant::now() < deadline {
+    while total_sold(&nodes) < stock && Instant::now() < deadline {
         buy_round(&nodes);
     }
-    assert_eq!(total(&nodes), stock);
+    assert_eq!(total_sold(&nodes), stock);
     for node in &nodes {
         assert_eq!(buy(node.addr), Some(false));
     }
@@ -308,26 +328,9 @@ fn the_escrow_fails_over_to_its_standby_mid_sale() {
     );
     let scratch = EscrowScratch::new(&url, "failover");
     let stock: u64 = 1_000;
-    let dirs: Vec<TempDir> = (0..2)
-        .map(|i| TempDir::new(&format!("failover{i}")))
-        .collect();
-    let nodes: Vec<Server> = (0..2)
-        .map(|i| start_node(&dirs[i], &scratch, &format!("f{i}")))
-        .collect();
-    let delta = json!({"delta": stock}).to_string();
-    let (status, _) = request(
-        nodes[0].addr,
-        "POST",
-        "/v1/skus/tee/adjust",
-        delta.as_bytes(),
-        &[],
-    );
-    assert_eq!(status, 202);
-    let total = |nodes: &[Server]| nodes.iter().map(|n| sold_at(n.addr)).sum::<u64>();
-    let buy_round =
-        |nodes: &[Server]| nodes.iter().filter(|n| buy(n.addr) == Some(true)).count() as u64;
+    let (_dirs, nodes) = start_sale(&scratch, "f", 2, stock);
     let deadline = Instant::now() + Duration::from_secs(120);
-    while total(&nodes) < stock / 4 && Instant::now() < deadline {
+    while total_sold(&nodes) < stock / 4 && Instant::now() < deadline {
         buy_round(&nodes);
     }
     let before: Vec<_> = ["f0", "f1"]
@@ -354,10 +357,10 @@ fn the_escrow_fails_over_to_its_standby_mid_sale() {
         );
     }
     assert!(!before.is_empty());
-    while total(&nodes) < stock && Instant::now() < deadline {
+    while total_sold(&nodes) < stock && Instant::now() < deadline {
         buy_round(&nodes);
     }
-    assert_eq!(total(&nodes), stock);
+    assert_eq!(total_sold(&nodes), stock);
     for node in nodes {
         assert_eq!(node.terminate(), Some(0));
     }
