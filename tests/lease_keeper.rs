@@ -249,3 +249,38 @@ fn another_nodes_data_directory_is_refused() {
         Err(KeeperError::InvalidNode(_))
     ));
 }
+
+/// Bug: sold units kept their leases open, so a node that took
+/// `MAX_OPEN_LEASES_PER_SKU` (48) leases of a SKU could take no more and
+/// stopped selling mid-sale (a two-node HTTP sale stalled at 48 × 1,000
+/// units a node). Leases whose units are sold are now closed as kept.
+#[test]
+fn a_long_sale_never_fills_the_lease_book() {
+    let Some(url) = server() else { return };
+    let scratch = EscrowScratch::new(&url, "long_sale");
+    let stock = 600;
+    scratch.escrow().receive("tee", stock).unwrap();
+    let dir = TempDir::new("long-sale");
+    let node = open(&dir.0);
+    let mut config = keeper_config(&scratch, "a");
+    config.max_chunk = 5;
+    let engine = Arc::clone(node.engine());
+    let (keeper, _) = LeaseKeeper::start(Arc::clone(&engine), config, node.boot()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut most_open = 0;
+    while sold(&node, "tee") < stock && Instant::now() < deadline {
+        match engine.sku("tee") {
+            Ok(sku) => drop(engine.purchase(sku, 1, None)),
+            Err(_) => std::thread::yield_now(),
+        }
+        most_open = most_open.max(engine.leases().len());
+    }
+    let status = keeper.status();
+    keeper.stop().unwrap();
+    assert_eq!(sold(&node, "tee"), stock, "{status:?}");
+    assert!(status.grants > 48, "{status:?}");
+    assert!(most_open <= 8, "{most_open} leases open at once");
+    let mut escrow = scratch.escrow();
+    assert_balanced(&mut escrow);
+    assert_eq!(escrow.audit().unwrap()[0].unleased, 0);
+}

@@ -52,6 +52,10 @@ pub const MAX_NODE_ID_BYTES: usize = 48;
 /// a lease of it.
 const REFUSED_SKU_PAUSE: Duration = Duration::from_secs(60);
 
+/// Open leases per SKU past which the oldest are closed as kept once
+/// their units are sold (`Run::keep_sold_leases`).
+const KEEP_OPEN_LEASES: usize = 4;
+
 /// How a node keeps itself stocked. `KeeperConfig::new` suits a sale.
 #[derive(Clone, Debug)]
 pub struct KeeperConfig {
@@ -82,7 +86,7 @@ impl KeeperConfig {
             address: address.to_owned(),
             escrow_url: escrow_url.to_owned(),
             schema: "hotstock_escrow".to_owned(),
-            max_chunk: 1_000,
+            max_chunk: 10_000,
             k: 2,
             tick: Duration::from_millis(5),
             refresh: Duration::from_millis(250),
@@ -582,6 +586,9 @@ impl Run {
     }
 
     fn refill(&mut self, escrow: &mut Escrow, name: &str, wanted: u64) -> Result<(), KeeperError> {
+        if let Ok(sku) = self.engine.sku(name) {
+            self.keep_sold_leases(escrow, sku)?;
+        }
         let sequence = self.shared.sequence.fetch_add(1, Ordering::Relaxed);
         let id = format!("{}~{}~{sequence}", self.config.node, self.boot);
         let (lease, unleased) = escrow.grant_counted(&id, &self.config.node, name, wanted)?;
@@ -611,6 +618,34 @@ impl Run {
         let mut status = self.shared.status.lock();
         status.grants += 1;
         status.units_granted += lease.granted;
+        Ok(())
+    }
+
+    /// Closes the oldest open leases of `sku` as all kept (their units
+    /// count in the escrow as this node's), as long as more than
+    /// `KEEP_OPEN_LEASES` are open and the rest still cover every unit that
+    /// could go back (available and held). Sold units thus never pin
+    /// leases open, and a long sale never reaches the book's limit. The
+    /// escrow closes first: a crash before the book drops it leaves an
+    /// open lease the escrow has closed, which `settle_on_start` keeps.
+    fn keep_sold_leases(&mut self, escrow: &mut Escrow, sku: SkuId) -> Result<(), KeeperError> {
+        let document = self.engine.sku_document(sku)?;
+        let could_go_back = document.available + document.held;
+        let open: Vec<_> = (self.engine.leases().into_iter())
+            .filter(|lease| lease.sku == sku && lease.returning.is_none())
+            .collect();
+        let mut covered: u64 = open.iter().map(|lease| lease.granted).sum();
+        let mut still_open = open.len();
+        for lease in &open {
+            if still_open <= KEEP_OPEN_LEASES || covered - lease.granted < could_go_back {
+                break;
+            }
+            escrow.close(&lease.id, &self.config.node, 0)?;
+            self.count(1);
+            self.engine.keep_lease(&lease.id)?;
+            covered -= lease.granted;
+            still_open -= 1;
+        }
         Ok(())
     }
 
