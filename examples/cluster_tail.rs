@@ -58,6 +58,7 @@ fn sale(url: &str, nodes: usize, units: u64, rate: u64, run: usize) -> Outcome {
     let mut next = started;
     let mut seed = 0x9E37_79B9_7F4A_7C15u64;
     let mut at_99 = None;
+    let mut misses: Vec<u32> = Vec::new();
     // One thread is the whole crowd: buyers at `rate`, each at a random
     // node (a purchase takes well under a microsecond, so one thread keeps
     // the pace the clock sets).
@@ -72,8 +73,14 @@ fn sale(url: &str, nodes: usize, units: u64, rate: u64, run: usize) -> Outcome {
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let engine = engines[(seed % nodes as u64) as usize].engine();
+        let window = (started.elapsed().as_millis() / 100) as usize;
+        if misses.len() <= window {
+            misses.resize(window + 1, 0u32);
+        }
+        misses[window] += 1;
         if let Ok(sku) = engine.sku("hot") {
             if engine.purchase(sku, 1, None).is_ok() {
+                misses[window] -= 1;
                 let total = sold.fetch_add(1, Ordering::Relaxed) + 1;
                 if total * 100 >= units * 99 && at_99.is_none() {
                     at_99 = Some(Instant::now());
@@ -83,6 +90,12 @@ fn sale(url: &str, nodes: usize, units: u64, rate: u64, run: usize) -> Outcome {
     }
     let ended = Instant::now();
     let statements = keepers.iter().map(|k| k.status().statements).sum();
+    if std::env::var_os("CLUSTER_TAIL_DEBUG").is_some() {
+        eprintln!("attempts that bought nothing, per 100 ms: {misses:?}");
+        for keeper in &keepers {
+            eprintln!("{:?}", keeper.status());
+        }
+    }
     for keeper in keepers {
         keeper.stop().unwrap();
     }

@@ -486,7 +486,8 @@ fn sigterm_finishes_the_request_in_flight() {
             "the half-sent request never became in flight"
         );
     }
-    let Server { mut child, .. } = server;
+    let mut server = server;
+    let child = &mut server.child;
     // SAFETY: sends a signal to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     // Wait until the server says it stopped accepting: only then is the

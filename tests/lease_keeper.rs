@@ -264,6 +264,7 @@ fn a_long_sale_never_fills_the_lease_book() {
     let node = open(&dir.0);
     let mut config = keeper_config(&scratch, "a");
     config.max_chunk = 5;
+    config.runway = Duration::ZERO;
     let engine = Arc::clone(node.engine());
     let (keeper, _) = LeaseKeeper::start(Arc::clone(&engine), config, node.boot()).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);

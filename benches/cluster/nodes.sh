@@ -4,8 +4,8 @@
 #
 #   benches/cluster/nodes.sh [runs] [seconds] [connections]
 #
-# Per run: one node with all `connections`, then two nodes with half each
-# (one wrk per node, at once). Prints each run's purchases per second, the
+# Per run: one node with all `connections` (2 request threads), then two
+# nodes with half each (1 request thread each; one wrk per node, at once). Prints each run's purchases per second, the
 # ratio two/one, and the escrow statements per unit sold. Then a whole
 # sale: two nodes sell out `SALE_UNITS` units (default 200000), and the
 # statements per unit over it. Needs wrk, psql, and the PostgreSQL at
@@ -17,36 +17,42 @@ seconds="${2:-5}"
 connections="${3:-64}"
 sale_units="${SALE_UNITS:-200000}"
 sale_seconds="${SALE_SECONDS:-15}"
+# Request threads per node of the pair: 1 each, so the pair has the one
+# node's 2 on this 2-core machine (TWO_WORKERS=2 to see the difference).
+two_workers="${TWO_WORKERS:-1}"
 url="${HOTSTOCK_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
 cargo build -q --release --bin hotstock
 bin=target/release/hotstock
 work=$(mktemp -d)
-pids=()
+# Nodes' pids are kept in files: `start_node` runs in a command
+# substitution's subshell, whose variables the script never sees.
+stop_nodes() {
+    for pidfile in "$work"/*/pid; do
+        [ -e "$pidfile" ] || continue
+        pid=$(cat "$pidfile")
+        kill -TERM "$pid" 2>/dev/null || true
+        while kill -0 "$pid" 2>/dev/null; do sleep 0.05; done
+        rm -f "$pidfile"
+    done
+}
 cleanup() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    wait 2>/dev/null || true
+    stop_nodes
     rm -rf "$work"
 }
 trap cleanup EXIT
 
-# start_node NAME SCHEMA: starts a node, prints its address.
+# start_node NAME SCHEMA WORKERS: starts a node, prints its address.
 start_node() {
     local dir="$work/$2-$1"
     mkdir -p "$dir"
     "$bin" serve --listen 127.0.0.1:0 --durability async --data-dir "$dir/data" \
+        --workers "$3" \
         --max-in-flight 100000 --node-id "$1" --escrow "$url" --escrow-schema "$2" \
         > "$dir/out" 2>"$dir/err" &
-    pids+=($!)
     echo $! > "$dir/pid"
     until grep -q "listening on" "$dir/out" 2>/dev/null; do sleep 0.05; done
     sed -n 's/listening on //p' "$dir/out"
-}
-
-stop_nodes() {
-    for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-    for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-    pids=()
 }
 
 # wait_leased ADDR: until the node has units of "hot".
@@ -75,7 +81,7 @@ drop_schema() {
 echo "run  one_node/s  two_nodes/s  two/one  statements_per_unit(two)"
 for run in $(seq 1 "$runs"); do
     schema="bench_cluster_$$_${run}_one"
-    a=$(start_node one "$schema")
+    a=$(start_node one "$schema" 2)
     curl -s -X POST "http://$a/v1/skus/hot/adjust" -d '{"delta": 1000000000000}' > /dev/null
     wait_leased "$a"
     load "$a" "$connections" 2
@@ -83,7 +89,7 @@ for run in $(seq 1 "$runs"); do
     stop_nodes; drop_schema "$schema"
 
     schema="bench_cluster_$$_${run}_two"
-    a=$(start_node a "$schema"); b=$(start_node b "$schema")
+    a=$(start_node a "$schema" "$two_workers"); b=$(start_node b "$schema" "$two_workers")
     curl -s -X POST "http://$a/v1/skus/hot/adjust" -d '{"delta": 1000000000000}' > /dev/null
     wait_leased "$a"; wait_leased "$b"
     load "$a" $((connections / 2)) 1 & wa=$!
@@ -99,7 +105,7 @@ done
 
 # A whole sale: two nodes sell out sale_units, tail included.
 schema="bench_cluster_$$_sale"
-a=$(start_node a "$schema"); b=$(start_node b "$schema")
+a=$(start_node a "$schema" "$two_workers"); b=$(start_node b "$schema" "$two_workers")
 curl -s -X POST "http://$a/v1/skus/hot/adjust" -d "{\"delta\": $sale_units}" > /dev/null
 wait_leased "$a"; wait_leased "$b"
 # Long enough to sell out (the rest of the time, buyers hear "sold out").

@@ -52,6 +52,13 @@ pub const MAX_NODE_ID_BYTES: usize = 48;
 /// a lease of it.
 const REFUSED_SKU_PAUSE: Duration = Duration::from_secs(60);
 
+/// How often a SKU's sales rate is measured.
+const RATE_PERIOD: Duration = Duration::from_millis(50);
+
+/// How long after asking its peers for units a node keeps refreshing
+/// fast (the end game of a sale: peers answer within a refresh).
+const END_GAME: Duration = Duration::from_secs(1);
+
 /// Open leases per SKU past which the oldest are closed as kept once
 /// their units are sold (`Run::keep_sold_leases`).
 const KEEP_OPEN_LEASES: usize = 4;
@@ -65,8 +72,14 @@ pub struct KeeperConfig {
     pub address: String,
     pub escrow_url: String,
     pub schema: String,
-    /// Largest lease.
+    /// Largest lease, unless `runway` asks for more.
     pub max_chunk: u64,
+    /// How long half a lease should last at the recent sales rate: leases
+    /// grow past `max_chunk` to two runways' worth. A grant is a database
+    /// round trip, much slower on a machine the sale keeps busy (up to
+    /// 215 ms measured on 2 cores under wrk). Zero: leases of at most
+    /// `max_chunk`.
+    pub runway: Duration,
     /// A lease takes at most `1 / (k × active nodes)` of what is unleased.
     pub k: u64,
     /// How often local counts are looked at (no database work).
@@ -87,6 +100,7 @@ impl KeeperConfig {
             escrow_url: escrow_url.to_owned(),
             schema: "hotstock_escrow".to_owned(),
             max_chunk: 10_000,
+            runway: Duration::from_secs(1),
             k: 2,
             tick: Duration::from_millis(5),
             refresh: Duration::from_millis(250),
@@ -385,6 +399,42 @@ struct SkuWatch {
     asked: Option<Instant>,
     /// No refill before this (after giving units back for a peer).
     hold_refills_until: Option<Instant>,
+    /// Units sold per second here, smoothed, and the last look it was
+    /// measured at (time, units sold then).
+    rate: f64,
+    rate_mark: (Instant, u64),
+    /// Units available here at the last look.
+    available: u64,
+}
+
+impl SkuWatch {
+    /// Folds the units sold since the last mark into the smoothed rate
+    /// (at most every `RATE_PERIOD`, so one tick's jitter does not count).
+    fn measure(&mut self, now: Instant, sold: u64) {
+        let (at, then) = self.rate_mark;
+        let elapsed = now.duration_since(at);
+        if elapsed < RATE_PERIOD {
+            return;
+        }
+        let recent = sold.saturating_sub(then) as f64 / elapsed.as_secs_f64();
+        self.rate = 0.5 * self.rate + 0.5 * recent;
+        self.rate_mark = (now, sold);
+    }
+
+    /// The largest lease to ask for: `max_chunk`, or two runways of sales
+    /// at the recent rate when that is more, so that half a lease (the
+    /// low-water mark) lasts a runway (a lease still takes at most
+    /// `unleased / (k × nodes)`: `lease_size`).
+    fn chunk(&self, max_chunk: u64, runway: Duration) -> u64 {
+        let two_runways = (self.rate * 2.0 * runway.as_secs_f64()) as u64;
+        max_chunk.max(two_runways)
+    }
+
+    /// Refill below half the next lease (whose size already follows the
+    /// sales rate: `chunk`).
+    fn low_water(&self, wanted: u64) -> u64 {
+        (wanted / 2).max(1)
+    }
 }
 
 struct Run {
@@ -427,11 +477,20 @@ impl Run {
         give_back_all(&self.engine, escrow, &self.config.node)
     }
 
-    /// Refreshes faster while some SKU is starved (its buyers wait for a
-    /// peer's units).
+    /// Refreshes faster in a SKU's end game: while this node is starved
+    /// (its buyers wait for a peer's units), or while nothing is unleased
+    /// and the SKU still sells here (a starved peer's demand is then
+    /// answered within a fast refresh, not a slow one).
     fn refresh_period(&self) -> Duration {
-        let starved = self.skus.values().any(|w| w.asked.is_some());
-        match starved {
+        // Both only for a while: a sale that is over (nothing anywhere)
+        // must not keep every node polling the database fast.
+        let recent = self.config.idle_return;
+        let end_game = self.skus.values().any(|w| {
+            let asked = w.asked.is_some_and(|at| at.elapsed() < END_GAME);
+            let holding = w.available > 0 && w.last_sale.elapsed() < recent;
+            asked || (w.unleased == 0 && holding)
+        });
+        match end_game {
             true => self.config.refresh.min(Duration::from_millis(50)),
             false => self.config.refresh,
         }
@@ -511,6 +570,9 @@ impl Run {
             hungry_since: None,
             asked: None,
             hold_refills_until: None,
+            rate: 0.0,
+            rate_mark: (now, 0),
+            available: 0,
         });
         watch.unleased = row.unleased;
         watch.demand = row.demand;
@@ -540,15 +602,24 @@ impl Run {
             watch.sold = sold;
             watch.last_sale = now;
         }
-        let wanted = lease_size(watch.unleased, nodes, config.k, config.max_chunk);
-        let low_water = (wanted / 2).max(1);
+        watch.measure(now, sold);
+        watch.available = available;
+        let wanted = lease_size(
+            watch.unleased,
+            nodes,
+            config.k,
+            watch.chunk(config.max_chunk, config.runway),
+        );
+        let low_water = watch.low_water(wanted);
         let held_back = watch.hold_refills_until.is_some_and(|until| now < until);
         if available < low_water && watch.unleased > 0 && !held_back {
             watch.hungry_since.get_or_insert(now);
             return self.refill(escrow, name, wanted);
         }
         if available == 0 && watch.unleased == 0 {
-            let recently = now.duration_since(watch.last_sale) < config.idle_return;
+            // Buyers here in the last `END_GAME`: after that the sale is
+            // taken as over here, and the node stops asking.
+            let recently = now.duration_since(watch.last_sale) < END_GAME;
             let asked_lately = watch
                 .asked
                 .is_some_and(|at| now.duration_since(at) < config.refresh);
@@ -561,6 +632,8 @@ impl Run {
         }
         let Some(sku) = sku else { return Ok(()) };
         watch.asked = None;
+        // A peer's demand: half of what this node holds goes back, and it
+        // takes no refill for two refreshes (so the starved node gets them).
         if watch.demand > watch.demand_answered && available > 0 {
             watch.demand_answered = watch.demand;
             watch.hold_refills_until = Some(now + config.refresh * 2);

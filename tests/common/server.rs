@@ -94,6 +94,18 @@ impl Server {
     }
 }
 
+/// A test that fails before stopping its server must not leave it running
+/// (a cluster node left behind keeps polling the escrow, and every later
+/// measurement on the machine pays for it).
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// One request to `addr` on a fresh connection; the status and JSON body.
 pub fn request(
     addr: SocketAddr,

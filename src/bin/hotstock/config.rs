@@ -155,6 +155,10 @@ pub struct ServeSettings {
     /// made [default: 3600000].
     #[arg(long, env = "HOTSTOCK_MAX_HOLD_MS")]
     max_hold_ms: Option<NonZeroU32>,
+    /// Threads serving requests [default: one per CPU]. Fewer when several
+    /// nodes share a machine (two nodes on two cores: 1 each).
+    #[arg(long, env = "HOTSTOCK_WORKERS")]
+    workers: Option<NonZeroU32>,
     /// This node's id in a cluster selling from one escrow (needs
     /// --escrow): 1 to 48 of A-Z a-z 0-9 . _ - ; its leases are named
     /// after it, so a data directory always starts with the same id.
@@ -217,6 +221,8 @@ pub struct Settings {
     pub max_hold_ms: u64,
     /// `Some` for a node of a cluster (`--escrow`).
     pub cluster: Option<ClusterSettings>,
+    /// Request-serving threads (`None`: one per CPU).
+    pub workers: Option<usize>,
 }
 
 impl ServeSettings {
@@ -302,6 +308,7 @@ impl ServeSettings {
             max_extension_ms: u64::from(positive(self.max_extension_ms, 600_000)),
             max_hold_ms: u64::from(positive(self.max_hold_ms, 3_600_000)),
             cluster,
+            workers: self.workers.map(|w| w.get() as usize),
         })
     }
 }

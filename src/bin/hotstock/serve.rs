@@ -21,7 +21,7 @@ pub fn serve(settings: Settings) -> ExitCode {
         eprintln!("refusing to listen on {}: {missing}", settings.listen);
         return ExitCode::from(2);
     }
-    let Some((runtime, signals)) = runtime_and_signals() else {
+    let Some((runtime, signals)) = runtime_and_signals(settings.workers) else {
         return ExitCode::FAILURE;
     };
     let mut config = DurableConfig::new(&settings.data_dir, settings.durability);
@@ -225,8 +225,14 @@ fn exposed_safely(settings: &Settings) -> Result<(), &'static str> {
 /// The runtime, and SIGINT and SIGTERM registered on it. Made before
 /// recovery (which can take seconds): a signal during it is kept and stops
 /// the server cleanly once it listens.
-fn runtime_and_signals() -> Option<(tokio::runtime::Runtime, ShutdownSignals)> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+fn runtime_and_signals(
+    workers: Option<usize>,
+) -> Option<(tokio::runtime::Runtime, ShutdownSignals)> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(workers) = workers {
+        builder.worker_threads(workers);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|error| tracing::error!("cannot start the runtime: {error}"))
