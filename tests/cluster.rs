@@ -180,6 +180,22 @@ fn three_nodes_sell_exactly_the_stock_through_a_sigkill() {
     }
     let (status, view) = request(nodes[0].addr, "GET", "/v1/cluster", b"", &[]);
     assert_eq!((status, &view["node"]), (200, &json!("n0")), "{view}");
+    // Any node's document shows the whole cluster (peers as of their last
+    // report, a refresh ago at most): every node, all sold, none left.
+    let whole = |doc: &serde_json::Value| {
+        let nodes = doc["cluster"]["nodes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let sold: u64 = nodes.iter().map(|n| n["sold"].as_u64().unwrap()).sum();
+        (nodes.len(), sold, doc["cluster"]["available"].clone())
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = (0, 0, json!(null));
+    while seen != (3, stock, json!(0)) && Instant::now() < deadline {
+        seen = whole(&request(nodes[0].addr, "GET", "/v1/skus/tee", b"", &[]).1);
+    }
+    assert_eq!(seen, (3, stock, json!(0)));
     for node in nodes {
         assert_eq!(node.terminate(), Some(0));
     }

@@ -111,6 +111,20 @@ pub struct EscrowStock {
     pub demand: u64,
 }
 
+/// One node's figures of one SKU, as it last reported them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeSku {
+    pub node: String,
+    pub sku: String,
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
+    /// Units of its open leases.
+    pub leased: u64,
+    /// When it reported them (ms since the epoch).
+    pub seen_ms: u64,
+}
+
 /// A node as its heartbeats record it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EscrowNode {
@@ -251,7 +265,11 @@ impl Escrow {
              ALTER TABLE {schema}.escrow_stock
                  ADD COLUMN IF NOT EXISTS demand BIGINT NOT NULL DEFAULT 0;
              CREATE TABLE IF NOT EXISTS {schema}.escrow_nodes (
-                 node TEXT PRIMARY KEY, address TEXT NOT NULL, seen_ms BIGINT NOT NULL);"
+                 node TEXT PRIMARY KEY, address TEXT NOT NULL, seen_ms BIGINT NOT NULL);
+             CREATE TABLE IF NOT EXISTS {schema}.escrow_node_skus (
+                 node TEXT NOT NULL, sku TEXT NOT NULL, available BIGINT NOT NULL,
+                 held BIGINT NOT NULL, sold BIGINT NOT NULL, leased BIGINT NOT NULL,
+                 seen_ms BIGINT NOT NULL, PRIMARY KEY (node, sku));"
         );
         client
             .batch_execute(&ddl)
@@ -489,6 +507,62 @@ impl Escrow {
             );
             tx.execute(&sql, &[&node, &address, &now_ms]).map_err(db)?;
             Ok(())
+        })
+    }
+
+    /// Records `node`'s own figures of its SKUs at `now_ms` (one statement
+    /// for all of them), so every node can show a SKU's whole cluster.
+    pub fn report(&mut self, node: &str, now_ms: u64, skus: &[NodeSku]) -> Result<(), EscrowError> {
+        check_name("node", node)?;
+        if skus.is_empty() {
+            return Ok(());
+        }
+        let now_ms = i64::try_from(now_ms).map_err(|_| invalid("time", format!("{now_ms} ms")))?;
+        let names: Vec<&str> = skus.iter().map(|s| s.sku.as_str()).collect();
+        let column = |f: fn(&NodeSku) -> u64| -> Vec<i64> {
+            skus.iter()
+                .map(|s| i64::try_from(f(s)).unwrap_or(i64::MAX))
+                .collect()
+        };
+        let (available, held) = (column(|s| s.available), column(|s| s.held));
+        let (sold, leased) = (column(|s| s.sold), column(|s| s.leased));
+        self.transaction("reporting a node's SKUs", |tx, s| {
+            let sql = format!(
+                "INSERT INTO {s}.escrow_node_skus (node, sku, available, held, sold, leased, seen_ms)
+                 SELECT $1, r.sku, r.available, r.held, r.sold, r.leased, $2
+                 FROM UNNEST($3::TEXT[], $4::BIGINT[], $5::BIGINT[], $6::BIGINT[], $7::BIGINT[])
+                   AS r (sku, available, held, sold, leased)
+                 ON CONFLICT (node, sku) DO UPDATE SET available = EXCLUDED.available,
+                   held = EXCLUDED.held, sold = EXCLUDED.sold, leased = EXCLUDED.leased,
+                   seen_ms = EXCLUDED.seen_ms"
+            );
+            let params: [&(dyn postgres::types::ToSql + Sync); 7] =
+                [&node, &now_ms, &names, &available, &held, &sold, &leased];
+            tx.execute(&sql, &params).map_err(db)?;
+            Ok(())
+        })
+    }
+
+    /// Every node's latest figures of every SKU it reported.
+    pub fn node_skus(&mut self) -> Result<Vec<NodeSku>, EscrowError> {
+        self.transaction("reading the nodes' SKUs", |tx, s| {
+            let sql = format!(
+                "SELECT node, sku, available, held, sold, leased, seen_ms
+                 FROM {s}.escrow_node_skus ORDER BY sku, node"
+            );
+            let rows = tx.query(&sql, &[]).map_err(db)?;
+            Ok(rows
+                .iter()
+                .map(|row| NodeSku {
+                    node: row.get(0),
+                    sku: row.get(1),
+                    available: from_db(row.get(2)),
+                    held: from_db(row.get(3)),
+                    sold: from_db(row.get(4)),
+                    leased: from_db(row.get(5)),
+                    seen_ms: from_db(row.get(6)),
+                })
+                .collect())
         })
     }
 

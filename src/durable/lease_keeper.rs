@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::{Condvar, Mutex};
 
-use super::escrow::{lease_size, Escrow, EscrowError, EscrowStock};
+use super::escrow::{lease_size, Escrow, EscrowError, EscrowStock, NodeSku};
 use super::sink::JournaledEngine;
 use crate::core::error::EngineError;
 use crate::core::types::SkuId;
@@ -285,6 +285,9 @@ pub struct KeeperStatus {
     pub active_nodes: u64,
     /// Per SKU, units unleased at the last refresh.
     pub unleased: Vec<(String, u64)>,
+    /// Every node's figures of every SKU, as of its last report (this
+    /// node's too, as of this refresh).
+    pub node_skus: Vec<NodeSku>,
 }
 
 /// The keeper's thread. `stop` gives everything back and joins it.
@@ -553,10 +556,35 @@ impl Run {
         }
         let closed = close_returning(&self.engine, escrow, &self.config.node)?;
         self.count(closed as u64);
+        escrow.report(&self.config.node, now_ms, &self.own_figures()?)?;
+        let node_skus = escrow.node_skus()?;
+        self.count(2);
         let mut status = self.shared.status.lock();
         status.active_nodes = self.active_nodes;
         status.unleased = stock.iter().map(|r| (r.sku.clone(), r.unleased)).collect();
+        status.node_skus = node_skus;
         Ok(())
+    }
+
+    /// This node's figures of every SKU the escrow has that it holds.
+    fn own_figures(&self) -> Result<Vec<NodeSku>, KeeperError> {
+        let mut figures = Vec::new();
+        for name in self.skus.keys() {
+            let Ok(sku) = self.engine.sku(name) else {
+                continue;
+            };
+            let document = self.engine.sku_document(sku)?;
+            figures.push(NodeSku {
+                node: self.config.node.clone(),
+                sku: name.clone(),
+                available: document.available,
+                held: document.held,
+                sold: document.sold,
+                leased: self.engine.leased(sku),
+                seen_ms: 0,
+            });
+        }
+        Ok(figures)
     }
 
     fn watch(&mut self, row: &EscrowStock) {

@@ -27,9 +27,20 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// `GET /v1/cluster`'s body.
     fn view(&self) -> Value;
 
-    /// The cluster's part of a SKU's document: units unleased at the last
-    /// look, and the units this node holds on open leases.
-    fn sku_view(&self, sku: &str, leased: u64) -> Value;
+    /// The cluster's part of a SKU's document: the whole cluster's
+    /// `available` (unleased plus every node's), `unleased`, and per node
+    /// its leased, available, held and sold units. This node's figures
+    /// are `own` (live); the others' are as they last reported them.
+    fn sku_view(&self, sku: &str, own: OwnFigures) -> Value;
+}
+
+/// This node's live figures of one SKU.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct OwnFigures {
+    pub leased: u64,
+    pub available: u64,
+    pub held: u64,
+    pub sold: u64,
 }
 
 /// The body of `GET /v1/cluster` on a node that runs alone.
@@ -160,13 +171,27 @@ mod escrow_cluster {
             })
         }
 
-        fn sku_view(&self, sku: &str, leased: u64) -> Value {
+        fn sku_view(&self, sku: &str, own: OwnFigures) -> Value {
             let status = self.keeper.lock().as_ref().map(LeaseKeeper::status);
-            let unleased = status.and_then(|status| {
-                let of_sku = status.unleased.iter().find(|(name, _)| name == sku);
-                of_sku.map(|(_, units)| *units)
-            });
-            json!({"node": self.config.node, "unleased": unleased, "leased": leased})
+            let status = status.unwrap_or_default();
+            let unleased = (status.unleased.iter())
+                .find(|(name, _)| name == sku)
+                .map_or(0, |(_, units)| *units);
+            let me = &self.config.node;
+            let mut nodes = vec![json!({
+                "node": me, "leased": own.leased, "available": own.available,
+                "held": own.held, "sold": own.sold,
+            })];
+            let mut available = unleased + own.available;
+            let peers = (status.node_skus.iter()).filter(|n| n.sku == sku && n.node != *me);
+            for peer in peers {
+                available += peer.available;
+                nodes.push(json!({
+                    "node": peer.node, "leased": peer.leased, "available": peer.available,
+                    "held": peer.held, "sold": peer.sold, "reported_ms": peer.seen_ms,
+                }));
+            }
+            json!({"node": me, "available": available, "unleased": unleased, "nodes": nodes})
         }
     }
 }

@@ -8,7 +8,7 @@ use super::api::{Api, MAX_PAGE};
 use super::body::{read_json, Fields};
 use std::sync::Arc;
 
-use super::cluster::Cluster;
+use super::cluster::{Cluster, OwnFigures};
 use super::error::{json_response, ApiError, Code, HttpResponse};
 use super::response::sku_json;
 use crate::core::cell::BackorderRule;
@@ -71,12 +71,18 @@ impl Api {
     /// `GET /v1/skus/{sku}`
     pub(super) fn get_sku(&self, name: &str) -> Result<HttpResponse, ApiError> {
         let id = self.sku_id(name)?;
-        let mut document = self.sku_json(&self.document(id)?);
-        if let (Some(cluster), Some(fields)) = (&self.cluster, document.as_object_mut()) {
-            let part = cluster.sku_view(name, self.engine.leased(id));
-            fields.insert("cluster".into(), part);
+        let document = self.document(id)?;
+        let mut json = self.sku_json(&document);
+        if let (Some(cluster), Some(fields)) = (&self.cluster, json.as_object_mut()) {
+            let own = OwnFigures {
+                leased: self.engine.leased(id),
+                available: document.available,
+                held: document.held,
+                sold: document.sold,
+            };
+            fields.insert("cluster".into(), cluster.sku_view(name, own));
         }
-        Ok(json_response(StatusCode::OK, &document))
+        Ok(json_response(StatusCode::OK, &json))
     }
 
     /// `PUT /v1/skus/{sku}` (operator): create or set stock, with an

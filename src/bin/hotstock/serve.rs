@@ -145,7 +145,7 @@ impl Cluster for NoCluster {
     fn view(&self) -> serde_json::Value {
         hotstock::server::cluster::alone()
     }
-    fn sku_view(&self, _: &str, _: u64) -> serde_json::Value {
+    fn sku_view(&self, _: &str, _: hotstock::server::cluster::OwnFigures) -> serde_json::Value {
         serde_json::Value::Null
     }
 }
