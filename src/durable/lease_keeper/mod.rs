@@ -41,9 +41,16 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use super::escrow::{lease_size, Escrow, EscrowError, EscrowStock, NodeSku};
+
+mod settle;
+mod watch;
+
 use super::sink::JournaledEngine;
 use crate::core::error::EngineError;
 use crate::core::types::SkuId;
+use settle::{close_returning, withdraw_leased};
+pub use settle::{give_back_all, node_of_lease, settle_on_start, validate_node_id, Settlement};
+use watch::SkuWatch;
 
 /// Longest node id: lease ids are `{node}~{boot}~{sequence}`.
 pub const MAX_NODE_ID_BYTES: usize = 48;
@@ -129,140 +136,6 @@ pub enum KeeperError {
          it was made with, or settle it (`hotstock lease settle --data-dir D`)"
     )]
     ForeignLease { lease: String },
-}
-
-/// Checks a node id (see `KeeperConfig::node`).
-pub fn validate_node_id(node: &str) -> Result<(), KeeperError> {
-    let allowed = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-');
-    let valid = !node.is_empty() && node.len() <= MAX_NODE_ID_BYTES;
-    match valid && node.bytes().all(allowed) {
-        true => Ok(()),
-        false => Err(KeeperError::InvalidNode(node.to_owned())),
-    }
-}
-
-/// The node a lease id names (its part before the first `~`).
-pub fn node_of_lease(lease: &str) -> &str {
-    lease.split('~').next().unwrap_or(lease)
-}
-
-/// What `settle_on_start` did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Settlement {
-    /// Leases the escrow granted that the journal never booked (a crash
-    /// between the two): closed with every unit back.
-    pub unbooked: Vec<(String, u64)>,
-    /// Returning leases whose close was made (again).
-    pub closed: Vec<(String, u64)>,
-    /// Open leases the escrow had closed meanwhile (forfeited while this
-    /// node was away): its units count as this node's, and stay on sale.
-    pub kept: Vec<String>,
-}
-
-/// Makes this node's lease book and the escrow agree, from the book (the
-/// node's journal): run before the node serves, with nothing else
-/// touching its leases.
-pub fn settle_on_start(
-    engine: &JournaledEngine,
-    escrow: &mut Escrow,
-    node: &str,
-) -> Result<Settlement, KeeperError> {
-    validate_node_id(node)?;
-    let book = engine.leases();
-    if let Some(foreign) = book.iter().find(|l| node_of_lease(&l.id) != node) {
-        let lease = foreign.id.to_string();
-        return Err(KeeperError::ForeignLease { lease });
-    }
-    let open = escrow.open_leases(node)?;
-    let mut settlement = Settlement::default();
-    for lease in &open {
-        if !book.iter().any(|booked| *booked.id == *lease.id) {
-            escrow.close(&lease.id, node, lease.granted)?;
-            settlement.unbooked.push((lease.id.clone(), lease.granted));
-        }
-    }
-    for booked in &book {
-        let in_escrow = open.iter().any(|lease| *lease.id == *booked.id);
-        match booked.returning {
-            Some(units) => {
-                escrow.close(&booked.id, node, units)?;
-                engine.close_lease(&booked.id)?;
-                settlement.closed.push((booked.id.to_string(), units));
-            }
-            None if !in_escrow => {
-                engine.keep_lease(&booked.id)?;
-                settlement.kept.push(booked.id.to_string());
-            }
-            None => {}
-        }
-    }
-    wait_durable(engine)?;
-    Ok(settlement)
-}
-
-/// Gives back every unsold leased unit (all SKUs) and closes the leases
-/// that return them: a clean shutdown, or `hotstock lease settle`. Units
-/// held for buyers stay (their reservations may still be confirmed).
-/// Returns the units given back.
-pub fn give_back_all(
-    engine: &JournaledEngine,
-    escrow: &mut Escrow,
-    node: &str,
-) -> Result<u64, KeeperError> {
-    let mut skus: Vec<SkuId> = engine.leases().iter().map(|l| l.sku).collect();
-    skus.sort();
-    skus.dedup();
-    let mut units = 0;
-    for sku in skus {
-        units += withdraw_leased(engine, sku, u64::MAX)?;
-    }
-    close_returning(engine, escrow, node)?;
-    Ok(units)
-}
-
-/// Withdraws up to `most` of `sku`'s available units that open leases
-/// cover, marking those leases returning. Returns the units withdrawn.
-fn withdraw_leased(engine: &JournaledEngine, sku: SkuId, most: u64) -> Result<u64, KeeperError> {
-    let available = engine.available_now(sku)?;
-    let units = most.min(available).min(engine.leased(sku));
-    if units == 0 {
-        return Ok(0);
-    }
-    match engine.return_leased(sku, units) {
-        Ok(_) => Ok(units),
-        // A buyer took some meanwhile: give back what is left next time.
-        Err(EngineError::InsufficientStock { .. }) => Ok(0),
-        Err(other) => Err(other.into()),
-    }
-}
-
-/// Closes in the escrow every lease the book marks returning, once the
-/// journal has the withdrawal durably, then drops it from the book.
-fn close_returning(
-    engine: &JournaledEngine,
-    escrow: &mut Escrow,
-    node: &str,
-) -> Result<usize, KeeperError> {
-    let returning: Vec<_> = (engine.leases().into_iter())
-        .filter(|lease| lease.returning.is_some())
-        .collect();
-    if returning.is_empty() {
-        return Ok(0);
-    }
-    wait_durable(engine)?;
-    for lease in &returning {
-        let units = lease.returning.unwrap_or(0);
-        escrow.close(&lease.id, node, units)?;
-        engine.close_lease(&lease.id)?;
-    }
-    Ok(returning.len())
-}
-
-fn wait_durable(engine: &JournaledEngine) -> Result<(), KeeperError> {
-    let ticket = engine.durability_ticket();
-    engine
-        .wait_durable(ticket)
-        .map_err(|e| KeeperError::Journal(e.to_string()))
 }
 
 /// What the keeper has done, for `GET /v1/cluster` and the benchmarks.
@@ -383,60 +256,6 @@ impl Drop for LeaseKeeper {
             self.signal_stop();
             let _ = thread.join();
         }
-    }
-}
-
-/// What the keeper knows of one SKU.
-#[derive(Debug)]
-struct SkuWatch {
-    unleased: u64,
-    demand: u64,
-    /// The demand counter the last time this node answered it.
-    demand_answered: u64,
-    /// Local units sold at the last look, and when that last changed.
-    sold: u64,
-    last_sale: Instant,
-    /// When the SKU first fell below its low-water mark without a refill.
-    hungry_since: Option<Instant>,
-    /// When this node last asked peers for units.
-    asked: Option<Instant>,
-    /// No refill before this (after giving units back for a peer).
-    hold_refills_until: Option<Instant>,
-    /// Units sold per second here, smoothed, and the last look it was
-    /// measured at (time, units sold then).
-    rate: f64,
-    rate_mark: (Instant, u64),
-    /// Units available here at the last look.
-    available: u64,
-}
-
-impl SkuWatch {
-    /// Folds the units sold since the last mark into the smoothed rate
-    /// (at most every `RATE_PERIOD`, so one tick's jitter does not count).
-    fn measure(&mut self, now: Instant, sold: u64) {
-        let (at, then) = self.rate_mark;
-        let elapsed = now.duration_since(at);
-        if elapsed < RATE_PERIOD {
-            return;
-        }
-        let recent = sold.saturating_sub(then) as f64 / elapsed.as_secs_f64();
-        self.rate = 0.5 * self.rate + 0.5 * recent;
-        self.rate_mark = (now, sold);
-    }
-
-    /// The largest lease to ask for: `max_chunk`, or two runways of sales
-    /// at the recent rate when that is more, so that half a lease (the
-    /// low-water mark) lasts a runway (a lease still takes at most
-    /// `unleased / (k × nodes)`: `lease_size`).
-    fn chunk(&self, max_chunk: u64, runway: Duration) -> u64 {
-        let two_runways = (self.rate * 2.0 * runway.as_secs_f64()) as u64;
-        max_chunk.max(two_runways)
-    }
-
-    /// Refill below half the next lease (whose size already follows the
-    /// sales rate: `chunk`).
-    fn low_water(&self, wanted: u64) -> u64 {
-        (wanted / 2).max(1)
     }
 }
 
