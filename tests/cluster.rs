@@ -196,6 +196,15 @@ fn three_nodes_sell_exactly_the_stock_through_a_sigkill() {
         seen = whole(&request(nodes[0].addr, "GET", "/v1/skus/tee", b"", &[]).1);
     }
     assert_eq!(seen, (3, stock, json!(0)));
+    // Each node's feed holds its own changes, every event naming the node.
+    for (i, node) in nodes.iter().enumerate() {
+        let (status, page) = request(node.addr, "GET", "/v1/events?limit=50", b"", &[]);
+        let events = page["events"].as_array().cloned().unwrap_or_default();
+        assert_eq!(status, 200);
+        assert!(!events.is_empty());
+        let name = json!(format!("n{i}"));
+        assert!(events.iter().all(|e| e["node"] == name), "{page}");
+    }
     for node in nodes {
         assert_eq!(node.terminate(), Some(0));
     }

@@ -91,6 +91,8 @@ pub struct Api {
     requests: Arc<RequestCounters>,
     registry: prometheus_client::registry::Registry,
     pub(super) cluster: Option<Arc<dyn Cluster>>,
+    /// This node's id in a cluster: every feed event names it.
+    pub(super) node: Option<Arc<str>>,
 }
 
 impl std::fmt::Debug for Api {
@@ -133,6 +135,7 @@ impl Api {
             public_ids,
             durability,
             feed: options.feed,
+            node: options.cluster.as_ref().map(|c| Arc::from(c.node())),
             cluster: options.cluster,
             feed_streams: Arc::default(),
             auth: Auth::new(&options.auth),

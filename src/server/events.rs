@@ -64,7 +64,7 @@ impl Api {
             if i > 0 {
                 body.push(b',');
             }
-            write_event_json(&mut body, event, feed_id);
+            write_event_json(&mut body, event, feed_id, self.node.as_deref());
         }
         body.extend_from_slice(b"],\"next_after\":");
         body.extend_from_slice(itoa::Buffer::new().format(page.next_after).as_bytes());
@@ -105,8 +105,9 @@ impl Api {
         query.limit = MAX_FEED_PAGE;
         let first = read(&reader, query.after, query.limit, &query.filter).await?;
         let (frames, receiver) = tokio::sync::mpsc::channel(FEED_STREAM_BUFFER);
+        let node = self.node.clone();
         tokio::spawn(async move {
-            stream(reader, query, first, frames).await;
+            stream(reader, node, query, first, frames).await;
             drop(slot);
         });
         let mut response = Response::new(ApiBody::Stream(receiver));
@@ -223,6 +224,7 @@ async fn read_waiting(reader: &FeedReader, query: &FeedQuery) -> Result<FeedPage
 /// becomes durable, with a heartbeat when quiet. Ends when the client goes.
 async fn stream(
     reader: FeedReader,
+    node: Option<std::sync::Arc<str>>,
     query: FeedQuery,
     first: FeedPage,
     frames: tokio::sync::mpsc::Sender<Bytes>,
@@ -236,7 +238,7 @@ async fn stream(
         if !page.events.is_empty() {
             let mut chunk = Vec::with_capacity(450 * page.events.len());
             for event in &page.events {
-                sse_frame(&mut chunk, event, feed_id);
+                sse_frame(&mut chunk, event, feed_id, node.as_deref());
             }
             if frames.send(Bytes::from(chunk)).await.is_err() {
                 return;
@@ -270,13 +272,13 @@ async fn stream(
 
 /// One SSE frame: the position as its id (what `Last-Event-ID` resumes
 /// from), the type as its event name, the JSON as its data (one line).
-fn sse_frame(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
+fn sse_frame(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64, node: Option<&str>) {
     out.extend_from_slice(b"id: ");
     out.extend_from_slice(itoa::Buffer::new().format(event.position).as_bytes());
     out.extend_from_slice(b"\nevent: ");
     out.extend_from_slice(event.kind.as_str().as_bytes());
     out.extend_from_slice(b"\ndata: ");
-    write_event_json(out, event, feed_id);
+    write_event_json(out, event, feed_id, node);
     out.extend_from_slice(b"\n\n");
 }
 
@@ -317,7 +319,9 @@ fn feed_error(error: FeedError) -> ApiError {
 /// "Change feed"). Written by hand rather than through a `serde_json`
 /// value: the feed writes one per sale for every reader, and a map of
 /// owned values per event was most of the stream's cost.
-pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
+/// `node`: the cluster node whose feed this is (`None` for a node that
+/// runs alone); each node's feed holds its own changes only.
+pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64, node: Option<&str>) {
     let mut numbers = itoa::Buffer::new();
     let mut number = |out: &mut Vec<u8>, key: &str, value: i64| {
         out.extend_from_slice(b",\"");
@@ -331,6 +335,10 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64) {
     string(out, &event.id(feed_id));
     out.extend_from_slice(b",\"type\":");
     string(out, event.kind.as_str());
+    if let Some(node) = node {
+        out.extend_from_slice(b",\"node\":");
+        string(out, node);
+    }
     number(out, "at_ms", event.at_ms as i64);
     write_sku(out, b",\"sku\":", &event.sku);
     number(out, "available", event.counts.available);
@@ -408,7 +416,7 @@ fn string(out: &mut Vec<u8>, text: &str) {
 #[cfg(test)]
 fn event_json(event: &FeedEvent, feed_id: u64) -> serde_json::Value {
     let mut out = Vec::new();
-    write_event_json(&mut out, event, feed_id);
+    write_event_json(&mut out, event, feed_id, None);
     serde_json::from_slice(&out).unwrap_or(serde_json::Value::Null)
 }
 

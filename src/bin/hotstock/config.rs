@@ -295,7 +295,12 @@ impl ServeSettings {
                 u64::from(positive(self.events_retention_hours, 168)) * 3600,
             ),
             events_retention_count: u64::from(positive(self.events_retention_count, 10_000_000)),
-            nats: nats_config(self.nats_url, self.nats_stream, self.nats_subject_prefix)?,
+            nats: nats_config(self.nats_url, self.nats_stream, self.nats_subject_prefix)?.map(
+                |mut nats| {
+                    nats.node = cluster.as_ref().map(|c| c.node_id.clone());
+                    nats
+                },
+            ),
             default_ttl_ms: u64::from(positive(self.default_ttl_ms, 600_000)),
             max_ttl_ms: u64::from(positive(self.max_ttl_ms, 86_400_000)),
             refund_window_ms: u64::from(positive(self.refund_window_hours, 168)) * HOUR_MS,
@@ -368,6 +373,7 @@ fn nats_config(
         url,
         stream: stream.unwrap_or_else(|| "HOTSTOCK".into()),
         subject_prefix: prefix.unwrap_or_else(|| "hotstock.events".into()),
+        node: None,
     };
     config.validate()?;
     Ok(Some(config))

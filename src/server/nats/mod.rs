@@ -50,6 +50,8 @@ pub struct NatsConfig {
     pub stream: String,
     /// Subjects are `{prefix}.{event type}`.
     pub subject_prefix: String,
+    /// This node's id in a cluster (every event names it); `None` alone.
+    pub node: Option<String>,
 }
 
 impl NatsConfig {
@@ -248,7 +250,7 @@ impl Run {
         for event in &page.events {
             let subject = format!("{}.{}", self.config.subject_prefix, event.kind.as_str());
             body.clear();
-            write_event_json(&mut body, event, feed_id);
+            write_event_json(&mut body, event, feed_id, self.config.node.as_deref());
             tokens.push(client.queue(&subject, Some(&event.id(feed_id)), &body));
         }
         // The whole batch in one write.
@@ -434,6 +436,7 @@ mod tests {
             url: url.into(),
             stream: stream.into(),
             subject_prefix: prefix.into(),
+            node: None,
         };
         assert!(
             config("nats://127.0.0.1:4222", "HOTSTOCK", "hotstock.events")
