@@ -109,6 +109,8 @@ pub struct EscrowStock {
     /// Times a node whose buyers found none left asked for more (only
     /// grows; nodes compare it with the value they saw last).
     pub demand: u64,
+    /// The per-customer limit every node applies (`None`: no limit).
+    pub per_customer_limit: Option<u32>,
 }
 
 /// One node's figures of one SKU, as it last reported them.
@@ -264,6 +266,9 @@ impl Escrow {
                  WHERE sold IS NULL;
              ALTER TABLE {schema}.escrow_stock
                  ADD COLUMN IF NOT EXISTS demand BIGINT NOT NULL DEFAULT 0;
+             ALTER TABLE {schema}.escrow_stock
+                 ADD COLUMN IF NOT EXISTS per_customer_limit BIGINT
+                 CHECK (per_customer_limit > 0);
              CREATE TABLE IF NOT EXISTS {schema}.escrow_nodes (
                  node TEXT PRIMARY KEY, address TEXT NOT NULL, seen_ms BIGINT NOT NULL);
              CREATE TABLE IF NOT EXISTS {schema}.escrow_node_skus (
@@ -468,7 +473,8 @@ impl Escrow {
     pub fn stock(&mut self) -> Result<Vec<EscrowStock>, EscrowError> {
         self.transaction("reading the stock", |tx, s| {
             let sql = format!(
-                "SELECT sku, received, unleased, demand FROM {s}.escrow_stock ORDER BY sku"
+                "SELECT sku, received, unleased, demand, per_customer_limit
+                 FROM {s}.escrow_stock ORDER BY sku"
             );
             let rows = tx.query(&sql, &[]).map_err(db)?;
             Ok(rows
@@ -478,8 +484,31 @@ impl Escrow {
                     received: from_db(row.get(1)),
                     unleased: from_db(row.get(2)),
                     demand: from_db(row.get(3)),
+                    per_customer_limit: (row.get::<_, Option<i64>>(4))
+                        .and_then(|limit| u32::try_from(limit).ok()),
                 })
                 .collect())
+        })
+    }
+
+    /// Sets (`Some`) or removes (`None`) `sku`'s per-customer limit for
+    /// the whole cluster: every node's lease keeper applies it at its next
+    /// refresh, before it books any unit of a SKU new to it. A SKU not yet
+    /// received gets a row with no units, so the limit is there first.
+    pub fn set_limit(&mut self, sku: &str, limit: Option<u32>) -> Result<(), EscrowError> {
+        check_name("SKU", sku)?;
+        if limit == Some(0) {
+            return Err(invalid("per-customer limit", "at least 1"));
+        }
+        let limit = limit.map(i64::from);
+        self.transaction("setting a per-customer limit", |tx, s| {
+            let sql = format!(
+                "INSERT INTO {s}.escrow_stock (sku, received, unleased, per_customer_limit)
+                 VALUES ($1, 0, 0, $2)
+                 ON CONFLICT (sku) DO UPDATE SET per_customer_limit = $2"
+            );
+            tx.execute(&sql, &[&sku, &limit]).map_err(db)?;
+            Ok(())
         })
     }
 

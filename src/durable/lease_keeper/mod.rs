@@ -372,6 +372,14 @@ impl Run {
         self.active_nodes = (active as u64).max(1);
         for row in &stock {
             self.watch(row);
+            // Before any refill of this SKU (which comes after the
+            // refresh): no unit is booked here before the limit is.
+            if let Err(refused) = apply_limit(&self.engine, row) {
+                tracing::warn!(
+                    "lease keeper: the cluster's limit of {}: {refused}",
+                    row.sku
+                );
+            }
         }
         let closed = close_returning(&self.engine, escrow, &self.config.node)?;
         self.count(closed as u64);
@@ -586,4 +594,28 @@ impl Run {
         status.units_returned += withdrawn;
         Ok(())
     }
+}
+
+/// Makes this node's per-customer limit of `row`'s SKU the cluster's (the
+/// escrow's), journaled like an operator's change; creates the SKU, with
+/// no units, when the escrow has a limit for a SKU new here.
+fn apply_limit(engine: &JournaledEngine, row: &EscrowStock) -> Result<(), EngineError> {
+    let wanted = row.per_customer_limit;
+    match engine.sku(&row.sku) {
+        Ok(sku) => {
+            if engine.sku_document(sku)?.per_customer_limit != wanted {
+                engine.set_limit(sku, wanted)?;
+            }
+        }
+        Err(EngineError::UnknownSku { .. }) if wanted.is_some() => {
+            let put = crate::core::engine::SkuPut {
+                limit: Some(wanted),
+                ..Default::default()
+            };
+            engine.put_stock(&row.sku, &put)?;
+        }
+        Err(EngineError::UnknownSku { .. }) => {}
+        Err(other) => return Err(other),
+    }
+    Ok(())
 }
