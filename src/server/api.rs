@@ -21,14 +21,16 @@ use serde_json::json;
 
 use super::admission::{self, InFlight, Rates};
 use super::auth::{authorize, Auth, AuthConfig, Caller, Role, Scope, TokenCache};
+use super::body::read_body;
 use super::cluster::Cluster;
 use super::error::{json_response, ApiError, Code, HttpResponse};
+use super::forward::{Owner, Router};
 use super::metrics::{self, RequestCounters};
 use super::nats::PublisherStats;
 use super::route::{self, Matched, Miss, Route};
 use crate::core::error::EngineError;
 use crate::core::public_id::PublicIds;
-use crate::core::types::SkuId;
+use crate::core::types::{ReservationId, SkuId};
 use crate::durable::journal::Durability;
 use crate::durable::{CheckpointStats, FeedReader, JournaledEngine};
 
@@ -91,8 +93,11 @@ pub struct Api {
     requests: Arc<RequestCounters>,
     registry: prometheus_client::registry::Registry,
     pub(super) cluster: Option<Arc<dyn Cluster>>,
-    /// This node's id in a cluster: every feed event names it.
+    /// This node's id in a cluster: every feed event and reservation id
+    /// names it.
     pub(super) node: Option<Arc<str>>,
+    /// A cluster's routing: which node owns a request (`forward.rs`).
+    pub(super) router: Option<Router>,
 }
 
 impl std::fmt::Debug for Api {
@@ -136,6 +141,7 @@ impl Api {
             durability,
             feed: options.feed,
             node: options.cluster.as_ref().map(|c| Arc::from(c.node())),
+            router: (options.cluster.as_ref()).map(|c| Router::new(c.node(), c.peers())),
             cluster: options.cluster,
             feed_streams: Arc::default(),
             auth: Auth::new(&options.auth),
@@ -231,6 +237,12 @@ impl Api {
             ApiError::invalid("the path has a malformed percent-escape or is not UTF-8")
         })?;
         let param = &*param;
+        if let Some(router) = &self.router {
+            if let Some(peer) = elsewhere(router, matched.route, param, &parts.headers)? {
+                let body = read_body(body).await?;
+                return Box::pin(self.forward(router, peer, parts, body)).await;
+            }
+        }
         match matched.route {
             Route::Healthz => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
             Route::Metrics => Ok(self.metrics()),
@@ -304,11 +316,63 @@ impl Api {
 
     /// An engine refusal as the contract answers it.
     pub(super) fn engine_error(&self, error: EngineError) -> ApiError {
-        ApiError::from_engine(
-            error,
-            |id| self.sku_name(id),
-            |id| self.public_ids.to_string(id),
-        )
+        ApiError::from_engine(error, |id| self.sku_name(id), |id| self.id_text(id))
+    }
+
+    /// A reservation id as clients know it: in a cluster `{node}~{hex}`.
+    pub(super) fn id_text(&self, id: ReservationId) -> String {
+        let hex = self.public_ids.to_string(id);
+        match &self.node {
+            Some(node) => format!("{node}~{hex}"),
+            None => hex,
+        }
+    }
+
+    /// Sends a request another node owns there (`forward.rs`). A request
+    /// a peer forwarded here is never sent on: `misrouted`.
+    pub(super) async fn forward(
+        &self,
+        router: &Router,
+        peer: usize,
+        parts: &hyper::http::request::Parts,
+        body: bytes::Bytes,
+    ) -> Result<HttpResponse, ApiError> {
+        if router.forwarded(&parts.headers)? {
+            return Err(router.not_mine(peer));
+        }
+        let path = (parts.uri.path_and_query()).map_or(parts.uri.path(), |p| p.as_str());
+        router
+            .forward(peer, &parts.method, path, &parts.headers, body)
+            .await
+    }
+}
+
+/// The peer owning a request about a reservation (its id names the node),
+/// or `None` where this node answers it. A request a peer forwarded is
+/// checked against this node's members either way.
+fn elsewhere(
+    router: &Router,
+    route: Route,
+    param: &str,
+    headers: &hyper::HeaderMap,
+) -> Result<Option<usize>, ApiError> {
+    let names_reservation = matches!(
+        route,
+        Route::ReservationGet
+            | Route::ReservationConfirm
+            | Route::ReservationCancel
+            | Route::ReservationRefund
+            | Route::ReservationExtend
+    );
+    if !names_reservation {
+        return Ok(None);
+    }
+    match router.owner_of_id(param)?.0 {
+        Owner::Peer(peer) => Ok(Some(peer)),
+        Owner::Here => {
+            router.forwarded(headers)?;
+            Ok(None)
+        }
     }
 }
 

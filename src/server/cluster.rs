@@ -24,6 +24,13 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// database: call it from a blocking thread.
     fn receive(&self, sku: &str, units: u64) -> Result<(), String>;
 
+    /// Sets (`Some`) or removes (`None`) the per-customer limit of `sku` in
+    /// the escrow, for every node to apply. Blocks on the database.
+    fn set_limit(&self, sku: &str, limit: Option<u32>) -> Result<(), String>;
+
+    /// The other nodes: `(id, HOST:PORT)`.
+    fn peers(&self) -> &[(String, String)];
+
     /// `GET /v1/cluster`'s body.
     fn view(&self) -> Value;
 
@@ -56,7 +63,7 @@ mod escrow_cluster {
     use super::*;
     use std::sync::Arc;
 
-    use crate::durable::escrow::Escrow;
+    use crate::durable::escrow::{Escrow, EscrowError};
     use crate::durable::lease_keeper::{KeeperConfig, KeeperError, LeaseKeeper, Settlement};
     use crate::durable::JournaledEngine;
     use parking_lot::Mutex;
@@ -92,6 +99,26 @@ mod escrow_cluster {
             Ok((cluster, settlement))
         }
 
+        /// `work` on the operators' connection (made again after a failure).
+        fn with_escrow(
+            &self,
+            work: impl FnOnce(&mut Escrow) -> Result<(), EscrowError>,
+        ) -> Result<(), String> {
+            let mut operators = self.receives.lock();
+            let escrow = match operators.as_mut() {
+                Some(escrow) => escrow,
+                None => operators.insert(
+                    Escrow::connect(&self.config.escrow_url, &self.config.schema)
+                        .map_err(|e| e.to_string())?,
+                ),
+            };
+            let done = work(escrow).map_err(|e| e.to_string());
+            if done.is_err() {
+                *operators = None;
+            }
+            done
+        }
+
         /// Stops the keeper: every unsold leased unit goes back to the
         /// escrow. Returns the units given back (0 if already stopped).
         pub fn stop(&self) -> Result<u64, KeeperError> {
@@ -116,19 +143,15 @@ mod escrow_cluster {
         }
 
         fn receive(&self, sku: &str, units: u64) -> Result<(), String> {
-            let mut receives = self.receives.lock();
-            let escrow = match receives.as_mut() {
-                Some(escrow) => escrow,
-                None => receives.insert(
-                    Escrow::connect(&self.config.escrow_url, &self.config.schema)
-                        .map_err(|e| e.to_string())?,
-                ),
-            };
-            let received = escrow.receive(sku, units).map_err(|e| e.to_string());
-            if received.is_err() {
-                *receives = None;
-            }
-            received
+            self.with_escrow(|escrow| escrow.receive(sku, units))
+        }
+
+        fn set_limit(&self, sku: &str, limit: Option<u32>) -> Result<(), String> {
+            self.with_escrow(|escrow| escrow.set_limit(sku, limit))
+        }
+
+        fn peers(&self) -> &[(String, String)] {
+            &self.peers
         }
 
         fn view(&self) -> Value {

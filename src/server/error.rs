@@ -111,11 +111,16 @@ pub enum Code {
     /// An operator change a node of a cluster cannot make on its own
     /// (409): stock is the escrow's.
     ClusterRefused,
+    /// The node owning a request could not be reached (503).
+    PeerUnavailable,
+    /// A forwarded request this node does not own, or one from a node with
+    /// other members (421).
+    Misrouted,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 29] = [
+    pub const ALL: [Code; 31] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -145,6 +150,8 @@ impl Code {
         Code::NotAtOneLocation,
         Code::LeaseConflict,
         Code::ClusterRefused,
+        Code::PeerUnavailable,
+        Code::Misrouted,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -178,6 +185,8 @@ impl Code {
             Code::NotAtOneLocation => "not_at_one_location",
             Code::LeaseConflict => "lease_conflict",
             Code::ClusterRefused => "cluster_refused",
+            Code::PeerUnavailable => "peer_unavailable",
+            Code::Misrouted => "misrouted",
         }
     }
 
@@ -246,7 +255,8 @@ impl ApiError {
     /// that names none, and another customer's, answer alike (no oracle).
     /// `text` is the id as the client wrote it (or its public form).
     pub fn unknown_reservation(text: &str) -> ApiError {
-        let shown: String = text.chars().take(PUBLIC_ID_CHARS + 8).collect();
+        // Room for a node's id before the 32 hex digits.
+        let shown: String = text.chars().take(PUBLIC_ID_CHARS + 64).collect();
         ApiError::new(
             StatusCode::NOT_FOUND,
             Code::UnknownReservation,

@@ -315,6 +315,14 @@ fn feed_error(error: FeedError) -> ApiError {
     }
 }
 
+/// A reservation id as the API answers it: in a cluster `{node}~{hex}`.
+fn reservation_id(out: &mut Vec<u8>, node: Option<&str>, hex: &str) {
+    match node {
+        Some(node) => string(out, &format!("{node}~{hex}")),
+        None => string(out, hex),
+    }
+}
+
 /// Appends an event's JSON as the contract shows it (`docs/api.md`,
 /// "Change feed"). Written by hand rather than through a `serde_json`
 /// value: the feed writes one per sale for every reader, and a map of
@@ -350,13 +358,13 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64, node
     number(out, "backordered", event.counts.backordered);
     if let Some(fill) = &event.fill {
         out.extend_from_slice(b",\"reservation\":");
-        string(out, &fill.public_id);
+        reservation_id(out, node, &fill.public_id);
         number(out, "units", i64::from(fill.units));
         number(out, "owed", i64::from(fill.owed_after));
     }
     if let Some(r) = &event.reservation {
         out.extend_from_slice(b",\"reservation\":");
-        string(out, &r.public_id);
+        reservation_id(out, node, &r.public_id);
         out.extend_from_slice(b",\"status\":");
         string(out, r.status.as_str());
         out.extend_from_slice(b",\"from\":");

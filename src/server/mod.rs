@@ -10,6 +10,7 @@
 //! rate.rs         RateLimit: GCRA token bucket
 //! auth.rs         roles: operator token, service tokens, buyer JWTs
 //! cluster.rs      a node of a cluster: operator stock to the escrow, GET /v1/cluster
+//! forward.rs      a cluster's routing: the owner of a request, forwarding to it
 //! events.rs       the change feed: GET /v1/events (long-poll), /v1/events/stream (SSE)
 //! skus.rs         SKU handlers
 //! reservations.rs reservation handlers (the purchase path)
@@ -35,6 +36,7 @@ pub mod cluster;
 pub mod connection;
 pub mod error;
 pub mod events;
+pub mod forward;
 pub mod listener;
 pub mod metrics;
 pub mod nats;

@@ -11,6 +11,7 @@ use super::body::{
     LinePlace, OrderFields,
 };
 use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
+use super::forward::Owner;
 use super::response::{reservation_json, write_new_reservation};
 use super::route::Route;
 use crate::core::engine::Order;
@@ -43,6 +44,8 @@ enum Placed {
     /// (whose reservation holds the components, not the lines asked for):
     /// answered from the record, as it is now.
     ReadBack(ReservationId),
+    /// Another node of the cluster owns the order's customer (or key).
+    Elsewhere(usize),
 }
 
 impl Api {
@@ -57,10 +60,23 @@ impl Api {
     ) -> Result<HttpResponse, ApiError> {
         let header_key = idempotency_key(&parts.headers)?;
         let bytes = read_body(body).await?;
-        self.reserve_bytes(&bytes, header_key, scope).await
+        let placed = parse_order(&bytes, |order| self.place_now(order, header_key, scope))?;
+        if let Placed::Elsewhere(peer) = placed {
+            // Only a node with a router places elsewhere.
+            if let Some(router) = &self.router {
+                return Box::pin(self.forward(router, peer, parts, bytes)).await;
+            }
+        }
+        if let Some(router) = &self.router {
+            router.forwarded(&parts.headers)?;
+        }
+        self.acknowledge().await?;
+        self.answer_placed(placed)
     }
 
-    /// Places the order in `bytes` and answers it once durable.
+    /// Places the order in `bytes` and answers it once durable (on a node
+    /// that runs alone: the unit tests).
+    #[cfg(test)]
     pub(super) async fn reserve_bytes(
         &self,
         bytes: &[u8],
@@ -82,6 +98,22 @@ impl Api {
     ) -> Result<Placed, ApiError> {
         check_line_count(body.lines.len())?;
         let customer = customer_in_scope(body.customer, scope)?;
+        let key = match (body.idempotency_key, header_key) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(ApiError::invalid(
+                    "the Idempotency-Key header and the idempotency_key field differ",
+                ))
+            }
+            (Some(key), _) | (None, Some(key)) => Some(key),
+            (None, None) => None,
+        };
+        // In a cluster the customer's node (or the key's) places it, before
+        // any SKU is looked up: this node may not know the SKU yet.
+        if let (Some(router), Some(owned_by)) = (&self.router, customer.or(key)) {
+            if let Owner::Peer(peer) = router.owner_of_key(owned_by) {
+                return Ok(Placed::Elsewhere(peer));
+            }
+        }
         // On the stack: at most MAX_LINES_PER_CART, checked above.
         let unused = Line {
             sku: SkuId::from_index(0),
@@ -101,15 +133,6 @@ impl Api {
             line_buffer[index] = Line { sku, quantity };
         }
         let lines = &line_buffer[..body.lines.len()];
-        let key = match (body.idempotency_key, header_key) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::invalid(
-                    "the Idempotency-Key header and the idempotency_key field differ",
-                ))
-            }
-            (Some(key), _) | (None, Some(key)) => Some(key),
-            (None, None) => None,
-        };
         let order = Order {
             lines,
             customer,
@@ -135,8 +158,14 @@ impl Api {
         // Just created, so it is exactly what was asked: the names are the
         // request's (lookups are exact), the rest is in the receipt.
         let mut out = Vec::with_capacity(176 + 48 * body.lines.len());
-        let id = self.public_ids.text(receipt.id);
-        write_new_reservation(&mut out, &receipt, &id, body.lines, customer);
+        let hex = self.public_ids.text(receipt.id);
+        match &self.node {
+            None => write_new_reservation(&mut out, &receipt, &hex, body.lines, customer),
+            Some(node) => {
+                let id = [node.as_bytes(), b"~", &hex].concat();
+                write_new_reservation(&mut out, &receipt, &id, body.lines, customer);
+            }
+        }
         Ok(Placed::Created(out))
     }
 
@@ -148,14 +177,20 @@ impl Api {
             // A replay answers the reservation as it is now, which may
             // differ from what this request asked for.
             Placed::ReadBack(id) => self.reservation_response(StatusCode::CREATED, id),
+            Placed::Elsewhere(_) => Err(ApiError::invalid("the order belongs to another node")),
         }
     }
 
     /// The reservation `text` names, or the one refusal for an id that
     /// names none.
     fn decode_id(&self, text: &str) -> Result<ReservationId, ApiError> {
+        // In a cluster, `{node}~` first (routing sent others' ids on); an
+        // id without it was made before the node joined.
+        let hex = (self.node.as_deref())
+            .and_then(|node| text.strip_prefix(node)?.strip_prefix('~'))
+            .unwrap_or(text);
         self.public_ids
-            .decode(text)
+            .decode(hex)
             .ok_or_else(|| ApiError::unknown_reservation(text))
     }
 
@@ -167,9 +202,9 @@ impl Api {
             .reservation(id)
             .map_err(|e| self.engine_error(e))?;
         match scope {
-            Scope::Customer(customer) if document.customer.as_deref() != Some(customer) => Err(
-                ApiError::unknown_reservation(&self.public_ids.to_string(id)),
-            ),
+            Scope::Customer(customer) if document.customer.as_deref() != Some(customer) => {
+                Err(ApiError::unknown_reservation(&self.id_text(id)))
+            }
             _ => Ok(document),
         }
     }
@@ -180,7 +215,7 @@ impl Api {
         id: ReservationId,
     ) -> Result<HttpResponse, ApiError> {
         let document = self.visible(id, Scope::Any)?;
-        let text = self.public_ids.to_string(id);
+        let text = self.id_text(id);
         let json = reservation_json(&document, &text, |id| self.sku_name(id));
         Ok(json_response(status, &json))
     }
@@ -191,8 +226,9 @@ impl Api {
         text: &str,
         scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
-        let document = self.visible(self.decode_id(text)?, scope)?;
-        let json = reservation_json(&document, text, |id| self.sku_name(id));
+        let id = self.decode_id(text)?;
+        let document = self.visible(id, scope)?;
+        let json = reservation_json(&document, &self.id_text(id), |id| self.sku_name(id));
         Ok(json_response(StatusCode::OK, &json))
     }
 
@@ -305,7 +341,7 @@ impl Api {
             .map_err(|e| self.engine_error(e))?;
         self.acknowledge().await?;
         let document = self.visible(id, Scope::Any)?;
-        let mut json = reservation_json(&document, text, |id| self.sku_name(id));
+        let mut json = reservation_json(&document, &self.id_text(id), |id| self.sku_name(id));
         if let Some(object) = json.as_object_mut() {
             // The deadline this extension gave (the document's may differ
             // if a later extension raced this answer).

@@ -107,8 +107,11 @@ pub fn write_new_reservation(
     out.extend_from_slice(number.format(receipt.expires_at_ms).as_bytes());
     // A new reservation was never extended.
     out.extend_from_slice(b",\"extensions\":0,\"id\":\"");
-    // Hex digits: nothing to escape.
-    debug_assert!(id.iter().all(u8::is_ascii_hexdigit));
+    // Hex digits, after a node's id and `~` in a cluster (`A-Z a-z 0-9 .
+    // _ -`): nothing to escape.
+    debug_assert!(id
+        .iter()
+        .all(|b| b.is_ascii_alphanumeric() || b"._-~".contains(b)));
     out.extend_from_slice(id);
     out.extend_from_slice(b"\",\"lines\":[");
     for (i, line) in lines.iter().enumerate() {

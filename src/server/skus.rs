@@ -128,6 +128,18 @@ impl Api {
             fields.u64("backorder_limit")?,
             fields.nullable_u64("backorder_until_ms")?,
         );
+        if let (Some(cluster), Some(limit)) = (&self.cluster, put.limit) {
+            let alone = put.safety_stock.is_none()
+                && put.expected_version.is_none()
+                && low_stock.is_none()
+                && backorder == (None, None);
+            if !alone {
+                return Err(cluster_refused(
+                    "in a cluster a per-customer limit is the escrow's, for every node: send                      \"per_customer_limit\" alone",
+                ));
+            }
+            return limit_in_escrow(Arc::clone(cluster), sku, limit).await;
+        }
         let changes_stock = put.level.is_some() || put.safety_stock.is_some();
         let changes_rule = backorder != (None, None);
         if !changes_stock && !changes_rule {
@@ -329,6 +341,32 @@ async fn receive_in_escrow(
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({"sku": sku, "received": units, "to": "escrow"}),
+    ))
+}
+
+/// An operator's per-customer limit for `sku`, set in the escrow for the
+/// whole cluster: 202, since each node's keeper applies it at its next
+/// refresh (and before it books any unit of a SKU new to it).
+async fn limit_in_escrow(
+    cluster: Arc<dyn Cluster>,
+    sku: &str,
+    limit: Option<u32>,
+) -> Result<HttpResponse, ApiError> {
+    crate::core::catalogue::validate_sku_name(sku).map_err(|e| ApiError::invalid(e.to_string()))?;
+    if limit.is_some_and(|l| l > crate::core::limits::MAX_PER_CUSTOMER_LIMIT) {
+        return Err(ApiError::invalid(format!(
+            "per_customer_limit must be from 1 to {}",
+            crate::core::limits::MAX_PER_CUSTOMER_LIMIT
+        )));
+    }
+    let name = sku.to_owned();
+    let set = tokio::task::spawn_blocking(move || cluster.set_limit(&name, limit))
+        .await
+        .map_err(|_| escrow_failed("setting the limit stopped unexpectedly"))?;
+    set.map_err(|why| escrow_failed(&format!("it did not take the limit: {why}")))?;
+    Ok(json_response(
+        StatusCode::ACCEPTED,
+        &json!({"sku": sku, "per_customer_limit": limit, "to": "escrow"}),
     ))
 }
 

@@ -25,11 +25,17 @@ impl Server {
 
     /// `start_with`, with the server's log lines (stderr) going to `logs`.
     pub fn start_logging(dir: &Path, extra: &[&str], logs: Stdio) -> Server {
+        Server::start_at(dir, "127.0.0.1:0", extra, logs)
+    }
+
+    /// `start_logging` on the address `listen` (for nodes that must know
+    /// each other's addresses before they start).
+    pub fn start_at(dir: &Path, listen: &str, extra: &[&str], logs: Stdio) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_hotstock"))
             .args([
                 "serve",
                 "--listen",
-                "127.0.0.1:0",
+                listen,
                 "--durability",
                 "sync",
                 "--data-dir",

@@ -142,6 +142,12 @@ impl Cluster for NoCluster {
     fn receive(&self, _: &str, _: u64) -> Result<(), String> {
         Err("this build has no PostgreSQL support".into())
     }
+    fn set_limit(&self, _: &str, _: Option<u32>) -> Result<(), String> {
+        Err("this build has no PostgreSQL support".into())
+    }
+    fn peers(&self) -> &[(String, String)] {
+        &[]
+    }
     fn view(&self) -> serde_json::Value {
         hotstock::server::cluster::alone()
     }
