@@ -65,6 +65,9 @@ pub fn process_cpu_seconds(pid: u32) -> Option<f64> {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Server {
     Hotstock(Durability),
+    /// This many `hotstock serve` nodes (async durability) leasing from
+    /// one escrow on the PostgreSQL of `--postgres`, knowing each other.
+    Cluster(usize),
     Article,
     Bare,
 }
@@ -96,6 +99,12 @@ pub enum Contender {
 impl Contender {
     pub fn supports(&self, mode: Mode) -> bool {
         match self {
+            // A cluster sells the hot SKU only: ten thousand SKUs would be
+            // ten thousand leases per node, another benchmark.
+            Contender::Http {
+                server: Server::Cluster(_),
+                ..
+            } => mode == Mode::Hot,
             Contender::Http { pipeline, .. } => mode == Mode::Hot || *pipeline == 1,
             Contender::Postgres(variant) => {
                 mode != Mode::HoldConfirm || *variant == Postgres::Conditional
@@ -338,10 +347,12 @@ impl Drop for ServerProcess {
 
 struct HttpMarket {
     plan: LoadPlan,
-    // Declared before `dir` and `redis`: the server stops first.
-    _server: ServerProcess,
+    // Declared before `dir` and `redis`: the servers stop first.
+    servers: Vec<ServerProcess>,
     dir: Option<PathBuf>,
     redis: Option<(redis::Connection, ArticleKeys, usize)>,
+    /// A cluster's escrow: the PostgreSQL URL and the schema to drop.
+    escrow: Option<(String, String)>,
 }
 
 impl HttpMarket {
@@ -355,6 +366,9 @@ impl HttpMarket {
     ) -> Result<HttpMarket, String> {
         let mut dir = None;
         let mut redis = None;
+        if let Server::Cluster(nodes) = server {
+            return HttpMarket::cluster(setting, nodes, stock, rate);
+        }
         let (process, flavor) = match server {
             Server::Hotstock(durability) => {
                 let data = scratch_dir(&setting.scratch, "serve")?;
@@ -378,6 +392,7 @@ impl HttpMarket {
                     Flavor::Hotstock,
                 )
             }
+            Server::Cluster(_) => unreachable!("started above"),
             Server::Bare => {
                 let mut command = Command::new(&setting.bench_bin);
                 command
@@ -416,7 +431,8 @@ impl HttpMarket {
             }
         };
         let plan = LoadPlan {
-            addr: process.addr,
+            addrs: vec![process.addr],
+            cluster: false,
             flavor,
             mode,
             connections: setting.buyers,
@@ -426,25 +442,172 @@ impl HttpMarket {
         };
         Ok(HttpMarket {
             plan,
-            _server: process,
+            servers: vec![process],
             dir,
             redis,
+            escrow: None,
         })
     }
+
+    /// `nodes` nodes on one escrow (a schema of its own), the stock
+    /// received through the first, the sale starting once every node has
+    /// leased units of it.
+    fn cluster(
+        setting: &Setting,
+        nodes: usize,
+        stock: Stock,
+        rate: Option<f64>,
+    ) -> Result<HttpMarket, String> {
+        let data = scratch_dir(&setting.scratch, "cluster")?;
+        let schema = format!(
+            "hotstock_showdown_{}_{}",
+            std::process::id(),
+            RUN.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut market = HttpMarket {
+            plan: LoadPlan {
+                addrs: Vec::new(),
+                cluster: true,
+                flavor: Flavor::Hotstock,
+                mode: Mode::Hot,
+                connections: setting.buyers,
+                threads: setting.client_threads,
+                pipeline: 1,
+                rate,
+            },
+            servers: Vec::new(),
+            dir: Some(data.clone()),
+            redis: None,
+            escrow: Some((setting.postgres_url.clone(), schema.clone())),
+        };
+        let listen: Vec<String> = (0..nodes)
+            .map(|_| free_port().map(|port| format!("127.0.0.1:{port}")))
+            .collect::<Result<_, _>>()?;
+        for (i, address) in listen.iter().enumerate() {
+            let mut command = Command::new(&setting.hotstock_bin);
+            command
+                .arg("serve")
+                .args(["--listen", address, "--max-in-flight", "1000000"])
+                .args(["--max-connections", "100000", "--durability", "async"])
+                .arg("--data-dir")
+                .arg(data.join(format!("n{i}")))
+                .args(["--node-id", &format!("n{i}")])
+                .args([
+                    "--escrow",
+                    &setting.postgres_url,
+                    "--escrow-schema",
+                    &schema,
+                ]);
+            for (j, peer) in listen.iter().enumerate().filter(|(j, _)| *j != i) {
+                command.args(["--peer", &format!("n{j}={peer}")]);
+            }
+            let process = ServerProcess::spawn(command, "hotstock serve (a cluster's node)")?;
+            market.plan.addrs.push(process.addr);
+            market.servers.push(process);
+        }
+        for sku in 0..stock.skus {
+            let body = format!("{{\"delta\": {}}}", stock.units_of(sku));
+            let path = format!("/v1/skus/{}/adjust", Stock::name(sku));
+            let (status, answer) = http_call(market.plan.addrs[0], "POST", &path, &body)?;
+            if status != 202 {
+                return Err(format!(
+                    "the escrow did not take the stock: {status} {answer}"
+                ));
+            }
+        }
+        // Every node holds units before the first buyer arrives.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        for &addr in &market.plan.addrs {
+            let path = format!("/v1/skus/{}", Stock::name(0));
+            loop {
+                let (status, answer) = http_call(addr, "GET", &path, "")?;
+                let own = serde_json::from_str::<serde_json::Value>(&answer)
+                    .ok()
+                    .and_then(|doc| doc["available"].as_u64());
+                if status == 200 && own > Some(0) {
+                    break;
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(format!("node {addr} leased nothing in 30 s: {answer}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(market)
+    }
+}
+
+/// A port free now (for nodes that must know each other's addresses
+/// before they start).
+fn free_port() -> Result<u16, String> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;
+    Ok(listener.local_addr().map_err(|e| e.to_string())?.port())
+}
+
+/// One request on a fresh connection: the status and the body.
+fn http_call(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(addr).map_err(|e| format!("{addr}: {e}"))?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| e.to_string())?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .map_err(|e| e.to_string())?;
+    let status = (answer.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{addr} answered no status: {answer}"))?;
+    let body = answer
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
 }
 
 impl Market for HttpMarket {
     fn sell(&mut self, sale: &Arc<Sale>) -> Result<(), String> {
-        loadgen::drive(&self.plan, sale)
+        if self.plan.cluster {
+            sale.end_by_count();
+        }
+        let sold = loadgen::drive(&self.plan, sale);
+        if self.plan.cluster {
+            eprintln!(
+                "hotstock-bench: {} nodes: {} answers of \"sold out here\" while the sale went on",
+                self.servers.len(),
+                sale.not_here()
+            );
+        }
+        sold
     }
 
     fn server_cpu_seconds(&self) -> Option<f64> {
-        process_cpu_seconds(self._server.child.id())
+        (self.servers.iter())
+            .map(|server| process_cpu_seconds(server.child.id()))
+            .sum()
     }
 }
 
 impl Drop for HttpMarket {
     fn drop(&mut self) {
+        // The nodes first: at shutdown each gives its leases back to the
+        // escrow, which must still be there.
+        self.servers.clear();
+        if let Some((url, schema)) = &self.escrow {
+            if let Ok(mut client) = postgres::Client::connect(url, postgres::NoTls) {
+                let _ = client.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE"));
+            }
+        }
         if let Some((connection, keys, skus)) = &mut self.redis {
             delete_keys(connection, keys, *skus);
         }

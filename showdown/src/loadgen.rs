@@ -40,7 +40,12 @@ pub enum Flavor {
 /// How the generator drives one sale.
 #[derive(Clone, Debug)]
 pub struct LoadPlan {
-    pub addr: SocketAddr,
+    /// Where buyers connect: connection `c` to `addrs[c % len]` (one
+    /// address but for a cluster's nodes).
+    pub addrs: Vec<SocketAddr>,
+    /// A 409 is "sold out here" (`Outcome::NotHere`), not the sale's end:
+    /// a cluster's node speaks for itself only.
+    pub cluster: bool,
     pub flavor: Flavor,
     pub mode: Mode,
     pub connections: usize,
@@ -103,6 +108,7 @@ pub fn drive(plan: &LoadPlan, sale: &Arc<Sale>) -> Result<(), String> {
 
 /// One keep-alive connection and its buffers.
 struct Buyer {
+    addr: SocketAddr,
     rng: Rng,
     recorder: Recorder,
     write: Vec<u8>,
@@ -129,6 +135,7 @@ impl Buyer {
             i.mul_f64((seed % plan.connections as u64) as f64 / plan.connections as f64)
         });
         Buyer {
+            addr: plan.addrs[(seed as usize - 1) % plan.addrs.len()],
             first_offset,
             rng: Rng::new(seed),
             recorder: Recorder::new(1, 16),
@@ -140,9 +147,9 @@ impl Buyer {
     }
 
     async fn run(&mut self, plan: &LoadPlan, sale: &Sale) -> Result<(), String> {
-        let mut stream = TcpStream::connect(plan.addr)
+        let mut stream = TcpStream::connect(self.addr)
             .await
-            .map_err(|e| format!("cannot connect to {}: {e}", plan.addr))?;
+            .map_err(|e| format!("cannot connect to {}: {e}", self.addr))?;
         stream
             .set_nodelay(true)
             .map_err(|e| format!("TCP_NODELAY: {e}"))?;
@@ -184,7 +191,7 @@ impl Buyer {
             stream
                 .write_all(&self.write)
                 .await
-                .map_err(|e| format!("write to {}: {e}", plan.addr))?;
+                .map_err(|e| format!("write to {}: {e}", self.addr))?;
             for &sku in &skus[..batch] {
                 let response = self.read_response(&mut stream).await?;
                 let outcome = match (plan.mode, response.status) {
@@ -192,6 +199,7 @@ impl Buyer {
                         self.confirm(&mut stream, plan, response).await?
                     }
                     (_, 200 | 201) => Outcome::Sold,
+                    (_, 409) if plan.cluster => Outcome::NotHere,
                     (_, 409) => Outcome::SoldOut,
                     (_, status) => return Err(self.unexpected(status, response)),
                 };
@@ -223,7 +231,7 @@ impl Buyer {
         stream
             .write_all(&self.write)
             .await
-            .map_err(|e| format!("write to {}: {e}", plan.addr))?;
+            .map_err(|e| format!("write to {}: {e}", self.addr))?;
         let confirmed = self.read_response(stream).await?;
         match confirmed.status {
             200 => Ok(Outcome::Sold),

@@ -158,6 +158,11 @@ fn rows(pipeline: usize) -> Vec<Row> {
             "article: hyper + Redis Lua",
             http(Server::Article, 1),
         ),
+        Row::new(
+            "cluster3",
+            "hotstock, 3 nodes + PostgreSQL escrow",
+            http(Server::Cluster(3), 1),
+        ),
         Row::new("redis-lua", "Redis + Lua", Contender::RedisLua),
         Row::new(
             "pg-conditional",

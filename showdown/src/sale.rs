@@ -58,6 +58,9 @@ pub enum Outcome {
     Sold,
     /// The SKU has nothing left.
     SoldOut,
+    /// One node of a cluster had none left while others may still have
+    /// some: the buyer tries again (a sale that ends by count, below).
+    NotHere,
 }
 
 /// The stock of one sale: `units` spread evenly over `skus` SKUs (the
@@ -111,6 +114,11 @@ pub struct Sale {
     sold_out_at_ns: AtomicU64,
     latencies: Mutex<Histogram<u64>>,
     first_error: Mutex<Option<String>>,
+    /// Ends when the buyers have bought the whole stock, not at the first
+    /// "sold out" (a cluster's node answers it for itself only).
+    ends_by_count: AtomicBool,
+    /// "Sold out here" answers while the sale went on (`NotHere`).
+    not_here: AtomicU64,
 }
 
 impl Sale {
@@ -131,6 +139,8 @@ impl Sale {
             sold_out_at_ns: AtomicU64::new(0),
             latencies: Mutex::new(new_histogram()),
             first_error: Mutex::new(None),
+            ends_by_count: AtomicBool::new(false),
+            not_here: AtomicU64::new(0),
         }
     }
 
@@ -154,10 +164,28 @@ impl Sale {
             self.timed_out.store(true, Ordering::Relaxed);
             self.stop();
         }
+        if self.ends_by_count.load(Ordering::Relaxed) && self.sold() >= self.stock.units {
+            // The buyers' published counts: the watcher sees the last unit
+            // within a publish interval of its sale.
+            let ns = self.started.elapsed().as_nanos() as u64;
+            self.sold_out_at_ns.store(ns, Ordering::Relaxed);
+            self.stop();
+        }
         if self.sold() > self.stock.units.saturating_mul(OVERSOLD_STOP) {
             self.runaway.store(true, Ordering::Relaxed);
             self.stop();
         }
+    }
+
+    /// Makes the sale end once the whole stock is bought (see
+    /// `ends_by_count`), with `NotHere` answers counted apart.
+    pub fn end_by_count(&self) {
+        self.ends_by_count.store(true, Ordering::Relaxed);
+    }
+
+    /// "Sold out here" answers so far.
+    pub fn not_here(&self) -> u64 {
+        self.not_here.load(Ordering::Relaxed)
     }
 
     /// Ends the sale early (a probe's time is up, or a fatal error).
@@ -186,6 +214,9 @@ impl Sale {
         match outcome {
             Outcome::Sold => local.sold += 1,
             Outcome::SoldOut => self.mark_sold_out(sku),
+            Outcome::NotHere => {
+                self.not_here.fetch_add(1, Ordering::Relaxed);
+            }
         }
         // Publish counts often enough for the progress bar without a shared
         // write per attempt; latencies wait for the final flush (merging a

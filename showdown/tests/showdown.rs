@@ -109,7 +109,7 @@ fn every_contender_sells_exactly_its_stock_on_the_hot_sku() {
     let out = scratch("hot");
     let rows = rows(
         &["redis-lua", "article"],
-        &["pg-conditional", "pg-optimistic", "pg-naive"],
+        &["pg-conditional", "pg-optimistic", "pg-naive", "cluster3"],
         &[
             "inproc",
             "inproc-journal",
