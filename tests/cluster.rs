@@ -578,6 +578,22 @@ fn a_customer_is_served_by_one_node_wherever_it_asks() {
     assert!(ids.iter().all(|id| *id == ids[0]), "{ids:?}");
     assert_eq!(mugs_sold(&nodes), before + 1);
 
+    // An operator's delivery retried through another node, with its key:
+    // received once; a single node would refuse the key (400).
+    let delivery = json!({"delta": 10}).to_string();
+    let key = [("Idempotency-Key", "delivery-1")];
+    let mut replayed = Vec::new();
+    for node in &nodes[..2] {
+        let path = "/v1/skus/mug/adjust";
+        let (status, answer) = request(node.addr, "POST", path, delivery.as_bytes(), &key);
+        assert_eq!(status, 202, "{answer}");
+        replayed.push(answer["replayed"].clone());
+    }
+    assert_eq!(replayed, [json!(false), json!(true)]);
+    let audit = scratch.escrow().audit().unwrap();
+    let mug = audit.iter().find(|s| s.sku == "mug").unwrap();
+    assert_eq!(mug.received, 310, "{audit:?}");
+
     // A request claiming to come from a node with other members.
     let forged = [("hotstock-forwarded-by", "x x,y")];
     let (status, answer) = request(nodes[0].addr, "GET", &path, b"", &forged);

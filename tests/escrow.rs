@@ -151,6 +151,33 @@ fn a_lost_node_is_forfeited_and_the_escrow_still_balances() {
     assert_balanced(&mut escrow);
 }
 
+/// An operator's receive retried after a lost answer (the same key)
+/// receives once; the key for another receive is refused and changes
+/// nothing.
+#[test]
+fn a_keyed_receive_happens_once() {
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "receive_once");
+    let mut escrow = scratch.escrow();
+    assert!(escrow.receive_once("tee", 40, "delivery-7").unwrap());
+    assert!(!escrow.receive_once("tee", 40, "delivery-7").unwrap());
+    for (sku, units) in [("tee", 41), ("mug", 40)] {
+        match escrow.receive_once(sku, units, "delivery-7") {
+            Err(EscrowError::ReceiveKeyReused {
+                earlier_sku,
+                earlier_units,
+                ..
+            }) => assert_eq!((earlier_sku.as_str(), earlier_units), ("tee", 40)),
+            other => panic!("{sku} {units}: {other:?}"),
+        }
+    }
+    assert!(escrow.receive_once("tee", 5, "delivery-8").unwrap());
+    let audit = escrow.audit().unwrap();
+    assert_eq!(audit.len(), 1, "{audit:?}");
+    assert_eq!((audit[0].received, audit[0].unleased), (45, 45));
+    assert_balanced(&mut escrow);
+}
+
 #[test]
 fn lease_sizes_shrink_near_sell_out_and_bound_what_one_node_strands() {
     // Plenty: the chunk.

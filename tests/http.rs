@@ -123,6 +123,15 @@ fn a_whole_sale_and_every_error_over_http() {
         (status, &error["error"]),
         (409, &json!("insufficient_stock"))
     );
+    // A keyed adjust is a cluster's receive; alone, the key would not be
+    // honoured, so it is refused rather than ignored.
+    let (status, error) = server.call(
+        "POST",
+        "/v1/skus/console/adjust",
+        Some(&json!({"delta": 10})),
+        &[("Idempotency-Key", "delivery-1")],
+    );
+    assert_eq!((status, &error["error"]), (400, &json!("invalid_request")));
     let (status, error) = server.call(
         "PUT",
         "/v1/skus/console",

@@ -76,6 +76,15 @@ pub enum EscrowError {
     UnknownLease { lease: String },
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
+    #[error(
+        "receive key {key:?} was used for {earlier_units} units of {earlier_sku:?}, not this \
+         receive: a key names one receive (use a new key for another)"
+    )]
+    ReceiveKeyReused {
+        key: String,
+        earlier_sku: String,
+        earlier_units: u64,
+    },
 }
 
 /// A lease as the escrow keeps it.
@@ -231,6 +240,17 @@ fn to_db(units: u64) -> Result<i64, EscrowError> {
         .ok_or_else(|| invalid("units", format!("{units}: at most {MAX_LEASE_UNITS}")))
 }
 
+/// Adds `units` to `sku`'s received and unleased (the row made if new).
+fn receive_in(tx: &mut Transaction<'_>, s: &str, sku: &str, units: i64) -> Result<(), EscrowError> {
+    let sql = format!(
+        "INSERT INTO {s}.escrow_stock (sku, received, unleased) VALUES ($1, $2, $2)
+         ON CONFLICT (sku) DO UPDATE SET received = {s}.escrow_stock.received + $2,
+           unleased = {s}.escrow_stock.unleased + $2"
+    );
+    tx.execute(&sql, &[&sku, &units]).map_err(db)?;
+    Ok(())
+}
+
 fn from_db(units: i64) -> u64 {
     // Every column is written from a checked u64 and kept >= 0 by a CHECK.
     u64::try_from(units).unwrap_or(0)
@@ -269,6 +289,9 @@ impl Escrow {
              ALTER TABLE {schema}.escrow_stock
                  ADD COLUMN IF NOT EXISTS per_customer_limit BIGINT
                  CHECK (per_customer_limit > 0);
+             CREATE TABLE IF NOT EXISTS {schema}.escrow_receives (
+                 key TEXT PRIMARY KEY, sku TEXT NOT NULL,
+                 units BIGINT NOT NULL CHECK (units > 0), at TIMESTAMPTZ NOT NULL DEFAULT now());
              CREATE TABLE IF NOT EXISTS {schema}.escrow_nodes (
                  node TEXT PRIMARY KEY, address TEXT NOT NULL, seen_ms BIGINT NOT NULL);
              CREATE TABLE IF NOT EXISTS {schema}.escrow_node_skus (
@@ -323,19 +346,44 @@ impl Escrow {
         }
     }
 
+    /// `receive`, at most once per `key`: the receive is recorded under
+    /// its key in the same transaction, so a retry after a lost answer
+    /// finds it and receives nothing more. Returns whether this call
+    /// received (`false`: an earlier one with the key did). The same key
+    /// for another SKU or count is refused.
+    pub fn receive_once(&mut self, sku: &str, units: u64, key: &str) -> Result<bool, EscrowError> {
+        for (what, name) in [("SKU", sku), ("receive key", key)] {
+            check_name(what, name)?;
+        }
+        let db_units = to_db(units)?;
+        self.transaction("receiving stock once", |tx, s| {
+            let sql = format!(
+                "INSERT INTO {s}.escrow_receives (key, sku, units) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO NOTHING"
+            );
+            if tx.execute(&sql, &[&key, &sku, &db_units]).map_err(db)? == 1 {
+                receive_in(tx, s, sku, db_units)?;
+                return Ok(true);
+            }
+            let sql = format!("SELECT sku, units FROM {s}.escrow_receives WHERE key = $1");
+            let row = tx.query_one(&sql, &[&key]).map_err(db)?;
+            let (earlier_sku, earlier_units): (String, i64) = (row.get(0), row.get(1));
+            match earlier_sku == sku && earlier_units == db_units {
+                true => Ok(false),
+                false => Err(EscrowError::ReceiveKeyReused {
+                    key: key.to_owned(),
+                    earlier_sku,
+                    earlier_units: from_db(earlier_units),
+                }),
+            }
+        })
+    }
+
     /// `units` more received for `sku` (created if new), all unleased.
     pub fn receive(&mut self, sku: &str, units: u64) -> Result<(), EscrowError> {
         check_name("SKU", sku)?;
         let units = to_db(units)?;
-        self.transaction("receiving stock", |tx, s| {
-            let sql = format!(
-                "INSERT INTO {s}.escrow_stock (sku, received, unleased) VALUES ($1, $2, $2)
-                 ON CONFLICT (sku) DO UPDATE SET received = {s}.escrow_stock.received + $2,
-                   unleased = {s}.escrow_stock.unleased + $2"
-            );
-            tx.execute(&sql, &[&sku, &units]).map_err(db)?;
-            Ok(())
-        })
+        self.transaction("receiving stock", |tx, s| receive_in(tx, s, sku, units))
     }
 
     /// Grants lease `id` to `node`: up to `wanted` units of `sku` (fewer

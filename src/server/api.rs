@@ -249,7 +249,7 @@ impl Api {
             Route::SkusList => self.list_skus(parts.uri.query()),
             Route::SkuGet => self.get_sku(param),
             Route::SkuPut => self.put_sku(param, body).await,
-            Route::SkuAdjust => self.adjust(param, body).await,
+            Route::SkuAdjust => self.adjust(param, &parts.headers, body).await,
             Route::KitPut => self.put_kit(param, body).await,
             Route::LocationPut => {
                 let location = route::decode_segment(matched.location).ok_or_else(|| {

@@ -20,9 +20,10 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// This node's id.
     fn node(&self) -> &str;
 
-    /// `units` more of `sku` in the stock of record. Blocks on the
-    /// database: call it from a blocking thread.
-    fn receive(&self, sku: &str, units: u64) -> Result<(), String>;
+    /// `units` more of `sku` in the stock of record; with `key`, at most
+    /// once per key (`Ok(false)`: an earlier receive with the key took
+    /// them). Blocks on the database: call it from a blocking thread.
+    fn receive(&self, sku: &str, units: u64, key: Option<&str>) -> Result<bool, EscrowRefusal>;
 
     /// Sets (`Some`) or removes (`None`) the per-customer limit of `sku` in
     /// the escrow, for every node to apply. Blocks on the database.
@@ -39,6 +40,15 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// its leased, available, held and sold units. This node's figures
     /// are `own` (live); the others' are as they last reported them.
     fn sku_view(&self, sku: &str, own: OwnFigures) -> Value;
+}
+
+/// Why the escrow did not take an operator's change.
+#[derive(Debug)]
+pub enum EscrowRefusal {
+    /// The idempotency key named another receive (409).
+    KeyReused(String),
+    /// The escrow could not be reached, or failed (503): nothing changed.
+    Failed(String),
 }
 
 /// This node's live figures of one SKU.
@@ -99,21 +109,22 @@ mod escrow_cluster {
             Ok((cluster, settlement))
         }
 
-        /// `work` on the operators' connection (made again after a failure).
-        fn with_escrow(
+        /// `work` on the operators' connection (made again after a
+        /// database failure; a refusal keeps it).
+        fn with_escrow<T>(
             &self,
-            work: impl FnOnce(&mut Escrow) -> Result<(), EscrowError>,
-        ) -> Result<(), String> {
+            work: impl FnOnce(&mut Escrow) -> Result<T, EscrowError>,
+        ) -> Result<T, EscrowError> {
             let mut operators = self.receives.lock();
             let escrow = match operators.as_mut() {
                 Some(escrow) => escrow,
-                None => operators.insert(
-                    Escrow::connect(&self.config.escrow_url, &self.config.schema)
-                        .map_err(|e| e.to_string())?,
-                ),
+                None => operators.insert(Escrow::connect(
+                    &self.config.escrow_url,
+                    &self.config.schema,
+                )?),
             };
-            let done = work(escrow).map_err(|e| e.to_string());
-            if done.is_err() {
+            let done = work(escrow);
+            if let Err(EscrowError::Database { .. }) = done {
                 *operators = None;
             }
             done
@@ -142,12 +153,20 @@ mod escrow_cluster {
             &self.config.node
         }
 
-        fn receive(&self, sku: &str, units: u64) -> Result<(), String> {
-            self.with_escrow(|escrow| escrow.receive(sku, units))
+        fn receive(&self, sku: &str, units: u64, key: Option<&str>) -> Result<bool, EscrowRefusal> {
+            let received = self.with_escrow(|escrow| match key {
+                Some(key) => escrow.receive_once(sku, units, key),
+                None => escrow.receive(sku, units).map(|()| true),
+            });
+            received.map_err(|error| match error {
+                EscrowError::ReceiveKeyReused { .. } => EscrowRefusal::KeyReused(error.to_string()),
+                other => EscrowRefusal::Failed(other.to_string()),
+            })
         }
 
         fn set_limit(&self, sku: &str, limit: Option<u32>) -> Result<(), String> {
             self.with_escrow(|escrow| escrow.set_limit(sku, limit))
+                .map_err(|e| e.to_string())
         }
 
         fn peers(&self) -> &[(String, String)] {

@@ -8,7 +8,7 @@ use super::api::{Api, MAX_PAGE};
 use super::body::{read_json, Fields};
 use std::sync::Arc;
 
-use super::cluster::{Cluster, OwnFigures};
+use super::cluster::{Cluster, EscrowRefusal, OwnFigures};
 use super::error::{json_response, ApiError, Code, HttpResponse};
 use super::response::sku_json;
 use crate::core::cell::BackorderRule;
@@ -292,14 +292,30 @@ impl Api {
             .collect()
     }
 
-    /// `POST /v1/skus/{sku}/adjust` (operator): add or remove units.
-    pub(super) async fn adjust(&self, sku: &str, body: Incoming) -> Result<HttpResponse, ApiError> {
+    /// `POST /v1/skus/{sku}/adjust` (operator): add or remove units. In a
+    /// cluster an `Idempotency-Key` makes a receive happen at most once.
+    pub(super) async fn adjust(
+        &self,
+        sku: &str,
+        headers: &hyper::HeaderMap,
+        body: Incoming,
+    ) -> Result<HttpResponse, ApiError> {
+        let key = (headers.get("idempotency-key"))
+            .map(|v| v.to_str().map(str::to_owned))
+            .transpose()
+            .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))?;
         let mut fields = Fields::new(read_json(body).await?, &["delta"])?;
         let delta = fields
             .i64("delta")?
             .ok_or_else(|| ApiError::invalid("field \"delta\" is required"))?;
         if let Some(cluster) = &self.cluster {
-            return receive_in_escrow(Arc::clone(cluster), sku, delta).await;
+            return receive_in_escrow(Arc::clone(cluster), sku, delta, key).await;
+        }
+        if key.is_some() {
+            return Err(ApiError::invalid(
+                "an adjust takes an Idempotency-Key only on a node of a cluster (where it is \
+                 a receive in the escrow); a node that runs alone would not honour it",
+            ));
         }
         let id = self.sku_id(sku)?;
         self.engine
@@ -320,6 +336,7 @@ async fn receive_in_escrow(
     cluster: Arc<dyn Cluster>,
     sku: &str,
     delta: i64,
+    key: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     crate::core::catalogue::validate_sku_name(sku).map_err(|e| ApiError::invalid(e.to_string()))?;
     let Ok(units) = u64::try_from(delta) else {
@@ -334,13 +351,19 @@ async fn receive_in_escrow(
         )));
     }
     let name = sku.to_owned();
-    let received = tokio::task::spawn_blocking(move || cluster.receive(&name, units))
-        .await
-        .map_err(|_| escrow_failed("its receive stopped unexpectedly"))?;
-    received.map_err(|why| escrow_failed(&format!("it did not take the units: {why}")))?;
+    let received =
+        tokio::task::spawn_blocking(move || cluster.receive(&name, units, key.as_deref()))
+            .await
+            .map_err(|_| escrow_failed("its receive stopped unexpectedly"))?;
+    let now = received.map_err(|refusal| match refusal {
+        EscrowRefusal::KeyReused(why) => {
+            ApiError::new(StatusCode::CONFLICT, Code::IdempotencyKeyReused, why)
+        }
+        EscrowRefusal::Failed(why) => escrow_failed(&format!("it did not take the units: {why}")),
+    })?;
     Ok(json_response(
         StatusCode::ACCEPTED,
-        &json!({"sku": sku, "received": units, "to": "escrow"}),
+        &json!({"sku": sku, "received": units, "to": "escrow", "replayed": !now}),
     ))
 }
 

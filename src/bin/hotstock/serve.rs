@@ -139,8 +139,14 @@ impl Cluster for NoCluster {
     fn node(&self) -> &str {
         ""
     }
-    fn receive(&self, _: &str, _: u64) -> Result<(), String> {
-        Err("this build has no PostgreSQL support".into())
+    fn receive(
+        &self,
+        _: &str,
+        _: u64,
+        _: Option<&str>,
+    ) -> Result<bool, hotstock::server::cluster::EscrowRefusal> {
+        let why = "this build has no PostgreSQL support";
+        Err(hotstock::server::cluster::EscrowRefusal::Failed(why.into()))
     }
     fn set_limit(&self, _: &str, _: Option<u32>) -> Result<(), String> {
         Err("this build has no PostgreSQL support".into())
