@@ -627,3 +627,64 @@ fn a_customer_is_served_by_one_node_wherever_it_asks() {
     assert_eq!(answer["node"], json!("r2"), "{answer}");
     assert_eq!(total_sold(&nodes), before);
 }
+
+/// Sends `signal` to `server`'s process (SIGSTOP freezes it, as a long
+/// pause or an overloaded machine would; SIGCONT lets it go on).
+fn signal(server: &Server, signal: libc::c_int) {
+    // SAFETY: kill(2) on our own child's pid, which is not yet reaped.
+    let sent = unsafe { libc::kill(server.child.id() as libc::pid_t, signal) };
+    assert_eq!(sent, 0, "kill({signal})");
+}
+
+/// A slow node (frozen with SIGSTOP mid-sale) strands only what its leases
+/// hold: the other node sells every other unit, exactly, while it is
+/// frozen; once it resumes it answers the other's demand, and together
+/// they sell the whole stock. Never more.
+#[test]
+fn a_frozen_node_strands_only_its_leases() {
+    let Some(url) = server() else { return };
+    let scratch = EscrowScratch::new(&url, "frozen");
+    let stock: u64 = 400;
+    let (_dirs, nodes) = start_sale(&scratch, "f", 2, stock);
+    for node in &nodes {
+        wait_for(node, "tee", |doc| doc["available"].as_u64() > Some(0));
+    }
+    assert_eq!(buy_round(&nodes), 2);
+    signal(&nodes[1], libc::SIGSTOP);
+
+    // The other node sells until nothing is unleased and it has none.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let stuck = buy(nodes[0].addr) == Some(false);
+        if stuck && assert_escrow_balanced(&scratch).unleased == 0 {
+            let (_, doc) = request(nodes[0].addr, "GET", "/v1/skus/tee", b"", &[]);
+            if doc["available"] == json!(0) {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the live node never sold out");
+    }
+    // Exactly what the frozen node's leases do not hold was sold here.
+    let mut escrow = scratch.escrow();
+    let frozen_open: u64 = (escrow.open_leases("f1").unwrap().iter())
+        .map(|lease| lease.granted)
+        .sum();
+    let frozen_closed = scratch.sold_by("f1");
+    assert_eq!(sold_at(nodes[0].addr), stock - frozen_open - frozen_closed);
+    assert!(frozen_open > 0, "the frozen node held nothing");
+
+    // Resumed, it gives units back on the other's demand; all is sold.
+    signal(&nodes[1], libc::SIGCONT);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while total_sold(&nodes) < stock {
+        buy_round(&nodes);
+        assert!(
+            Instant::now() < deadline,
+            "sold {} of {stock}",
+            total_sold(&nodes)
+        );
+    }
+    assert_eq!(total_sold(&nodes), stock);
+    assert_eq!(buy_round(&nodes), 0, "sold past the stock");
+    assert_escrow_balanced(&scratch);
+}
