@@ -594,6 +594,42 @@ fn a_customer_is_served_by_one_node_wherever_it_asks() {
     let mug = audit.iter().find(|s| s.sku == "mug").unwrap();
     assert_eq!(mug.received, 310, "{audit:?}");
 
+    // Rules one node would keep alone are refused, and change nothing.
+    let refused = [
+        ("PUT", "/v1/skus/tee", json!({"safety_stock": 5})),
+        (
+            "PUT",
+            "/v1/skus/tee",
+            json!({"per_customer_limit": 3, "low_stock_threshold": 4}),
+        ),
+        ("PUT", "/v1/skus/tee", json!({"backorder_limit": 5})),
+        (
+            "PUT",
+            "/v1/kits/pair",
+            json!({"components": [{"sku": "tee", "quantity": 2}]}),
+        ),
+        (
+            "PUT",
+            "/v1/skus/tee/locations/berlin",
+            json!({"available": 5}),
+        ),
+    ];
+    for (method, path, body) in refused {
+        let body = body.to_string();
+        let (status, answer) = request(nodes[2].addr, method, path, body.as_bytes(), &[]);
+        assert_eq!(
+            (status, &answer["error"]),
+            (409, &json!("cluster_refused")),
+            "{path} {answer}"
+        );
+    }
+    let (_, tee) = request(nodes[2].addr, "GET", "/v1/skus/tee", b"", &[]);
+    assert_eq!(
+        (&tee["safety_stock"], &tee["per_customer_limit"]),
+        (&json!(0), &json!(2)),
+        "{tee}"
+    );
+
     // A request claiming to come from a node with other members.
     let forged = [("hotstock-forwarded-by", "x x,y")];
     let (status, answer) = request(nodes[0].addr, "GET", &path, b"", &forged);

@@ -128,17 +128,25 @@ impl Api {
             fields.u64("backorder_limit")?,
             fields.nullable_u64("backorder_until_ms")?,
         );
-        if let (Some(cluster), Some(limit)) = (&self.cluster, put.limit) {
-            let alone = put.safety_stock.is_none()
-                && put.expected_version.is_none()
-                && low_stock.is_none()
-                && backorder == (None, None);
-            if !alone {
-                return Err(cluster_refused(
-                    "in a cluster a per-customer limit is the escrow's, for every node: send                      \"per_customer_limit\" alone",
-                ));
-            }
-            return limit_in_escrow(Arc::clone(cluster), sku, limit).await;
+        if let Some(cluster) = &self.cluster {
+            // In a cluster only what every node can apply from the escrow
+            // is taken; a rule one node would keep alone is refused.
+            let per_node = put.safety_stock.is_some()
+                || put.expected_version.is_some()
+                || low_stock.is_some()
+                || backorder != (None, None);
+            return match (put.limit, per_node) {
+                (Some(limit), false) => limit_in_escrow(Arc::clone(cluster), sku, limit).await,
+                (None, false) => Err(ApiError::invalid(
+                    "field \"per_customer_limit\" is required (in a cluster the stock is the \
+                     escrow's: add units with POST /v1/skus/{sku}/adjust)",
+                )),
+                _ => Err(cluster_refused(
+                    "in a cluster a SKU's rules are the escrow's, for every node: only \
+                     \"per_customer_limit\" (sent alone) is taken; safety stock, a low-stock \
+                     threshold, backorders and expected_version are not built for a cluster",
+                )),
+            };
         }
         let changes_stock = put.level.is_some() || put.safety_stock.is_some();
         let changes_rule = backorder != (None, None);
@@ -192,6 +200,12 @@ impl Api {
         kit: &str,
         body: Incoming,
     ) -> Result<HttpResponse, ApiError> {
+        if self.cluster.is_some() {
+            return Err(cluster_refused(
+                "kits are not built for a cluster: a kit defined on one node would be unknown \
+                 to the others",
+            ));
+        }
         let mut fields = Fields::new(read_json(body).await?, &["components"])?;
         let listed = fields
             .take("components")
@@ -218,6 +232,12 @@ impl Api {
         location: &str,
         body: Incoming,
     ) -> Result<HttpResponse, ApiError> {
+        if self.cluster.is_some() {
+            return Err(cluster_refused(
+                "locations are not built for a cluster: a location's stock would be one \
+                 node's, not the escrow's",
+            ));
+        }
         let mut fields = Fields::new(
             read_json(body).await?,
             &[
