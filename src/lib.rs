@@ -50,7 +50,8 @@ pub use crate::core::change::{Change, ChangeSink, InMemory, LeaseStep};
 pub use crate::core::clock::{Clock, ManualClock, SystemClock};
 pub use crate::core::engine::{
     BookedLease, ConfigError, Engine, EngineConfig, Extension, LeaseReturn, LocationChange,
-    LocationDocument, LocationPut, Order, Receipt, SkuDocument, SkuPut, StockLevel, TimerReport,
+    LocationDocument, LocationPut, Order, Receipt, SaleWindow, SkuDocument, SkuPut, StockLevel,
+    TimerReport,
 };
 pub use crate::core::error::{
     EngineError, ExtensionLimit, KitRefusal, LeaseRefusal, LocationRefusal,

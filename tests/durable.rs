@@ -15,7 +15,7 @@ use hotstock::durable::journal::Durability;
 use hotstock::durable::{salvage, DurableConfig, DurableEngine, OpenError};
 use hotstock::{
     BackorderRule, ChangeSink, Engine, EngineError, HoldDocument, HoldStatus, Line, LocationPut,
-    ManualClock, Order, SkuDocument, SkuPut, StockLevel,
+    ManualClock, Order, SaleWindow, SkuDocument, SkuPut, StockLevel,
 };
 use proptest::prelude::*;
 
@@ -543,6 +543,9 @@ enum Step {
     GrantLease(usize, u64),
     /// `n` units of SKU `s` given back to the escrow.
     ReturnLeased(usize, u64),
+    /// SKU `s`'s sale window: each bound none, long past or far ahead (so
+    /// later orders of it are refused, or not, by the window).
+    SaleWindow(usize, u8, u8),
     /// The `i`-th returning lease closed by the escrow.
     CloseLease(usize),
     Checkpoint,
@@ -569,6 +572,7 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(l, n, p)| Step::PutLocation(l, n, p)),
         (0..3usize, 1..6u64).prop_map(|(s, n)| Step::GrantLease(s, n)),
         (0..3usize, 1..8u64).prop_map(|(s, n)| Step::ReturnLeased(s, n)),
+        (0..4usize, 0..3u8, 0..3u8).prop_map(|(s, a, b)| Step::SaleWindow(s, a, b)),
         any::<usize>().prop_map(Step::CloseLease),
         any::<usize>().prop_map(Step::Confirm),
         any::<usize>().prop_map(Step::Cancel),
@@ -678,6 +682,19 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
                     ..SkuPut::default()
                 };
                 drop(engine.put_stock(names[*s], &put))
+            }
+            Step::SaleWindow(s, starts, ends) => {
+                // 0: open-ended; 1: long past; 2: far ahead.
+                let bound = |b: u8, offset: u64| match b {
+                    0 => None,
+                    1 => Some(offset),
+                    _ => Some((1 << 60) + offset),
+                };
+                let window = SaleWindow {
+                    starts_at_ms: bound(*starts, 0),
+                    ends_at_ms: bound(*ends, 1),
+                };
+                drop(sku(*s).map(|id| engine.set_sale_window(id, window)))
             }
             Step::Backorder(s, limit) => {
                 let rule = BackorderRule {

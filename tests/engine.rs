@@ -1216,3 +1216,114 @@ fn a_kit_order_past_the_limits_is_refused_and_takes_nothing() {
     );
     assert_eq!(counts(&engine, mug), (5, 0, 0));
 }
+
+/// A sale window (#16): orders before its start and from its end are
+/// refused and take nothing; one inside it sells. A keyed order refused
+/// before the start runs when retried after it (the refusal is not kept),
+/// and a keyed order made inside is replayed after the end. A kit and a
+/// cart are refused whole when one SKU ordered is not on sale.
+#[test]
+fn a_sale_window_refuses_orders_outside_it_and_takes_nothing() {
+    let (engine, clock) = engine();
+    let tee = stock(&engine, "tee", 5);
+    let mug = stock(&engine, "mug", 5);
+    let window = hotstock::SaleWindow {
+        starts_at_ms: Some(T0 + 100),
+        ends_at_ms: Some(T0 + 200),
+    };
+    let before = doc(&engine, tee).version;
+    assert_eq!(engine.set_sale_window(tee, window), Ok(before + 1));
+    assert_eq!(doc(&engine, tee).sale_window, window);
+    let early = Order {
+        lines: &one(tee, 1),
+        idempotency_key: Some("early"),
+        ..Order::default()
+    };
+    let refused = Err(EngineError::NotOnSale {
+        sku: tee,
+        now_ms: T0,
+        not_yet: true,
+    });
+    assert_eq!(engine.reserve(&early), refused);
+    let cart = [
+        Line {
+            sku: mug,
+            quantity: 1,
+        },
+        Line {
+            sku: tee,
+            quantity: 1,
+        },
+    ];
+    assert!(matches!(
+        hold(&engine, &cart),
+        Err(EngineError::NotOnSale { .. })
+    ));
+    assert_eq!(counts(&engine, tee), (5, 0, 0));
+    assert_eq!(counts(&engine, mug), (5, 0, 0), "the cart took nothing");
+    let err = engine.reserve(&early).unwrap_err().to_string();
+    assert!(err.contains("not on sale yet"), "{err}");
+
+    clock.set(T0 + 100);
+    let made = engine.reserve(&early).unwrap();
+    assert!(!made.replayed, "the refusal before the start was not kept");
+    assert!(hold(&engine, &cart).is_ok());
+
+    clock.set(T0 + 200);
+    let replay = engine.reserve(&early).unwrap();
+    assert!(replay.replayed && replay.id == made.id);
+    let late = hold(&engine, &one(tee, 1)).unwrap_err();
+    assert!(late.to_string().contains("no longer on sale"), "{late}");
+    assert_eq!(counts(&engine, tee), (3, 2, 0));
+
+    // Open-ended again: on sale at once.
+    engine
+        .set_sale_window(tee, hotstock::SaleWindow::ALWAYS)
+        .unwrap();
+    assert!(hold(&engine, &one(tee, 1)).is_ok());
+    // An end before its start, or past what a store keeps: refused.
+    for bad in [(Some(T0), Some(T0)), (None, Some(u64::MAX))] {
+        let bad = hotstock::SaleWindow {
+            starts_at_ms: bad.0,
+            ends_at_ms: bad.1,
+        };
+        assert_eq!(
+            engine.set_sale_window(tee, bad),
+            Err(EngineError::InvalidSaleWindow { window: bad })
+        );
+    }
+    assert_eq!(doc(&engine, tee).sale_window, hotstock::SaleWindow::ALWAYS);
+}
+
+/// A kit is not on sale when its own window, or a component's, is shut.
+#[test]
+fn a_kit_follows_its_own_window_and_its_components() {
+    let (engine, _) = engine();
+    let mug = stock(&engine, "mug", 5);
+    let (pair, _) = engine
+        .define_kit(
+            "pair",
+            &[Line {
+                sku: mug,
+                quantity: 2,
+            }],
+        )
+        .unwrap();
+    let shut = hotstock::SaleWindow {
+        starts_at_ms: None,
+        ends_at_ms: Some(T0),
+    };
+    for closed in [pair, mug] {
+        engine.set_sale_window(closed, shut).unwrap();
+        match hold(&engine, &one(pair, 1)) {
+            Err(EngineError::NotOnSale { sku, .. }) => assert_eq!(sku, closed),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(counts(&engine, mug), (5, 0, 0));
+        engine
+            .set_sale_window(closed, hotstock::SaleWindow::ALWAYS)
+            .unwrap();
+    }
+    assert!(hold(&engine, &one(pair, 1)).is_ok());
+    assert_eq!(counts(&engine, mug), (3, 2, 0));
+}

@@ -364,6 +364,23 @@ fn rows() -> Vec<Row> {
             ],
         ),
         (
+            "set_sale_window closes a SKU's sale (moves nothing)",
+            Box::new(|d, _, _| {
+                let (shut, _) = d.engine().put_sku("shut", 2, None, None).unwrap();
+                let window = hotstock::SaleWindow {
+                    starts_at_ms: None,
+                    ends_at_ms: Some(T0),
+                };
+                d.engine().set_sale_window(shut, window).unwrap();
+            }),
+            &[
+                ("sku.created", "shut"),
+                ("sku.changed", "shut"),
+                ("sku.back_in_stock", "shut"),
+                ("sku.changed", "shut"),
+            ],
+        ),
+        (
             "reserve past zero: the rest is backordered",
             Box::new(|d, _, ids| {
                 ids.0.insert("pre", reserve(d, &[line(d, "pre", 3)], false));
@@ -466,6 +483,7 @@ fn covered(change: &Change<'_>) -> &'static str {
         Change::Sell { .. } => "sell (record-less)",
         Change::KitDefined { .. } => "define_kit creates a kit",
         Change::Backorder { .. } => "set_backorder lets a SKU sell past zero",
+        Change::SaleWindow { .. } => "set_sale_window closes a SKU's sale (moves nothing)",
         Change::Location { .. } => "put_location creates a SKU kept at locations and its location",
         Change::BackorderFilled { .. } => {
             "a restock fills backorders first, and never looks available meanwhile"

@@ -27,7 +27,8 @@ fn a_whole_sale_and_every_error_over_http() {
     assert_eq!(
         sku,
         json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "on_hand": 3, "safety_stock": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null, "kit": false,
-               "backorder_limit": 0, "backorder_until_ms": null, "backordered": 0})
+               "backorder_limit": 0, "backorder_until_ms": null, "backordered": 0,
+               "sale_starts_at_ms": null, "sale_ends_at_ms": null})
     );
 
     let hold =
@@ -1640,4 +1641,92 @@ fn locations_over_http() {
         .map(|s| &s["sku"])
         .collect();
     assert_eq!(names, vec![&json!("tee"), &json!("mug")], "{list}");
+}
+
+/// Sale windows over HTTP (#16): a sale set to start later refuses
+/// orders with 409 `not_on_sale` naming the window, takes nothing, and
+/// opens at once when the operator clears the start; an end in the past
+/// closes it; a window ending before it starts is a 400 that changes
+/// nothing; the window survives a SIGKILL.
+#[test]
+fn a_sale_window_opens_and_closes_a_sku() {
+    let dir = temp_dir("sale-window");
+    let server = Server::start(&dir);
+    let later = 4_000_000_000_000u64; // the year 2096
+    let put = json!({"available": 5, "sale_starts_at_ms": later});
+    let (status, doc) = server.call("PUT", "/v1/skus/drop", Some(&put), &[]);
+    assert_eq!(
+        (status, &doc["sale_starts_at_ms"], &doc["sale_ends_at_ms"]),
+        (200, &json!(later), &json!(null))
+    );
+    let order = json!({"lines": [{"sku": "drop", "quantity": 1}], "confirm": true});
+    let (status, refused) = server.call("POST", "/v1/reservations", Some(&order), &[]);
+    assert_eq!(
+        (
+            status,
+            &refused["error"],
+            &refused["sku"],
+            &refused["sale_starts_at_ms"]
+        ),
+        (409, &json!("not_on_sale"), &json!("drop"), &json!(later)),
+        "{refused}"
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("not on sale yet"),
+        "{refused}"
+    );
+
+    // Opened at once.
+    let open = json!({"sale_starts_at_ms": null});
+    assert_eq!(server.call("PUT", "/v1/skus/drop", Some(&open), &[]).0, 200);
+    assert_eq!(
+        server.call("POST", "/v1/reservations", Some(&order), &[]).0,
+        201
+    );
+
+    // A window that ends before it starts: refused, nothing changed.
+    let backwards = json!({"sale_starts_at_ms": 20, "sale_ends_at_ms": 10, "available": 50});
+    let (status, error) = server.call("PUT", "/v1/skus/drop", Some(&backwards), &[]);
+    assert_eq!(
+        (status, &error["error"]),
+        (400, &json!("invalid_request")),
+        "{error}"
+    );
+    let (_, doc) = server.call("GET", "/v1/skus/drop", None, &[]);
+    assert_eq!(
+        (&doc["available"], &doc["sale_starts_at_ms"]),
+        (&json!(4), &json!(null))
+    );
+
+    // Closed: an end in the past; it stays closed through a crash.
+    let close = json!({"sale_ends_at_ms": 1});
+    assert_eq!(
+        server.call("PUT", "/v1/skus/drop", Some(&close), &[]).0,
+        200
+    );
+    server.kill();
+    let server = Server::start(&dir);
+    let (status, refused) = server.call("POST", "/v1/reservations", Some(&order), &[]);
+    assert_eq!(
+        (status, &refused["error"]),
+        (409, &json!("not_on_sale")),
+        "{refused}"
+    );
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("no longer on sale"),
+        "{refused}"
+    );
+    let (_, doc) = server.call("GET", "/v1/skus/drop", None, &[]);
+    assert_eq!(
+        (&doc["available"], &doc["sale_ends_at_ms"]),
+        (&json!(4), &json!(1))
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
 }

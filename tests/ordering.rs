@@ -150,9 +150,9 @@ impl ChangeSink for Tape {
                     lines: lines.to_vec(),
                 },
             },
-            Change::Backorder { sku, .. } | Change::Location { sku, .. } => {
-                Recorded::Stock { sku, delta: 0 }
-            }
+            Change::Backorder { sku, .. }
+            | Change::Location { sku, .. }
+            | Change::SaleWindow { sku, .. } => Recorded::Stock { sku, delta: 0 },
             Change::Lease {
                 sku, granted, step, ..
             } => Recorded::Stock {

@@ -25,6 +25,7 @@
 //! path pays no `dyn` call, and [`InMemory`] compiles to nothing.
 
 use super::cell::{BackorderRule, Fill};
+use super::engine::SaleWindow;
 use super::types::{HoldStatus, Line, LineChange, LineOwed, ReservationId, SkuId};
 
 /// A change to a SKU's per-customer limit carried by an operator change.
@@ -82,6 +83,13 @@ pub enum Change<'a> {
         sku: SkuId,
         version: u64,
         rule: BackorderRule,
+    },
+    /// The operator set when a SKU may be reserved (a setting: moves no
+    /// units). Recorded under the SKU's lock, before the window is seen.
+    SaleWindow {
+        sku: SkuId,
+        version: u64,
+        window: SaleWindow,
     },
     /// A restock gave units to a reservation owed them: recorded under the
     /// SKU's lock, after the restock and before any transition of the

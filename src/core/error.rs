@@ -10,6 +10,7 @@
 
 use std::fmt;
 
+use crate::core::engine::SaleWindow;
 use crate::core::holds::{HoldStatus, ReservationId};
 use crate::core::limits::{
     MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LINES_PER_CART,
@@ -150,6 +151,22 @@ pub enum EngineError {
     /// 64-bit number).
     InvalidBackorderEnd {
         until_ms: u64,
+    },
+
+    /// A sale window ending before it starts, or past `MAX_TIME_MS`.
+    InvalidSaleWindow {
+        window: SaleWindow,
+    },
+
+    /// The SKU is not on sale at `now_ms`: its window has not started
+    /// (`not_yet`) or has ended. The window itself is the engine's to read
+    /// (`Engine::sale_window`): carried here it made this error, returned
+    /// on every purchase path, 48 bytes instead of 40, and a 3-line cart
+    /// 31 instructions dearer (callgrind).
+    NotOnSale {
+        sku: SkuId,
+        now_ms: u64,
+        not_yet: bool,
     },
 
     /// A kit of no components, or of more than `MAX_KIT_COMPONENTS`.
@@ -506,6 +523,25 @@ impl EngineError {
                 f,
                 "invalid safety stock {safety_stock}: at most {MAX_STOCK_PER_SKU} units"
             ),
+            InvalidSaleWindow { window } => write!(
+                f,
+                "invalid sale window {}: the end must come after the start, both at most \
+                 {MAX_TIME_MS} ms since the epoch",
+                show_window(window)
+            ),
+            NotOnSale {
+                sku: id,
+                now_ms,
+                not_yet,
+            } => {
+                f.write_str("SKU ")?;
+                sku(f, *id)?;
+                let when = match not_yet {
+                    true => "is not on sale yet",
+                    false => "is no longer on sale",
+                };
+                write!(f, " {when} (at {now_ms} ms since the epoch: see its sale window)")
+            }
             UnknownSku { name } => write!(f, "unknown SKU {name:?}"),
             UnknownSkuId { sku } => {
                 write!(f, "unknown SKU id {sku}: it was not issued by this engine")
@@ -631,4 +667,14 @@ impl<'n, F: Fn(SkuId) -> Option<&'n str>> fmt::Display for Named<'_, 'n, F> {
                 None => write!(f, "{sku}"),
             })
     }
+}
+
+/// A window as a person reads it: `[starts, ends)` in ms since the epoch.
+fn show_window(window: &SaleWindow) -> String {
+    let bound = |ms: Option<u64>| ms.map_or_else(|| "open".to_owned(), |ms| ms.to_string());
+    format!(
+        "[{}, {}) ms since the epoch",
+        bound(window.starts_at_ms),
+        bound(window.ends_at_ms)
+    )
 }

@@ -23,6 +23,7 @@ use crate::core::cell::{BackorderRule, Fill};
 pub use crate::core::change::LeaseStep;
 pub use crate::core::change::{is_transition, LimitChange};
 use crate::core::change::{Change, HoldChange, KeyChange};
+use crate::core::engine::SaleWindow;
 use crate::core::limits::{
     MAX_CUSTOMER_BYTES, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LEASE_ID_BYTES,
     MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
@@ -68,6 +69,13 @@ pub enum Event {
     },
     /// A restock gave units to a reservation owed them.
     BackorderFilled { sku: SkuId, fill: Fill },
+    /// The sale window changed; the version decides which of two changes
+    /// in one batch wins.
+    SaleWindow {
+        sku: SkuId,
+        version: u64,
+        window: SaleWindow,
+    },
     /// `priority` `None`: the SKU keeps its stock at locations; `Some`:
     /// the SKU is a location with this priority (the version decides which
     /// of two changes in one batch wins).
@@ -184,6 +192,31 @@ const LOCATION: u8 = 14;
 /// granted (u64, not 0), the step (u8: 0 granted, 1 returning, 2 closed)
 /// and, unless granted, the units given back (u64, at most granted).
 const LEASE: u8 = 15;
+/// A sale window: SKU, version, then per bound (start, end) a flag (u8: 0
+/// open-ended, 1 set) and, if 1, the time (u64 ms, at most `MAX_TIME_MS`).
+const SALE_WINDOW: u8 = 16;
+
+fn decode_sale_window(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
+    let sku = SkuId::from_index(r.u32()?);
+    let version = r.u64()?;
+    let mut bound = || match r.u8()? {
+        0 => Ok(None),
+        1 => Ok(Some(r.u64()?)),
+        _ => Err(DecodeError::Invalid("sale window flag")),
+    };
+    let window = SaleWindow {
+        starts_at_ms: bound()?,
+        ends_at_ms: bound()?,
+    };
+    window
+        .validate()
+        .map_err(|_| DecodeError::Invalid("sale window"))?;
+    Ok(Event::SaleWindow {
+        sku,
+        version,
+        window,
+    })
+}
 
 fn decode_lease(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
     let sku = SkuId::from_index(r.u32()?);
@@ -347,6 +380,21 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
                 out.extend_from_slice(&step.returned().to_le_bytes());
             }
         }
+        Change::SaleWindow {
+            sku,
+            version,
+            window,
+        } => {
+            out.push(SALE_WINDOW);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+            for bound in [window.starts_at_ms, window.ends_at_ms] {
+                out.push(u8::from(bound.is_some()));
+                if let Some(ms) = bound {
+                    out.extend_from_slice(&ms.to_le_bytes());
+                }
+            }
+        }
         Change::BackorderFilled { sku, fill } => {
             debug_assert!(fill.units > 0 && fill.ticket > 0);
             out.push(BACKORDER_FILLED);
@@ -491,6 +539,15 @@ impl Event {
             }),
             &Event::Backorder { sku, version, rule } => Change::Backorder { sku, version, rule },
             &Event::BackorderFilled { sku, fill } => Change::BackorderFilled { sku, fill },
+            &Event::SaleWindow {
+                sku,
+                version,
+                window,
+            } => Change::SaleWindow {
+                sku,
+                version,
+                window,
+            },
             &Event::Location {
                 sku,
                 version,
@@ -633,6 +690,7 @@ impl Event {
                     expires_at_ms,
                 })
             }
+            SALE_WINDOW => decode_sale_window(&mut r)?,
             BACKORDER => {
                 let sku = SkuId::from_index(r.u32()?);
                 let version = r.u64()?;

@@ -70,6 +70,9 @@ pub(super) fn restore_engine<S: ChangeSink>(
         if sku.located {
             engine.restore_located(id)?;
         }
+        if !sku.sale_window.is_always() {
+            engine.restore_sale_window(id, sku.sale_window)?;
+        }
     }
     restore_locations(engine, settled)?;
     restore_leases(engine, settled)?;

@@ -316,7 +316,18 @@ impl Api {
 
     /// An engine refusal as the contract answers it.
     pub(super) fn engine_error(&self, error: EngineError) -> ApiError {
-        ApiError::from_engine(error, |id| self.sku_name(id), |id| self.id_text(id))
+        let window = match &error {
+            EngineError::NotOnSale { sku, .. } => Some(self.engine.sale_window(*sku)),
+            _ => None,
+        };
+        let refusal = ApiError::from_engine(error, |id| self.sku_name(id), |id| self.id_text(id));
+        match window {
+            // As it is now (a change racing the refusal shows the newer).
+            Some(window) => refusal
+                .with("sale_starts_at_ms", window.starts_at_ms)
+                .with("sale_ends_at_ms", window.ends_at_ms),
+            None => refusal,
+        }
     }
 
     /// A reservation id as clients know it: in a cluster `{node}~{hex}`.

@@ -116,11 +116,13 @@ pub enum Code {
     /// A forwarded request this node does not own, or one from a node with
     /// other members (421).
     Misrouted,
+    /// The SKU's sale window is not open now (409).
+    NotOnSale,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 31] = [
+    pub const ALL: [Code; 32] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -152,6 +154,7 @@ impl Code {
         Code::ClusterRefused,
         Code::PeerUnavailable,
         Code::Misrouted,
+        Code::NotOnSale,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -187,6 +190,7 @@ impl Code {
             Code::ClusterRefused => "cluster_refused",
             Code::PeerUnavailable => "peer_unavailable",
             Code::Misrouted => "misrouted",
+            Code::NotOnSale => "not_on_sale",
         }
     }
 
@@ -289,6 +293,13 @@ impl ApiError {
                 .with("sku", sku(id))
                 .with("available", available)
                 .with("requested", requested),
+            // The window's bounds are added by `Api::engine_error`, which
+            // can read them from the engine.
+            EngineError::NotOnSale {
+                sku: id, now_ms, ..
+            } => conflict(Code::NotOnSale)
+                .with("sku", sku(id))
+                .with("now_ms", now_ms),
             EngineError::LimitExceeded {
                 sku: id,
                 limit,
@@ -400,6 +411,7 @@ impl ApiError {
             | EngineError::InvalidSafetyStock { .. }
             | EngineError::InvalidBackorderLimit { .. }
             | EngineError::InvalidBackorderEnd { .. }
+            | EngineError::InvalidSaleWindow { .. }
             | EngineError::InvalidKit { .. }
             | EngineError::InvalidLocationName { .. }
             | EngineError::LimitAtLocation => ApiError::invalid(message),

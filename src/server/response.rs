@@ -25,6 +25,8 @@ pub fn sku_json<'a>(document: &SkuDocument, name: impl Fn(SkuId) -> Option<&'a s
         "kit": document.components.is_some(),
         "backorder_limit": document.backorder_limit,
         "backorder_until_ms": document.backorder_until_ms,
+        "sale_starts_at_ms": document.sale_window.starts_at_ms,
+        "sale_ends_at_ms": document.sale_window.ends_at_ms,
         "backordered": document.backordered,
     });
     if let Some(components) = &document.components {

@@ -12,6 +12,7 @@ use super::cluster::{Cluster, EscrowRefusal, OwnFigures};
 use super::error::{json_response, ApiError, Code, HttpResponse};
 use super::response::sku_json;
 use crate::core::cell::BackorderRule;
+use crate::core::engine::SaleWindow;
 use crate::core::engine::{LocationPut, SkuDocument, SkuPut, StockLevel};
 use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_LINE_QUANTITY, MAX_STOCK_PER_SKU};
 use crate::core::types::{Line, SkuId};
@@ -106,10 +107,16 @@ impl Api {
                 "low_stock_threshold",
                 "backorder_limit",
                 "backorder_until_ms",
+                "sale_starts_at_ms",
+                "sale_ends_at_ms",
                 "expected_version",
             ],
         )?;
         let level = stock_level(&mut fields)?;
+        let window_fields = (
+            fields.nullable_u64("sale_starts_at_ms")?,
+            fields.nullable_u64("sale_ends_at_ms")?,
+        );
         if level.is_some() && self.cluster.is_some() {
             return Err(cluster_refused(
                 "in a cluster the stock is the escrow's: add units with POST \
@@ -134,7 +141,8 @@ impl Api {
             let per_node = put.safety_stock.is_some()
                 || put.expected_version.is_some()
                 || low_stock.is_some()
-                || backorder != (None, None);
+                || backorder != (None, None)
+                || window_fields != (None, None);
             return match (put.limit, per_node) {
                 (Some(limit), false) => limit_in_escrow(Arc::clone(cluster), sku, limit).await,
                 (None, false) => Err(ApiError::invalid(
@@ -144,22 +152,30 @@ impl Api {
                 _ => Err(cluster_refused(
                     "in a cluster a SKU's rules are the escrow's, for every node: only \
                      \"per_customer_limit\" (sent alone) is taken; safety stock, a low-stock \
-                     threshold, backorders and expected_version are not built for a cluster",
+                     threshold, backorders, sale windows and expected_version are not built \
+                     for a cluster",
                 )),
             };
         }
         let changes_stock = put.level.is_some() || put.safety_stock.is_some();
         let changes_rule = backorder != (None, None);
-        if !changes_stock && !changes_rule {
+        let changes_window = window_fields != (None, None);
+        if !changes_stock && !changes_rule && !changes_window {
             return Err(ApiError::invalid(
-                "field \"available\", \"on_hand\", \"safety_stock\", \"backorder_limit\" or \
-                 \"backorder_until_ms\" is required",
+                "field \"available\", \"on_hand\", \"safety_stock\", \"backorder_limit\", \
+                 \"backorder_until_ms\", \"sale_starts_at_ms\" or \"sale_ends_at_ms\" is \
+                 required",
             ));
         }
-        // A change of the backorder rule alone on a SKU that exists moves
-        // no stock: only the rule's own versioned change. Otherwise the
-        // put (which creates the SKU, and checks the expected version).
+        // A change of the backorder rule or the sale window alone on a SKU
+        // that exists moves no stock: only the rule's own versioned change.
+        // Otherwise the put (which creates the SKU, and checks the expected
+        // version). The window is checked first, so a refused one changes
+        // nothing.
         let existing = self.engine.sku(sku).ok();
+        let window = changes_window
+            .then(|| self.merged_window(existing, window_fields))
+            .transpose()?;
         let id = match existing {
             Some(id) if !changes_stock && put.expected_version.is_none() => id,
             _ => {
@@ -185,11 +201,33 @@ impl Api {
                 .set_low_stock(id, threshold)
                 .map_err(|e| self.engine_error(e))?;
         }
+        if let Some(window) = window {
+            self.engine
+                .set_sale_window(id, window)
+                .map_err(|e| self.engine_error(e))?;
+        }
         self.acknowledge().await?;
         Ok(json_response(
             StatusCode::OK,
             &self.sku_json(&self.document(id)?),
         ))
+    }
+
+    /// The sale window a put asks for: each bound given (a time, or null
+    /// for open-ended) replaces the current one, an absent one stays.
+    /// Checked here, before anything of the put is made.
+    fn merged_window(
+        &self,
+        existing: Option<SkuId>,
+        (starts, ends): (Option<Option<u64>>, Option<Option<u64>>),
+    ) -> Result<SaleWindow, ApiError> {
+        let current = existing.map_or(SaleWindow::ALWAYS, |id| self.engine.sale_window(id));
+        let window = SaleWindow {
+            starts_at_ms: starts.unwrap_or(current.starts_at_ms),
+            ends_at_ms: ends.unwrap_or(current.ends_at_ms),
+        };
+        window.validate().map_err(|e| self.engine_error(e))?;
+        Ok(window)
     }
 
     /// `PUT /v1/kits/{kit}` (operator): defines a kit by its components,

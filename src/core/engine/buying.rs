@@ -100,6 +100,13 @@ impl<S: ChangeSink> Engine<S> {
         // Before any lock, the idempotency key's included: the hold's
         // creation is recorded under its shard lock, inside the key's.
         self.sink.make_room(hint);
+        // The SKUs ordered (a kit, a SKU kept at locations; `reserve_once`
+        // checks what it takes), checked before each take but not before a
+        // replay: a keyed retry after the sale ended gets the order it made.
+        let take_once = |hint| {
+            self.check_sale_windows(order.lines)?;
+            take_once(hint)
+        };
         let Some(key) = order.idempotency_key else {
             return take_once(hint);
         };
@@ -109,7 +116,11 @@ impl<S: ChangeSink> Engine<S> {
             let outcome = take_once(hint);
             // Capacity refusals are about the server, not the request: a
             // retry after capacity frees up must be allowed to run.
-            let keep = !matches!(outcome, Err(EngineError::CapacityExceeded { .. }));
+            // Likewise a sale not open yet: a retry once it opens must run.
+            let keep = !matches!(
+                outcome,
+                Err(EngineError::CapacityExceeded { .. } | EngineError::NotOnSale { .. })
+            );
             if let Ok(receipt) = &outcome {
                 // Journaled after the reservation's own event, under the
                 // key's lock: a retry after a restart gets this receipt.
@@ -320,6 +331,9 @@ impl<S: ChangeSink> Engine<S> {
         ttl_ms: u64,
         hint: usize,
     ) -> Result<Receipt, EngineError> {
+        // The SKUs taken (a kit's components included). One load when no
+        // SKU has a window.
+        self.check_sale_windows(order.lines)?;
         let into = if order.confirm {
             TakeInto::Sold
         } else {

@@ -41,11 +41,13 @@ mod leases;
 mod locations;
 mod operator;
 mod parts;
+mod sale_windows;
 
 pub use super::cell::StockLevel;
 pub use leases::{validate_lease_id, BookedLease, LeaseReturn};
 pub use locations::{LocationChange, LocationPut};
 pub use operator::SkuPut;
+pub use sale_windows::SaleWindow;
 mod restore;
 #[cfg(all(test, not(loom)))]
 mod tests;
@@ -225,6 +227,8 @@ pub struct SkuDocument {
     /// were added; the SKU's own counts are their sums. `None` for a SKU
     /// with stock of its own.
     pub locations: Option<Vec<LocationDocument>>,
+    /// When it may be reserved (`SaleWindow::ALWAYS`: no window).
+    pub sale_window: SaleWindow,
 }
 
 /// One location of a SKU kept at locations, as `SkuDocument` shows it.
@@ -261,6 +265,7 @@ impl SkuDocument {
             backorder_until_ms: s.backorder.until_ms,
             backordered: s.backordered,
             locations: None,
+            sale_window: SaleWindow::ALWAYS,
         }
     }
 
@@ -319,6 +324,9 @@ pub struct Engine<S: ChangeSink = InMemory> {
     /// Leases of units from a cluster's escrow (`leases.rs`); empty on a
     /// node that runs alone. Only lease steps take its lock.
     leases: parking_lot::Mutex<leases::LeaseBook>,
+    /// When each SKU may be reserved (`sale_windows.rs`), read lock-free
+    /// by every order once any SKU has a window.
+    sale_windows: sale_windows::SaleWindows,
 }
 
 impl Engine<InMemory> {
@@ -356,6 +364,7 @@ impl<S: ChangeSink> Engine<S> {
             sink,
             backorder_tickets: AtomicU64::new(1),
             leases: parking_lot::Mutex::default(),
+            sale_windows: sale_windows::SaleWindows::default(),
         })
     }
 
@@ -438,6 +447,7 @@ impl<S: ChangeSink> Engine<S> {
 
     fn document(&self, sku: SkuId, slot: &SkuSlot) -> SkuDocument {
         let mut document = SkuDocument::new(sku, slot, slot.cell().snapshot());
+        document.sale_window = self.sale_window(sku);
         if let Some(components) = self.kit_of(slot.cell(), sku) {
             document.available = self.kit_available(components);
             document.components = Some(components.to_vec());

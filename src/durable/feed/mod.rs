@@ -679,7 +679,9 @@ impl FeedInner {
                     self.emit(index, FeedKind::SkuLowStock, at_ms, Detail::None);
                 }
             }
-            Event::Backorder { sku, version, .. } => self.make_setting(sku, version, at_ms),
+            Event::Backorder { sku, version, .. } | Event::SaleWindow { sku, version, .. } => {
+                self.make_setting(sku, version, at_ms)
+            }
             Event::BackorderFilled { sku, fill } => self.make_fill(sku, fill, at_ms),
             Event::Hold(hold) => self.make_hold(hold, at_ms),
             // A lease step that moves units reads as the operator change it

@@ -37,6 +37,7 @@ type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 type FastSet<K> = HashSet<K, foldhash::fast::RandomState>;
 
 use crate::core::cell::{BackorderRule, Fill};
+use crate::core::engine::SaleWindow;
 use crate::core::holds::{HoldStatus, Line, LineAmounts, LineChange};
 use crate::core::types::LineOwed;
 use crate::durable::event::{
@@ -80,6 +81,10 @@ pub struct SettledSku {
     pub priority: Option<u32>,
     /// Version of the change that set `priority`.
     pub priority_version: u64,
+    /// When it may be reserved (`SaleWindow::ALWAYS`: no window).
+    pub sale_window: SaleWindow,
+    /// Version of the change that set `sale_window`.
+    pub sale_window_version: u64,
 }
 
 impl SettledSku {
@@ -478,6 +483,18 @@ impl Settled {
                 if version >= entry.backorder_version {
                     entry.backorder = rule;
                     entry.backorder_version = version;
+                }
+            }
+            Event::SaleWindow {
+                sku,
+                version,
+                window,
+            } => {
+                let entry = self.sku_mut(sku.index());
+                entry.version = entry.version.max(version);
+                if version >= entry.sale_window_version {
+                    entry.sale_window = window;
+                    entry.sale_window_version = version;
                 }
             }
             Event::BackorderFilled { sku, fill } => self.fold_fill(sku.index(), fill),

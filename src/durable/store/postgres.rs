@@ -88,7 +88,10 @@ impl PostgresStore {
                  ADD COLUMN IF NOT EXISTS backorder_version BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS located BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS location_priority BIGINT,
-                 ADD COLUMN IF NOT EXISTS location_priority_version BIGINT NOT NULL DEFAULT 0;
+                 ADD COLUMN IF NOT EXISTS location_priority_version BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS sale_starts_at_ms BIGINT,
+                 ADD COLUMN IF NOT EXISTS sale_ends_at_ms BIGINT,
+                 ADD COLUMN IF NOT EXISTS sale_window_version BIGINT NOT NULL DEFAULT 0;
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_backorders (
                  sku BIGINT NOT NULL, reservation BIGINT NOT NULL, ticket BIGINT NOT NULL,
                  owed BIGINT NOT NULL, sold BOOLEAN NOT NULL, PRIMARY KEY (sku, reservation));
@@ -256,7 +259,8 @@ impl Store for PostgresStore {
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
              low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
              components, kit_version, backordered, backorder_limit, backorder_until_ms, \
-             backorder_version, located, location_priority, location_priority_version \
+             backorder_version, located, location_priority, location_priority_version, \
+             sale_starts_at_ms, sale_ends_at_ms, sale_window_version \
              FROM {s}.hotstock_skus"
         );
         self.load_rows(&sql, "SKUs", &mut settled, |row, settled| {
@@ -282,6 +286,9 @@ impl Store for PostgresStore {
                 located: row.try_get(18)?,
                 location_priority: row.try_get(19)?,
                 location_priority_version: row.try_get(20)?,
+                sale_starts_at_ms: row.try_get(21)?,
+                sale_ends_at_ms: row.try_get(22)?,
+                sale_window_version: row.try_get(23)?,
             };
             Ok(sku.load_into(settled))
         })?;
@@ -600,9 +607,10 @@ fn write_skus(
             "INSERT INTO {s}.hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
                low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
                components, kit_version, backordered, backorder_limit, backorder_until_ms,
-               backorder_version, located, location_priority, location_priority_version)
+               backorder_version, located, location_priority, location_priority_version,
+               sale_starts_at_ms, sale_ends_at_ms, sale_window_version)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-               $18, $19, $20, $21, $22)
+               $18, $19, $20, $21, $22, $23, $24, $25)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
                held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
                version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
@@ -614,7 +622,10 @@ fn write_skus(
                backorder_until_ms = EXCLUDED.backorder_until_ms,
                backorder_version = EXCLUDED.backorder_version, located = EXCLUDED.located,
                location_priority = EXCLUDED.location_priority,
-               location_priority_version = EXCLUDED.location_priority_version"
+               location_priority_version = EXCLUDED.location_priority_version,
+               sale_starts_at_ms = EXCLUDED.sale_starts_at_ms,
+               sale_ends_at_ms = EXCLUDED.sale_ends_at_ms,
+               sale_window_version = EXCLUDED.sale_window_version"
         ))
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -646,6 +657,9 @@ fn write_skus(
                 &i64::from(sku.located),
                 &sku.priority.map(i64::from),
                 &(sku.priority_version as i64),
+                &sku.sale_window.starts_at_ms.map(rows::as_stored),
+                &sku.sale_window.ends_at_ms.map(rows::as_stored),
+                &(sku.sale_window_version as i64),
             ],
         )
         .map_err(|e| fail("writing a SKU", e))?;

@@ -11,6 +11,7 @@
 
 use super::{decode_hold_lines, encode_hold_lines_into, push_decimal, status_from_name};
 use crate::core::cell::BackorderRule;
+use crate::core::engine::SaleWindow;
 use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_SKUS, MAX_STOCK_PER_SKU};
 use crate::core::types::ReservationId;
 use crate::core::types::{HoldStatus, LineAmounts};
@@ -118,6 +119,11 @@ pub(crate) struct SkuRow {
     /// NULL: not a location.
     pub location_priority: Option<i64>,
     pub location_priority_version: i64,
+    /// NULL: open-ended (and in stores from before sale windows).
+    pub sale_starts_at_ms: Option<i64>,
+    pub sale_ends_at_ms: Option<i64>,
+    /// 0 in stores from before sale windows (the column's default).
+    pub sale_window_version: i64,
 }
 
 impl SkuRow {
@@ -204,6 +210,18 @@ impl SkuRow {
                 .transpose()?,
             priority_version: check
                 .non_negative("location_priority_version", self.location_priority_version)?,
+            sale_window: {
+                let bound =
+                    |name, ms: Option<i64>| ms.map(|ms| check.non_negative(name, ms)).transpose();
+                let window = SaleWindow {
+                    starts_at_ms: bound("sale_starts_at_ms", self.sale_starts_at_ms)?,
+                    ends_at_ms: bound("sale_ends_at_ms", self.sale_ends_at_ms)?,
+                };
+                window.validate().map_err(|e| check.damage(e.to_string()))?;
+                window
+            },
+            sale_window_version: check
+                .non_negative("sale_window_version", self.sale_window_version)?,
         };
         let index = index as usize;
         if settled.skus.len() <= index {
@@ -441,6 +459,9 @@ mod tests {
             located: 0,
             location_priority: None,
             location_priority_version: 0,
+            sale_starts_at_ms: None,
+            sale_ends_at_ms: None,
+            sale_window_version: 0,
         };
         let damage = row.load_into(&mut settled).unwrap_err();
         assert_eq!(damage.table, "hotstock_skus");

@@ -44,7 +44,10 @@ CREATE TABLE IF NOT EXISTS hotstock_skus (
     backorder_version  INTEGER NOT NULL DEFAULT 0,
     located            INTEGER NOT NULL DEFAULT 0,
     location_priority  INTEGER,
-    location_priority_version INTEGER NOT NULL DEFAULT 0
+    location_priority_version INTEGER NOT NULL DEFAULT 0,
+    sale_starts_at_ms  INTEGER,
+    sale_ends_at_ms    INTEGER,
+    sale_window_version INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS hotstock_reservations (
     id          INTEGER PRIMARY KEY,
@@ -178,6 +181,13 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
         (
             "hotstock_skus",
             "location_priority_version",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+        ("hotstock_skus", "sale_starts_at_ms", "INTEGER"),
+        ("hotstock_skus", "sale_ends_at_ms", "INTEGER"),
+        (
+            "hotstock_skus",
+            "sale_window_version",
             "INTEGER NOT NULL DEFAULT 0",
         ),
     ];
@@ -412,7 +422,8 @@ impl Store for SqliteStore {
             "SELECT id, name, held, sold, received, version, per_customer_limit, limit_version, \
              low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
              components, kit_version, backordered, backorder_limit, backorder_until_ms, \
-             backorder_version, located, location_priority, location_priority_version \
+             backorder_version, located, location_priority, location_priority_version, \
+             sale_starts_at_ms, sale_ends_at_ms, sale_window_version \
              FROM hotstock_skus",
             "SKUs",
             |row| {
@@ -438,6 +449,9 @@ impl Store for SqliteStore {
                     located: row.get(18)?,
                     location_priority: row.get(19)?,
                     location_priority_version: row.get(20)?,
+                    sale_starts_at_ms: row.get(21)?,
+                    sale_ends_at_ms: row.get(22)?,
+                    sale_window_version: row.get(23)?,
                 })
             },
             |row, settled| row.load_into(settled),
@@ -772,9 +786,10 @@ fn write_skus(
             "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
                low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
                components, kit_version, backordered, backorder_limit, backorder_until_ms,
-               backorder_version, located, location_priority, location_priority_version)
+               backorder_version, located, location_priority, location_priority_version,
+               sale_starts_at_ms, sale_ends_at_ms, sale_window_version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-               ?18, ?19, ?20, ?21, ?22)
+               ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
                held = excluded.held, sold = excluded.sold, received = excluded.received,
                version = excluded.version, per_customer_limit = excluded.per_customer_limit,
@@ -786,7 +801,10 @@ fn write_skus(
                backorder_until_ms = excluded.backorder_until_ms,
                backorder_version = excluded.backorder_version, located = excluded.located,
                location_priority = excluded.location_priority,
-               location_priority_version = excluded.location_priority_version",
+               location_priority_version = excluded.location_priority_version,
+               sale_starts_at_ms = excluded.sale_starts_at_ms,
+               sale_ends_at_ms = excluded.sale_ends_at_ms,
+               sale_window_version = excluded.sale_window_version",
         )
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -813,7 +831,10 @@ fn write_skus(
                 sku.backorder_version as i64,
                 i64::from(sku.located),
                 sku.priority.map(i64::from),
-                sku.priority_version as i64
+                sku.priority_version as i64,
+                sku.sale_window.starts_at_ms.map(rows::as_stored),
+                sku.sale_window.ends_at_ms.map(rows::as_stored),
+                sku.sale_window_version as i64
             ])
             .map_err(|e| fail("writing a SKU", e))?;
     }
