@@ -1692,7 +1692,7 @@ fn a_sale_window_opens_and_closes_a_sku() {
     let (status, error) = server.call("PUT", "/v1/skus/drop", Some(&backwards), &[]);
     assert_eq!(
         (status, &error["error"]),
-        (400, &json!("invalid_request")),
+        (409, &json!("sale_window_conflict")),
         "{error}"
     );
     let (_, doc) = server.call("GET", "/v1/skus/drop", None, &[]);

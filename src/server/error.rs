@@ -118,11 +118,14 @@ pub enum Code {
     Misrouted,
     /// The SKU's sale window is not open now (409).
     NotOnSale,
+    /// A sale window bound backwards against the SKU's other, current
+    /// bound (409).
+    SaleWindowConflict,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 33] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -155,6 +158,7 @@ impl Code {
         Code::PeerUnavailable,
         Code::Misrouted,
         Code::NotOnSale,
+        Code::SaleWindowConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -191,6 +195,7 @@ impl Code {
             Code::PeerUnavailable => "peer_unavailable",
             Code::Misrouted => "misrouted",
             Code::NotOnSale => "not_on_sale",
+            Code::SaleWindowConflict => "sale_window_conflict",
         }
     }
 

@@ -215,7 +215,11 @@ impl Api {
 
     /// The sale window a put asks for: each bound given (a time, or null
     /// for open-ended) replaces the current one, an absent one stays.
-    /// Checked here, before anything of the put is made.
+    /// Checked here, before anything of the put is made. A window that
+    /// would end before it starts, by the request's own bounds or against
+    /// the SKU's other, current one, is 409 `sale_window_conflict` naming
+    /// the window it would make (409, not 400: no schema can say "after",
+    /// and the same bound is fine on another SKU).
     fn merged_window(
         &self,
         existing: Option<SkuId>,
@@ -226,6 +230,17 @@ impl Api {
             starts_at_ms: starts.unwrap_or(current.starts_at_ms),
             ends_at_ms: ends.unwrap_or(current.ends_at_ms),
         };
+        if let (Some(starts), Some(ends)) = (window.starts_at_ms, window.ends_at_ms) {
+            if ends <= starts {
+                let message = "the sale window would end before it starts (send both bounds, \
+                               or null for one to drop: an absent bound keeps the SKU's)";
+                return Err(
+                    ApiError::new(StatusCode::CONFLICT, Code::SaleWindowConflict, message)
+                        .with("sale_starts_at_ms", starts)
+                        .with("sale_ends_at_ms", ends),
+                );
+            }
+        }
         window.validate().map_err(|e| self.engine_error(e))?;
         Ok(window)
     }
