@@ -1727,6 +1727,17 @@ fn a_sale_window_opens_and_closes_a_sku() {
         (&doc["available"], &doc["sale_ends_at_ms"]),
         (&json!(4), &json!(1))
     );
+    // The change feed names the window on its `sku.changed` (read back
+    // from the store's outbox after the restart).
+    let (status, page) = server.call("GET", "/v1/events?sku=drop&type=sku.changed", None, &[]);
+    let last = page["events"].as_array().and_then(|e| e.last()).cloned();
+    let last = last.unwrap_or_default();
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(
+        (&last["sale_starts_at_ms"], &last["sale_ends_at_ms"]),
+        (&json!(null), &json!(1)),
+        "{page}"
+    );
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -408,6 +408,22 @@ pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64, node
             Some(None) => out.extend_from_slice(b",\"low_stock_threshold\":null"),
             None => {}
         }
+        if let Some(window) = o.window {
+            for (key, bound) in [
+                ("sale_starts_at_ms", window.starts_at_ms),
+                ("sale_ends_at_ms", window.ends_at_ms),
+            ] {
+                match bound {
+                    // Times are at most `MAX_TIME_MS` (`i64::MAX`).
+                    Some(ms) => number(out, key, ms as i64),
+                    None => {
+                        out.extend_from_slice(b",\"");
+                        out.extend_from_slice(key.as_bytes());
+                        out.extend_from_slice(b"\":null");
+                    }
+                }
+            }
+        }
     }
     if let Some(units) = event.units {
         number(out, "units", i64::from(units));
@@ -511,6 +527,10 @@ mod tests {
                 version: 5,
                 limit: Some(None),
                 low_stock: Some(Some(12)),
+                window: Some(crate::core::engine::SaleWindow {
+                    starts_at_ms: None,
+                    ends_at_ms: Some(13),
+                }),
             }),
             units: None,
             fill: None,
@@ -523,7 +543,7 @@ mod tests {
                    "on_hand": 7, "safety_stock": 4, "backordered": 5, "reservation": "00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
                    "lines": [{"sku": "a:b", "quantity": 2}, {"sku": "c", "quantity": 1}],
                    "expires_at_ms": 11, "delta": -4, "version": 5, "per_customer_limit": null,
-                   "low_stock_threshold": 12})
+                   "low_stock_threshold": 12, "sale_starts_at_ms": null, "sale_ends_at_ms": 13})
         );
     }
 }

@@ -34,6 +34,7 @@ use std::time::{Duration, Instant};
 use parking_lot::{Condvar, Mutex};
 
 use crate::core::cell::Fill;
+use crate::core::engine::SaleWindow;
 use crate::core::limits::FEED_EVENTS_IN_MEMORY;
 use crate::core::public_id::PublicIds;
 use crate::core::types::{HoldStatus, LineAmounts, LineChange, LineOwed, SkuId};
@@ -172,6 +173,8 @@ pub struct FeedOperator {
     pub limit: Option<Option<u32>>,
     /// `Some` when the change set the low-stock threshold (`None`: off).
     pub low_stock: Option<Option<u32>>,
+    /// `Some` when the change set the sale window (to this window).
+    pub window: Option<SaleWindow>,
 }
 
 /// A backorder fill's details.
@@ -616,6 +619,7 @@ impl FeedInner {
                         LimitChange::Set(limit) => Some(limit),
                     },
                     low_stock: None,
+                    window: None,
                 };
                 self.emit(
                     index,
@@ -668,6 +672,7 @@ impl FeedInner {
                     version,
                     limit: None,
                     low_stock: Some(threshold),
+                    window: None,
                 };
                 self.emit(
                     index,
@@ -679,9 +684,12 @@ impl FeedInner {
                     self.emit(index, FeedKind::SkuLowStock, at_ms, Detail::None);
                 }
             }
-            Event::Backorder { sku, version, .. } | Event::SaleWindow { sku, version, .. } => {
-                self.make_setting(sku, version, at_ms)
-            }
+            Event::Backorder { sku, version, .. } => self.make_setting(sku, version, at_ms),
+            Event::SaleWindow {
+                sku,
+                version,
+                window,
+            } => self.make_window(sku, version, window, at_ms),
             Event::BackorderFilled { sku, fill } => self.make_fill(sku, fill, at_ms),
             Event::Hold(hold) => self.make_hold(hold, at_ms),
             // A lease step that moves units reads as the operator change it
@@ -714,6 +722,15 @@ impl FeedInner {
     /// event does not detail (a kit's components, a backorder rule: the
     /// SKU document has them): `sku.changed` with its version.
     fn make_setting(&mut self, sku: SkuId, version: u64, at_ms: u64) {
+        self.make_rule(sku, version, None, at_ms);
+    }
+
+    /// A sale window's change: a `sku.changed` that names the window.
+    fn make_window(&mut self, sku: SkuId, version: u64, window: SaleWindow, at_ms: u64) {
+        self.make_rule(sku, version, Some(window), at_ms);
+    }
+
+    fn make_rule(&mut self, sku: SkuId, version: u64, window: Option<SaleWindow>, at_ms: u64) {
         let index = sku.index() as usize;
         self.update(index, |_| {});
         let operator = FeedOperator {
@@ -721,6 +738,7 @@ impl FeedInner {
             version,
             limit: None,
             low_stock: None,
+            window,
         };
         self.emit(
             index,

@@ -121,7 +121,10 @@ impl PostgresStore {
              ALTER TABLE {schema}.hotstock_events
                  ADD COLUMN IF NOT EXISTS safety_stock BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS backordered BIGINT NOT NULL DEFAULT 0,
-                 ADD COLUMN IF NOT EXISTS owed BIGINT;"
+                 ADD COLUMN IF NOT EXISTS owed BIGINT,
+                 ADD COLUMN IF NOT EXISTS window_set BIGINT,
+                 ADD COLUMN IF NOT EXISTS sale_starts_at_ms BIGINT,
+                 ADD COLUMN IF NOT EXISTS sale_ends_at_ms BIGINT;"
         );
         client
             .batch_execute(&ddl)
@@ -473,6 +476,9 @@ fn event_row(row: &postgres::Row) -> Result<EventRow, postgres::Error> {
         safety_stock: row.try_get(22)?,
         backordered: row.try_get(23)?,
         owed: row.try_get(24)?,
+        window_set: row.try_get(25)?,
+        sale_starts_at_ms: row.try_get(26)?,
+        sale_ends_at_ms: row.try_get(27)?,
     })
 }
 
@@ -558,6 +564,9 @@ fn write_events(
                 &r.safety_stock,
                 &r.backordered,
                 &r.owed,
+                &r.window_set,
+                &r.sale_starts_at_ms,
+                &r.sale_ends_at_ms,
             ]);
         }
         let written = if group.len() == EVENTS_PER_STATEMENT {

@@ -529,15 +529,21 @@ pub struct EventRow {
     pub backordered: i64,
     /// A fill's units still owed (NULL for other events).
     pub owed: Option<i64>,
+    /// 1 when the event set the sale window (to `sale_starts_at_ms` and
+    /// `sale_ends_at_ms`, NULL: open-ended); NULL in rows from before.
+    pub window_set: Option<i64>,
+    pub sale_starts_at_ms: Option<i64>,
+    pub sale_ends_at_ms: Option<i64>,
 }
 
 /// How many columns `EVENT_COLUMNS` names (a test holds them equal).
-pub const EVENT_COLUMN_COUNT: usize = 25;
+pub const EVENT_COLUMN_COUNT: usize = 28;
 
 /// The outbox's columns, in `EventRow`'s order.
 pub const EVENT_COLUMNS: &str = "position, id, type, at_ms, sku, available, held, sold, received, \
      reservation, status, from_status, customer, lines, deadline_ms, delta, version, limit_set, \
-     per_customer_limit, units, low_stock_set, low_stock_threshold, safety_stock, backordered, owed";
+     per_customer_limit, units, low_stock_set, low_stock_threshold, safety_stock, backordered, owed, \
+     window_set, sale_starts_at_ms, sale_ends_at_ms";
 
 impl EventRow {
     pub fn of(event: &FeedEvent, feed_id: u64) -> EventRow {
@@ -583,6 +589,9 @@ impl EventRow {
             safety_stock: event.counts.safety_stock,
             backordered: event.counts.backordered,
             owed: event.fill.as_ref().map(|f| i64::from(f.owed_after)),
+            window_set: operator.map(|o| i64::from(o.window.is_some())),
+            sale_starts_at_ms: operator.and_then(|o| o.window?.starts_at_ms).map(as_stored),
+            sale_ends_at_ms: operator.and_then(|o| o.window?.ends_at_ms).map(as_stored),
         }
     }
 
@@ -657,6 +666,18 @@ impl EventRow {
                             .map(|t| check.fits_u32("low_stock_threshold", t))
                             .transpose()?,
                     ),
+                    _ => None,
+                },
+                window: match self.window_set {
+                    Some(1) => {
+                        let bound = |name, ms: Option<i64>| {
+                            ms.map(|ms| check.non_negative(name, ms)).transpose()
+                        };
+                        Some(SaleWindow {
+                            starts_at_ms: bound("sale_starts_at_ms", self.sale_starts_at_ms)?,
+                            ends_at_ms: bound("sale_ends_at_ms", self.sale_ends_at_ms)?,
+                        })
+                    }
                     _ => None,
                 },
             }),

@@ -105,7 +105,10 @@ CREATE TABLE IF NOT EXISTS hotstock_events (
     low_stock_threshold INTEGER,
     safety_stock       INTEGER NOT NULL DEFAULT 0,
     backordered        INTEGER NOT NULL DEFAULT 0,
-    owed               INTEGER
+    owed               INTEGER,
+    window_set         INTEGER,
+    sale_starts_at_ms  INTEGER,
+    sale_ends_at_ms    INTEGER
 );
 -- Reservations owed units of a SKU sold past zero, in fill order by ticket.
 CREATE TABLE IF NOT EXISTS hotstock_backorders (
@@ -176,6 +179,9 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
             "INTEGER NOT NULL DEFAULT 0",
         ),
         ("hotstock_events", "owed", "INTEGER"),
+        ("hotstock_events", "window_set", "INTEGER"),
+        ("hotstock_events", "sale_starts_at_ms", "INTEGER"),
+        ("hotstock_events", "sale_ends_at_ms", "INTEGER"),
         ("hotstock_skus", "located", "INTEGER NOT NULL DEFAULT 0"),
         ("hotstock_skus", "location_priority", "INTEGER"),
         (
@@ -594,6 +600,9 @@ impl Store for SqliteStore {
                     safety_stock: row.get(22)?,
                     backordered: row.get(23)?,
                     owed: row.get(24)?,
+                    window_set: row.get(25)?,
+                    sale_starts_at_ms: row.get(26)?,
+                    sale_ends_at_ms: row.get(27)?,
                 })
             })
             .map_err(reading)?;
@@ -637,7 +646,7 @@ impl Store for SqliteStore {
     }
 }
 
-/// Outbox rows per insert statement (22 parameters each).
+/// Outbox rows per insert statement (`EVENT_COLUMN_COUNT` parameters each).
 const EVENTS_PER_STATEMENT: usize = 16;
 
 fn insert_events_sql(rows: usize) -> String {
@@ -710,7 +719,12 @@ fn bind_event(
     )?;
     statement.raw_bind_parameter(at + 22, counts.safety_stock)?;
     statement.raw_bind_parameter(at + 23, counts.backordered)?;
-    statement.raw_bind_parameter(at + 24, fill.map(|f| i64::from(f.owed_after)))
+    statement.raw_bind_parameter(at + 24, fill.map(|f| i64::from(f.owed_after)))?;
+    let window = operator.and_then(|o| o.window);
+    statement.raw_bind_parameter(at + 25, operator.map(|o| i64::from(o.window.is_some())))?;
+    let bound = |ms: Option<u64>| ms.map(rows::as_stored);
+    statement.raw_bind_parameter(at + 26, bound(window.and_then(|w| w.starts_at_ms)))?;
+    statement.raw_bind_parameter(at + 27, bound(window.and_then(|w| w.ends_at_ms)))
 }
 
 /// The outbox rows of the checkpoint's batches, then retention.
