@@ -1327,3 +1327,49 @@ fn a_kit_follows_its_own_window_and_its_components() {
     assert!(hold(&engine, &one(pair, 1)).is_ok());
     assert_eq!(counts(&engine, mug), (3, 2, 0));
 }
+
+/// A keyed refund of a hold (refused: a hold is not sold) keeps its key:
+/// the key sent again with another request is refused as reused, and with
+/// the same request answers the same refusal. The model found it with
+/// lines of 0 units ending in SKU id 0: the two requests had one print.
+#[test]
+fn a_refused_keyed_refund_keeps_its_key() {
+    let (engine, _) = engine();
+    let first_sku = stock(&engine, "s0", 1);
+    let second_sku = stock(&engine, "s1", 3);
+    let cart = [
+        Line {
+            sku: second_sku,
+            quantity: 1,
+        },
+        Line {
+            sku: first_sku,
+            quantity: 1,
+        },
+    ];
+    let id = hold(&engine, &cart).unwrap().id;
+    let nothing = [
+        Line {
+            sku: second_sku,
+            quantity: 0,
+        },
+        Line {
+            sku: first_sku,
+            quantity: 0,
+        },
+    ];
+    let first = engine.refund_once(id, Some(&nothing), "refund-1");
+    assert!(
+        matches!(first, Err(EngineError::InvalidTransition { .. })),
+        "{first:?}"
+    );
+    assert_eq!(engine.refund_once(id, Some(&nothing), "refund-1"), first);
+    let other = [Line {
+        sku: second_sku,
+        quantity: 0,
+    }];
+    assert_eq!(
+        engine.refund_once(id, Some(&other), "refund-1"),
+        Err(EngineError::IdempotencyKeyReused)
+    );
+}
