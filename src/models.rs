@@ -2,6 +2,7 @@
 //! place. Compiled only under `--cfg loom`; nothing here is API.
 
 pub use crate::core::cell::{SoldOut, StockCell, StockLevel, StripePolicy, TakeInto};
+pub use crate::core::fingerprint::Fingerprint;
 pub use crate::core::holds::{
     ExtendError, ExtendRule, HoldTable, NewHold, Retention, Settle, Transition, TransitionError,
 };

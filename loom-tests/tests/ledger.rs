@@ -5,7 +5,7 @@
 use std::sync::Arc as StdArc;
 
 use hotstock::models::SkuId;
-use hotstock::models::{IdempotencyTable, Origin};
+use hotstock::models::{Fingerprint, IdempotencyTable, Origin};
 use hotstock::models::{LimitLedger, OverLimit};
 use loom::sync::atomic::{AtomicU32, Ordering};
 use loom::sync::Arc;
@@ -61,7 +61,7 @@ fn racing_idempotent_retries() {
         let runs = Arc::new(AtomicU32::new(0));
         let attempt = |table: &IdempotencyTable<u32>, runs: &AtomicU32| {
             table
-                .run("order-1", 7, 0, || {
+                .run("order-1", Fingerprint::exact(7), 0, || {
                     let n = runs.fetch_add(1, Ordering::Relaxed);
                     (100 + n, true)
                 })

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 use hashbrown::HashTable;
 
+use crate::core::fingerprint::Fingerprint;
 use crate::core::limits::SHARDS;
 use crate::core::sync::Mutex;
 
@@ -93,7 +94,7 @@ impl<T: Clone> IdempotencyTable<T> {
     pub fn run(
         &self,
         key: &str,
-        fingerprint: u64,
+        fingerprint: Fingerprint,
         now_ms: u64,
         op: impl FnOnce() -> (T, bool),
     ) -> Result<(T, Origin), Reused> {
@@ -104,7 +105,7 @@ impl<T: Clone> IdempotencyTable<T> {
             let live = entry.get().created_ms.saturating_add(self.retention_ms) > now_ms;
             if live {
                 let stored = entry.get();
-                if stored.fingerprint != fingerprint {
+                if !fingerprint.matches(stored.fingerprint) {
                     return Err(Reused);
                 }
                 return Ok((stored.outcome.clone(), Origin::Replayed));
@@ -122,7 +123,7 @@ impl<T: Clone> IdempotencyTable<T> {
             shard.order.push_back((now_ms, Arc::clone(&key)));
             let entry = IdempotencyEntry {
                 key,
-                fingerprint,
+                fingerprint: fingerprint.print,
                 created_ms: now_ms,
                 outcome: outcome.clone(),
             };
@@ -214,30 +215,41 @@ mod tests {
     fn second_call_replays_and_does_not_run() {
         let table = IdempotencyTable::new(16, 1_000);
         let mut runs = 0;
-        let first = table.run("k", 7, 0, || {
+        let first = table.run("k", Fingerprint::exact(7), 0, || {
             runs += 1;
             (41, true)
         });
         assert_eq!(first, Ok((41, Origin::Fresh)));
-        let second = table.run("k", 7, 10, || unreachable!("replayed"));
+        let second = table.run("k", Fingerprint::exact(7), 10, || unreachable!("replayed"));
         assert_eq!(second, Ok((41, Origin::Replayed)));
         assert_eq!(runs, 1);
-        assert_eq!(table.run("k", 8, 10, || (0, true)), Err(Reused));
+        assert_eq!(
+            table.run("k", Fingerprint::exact(8), 10, || (0, true)),
+            Err(Reused)
+        );
     }
 
     #[test]
     fn outcomes_not_kept_run_again() {
         let table = IdempotencyTable::new(16, 1_000);
-        assert_eq!(table.run("k", 1, 0, || (1, false)), Ok((1, Origin::Fresh)));
-        assert_eq!(table.run("k", 1, 0, || (2, true)), Ok((2, Origin::Fresh)));
+        assert_eq!(
+            table.run("k", Fingerprint::exact(1), 0, || (1, false)),
+            Ok((1, Origin::Fresh))
+        );
+        assert_eq!(
+            table.run("k", Fingerprint::exact(1), 0, || (2, true)),
+            Ok((2, Origin::Fresh))
+        );
     }
 
     #[test]
     fn keys_expire_after_retention_and_oldest_is_evicted_at_capacity() {
         let table = IdempotencyTable::new(SHARDS, 100);
-        table.run("old", 1, 0, || (1, true)).unwrap();
+        table
+            .run("old", Fingerprint::exact(1), 0, || (1, true))
+            .unwrap();
         assert_eq!(
-            table.run("old", 1, 100, || (2, true)),
+            table.run("old", Fingerprint::exact(1), 100, || (2, true)),
             Ok((2, Origin::Fresh))
         );
         assert_eq!(table.purge(199), 0);
@@ -246,7 +258,9 @@ mod tests {
         // One key per shard at most: filling a shard evicts its oldest key.
         let mut kept = 0;
         for i in 0..(4 * SHARDS) {
-            table.run(&format!("k{i}"), 1, 300, || (i, true)).unwrap();
+            table
+                .run(&format!("k{i}"), Fingerprint::exact(1), 300, || (i, true))
+                .unwrap();
             kept = table.len();
         }
         assert!(kept <= SHARDS, "capacity bounds the table: {kept}");

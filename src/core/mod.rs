@@ -17,6 +17,7 @@ pub mod change;
 pub mod clock;
 pub mod engine;
 pub mod error;
+pub mod fingerprint;
 pub mod hint;
 pub mod holds;
 pub mod idempotency;

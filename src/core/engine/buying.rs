@@ -2,13 +2,13 @@
 //! transitions that end a reservation. The lock order and the all-or-none
 //! rule for carts are in the module docs of `engine/mod.rs`.
 
-use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use super::{Engine, Extension, Order, Receipt};
 use crate::core::cell::{Gate, SoldOut, TakeInto};
 use crate::core::change::{Change, ChangeSink, HoldChange, KeyChange};
 use crate::core::error::{EngineError, ExtensionLimit, KitRefusal};
+use crate::core::fingerprint::{self, OrderPrint};
 use crate::core::hint::stripe_hint;
 use crate::core::holds::{
     ExtendError, ExtendRule, HoldView, NewHold, Settle, Transition, TransitionError,
@@ -110,7 +110,13 @@ impl<S: ChangeSink> Engine<S> {
         let Some(key) = order.idempotency_key else {
             return take_once(hint);
         };
-        let fingerprint = fingerprint(order, ttl_ms);
+        let fingerprint = fingerprint::order(&OrderPrint {
+            lines: order.lines,
+            customer: order.customer,
+            confirm: order.confirm,
+            ttl_ms,
+            split: order.split,
+        });
         let now_ms = self.clock.now_ms();
         let ran = self.idempotency.run(key, fingerprint, now_ms, || {
             let outcome = take_once(hint);
@@ -126,7 +132,7 @@ impl<S: ChangeSink> Engine<S> {
                 // key's lock: a retry after a restart gets this receipt.
                 let change = KeyChange {
                     key,
-                    fingerprint,
+                    fingerprint: fingerprint.print,
                     created_ms: now_ms,
                     reservation: receipt.id,
                     status: receipt.status,
@@ -692,22 +698,4 @@ pub(super) fn validate_idempotency_key(key: &str) -> Result<(), EngineError> {
         });
     }
     Ok(())
-}
-
-/// A stable digest of what an order asks for (not of its key), so a key
-/// reused for a different request is recognised.
-fn fingerprint(order: &Order<'_>, ttl_ms: u64) -> u64 {
-    let mut hasher = foldhash::fast::FixedState::with_seed(0x686f_7473_746f_636b).build_hasher();
-    for line in order.lines {
-        line.sku.hash(&mut hasher);
-        line.quantity.hash(&mut hasher);
-    }
-    order.customer.hash(&mut hasher);
-    order.confirm.hash(&mut hasher);
-    ttl_ms.hash(&mut hasher);
-    // Only when set: keys remembered before locations keep their prints.
-    if order.split != 0 {
-        order.split.hash(&mut hasher);
-    }
-    hasher.finish()
 }

@@ -2,12 +2,11 @@
 //! the transitions that name lines. Decided under the record's shard lock
 //! like the whole ones (`HoldTable::transition_part`), settled per line.
 
-use std::hash::{BuildHasher, Hash, Hasher};
-
 use super::buying::{transition_error, validate_idempotency_key};
 use super::{Engine, Receipt};
 use crate::core::change::{Change, ChangeSink, KeyChange};
 use crate::core::error::EngineError;
+use crate::core::fingerprint;
 use crate::core::hint::stripe_hint;
 use crate::core::holds::{HoldView, Settle, Transition, TransitionError};
 use crate::core::idempotency::Reused;
@@ -72,14 +71,14 @@ impl<S: ChangeSink> Engine<S> {
         // Before the key's lock: the refund is recorded under the hold's
         // shard lock, inside the key's.
         self.sink.make_room(hint);
-        let fingerprint = refund_fingerprint(id, lines);
+        let fingerprint = fingerprint::refund(id, lines);
         let now_ms = self.clock.now_ms();
         let ran = self.idempotency.run(key, fingerprint, now_ms, || {
             let outcome = self.transition_part_now(id, Transition::Refund, lines, hint);
             if let Ok(status) = outcome {
                 let change = KeyChange {
                     key,
-                    fingerprint,
+                    fingerprint: fingerprint.print,
                     created_ms: now_ms,
                     reservation: id,
                     status,
@@ -188,28 +187,4 @@ fn validate_part(lines: &[Line]) -> Result<(), EngineError> {
         }
     }
     Ok(())
-}
-
-/// A keyed refund's fingerprint: its reservation and lines, tagged so no
-/// order's fingerprint can equal it (a key is one request, whatever kind).
-fn refund_fingerprint(id: ReservationId, lines: Option<&[Line]>) -> u64 {
-    let mut hasher = foldhash::fast::FixedState::with_seed(0x7265_6675_6e64).build_hasher();
-    "refund".hash(&mut hasher);
-    id.as_u64().hash(&mut hasher);
-    lines.is_some().hash(&mut hasher);
-    let lines = lines.unwrap_or_default();
-    // A line of 0 units (SKU id 0 among them) hashes as zeros, which the
-    // fast hasher can fold away: `[(b, 0), (0, 0)]` and `[(b, 0)]` had one
-    // print, so the key sent with the second answered the first's outcome
-    // instead of `IdempotencyKeyReused` (found by the sequential model).
-    // The count tells them apart; only then, so the keys remembered for
-    // every other refund keep their prints across the upgrade.
-    if lines.iter().any(|line| line.quantity == 0) {
-        lines.len().hash(&mut hasher);
-    }
-    for line in lines {
-        line.sku.hash(&mut hasher);
-        line.quantity.hash(&mut hasher);
-    }
-    hasher.finish()
 }
