@@ -59,3 +59,4 @@ pub use crate::core::error::{
 pub use crate::core::holds::HoldDocument;
 pub use crate::core::timers::TimerThread;
 pub use crate::core::types::{HoldStatus, Line, Location, ReservationId, SkuId};
+pub use crate::core::waiting_room::RoomConfig;

@@ -15,7 +15,7 @@ use hotstock::durable::journal::Durability;
 use hotstock::durable::{salvage, DurableConfig, DurableEngine, OpenError};
 use hotstock::{
     BackorderRule, ChangeSink, Engine, EngineError, HoldDocument, HoldStatus, Line, LocationPut,
-    ManualClock, Order, SaleWindow, SkuDocument, SkuPut, StockLevel,
+    ManualClock, Order, RoomConfig, SaleWindow, SkuDocument, SkuPut, StockLevel,
 };
 use proptest::prelude::*;
 
@@ -546,6 +546,8 @@ enum Step {
     /// SKU `s`'s sale window: each bound none, long past or far ahead (so
     /// later orders of it are refused, or not, by the window).
     SaleWindow(usize, u8, u8),
+    /// SKU `s`'s waiting room: off (0) or one of two settings.
+    WaitingRoom(usize, u8),
     /// The `i`-th returning lease closed by the escrow.
     CloseLease(usize),
     Checkpoint,
@@ -573,6 +575,7 @@ fn step() -> impl Strategy<Value = Step> {
         (0..3usize, 1..6u64).prop_map(|(s, n)| Step::GrantLease(s, n)),
         (0..3usize, 1..8u64).prop_map(|(s, n)| Step::ReturnLeased(s, n)),
         (0..4usize, 0..3u8, 0..3u8).prop_map(|(s, a, b)| Step::SaleWindow(s, a, b)),
+        (0..4usize, 0..3u8).prop_map(|(s, r)| Step::WaitingRoom(s, r)),
         any::<usize>().prop_map(Step::CloseLease),
         any::<usize>().prop_map(Step::Confirm),
         any::<usize>().prop_map(Step::Cancel),
@@ -695,6 +698,14 @@ fn replay(durable: &DurableEngine, steps: &[Step]) {
                     ends_at_ms: bound(*ends, 1),
                 };
                 drop(sku(*s).map(|id| engine.set_sale_window(id, window)))
+            }
+            Step::WaitingRoom(s, setting) => {
+                let room = (*setting > 0).then(|| RoomConfig {
+                    admit_per_s: u32::from(*setting) * 100,
+                    overbook_milli: 1_000 + u32::from(*setting) * 250,
+                    admission_ttl_ms: 30_000,
+                });
+                drop(sku(*s).map(|id| engine.set_waiting_room(id, room)))
             }
             Step::Backorder(s, limit) => {
                 let rule = BackorderRule {
@@ -840,6 +851,26 @@ fn a_filled_backorder_confirms_and_recovers() {
         Step::Confirm(0),
     ];
     assert_round_trips("filled-confirm", &steps);
+}
+
+/// A waiting room's settings come back from the journal alone and from
+/// the store after a checkpoint, and so does turning it off (fails
+/// without `restore_waiting_room`: the SKU comes back without its room).
+#[test]
+fn a_waiting_room_round_trips() {
+    let on = [Step::Put(0, 5, None), Step::WaitingRoom(0, 1)];
+    assert_round_trips("room-journal", &on);
+    let changed = [
+        Step::Put(0, 5, None),
+        Step::WaitingRoom(0, 1),
+        Step::Checkpoint,
+        Step::WaitingRoom(0, 2),
+        Step::Put(1, 5, None),
+        Step::WaitingRoom(1, 1),
+        Step::Checkpoint,
+        Step::WaitingRoom(1, 0),
+    ];
+    assert_round_trips("room-store", &changed);
 }
 
 proptest! {

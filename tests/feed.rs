@@ -364,6 +364,24 @@ fn rows() -> Vec<Row> {
             ],
         ),
         (
+            "set_waiting_room puts a SKU behind a waiting room",
+            Box::new(|d, _, _| {
+                let (queued, _) = d.engine().put_sku("queued", 2, None, None).unwrap();
+                let room = hotstock::RoomConfig {
+                    admit_per_s: 10,
+                    overbook_milli: 1_000,
+                    admission_ttl_ms: 30_000,
+                };
+                d.engine().set_waiting_room(queued, Some(room)).unwrap();
+            }),
+            &[
+                ("sku.created", "queued"),
+                ("sku.changed", "queued"),
+                ("sku.back_in_stock", "queued"),
+                ("sku.changed", "queued"),
+            ],
+        ),
+        (
             "set_sale_window closes a SKU's sale (moves nothing)",
             Box::new(|d, _, _| {
                 let (shut, _) = d.engine().put_sku("shut", 2, None, None).unwrap();
@@ -484,6 +502,7 @@ fn covered(change: &Change<'_>) -> &'static str {
         Change::KitDefined { .. } => "define_kit creates a kit",
         Change::Backorder { .. } => "set_backorder lets a SKU sell past zero",
         Change::SaleWindow { .. } => "set_sale_window closes a SKU's sale (moves nothing)",
+        Change::WaitingRoom { .. } => "set_waiting_room puts a SKU behind a waiting room",
         Change::Location { .. } => "put_location creates a SKU kept at locations and its location",
         Change::BackorderFilled { .. } => {
             "a restock fills backorders first, and never looks available meanwhile"

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 mod common;
-use common::server::{temp_dir, Server};
+use common::server::{metrics_text, temp_dir, Server};
 
 #[test]
 fn a_whole_sale_and_every_error_over_http() {
@@ -28,7 +28,7 @@ fn a_whole_sale_and_every_error_over_http() {
         sku,
         json!({"sku": "console", "available": 3, "held": 0, "sold": 0, "on_hand": 3, "safety_stock": 0, "version": 1, "per_customer_limit": 1, "low_stock_threshold": null, "kit": false,
                "backorder_limit": 0, "backorder_until_ms": null, "backordered": 0,
-               "sale_starts_at_ms": null, "sale_ends_at_ms": null})
+               "sale_starts_at_ms": null, "sale_ends_at_ms": null, "waiting_room": null})
     );
 
     let hold =
@@ -1737,6 +1737,87 @@ fn a_sale_window_opens_and_closes_a_sku() {
         (&last["sale_starts_at_ms"], &last["sale_ends_at_ms"]),
         (&json!(null), &json!(1)),
         "{page}"
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A waiting room over the wire, and what a restart does to it: the
+/// room's settings survive (journaled), the places do not (memory only),
+/// and every buyer is told so and may join again. Admission itself, which
+/// waits for the shuffle, is tested on a manual clock (`queue_tests.rs`).
+#[test]
+fn a_waiting_room_over_http_and_across_a_restart() {
+    let dir = temp_dir("waiting-room");
+    let server = Server::start(&dir);
+    let room = json!({"admit_per_s": 50, "overbook": 1.5, "admission_ttl_ms": 20000});
+    let put = json!({"available": 5, "waiting_room": room});
+    let (status, doc) = server.call("PUT", "/v1/skus/drop", Some(&put), &[]);
+    assert_eq!((status, &doc["waiting_room"]), (200, &room), "{doc}");
+    let join = json!({"customer": "ann"});
+    let (status, joined) = server.call("POST", "/v1/queue/drop", Some(&join), &[]);
+    assert_eq!(
+        (status, &joined["status"], &joined["place"]),
+        (201, &json!("waiting"), &json!(null)),
+        "{joined}"
+    );
+    let token = joined["token"].as_str().unwrap().to_owned();
+    let (status, again) = server.call("POST", "/v1/queue/drop", Some(&join), &[]);
+    assert_eq!((status, &again["token"]), (200, &joined["token"]));
+    let poll = format!("/v1/queue/drop/{token}");
+    let (status, polled) = server.call("GET", &poll, None, &[]);
+    assert_eq!((status, &polled["status"]), (200, &json!("waiting")));
+    assert!(polled["poll_after_ms"].as_u64().unwrap() > 0);
+    // Without an admission nothing is taken.
+    let order = json!({"lines": [{"sku": "drop", "quantity": 1}], "customer": "ann"});
+    let (status, refused) = server.call("POST", "/v1/reservations", Some(&order), &[]);
+    assert_eq!((status, &refused["error"]), (403, &json!("not_admitted")));
+    let forged = "/v1/queue/drop/0123456789abcdef0123456789abcdef";
+    let (status, refused) = server.call("GET", forged, None, &[]);
+    assert_eq!(
+        (status, &refused["error"]),
+        (404, &json!("unknown_queue_token"))
+    );
+    let bad_room = json!({"waiting_room": {"admit_per_s": 0}});
+    let (status, refused) = server.call("PUT", "/v1/skus/drop", Some(&bad_room), &[]);
+    assert_eq!(
+        (status, &refused["error"]),
+        (400, &json!("invalid_request"))
+    );
+    let text = metrics_text(&server);
+    assert!(
+        text.contains("hotstock_queue_waiting{sku=\"drop\"} 1"),
+        "{text}"
+    );
+
+    // A crash: the settings come back, the places do not.
+    server.kill();
+    let server = Server::start(&dir);
+    let (_, doc) = server.call("GET", "/v1/skus/drop", None, &[]);
+    assert_eq!(
+        (&doc["waiting_room"], &doc["available"]),
+        (&room, &json!(5))
+    );
+    let (status, lost) = server.call("GET", &poll, None, &[]);
+    assert_eq!(
+        (status, &lost["error"]),
+        (404, &json!("unknown_queue_token"))
+    );
+    assert!(
+        lost["message"].as_str().unwrap().contains("join again"),
+        "{lost}"
+    );
+    let (status, refused) = server.call("POST", "/v1/reservations", Some(&order), &[]);
+    assert_eq!((status, &refused["error"]), (403, &json!("not_admitted")));
+    let (status, rejoined) = server.call("POST", "/v1/queue/drop", Some(&join), &[]);
+    assert_eq!((status, &rejoined["status"]), (201, &json!("waiting")));
+    // Turned off: orders need no admission again.
+    let off = json!({"waiting_room": null});
+    let (status, doc) = server.call("PUT", "/v1/skus/drop", Some(&off), &[]);
+    assert_eq!((status, &doc["waiting_room"]), (200, &json!(null)));
+    assert_eq!(
+        server.call("POST", "/v1/reservations", Some(&order), &[]).0,
+        201
     );
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);

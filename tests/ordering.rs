@@ -152,7 +152,8 @@ impl ChangeSink for Tape {
             },
             Change::Backorder { sku, .. }
             | Change::Location { sku, .. }
-            | Change::SaleWindow { sku, .. } => Recorded::Stock { sku, delta: 0 },
+            | Change::SaleWindow { sku, .. }
+            | Change::WaitingRoom { sku, .. } => Recorded::Stock { sku, delta: 0 },
             Change::Lease {
                 sku, granted, step, ..
             } => Recorded::Stock {

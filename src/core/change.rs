@@ -27,6 +27,7 @@
 use super::cell::{BackorderRule, Fill};
 use super::engine::SaleWindow;
 use super::types::{HoldStatus, Line, LineChange, LineOwed, ReservationId, SkuId};
+use super::waiting_room::RoomConfig;
 
 /// A change to a SKU's per-customer limit carried by an operator change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,6 +91,14 @@ pub enum Change<'a> {
         sku: SkuId,
         version: u64,
         window: SaleWindow,
+    },
+    /// The operator turned a SKU's waiting room on (with these settings)
+    /// or off (`None`): a setting, moves no units. Recorded under the
+    /// SKU's lock, before orders see it.
+    WaitingRoom {
+        sku: SkuId,
+        version: u64,
+        room: Option<RoomConfig>,
     },
     /// A restock gave units to a reservation owed them: recorded under the
     /// SKU's lock, after the restock and before any transition of the

@@ -15,7 +15,7 @@ use crate::core::holds::{HoldStatus, ReservationId};
 use crate::core::limits::{
     MAX_CUSTOMER_CHARS, MAX_IDEMPOTENCY_KEY_BYTES, MAX_KIT_COMPONENTS, MAX_LINES_PER_CART,
     MAX_LINE_QUANTITY, MAX_LOCATIONS_PER_SKU, MAX_PER_CUSTOMER_LIMIT, MAX_SKU_NAME_BYTES,
-    MAX_STOCK_PER_SKU, MAX_TIME_MS,
+    MAX_STOCK_PER_SKU, MAX_TIME_MS, MAX_WAITING_ROOMS,
 };
 use crate::core::types::SkuId;
 
@@ -157,6 +157,14 @@ pub enum EngineError {
     InvalidSaleWindow {
         window: SaleWindow,
     },
+
+    /// A waiting room's settings outside their limits (`reason` says which).
+    InvalidWaitingRoom {
+        reason: &'static str,
+    },
+
+    /// More SKUs with a waiting room than `MAX_WAITING_ROOMS`.
+    TooManyWaitingRooms,
 
     /// The SKU is not on sale at `now_ms`: its window has not started
     /// (`not_yet`) or has ended. The window itself is the engine's to read
@@ -528,6 +536,11 @@ impl EngineError {
                 "invalid sale window {}: the end must come after the start, both at most \
                  {MAX_TIME_MS} ms since the epoch",
                 show_window(window)
+            ),
+            InvalidWaitingRoom { reason } => write!(f, "invalid waiting room: {reason}"),
+            TooManyWaitingRooms => write!(
+                f,
+                "at most {MAX_WAITING_ROOMS} SKUs may have a waiting room at once: turn one off first"
             ),
             NotOnSale {
                 sku: id,

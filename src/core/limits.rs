@@ -135,3 +135,28 @@ pub const MAX_OPEN_LEASES: usize = 1 << 16;
 /// (within the room `Journal::make_room` keeps free, like
 /// `FILLS_PER_LOCK`).
 pub const MAX_OPEN_LEASES_PER_SKU: usize = 48;
+
+/// Most buyers one waiting room keeps a place for at once (waiting,
+/// admitted, or done and not yet forgotten): about 100 bytes each, so a
+/// full room is some 20 MB. Past it a join is refused (`queue_full`).
+pub const MAX_QUEUE_PER_ROOM: usize = 200_000;
+
+/// Most SKUs with a waiting room at once: together with
+/// `MAX_QUEUE_PER_ROOM`, what the rooms may take of memory.
+pub const MAX_WAITING_ROOMS: usize = 16;
+
+/// Most buyers a waiting room admits per second (`admit_per_s`).
+pub const MAX_ADMIT_PER_S: u32 = 100_000;
+
+/// Largest overbook factor, in thousandths (admitted buyers per unheld
+/// unit: 10 admits ten buyers for each unit still free).
+pub const MAX_OVERBOOK_MILLI: u32 = 10_000;
+
+/// Shortest and longest time an admission stays good for.
+pub const MIN_ADMISSION_TTL_MS: u64 = 1_000;
+pub const MAX_ADMISSION_TTL_MS: u64 = 10 * 60 * 1000;
+
+/// Longest wait a waiting room asks of a buyer between two polls; also
+/// how long after a room opens (or the server restarts) its first
+/// joiners are gathered to be shuffled (every buyer polls in that time).
+pub const MAX_POLL_AFTER_MS: u64 = 5_000;

@@ -28,5 +28,6 @@ pub mod public_id;
 pub(crate) mod sync;
 pub mod timers;
 pub mod types;
+pub mod waiting_room;
 
 pub use types::{HoldStatus, Line, ReservationId, SkuId};

@@ -89,6 +89,57 @@ impl PublicIds {
     /// key made: the wrong length, anything but lowercase hex (so each id
     /// has exactly one spelling), or a block whose check bits are wrong.
     pub fn decode(&self, text: &str) -> Option<ReservationId> {
+        let block = self.open_block(text)?;
+        let (id, check) = block.split_at(8);
+        if check.iter().any(|&b| b != 0) {
+            return None;
+        }
+        let mut raw = [0u8; 8];
+        raw.copy_from_slice(id);
+        Some(ReservationId::from_u64(u64::from_le_bytes(raw)))
+    }
+
+    /// A waiting room's token (`kind` 1: a place in line; 2: an
+    /// admission) naming `words` (its ticket, SKU and room epoch): one
+    /// block like a public id, three zero bytes as its check. A public id
+    /// is never a token (its byte 12 is 0, no kind) nor the other way
+    /// round (a token's bytes 8..12 are the epoch, 0 only by chance, and
+    /// its kind byte is not).
+    pub fn seal(&self, kind: TokenKind, words: [u32; 3]) -> String {
+        let mut block = [0u8; 16];
+        for (bytes, word) in block.chunks_exact_mut(4).zip(words) {
+            bytes.copy_from_slice(&word.to_le_bytes());
+        }
+        block[12] = kind as u8;
+        let mut block = GenericArray::from(block);
+        self.cipher.encrypt_block(&mut block);
+        let mut out = String::with_capacity(PUBLIC_ID_CHARS);
+        for half in block.chunks_exact(8) {
+            let mut eight = [0u8; 8];
+            eight.copy_from_slice(half);
+            // Hex digits are ASCII.
+            out.push_str(std::str::from_utf8(&hex_digits(u64::from_be_bytes(eight))).unwrap_or(""));
+        }
+        out
+    }
+
+    /// The words of a token of `kind` this key sealed, or `None`.
+    pub fn open(&self, kind: TokenKind, text: &str) -> Option<[u32; 3]> {
+        let block = self.open_block(text)?;
+        if block[12] != kind as u8 || block[13..].iter().any(|&b| b != 0) {
+            return None;
+        }
+        let mut words = [0u32; 3];
+        for (word, bytes) in words.iter_mut().zip(block.chunks_exact(4)) {
+            let mut four = [0u8; 4];
+            four.copy_from_slice(bytes);
+            *word = u32::from_le_bytes(four);
+        }
+        Some(words)
+    }
+
+    /// The decrypted block of a text form: 32 lowercase hex digits.
+    fn open_block(&self, text: &str) -> Option<[u8; 16]> {
         let text = text.as_bytes();
         if text.len() != PUBLIC_ID_CHARS {
             return None;
@@ -99,14 +150,17 @@ impl PublicIds {
         }
         let mut block = GenericArray::from(block);
         self.cipher.decrypt_block(&mut block);
-        let (id, check) = block.split_at(8);
-        if check.iter().any(|&b| b != 0) {
-            return None;
-        }
-        let mut raw = [0u8; 8];
-        raw.copy_from_slice(id);
-        Some(ReservationId::from_u64(u64::from_le_bytes(raw)))
+        Some(block.into())
     }
+}
+
+/// What a sealed waiting room token stands for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenKind {
+    /// A buyer's place in line (`GET /v1/queue/{sku}/{token}`).
+    Place = 1,
+    /// An admission (the `Admission` header of a reservation).
+    Admission = 2,
 }
 
 /// The 16 lowercase hex digits of `x`, most significant first, computed
@@ -142,6 +196,23 @@ mod tests {
 
     fn ids() -> PublicIds {
         PublicIds::new(*b"0123456789abcdef")
+    }
+
+    #[test]
+    fn tokens_round_trip_and_are_neither_ids_nor_each_other() {
+        let ids = ids();
+        let words = [7, 3, 0xdead_beef];
+        let place = ids.seal(TokenKind::Place, words);
+        assert_eq!(place.len(), PUBLIC_ID_CHARS);
+        assert_eq!(ids.open(TokenKind::Place, &place), Some(words));
+        assert_eq!(ids.open(TokenKind::Admission, &place), None);
+        assert_eq!(ids.decode(&place), None);
+        let admission = ids.seal(TokenKind::Admission, words);
+        assert_eq!(ids.open(TokenKind::Admission, &admission), Some(words));
+        let id = ids.to_string(ReservationId::from_u64(5));
+        assert_eq!(ids.open(TokenKind::Place, &id), None);
+        let other = PublicIds::new(*b"fedcba9876543210");
+        assert_eq!(other.open(TokenKind::Place, &place), None);
     }
 
     #[test]

@@ -29,6 +29,7 @@ use crate::core::limits::{
     MAX_LINES_PER_CART, MAX_SKU_NAME_BYTES, MAX_STOCK_PER_SKU,
 };
 use crate::core::types::{HoldStatus, Line, LineChange, LineOwed, ReservationId, SkuId};
+use crate::core::waiting_room::RoomConfig;
 
 /// One engine change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,6 +76,13 @@ pub enum Event {
         sku: SkuId,
         version: u64,
         window: SaleWindow,
+    },
+    /// The waiting room was turned on, changed or off (`None`); the
+    /// version decides which of two changes in one batch wins.
+    WaitingRoom {
+        sku: SkuId,
+        version: u64,
+        room: Option<RoomConfig>,
     },
     /// `priority` `None`: the SKU keeps its stock at locations; `Some`:
     /// the SKU is a location with this priority (the version decides which
@@ -195,6 +203,29 @@ const LEASE: u8 = 15;
 /// A sale window: SKU, version, then per bound (start, end) a flag (u8: 0
 /// open-ended, 1 set) and, if 1, the time (u64 ms, at most `MAX_TIME_MS`).
 const SALE_WINDOW: u8 = 16;
+/// A waiting room: SKU, version, a flag (u8: 0 off, 1 on) and, if on,
+/// `admit_per_s` (u32), `overbook_milli` (u32), `admission_ttl_ms` (u64),
+/// within `RoomConfig::validate`.
+const WAITING_ROOM: u8 = 17;
+
+fn decode_waiting_room(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
+    let sku = SkuId::from_index(r.u32()?);
+    let version = r.u64()?;
+    let room = match r.u8()? {
+        0 => None,
+        1 => Some(RoomConfig {
+            admit_per_s: r.u32()?,
+            overbook_milli: r.u32()?,
+            admission_ttl_ms: r.u64()?,
+        }),
+        _ => return Err(DecodeError::Invalid("waiting room flag")),
+    };
+    if let Some(room) = room {
+        room.validate()
+            .map_err(|_| DecodeError::Invalid("waiting room"))?;
+    }
+    Ok(Event::WaitingRoom { sku, version, room })
+}
 
 fn decode_sale_window(r: &mut Reader<'_>) -> Result<Event, DecodeError> {
     let sku = SkuId::from_index(r.u32()?);
@@ -380,6 +411,17 @@ pub fn encode_change(change: &Change<'_>, out: &mut Vec<u8>) {
                 out.extend_from_slice(&step.returned().to_le_bytes());
             }
         }
+        Change::WaitingRoom { sku, version, room } => {
+            out.push(WAITING_ROOM);
+            out.extend_from_slice(&sku.index().to_le_bytes());
+            out.extend_from_slice(&version.to_le_bytes());
+            out.push(u8::from(room.is_some()));
+            if let Some(room) = room {
+                out.extend_from_slice(&room.admit_per_s.to_le_bytes());
+                out.extend_from_slice(&room.overbook_milli.to_le_bytes());
+                out.extend_from_slice(&room.admission_ttl_ms.to_le_bytes());
+            }
+        }
         Change::SaleWindow {
             sku,
             version,
@@ -539,6 +581,9 @@ impl Event {
             }),
             &Event::Backorder { sku, version, rule } => Change::Backorder { sku, version, rule },
             &Event::BackorderFilled { sku, fill } => Change::BackorderFilled { sku, fill },
+            &Event::WaitingRoom { sku, version, room } => {
+                Change::WaitingRoom { sku, version, room }
+            }
             &Event::SaleWindow {
                 sku,
                 version,
@@ -691,6 +736,7 @@ impl Event {
                 })
             }
             SALE_WINDOW => decode_sale_window(&mut r)?,
+            WAITING_ROOM => decode_waiting_room(&mut r)?,
             BACKORDER => {
                 let sku = SkuId::from_index(r.u32()?);
                 let version = r.u64()?;

@@ -73,6 +73,9 @@ pub(super) fn restore_engine<S: ChangeSink>(
         if !sku.sale_window.is_always() {
             engine.restore_sale_window(id, sku.sale_window)?;
         }
+        if let Some(room) = sku.waiting_room {
+            engine.restore_waiting_room(id, room)?;
+        }
     }
     restore_locations(engine, settled)?;
     restore_leases(engine, settled)?;

@@ -31,6 +31,7 @@ use super::route::{self, Matched, Miss, Route};
 use crate::core::error::EngineError;
 use crate::core::public_id::PublicIds;
 use crate::core::types::{ReservationId, SkuId};
+use crate::core::waiting_room::WaitingRooms;
 use crate::durable::journal::Durability;
 use crate::durable::{CheckpointStats, FeedReader, JournaledEngine};
 
@@ -98,6 +99,8 @@ pub struct Api {
     pub(super) node: Option<Arc<str>>,
     /// A cluster's routing: which node owns a request (`forward.rs`).
     pub(super) router: Option<Router>,
+    /// The waiting rooms (`queue.rs`), in memory only.
+    pub(super) rooms: Arc<WaitingRooms>,
 }
 
 impl std::fmt::Debug for Api {
@@ -117,7 +120,8 @@ impl Api {
     ) -> Api {
         let in_flight = InFlight::new(options.max_in_flight);
         let requests = Arc::new(RequestCounters::new());
-        let registry = metrics::registry(
+        let rooms = Arc::new(WaitingRooms::new(room_seed()));
+        let mut registry = metrics::registry(
             Arc::clone(&requests),
             metrics::InFlightGauge(in_flight.counts()),
             Arc::clone(engine.journal()),
@@ -130,7 +134,12 @@ impl Api {
                 checkpoints: options.checkpoints.clone(),
             },
         );
+        registry.register_collector(Box::new(metrics::RoomSources {
+            rooms: Arc::clone(&rooms),
+            engine: Arc::clone(&engine),
+        }));
         Api {
+            rooms,
             rates: Rates::new(
                 options.rate_limit,
                 options.sku_rate_limit,
@@ -278,6 +287,8 @@ impl Api {
                     .as_ref()
                     .map_or_else(super::cluster::alone, |c| c.view()),
             )),
+            Route::QueueJoin => self.join_queue(param, body, scope).await,
+            Route::QueuePoll => self.poll_queue(param, matched.location, scope),
             Route::Other => Err(not_routed(parts, Miss::NotFound)),
         }
     }
@@ -356,6 +367,18 @@ impl Api {
             .forward(peer, &parts.method, path, &parts.headers, body)
             .await
     }
+}
+
+/// A random seed for the waiting rooms' shuffles and epochs. Without the
+/// OS's randomness (it does not fail on the platforms served), the time:
+/// the epochs must differ from the last process's, which the time does.
+fn room_seed() -> u64 {
+    let mut seed = [0u8; 8];
+    if getrandom::fill(&mut seed).is_err() {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        return now.map_or(0, |d| d.as_nanos() as u64);
+    }
+    u64::from_le_bytes(seed)
 }
 
 /// The peer owning a request about a reservation (its id names the node),

@@ -528,6 +528,9 @@ fn action(route: Route) -> &'static str {
         Route::EventsList | Route::EventsStream => {
             "read the change feed (services and the operator do)"
         }
+        Route::QueueJoin | Route::QueuePoll => {
+            "wait in a waiting room (buyers do, and services for them)"
+        }
         _ => "use this route",
     }
 }

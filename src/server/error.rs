@@ -121,11 +121,29 @@ pub enum Code {
     /// A sale window bound backwards against the SKU's other, current
     /// bound (409).
     SaleWindowConflict,
+    /// A reservation of a SKU with a waiting room without a good admission
+    /// (403).
+    NotAdmitted,
+    /// A queue token or admission this room did not give (404): another
+    /// SKU's, an earlier room's, or from before a restart.
+    UnknownQueueToken,
+    /// A waiting room ticket whose admission passed its deadline unused
+    /// (410): join again.
+    AdmissionLapsed,
+    /// A waiting room ticket whose admission a reservation used (410).
+    AdmissionUsed,
+    /// A waiting room holding `MAX_QUEUE_PER_ROOM` buyers (503).
+    QueueFull,
+    /// A queue route for a SKU without a waiting room (404).
+    NoWaitingRoom,
+    /// More SKUs with a waiting room than allowed, or a room where it
+    /// cannot work (409).
+    WaitingRoomConflict,
 }
 
 impl Code {
     /// In label order.
-    pub const ALL: [Code; 33] = [
+    pub const ALL: [Code; 40] = [
         Code::SoldOut,
         Code::LimitExceeded,
         Code::VersionConflict,
@@ -159,6 +177,13 @@ impl Code {
         Code::Misrouted,
         Code::NotOnSale,
         Code::SaleWindowConflict,
+        Code::NotAdmitted,
+        Code::UnknownQueueToken,
+        Code::AdmissionLapsed,
+        Code::AdmissionUsed,
+        Code::QueueFull,
+        Code::NoWaitingRoom,
+        Code::WaitingRoomConflict,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -196,6 +221,13 @@ impl Code {
             Code::Misrouted => "misrouted",
             Code::NotOnSale => "not_on_sale",
             Code::SaleWindowConflict => "sale_window_conflict",
+            Code::NotAdmitted => "not_admitted",
+            Code::UnknownQueueToken => "unknown_queue_token",
+            Code::AdmissionLapsed => "admission_lapsed",
+            Code::AdmissionUsed => "admission_used",
+            Code::QueueFull => "queue_full",
+            Code::NoWaitingRoom => "no_waiting_room",
+            Code::WaitingRoomConflict => "waiting_room_conflict",
         }
     }
 
@@ -417,9 +449,11 @@ impl ApiError {
             | EngineError::InvalidBackorderLimit { .. }
             | EngineError::InvalidBackorderEnd { .. }
             | EngineError::InvalidSaleWindow { .. }
+            | EngineError::InvalidWaitingRoom { .. }
             | EngineError::InvalidKit { .. }
             | EngineError::InvalidLocationName { .. }
             | EngineError::LimitAtLocation => ApiError::invalid(message),
+            EngineError::TooManyWaitingRooms => conflict(Code::WaitingRoomConflict),
             EngineError::LocationRefused { sku: id, .. } => {
                 conflict(Code::LocationConflict).with("sku", sku(id))
             }

@@ -155,6 +155,80 @@ pub struct DurableSources {
     pub checkpoints: Option<Arc<CheckpointStats>>,
 }
 
+/// The waiting rooms' counts, by SKU (`queue.rs`).
+pub struct RoomSources {
+    pub rooms: Arc<crate::core::waiting_room::WaitingRooms>,
+    pub engine: Arc<crate::durable::JournaledEngine>,
+}
+
+impl std::fmt::Debug for RoomSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RoomSources { .. }")
+    }
+}
+
+impl Collector for RoomSources {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Encoded {
+        let rooms = self.rooms.counts();
+        if rooms.is_empty() {
+            return Ok(());
+        }
+        type Read = fn(&crate::core::waiting_room::RoomCounts) -> u64;
+        let families: [(&str, &str, MetricType, Read); 6] = [
+            (
+                "hotstock_queue_waiting",
+                "Buyers waiting in a SKU's waiting room",
+                MetricType::Gauge,
+                |c| c.waiting,
+            ),
+            (
+                "hotstock_queue_admitted",
+                "Buyers admitted and not yet reserved",
+                MetricType::Gauge,
+                |c| c.outstanding,
+            ),
+            (
+                "hotstock_queue_joined",
+                "Buyers who joined the room since it opened",
+                MetricType::Counter,
+                |c| c.joined,
+            ),
+            (
+                "hotstock_queue_admissions",
+                "Admissions given since the room opened",
+                MetricType::Counter,
+                |c| c.admitted,
+            ),
+            (
+                "hotstock_queue_used",
+                "Admissions a reservation used",
+                MetricType::Counter,
+                |c| c.used,
+            ),
+            (
+                "hotstock_queue_lapsed",
+                "Admissions that expired unused",
+                MetricType::Counter,
+                |c| c.lapsed,
+            ),
+        ];
+        for (name, help, kind, read) in families {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for (sku, counts) in &rooms {
+                let labels = [("sku", self.engine.sku_name(*sku).unwrap_or("?"))];
+                let value = read(counts);
+                match kind {
+                    MetricType::Counter => {
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?
+                    }
+                    _ => ConstGauge::new(value as i64).encode(family.encode_family(&labels)?)?,
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The registry `/metrics` encodes.
 pub fn registry(
     requests: Arc<RequestCounters>,

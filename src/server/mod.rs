@@ -14,6 +14,7 @@
 //! events.rs       the change feed: GET /v1/events (long-poll), /v1/events/stream (SSE)
 //! skus.rs         SKU handlers
 //! reservations.rs reservation handlers (the purchase path)
+//! queue.rs        waiting rooms: join, poll, the admission an order presents
 //! body.rs         bounded body reads; parse_order (scanner, then fields)
 //! order_body.rs   the one-pass scanner for the usual order body
 //! response.rs     JSON documents; a new reservation written straight to bytes
@@ -41,6 +42,7 @@ pub mod listener;
 pub mod metrics;
 pub mod nats;
 pub mod order_body;
+pub mod queue;
 pub mod rate;
 pub mod reservations;
 pub mod response;

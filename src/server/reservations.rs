@@ -12,12 +12,15 @@ use super::body::{
 };
 use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
 use super::forward::Owner;
+use super::queue::ADMISSION;
 use super::response::{reservation_json, write_new_reservation};
 use super::route::Route;
 use crate::core::engine::Order;
+use crate::core::error::EngineError;
 use crate::core::holds::HoldDocument;
 use crate::core::limits::MAX_LINES_PER_CART;
 use crate::core::types::{Line, ReservationId, SkuId};
+use crate::core::waiting_room::ClaimEnd;
 
 type Parts = hyper::http::request::Parts;
 
@@ -34,6 +37,30 @@ fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<&str>, ApiError>
                 .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
         })
         .transpose()
+}
+
+/// The request's `Admission` header, if any.
+fn admission(headers: &hyper::HeaderMap) -> Result<Option<&str>, ApiError> {
+    headers
+        .get(ADMISSION)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::invalid("Admission must be printable ASCII"))
+        })
+        .transpose()
+}
+
+/// The one SKU of an order that has a waiting room (`has_room`: `sku`
+/// has one); an order may name one such SKU, whose admission it presents.
+fn one_room(roomed: Option<SkuId>, sku: SkuId, has_room: bool) -> Result<Option<SkuId>, ApiError> {
+    match (roomed, has_room) {
+        (Some(first), true) if first != sku => Err(ApiError::invalid(
+            "an order may include one SKU sold through a waiting room (an admission is for one SKU): \
+             order the others apart",
+        )),
+        (_, true) => Ok(Some(sku)),
+        (roomed, false) => Ok(roomed),
+    }
 }
 
 /// A placed order, waiting to be answered.
@@ -59,8 +86,11 @@ impl Api {
         scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
         let header_key = idempotency_key(&parts.headers)?;
+        let admission = admission(&parts.headers)?;
         let bytes = read_body(body).await?;
-        let placed = parse_order(&bytes, |order| self.place_now(order, header_key, scope))?;
+        let placed = parse_order(&bytes, |order| {
+            self.place_now(order, header_key, admission, scope)
+        })?;
         if let Placed::Elsewhere(peer) = placed {
             // Only a node with a router places elsewhere.
             if let Some(router) = &self.router {
@@ -83,7 +113,21 @@ impl Api {
         header_key: Option<&str>,
         scope: Scope<'_>,
     ) -> Result<HttpResponse, ApiError> {
-        let placed = parse_order(bytes, |order| self.place_now(order, header_key, scope))?;
+        self.reserve_admitted(bytes, header_key, None, scope).await
+    }
+
+    /// `reserve_bytes` with an `Admission` header.
+    #[cfg(test)]
+    pub(super) async fn reserve_admitted(
+        &self,
+        bytes: &[u8],
+        header_key: Option<&str>,
+        admission: Option<&str>,
+        scope: Scope<'_>,
+    ) -> Result<HttpResponse, ApiError> {
+        let placed = parse_order(bytes, |order| {
+            self.place_now(order, header_key, admission, scope)
+        })?;
         self.acknowledge().await?;
         self.answer_placed(placed)
     }
@@ -94,6 +138,7 @@ impl Api {
         &self,
         body: OrderFields<'_>,
         header_key: Option<&str>,
+        admission: Option<&str>,
         scope: Scope<'_>,
     ) -> Result<Placed, ApiError> {
         check_line_count(body.lines.len())?;
@@ -121,10 +166,16 @@ impl Api {
         };
         let mut line_buffer = [unused; MAX_LINES_PER_CART];
         let mut split = 0u32;
+        // One load while no SKU has a waiting room.
+        let rooms = self.engine.any_waiting_room();
+        let mut roomed = None;
         for (index, line) in body.lines.iter().enumerate() {
             let quantity = u32::try_from(line.quantity)
                 .map_err(|_| ApiError::invalid(format!("line {index}: quantity out of range")))?;
             let mut sku = self.sku_id(line.sku)?;
+            if rooms {
+                roomed = one_room(roomed, sku, self.engine.waiting_room(sku).is_some())?;
+            }
             if let Some(place) = body.places.get(index) {
                 sku = self.place_line(sku, place)?;
                 // MAX_LINES_PER_CART is 32: every line has a bit.
@@ -145,10 +196,25 @@ impl Api {
         if let Some(customer) = order.customer {
             self.rates.check_customer(customer)?;
         }
-        let receipt = self
-            .engine
-            .reserve(&order)
-            .map_err(|e| self.engine_error(e))?;
+        let claim = match roomed {
+            Some(sku) => self.claim_admission(sku, customer, key, admission)?,
+            None => None,
+        };
+        let reserved = self.engine.reserve(&order);
+        if let Some(claim) = claim {
+            // Used by a reservation, or by a refusal for stock (the buyer
+            // had its turn); kept for a refusal the buyer can correct.
+            let spent = matches!(
+                reserved,
+                Ok(_) | Err(EngineError::SoldOut { .. } | EngineError::InsufficientStock { .. })
+            );
+            claim.end(if spent {
+                ClaimEnd::Spent
+            } else {
+                ClaimEnd::Kept
+            });
+        }
+        let receipt = reserved.map_err(|e| self.engine_error(e))?;
         // A line that named a location holds its location's cell: the
         // answer names it, as read back.
         let named_location = body.places.iter().any(|p| p.location.is_some());

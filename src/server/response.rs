@@ -27,6 +27,7 @@ pub fn sku_json<'a>(document: &SkuDocument, name: impl Fn(SkuId) -> Option<&'a s
         "backorder_until_ms": document.backorder_until_ms,
         "sale_starts_at_ms": document.sale_window.starts_at_ms,
         "sale_ends_at_ms": document.sale_window.ends_at_ms,
+        "waiting_room": super::queue::room_json(document.waiting_room),
         "backordered": document.backordered,
     });
     if let Some(components) = &document.components {

@@ -23,12 +23,14 @@ pub enum Route {
     EventsList,
     EventsStream,
     Cluster,
+    QueueJoin,
+    QueuePoll,
     Other,
 }
 
 impl Route {
     /// In label order (the metrics' rows).
-    pub const ALL: [Route; 18] = [
+    pub const ALL: [Route; 20] = [
         Route::Healthz,
         Route::Metrics,
         Route::SkusList,
@@ -46,6 +48,8 @@ impl Route {
         Route::EventsList,
         Route::EventsStream,
         Route::Cluster,
+        Route::QueueJoin,
+        Route::QueuePoll,
         Route::Other,
     ];
 
@@ -69,6 +73,8 @@ impl Route {
             Route::EventsList => "events_list",
             Route::EventsStream => "events_stream",
             Route::Cluster => "cluster",
+            Route::QueueJoin => "queue_join",
+            Route::QueuePoll => "queue_poll",
             Route::Other => "other",
         }
     }
@@ -81,7 +87,8 @@ impl Route {
 
 /// A request matched to its route; `param` is the path's first variable
 /// segment (a SKU name or a reservation id), empty where there is none;
-/// `location` the second (a location's name), empty where there is none.
+/// `location` the second (a location's name, or a queue token), empty
+/// where there is none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Matched<'a> {
     pub route: Route,
@@ -130,6 +137,11 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
         ["v1", "events"] => ("", &[(Method::GET, Route::EventsList)]),
         ["v1", "events", "stream"] => ("", &[(Method::GET, Route::EventsStream)]),
         ["v1", "cluster"] => ("", &[(Method::GET, Route::Cluster)]),
+        ["v1", "queue", sku] => (sku, &[(Method::POST, Route::QueueJoin)]),
+        ["v1", "queue", sku, token] => {
+            location = token;
+            (sku, &[(Method::GET, Route::QueuePoll)])
+        }
         _ => return (Route::Other, Err(Miss::NotFound)),
     };
     match shape.iter().find(|(m, _)| m == method) {

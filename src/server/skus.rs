@@ -22,7 +22,7 @@ impl Api {
         self.engine.sku(name).map_err(|e| self.engine_error(e))
     }
 
-    fn sku_json(&self, document: &SkuDocument) -> Value {
+    pub(super) fn sku_json(&self, document: &SkuDocument) -> Value {
         sku_json(document, |id| self.engine.sku_name(id))
     }
 
@@ -109,10 +109,12 @@ impl Api {
                 "backorder_until_ms",
                 "sale_starts_at_ms",
                 "sale_ends_at_ms",
+                "waiting_room",
                 "expected_version",
             ],
         )?;
         let level = stock_level(&mut fields)?;
+        let room = super::queue::room_field(&mut fields)?;
         let window_fields = (
             fields.nullable_u64("sale_starts_at_ms")?,
             fields.nullable_u64("sale_ends_at_ms")?,
@@ -142,7 +144,8 @@ impl Api {
                 || put.expected_version.is_some()
                 || low_stock.is_some()
                 || backorder != (None, None)
-                || window_fields != (None, None);
+                || window_fields != (None, None)
+                || room.is_some();
             return match (put.limit, per_node) {
                 (Some(limit), false) => limit_in_escrow(Arc::clone(cluster), sku, limit).await,
                 (None, false) => Err(ApiError::invalid(
@@ -152,19 +155,19 @@ impl Api {
                 _ => Err(cluster_refused(
                     "in a cluster a SKU's rules are the escrow's, for every node: only \
                      \"per_customer_limit\" (sent alone) is taken; safety stock, a low-stock \
-                     threshold, backorders, sale windows and expected_version are not built \
-                     for a cluster",
+                     threshold, backorders, sale windows, waiting rooms and expected_version \
+                     are not built for a cluster",
                 )),
             };
         }
         let changes_stock = put.level.is_some() || put.safety_stock.is_some();
         let changes_rule = backorder != (None, None);
         let changes_window = window_fields != (None, None);
-        if !changes_stock && !changes_rule && !changes_window {
+        if !changes_stock && !changes_rule && !changes_window && room.is_none() {
             return Err(ApiError::invalid(
                 "field \"available\", \"on_hand\", \"safety_stock\", \"backorder_limit\", \
-                 \"backorder_until_ms\", \"sale_starts_at_ms\" or \"sale_ends_at_ms\" is \
-                 required",
+                 \"backorder_until_ms\", \"sale_starts_at_ms\", \"sale_ends_at_ms\" or \
+                 \"waiting_room\" is required",
             ));
         }
         // A change of the backorder rule or the sale window alone on a SKU
@@ -204,6 +207,11 @@ impl Api {
         if let Some(window) = window {
             self.engine
                 .set_sale_window(id, window)
+                .map_err(|e| self.engine_error(e))?;
+        }
+        if let Some(room) = room {
+            self.engine
+                .set_waiting_room(id, room)
                 .map_err(|e| self.engine_error(e))?;
         }
         self.acknowledge().await?;

@@ -67,6 +67,20 @@ impl StockCell {
         publish(meta.version)
     }
 
+    /// `bump_version` for a change that may be refused under the lock:
+    /// the version moves only if `publish` succeeds.
+    pub fn try_bump_version<R, E>(
+        &self,
+        publish: impl FnOnce(u64) -> Result<R, E>,
+    ) -> Result<R, E> {
+        let mut meta = self.meta.lock();
+        let published = publish(meta.version + 1);
+        if published.is_ok() {
+            meta.version += 1;
+        }
+        published
+    }
+
     /// Runs `f` under the cell's lock: serialises changes to what the
     /// engine keeps about this SKU elsewhere (its list of locations).
     pub fn exclusive<R>(&self, f: impl FnOnce() -> R) -> R {

@@ -662,7 +662,8 @@ pub(super) struct Taken {
     owed: Option<Box<[u32; MAX_LINES_PER_CART]>>,
 }
 
-fn validate_customer(customer: &str) -> Result<(), EngineError> {
+/// A customer identifier an order (or a waiting room) may name.
+pub fn validate_customer(customer: &str) -> Result<(), EngineError> {
     if customer.is_empty() {
         return Err(EngineError::InvalidCustomer {
             reason: "it is empty",

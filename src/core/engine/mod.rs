@@ -33,6 +33,7 @@ use super::kit_table::{KitTable, SlotTable};
 use super::ledger::LimitLedger;
 use super::limits::{MAX_EXTENSIONS_PER_HOLD, MAX_HOLD_MS, MAX_TTL_MS};
 use super::types::{HoldStatus, Line, Location, ReservationId, SkuId};
+use super::waiting_room::RoomConfig;
 
 mod backorders;
 mod buying;
@@ -42,8 +43,10 @@ mod locations;
 mod operator;
 mod parts;
 mod sale_windows;
+mod waiting_rooms;
 
 pub use super::cell::StockLevel;
+pub use buying::validate_customer;
 pub use leases::{validate_lease_id, BookedLease, LeaseReturn};
 pub use locations::{LocationChange, LocationPut};
 pub use operator::SkuPut;
@@ -229,6 +232,8 @@ pub struct SkuDocument {
     pub locations: Option<Vec<LocationDocument>>,
     /// When it may be reserved (`SaleWindow::ALWAYS`: no window).
     pub sale_window: SaleWindow,
+    /// Its waiting room's settings; `None`: no waiting room.
+    pub waiting_room: Option<RoomConfig>,
 }
 
 /// One location of a SKU kept at locations, as `SkuDocument` shows it.
@@ -266,6 +271,7 @@ impl SkuDocument {
             backordered: s.backordered,
             locations: None,
             sale_window: SaleWindow::ALWAYS,
+            waiting_room: None,
         }
     }
 
@@ -326,7 +332,10 @@ pub struct Engine<S: ChangeSink = InMemory> {
     leases: parking_lot::Mutex<leases::LeaseBook>,
     /// When each SKU may be reserved (`sale_windows.rs`), read lock-free
     /// by every order once any SKU has a window.
-    sale_windows: sale_windows::SaleWindows,
+    sale_windows: sale_windows::SkuSettings<SaleWindow>,
+    /// Which SKUs have a waiting room (`waiting_rooms.rs`): its settings,
+    /// read lock-free; the rooms themselves are the server's.
+    waiting_rooms: sale_windows::SkuSettings<Option<RoomConfig>>,
 }
 
 impl Engine<InMemory> {
@@ -364,7 +373,8 @@ impl<S: ChangeSink> Engine<S> {
             sink,
             backorder_tickets: AtomicU64::new(1),
             leases: parking_lot::Mutex::default(),
-            sale_windows: sale_windows::SaleWindows::default(),
+            sale_windows: sale_windows::SkuSettings::default(),
+            waiting_rooms: sale_windows::SkuSettings::default(),
         })
     }
 
@@ -448,6 +458,7 @@ impl<S: ChangeSink> Engine<S> {
     fn document(&self, sku: SkuId, slot: &SkuSlot) -> SkuDocument {
         let mut document = SkuDocument::new(sku, slot, slot.cell().snapshot());
         document.sale_window = self.sale_window(sku);
+        document.waiting_room = self.waiting_room(sku);
         if let Some(components) = self.kit_of(slot.cell(), sku) {
             document.available = self.kit_available(components);
             document.components = Some(components.to_vec());

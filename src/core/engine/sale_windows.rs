@@ -73,52 +73,86 @@ impl SaleWindow {
     }
 }
 
-/// Every SKU's window, and how many are not `ALWAYS`. See the module docs.
+/// A setting of some SKUs (a sale window, a waiting room), and how many
+/// SKUs have one that is not `T::default()`. See the module docs.
 #[derive(Debug, Default)]
-pub(super) struct SaleWindows {
-    /// Made at the first window: an engine whose SKUs never have one
+pub(super) struct SkuSettings<T: Clone + Send> {
+    /// Made at the first setting: an engine whose SKUs never have one
     /// allocates nothing for them (its heap, and so the allocator's work
     /// on the purchase path, stays as it was: callgrind counted 33
     /// instructions of `malloc_consolidate` per 3-line cart when the table
     /// was made with the engine).
-    table: OnceLock<SlotTable<SaleWindow>>,
-    /// SKUs whose window is not `ALWAYS`.
-    windowed: AtomicUsize,
+    table: OnceLock<SlotTable<T>>,
+    /// SKUs whose setting is not the default.
+    set: AtomicUsize,
 }
 
-impl SaleWindows {
-    /// Whether any SKU has a window. Relaxed: a purchase that misses a
-    /// window set a moment ago is ordered before that change (see the
+impl<T: Clone + Copy + Default + PartialEq + Send> SkuSettings<T> {
+    /// Whether any SKU has a setting. Relaxed: a purchase that misses a
+    /// setting made a moment ago is ordered before that change (see the
     /// module docs); nothing else is read through it.
     #[inline]
-    fn any(&self) -> bool {
-        self.windowed.load(Ordering::Relaxed) != 0
+    pub(super) fn any(&self) -> bool {
+        self.set.load(Ordering::Relaxed) != 0
     }
 
-    fn get(&self, sku: SkuId) -> SaleWindow {
+    /// How many SKUs have a setting.
+    pub(super) fn count(&self) -> usize {
+        self.set.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn get(&self, sku: SkuId) -> T {
         (self.table.get())
             .and_then(|table| table.get(sku))
-            .and_then(|window| window.first().copied())
+            .and_then(|setting| setting.first().copied())
             .unwrap_or_default()
     }
 
-    /// Publishes `sku`'s window. The caller serialises the sets of one
+    /// Publishes `sku`'s setting. The caller serialises the sets of one
     /// SKU (its cell's lock), so the count moves once per change.
-    fn set(&self, sku: SkuId, window: SaleWindow) {
+    pub(super) fn put(&self, sku: SkuId, setting: T) {
+        let unbounded = self.put_at_most(sku, setting, usize::MAX);
+        debug_assert!(unbounded.is_ok());
+    }
+
+    /// `put`, unless it would give more than `most` SKUs a setting: then
+    /// nothing changes.
+    pub(super) fn put_at_most(&self, sku: SkuId, setting: T, most: usize) -> Result<(), ()> {
+        self.count_change(sku, setting, most)?;
+        self.write(sku, setting);
+        Ok(())
+    }
+
+    /// The first half of a `put`: counts the change, or refuses it if it
+    /// would give more than `most` SKUs a setting. The count moves before
+    /// the table, so two SKUs set at once cannot both pass the bound, and
+    /// a reader that sees the count first reads the default (the change
+    /// has not happened for it yet).
+    pub(super) fn count_change(&self, sku: SkuId, setting: T, most: usize) -> Result<(), ()> {
         let before = self.get(sku);
-        if before == window {
-            return;
-        }
-        self.table.get_or_init(SlotTable::new).set(sku, &[window]);
-        // Relaxed: a count only (see `any`).
-        match (before.is_always(), window.is_always()) {
+        // Relaxed: a count (see `any`); the bound is exact because every
+        // change of it is one atomic step.
+        match (before == T::default(), setting == T::default()) {
             (true, false) => {
-                self.windowed.fetch_add(1, Ordering::Relaxed);
+                let taken = self
+                    .set
+                    .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                        (n < most).then_some(n + 1)
+                    });
+                taken.map(|_| ()).map_err(|_| ())
             }
             (false, true) => {
-                self.windowed.fetch_sub(1, Ordering::Relaxed);
+                self.set.fetch_sub(1, Ordering::Relaxed);
+                Ok(())
             }
-            _ => {}
+            _ => Ok(()),
+        }
+    }
+
+    /// The second half of a `put`: publishes the setting.
+    pub(super) fn write(&self, sku: SkuId, setting: T) {
+        if self.get(sku) != setting {
+            self.table.get_or_init(SlotTable::new).set(sku, &[setting]);
         }
     }
 }
@@ -143,7 +177,7 @@ impl<S: ChangeSink> Engine<S> {
                     window,
                 },
             );
-            self.sale_windows.set(sku, window);
+            self.sale_windows.put(sku, window);
             version
         }))
     }
@@ -156,7 +190,7 @@ impl<S: ChangeSink> Engine<S> {
     /// Puts a recovered window back (recovery only: records nothing).
     pub fn restore_sale_window(&self, sku: SkuId, window: SaleWindow) -> Result<(), EngineError> {
         self.cell(sku)?;
-        self.sale_windows.set(sku, window);
+        self.sale_windows.put(sku, window);
         Ok(())
     }
 

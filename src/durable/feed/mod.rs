@@ -684,7 +684,9 @@ impl FeedInner {
                     self.emit(index, FeedKind::SkuLowStock, at_ms, Detail::None);
                 }
             }
-            Event::Backorder { sku, version, .. } => self.make_setting(sku, version, at_ms),
+            Event::Backorder { sku, version, .. } | Event::WaitingRoom { sku, version, .. } => {
+                self.make_setting(sku, version, at_ms)
+            }
             Event::SaleWindow {
                 sku,
                 version,

@@ -100,9 +100,10 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
             Event::Lease { step, .. } if step.delta(1) < 0 => take_ops.push(event),
             Event::Lease { .. } => credit_ops.push(event),
             Event::Sell { .. } => sells.push(Step::Single(event)),
-            Event::Backorder { .. } | Event::Location { .. } | Event::SaleWindow { .. } => {
-                credit_ops.push(event)
-            }
+            Event::Backorder { .. }
+            | Event::Location { .. }
+            | Event::SaleWindow { .. }
+            | Event::WaitingRoom { .. } => credit_ops.push(event),
             Event::Hold(hold) => {
                 let next = chains.len();
                 let index = *chain_of.entry(hold.id.as_u64()).or_insert(next);
@@ -151,6 +152,7 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
         | Event::KitDefined { version, .. }
         | Event::Backorder { version, .. }
         | Event::SaleWindow { version, .. }
+        | Event::WaitingRoom { version, .. }
         | Event::Location { version, .. }
         | Event::Lease { version, .. } => *version,
         _ => 0,

@@ -40,6 +40,7 @@ use crate::core::cell::{BackorderRule, Fill};
 use crate::core::engine::SaleWindow;
 use crate::core::holds::{HoldStatus, Line, LineAmounts, LineChange};
 use crate::core::types::LineOwed;
+use crate::core::waiting_room::RoomConfig;
 use crate::durable::event::{
     decode_hold_ref, DecodeError, Event, HoldEvent, HoldRef, KeyEvent, LeaseStep, LimitChange,
 };
@@ -85,6 +86,10 @@ pub struct SettledSku {
     pub sale_window: SaleWindow,
     /// Version of the change that set `sale_window`.
     pub sale_window_version: u64,
+    /// Its waiting room's settings (`None`: no room).
+    pub waiting_room: Option<RoomConfig>,
+    /// Version of the change that set `waiting_room`.
+    pub waiting_room_version: u64,
 }
 
 impl SettledSku {
@@ -495,6 +500,14 @@ impl Settled {
                 if version >= entry.sale_window_version {
                     entry.sale_window = window;
                     entry.sale_window_version = version;
+                }
+            }
+            Event::WaitingRoom { sku, version, room } => {
+                let entry = self.sku_mut(sku.index());
+                entry.version = entry.version.max(version);
+                if version >= entry.waiting_room_version {
+                    entry.waiting_room = room;
+                    entry.waiting_room_version = version;
                 }
             }
             Event::BackorderFilled { sku, fill } => self.fold_fill(sku.index(), fill),

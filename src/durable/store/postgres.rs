@@ -91,7 +91,11 @@ impl PostgresStore {
                  ADD COLUMN IF NOT EXISTS location_priority_version BIGINT NOT NULL DEFAULT 0,
                  ADD COLUMN IF NOT EXISTS sale_starts_at_ms BIGINT,
                  ADD COLUMN IF NOT EXISTS sale_ends_at_ms BIGINT,
-                 ADD COLUMN IF NOT EXISTS sale_window_version BIGINT NOT NULL DEFAULT 0;
+                 ADD COLUMN IF NOT EXISTS sale_window_version BIGINT NOT NULL DEFAULT 0,
+                 ADD COLUMN IF NOT EXISTS room_admit_per_s BIGINT,
+                 ADD COLUMN IF NOT EXISTS room_overbook_milli BIGINT,
+                 ADD COLUMN IF NOT EXISTS room_admission_ttl_ms BIGINT,
+                 ADD COLUMN IF NOT EXISTS room_version BIGINT NOT NULL DEFAULT 0;
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_backorders (
                  sku BIGINT NOT NULL, reservation BIGINT NOT NULL, ticket BIGINT NOT NULL,
                  owed BIGINT NOT NULL, sold BOOLEAN NOT NULL, PRIMARY KEY (sku, reservation));
@@ -263,7 +267,8 @@ impl Store for PostgresStore {
              low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
              components, kit_version, backordered, backorder_limit, backorder_until_ms, \
              backorder_version, located, location_priority, location_priority_version, \
-             sale_starts_at_ms, sale_ends_at_ms, sale_window_version \
+             sale_starts_at_ms, sale_ends_at_ms, sale_window_version, room_admit_per_s, \
+             room_overbook_milli, room_admission_ttl_ms, room_version \
              FROM {s}.hotstock_skus"
         );
         self.load_rows(&sql, "SKUs", &mut settled, |row, settled| {
@@ -292,6 +297,10 @@ impl Store for PostgresStore {
                 sale_starts_at_ms: row.try_get(21)?,
                 sale_ends_at_ms: row.try_get(22)?,
                 sale_window_version: row.try_get(23)?,
+                room_admit_per_s: row.try_get(24)?,
+                room_overbook_milli: row.try_get(25)?,
+                room_admission_ttl_ms: row.try_get(26)?,
+                room_version: row.try_get(27)?,
             };
             Ok(sku.load_into(settled))
         })?;
@@ -617,9 +626,10 @@ fn write_skus(
                low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
                components, kit_version, backordered, backorder_limit, backorder_until_ms,
                backorder_version, located, location_priority, location_priority_version,
-               sale_starts_at_ms, sale_ends_at_ms, sale_window_version)
+               sale_starts_at_ms, sale_ends_at_ms, sale_window_version, room_admit_per_s,
+               room_overbook_milli, room_admission_ttl_ms, room_version)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-               $18, $19, $20, $21, $22, $23, $24, $25)
+               $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)
              ON CONFLICT (id) DO UPDATE SET name = EXCLUDED.name, available = EXCLUDED.available,
                held = EXCLUDED.held, sold = EXCLUDED.sold, received = EXCLUDED.received,
                version = EXCLUDED.version, per_customer_limit = EXCLUDED.per_customer_limit,
@@ -634,13 +644,18 @@ fn write_skus(
                location_priority_version = EXCLUDED.location_priority_version,
                sale_starts_at_ms = EXCLUDED.sale_starts_at_ms,
                sale_ends_at_ms = EXCLUDED.sale_ends_at_ms,
-               sale_window_version = EXCLUDED.sale_window_version"
+               sale_window_version = EXCLUDED.sale_window_version,
+               room_admit_per_s = EXCLUDED.room_admit_per_s,
+               room_overbook_milli = EXCLUDED.room_overbook_milli,
+               room_admission_ttl_ms = EXCLUDED.room_admission_ttl_ms,
+               room_version = EXCLUDED.room_version"
         ))
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
         let limit = sku.limit.map(i64::from);
         let low_stock = sku.low_stock.map(i64::from);
         let components = rows::components_text(sku);
+        let room = sku.waiting_room;
         tx.execute(
             &put_sku,
             &[
@@ -669,6 +684,10 @@ fn write_skus(
                 &sku.sale_window.starts_at_ms.map(rows::as_stored),
                 &sku.sale_window.ends_at_ms.map(rows::as_stored),
                 &(sku.sale_window_version as i64),
+                &room.map(|r| i64::from(r.admit_per_s)),
+                &room.map(|r| i64::from(r.overbook_milli)),
+                &room.map(|r| r.admission_ttl_ms as i64),
+                &(sku.waiting_room_version as i64),
             ],
         )
         .map_err(|e| fail("writing a SKU", e))?;

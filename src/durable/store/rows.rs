@@ -15,6 +15,7 @@ use crate::core::engine::SaleWindow;
 use crate::core::limits::{MAX_KIT_COMPONENTS, MAX_SKUS, MAX_STOCK_PER_SKU};
 use crate::core::types::ReservationId;
 use crate::core::types::{HoldStatus, LineAmounts};
+use crate::core::waiting_room::RoomConfig;
 use crate::durable::event::KeyEvent;
 use crate::durable::event::LeaseStep;
 use crate::durable::feed::{
@@ -124,9 +125,40 @@ pub(crate) struct SkuRow {
     pub sale_ends_at_ms: Option<i64>,
     /// 0 in stores from before sale windows (the column's default).
     pub sale_window_version: i64,
+    /// NULL: no waiting room (and in stores from before them); the other
+    /// two are set with it.
+    pub room_admit_per_s: Option<i64>,
+    pub room_overbook_milli: Option<i64>,
+    pub room_admission_ttl_ms: Option<i64>,
+    pub room_version: i64,
 }
 
 impl SkuRow {
+    /// The waiting room's three columns: all NULL (no room) or all set
+    /// and within `RoomConfig::validate`.
+    fn waiting_room(&self, check: &Checker) -> Result<Option<RoomConfig>, Damage> {
+        let columns = (
+            self.room_admit_per_s,
+            self.room_overbook_milli,
+            self.room_admission_ttl_ms,
+        );
+        let (admit, overbook, ttl) = match columns {
+            (None, None, None) => return Ok(None),
+            (Some(admit), Some(overbook), Some(ttl)) => (admit, overbook, ttl),
+            _ => {
+                return Err(check
+                    .damage("the waiting room's columns are neither all set nor all NULL".into()))
+            }
+        };
+        let room = RoomConfig {
+            admit_per_s: check.fits_u32("room_admit_per_s", admit)?,
+            overbook_milli: check.fits_u32("room_overbook_milli", overbook)?,
+            admission_ttl_ms: check.non_negative("room_admission_ttl_ms", ttl)?,
+        };
+        room.validate().map_err(|e| check.damage(e.to_string()))?;
+        Ok(Some(room))
+    }
+
     pub(crate) fn load_into(self, settled: &mut Settled) -> Result<(), Damage> {
         let check = Checker {
             table: "hotstock_skus",
@@ -146,6 +178,7 @@ impl SkuRow {
             None => None,
             Some(limit) => Some(check.fits_u32("per_customer_limit", limit)?),
         };
+        let waiting_room = self.waiting_room(&check)?;
         let sku = SettledSku {
             name: self.name.into(),
             held: self.held,
@@ -222,6 +255,8 @@ impl SkuRow {
             },
             sale_window_version: check
                 .non_negative("sale_window_version", self.sale_window_version)?,
+            waiting_room,
+            waiting_room_version: check.non_negative("room_version", self.room_version)?,
         };
         let index = index as usize;
         if settled.skus.len() <= index {
@@ -462,6 +497,10 @@ mod tests {
             sale_starts_at_ms: None,
             sale_ends_at_ms: None,
             sale_window_version: 0,
+            room_admit_per_s: None,
+            room_overbook_milli: None,
+            room_admission_ttl_ms: None,
+            room_version: 0,
         };
         let damage = row.load_into(&mut settled).unwrap_err();
         assert_eq!(damage.table, "hotstock_skus");

@@ -47,7 +47,11 @@ CREATE TABLE IF NOT EXISTS hotstock_skus (
     location_priority_version INTEGER NOT NULL DEFAULT 0,
     sale_starts_at_ms  INTEGER,
     sale_ends_at_ms    INTEGER,
-    sale_window_version INTEGER NOT NULL DEFAULT 0
+    sale_window_version INTEGER NOT NULL DEFAULT 0,
+    room_admit_per_s   INTEGER,
+    room_overbook_milli INTEGER,
+    room_admission_ttl_ms INTEGER,
+    room_version       INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS hotstock_reservations (
     id          INTEGER PRIMARY KEY,
@@ -194,6 +198,14 @@ fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
         (
             "hotstock_skus",
             "sale_window_version",
+            "INTEGER NOT NULL DEFAULT 0",
+        ),
+        ("hotstock_skus", "room_admit_per_s", "INTEGER"),
+        ("hotstock_skus", "room_overbook_milli", "INTEGER"),
+        ("hotstock_skus", "room_admission_ttl_ms", "INTEGER"),
+        (
+            "hotstock_skus",
+            "room_version",
             "INTEGER NOT NULL DEFAULT 0",
         ),
     ];
@@ -429,7 +441,8 @@ impl Store for SqliteStore {
              low_stock_threshold, low_stock_version, safety_stock, safety_stock_version, \
              components, kit_version, backordered, backorder_limit, backorder_until_ms, \
              backorder_version, located, location_priority, location_priority_version, \
-             sale_starts_at_ms, sale_ends_at_ms, sale_window_version \
+             sale_starts_at_ms, sale_ends_at_ms, sale_window_version, room_admit_per_s, \
+             room_overbook_milli, room_admission_ttl_ms, room_version \
              FROM hotstock_skus",
             "SKUs",
             |row| {
@@ -458,6 +471,10 @@ impl Store for SqliteStore {
                     sale_starts_at_ms: row.get(21)?,
                     sale_ends_at_ms: row.get(22)?,
                     sale_window_version: row.get(23)?,
+                    room_admit_per_s: row.get(24)?,
+                    room_overbook_milli: row.get(25)?,
+                    room_admission_ttl_ms: row.get(26)?,
+                    room_version: row.get(27)?,
                 })
             },
             |row, settled| row.load_into(settled),
@@ -801,9 +818,10 @@ fn write_skus(
                low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
                components, kit_version, backordered, backorder_limit, backorder_until_ms,
                backorder_version, located, location_priority, location_priority_version,
-               sale_starts_at_ms, sale_ends_at_ms, sale_window_version)
+               sale_starts_at_ms, sale_ends_at_ms, sale_window_version, room_admit_per_s,
+               room_overbook_milli, room_admission_ttl_ms, room_version)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-               ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25)
+               ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
              ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
                held = excluded.held, sold = excluded.sold, received = excluded.received,
                version = excluded.version, per_customer_limit = excluded.per_customer_limit,
@@ -818,7 +836,11 @@ fn write_skus(
                location_priority_version = excluded.location_priority_version,
                sale_starts_at_ms = excluded.sale_starts_at_ms,
                sale_ends_at_ms = excluded.sale_ends_at_ms,
-               sale_window_version = excluded.sale_window_version",
+               sale_window_version = excluded.sale_window_version,
+               room_admit_per_s = excluded.room_admit_per_s,
+               room_overbook_milli = excluded.room_overbook_milli,
+               room_admission_ttl_ms = excluded.room_admission_ttl_ms,
+               room_version = excluded.room_version",
         )
         .map_err(|e| fail("preparing SKU writes", e))?;
     for (id, sku) in &checkpoint.skus {
@@ -848,7 +870,11 @@ fn write_skus(
                 sku.priority_version as i64,
                 sku.sale_window.starts_at_ms.map(rows::as_stored),
                 sku.sale_window.ends_at_ms.map(rows::as_stored),
-                sku.sale_window_version as i64
+                sku.sale_window_version as i64,
+                sku.waiting_room.map(|r| i64::from(r.admit_per_s)),
+                sku.waiting_room.map(|r| i64::from(r.overbook_milli)),
+                sku.waiting_room.map(|r| r.admission_ttl_ms as i64),
+                sku.waiting_room_version as i64
             ])
             .map_err(|e| fail("writing a SKU", e))?;
     }
