@@ -9,8 +9,10 @@
 //!    rate the server's hints produce), and an admitted buyer buys one unit
 //!    at once (`Admission` header, `confirm: true`); a `sold_out` answer
 //!    ends it;
-//! 3. as many buyers as there are units buy `direct` over the same
-//!    connections: the purchase path without a queue, in the same run.
+//! 3. meanwhile, from the sale's start, as many buyers as there are units
+//!    buy `direct` at the room's admission rate over 8 connections of their
+//!    own: the purchase path without a queue, under the same crowd, in the
+//!    same run.
 //!
 //! Prints one JSON line: poll latency percentiles, the polls per second,
 //! purchase latency through the room and without it, units sold (must be
@@ -137,24 +139,33 @@ async fn run(args: Args) -> Result<(), String> {
             ..Tally::default()
         }),
     });
+    let start = Instant::now() + Duration::from_millis(args.start_in_ms);
     let joined = Instant::now();
     join_all(&args, &crowd).await?;
     let join_s = joined.elapsed().as_secs_f64();
+    // Paced like the room's admissions: `DIRECT_CONNECTIONS` buyers at a
+    // time, each connection one purchase per `DIRECT_CONNECTIONS /
+    // admit_per_s` seconds.
+    let every = Duration::from_secs_f64(DIRECT_CONNECTIONS as f64 / f64::from(args.admit_per_s));
+    let direct_tasks: Vec<_> = (0..DIRECT_CONNECTIONS)
+        .map(|c| {
+            let share = (args.units as usize).div_ceil(DIRECT_CONNECTIONS);
+            let from = c * share;
+            let to = ((c + 1) * share).min(args.units as usize);
+            let first = start + every.mul_f64(c as f64 / DIRECT_CONNECTIONS as f64);
+            tokio::spawn(buy_direct(
+                args.addr,
+                Arc::clone(&crowd),
+                from..to,
+                first,
+                every,
+            ))
+        })
+        .collect();
     let tasks: Vec<_> = (0..args.connections)
         .map(|_| tokio::spawn(poll_loop(args.addr, Arc::clone(&crowd))))
         .collect();
-    for task in tasks {
-        task.await.map_err(|e| e.to_string())??;
-    }
-    let direct_tasks: Vec<_> = (0..args.connections)
-        .map(|c| {
-            let share = (args.units as usize).div_ceil(args.connections);
-            let from = c * share;
-            let to = ((c + 1) * share).min(args.units as usize);
-            tokio::spawn(buy_direct(args.addr, Arc::clone(&crowd), from..to))
-        })
-        .collect();
-    for task in direct_tasks {
+    for task in tasks.into_iter().chain(direct_tasks) {
         task.await.map_err(|e| e.to_string())??;
     }
     report(&args, &crowd, join_s);
@@ -270,13 +281,22 @@ async fn buy(conn: &mut Conn, crowd: &Crowd, buyer: u32, admission: &str) -> Res
     Ok(())
 }
 
+/// Connections of the buyers of `direct`.
+const DIRECT_CONNECTIONS: usize = 8;
+
 async fn buy_direct(
     addr: SocketAddr,
     crowd: Arc<Crowd>,
     buyers: std::ops::Range<usize>,
+    first: Instant,
+    every: Duration,
 ) -> Result<(), String> {
+    // Opened at the start: an idle keep-alive connection is closed by the
+    // server's idle timeout.
+    tokio::time::sleep_until(first.into()).await;
     let mut conn = Conn::open(addr).await?;
-    for buyer in buyers {
+    for (n, buyer) in buyers.enumerate() {
+        tokio::time::sleep_until((first + every.mul_f64(n as f64)).into()).await;
         let body = json!({"lines": [{"sku": "direct", "quantity": 1}], "customer": format!("direct-{buyer}"), "confirm": true});
         let sent = Instant::now();
         let (status, answer) = conn
