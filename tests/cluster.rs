@@ -605,6 +605,11 @@ fn a_customer_is_served_by_one_node_wherever_it_asks() {
         ("PUT", "/v1/skus/tee", json!({"backorder_limit": 5})),
         (
             "PUT",
+            "/v1/skus/tee",
+            json!({"waiting_room": {"admit_per_s": 10}}),
+        ),
+        (
+            "PUT",
             "/v1/kits/pair",
             json!({"components": [{"sku": "tee", "quantity": 2}]}),
         ),

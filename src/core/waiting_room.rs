@@ -123,6 +123,9 @@ pub enum Standing {
     Used,
     /// The admission's deadline passed unused.
     Lapsed { expired_at_ms: u64 },
+    /// More than `MAX_EARLY_POLLS` polls came before the time the last
+    /// answer named: a flood, refused until then.
+    TooSoon { retry_after_ms: u64 },
 }
 
 /// Why a join is refused.
@@ -198,6 +201,8 @@ struct Ticket {
     state: State,
     /// A poll before this time is answered without a tick.
     next_poll_ms: u64,
+    /// Polls before `next_poll_ms` since the last one after it.
+    early_polls: u16,
 }
 
 const UNPLACED: u64 = u64::MAX;
@@ -205,6 +210,9 @@ const UNPLACED: u64 = u64::MAX;
 /// Least time between two ticks of one room: a crowd of polls moves the
 /// line at most this often, and reads the SKU's counts as often.
 pub const TICK_INTERVAL_MS: u64 = 10;
+/// Polls a buyer may send before the time its last answer named (a page
+/// reloaded, a second tab) before they are refused as a flood.
+pub const MAX_EARLY_POLLS: u16 = 10;
 /// Shortest wait a poll answer asks for.
 const MIN_POLL_AFTER_MS: u64 = 250;
 /// Spread added to the first poll after the shuffle, so the crowd that
@@ -324,6 +332,7 @@ impl WaitingRoom {
             pos,
             state: State::Waiting,
             next_poll_ms: 0,
+            early_polls: 0,
         });
         self.by_customer.insert(customer.into(), ticket);
         self.counts.joined += 1;
@@ -333,7 +342,17 @@ impl WaitingRoom {
     /// Where `ticket` stands. A poll before the time the last answer named
     /// is answered from the ticket alone (it does not move the line).
     pub fn poll(&mut self, step: &Step, ticket: TicketNo) -> Option<Standing> {
-        let early = step.now_ms < self.tickets.get(ticket as usize)?.next_poll_ms;
+        let record = self.tickets.get_mut(ticket as usize)?;
+        let early = step.now_ms < record.next_poll_ms;
+        if early {
+            record.early_polls = record.early_polls.saturating_add(1);
+            if record.early_polls > MAX_EARLY_POLLS {
+                let retry_after_ms = record.next_poll_ms - step.now_ms;
+                return Some(Standing::TooSoon { retry_after_ms });
+            }
+        } else {
+            record.early_polls = 0;
+        }
         // Even an early poll learns at once that nothing is left.
         self.sold_out = step.available == 0 && step.held == 0;
         if !early {

@@ -320,6 +320,37 @@ fn an_early_poll_does_not_move_the_line() {
 }
 
 #[test]
+fn a_flood_of_early_polls_is_refused_until_the_hinted_time() {
+    let c = config(1, 1_000);
+    let mut room = room(c, 2);
+    let open = step(START, c, 10, 0);
+    let tickets: Vec<u32> = (0..6)
+        .map(|i| room.join(&open, &format!("b{i}")).unwrap())
+        .collect();
+    let Some(Standing::Waiting { poll_after_ms, .. }) = room.poll(&open, tickets[5]) else {
+        panic!("waiting");
+    };
+    for _ in 0..MAX_EARLY_POLLS {
+        assert!(matches!(
+            room.poll(&open, tickets[5]),
+            Some(Standing::Waiting { .. })
+        ));
+    }
+    assert_eq!(
+        room.poll(&open, tickets[5]),
+        Some(Standing::TooSoon {
+            retry_after_ms: poll_after_ms
+        })
+    );
+    // At the hinted time it is answered again, and the count starts over.
+    let later = step(START + poll_after_ms, c, 10, 0);
+    assert!(matches!(
+        room.poll(&later, tickets[5]),
+        Some(Standing::Waiting { .. })
+    ));
+}
+
+#[test]
 fn a_full_room_refuses_joins() {
     let c = config(10, 1_000);
     let mut room = room(c, 2);

@@ -223,6 +223,18 @@ impl Api {
                 .with("sku", name)
                 .with("expired_at_ms", expired_at_ms))
             }
+            Some(Standing::TooSoon { retry_after_ms }) => {
+                return Err(ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Code::Overloaded,
+                    format!(
+                        "more than {} polls came before the time the last answer named; poll again in {retry_after_ms} ms (your place is kept)",
+                        crate::core::waiting_room::MAX_EARLY_POLLS
+                    ),
+                )
+                .with("sku", name)
+                .with("poll_after_ms", retry_after_ms))
+            }
             None => return Err(unknown_token(name)),
         };
         match answer {

@@ -353,3 +353,31 @@ fn room_settings_show_in_the_document_and_refusals_are_clear() {
     let (status, made) = sale.reserve("ann", None, None);
     assert_eq!(status, StatusCode::CREATED, "{made}");
 }
+
+#[test]
+fn a_flood_of_polls_is_answered_429_and_keeps_the_place() {
+    let sale = Sale::new("flood", 5, room(10));
+    let (_, joined) = sale.join("ann");
+    let token = joined["token"].as_str().unwrap().to_owned();
+    let mut statuses = vec![];
+    for _ in 0..12 {
+        statuses.push(sale.poll(&token).0);
+    }
+    assert_eq!(statuses[..10], [StatusCode::OK; 10]);
+    let (status, refused) = sale.poll(&token);
+    assert_eq!(
+        (status, refused["error"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("overloaded"))
+    );
+    assert!(refused["poll_after_ms"].as_u64().unwrap() > 0, "{refused}");
+    // At the hinted time the buyer is answered, in its place.
+    sale.clock
+        .advance(refused["poll_after_ms"].as_u64().unwrap());
+    let (status, polled) = sale.poll(&token);
+    assert_eq!(
+        (status, polled["status"].as_str()),
+        (StatusCode::OK, Some("waiting"))
+    );
+    let document = sale.api.engine.sku_document(sale.sku).unwrap();
+    assert_eq!((document.available, document.held), (5, 0));
+}
