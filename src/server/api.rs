@@ -287,6 +287,7 @@ impl Api {
                     .as_ref()
                     .map_or_else(super::cluster::alone, |c| c.view()),
             )),
+            Route::Ui => super::ui::asset(param),
             Route::QueueJoin => self.join_queue(param, body, scope).await,
             Route::QueuePoll => self.poll_queue(param, matched.location, scope),
             Route::Other => Err(not_routed(parts, Miss::NotFound)),

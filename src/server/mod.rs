@@ -15,6 +15,7 @@
 //! skus.rs         SKU handlers
 //! reservations.rs reservation handlers (the purchase path)
 //! queue.rs        waiting rooms: join, poll, the admission an order presents
+//! ui.rs           the operator's live sale page (/ui), its files embedded
 //! body.rs         bounded body reads; parse_order (scanner, then fields)
 //! order_body.rs   the one-pass scanner for the usual order body
 //! response.rs     JSON documents; a new reservation written straight to bytes
@@ -50,3 +51,4 @@ pub mod route;
 pub mod skus;
 #[cfg(test)]
 mod tests;
+pub mod ui;

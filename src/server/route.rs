@@ -25,12 +25,13 @@ pub enum Route {
     Cluster,
     QueueJoin,
     QueuePoll,
+    Ui,
     Other,
 }
 
 impl Route {
     /// In label order (the metrics' rows).
-    pub const ALL: [Route; 20] = [
+    pub const ALL: [Route; 21] = [
         Route::Healthz,
         Route::Metrics,
         Route::SkusList,
@@ -50,6 +51,7 @@ impl Route {
         Route::Cluster,
         Route::QueueJoin,
         Route::QueuePoll,
+        Route::Ui,
         Route::Other,
     ];
 
@@ -75,6 +77,7 @@ impl Route {
             Route::Cluster => "cluster",
             Route::QueueJoin => "queue_join",
             Route::QueuePoll => "queue_poll",
+            Route::Ui => "ui",
             Route::Other => "other",
         }
     }
@@ -138,6 +141,8 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
         ["v1", "events", "stream"] => ("", &[(Method::GET, Route::EventsStream)]),
         ["v1", "cluster"] => ("", &[(Method::GET, Route::Cluster)]),
         ["v1", "queue", sku] => (sku, &[(Method::POST, Route::QueueJoin)]),
+        ["ui"] => ("", &[(Method::GET, Route::Ui)]),
+        ["ui", asset] => (asset, &[(Method::GET, Route::Ui)]),
         ["v1", "queue", sku, token] => {
             location = token;
             (sku, &[(Method::GET, Route::QueuePoll)])

@@ -4,6 +4,7 @@
 
 pub mod pg;
 pub mod server;
+pub mod webdriver;
 
 use std::path::{Path, PathBuf};
 
