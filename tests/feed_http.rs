@@ -211,6 +211,33 @@ fn an_sse_stream_delivers_live_events_and_resumes_after_a_restart() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A paced stream (`every_ms`, the live page's) still sends every event,
+/// in order and without a gap, only in fewer writes; a pace past the
+/// limit is a 400.
+#[test]
+fn a_paced_stream_sends_every_event_in_order() {
+    let dir = temp_dir("feed-paced");
+    let server = Server::start(&dir);
+    put_sku(&server, "hot", 40);
+    let (status, mut stream) = Sse::open(&server, "?every_ms=200", None);
+    assert_eq!(status, 200);
+    for _ in 0..40 {
+        buy(&server, "hot").unwrap();
+    }
+    let mut last = 0;
+    let mut created = 0;
+    while created < 40 {
+        let (id, event, _) = stream.next();
+        assert!(last == 0 || id == last + 1, "{last} then {id}: a gap");
+        last = id;
+        created += usize::from(event == "reservation.created");
+    }
+    let (status, _) = server.call("GET", "/v1/events/stream?every_ms=10001", None, &[]);
+    assert_eq!(status, 400);
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_feed_requests_are_clear_4xx_and_a_long_poll_waits_for_the_next_event() {
     let dir = temp_dir("feed-bad");

@@ -8,7 +8,9 @@
 #
 # The browser runs on the same two cores as the server and wrk here (on
 # the operator's laptop in a real sale), so this is the page's worst case.
-# Needs wrk, curl, python3, chromium and chromium-driver.
+# Modes: without the page; `page`, open in chromium; `requests`, only what
+# the page asks of the server (no browser). Needs wrk, curl, python3,
+# chromium and chromium-driver.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 runs="${1:-5}"
@@ -25,27 +27,60 @@ cleanup() {
     rm -rf "$work"
 }
 trap cleanup EXIT
-target/release/hotstock serve --listen 127.0.0.1:0 --durability async --data-dir "$work/data" \
-    --max-in-flight 100000 --admin-token "$token" > "$work/out" 2> "$work/err" &
-server=$!
-until grep -q "listening on" "$work/out" 2>/dev/null; do sleep 0.05; done
-addr=$(sed -n 's/^listening on //p' "$work/out")
-curl -s -o /dev/null -X PUT "http://$addr/v1/skus/s0" -H "Authorization: Bearer $token" \
-    -d '{"available": 1000000000000}'
 script="$work/purchase.lua"
 printf 'wrk.method = "POST"\nwrk.path = "/v1/reservations"\nwrk.body = [[{"lines":[{"sku":"s0","quantity":1}],"confirm":true}]]\n' > "$script"
-wrk -t1 -c64 -d3s -s "$script" "http://$addr" > /dev/null
-for run in $(seq 1 "$runs"); do
-    for mode in without with; do
-        if [ "$mode" = with ]; then
+
+# start_server: a fresh server each measurement (a sale's history slows the
+# next one down: the runs must start equal).
+start_server() {
+    rm -rf "$work/data"
+    target/release/hotstock serve --listen 127.0.0.1:0 --durability async --data-dir "$work/data" \
+        --max-in-flight 100000 --admin-token "$token" > "$work/out" 2> "$work/err" &
+    server=$!
+    until grep -q "listening on" "$work/out" 2>/dev/null; do sleep 0.05; done
+    addr=$(sed -n 's/^listening on //p' "$work/out")
+    curl -s -o /dev/null -X PUT "http://$addr/v1/skus/s0" -H "Authorization: Bearer $token" \
+        -d '{"available": 1000000000000}'
+}
+
+# open_page MODE: `page`, the page in headless chromium; `requests`, what
+# the page asks of the server (the feed stream, /metrics and a page of SKUs
+# every 2 s) without a browser: the server's share of the page's cost.
+open_page() {
+    case "$1" in
+        page)
             python3 benches/ui/page_open.py "$addr" "$token" > "$work/page" &
             page=$!
-            until grep -q "page live" "$work/page" 2>/dev/null; do sleep 0.1; done
-        fi
+            until grep -q "page live" "$work/page" 2>/dev/null; do sleep 0.1; done ;;
+        requests)
+            (
+                curl -s -N -H "Authorization: Bearer $token" "http://$addr/v1/events/stream?every_ms=1000&after=0" > /dev/null &
+                while true; do
+                    curl -s -o /dev/null -H "Authorization: Bearer $token" "http://$addr/metrics"
+                    curl -s -o /dev/null -H "Authorization: Bearer $token" "http://$addr/v1/skus?limit=25"
+                    sleep 2
+                done
+            ) &
+            page=$! ;;
+    esac
+}
+
+close_all() {
+    if [ -n "$page" ]; then pkill -TERM -P "$page" 2>/dev/null || true; kill -TERM "$page" 2>/dev/null || true; wait "$page" 2>/dev/null || true; page=""; fi
+    kill -TERM "$server"; wait "$server" 2>/dev/null || true; server=""
+}
+
+modes="${MODES:-without page requests}"
+for run in $(seq 1 "$runs"); do
+    # Alternate the order, so no mode always runs first.
+    order=$modes
+    [ $((run % 2)) -eq 0 ] && order=$(echo "$modes" | tr ' ' '\n' | tac | tr '\n' ' ')
+    for mode in $order; do
+        start_server
+        [ "$mode" != without ] && open_page "$mode"
+        wrk -t1 -c64 -d3s -s "$script" "http://$addr" > /dev/null
         rps=$(wrk -t1 -c64 -d"${seconds}s" -s "$script" "http://$addr" | awk '/Requests\/sec/ {print $2}')
         echo "run $run $mode $rps"
-        if [ "$mode" = with ]; then
-            kill -TERM "$page"; wait "$page" 2>/dev/null || true; page=""
-        fi
+        close_all
     done
 done

@@ -30,8 +30,18 @@ def call(method, path, body=None):
         return json.loads(response.read())["value"]
 
 
+session = None
+
+
 def stop(*_):
+    # The session first: chromedriver killed alone leaves chromium running.
+    if session is not None:
+        try:
+            call("DELETE", f"/session/{session}")
+        except OSError:
+            pass
     driver.terminate()
+    driver.wait()
     sys.exit(0)
 
 

@@ -38,8 +38,14 @@ struct FeedQuery {
     after: u64,
     limit: usize,
     wait_ms: u64,
+    /// A stream's pace: at most one write per this many ms, every event
+    /// still sent (0: each as it becomes durable).
+    every_ms: u64,
     filter: FeedFilter,
 }
+
+/// Slowest pace a stream may ask for (`every_ms`).
+const MAX_STREAM_EVERY_MS: u64 = 10_000;
 
 impl Api {
     fn feed_reader(&self) -> Result<&FeedReader, ApiError> {
@@ -140,6 +146,7 @@ fn parse_query(query: Option<&str>, stream: bool) -> Result<FeedQuery, ApiError>
                 }
             }
             "wait_ms" if !stream => parsed.wait_ms = number(key, &value, MAX_FEED_WAIT_MS)?,
+            "every_ms" if stream => parsed.every_ms = number(key, &value, MAX_STREAM_EVERY_MS)?,
             // Empty: no filter (what a form with the field left blank sends).
             "sku" if value.is_empty() => {}
             "sku" => parsed.filter.sku = Some(value.into()),
@@ -245,8 +252,15 @@ async fn stream(
             }
         }
         let moved = page.next_after > after;
+        let caught_up = page.events.len() < query.limit;
         after = page.next_after;
-        if !moved {
+        if query.every_ms > 0 && caught_up && !page.events.is_empty() {
+            // A dashboard's pace: the events of the next interval go in
+            // one read and one write, not one per journal batch (a sale
+            // makes a thousand batches a second). A quiet stream still
+            // waits for its next event below, with heartbeats.
+            tokio::time::sleep(Duration::from_millis(query.every_ms)).await;
+        } else if !moved {
             let arrived = FeedPast::new(reader.feed(), after);
             if tokio::time::timeout(HEARTBEAT, arrived).await.is_err()
                 && frames
