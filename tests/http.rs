@@ -1822,3 +1822,62 @@ fn a_waiting_room_over_http_and_across_a_restart() {
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `POST /v1/reservations/batch`: each order on its own (all or nothing,
+/// its key honoured), answered in order; in `sync` every 201 in the
+/// answer survives a SIGKILL right after it.
+#[test]
+fn a_batch_of_orders_is_placed_order_by_order_and_durable_when_answered() {
+    let dir = temp_dir("batch");
+    let server = Server::start(&dir);
+    let put = json!({"available": 3, "per_customer_limit": 2});
+    assert_eq!(server.call("PUT", "/v1/skus/drop", Some(&put), &[]).0, 200);
+    let line = |quantity: u64| json!([{"sku": "drop", "quantity": quantity}]);
+    let batch = json!({"orders": [
+        {"lines": line(1), "customer": "ann", "confirm": true, "idempotency_key": "k-1"},
+        {"lines": line(1), "customer": "ann", "confirm": true, "idempotency_key": "k-1"},
+        {"lines": line(2), "customer": "bob"},
+        {"lines": line(1), "customer": "cat"},
+        {"lines": [{"sku": "nope", "quantity": 1}], "customer": "dan"},
+        {"lines": line(0)},
+        "not an order",
+    ]});
+    let (status, answer) = server.call("POST", "/v1/reservations/batch", Some(&batch), &[]);
+    assert_eq!(status, 200, "{answer}");
+    let results = answer["results"].as_array().unwrap();
+    let statuses: Vec<u64> = results
+        .iter()
+        .map(|r| r["status"].as_u64().unwrap())
+        .collect();
+    assert_eq!(statuses, [201, 201, 201, 409, 404, 400, 400], "{answer}");
+    let id = |i: usize| results[i]["reservation"]["id"].as_str().unwrap().to_owned();
+    assert_eq!(id(0), id(1), "the key's retry is the same reservation");
+    assert_eq!(results[3]["error"]["error"], "sold_out");
+    assert_eq!(results[4]["error"]["error"], "unknown_sku");
+    // Bad batches: refused whole, nothing placed.
+    for bad in [
+        json!({"orders": []}),
+        json!({"orders": [{"lines": line(1)}], "extra": 1}),
+        json!({"orders": vec![json!({"lines": line(1)}); 1001]}),
+    ] {
+        let (status, refused) = server.call("POST", "/v1/reservations/batch", Some(&bad), &[]);
+        assert_eq!(
+            (status, &refused["error"]),
+            (400, &json!("invalid_request"))
+        );
+    }
+    // Acknowledged means durable: the placed orders survive a SIGKILL.
+    server.kill();
+    let server = Server::start(&dir);
+    for i in [0, 2] {
+        let (status, found) = server.call("GET", &format!("/v1/reservations/{}", id(i)), None, &[]);
+        assert_eq!(status, 200, "{found}");
+    }
+    let (_, doc) = server.call("GET", "/v1/skus/drop", None, &[]);
+    assert_eq!(
+        (&doc["sold"], &doc["held"], &doc["available"]),
+        (&json!(1), &json!(2), &json!(0))
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -267,6 +267,9 @@ impl Api {
                 self.put_location(param, &location, body).await
             }
             Route::ReservationCreate => self.create_reservation(parts, body, scope).await,
+            // Boxed, like the feed's: a batch's future is not the purchase
+            // path's to carry.
+            Route::ReservationBatch => Box::pin(self.create_batch(parts, body, scope)).await,
             Route::ReservationGet => self.get_reservation(param, scope),
             Route::ReservationConfirm | Route::ReservationCancel | Route::ReservationRefund => {
                 self.transition(matched.route, param, &parts.headers, body, scope)
@@ -437,6 +440,7 @@ fn changes_state(route: Route) -> bool {
             | Route::KitPut
             | Route::LocationPut
             | Route::ReservationCreate
+            | Route::ReservationBatch
             | Route::ReservationConfirm
             | Route::ReservationCancel
             | Route::ReservationRefund

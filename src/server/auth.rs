@@ -494,6 +494,9 @@ pub fn authorize<'a>(
         }
         (Route::EventsList | Route::EventsStream, Caller::Buyer(_)) => None,
         (Route::ReservationGet | Route::ReservationRefund, Caller::Operator) => Some(Scope::Any),
+        // A batch is a gateway's: every order for any customer.
+        (Route::ReservationBatch, Caller::Operator | Caller::Service(_)) => Some(Scope::Any),
+        (Route::ReservationBatch, Caller::Buyer(_)) => None,
         (_, Caller::Operator) => None,
         (_, Caller::Service(_)) => Some(Scope::Any),
         (
@@ -521,6 +524,7 @@ fn action(route: Route) -> &'static str {
         Route::Metrics => "read the metrics",
         Route::Cluster => "read the cluster's state",
         Route::ReservationCreate => "create reservations (buyers and services do)",
+        Route::ReservationBatch => "place a batch of orders (services and the operator do)",
         Route::ReservationConfirm => "confirm a reservation (payment is confirmed by a service)",
         Route::ReservationCancel => "cancel a reservation (buyers and services do)",
         Route::ReservationRefund => "refund a sale (services and the operator do)",

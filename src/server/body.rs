@@ -68,7 +68,15 @@ pub(crate) fn parse_fields<R>(
     bytes: &[u8],
     then: impl FnOnce(OrderFields<'_>) -> Result<R, ApiError>,
 ) -> Result<R, ApiError> {
-    let read = FieldsOrder::read(parse_object(bytes)?)?;
+    parse_order_object(parse_object(bytes)?, then)
+}
+
+/// Reads an order already parsed as a JSON object (one of a batch's).
+pub(crate) fn parse_order_object<R>(
+    object: Map<String, Value>,
+    then: impl FnOnce(OrderFields<'_>) -> Result<R, ApiError>,
+) -> Result<R, ApiError> {
+    let read = FieldsOrder::read(object)?;
     let lines: Vec<ScannedLine<'_>> = read
         .lines
         .iter()
@@ -187,16 +195,21 @@ pub async fn read_json(body: Incoming) -> Result<Map<String, Value>, ApiError> {
 
 /// Reads a body of at most `MAX_BODY_BYTES`. A body that arrives in one
 /// frame (every small request) is returned as that frame, not copied.
-pub async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
+pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
+    read_body_up_to(body, MAX_BODY_BYTES).await
+}
+
+/// `read_body` with a limit of its own (a batch of orders).
+pub async fn read_body_up_to(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
     use hyper::body::Body as _;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             Code::PayloadTooLarge,
-            format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            format!("this route's request bodies are limited to {limit} bytes"),
         )
     };
-    if body.size_hint().lower() > MAX_BODY_BYTES as u64 {
+    if body.size_hint().lower() > limit as u64 {
         return Err(too_large());
     }
     let mut first: Option<Bytes> = None;
@@ -210,7 +223,7 @@ pub async fn read_body(mut body: Incoming) -> Result<Bytes, ApiError> {
             continue;
         };
         let total = first.as_ref().map_or(0, Bytes::len) + joined.len() + data.len();
-        if total > MAX_BODY_BYTES {
+        if total > limit {
             return Err(too_large());
         }
         if first.is_none() && joined.is_empty() {

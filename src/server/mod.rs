@@ -14,6 +14,7 @@
 //! events.rs       the change feed: GET /v1/events (long-poll), /v1/events/stream (SSE)
 //! skus.rs         SKU handlers
 //! reservations.rs reservation handlers (the purchase path)
+//! batch.rs        POST /v1/reservations/batch: up to 1,000 orders, one durable wait
 //! queue.rs        waiting rooms: join, poll, the admission an order presents
 //! ui.rs           the operator's live sale page (/ui), its files embedded
 //! body.rs         bounded body reads; parse_order (scanner, then fields)
@@ -33,6 +34,7 @@
 pub mod admission;
 pub mod api;
 pub mod auth;
+pub mod batch;
 pub mod body;
 pub mod cluster;
 pub mod connection;

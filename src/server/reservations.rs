@@ -64,7 +64,7 @@ fn one_room(roomed: Option<SkuId>, sku: SkuId, has_room: bool) -> Result<Option<
 }
 
 /// A placed order, waiting to be answered.
-enum Placed {
+pub(super) enum Placed {
     /// Created now: its JSON, written from the receipt.
     Created(Vec<u8>),
     /// An idempotent retry of an earlier order, or an order of a kit
@@ -134,7 +134,7 @@ impl Api {
 
     /// Resolves the order's SKUs, checks it, places it and writes its
     /// answer (sent only after `acknowledge`).
-    fn place_now(
+    pub(super) fn place_now(
         &self,
         body: OrderFields<'_>,
         header_key: Option<&str>,
@@ -272,6 +272,19 @@ impl Api {
                 Err(ApiError::unknown_reservation(&self.id_text(id)))
             }
             _ => Ok(document),
+        }
+    }
+
+    /// A placed order's reservation as JSON bytes (a batch's result).
+    pub(super) fn placed_json(&self, placed: Placed) -> Result<Vec<u8>, ApiError> {
+        match placed {
+            Placed::Created(json) => Ok(json),
+            Placed::ReadBack(id) => {
+                let document = self.visible(id, Scope::Any)?;
+                let json = reservation_json(&document, &self.id_text(id), |id| self.sku_name(id));
+                Ok(json.to_string().into_bytes())
+            }
+            Placed::Elsewhere(_) => Err(ApiError::invalid("the order belongs to another node")),
         }
     }
 

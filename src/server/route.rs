@@ -15,6 +15,7 @@ pub enum Route {
     KitPut,
     LocationPut,
     ReservationCreate,
+    ReservationBatch,
     ReservationGet,
     ReservationConfirm,
     ReservationCancel,
@@ -31,7 +32,7 @@ pub enum Route {
 
 impl Route {
     /// In label order (the metrics' rows).
-    pub const ALL: [Route; 21] = [
+    pub const ALL: [Route; 22] = [
         Route::Healthz,
         Route::Metrics,
         Route::SkusList,
@@ -41,6 +42,7 @@ impl Route {
         Route::KitPut,
         Route::LocationPut,
         Route::ReservationCreate,
+        Route::ReservationBatch,
         Route::ReservationGet,
         Route::ReservationConfirm,
         Route::ReservationCancel,
@@ -67,6 +69,7 @@ impl Route {
             Route::KitPut => "kit_put",
             Route::LocationPut => "location_put",
             Route::ReservationCreate => "reservation_create",
+            Route::ReservationBatch => "reservation_batch",
             Route::ReservationGet => "reservation_get",
             Route::ReservationConfirm => "reservation_confirm",
             Route::ReservationCancel => "reservation_cancel",
@@ -132,6 +135,7 @@ pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>
             (sku, &[(Method::PUT, Route::LocationPut)])
         }
         ["v1", "reservations"] => ("", &[(Method::POST, Route::ReservationCreate)]),
+        ["v1", "reservations", "batch"] => ("", &[(Method::POST, Route::ReservationBatch)]),
         ["v1", "reservations", id] => (id, &[(Method::GET, Route::ReservationGet)]),
         ["v1", "reservations", id, "confirm"] => (id, &[(Method::POST, Route::ReservationConfirm)]),
         ["v1", "reservations", id, "cancel"] => (id, &[(Method::POST, Route::ReservationCancel)]),
