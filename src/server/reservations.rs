@@ -15,7 +15,7 @@ use super::forward::Owner;
 use super::queue::ADMISSION;
 use super::response::{reservation_json, write_new_reservation};
 use super::route::Route;
-use crate::core::engine::Order;
+use crate::core::engine::{Order, Receipt};
 use crate::core::error::EngineError;
 use crate::core::holds::HoldDocument;
 use crate::core::limits::MAX_LINES_PER_CART;
@@ -37,6 +37,21 @@ fn idempotency_key(headers: &hyper::HeaderMap) -> Result<Option<&str>, ApiError>
                 .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
         })
         .transpose()
+}
+
+/// The order's idempotency key: the body's field or the header (both
+/// only if equal).
+fn order_key<'a>(
+    field: Option<&'a str>,
+    header: Option<&'a str>,
+) -> Result<Option<&'a str>, ApiError> {
+    match (field, header) {
+        (Some(a), Some(b)) if a != b => Err(ApiError::invalid(
+            "the Idempotency-Key header and the idempotency_key field differ",
+        )),
+        (Some(key), _) | (None, Some(key)) => Ok(Some(key)),
+        (None, None) => Ok(None),
+    }
 }
 
 /// The request's `Admission` header, if any.
@@ -143,15 +158,7 @@ impl Api {
     ) -> Result<Placed, ApiError> {
         check_line_count(body.lines.len())?;
         let customer = customer_in_scope(body.customer, scope)?;
-        let key = match (body.idempotency_key, header_key) {
-            (Some(a), Some(b)) if a != b => {
-                return Err(ApiError::invalid(
-                    "the Idempotency-Key header and the idempotency_key field differ",
-                ))
-            }
-            (Some(key), _) | (None, Some(key)) => Some(key),
-            (None, None) => None,
-        };
+        let key = order_key(body.idempotency_key, header_key)?;
         // In a cluster the customer's node (or the key's) places it, before
         // any SKU is looked up: this node may not know the SKU yet.
         if let (Some(router), Some(owned_by)) = (&self.router, customer.or(key)) {
@@ -196,11 +203,33 @@ impl Api {
         if let Some(customer) = order.customer {
             self.rates.check_customer(customer)?;
         }
-        let claim = match roomed {
-            Some(sku) => self.claim_admission(sku, customer, key, admission)?,
-            None => None,
+        let receipt = match roomed {
+            None => self.engine.reserve(&order),
+            Some(sku) => self.reserve_admitted_order(&order, sku, admission)?,
         };
-        let reserved = self.engine.reserve(&order);
+        let receipt = receipt.map_err(|e| self.engine_error(e))?;
+        // A line that named a location holds its location's cell: the
+        // answer names it, as read back.
+        let named_location = body.places.iter().any(|p| p.location.is_some());
+        if receipt.replayed || receipt.holds_components || receipt.backordered || named_location {
+            return Ok(Placed::ReadBack(receipt.id));
+        }
+        Ok(Placed::Created(
+            self.created_json(&receipt, &body, customer),
+        ))
+    }
+
+    /// `reserve` of an order naming `roomed`, a SKU with a waiting room:
+    /// its admission claimed before, and ended after by the outcome.
+    fn reserve_admitted_order(
+        &self,
+        order: &Order<'_>,
+        roomed: SkuId,
+        admission: Option<&str>,
+    ) -> Result<Result<Receipt, EngineError>, ApiError> {
+        let claim =
+            self.claim_admission(roomed, order.customer, order.idempotency_key, admission)?;
+        let reserved = self.engine.reserve(order);
         if let Some(claim) = claim {
             // Used by a reservation, or by a refusal for stock (the buyer
             // had its turn); kept for a refusal the buyer can correct.
@@ -214,25 +243,27 @@ impl Api {
                 ClaimEnd::Kept
             });
         }
-        let receipt = reserved.map_err(|e| self.engine_error(e))?;
-        // A line that named a location holds its location's cell: the
-        // answer names it, as read back.
-        let named_location = body.places.iter().any(|p| p.location.is_some());
-        if receipt.replayed || receipt.holds_components || receipt.backordered || named_location {
-            return Ok(Placed::ReadBack(receipt.id));
-        }
-        // Just created, so it is exactly what was asked: the names are the
-        // request's (lookups are exact), the rest is in the receipt.
+        Ok(reserved)
+    }
+
+    /// A reservation just created, so exactly what was asked: the names
+    /// are the request's (lookups are exact), the rest is in the receipt.
+    fn created_json(
+        &self,
+        receipt: &Receipt,
+        body: &OrderFields<'_>,
+        customer: Option<&str>,
+    ) -> Vec<u8> {
         let mut out = Vec::with_capacity(176 + 48 * body.lines.len());
         let hex = self.public_ids.text(receipt.id);
         match &self.node {
-            None => write_new_reservation(&mut out, &receipt, &hex, body.lines, customer),
+            None => write_new_reservation(&mut out, receipt, &hex, body.lines, customer),
             Some(node) => {
                 let id = [node.as_bytes(), b"~", &hex].concat();
-                write_new_reservation(&mut out, &receipt, &id, body.lines, customer);
+                write_new_reservation(&mut out, receipt, &id, body.lines, customer);
             }
         }
-        Ok(Placed::Created(out))
+        out
     }
 
     /// The answer to a placed order, once it is as durable as the
