@@ -176,6 +176,19 @@ fn the_page_follows_a_flash_sale_through_a_restart() {
     std::fs::create_dir_all(&shots).unwrap();
     std::fs::write(shots.join("sale.png"), &png).unwrap();
 
+    // A phone's width: everything fits, nothing scrolls sideways.
+    browser.resize(390, 844);
+    let fits = browser.wait_for(
+        REFRESH,
+        "return document.documentElement.scrollWidth <= window.innerWidth || null;",
+    );
+    let widths = browser.run("return [document.documentElement.scrollWidth, window.innerWidth];");
+    assert!(
+        fits.is_some(),
+        "the page scrolls sideways on a phone: {widths}"
+    );
+    std::fs::write(shots.join("sale-phone.png"), browser.screenshot()).unwrap();
+
     // The token was in the page's memory only: a reload signs out.
     browser.open(&format!("http://{listen}/ui"));
     assert_eq!(browser.run(&shown_element("app")), false);

@@ -142,6 +142,15 @@ impl Browser {
         })
     }
 
+    /// Resizes the window (a phone's width, say).
+    pub fn resize(&self, width: u32, height: u32) {
+        self.call(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        );
+    }
+
     /// A PNG of the window.
     pub fn screenshot(&self) -> Vec<u8> {
         let encoded = self.call("GET", "/screenshot", Value::Null);
