@@ -136,9 +136,11 @@ pub const MAX_OPEN_LEASES: usize = 1 << 16;
 /// `FILLS_PER_LOCK`).
 pub const MAX_OPEN_LEASES_PER_SKU: usize = 48;
 
-/// Most buyers one waiting room keeps a place for at once (waiting,
-/// admitted, or done and not yet forgotten): about 100 bytes each, so a
-/// full room is some 20 MB. Past it a join is refused (`queue_full`).
+/// Most buyers one waiting room keeps a place for (waiting, admitted, or
+/// done: a room forgets nobody until it is turned off and on). Each place
+/// holds its customer's name twice (the ticket and the map by customer)
+/// and a ticket of a few words; the memory of a full room is not
+/// measured. Past it a join is refused (`queue_full`).
 pub const MAX_QUEUE_PER_ROOM: usize = 200_000;
 
 /// Most SKUs with a waiting room at once: together with
