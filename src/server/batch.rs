@@ -50,15 +50,21 @@ impl Api {
             ));
         }
         let bytes = read_body_up_to(body, MAX_BATCH_BODY_BYTES).await?;
-        let mut out = Vec::with_capacity(64 + 256 * MAX_BATCH_ORDERS);
-        out.extend_from_slice(b"{\"results\":[");
         // The usual shape is cut into its orders' bytes, each read by the
         // one-pass scanner as a single order is (a `serde_json::Value` of
         // the whole batch was a third of the server's time: perf); anything
         // else goes through the field-by-field reader, whose messages are
         // exact.
-        match split_orders(&bytes).filter(|orders| (1..=MAX_BATCH_ORDERS).contains(&orders.len())) {
-            Some(orders) => {
+        let split = split_orders(&bytes).filter(|o| (1..=MAX_BATCH_ORDERS).contains(&o.len()));
+        let orders = match split {
+            Some(orders) => Orders::Cut(orders),
+            None => Orders::Read(batch_orders(&bytes)?),
+        };
+        // Sized by the orders: a small batch does not map a large buffer.
+        let mut out = Vec::with_capacity(64 + 256 * orders.len());
+        out.extend_from_slice(b"{\"results\":[");
+        match orders {
+            Orders::Cut(orders) => {
                 for (index, order) in orders.into_iter().enumerate() {
                     if index > 0 {
                         out.push(b',');
@@ -68,8 +74,8 @@ impl Api {
                     self.write_result(placed.and_then(|placed| self.placed_json(placed)), &mut out);
                 }
             }
-            None => {
-                for (index, order) in batch_orders(&bytes)?.into_iter().enumerate() {
+            Orders::Read(orders) => {
+                for (index, order) in orders.into_iter().enumerate() {
                     if index > 0 {
                         out.push(b',');
                     }
@@ -112,6 +118,21 @@ impl Api {
                 let result = serde_json::json!({"status": status, "error": body});
                 out.extend_from_slice(result.to_string().as_bytes());
             }
+        }
+    }
+}
+
+/// A batch's orders: cut from the usual shape, or read by serde.
+enum Orders<'a> {
+    Cut(Vec<&'a [u8]>),
+    Read(Vec<Value>),
+}
+
+impl Orders<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Orders::Cut(orders) => orders.len(),
+            Orders::Read(orders) => orders.len(),
         }
     }
 }
