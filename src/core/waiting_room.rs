@@ -293,10 +293,6 @@ impl WaitingRoom {
         self.epoch
     }
 
-    pub fn config(&self) -> RoomConfig {
-        self.config
-    }
-
     /// When the early arrivals are shuffled, given the sale's window.
     pub fn shuffle_at_ms(&self, window: SaleWindow) -> u64 {
         let gathered = self.opened_ms.saturating_add(MAX_POLL_AFTER_MS);

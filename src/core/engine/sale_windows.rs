@@ -96,11 +96,6 @@ impl<T: Clone + Copy + Default + PartialEq + Send> SkuSettings<T> {
         self.set.load(Ordering::Relaxed) != 0
     }
 
-    /// How many SKUs have a setting.
-    pub(super) fn count(&self) -> usize {
-        self.set.load(Ordering::Relaxed)
-    }
-
     pub(super) fn get(&self, sku: SkuId) -> T {
         (self.table.get())
             .and_then(|table| table.get(sku))
@@ -111,16 +106,9 @@ impl<T: Clone + Copy + Default + PartialEq + Send> SkuSettings<T> {
     /// Publishes `sku`'s setting. The caller serialises the sets of one
     /// SKU (its cell's lock), so the count moves once per change.
     pub(super) fn put(&self, sku: SkuId, setting: T) {
-        let unbounded = self.put_at_most(sku, setting, usize::MAX);
-        debug_assert!(unbounded.is_ok());
-    }
-
-    /// `put`, unless it would give more than `most` SKUs a setting: then
-    /// nothing changes.
-    pub(super) fn put_at_most(&self, sku: SkuId, setting: T, most: usize) -> Result<(), ()> {
-        self.count_change(sku, setting, most)?;
+        let counted = self.count_change(sku, setting, usize::MAX);
+        debug_assert!(counted.is_ok(), "no bound to refuse");
         self.write(sku, setting);
-        Ok(())
     }
 
     /// The first half of a `put`: counts the change, or refuses it if it

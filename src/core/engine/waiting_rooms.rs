@@ -53,11 +53,6 @@ impl<S: ChangeSink> Engine<S> {
         self.waiting_rooms.any()
     }
 
-    /// How many SKUs have a waiting room.
-    pub fn waiting_room_count(&self) -> usize {
-        self.waiting_rooms.count()
-    }
-
     /// Puts a recovered room's settings back (recovery only: records
     /// nothing; the bound held when they were set).
     pub fn restore_waiting_room(&self, sku: SkuId, room: RoomConfig) -> Result<(), EngineError> {

@@ -20,7 +20,6 @@
   const holds = new Map(); // reservation -> expires_at_ms
   let expired = []; // at_ms of each expiry seen
   let pageRows = [];
-  let pageAfter = null;
   let nextAfter = null;
   let metrics = { now: null, before: null };
 
@@ -413,7 +412,6 @@
     const response = await api(query);
     if (!response.ok) return;
     const body = await response.json();
-    pageAfter = after;
     nextAfter = body.next_after;
     pageRows = body.skus;
     for (const row of pageRows) {
@@ -443,6 +441,4 @@
     nextAfter = null;
     renderAll();
   });
-  window.addEventListener('load', () => setLink(false, 'signed out'));
-  void pageAfter;
 })();
