@@ -290,7 +290,7 @@ fn a_dead_node_is_settled_from_its_directory_or_forfeited() {
 /// rest: sold == stock exactly.
 #[test]
 fn the_escrow_stopped_mid_sale_only_pauses_refills() {
-    let port = 40_000 + (std::process::id() % 20_000) as u16;
+    let port = free_port();
     let Some(postgres) = common::pg::PrivatePostgres::start("escrow-down test", port) else {
         return;
     };
@@ -341,11 +341,11 @@ fn the_escrow_stopped_mid_sale_only_pauses_refills() {
 /// nothing is oversold, and sold == stock exactly.
 #[test]
 fn the_escrow_fails_over_to_its_standby_mid_sale() {
-    let port = 40_000 + (std::process::id() % 20_000) as u16 + 1;
+    let port = free_port();
     let Some(primary) = common::pg::PrivatePostgres::start_primary("failover test", port) else {
         return;
     };
-    let standby = primary.standby(port + 1);
+    let standby = primary.standby(free_port());
     primary.require_synchronous_standby();
     let url = format!(
         "postgresql://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
@@ -394,8 +394,12 @@ fn the_escrow_fails_over_to_its_standby_mid_sale() {
 }
 
 /// A port free now, for a node whose peers must know its address before
-/// it starts (the kernel may hand it out again in between: unlikely on a
-/// test machine, and the node then fails to start, loudly).
+/// it starts, or a PostgreSQL server of the test's own (the kernel may
+/// hand it out again in between: unlikely on a test machine, and the
+/// server then fails to start, loudly). Never a port made from the pid:
+/// that lands in the ephemeral range, where the other tests' nodes and
+/// connections take ports too (a failover test once failed so, at
+/// `pg_ctl start`).
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap().port()
