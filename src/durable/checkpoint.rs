@@ -205,7 +205,10 @@ impl CheckpointShared {
     /// One checkpoint; `final_run` (at close) also prunes reservation rows.
     fn run_once(&self, final_run: bool) -> Result<Position, StoreError> {
         let mut store = self.store.lock();
-        let Some(mut checkpoint) = self.settled.lock().checkpoint_if_whole() else {
+        // Taken under the shadow's lock (the writer waits for it), finished
+        // off it: see `Settled::take`.
+        let taken = self.settled.lock().checkpoint_if_whole();
+        let Some(taken) = taken else {
             return Err(StoreError {
                 store: store.describe(),
                 message: "no checkpoint: the journal's writer stopped in the middle of a batch \
@@ -214,6 +217,8 @@ impl CheckpointShared {
                     .into(),
             });
         };
+        let (mut checkpoint, spare) = taken.finish();
+        self.settled.lock().recycle(spare);
         // Every batch up to the checkpoint's position reached the feed under
         // the lock just taken (the writer's sink pushes while folding).
         let (events, feed_next) = self.feed.unsaved_through(checkpoint.position);

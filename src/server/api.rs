@@ -254,7 +254,7 @@ impl Api {
         }
         match matched.route {
             Route::Healthz => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
-            Route::Metrics => Ok(self.metrics()),
+            Route::Metrics => Ok(self.metrics().await),
             Route::SkusList => self.list_skus(parts.uri.query()),
             Route::SkuGet => self.get_sku(param),
             Route::SkuPut => self.put_sku(param, body).await,
@@ -297,7 +297,19 @@ impl Api {
         }
     }
 
-    fn metrics(&self) -> HttpResponse {
+    async fn metrics(&self) -> HttpResponse {
+        // The feed makes its events when asked (`Feed::made`), and the
+        // scrape asks for the newest position: after seconds of a busy sale
+        // that is seconds of work, done here off the runtime's workers so
+        // the connections that share one are not kept waiting.
+        if let Some(reader) = &self.feed {
+            let reader = reader.clone();
+            let made = tokio::task::spawn_blocking(move || reader.feed().last_position());
+            if let Err(error) = made.await {
+                // Rendering makes them instead; the panic is a bug to log.
+                tracing::error!("making feed events for /metrics failed: {error}");
+            }
+        }
         let rendered = Full::new(metrics::render(&self.registry).into());
         let mut response = Response::new(rendered.into());
         response.headers_mut().insert(

@@ -389,6 +389,31 @@ impl Feed {
         inner
     }
 
+    /// `inner` with every durable batch up to `through` (all when `None`)
+    /// made into events: the batches pending on entry, one per hold of the
+    /// lock. A backlog of millions of events (the next checkpoint of a busy
+    /// sale, or a reader after a quiet spell) is made in steps, so readers,
+    /// `/metrics` and the checkpointer take turns instead of one of them
+    /// holding the feed for seconds.
+    fn made(&self, through: Option<Position>) -> parking_lot::MutexGuard<'_, FeedInner> {
+        let mut inner = self.lock();
+        loop {
+            let due = inner
+                .raw
+                .front()
+                .is_some_and(|batch| through.is_none_or(|through| batch.end <= through));
+            if !due {
+                return inner;
+            }
+            let batch = inner.raw.pop_front().expect("front exists");
+            inner.make(batch);
+            drop(inner);
+            // Not `lock()`: batches pushed since entry wait for the next
+            // caller, so a reader under load is never kept here chasing them.
+            inner = self.inner.lock();
+        }
+    }
+
     /// The oldest position memory holds (the next one when it holds none).
     pub fn first_in_memory(&self) -> u64 {
         let inner = self.lock();
@@ -400,16 +425,14 @@ impl Feed {
 
     /// The position of the last durable event (0 before the first).
     pub fn last_position(&self) -> u64 {
-        let mut inner = self.lock();
-        inner.make_all();
+        let inner = self.made(None);
         inner.next_position - 1
     }
 
     /// Events after `after` matching `filter`, at most `limit` looked at
     /// (from memory), or `FromStore` when memory no longer holds `after + 1`.
     pub fn read(&self, after: u64, limit: usize, filter: &FeedFilter) -> FeedRead {
-        let mut inner = self.lock();
-        inner.make_all();
+        let inner = self.made(None);
         let last = inner.next_position - 1;
         let first = inner
             .events
@@ -446,8 +469,7 @@ impl Feed {
     pub fn wait_past(&self, after: u64, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         let past = |feed: &Feed| {
-            let mut inner = feed.lock();
-            inner.make_all();
+            let inner = feed.made(None);
             inner.next_position - 1 > after
         };
         loop {
@@ -479,8 +501,7 @@ impl Feed {
                 wakers.push(waker.clone());
             }
         }
-        let mut inner = self.lock();
-        inner.make_all();
+        let inner = self.made(None);
         inner.next_position - 1 > after
     }
 
@@ -488,23 +509,34 @@ impl Feed {
     /// those after the last saved one, up to the end of the batches it
     /// covers; and the position that follows them.
     pub fn unsaved_through(&self, through: Position) -> (Vec<FeedEvent>, u64) {
-        let mut inner = self.lock();
-        inner.make_through(through);
-        // Not popped here: a failed save takes the same events again.
-        let next = inner
-            .boundaries
-            .iter()
-            .take_while(|(end, _)| *end <= through)
-            .last()
-            .map_or(inner.saved_through + 1, |&(_, after)| after);
-        let saved = inner.saved_through;
-        let first = inner
-            .events
-            .front()
-            .map_or(inner.next_position, |e| e.position);
-        let skip = saved.saturating_sub(first - 1) as usize;
-        let take = next.saturating_sub(saved + 1) as usize;
-        let events = inner.events.iter().skip(skip).take(take).cloned().collect();
+        let (mut from, next) = {
+            let inner = self.made(Some(through));
+            // Not popped here: a failed save takes the same events again.
+            let next = inner
+                .boundaries
+                .iter()
+                .take_while(|(end, _)| *end <= through)
+                .last()
+                .map_or(inner.saved_through + 1, |&(_, after)| after);
+            (inner.saved_through + 1, next)
+        };
+        // Copied a chunk per hold of the lock, for the reason `made` gives.
+        // Only `mark_saved`, which the checkpointer alone calls after this,
+        // drops events from the front: positions `from..next` stay put.
+        const CHUNK: u64 = 1 << 14;
+        let mut events = Vec::with_capacity(next.saturating_sub(from) as usize);
+        while from < next {
+            let inner = self.inner.lock();
+            let first = inner
+                .events
+                .front()
+                .map_or(inner.next_position, |e| e.position);
+            assert!(first <= from, "unsaved events were dropped");
+            let start = (from - first) as usize;
+            let count = CHUNK.min(next - from) as usize;
+            events.extend(inner.events.range(start..start + count).cloned());
+            from += count as u64;
+        }
         (events, next)
     }
 
@@ -538,19 +570,6 @@ impl Feed {
 }
 
 impl FeedInner {
-    fn make_all(&mut self) {
-        while let Some(batch) = self.raw.pop_front() {
-            self.make(batch);
-        }
-    }
-
-    fn make_through(&mut self, through: Position) {
-        while self.raw.front().is_some_and(|batch| batch.end <= through) {
-            let batch = self.raw.pop_front().expect("front exists");
-            self.make(batch);
-        }
-    }
-
     /// Turns one durable batch into events, in feed order.
     fn make(&mut self, batch: RawBatch) {
         let mut events = Vec::new();

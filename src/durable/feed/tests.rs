@@ -170,6 +170,37 @@ fn a_checkpoint_takes_only_the_events_of_the_batches_it_covers() {
     assert_eq!((events[0].position, events.len(), next), (4, 1, 5));
 }
 
+/// A checkpoint of a busy sale writes more events than the feed copies
+/// under one hold of its lock: the copy in chunks gives every event of the
+/// batches covered once, in position order, and none of the next batch.
+#[test]
+fn a_checkpoint_of_many_events_takes_them_all_in_order() {
+    let feed = feed();
+    let holds = |from: u64| -> Vec<Event> {
+        (from..from + 20_000)
+            .map(|id| hold(id, None, HoldStatus::Confirmed, 1))
+            .collect()
+    };
+    push(&feed, &[created(), operator(1_000_000, 1)], 10);
+    push(&feed, &holds(1), 20);
+    push(&feed, &holds(20_001), 30);
+    push(&feed, &holds(40_001), 40);
+    let at = |offset| Position { segment: 0, offset };
+    // The first batch's events: created, changed, back in stock.
+    let first = feed.unsaved_through(at(10)).0.len() as u64;
+    let (events, next) = feed.unsaved_through(at(30));
+    assert_eq!(
+        (events.len() as u64, next),
+        (first + 40_000, first + 40_001)
+    );
+    assert!(events.iter().zip(1..).all(|(e, p)| e.position == p));
+    assert_eq!(events.last().unwrap().counts.sold, 40_000);
+    feed.mark_saved(next);
+    let (events, next) = feed.unsaved_through(at(40));
+    let expected = (first + 40_001, 20_000, first + 60_001);
+    assert_eq!((events[0].position, events.len(), next), expected);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Restock(u8),

@@ -241,6 +241,38 @@ fn apply_as_frame(s: &mut Settled, event: &Event) {
     s.apply_frame(&payload).unwrap();
 }
 
+/// The checkpointer takes a checkpoint under the shadow's lock and
+/// finishes it off the lock while the writer folds on (#18's stall: the
+/// rows used to be sorted and materialised under the lock). The rows taken
+/// are the checkpoint's, in full; rows folded after the take, on either
+/// fold path, are the next checkpoint's, and the buffers come back.
+#[test]
+fn rows_folded_while_a_taken_checkpoint_is_finished_go_to_the_next_one() {
+    let mut s = fold(&[]);
+    for id in [3u64, 1, 2] {
+        apply_as_frame(&mut s, &hold_with_id(id, None, Held));
+    }
+    s.apply(hold_with_id(7, None, Held));
+    let taken = s.checkpoint_if_whole().expect("no batch is half folded");
+    // The writer goes on: a confirm of a taken row, and a new row, by
+    // frame and by event.
+    apply_as_frame(&mut s, &hold_with_id(1, Some(Held), Confirmed));
+    apply_as_frame(&mut s, &hold_with_id(4, None, Held));
+    s.apply(hold_with_id(8, None, Held));
+    let (first, spare) = taken.finish();
+    s.recycle(spare);
+    let rows = |c: &Checkpoint| {
+        c.holds
+            .iter()
+            .map(|(id, h)| (*id, h.status))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(rows(&first), [(1, Held), (2, Held), (3, Held), (7, Held)]);
+    let second = s.take_checkpoint();
+    assert_eq!(rows(&second), [(1, Confirmed), (4, Held), (8, Held)]);
+    assert!(s.take_checkpoint().holds.is_empty());
+}
+
 /// The store takes rows in id order (its B-tree appends instead of
 /// splitting random leaves): from the writer's log, from the
 /// event-by-event path, and from both at once, the latest status winning.
