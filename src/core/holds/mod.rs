@@ -51,7 +51,7 @@ use std::sync::Arc;
 use crossbeam_utils::CachePadded;
 
 use super::limits::{MAX_TIMER_WORK_PER_SHARD, SHARDS};
-use super::sync::{AtomicU32, Mutex, Ordering};
+use super::sync::{AtomicU32, AtomicU64, Mutex, Ordering};
 pub use super::types::{HoldStatus, Line, LineAmounts, LineChange, ReservationId};
 
 /// A record's lines; one line (the common case) is stored inline.
@@ -384,6 +384,34 @@ pub struct HoldTable {
     /// so no id issued in an earlier run is ever issued again (see
     /// `set_generation_floor`). Written once, before the table is shared.
     generation_floor: AtomicU32,
+    /// Bit `i` set: shard `i` was full when last looked at under its lock.
+    /// Only a hint for where `insert` starts (it checks under the lock, and
+    /// tries every shard before it refuses), so a stale bit costs a probe,
+    /// never a wrong answer. Written when a shard fills or a timer pass
+    /// gives a full one room: a few dozen times a sale, not per purchase.
+    full: CachePadded<AtomicU64>,
+}
+
+// One bit per shard in `HoldTable::full`.
+const _: () = assert!(SHARDS <= 64);
+
+/// The shard an insert with `hint` starts at once its own shard (`hint`
+/// modulo `SHARDS`) is full: the `hint`-th (modulo their number) of those
+/// with room, so CPUs whose own shards filled go on in different shards
+/// instead of converging on the first with room; its own when every shard
+/// looked full. Out of line: a sale reaches it only once shards fill.
+#[cold]
+#[inline(never)]
+fn shard_with_room(hint: usize, full: u64) -> usize {
+    let mut room = !full & (u64::MAX >> (64 - SHARDS));
+    let count = room.count_ones() as usize;
+    if count == 0 {
+        return hint % SHARDS;
+    }
+    for _ in 0..hint % count {
+        room &= room - 1; // Clears the lowest bit with room.
+    }
+    room.trailing_zeros() as usize
 }
 
 impl HoldTable {
@@ -399,6 +427,7 @@ impl HoldTable {
                 .collect(),
             max_per_shard,
             generation_floor: AtomicU32::new(0),
+            full: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
@@ -445,17 +474,47 @@ impl HoldTable {
             hold.status,
             HoldStatus::Held | HoldStatus::Confirmed
         ));
+        let own = hint % SHARDS;
+        // Relaxed: a hint, checked below under each shard's lock.
+        let full = self.full.load(Ordering::Relaxed);
+        let start = match full & (1 << own) {
+            0 => own,
+            _ => shard_with_room(hint, full),
+        };
         for probe in 0..SHARDS {
-            let shard_index = (hint + probe) % SHARDS;
+            let shard_index = (start + probe) % SHARDS;
             let mut shard = self.shards[shard_index].lock();
             if shard.live >= self.max_per_shard {
+                self.mark_full(shard_index, true);
                 continue;
             }
             let id = Self::insert_into(&mut shard, shard_index, hold, self.floor());
+            if shard.live == self.max_per_shard {
+                self.mark_full(shard_index, true);
+            }
             publish(id);
             return Some(id);
         }
         None
+    }
+
+    /// Sets or clears shard `index`'s bit in `full`; called under its lock,
+    /// so a shard's bit changes in the order its lock is taken. Relaxed: the
+    /// bit is a hint (see `full`); the locks order everything it guards.
+    #[cold]
+    #[inline(never)]
+    fn mark_full(&self, index: usize, is_full: bool) {
+        let bit = 1u64 << index;
+        let marked = self.full.load(Ordering::Relaxed) & bit != 0;
+        match (marked, is_full) {
+            (false, true) => {
+                self.full.fetch_or(bit, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.full.fetch_and(!bit, Ordering::Relaxed);
+            }
+            _ => {}
+        }
     }
 
     // Always: `insert` has two callers' instances (a plain order's and a
@@ -748,7 +807,7 @@ impl HoldTable {
         mut settle: impl FnMut(Settle, HoldView<'_>),
     ) -> TimerWork {
         let mut work = TimerWork::default();
-        for shard in self.shards.iter() {
+        for (index, shard) in self.shards.iter().enumerate() {
             let mut budget = MAX_TIMER_WORK_PER_SHARD;
             loop {
                 make_room();
@@ -768,6 +827,7 @@ impl HoldTable {
                 let (pruned, more) = prune(shard, Queue::Confirmed, now_ms, refund_ms, floor);
                 work.pruned += pruned;
                 work.more |= more;
+                self.mark_full(index, shard.live >= self.max_per_shard);
                 break;
             }
         }
@@ -799,6 +859,7 @@ impl HoldTable {
         let slot = &mut shard.slots[id.slot()];
         slot.record = Some(HoldRecord::new(hold, status));
         shard.live += 1;
+        self.mark_full(id.shard(), shard.live >= self.max_per_shard);
         match status {
             HoldStatus::Held => shard.expiry.push(Reverse((deadline_ms, id))),
             HoldStatus::Confirmed => shard.confirmed.push_back((since_ms, id)),
