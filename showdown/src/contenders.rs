@@ -90,8 +90,16 @@ pub enum Postgres {
 /// One contender of the showdown.
 #[derive(Clone, Debug)]
 pub enum Contender {
-    InProcess { journal: bool },
-    Http { server: Server, pipeline: usize },
+    InProcess {
+        journal: bool,
+    },
+    /// `batch` orders per request (1: `POST /v1/reservations`; more:
+    /// `POST /v1/reservations/batch`, hotstock only).
+    Http {
+        server: Server,
+        pipeline: usize,
+        batch: usize,
+    },
     RedisLua,
     Postgres(Postgres),
 }
@@ -105,6 +113,7 @@ impl Contender {
                 server: Server::Cluster(_),
                 ..
             } => mode == Mode::Hot,
+            Contender::Http { batch, .. } if *batch > 1 => mode != Mode::HoldConfirm,
             Contender::Http { pipeline, .. } => mode == Mode::Hot || *pipeline == 1,
             Contender::Postgres(variant) => {
                 mode != Mode::HoldConfirm || *variant == Postgres::Conditional
@@ -142,8 +151,17 @@ impl Contender {
                     setting, mode, stock, engine, journaled,
                 )?))
             }
-            Contender::Http { server, pipeline } => Ok(Box::new(HttpMarket::new(
-                setting, *server, mode, stock, *pipeline, rate,
+            Contender::Http {
+                server,
+                pipeline,
+                batch,
+            } => Ok(Box::new(HttpMarket::new(
+                setting,
+                *server,
+                mode,
+                stock,
+                (*pipeline, *batch),
+                rate,
             )?)),
             Contender::RedisLua => Ok(Box::new(RedisLua::new(setting, mode, stock)?)),
             Contender::Postgres(variant) => {
@@ -355,13 +373,16 @@ struct HttpMarket {
     escrow: Option<(String, String)>,
 }
 
+/// Connections of a batch row (`benches/http/batch.sh` uses as many).
+const BATCH_CONNECTIONS: usize = 4;
+
 impl HttpMarket {
     fn new(
         setting: &Setting,
         server: Server,
         mode: Mode,
         stock: Stock,
-        pipeline: usize,
+        (pipeline, batch): (usize, usize),
         rate: Option<f64>,
     ) -> Result<HttpMarket, String> {
         let mut dir = None;
@@ -379,6 +400,10 @@ impl HttpMarket {
                     .arg("serve")
                     .args(["--listen", "127.0.0.1:0", "--max-in-flight", "1000000"])
                     .args(["--max-connections", "100000"])
+                    // A million purchases a second leave a million confirmed
+                    // records a second (kept for refunds): the default table
+                    // of 8M would refuse orders a few seconds in.
+                    .args(["--max-reservations", "33554432"])
                     .arg("--durability")
                     .arg(if durability == Durability::Sync {
                         "sync"
@@ -435,9 +460,15 @@ impl HttpMarket {
             cluster: false,
             flavor,
             mode,
-            connections: setting.buyers,
+            // A batching gateway holds a few connections, not one a buyer.
+            connections: if batch > 1 {
+                BATCH_CONNECTIONS
+            } else {
+                setting.buyers
+            },
             threads: setting.client_threads,
             pipeline,
+            batch,
             rate,
         };
         Ok(HttpMarket {
@@ -473,6 +504,7 @@ impl HttpMarket {
                 connections: setting.buyers,
                 threads: setting.client_threads,
                 pipeline: 1,
+                batch: 1,
                 rate,
             },
             servers: Vec::new(),

@@ -24,8 +24,11 @@ use crate::sale::{Mode, Outcome, Recorder, Rng, Sale, Stock};
 
 /// Deepest pipeline a connection keeps.
 pub const MAX_PIPELINE: usize = 64;
-/// Largest response the generator accepts (every contender answers < 1 KiB).
+/// Largest response the generator accepts to one order (every contender
+/// answers < 1 KiB); a batch's answer may be this much per order.
 const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+/// Most orders in one batch (`POST /v1/reservations/batch` takes 1,000).
+pub const MAX_BATCH: usize = 1_000;
 
 /// Which routes and bodies the server speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +55,9 @@ pub struct LoadPlan {
     pub threads: usize,
     /// Requests written before reading their answers (1: no pipelining).
     pub pipeline: usize,
+    /// Orders per request: 1 sends `POST /v1/reservations`; more send
+    /// them together to `POST /v1/reservations/batch` (hotstock only).
+    pub batch: usize,
     /// Purchases per second over all connections; `None` sends as fast as
     /// answers come back.
     pub rate: Option<f64>,
@@ -62,8 +68,12 @@ pub struct LoadPlan {
 pub fn drive(plan: &LoadPlan, sale: &Arc<Sale>) -> Result<(), String> {
     assert!(plan.connections > 0 && plan.threads > 0);
     assert!((1..=MAX_PIPELINE).contains(&plan.pipeline));
-    if plan.mode == Mode::HoldConfirm && plan.pipeline != 1 {
+    assert!((1..=MAX_BATCH).contains(&plan.batch));
+    if plan.mode == Mode::HoldConfirm && (plan.pipeline != 1 || plan.batch != 1) {
         return Err("hold-confirm needs the hold's id before the confirm: no pipelining".into());
+    }
+    if plan.batch > 1 && (plan.flavor != Flavor::Hotstock || plan.pipeline != 1) {
+        return Err("batches are hotstock's, and not pipelined".into());
     }
     let threads = plan.threads.min(plan.connections);
     let handles: Vec<_> = (0..threads)
@@ -118,6 +128,8 @@ struct Buyer {
     interval: Option<Duration>,
     /// Where in the first interval this connection's schedule starts.
     first_offset: Duration,
+    /// The largest answer this connection takes.
+    max_response: usize,
 }
 
 /// One parsed response: its status and where its body lies in `read`.
@@ -139,10 +151,11 @@ impl Buyer {
             first_offset,
             rng: Rng::new(seed),
             recorder: Recorder::new(1, 16),
-            write: Vec::with_capacity(256 * plan.pipeline),
+            write: Vec::with_capacity(256 * plan.pipeline * plan.batch),
             read: Vec::with_capacity(16 * 1024),
             consumed: 0,
             interval,
+            max_response: MAX_RESPONSE_BYTES * plan.batch,
         }
     }
 
@@ -174,6 +187,12 @@ impl Buyer {
                     started
                 }
             };
+            if plan.batch > 1 {
+                if !self.run_batch(&mut stream, plan, sale, started).await? {
+                    break;
+                }
+                continue;
+            }
             self.write.clear();
             let mut batch = 0;
             while batch < plan.pipeline {
@@ -208,6 +227,61 @@ impl Buyer {
             }
         }
         Ok(())
+    }
+
+    /// Sends one batch of up to `plan.batch` orders and records each
+    /// order's outcome at the batch's latency. `false`: no SKU is left.
+    async fn run_batch(
+        &mut self,
+        stream: &mut TcpStream,
+        plan: &LoadPlan,
+        sale: &Sale,
+        started: Instant,
+    ) -> Result<bool, String> {
+        let mut skus = Vec::with_capacity(plan.batch);
+        let mut body = Vec::with_capacity(80 * plan.batch);
+        body.extend_from_slice(b"{\"orders\":[");
+        while skus.len() < plan.batch {
+            let Some(sku) = sale.pick(&mut self.rng) else {
+                break;
+            };
+            if !skus.is_empty() {
+                body.push(b',');
+            }
+            sku_body(&mut body, Flavor::Hotstock, sku, true);
+            skus.push(sku);
+        }
+        if skus.is_empty() {
+            return Ok(false);
+        }
+        body.extend_from_slice(b"]}");
+        self.write.clear();
+        post(&mut self.write, b"/v1/reservations/batch", &body);
+        stream
+            .write_all(&self.write)
+            .await
+            .map_err(|e| format!("write to {}: {e}", self.addr))?;
+        let response = self.read_response(stream).await?;
+        if response.status != 200 {
+            return Err(self.unexpected(response.status, response));
+        }
+        let statuses = batch_statuses(&self.read[response.body.clone()]);
+        if statuses.len() != skus.len() {
+            let (got, sent) = (statuses.len(), skus.len());
+            return Err(format!(
+                "a batch of {sent} orders answered with {got} results"
+            ));
+        }
+        let latency = started.elapsed().as_nanos() as u64;
+        for (&sku, status) in skus.iter().zip(statuses) {
+            let outcome = match status {
+                201 => Outcome::Sold,
+                409 => Outcome::SoldOut,
+                status => return Err(self.unexpected(status, response)),
+            };
+            sale.record(sku, outcome, &mut self.recorder, latency);
+        }
+        Ok(true)
     }
 
     /// Confirms the hold whose answer is `held`; sold when confirmed.
@@ -250,7 +324,7 @@ impl Buyer {
     /// consumed (its bytes stay valid until the next read).
     async fn read_response(&mut self, stream: &mut TcpStream) -> Result<Response, String> {
         loop {
-            match parse_response(&self.read[self.consumed..])? {
+            match parse_response(&self.read[self.consumed..], self.max_response)? {
                 Some((status, head, body)) => {
                     let start = self.consumed + head;
                     self.consumed = start + body;
@@ -265,8 +339,9 @@ impl Buyer {
                         self.read.drain(..self.consumed);
                         self.consumed = 0;
                     }
-                    if self.read.len() >= MAX_RESPONSE_BYTES {
-                        return Err("a response larger than 64 KiB".into());
+                    if self.read.len() >= self.max_response {
+                        let most = self.max_response;
+                        return Err(format!("a response larger than {most} bytes"));
                     }
                     let len = self.read.len();
                     self.read.resize(len + 16 * 1024, 0);
@@ -358,8 +433,9 @@ fn confirm_request(out: &mut Vec<u8>, flavor: Flavor, id: &[u8]) {
 }
 
 /// Parses one response at the start of `buf`: `(status, head length, body
-/// length)` once head and body are both buffered, `None` before.
-pub fn parse_response(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, String> {
+/// length)` once head and body are both buffered, `None` before. A body
+/// over `max_body` bytes is an error.
+pub fn parse_response(buf: &[u8], max_body: usize) -> Result<Option<(u16, usize, usize)>, String> {
     let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
         if buf.len() > MAX_RESPONSE_BYTES {
             return Err("a response head larger than 64 KiB".into());
@@ -393,11 +469,33 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<(u16, usize, usize)>, String>
             return Err("chunked responses are not expected from any contender".into());
         }
     }
-    if body > MAX_RESPONSE_BYTES {
+    if body > max_body {
         return Err(format!("a {body}-byte response body"));
     }
     let head_len = end + 4;
     Ok((buf.len() >= head_len + body).then_some((status, head_len, body)))
+}
+
+/// Each order's status in a batch's answer, in order: every result has
+/// one numeric `"status":` (a reservation's own status is a string, and
+/// no error body has one), so a scan finds them without parsing the JSON
+/// (which, at a few hundred bytes an order, would cost the generator more
+/// than the server).
+pub fn batch_statuses(body: &[u8]) -> Vec<u16> {
+    const KEY: &[u8] = b"\"status\":";
+    let mut statuses = Vec::new();
+    let mut at = 0;
+    while let Some(found) = body[at..].windows(KEY.len()).position(|w| w == KEY) {
+        at += found + KEY.len();
+        let digits = body[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+        if let Some(status) = std::str::from_utf8(&body[at..at + digits])
+            .ok()
+            .and_then(|d| d.parse().ok())
+        {
+            statuses.push(status);
+        }
+    }
+    statuses
 }
 
 /// The string value of `"field":"…"` in a small JSON object (ids carry no
@@ -422,24 +520,38 @@ mod tests {
     fn parses_a_response_only_once_whole() {
         let whole = b"HTTP/1.1 409 Conflict\r\ncontent-type: application/json\r\nContent-Length: 5\r\n\r\nhello";
         for cut in 0..whole.len() {
-            assert_eq!(parse_response(&whole[..cut]).unwrap(), None, "cut at {cut}");
+            assert_eq!(
+                parse_response(&whole[..cut], MAX_RESPONSE_BYTES).unwrap(),
+                None,
+                "cut at {cut}"
+            );
         }
         let head = whole.len() - 5;
-        assert_eq!(parse_response(whole).unwrap(), Some((409, head, 5)));
+        assert_eq!(
+            parse_response(whole, MAX_RESPONSE_BYTES).unwrap(),
+            Some((409, head, 5))
+        );
         // A pipelined second response after it does not confuse the first.
         let mut two = whole.to_vec();
         two.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
-        assert_eq!(parse_response(&two).unwrap(), Some((409, head, 5)));
         assert_eq!(
-            parse_response(&two[whole.len()..]).unwrap(),
+            parse_response(&two, MAX_RESPONSE_BYTES).unwrap(),
+            Some((409, head, 5))
+        );
+        assert_eq!(
+            parse_response(&two[whole.len()..], MAX_RESPONSE_BYTES).unwrap(),
             Some((200, 38, 0))
         );
     }
 
     #[test]
     fn refuses_what_is_not_http() {
-        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n").is_err());
-        assert!(parse_response(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").is_err());
+        assert!(parse_response(b"SSH-2.0-OpenSSH\r\n\r\n", MAX_RESPONSE_BYTES).is_err());
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+            MAX_RESPONSE_BYTES
+        )
+        .is_err());
     }
 
     #[test]
@@ -454,6 +566,15 @@ mod tests {
         confirm_request(&mut out, Flavor::Simple, b"17");
         assert!(out.starts_with(b"POST /confirm/17 HTTP/1.1\r\n"));
         assert!(out.ends_with(b"Content-Length: 0\r\n\r\n"));
+    }
+
+    /// An answer as `hotstock serve` writes it: a sale, a sold-out (its
+    /// status last), an unknown SKU.
+    #[test]
+    fn reads_each_orders_status_from_a_batch_answer() {
+        let body = br#"{"results":[{"status":201,"reservation":{"id":"54fe","lines":[{"confirmed":1,"quantity":1,"refunded":0,"sku":"s0"}],"status":"confirmed"}},{"error":{"available":0,"error":"sold_out","message":"sold out: SKU \"s0\" has 0 units available, 1 requested","requested":1,"sku":"s0"},"status":409},{"error":{"error":"unknown_sku","message":"unknown SKU \"zz\"","sku":"zz"},"status":404}]}"#;
+        assert_eq!(batch_statuses(body), [201, 409, 404]);
+        assert_eq!(batch_statuses(br#"{"results":[]}"#), Vec::<u16>::new());
     }
 
     #[test]

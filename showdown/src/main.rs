@@ -130,7 +130,16 @@ struct RunArgs {
 
 /// Every row of the showdown, in the order it runs.
 fn rows(pipeline: usize) -> Vec<Row> {
-    let http = |server, pipeline| Contender::Http { server, pipeline };
+    let http = |server, pipeline| Contender::Http {
+        server,
+        pipeline,
+        batch: 1,
+    };
+    let batches = |server| Contender::Http {
+        server,
+        pipeline: 1,
+        batch: loadgen::MAX_BATCH,
+    };
     vec![
         Row::new(
             "inproc",
@@ -191,11 +200,27 @@ fn rows(pipeline: usize) -> Vec<Row> {
         )
         .hot_only(),
         Row::new(
+            "http-sync-pipelined",
+            "hotstock HTTP sync, pipelined",
+            http(Server::Hotstock(Durability::Sync), pipeline),
+        )
+        .hot_only(),
+        Row::new(
             "bare-pipelined",
             "bare hyper, pipelined",
             http(Server::Bare, pipeline),
         )
         .hot_only(),
+        Row::new(
+            "http-sync-batch",
+            "hotstock HTTP sync, batches of 1,000",
+            batches(Server::Hotstock(Durability::Sync)),
+        ),
+        Row::new(
+            "http-async-batch",
+            "hotstock HTTP async, batches of 1,000",
+            batches(Server::Hotstock(Durability::Async)),
+        ),
         Row::new(
             "http-async-half",
             "hotstock HTTP async @ half peak",
@@ -303,6 +328,16 @@ fn showdown(args: &RunArgs) -> Result<(), String> {
         args.seconds,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    let fdatasync_p99_ms = match report::disk_fdatasync_p99_ms(&scratch) {
+        Ok(ms) => {
+            eprintln!("hotstock-bench: this disk's fdatasync p99 (4 KiB appends): {ms:.3} ms");
+            Some(ms)
+        }
+        Err(error) => {
+            eprintln!("hotstock-bench: the disk's fdatasync could not be measured: {error}");
+            None
+        }
+    };
     let mut measurements: Vec<Measurement> = Vec::new();
     for &mode in &modes {
         let rows: Vec<&&Row> = selected.iter().filter(|r| r.runs_in(mode)).collect();
@@ -321,11 +356,16 @@ fn showdown(args: &RunArgs) -> Result<(), String> {
     }
     let _ = std::fs::remove_dir_all(&scratch);
     report::print_table(&measurements);
-    let verdicts = report::targets(&measurements);
+    let verdicts = report::targets(&measurements, fdatasync_p99_ms);
+    if let Some(ms) = fdatasync_p99_ms {
+        println!(
+            "\nthis disk's fdatasync p99 (4 KiB appends, measured before the rows): {ms:.3} ms"
+        );
+    }
     report::print_targets(&verdicts);
     std::fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let json_path = args.out.join("showdown.json");
-    let json = report::json(&measurements, &verdicts, args);
+    let json = report::json(&measurements, &verdicts, args, fdatasync_p99_ms);
     std::fs::write(
         &json_path,
         serde_json::to_string_pretty(&json).expect("JSON values serialize"),
