@@ -131,8 +131,27 @@ fn every_contender_sells_exactly_its_stock_on_the_hot_sku() {
     let report = run(&out, "hot", &rows, 400);
     let expected: Vec<(&str, &str)> = rows.iter().map(|&key| ("hot", key)).collect();
     check_rows(&report, &expected);
-    // Every target is listed, measured or not.
-    assert_eq!(report["targets"].as_array().unwrap().len(), 8);
+    // Every target of #18's table is listed, measured or not; those whose
+    // rows this sale ran carry a number.
+    let targets = report["targets"].as_array().unwrap();
+    assert_eq!(targets.len(), 13, "{targets:?}");
+    let measured = |name: &str| {
+        let target = targets.iter().find(|t| t["target"] == name);
+        target.and_then(|t| t["measured"].as_f64())
+    };
+    for name in [
+        "hot: HTTP async / bare",
+        "hot: HTTP sync / bare",
+        "hot pipelined: HTTP async / bare",
+        "p99 ms, HTTP async at half peak",
+    ] {
+        assert!(
+            measured(name).is_some_and(|m| m > 0.0),
+            "{name}: {targets:?}"
+        );
+    }
+    // No uniform row ran, so its ratios are listed as not measured.
+    assert_eq!(measured("uniform: HTTP async / bare"), None);
     let chart = std::fs::read(out.join("showdown.png")).unwrap();
     assert!(
         chart.starts_with(b"\x89PNG\r\n\x1a\n"),
