@@ -113,8 +113,16 @@ impl Contender {
                 server: Server::Cluster(_),
                 ..
             } => mode == Mode::Hot,
-            Contender::Http { batch, .. } if *batch > 1 => mode != Mode::HoldConfirm,
+            Contender::Http { batch, .. } if *batch > 1 => {
+                matches!(mode, Mode::Hot | Mode::Uniform)
+            }
             Contender::Http { pipeline, .. } => mode == Mode::Hot || *pipeline == 1,
+            // The sold-out crowd compares HTTP endpoints with the bare one.
+            Contender::Postgres(_) | Contender::InProcess { .. } | Contender::RedisLua
+                if mode == Mode::SoldOut =>
+            {
+                false
+            }
             Contender::Postgres(variant) => {
                 mode != Mode::HoldConfirm || *variant == Postgres::Conditional
             }
@@ -269,7 +277,7 @@ impl<S: ChangeSink> Market for InProcess<S> {
         let mut clients = vec![(); self.buyers];
         drive_threads(sale, &mut clients, 64, |_, sku| {
             let outcome = match mode {
-                Mode::Hot | Mode::Uniform => engine.sell(skus[sku], 1),
+                Mode::Hot | Mode::Uniform | Mode::SoldOut => engine.sell(skus[sku], 1),
                 Mode::HoldConfirm => {
                     let lines = [Line {
                         sku: skus[sku],
@@ -767,7 +775,7 @@ impl Market for RedisLua {
             &mut self.connections,
             1,
             |connection, sku| match mode {
-                Mode::Hot | Mode::Uniform => {
+                Mode::Hot | Mode::Uniform | Mode::SoldOut => {
                     let bought: i64 = buy
                         .key(&stock_keys[sku])
                         .arg(1)

@@ -309,7 +309,7 @@ fn showdown(args: &RunArgs) -> Result<(), String> {
         scratch: scratch.clone(),
     };
     let modes = if args.mode.is_empty() {
-        vec![Mode::Hot, Mode::Uniform, Mode::HoldConfirm]
+        vec![Mode::Hot, Mode::Uniform, Mode::HoldConfirm, Mode::SoldOut]
     } else {
         args.mode.clone()
     };
@@ -414,6 +414,15 @@ fn measure(
             }
         }
     };
+    if mode == Mode::SoldOut {
+        // One unit, then a crowd told "sold out" for `--seconds`.
+        let stock = Stock::new(mode, 1);
+        let length = Duration::from_secs_f64(args.seconds);
+        return match run_sale(setting, row, mode, stock, None, length, title) {
+            Ok((sale, cpu)) => Measurement::measured(row, mode, sale, cpu, None),
+            Err(error) => skipped(error),
+        };
+    }
     let units = match (args.stock, rate) {
         (Some(units), _) => units,
         (None, Some(rate)) => (rate * args.seconds) as u64,
@@ -433,7 +442,7 @@ fn measure(
                     let units = result.units_per_second() * args.seconds;
                     let most = match mode {
                         Mode::HoldConfirm => MAX_HOLD_CONFIRM_UNITS,
-                        Mode::Hot | Mode::Uniform => MAX_UNITS,
+                        Mode::Hot | Mode::Uniform | Mode::SoldOut => MAX_UNITS,
                     };
                     (units as u64).clamp(10 * mode.skus() as u64, most)
                 }
@@ -477,7 +486,10 @@ fn run_sale(
     let mut market = row.contender.prepare(setting, mode, stock, rate)?;
     let cpu_before = report::machine_cpu_seconds();
     let server_before = market.server_cpu_seconds();
-    let sale = Arc::new(Sale::new(stock, limit));
+    let sale = Arc::new(match mode {
+        Mode::SoldOut => Sale::crowd(stock, limit),
+        _ => Sale::new(stock, limit),
+    });
     let started = Instant::now();
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {

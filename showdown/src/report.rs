@@ -190,6 +190,13 @@ fn latency(us: f64) -> String {
 
 pub fn print_done(title: &str, measurement: &Measurement) {
     match &measurement.result {
+        Ok(m) if measurement.mode == Mode::SoldOut => eprintln!(
+            "{title}: {} answers/s to a sold-out crowd, {} sold of {}, p99 {}",
+            si(m.sale.answers_per_second()),
+            m.sale.sold,
+            m.sale.stock,
+            latency(m.sale.percentile_us(0.99))
+        ),
         Ok(m) => eprintln!(
             "{title}: {} units/s, {} sold of {}, oversold {}, p99 {}",
             si(m.sale.units_per_second()),
@@ -229,6 +236,12 @@ pub fn print_table(measurements: &[Measurement]) {
                 }
                 if s.runaway {
                     note.push_str("  (stopped after selling 2x the stock)");
+                }
+                if m.mode == Mode::SoldOut {
+                    note.push_str(&format!(
+                        "  ({} answers/s, all but one \"sold out\")",
+                        si(s.answers_per_second())
+                    ));
                 }
                 if s.errors > 0 {
                     note.push_str(&format!(
@@ -298,6 +311,8 @@ pub fn targets(measurements: &[Measurement], fdatasync_p99_ms: Option<f64>) -> V
             .and_then(|m| m.result.as_ref().ok())
     };
     let rate = |key: &str, mode| find(key, mode).map(|m| m.sale.units_per_second());
+    let answers = |key: &str| find(key, Mode::SoldOut).map(|m| m.sale.answers_per_second());
+    let answers_ratio = |a: &str, b: &str| Some(answers(a)? / answers(b)?);
     let p99_ms = |key: &str| find(key, Mode::Hot).map(|m| m.sale.percentile_us(0.99) / 1_000.0);
     let ratio = |a: &str, b: &str, mode| Some(rate(a, mode)? / rate(b, mode)?);
     let at_least = |target, wanted, measured| Verdict {
@@ -358,6 +373,16 @@ pub fn targets(measurements: &[Measurement], fdatasync_p99_ms: Option<f64>) -> V
             "hot pipelined: HTTP sync / bare",
             0.65,
             ratio("http-sync-pipelined", "bare-pipelined", hot),
+        ),
+        at_least(
+            "sold-out crowd: HTTP async / bare, answers",
+            0.90,
+            answers_ratio("http-async", "bare"),
+        ),
+        at_least(
+            "sold-out crowd: HTTP sync / bare, answers",
+            0.90,
+            answers_ratio("http-sync", "bare"),
         ),
         at_least(
             "HTTP async / article (hyper+Redis), hot",
@@ -445,6 +470,7 @@ pub fn json(
                     "stopped_oversold": s.runaway,
                     "seconds": s.selling.as_secs_f64(),
                     "units_per_second": s.units_per_second(),
+                    "answers_per_second": s.answers_per_second(),
                     "latency_us": {
                         "p50": s.percentile_us(0.5), "p99": s.percentile_us(0.99),
                         "p999": s.percentile_us(0.999), "max": s.latencies.max() as f64 / 1e3,

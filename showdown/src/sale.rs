@@ -21,8 +21,9 @@ pub const OVERSOLD_STOP: u64 = 2;
 /// Upper bound on the SKUs of one sale (the uniform mode uses 10 000).
 pub const MAX_SKUS: usize = 100_000;
 
-/// The workload: one hot SKU, many SKUs bought uniformly, or one hot SKU
-/// bought as a hold followed by a confirm.
+/// The workload: one hot SKU, many SKUs bought uniformly, one hot SKU
+/// bought as a hold followed by a confirm, or a crowd hammering a SKU that
+/// has sold out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
     /// Every buyer buys one unit of the same SKU.
@@ -31,6 +32,10 @@ pub enum Mode {
     Uniform,
     /// One hot SKU, bought as a hold (reservation) then a confirm.
     HoldConfirm,
+    /// One SKU with a single unit: after the first buyer, every answer is
+    /// "sold out", and the crowd keeps asking until the time is up. What
+    /// counts is answers per second (`SaleResult::answers_per_second`).
+    SoldOut,
 }
 
 impl Mode {
@@ -39,13 +44,14 @@ impl Mode {
             Mode::Hot => "hot",
             Mode::Uniform => "uniform",
             Mode::HoldConfirm => "hold-confirm",
+            Mode::SoldOut => "sold-out",
         }
     }
 
     /// How many SKUs the sale spreads its stock over.
     pub fn skus(self) -> usize {
         match self {
-            Mode::Hot | Mode::HoldConfirm => 1,
+            Mode::Hot | Mode::HoldConfirm | Mode::SoldOut => 1,
             Mode::Uniform => 10_000,
         }
     }
@@ -119,6 +125,9 @@ pub struct Sale {
     ends_by_count: AtomicBool,
     /// "Sold out here" answers while the sale went on (`NotHere`).
     not_here: AtomicU64,
+    /// A sold-out crowd (`Mode::SoldOut`): "sold out" does not end the
+    /// sale, the deadline does, and it is the sale's normal end.
+    crowd: bool,
 }
 
 impl Sale {
@@ -141,6 +150,17 @@ impl Sale {
             first_error: Mutex::new(None),
             ends_by_count: AtomicBool::new(false),
             not_here: AtomicU64::new(0),
+            crowd: false,
+        }
+    }
+
+    /// A sold-out crowd of `duration`: buyers keep asking for the one SKU
+    /// after it has sold out, until the time is up.
+    pub fn crowd(stock: Stock, duration: Duration) -> Sale {
+        assert_eq!(stock.skus, 1, "a sold-out crowd asks for one SKU");
+        Sale {
+            crowd: true,
+            ..Sale::new(stock, duration)
         }
     }
 
@@ -161,7 +181,8 @@ impl Sale {
             return;
         }
         if Instant::now() >= self.deadline {
-            self.timed_out.store(true, Ordering::Relaxed);
+            // A crowd's time is its length, not a limit it hit.
+            self.timed_out.store(!self.crowd, Ordering::Relaxed);
             self.stop();
         }
         if self.ends_by_count.load(Ordering::Relaxed) && self.sold() >= self.stock.units {
@@ -199,7 +220,7 @@ impl Sale {
     pub fn pick(&self, rng: &mut Rng) -> Option<usize> {
         let n = self.stock.skus;
         if n == 1 {
-            return (!self.sold_out[0].load(Ordering::Relaxed)).then_some(0);
+            return (self.crowd || !self.sold_out[0].load(Ordering::Relaxed)).then_some(0);
         }
         let start = rng.below(n as u64) as usize;
         (0..n)
@@ -227,7 +248,7 @@ impl Sale {
     }
 
     fn mark_sold_out(&self, sku: usize) {
-        if !self.sold_out[sku].swap(true, Ordering::Relaxed) {
+        if !self.sold_out[sku].swap(true, Ordering::Relaxed) && !self.crowd {
             let marked = self.sold_out_count.fetch_add(1, Ordering::Relaxed) + 1;
             if marked == self.stock.skus {
                 let ns = self.started.elapsed().as_nanos() as u64;
@@ -375,6 +396,11 @@ impl SaleResult {
         self.sold as f64 / self.selling.as_secs_f64().max(1e-9)
     }
 
+    /// Every answer, sold or not, per second: a sold-out crowd's measure.
+    pub fn answers_per_second(&self) -> f64 {
+        self.attempts as f64 / self.selling.as_secs_f64().max(1e-9)
+    }
+
     pub fn percentile_us(&self, q: f64) -> f64 {
         if self.latencies.is_empty() {
             return 0.0;
@@ -433,6 +459,30 @@ mod tests {
         assert_eq!(result.attempts, 10_000);
         assert_eq!(result.sold, 0);
         assert!(!result.timed_out);
+    }
+
+    #[test]
+    fn a_crowd_keeps_asking_after_sold_out_until_its_time_is_up() {
+        let sale = Sale::crowd(Stock::new(Mode::SoldOut, 1), Duration::ZERO);
+        let mut rng = Rng::new(3);
+        let mut local = Recorder::new(1, 1);
+        sale.record(0, Outcome::Sold, &mut local, 10);
+        for _ in 0..5 {
+            assert_eq!(sale.pick(&mut rng), Some(0), "the crowd stopped asking");
+            sale.record(0, Outcome::SoldOut, &mut local, 10);
+        }
+        assert!(!sale.is_over(), "sold out ended a crowd");
+        sale.check_deadline();
+        assert!(sale.is_over());
+        sale.flush(&mut local);
+        let result = sale.finish(Duration::from_secs(2));
+        assert_eq!((result.sold, result.attempts), (1, 6));
+        assert!(!result.timed_out, "a crowd's end is not a time-out");
+        assert_eq!(result.answers_per_second(), 3.0);
+        // Without the crowd, the same answers end the sale.
+        let sale = Sale::new(Stock::new(Mode::SoldOut, 1), Duration::from_secs(60));
+        sale.record(0, Outcome::SoldOut, &mut local, 10);
+        assert!(sale.is_over() && sale.pick(&mut rng).is_none());
     }
 
     #[test]

@@ -43,6 +43,11 @@ fn rows(
 
 /// Runs the showdown; returns its JSON report.
 fn run(out: &Path, modes: &str, rows: &[&str], stock: u64) -> Value {
+    run_with(out, modes, rows, &["--stock", &stock.to_string()])
+}
+
+/// Runs the showdown with `args` (besides buyers, rows and limits).
+fn run_with(out: &Path, modes: &str, rows: &[&str], args: &[&str]) -> Value {
     let hotstock = bench().with_file_name("hotstock");
     assert!(
         hotstock.exists(),
@@ -51,14 +56,8 @@ fn run(out: &Path, modes: &str, rows: &[&str], stock: u64) -> Value {
     );
     let output = Command::new(bench())
         .args(["--mode", modes, "--only", &rows.join(",")])
-        .args([
-            "--stock",
-            &stock.to_string(),
-            "--buyers",
-            "16",
-            "--db-buyers",
-            "8",
-        ])
+        .args(args)
+        .args(["--buyers", "16", "--db-buyers", "8"])
         .args(["--max-seconds", "120"])
         .arg("--out")
         .arg(out)
@@ -134,7 +133,7 @@ fn every_contender_sells_exactly_its_stock_on_the_hot_sku() {
     // Every target of #18's table is listed, measured or not; those whose
     // rows this sale ran carry a number.
     let targets = report["targets"].as_array().unwrap();
-    assert_eq!(targets.len(), 13, "{targets:?}");
+    assert_eq!(targets.len(), 15, "{targets:?}");
     let measured = |name: &str| {
         let target = targets.iter().find(|t| t["target"] == name);
         target.and_then(|t| t["measured"].as_f64())
@@ -187,5 +186,41 @@ fn uniform_and_hold_confirm_sales_sell_exactly_their_stock() {
         uniform["stock"], 10_000,
         "one unit for each of the 10 000 SKUs"
     );
+    std::fs::remove_dir_all(&out).unwrap();
+}
+
+#[test]
+fn a_sold_out_crowd_is_answered_until_its_time_is_up() {
+    let out = scratch("sold-out");
+    let rows = ["http-async", "http-sync", "bare", "inproc"];
+    let report = run_with(&out, "sold-out", &rows, &["--seconds", "1"]);
+    let measured = report["rows"].as_array().unwrap();
+    for key in ["http-async", "http-sync", "bare"] {
+        let row = measured
+            .iter()
+            .find(|r| r["key"] == key && r["workload"] == "sold-out")
+            .unwrap_or_else(|| panic!("no sold-out row for {key}"));
+        assert_eq!(row["errors"], 0, "{row}");
+        // One unit sold, then every answer was "sold out" until the end.
+        assert_eq!(
+            (row["stock"].as_u64(), row["sold"].as_u64()),
+            (Some(1), Some(1)),
+            "{row}"
+        );
+        assert!(row["attempts"].as_u64().unwrap() > 16, "{row}");
+        assert_eq!(row["timed_out"], false, "{row}");
+        assert!(row["seconds"].as_f64().unwrap() >= 1.0, "{row}");
+        assert!(row["answers_per_second"].as_f64().unwrap() > 0.0, "{row}");
+    }
+    let inproc = measured.iter().find(|r| r["key"] == "inproc").unwrap();
+    assert!(inproc["not_measured"].is_string(), "{inproc}");
+    let targets = report["targets"].as_array().unwrap();
+    for name in [
+        "sold-out crowd: HTTP async / bare, answers",
+        "sold-out crowd: HTTP sync / bare, answers",
+    ] {
+        let target = targets.iter().find(|t| t["target"] == name).unwrap();
+        assert!(target["measured"].as_f64().unwrap() > 0.0, "{target}");
+    }
     std::fs::remove_dir_all(&out).unwrap();
 }
