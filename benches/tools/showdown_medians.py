@@ -48,17 +48,23 @@ def main(paths):
             print(f"| {key[0]} | {label} | not measured: {rows[key][0]['not_measured']} | | | | | | |")
             continue
         med = lambda f: statistics.median(f(r) for r in measured)
-        rate = med(lambda r: r["units_per_second"])
+        # A sold-out crowd is measured in answers (one unit, then "sold
+        # out"): its rate and CPU are per answer, marked with "answers".
+        crowd = key[0] == "sold-out"
+        count = (lambda r: max(r["attempts"], 1)) if crowd else (lambda r: max(r["sold"], 1))
+        rate = med(lambda r: r["answers_per_second"] if crowd else r["units_per_second"])
         over = max(r["oversold"] for r in measured)
-        cpu = med(lambda r: r["machine_cpu_seconds"] * 1e6 / max(r["sold"], 1))
-        srv = [r["server_cpu_seconds"] for r in measured if r.get("server_cpu_seconds") is not None]
-        srv_txt = fmt_us(statistics.median(s * 1e6 / max(r["sold"], 1) for s, r in zip(srv, measured))) if srv else "-"
+        cpu = med(lambda r: r["machine_cpu_seconds"] * 1e6 / count(r))
+        with_srv = [r for r in measured if r.get("server_cpu_seconds") is not None]
+        srv_txt = fmt_us(statistics.median(r["server_cpu_seconds"] * 1e6 / count(r) for r in with_srv)) if with_srv else "-"
         note = " (stopped at 2x stock)" if any(r.get("stopped_oversold") for r in measured) else ""
+        if crowd:
+            note += " (rate and CPU per answer)"
         print(f"| {key[0]} | {label} | {fmt_rate(rate)} | {over}{note} | {fmt_us(med(lambda r: r['latency_us']['p50']))} "
               f"| {fmt_us(med(lambda r: r['latency_us']['p99']))} | {fmt_us(med(lambda r: r['latency_us']['p999']))} "
               f"| {fmt_us(cpu)} | {srv_txt} |")
-    print("\n| target (hot SKU) | wanted | median | range | runs met |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| target | wanted | median | range | each run | runs met |")
+    print("|---|---:|---:|---:|---|---:|")
     targets = {}
     for run in runs:
         for t in run["targets"]:
@@ -68,8 +74,9 @@ def main(paths):
         sign = "<" if ts[0]["at_most"] else "≥"
         median = f"{statistics.median(values):.2f}" if values else "-"
         spread = f"{min(values):.2f}–{max(values):.2f}" if values else "-"
+        each = ", ".join("-" if t["measured"] is None else f"{t['measured']:.2f}" for t in ts)
         met = sum(1 for t in ts if t["met"])
-        print(f"| {name} | {sign} {ts[0]['wanted']} | {median} | {spread} | {met}/{len(ts)} |")
+        print(f"| {name} | {sign} {ts[0]['wanted']:g} | {median} | {spread} | {each} | {met}/{len(ts)} |")
 
 
 if __name__ == "__main__":
