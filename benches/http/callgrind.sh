@@ -6,7 +6,8 @@
 # then SECONDS of measurement, then dumped again.
 #   benches/http/callgrind.sh async|sync|bare [seconds]
 # BODY='{"lines":[...]}' overrides the purchase body (hotstock only), e.g.
-# to measure a body the one-pass scanner declines.
+# to measure a body the one-pass scanner declines. AVAILABLE=0 gives the
+# SKU no stock (the bare endpoint one unit): a sold-out crowd's answers.
 # `bare` is the showdown's bare hyper endpoint (hotstock-bench serve-bare).
 # Prints instructions per request for each thread and the top functions;
 # benches/tools/callgrind_per_request.py compares two runs function by
@@ -23,7 +24,7 @@ grind=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no --separ
        "--callgrind-out-file=$out/cg.%p")
 if [ "$kind" = bare ]; then
     "${grind[@]}" target/release/hotstock-bench serve-bare --listen 127.0.0.1:0 --mode hot \
-        --units 1000000000000 > "$out/stdout" 2> "$out/stderr" &
+        --units "${AVAILABLE:-1000000000000}" > "$out/stdout" 2> "$out/stderr" &
     printf 'wrk.method = "POST"\nwrk.path = "/buy"\nwrk.body = %s\n' "'{\"sku\":\"s0\",\"quantity\":1}'" > "$script"
 else
     "${grind[@]}" target/release/hotstock serve --listen 127.0.0.1:0 --durability "$kind" \
@@ -36,7 +37,7 @@ server=$!
 until grep -q "listening on" "$out/stdout" 2>/dev/null; do sleep 0.2; done
 addr=$(sed -n 's/listening on //p' "$out/stdout")
 if [ "$kind" != bare ]; then
-    curl -s -X PUT "http://$addr/v1/skus/s0" -d '{"available": 1000000000000}' > /dev/null
+    curl -s -X PUT "http://$addr/v1/skus/s0" -d "{\"available\": ${AVAILABLE:-1000000000000}}" > /dev/null
 fi
 wrk -t1 -c64 -d3s -s "$script" "http://$addr" > /dev/null
 callgrind_control -d "$server" > /dev/null

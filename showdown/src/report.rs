@@ -237,6 +237,13 @@ pub fn print_table(measurements: &[Measurement]) {
                 if s.runaway {
                     note.push_str("  (stopped after selling 2x the stock)");
                 }
+                // CPU per unit sold; a crowd's per answer.
+                let per = if m.mode == Mode::SoldOut {
+                    s.attempts
+                } else {
+                    s.sold
+                }
+                .max(1);
                 if m.mode == Mode::SoldOut {
                     note.push_str(&format!(
                         "  ({} answers/s, all but one \"sold out\")",
@@ -262,10 +269,10 @@ pub fn print_table(measurements: &[Measurement]) {
                     latency(s.percentile_us(0.99)),
                     latency(s.percentile_us(0.999)),
                     r.cpu.machine,
-                    latency(r.cpu.machine * 1e6 / s.sold.max(1) as f64),
+                    latency(r.cpu.machine * 1e6 / per as f64),
                     r.cpu
                         .server
-                        .map_or("-".to_string(), |c| latency(c * 1e6 / s.sold.max(1) as f64)),
+                        .map_or("-".to_string(), |c| latency(c * 1e6 / per as f64)),
                 );
             }
             Err(reason) => println!(

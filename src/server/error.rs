@@ -269,11 +269,8 @@ impl ApiError {
     }
 
     pub fn into_response(self) -> HttpResponse {
-        let mut body = Map::new();
-        body.insert("error".into(), self.code.as_str().into());
-        body.insert("message".into(), self.message.into());
-        body.extend(self.details);
-        let mut response = json_response(self.status, &Value::Object(body));
+        let body = error_body(self.code.as_str(), &self.message, &self.details);
+        let mut response = bytes_response(self.status, body);
         let headers = response.headers_mut();
         let busy = [
             StatusCode::SERVICE_UNAVAILABLE,
@@ -521,6 +518,50 @@ pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
     bytes_response(status, bytes)
 }
 
+/// The JSON error shape, `{"error": code, "message": message, ...details}`
+/// with its keys in order (a detail named `error` or `message` wins), as
+/// `serde_json` writes the same object, written straight to bytes: a
+/// sold-out crowd or a shed load is answered with these, so building the
+/// object as a map first cost more than the refusal itself (a sold-out
+/// answer took 23,700 instructions against a sale's 14,500; callgrind).
+fn error_body(code: &str, message: &str, details: &Map<String, Value>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64 + message.len() + 32 * details.len());
+    let mut own = [("error", code), ("message", message)]
+        .into_iter()
+        .filter(|(key, _)| !details.contains_key(*key))
+        .peekable();
+    out.push(b'{');
+    let mut first = true;
+    let mut member = |out: &mut Vec<u8>, key: &str, value: &dyn Fn(&mut Vec<u8>)| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        write_json_string(out, key);
+        out.push(b':');
+        value(out);
+    };
+    for (key, value) in details {
+        while let Some((own_key, own_value)) = own.next_if(|(own_key, _)| *own_key < key.as_str()) {
+            member(&mut out, own_key, &|out| write_json_string(out, own_value));
+        }
+        member(&mut out, key, &|out| {
+            // A `Value` always serializes (its map keys are strings).
+            let _ = serde_json::to_writer(&mut *out, value);
+        });
+    }
+    for (own_key, own_value) in own {
+        member(&mut out, own_key, &|out| write_json_string(out, own_value));
+    }
+    out.push(b'}');
+    out
+}
+
+/// `text` as a JSON string, escaped as `serde_json` escapes it.
+fn write_json_string(out: &mut Vec<u8>, text: &str) {
+    // Writing a `str` to a `Vec` cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
+}
+
 /// A response whose JSON body is already written.
 pub fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
     let mut response = Response::new(ApiBody::Full(Full::new(Bytes::from(bytes))));
@@ -529,4 +570,66 @@ pub fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
+}
+
+#[cfg(test)]
+mod body_tests {
+    use proptest::prelude::*;
+    use serde_json::{Map, Value};
+
+    /// The error shape as it was built before: the object as a map, then
+    /// serialized.
+    fn as_a_map(code: &str, message: &str, details: &Map<String, Value>) -> Vec<u8> {
+        let mut body = Map::new();
+        body.insert("error".into(), code.into());
+        body.insert("message".into(), message.into());
+        body.extend(details.clone());
+        serde_json::to_vec(&Value::Object(body)).unwrap()
+    }
+
+    fn detail() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+            proptest::collection::vec(any::<u32>(), 0..3).prop_map(Value::from),
+        ]
+    }
+
+    #[test]
+    fn a_sold_out_answer_is_written_in_key_order() {
+        let mut details = Map::new();
+        details.insert("sku".into(), "tee".into());
+        details.insert("available".into(), 0.into());
+        details.insert("requested".into(), 1.into());
+        let body = super::error_body("sold_out", "sold out: SKU \"tee\"", &details);
+        assert_eq!(
+            String::from_utf8(body).unwrap(),
+            r#"{"available":0,"error":"sold_out","message":"sold out: SKU \"tee\"","requested":1,"sku":"tee"}"#
+        );
+    }
+
+    proptest! {
+        /// Written straight to bytes, the body is byte for byte the map's,
+        /// keys that sort before, between and after `error` and `message`
+        /// and details named like them included.
+        #[test]
+        fn the_error_body_is_what_the_map_wrote(
+            code in "[a-z_]{1,16}",
+            message in ".{0,40}",
+            details in proptest::collection::btree_map(
+                prop_oneof!["[a-z_]{1,10}", Just("error".to_string()), Just("message".to_string()), ".{0,6}"],
+                detail(),
+                0..6,
+            ),
+        ) {
+            let details: Map<String, Value> = details.into_iter().collect();
+            let written = super::error_body(&code, &message, &details);
+            prop_assert_eq!(
+                String::from_utf8(written).unwrap(),
+                String::from_utf8(as_a_map(&code, &message, &details)).unwrap()
+            );
+        }
+    }
 }
