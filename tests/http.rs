@@ -1853,6 +1853,13 @@ fn a_batch_of_orders_is_placed_order_by_order_and_durable_when_answered() {
     let id = |i: usize| results[i]["reservation"]["id"].as_str().unwrap().to_owned();
     assert_eq!(id(0), id(1), "the key's retry is the same reservation");
     assert_eq!(results[3]["error"]["error"], "sold_out");
+    // The whole refusal: the error shape of a single order, with its status.
+    let message = "sold out: SKU \"drop\" has 0 units available, 1 requested";
+    assert_eq!(
+        results[3],
+        json!({"status": 409, "error": {"error": "sold_out", "message": message,
+            "sku": "drop", "available": 0, "requested": 1}})
+    );
     assert_eq!(results[4]["error"]["error"], "unknown_sku");
     // Bad batches: refused whole, nothing placed.
     for bad in [

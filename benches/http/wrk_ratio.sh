@@ -54,7 +54,7 @@ start_hotstock() { # workload -> address
     local addr; addr=$(sed -n 's/listening on //p' "$dir.out")
     local count=1; [ "$1" = uniform ] && count=$skus
     for i in $(seq 0 $((count - 1))); do echo "url = \"http://$addr/v1/skus/s$i\""; done \
-        | curl -s -X PUT -d '{"available": 100000000}' --parallel --parallel-max 32 -K - > /dev/null
+        | curl -s -X PUT -d '{"available": 100000000}' --parallel --parallel-max 32 -K - > /dev/null 2>&1
     echo "$addr"
 }
 measure() { # address, flavor, sku count -> "rps us_per_request"

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::core::catalogue::LOCATION_SEPARATOR;
 use crate::core::error::{EngineError, ExtensionLimit};
@@ -243,7 +243,7 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: Code,
     pub message: String,
-    pub details: Map<String, Value>,
+    pub details: Details,
     /// For a 405: the methods the resource takes (the `Allow` header).
     pub allow: Option<&'static str>,
 }
@@ -254,7 +254,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            details: Map::new(),
+            details: Details::default(),
             allow: None,
         }
     }
@@ -263,13 +263,13 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, Code::InvalidRequest, message)
     }
 
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> ApiError {
-        self.details.insert(key.to_owned(), value.into());
+    pub fn with(mut self, key: &'static str, value: impl Into<Value>) -> ApiError {
+        self.details.insert(key, value.into());
         self
     }
 
-    pub fn into_response(self) -> HttpResponse {
-        let body = error_body(self.code.as_str(), &self.message, &self.details);
+    pub fn into_response(mut self) -> HttpResponse {
+        let body = error_body(self.code.as_str(), &self.message, self.details.sorted());
         let mut response = bytes_response(self.status, body);
         let headers = response.headers_mut();
         let busy = [
@@ -314,7 +314,10 @@ impl ApiError {
         name: impl Fn(SkuId) -> Option<&'a str>,
         public_id: impl Fn(ReservationId) -> String,
     ) -> ApiError {
-        let message = error.named(&name).to_string();
+        // Room for the usual message, so it is written without regrowing.
+        let mut message = String::with_capacity(128);
+        // Writing to a String cannot fail.
+        let _ = std::fmt::Write::write_fmt(&mut message, format_args!("{}", error.named(&name)));
         let sku = |id: SkuId| name(id).map_or(Value::Null, Value::from);
         let conflict = |code| ApiError::new(StatusCode::CONFLICT, code, message.clone());
         let status = |status, code| ApiError::new(status, code, message.clone());
@@ -494,8 +497,8 @@ impl ApiError {
         };
         if let Some((sku, location)) = named {
             let (sku, location) = (sku.to_owned(), location.to_owned());
-            self.details.insert("sku".into(), sku.into());
-            self.details.insert("location".into(), location.into());
+            self.details.insert("sku", sku.into());
+            self.details.insert("location", location.into());
         }
         self
     }
@@ -524,11 +527,20 @@ pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
 /// sold-out crowd or a shed load is answered with these, so building the
 /// object as a map first cost more than the refusal itself (a sold-out
 /// answer took 23,700 instructions against a sale's 14,500; callgrind).
-fn error_body(code: &str, message: &str, details: &Map<String, Value>) -> Vec<u8> {
+///
+/// `details` are sorted by key, each key once (`Details::sorted`).
+pub(super) fn error_body<K: AsRef<str>>(
+    code: &str,
+    message: &str,
+    details: &[(K, Value)],
+) -> Vec<u8> {
+    debug_assert!(details
+        .windows(2)
+        .all(|w| w[0].0.as_ref() < w[1].0.as_ref()));
     let mut out = Vec::with_capacity(64 + message.len() + 32 * details.len());
     let mut own = [("error", code), ("message", message)]
         .into_iter()
-        .filter(|(key, _)| !details.contains_key(*key))
+        .filter(|(key, _)| !details.iter().any(|(k, _)| k.as_ref() == *key))
         .peekable();
     out.push(b'{');
     let mut first = true;
@@ -541,7 +553,8 @@ fn error_body(code: &str, message: &str, details: &Map<String, Value>) -> Vec<u8
         value(out);
     };
     for (key, value) in details {
-        while let Some((own_key, own_value)) = own.next_if(|(own_key, _)| *own_key < key.as_str()) {
+        let key = key.as_ref();
+        while let Some((own_key, own_value)) = own.next_if(|(own_key, _)| *own_key < key) {
             member(&mut out, own_key, &|out| write_json_string(out, own_value));
         }
         member(&mut out, key, &|out| {
@@ -554,6 +567,41 @@ fn error_body(code: &str, message: &str, details: &Map<String, Value>) -> Vec<u8
     }
     out.push(b'}');
     out
+}
+
+/// An error's details: a few named values, each key once (a later value
+/// for a key replaces the earlier, as in a map). A short list, not a map:
+/// a refusal carries two to four, and every shed or sold-out answer built
+/// a map of owned keys before.
+#[derive(Debug, Default)]
+pub struct Details(Vec<(&'static str, Value)>);
+
+impl Details {
+    pub fn insert(&mut self, key: &'static str, value: Value) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some(entry) => entry.1 = value,
+            None => self.0.push((key, value)),
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Value> {
+        self.0.iter().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// The details in key order, as the JSON object lists them.
+    pub fn sorted(&mut self) -> &[(&'static str, Value)] {
+        self.0.sort_unstable_by_key(|(key, _)| *key);
+        &self.0
+    }
+}
+
+impl std::ops::Index<&str> for Details {
+    type Output = Value;
+
+    /// The value of `key`, or `null` (as `serde_json::Map` indexes).
+    fn index(&self, key: &str) -> &Value {
+        self.get(key).unwrap_or(&Value::Null)
+    }
 }
 
 /// `text` as a JSON string, escaped as `serde_json` escapes it.
@@ -579,11 +627,11 @@ mod body_tests {
 
     /// The error shape as it was built before: the object as a map, then
     /// serialized.
-    fn as_a_map(code: &str, message: &str, details: &Map<String, Value>) -> Vec<u8> {
+    fn as_a_map(code: &str, message: &str, details: &[(String, Value)]) -> Vec<u8> {
         let mut body = Map::new();
         body.insert("error".into(), code.into());
         body.insert("message".into(), message.into());
-        body.extend(details.clone());
+        body.extend(details.iter().cloned());
         serde_json::to_vec(&Value::Object(body)).unwrap()
     }
 
@@ -599,11 +647,13 @@ mod body_tests {
 
     #[test]
     fn a_sold_out_answer_is_written_in_key_order() {
-        let mut details = Map::new();
-        details.insert("sku".into(), "tee".into());
-        details.insert("available".into(), 0.into());
-        details.insert("requested".into(), 1.into());
-        let body = super::error_body("sold_out", "sold out: SKU \"tee\"", &details);
+        let mut details = super::Details::default();
+        details.insert("sku", "tee".into());
+        details.insert("available", 0.into());
+        details.insert("requested", 7.into());
+        // A later value replaces the earlier, as a map's insert did.
+        details.insert("requested", 1.into());
+        let body = super::error_body("sold_out", "sold out: SKU \"tee\"", details.sorted());
         assert_eq!(
             String::from_utf8(body).unwrap(),
             r#"{"available":0,"error":"sold_out","message":"sold out: SKU \"tee\"","requested":1,"sku":"tee"}"#
@@ -624,7 +674,8 @@ mod body_tests {
                 0..6,
             ),
         ) {
-            let details: Map<String, Value> = details.into_iter().collect();
+            // In key order, each once: what `Details::sorted` hands over.
+            let details: Vec<(String, Value)> = details.into_iter().collect();
             let written = super::error_body(&code, &message, &details);
             prop_assert_eq!(
                 String::from_utf8(written).unwrap(),
