@@ -11,7 +11,9 @@
 //! Each contender first runs a short probe with unlimited stock to learn its
 //! speed, then gets stock for about `--seconds` of selling, so a contender
 //! 1000x slower is measured as long as a fast one. A sale ends when every
-//! SKU has answered "sold out"; units sold are counted by the buyers.
+//! SKU has answered "sold out"; units sold are counted by the buyers. The
+//! sold-out crowd (`--mode sold-out`) is the exception: one unit, then the
+//! HTTP rows are asked for it for `--seconds` and measured in answers.
 
 mod contenders;
 mod endpoints;
