@@ -686,7 +686,7 @@ impl<'n, F: Fn(SkuId) -> Option<&'n str>> fmt::Display for Named<'_, 'n, F> {
 /// `validate_sku_name`), which `Debug` writes as is between quotes; doing
 /// so in one piece spares a refusal's message `Debug`'s walk char by char.
 fn write_quoted(f: &mut fmt::Formatter<'_>, name: &str) -> fmt::Result {
-    let plain = |b: u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\' | b'\'');
+    let plain = |b: u8| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\');
     if name.bytes().all(plain) {
         f.write_str("\"")?;
         f.write_str(name)?;

@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::api::Api;
 use super::auth::Scope;
 use super::body::{parse_object, parse_order, parse_order_object, read_body_up_to};
-use super::error::{bytes_response, error_body, ApiError, Code, HttpResponse};
+use super::error::{bytes_response, ApiError, Code, HttpResponse};
 
 /// Most orders in one batch.
 pub const MAX_BATCH_ORDERS: usize = 1_000;
@@ -112,9 +112,8 @@ impl Api {
             Err(mut error) => {
                 // `{"error": {...}, "status": 409}`: keys in order, as the
                 // object was written when it was built as a map.
-                let body = error_body(error.code.as_str(), &error.message, error.details.sorted());
                 out.extend_from_slice(b"{\"error\":");
-                out.extend_from_slice(&body);
+                out.extend_from_slice(&error.body());
                 out.extend_from_slice(b",\"status\":");
                 out.extend_from_slice(error.status.as_str().as_bytes());
                 out.push(b'}');
