@@ -19,7 +19,7 @@ command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exi
 cargo build -q --release --bin hotstock
 work=$(mktemp -d)
 token="page-cost-operator-token-0123456789abcdef"
-server=""; page=""
+server=""; page=""; page_mode=""
 cleanup() {
     [ -n "$page" ] && kill -TERM "$page" 2>/dev/null || true
     [ -n "$server" ] && kill -TERM "$server" 2>/dev/null || true
@@ -47,6 +47,7 @@ start_server() {
 # the page asks of the server (the feed stream, /metrics and a page of SKUs
 # every 2 s) without a browser: the server's share of the page's cost.
 open_page() {
+    page_mode=$1
     case "$1" in
         page)
             python3 benches/ui/page_open.py "$addr" "$token" > "$work/page" &
@@ -66,7 +67,17 @@ open_page() {
 }
 
 close_all() {
-    if [ -n "$page" ]; then pkill -TERM -P "$page" 2>/dev/null || true; kill -TERM "$page" 2>/dev/null || true; wait "$page" 2>/dev/null || true; page=""; fi
+    # `page`: its own process only, which ends chromedriver and chromium
+    # together. Killing chromedriver first (as `pkill -P` did) left
+    # chromium running, and every later page measurement paid for the
+    # browsers left over (fixed 2026-12-03). `requests`: the curl loop's
+    # children first, then the loop.
+    if [ -n "$page" ]; then
+        [ "$page_mode" = requests ] && { pkill -TERM -P "$page" 2>/dev/null || true; }
+        kill -TERM "$page" 2>/dev/null || true; wait "$page" 2>/dev/null || true; page=""
+    fi
+    for _ in $(seq 50); do pgrep -x chromium > /dev/null || break; sleep 0.1; done
+    if pgrep -x chromium > /dev/null; then echo "a chromium outlived its page" >&2; exit 1; fi
     kill -TERM "$server"; wait "$server" 2>/dev/null || true; server=""
 }
 

@@ -7,6 +7,7 @@ standard library only.
     benches/ui/page_open.py ADDR TOKEN
 """
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -18,8 +19,12 @@ addr, token = sys.argv[1], sys.argv[2]
 with socket.socket() as s:
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
+# Its own process group, so that stop() can end chromium with it: a
+# chromium left behind keeps following the feed and takes CPU from every
+# later measurement.
 driver = subprocess.Popen(["/usr/bin/chromedriver", f"--port={port}"],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                          start_new_session=True)
 
 
 def call(method, path, body=None):
@@ -40,7 +45,10 @@ def stop(*_):
             call("DELETE", f"/session/{session}")
         except OSError:
             pass
-    driver.terminate()
+    try:
+        os.killpg(driver.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
     driver.wait()
     sys.exit(0)
 
