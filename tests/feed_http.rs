@@ -238,6 +238,95 @@ fn a_paced_stream_sends_every_event_in_order() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// `purchases=latest` (what the live page asks): of a page's purchases
+/// only the last per SKU comes, and it carries the SKU's counts after all
+/// of them; holds, their ends and SKU events all come; the stream sends
+/// the same events as the page route; a value other than all or latest
+/// is a 400.
+#[test]
+fn latest_purchases_keep_every_hold_and_count_and_skip_superseded_purchases() {
+    let dir = temp_dir("feed-latest");
+    let server = Server::start(&dir);
+    put_sku(&server, "a", 100);
+    put_sku(&server, "b", 100);
+    for _ in 0..3 {
+        buy(&server, "a").unwrap();
+    }
+    let hold = json!({"lines": [{"sku": "a", "quantity": 2}]});
+    let (status, held) = server.call("POST", "/v1/reservations", Some(&hold), &[]);
+    assert_eq!(status, 201, "{held}");
+    for _ in 0..2 {
+        buy(&server, "b").unwrap();
+    }
+    let cancel = format!("/v1/reservations/{}/cancel", held["id"].as_str().unwrap());
+    assert_eq!(server.call("POST", &cancel, None, &[]).0, 200);
+    for _ in 0..2 {
+        buy(&server, "a").unwrap();
+    }
+
+    let mut every = Vec::new();
+    drain(&server, 0, &mut every);
+    let (status, page) = server.call(
+        "GET",
+        "/v1/events?after=0&limit=1000&purchases=latest",
+        None,
+        &[],
+    );
+    assert_eq!(status, 200, "{page}");
+    let latest = page["events"].as_array().unwrap().clone();
+    assert_eq!(page["next_after"], every.last().unwrap()["position"]);
+    let position = |e: &Value| e["position"].as_u64().unwrap();
+    let is_purchase = |e: &Value| e["type"] == "reservation.created" && e["status"] == "confirmed";
+    assert!(latest.windows(2).all(|w| position(&w[0]) < position(&w[1])));
+    // Everything but a purchase comes, the hold and its cancel among them.
+    let kept: Vec<u64> = latest.iter().map(position).collect();
+    for event in every.iter().filter(|e| !is_purchase(e)) {
+        assert!(kept.contains(&position(event)), "{event} is missing");
+    }
+    assert!(latest.iter().any(|e| e["status"] == "held"));
+    assert!(latest.iter().any(|e| e["type"] == "reservation.cancelled"));
+    // One purchase per SKU, the last, with the counts the SKU has now.
+    for sku in ["a", "b"] {
+        let purchases: Vec<&Value> = latest
+            .iter()
+            .filter(|e| is_purchase(e) && e["sku"] == sku)
+            .collect();
+        let last = every
+            .iter()
+            .rev()
+            .find(|e| is_purchase(e) && e["sku"] == sku)
+            .unwrap();
+        assert_eq!(purchases, vec![last], "{sku}");
+        let (_, document) = server.call("GET", &format!("/v1/skus/{sku}"), None, &[]);
+        for count in ["available", "held", "sold"] {
+            assert_eq!(last[count], document[count], "{sku} {count}");
+        }
+    }
+    assert_eq!(every.iter().filter(|e| is_purchase(e)).count(), 7);
+    assert_eq!(latest.len(), every.len() - 5);
+
+    // The stream sends the same events.
+    let (status, mut stream) = Sse::open(&server, "?purchases=latest&after=0", None);
+    assert_eq!(status, 200);
+    for event in &latest {
+        let (id, kind, data) = stream.next();
+        assert_eq!(
+            (id, kind.as_str(), &data),
+            (position(event), event["type"].as_str().unwrap(), event)
+        );
+    }
+    for path in ["/v1/events?purchases=some", "/v1/events/stream?purchases="] {
+        let (status, body) = server.call("GET", path, None, &[]);
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["message"].as_str().unwrap().contains("purchases"),
+            "{body}"
+        );
+    }
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn bad_feed_requests_are_clear_4xx_and_a_long_poll_waits_for_the_next_event() {
     let dir = temp_dir("feed-bad");
