@@ -44,7 +44,9 @@ def main(argv):
             b.update(self_costs(p))
         print(f"A {sum(a.values()) / a_req:.0f} instructions/request, B {sum(b.values()) / b_req:.0f}")
         rows = sorted(set(a) | set(b), key=lambda k: -(a[k] / a_req - b[k] / b_req))
-        for k in rows[:40]:
+        # The 25 that grew most and the 25 that shrank most.
+        shown = rows[:25] + [k for k in rows[-25:] if k not in rows[:25]]
+        for k in shown:
             print(f"{a[k] / a_req:7.0f} {b[k] / b_req:7.0f} {a[k] / a_req - b[k] / b_req:+7.0f}  {k[:120]}")
         return
     requests = int(argv[1])

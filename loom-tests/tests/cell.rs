@@ -34,7 +34,7 @@ fn two_takers_on_one_stripe_for_the_last_unit() {
         let wins = [mine, theirs].iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, 1, "exactly one buyer gets the last unit");
         for verdict in [mine, theirs] {
-            if let Err(SoldOut { available }) = verdict {
+            if let Err(SoldOut { available, .. }) = verdict {
                 assert_eq!(available, 0);
             }
         }
@@ -125,7 +125,7 @@ fn two_slow_paths_drain_concurrently() {
         let wins = [mine, theirs].iter().filter(|r| r.is_ok()).count();
         assert_eq!(wins, 1);
         for verdict in [mine, theirs] {
-            if let Err(SoldOut { available }) = verdict {
+            if let Err(SoldOut { available, .. }) = verdict {
                 assert!(available < 2, "SoldOut while 2 units were available");
             }
         }

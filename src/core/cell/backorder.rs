@@ -227,7 +227,10 @@ impl StockCell {
         let room = book.rule.limit.saturating_sub(book.backordered());
         if !book.rule.is_open(now_ms) || owed > room {
             self.redistribute_locked(in_hand, hint, policy);
-            return Err(SoldOut { available: in_hand });
+            return Err(SoldOut {
+                available: in_hand,
+                may_backorder: false,
+            });
         }
         meta.edit_extras(|extras| extras.book.pending += owed);
         self.redistribute_locked(0, hint, policy);

@@ -100,6 +100,11 @@ pub enum TakeInto {
 pub struct SoldOut {
     /// Units available at the instant of the verdict.
     pub available: u64,
+    /// The SKU allowed backorders at the verdict (a limit above 0), so the
+    /// engine asks `take_backordered` whether it may owe the rest. Without
+    /// one the verdict is final: a sold-out crowd takes the lock once per
+    /// refusal, not twice.
+    pub may_backorder: bool,
 }
 
 /// A `withdraw` (negative adjust) asked for more than is available.
@@ -271,6 +276,12 @@ static NO_EXTRAS: CellExtras = CellExtras {
 impl CellMeta {
     fn extras(&self) -> &CellExtras {
         self.extras.as_deref().unwrap_or(&NO_EXTRAS)
+    }
+
+    /// A backorder allowance is set (open now or not: the take past zero
+    /// reads the clock and decides).
+    fn allows_backorders(&self) -> bool {
+        self.extras().book.rule.limit > 0
     }
 
     /// Applies `edit` to the settings, allocating them only when they end

@@ -63,7 +63,7 @@ impl StockCell {
         hint: usize,
         policy: &StripePolicy,
     ) -> Result<(), SoldOut> {
-        let _meta = self.meta.lock();
+        let meta = self.meta.lock();
         // First try each stripe alone: cheaper than a drain, and enough when
         // only the caller's stripe ran dry.
         // Relaxed: `width` changes only under the lock we hold.
@@ -85,7 +85,10 @@ impl StockCell {
         let in_hand = self.drain_locked();
         if in_hand < units {
             self.redistribute_locked(in_hand, hint, policy);
-            return Err(SoldOut { available: in_hand });
+            return Err(SoldOut {
+                available: in_hand,
+                may_backorder: meta.allows_backorders(),
+            });
         }
         self.redistribute_locked(in_hand - units, hint, policy);
         self.stripe(hint).0.count(into, units as i64);

@@ -15,6 +15,33 @@ fn stocked(units: u64) -> StockCell {
     cell
 }
 
+/// A refusal says whether the SKU allows backorders, so the engine takes
+/// the lock a second time (`take_backordered`) only when it might owe
+/// units: a sold-out crowd of a plain SKU costs one lock per refusal.
+#[test]
+fn a_sold_out_verdict_says_whether_backorders_may_take_the_rest() {
+    let cell = stocked(1);
+    let p = policy();
+    let verdict = cell.take(2, TakeInto::Sold, 0, &p).unwrap_err();
+    assert_eq!((verdict.available, verdict.may_backorder), (1, false));
+    let rule = BackorderRule {
+        limit: 5,
+        until_ms: Some(10),
+    };
+    cell.set_backorder(rule, |_| {});
+    let verdict = cell.take(2, TakeInto::Sold, 0, &p).unwrap_err();
+    assert_eq!((verdict.available, verdict.may_backorder), (1, true));
+    // The allowance's end is the take past zero's to judge, with a clock.
+    assert_eq!(
+        cell.take_backordered(2, TakeInto::Sold, 10, 0, &p),
+        Err(SoldOut {
+            available: 1,
+            may_backorder: false
+        })
+    );
+    assert_eq!(cell.take_backordered(2, TakeInto::Sold, 9, 0, &p), Ok(1));
+}
+
 #[test]
 fn take_until_sold_out_then_verdict_is_exact() {
     let cell = stocked(3);
@@ -22,7 +49,10 @@ fn take_until_sold_out_then_verdict_is_exact() {
     assert_eq!(cell.take(2, TakeInto::Sold, 0, &p), Ok(()));
     assert_eq!(
         cell.take(2, TakeInto::Sold, 0, &p),
-        Err(SoldOut { available: 1 })
+        Err(SoldOut {
+            available: 1,
+            may_backorder: false
+        })
     );
     assert_eq!(cell.take(1, TakeInto::Held, 0, &p), Ok(()));
     let s = cell.snapshot();

@@ -196,7 +196,7 @@ impl<S: ChangeSink> Engine<S> {
         let units = u64::from(quantity);
         let hint = stripe_hint();
         cell.take(units, TakeInto::Sold, hint, &self.config.stripe_policy)
-            .map_err(|SoldOut { available }| EngineError::SoldOut {
+            .map_err(|SoldOut { available, .. }| EngineError::SoldOut {
                 sku,
                 available,
                 requested: units,
@@ -485,8 +485,20 @@ impl<S: ChangeSink> Engine<S> {
                 done.limit_mask |= 1 << index;
             }
             let units = u64::from(line.quantity);
-            if let Err(SoldOut { available }) = cell.take(units, into, hint, policy) {
-                match self.take_past_zero(cell, units, into, hint) {
+            if let Err(SoldOut {
+                available,
+                may_backorder,
+            }) = cell.take(units, into, hint, policy)
+            {
+                let past_zero = if may_backorder {
+                    self.take_past_zero(cell, units, into, hint)
+                } else {
+                    Err(SoldOut {
+                        available,
+                        may_backorder,
+                    })
+                };
+                match past_zero {
                     Ok(0) => {}
                     Ok(owed) => {
                         let per_line = done
