@@ -1373,3 +1373,42 @@ fn a_refused_keyed_refund_keeps_its_key() {
         Err(EngineError::IdempotencyKeyReused)
     );
 }
+
+/// The hold figures `/metrics` serves follow every way a hold ends: a
+/// confirm in part, a confirm found past its deadline, the timer, a read,
+/// an extension found past its deadline; an extension's stale timer entry
+/// is not counted as due.
+#[test]
+fn hold_figures_follow_every_way_a_hold_ends() {
+    let (engine, clock) = extending_engine();
+    let sku = stock(&engine, "tee", 20);
+    let figures = |within_ms| {
+        let f = engine.held_figures(within_ms);
+        (f.open, f.due)
+    };
+    let [a, b, d, e] = [1, 1, 2, 1].map(|units| hold(&engine, &one(sku, units)).unwrap().id);
+    let long = Order {
+        lines: &one(sku, 1),
+        ttl_ms: Some(3_000),
+        ..Order::default()
+    };
+    let c = engine.reserve(&long).unwrap().id;
+    assert_eq!((figures(0), figures(1_000)), ((5, 0), (5, 4)));
+    engine.extend(a, 2_000).unwrap();
+    assert_eq!(figures(1_000), (5, 3), "a's old entry is stale");
+    engine.confirm_lines(d, &one(sku, 1)).unwrap();
+    assert_eq!(figures(1_000), (4, 2));
+    clock.advance(1_000);
+    assert!(engine.confirm(e).is_err(), "e is past its deadline");
+    assert_eq!(figures(0), (3, 1), "b is due, not yet expired");
+    assert_eq!(engine.run_timers().expired, 1);
+    assert_eq!(engine.reservation(b).unwrap().status, HoldStatus::Expired);
+    assert_eq!((figures(0), figures(1_000)), ((2, 0), (2, 1)));
+    clock.advance(1_000);
+    assert_eq!(engine.reservation(a).unwrap().status, HoldStatus::Expired);
+    assert_eq!(figures(0), (1, 0));
+    clock.advance(1_000);
+    assert!(engine.extend(c, 1_000).is_err(), "c is past its deadline");
+    assert_eq!(figures(u64::MAX), (0, 0));
+    assert_eq!(counts(&engine, sku), (19, 0, 1));
+}

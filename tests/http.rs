@@ -1888,3 +1888,44 @@ fn a_batch_of_orders_is_placed_order_by_order_and_durable_when_answered() {
     assert_eq!(server.terminate(), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `/metrics` counts every open hold and those due within a minute (what
+/// the live page shows), from the server's records: a hold confirmed or
+/// cancelled leaves both at once, a long one is open but not due.
+#[test]
+fn metrics_count_open_holds_and_those_expiring_within_a_minute() {
+    let dir = temp_dir("metrics-holds");
+    let server = Server::start(&dir);
+    let put = json!({"available": 10});
+    assert_eq!(server.call("PUT", "/v1/skus/tee", Some(&put), &[]).0, 200);
+    let hold = |ttl_ms: u64| {
+        let order = json!({"lines": [{"sku": "tee", "quantity": 1}], "ttl_ms": ttl_ms});
+        let (status, body) = server.call("POST", "/v1/reservations", Some(&order), &[]);
+        assert_eq!(status, 201, "{body}");
+        body["id"].as_str().unwrap().to_owned()
+    };
+    let figures = || {
+        (
+            common::server::metric(&server, "hotstock_holds_open"),
+            common::server::metric(&server, "hotstock_holds_expiring"),
+        )
+    };
+    assert_eq!(figures(), (0, 0));
+    let soon = [hold(50_000), hold(55_000)];
+    let later = hold(3_600_000);
+    let bought = json!({"lines": [{"sku": "tee", "quantity": 1}], "confirm": true});
+    assert_eq!(
+        server
+            .call("POST", "/v1/reservations", Some(&bought), &[])
+            .0,
+        201
+    );
+    assert_eq!(figures(), (3, 2));
+    let confirm = format!("/v1/reservations/{}/confirm", soon[0]);
+    assert_eq!(server.call("POST", &confirm, None, &[]).0, 200);
+    let cancel = format!("/v1/reservations/{later}/cancel");
+    assert_eq!(server.call("POST", &cancel, None, &[]).0, 200);
+    assert_eq!(figures(), (1, 1));
+    server.kill();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -136,6 +136,39 @@ fn the_page_follows_a_flash_sale_through_a_restart() {
     let hot = browser.wait_for(REFRESH, "const row = document.querySelector('#hot tr[data-sku=\"drop\"]'); return row ? row.textContent : null;");
     assert!(hot.is_some(), "the selling SKU is among the hottest");
 
+    // Holds: open and expiring within a minute are the server's counts.
+    let holds: Vec<String> = [30_000, 40_000, 50_000, 3_600_000]
+        .map(|ttl_ms| {
+            let order = json!({"lines": [{"sku": "drop", "quantity": 1}], "ttl_ms": ttl_ms});
+            let (status, answer) = call(&server, "POST", "/v1/reservations", order);
+            assert_eq!(status, 201, "{answer}");
+            answer["id"].as_str().unwrap().to_owned()
+        })
+        .into();
+    let tile = |label: &str, value: &str| {
+        format!(
+            "const tile = [...document.querySelectorAll('#holds .tile')] \
+               .find((t) => t.querySelector('span').textContent === '{label}'); \
+             return tile && tile.querySelector('b').textContent === '{value}' || null;"
+        )
+    };
+    assert!(
+        browser
+            .wait_for(REFRESH, &tile("holds open", "4"))
+            .is_some(),
+        "the page shows 4 holds open"
+    );
+    assert!(
+        browser
+            .wait_for(REFRESH, &tile("expiring in the next minute", "3"))
+            .is_some(),
+        "the page shows 3 holds expiring within the minute"
+    );
+    for id in &holds {
+        let cancel = format!("/v1/reservations/{id}/cancel");
+        assert_eq!(call(&server, "POST", &cancel, Value::Null).0, 200);
+    }
+
     // A crash mid-sale: the page reconnects and resumes from its position.
     server.kill();
     let dropped = browser.wait_for(

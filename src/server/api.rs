@@ -138,6 +138,9 @@ impl Api {
             rooms: Arc::clone(&rooms),
             engine: Arc::clone(&engine),
         }));
+        registry.register_collector(Box::new(metrics::HoldSources {
+            engine: Arc::clone(&engine),
+        }));
         Api {
             rooms,
             rates: Rates::new(

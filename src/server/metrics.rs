@@ -229,6 +229,42 @@ impl Collector for RoomSources {
     }
 }
 
+/// Holds open and due within a minute, read from the engine at each
+/// scrape (`HoldTable::held_figures`: the holds due soon are walked, not
+/// the whole table). What the operator's page shows, for every hold and
+/// not only those its feed saw.
+pub struct HoldSources {
+    pub engine: Arc<crate::durable::JournaledEngine>,
+}
+
+/// The window of `hotstock_holds_expiring`.
+pub const HOLDS_EXPIRING_WITHIN_MS: u64 = 60_000;
+
+impl std::fmt::Debug for HoldSources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HoldSources { .. }")
+    }
+}
+
+impl Collector for HoldSources {
+    fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Encoded {
+        let figures = self.engine.held_figures(HOLDS_EXPIRING_WITHIN_MS);
+        let gauges = [
+            ("hotstock_holds_open", "Reservations held now", figures.open),
+            (
+                "hotstock_holds_expiring",
+                "Held reservations whose deadline is within the next 60 s (or passed, not yet expired)",
+                figures.due,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value as i64).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 /// The registry `/metrics` encodes.
 pub fn registry(
     requests: Arc<RequestCounters>,

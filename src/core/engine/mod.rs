@@ -27,7 +27,7 @@ use super::change::{Change, ChangeSink, InMemory};
 use super::clock::{Clock, SystemClock};
 use super::error::EngineError;
 use super::hint::stripe_hint;
-use super::holds::{HoldDocument, HoldTable, Retention, TimerWork};
+use super::holds::{HeldFigures, HoldDocument, HoldTable, Retention, TimerWork};
 use super::idempotency::IdempotencyTable;
 use super::kit_table::{KitTable, SlotTable};
 use super::ledger::LimitLedger;
@@ -529,6 +529,13 @@ impl<S: ChangeSink> Engine<S> {
             .ok_or(EngineError::UnknownReservation { id })?;
         self.report_owed(&mut document);
         Ok(document)
+    }
+
+    /// Holds open now, and those of them whose deadline falls within
+    /// `within_ms` from now (already due and not yet expired included).
+    pub fn held_figures(&self, within_ms: u64) -> HeldFigures {
+        let now_ms = self.clock.now_ms();
+        self.holds.held_figures(now_ms.saturating_add(within_ms))
     }
 
     /// Calls `f` with every reservation record the engine still keeps.

@@ -40,6 +40,7 @@ pub(super) fn expire_due(
         this_lock -= 1;
         record.status = HoldStatus::Expired;
         settle(Settle::Release, view(id, record));
+        shard.held -= 1;
         shard.ended.push_back((now_ms, id));
         expired += 1;
     }

@@ -18,7 +18,6 @@
   let timers = [];
   // name -> {available, held, sold, backordered, points: [[at_ms, sold]], soldOutAt}
   const skus = new Map();
-  const holds = new Map(); // reservation -> expires_at_ms
   let expired = []; // at_ms of each expiry seen
   let pageRows = [];
   let nextAfter = null;
@@ -84,7 +83,6 @@
     timers.forEach(clearInterval);
     timers = [];
     skus.clear();
-    holds.clear();
     $('app').hidden = true;
     $('login').hidden = false;
     $('login-error').textContent = message || '';
@@ -182,19 +180,7 @@
     switch (event.type) {
       case 'sku.sold_out': s.soldOutAt = event.at_ms; break;
       case 'sku.back_in_stock': s.soldOutAt = null; break;
-      case 'reservation.created':
-      case 'reservation.extended':
-        if (event.status === 'held') holds.set(event.reservation, event.expires_at_ms);
-        break;
-      case 'reservation.expired':
-        expired.push(event.at_ms);
-        holds.delete(event.reservation);
-        break;
-      case 'reservation.confirmed':
-      case 'reservation.cancelled':
-      case 'reservation.refunded':
-        holds.delete(event.reservation);
-        break;
+      case 'reservation.expired': expired.push(event.at_ms); break;
       default:
     }
   }
@@ -309,16 +295,18 @@
         perSecond('hotstock_http_responses_total', 'status="503"') > 0),
     );
   }
+  // Open and expiring holds are the server's own counts (/metrics), every
+  // hold and not only those made since the page opened; expiries per
+  // second come from the feed.
   function renderHolds(now) {
-    let soon = 0;
-    for (const expires of holds.values()) if (expires - now <= MINUTE) soon += 1;
+    const scraped = metrics.now;
     expired = expired.filter((at) => at > now - MINUTE);
     const recent = expired.filter((at) => at > now - 10000).length / 10;
     let heldUnits = 0;
     for (const s of skus.values()) heldUnits += s.held;
     $('holds').replaceChildren(
-      tile('holds open (seen since opened)', count(holds.size)),
-      tile('expiring in the next minute', count(soon)),
+      tile('holds open', count(metricValue(scraped, 'hotstock_holds_open'))),
+      tile('expiring in the next minute', count(metricValue(scraped, 'hotstock_holds_expiring'))),
       tile('expired', rate(recent)),
       tile('units held (SKUs seen)', count(heldUnits)),
     );
