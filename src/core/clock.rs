@@ -79,22 +79,35 @@ impl Clock for ManualClock {
 mod tests {
     use super::*;
 
+    fn precise_ms() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64
+    }
+
+    /// The coarse clock is the real-time clock as of the last kernel tick:
+    /// never ahead of it, and it reaches any time the precise clock showed.
+    /// How far behind it lags is left alone: on a loaded VM a tick comes
+    /// late (CI saw 11 ms against the 10 ms this test used to allow), and a
+    /// timing threshold has no place in `cargo test`. The loop only ends
+    /// the test if the coarse clock never catches up (another clock, or
+    /// another unit), after ten seconds of the precise one.
     #[test]
-    fn system_clock_agrees_with_system_time_within_a_tick() {
-        let before = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        let coarse = SystemClock.now_ms();
-        let after = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_millis() as u64;
-        // The coarse clock lags by at most one kernel tick (<= 10 ms on any
-        // configuration Linux ships).
-        assert!(
-            coarse + 10 >= before && coarse <= after,
-            "{before} {coarse} {after}"
-        );
+    fn system_clock_is_the_real_time_clock_never_ahead_and_catching_up() {
+        let before = precise_ms();
+        loop {
+            let coarse = SystemClock.now_ms();
+            let after = precise_ms();
+            assert!(coarse <= after, "coarse {coarse} ahead of {after}");
+            if coarse >= before {
+                return;
+            }
+            assert!(
+                after < before + 10_000,
+                "the coarse clock never reached {before}: it shows {coarse} at {after}"
+            );
+            std::thread::yield_now();
+        }
     }
 }
