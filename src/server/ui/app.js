@@ -115,8 +115,8 @@
         // the feed to it once a second too (fewer writes).
         // purchases=latest: of each page's purchases only the last per SKU
         // (it carries the counts after all of them); holds, their ends and
-        // SKU events all come. Every purchase cost the browser a third of
-        // a core in a sale.
+        // SKU events all come. Every purchase cost the browser's renderer
+        // about 0.3 of a core at 57k purchases/s (docs/benchmarks.md).
         const response = await fetch('/v1/events/stream?every_ms=1000&purchases=latest&after=' + position,
           { headers: headers(), signal: aborter.signal });
         if (response.status === 401 || response.status === 403) {
@@ -146,8 +146,8 @@
       const { value, done } = await reader.read();
       if (done) return;
       buffer += decoder.decode(value, { stream: true });
-      // One split per chunk: a sale's second of events arrives as one
-      // write, and cutting frames off the front one by one copies the rest.
+      // One split per chunk (a write holds up to a page of 1,000 events),
+      // rather than cutting frames off the front of the buffer one by one.
       const frames = buffer.split('\n\n');
       buffer = frames.pop();
       for (const text of frames) frame(text);
@@ -187,9 +187,8 @@
 
   // The sold count over time, kept at POINT_MS resolution: one point per
   // slot, the last event's. A sale makes tens of thousands of events a
-  // second; a point for each made every render walk millions of them (the
-  // page then cost the sale 0.93x of its purchases on a shared machine).
-  // Rates and the sparkline are off by at most one slot's sales.
+  // second; a point for each made every render walk all of them (up to
+  // millions over the sparkline's 5 minutes). Rates and the sparkline are off by at most one slot's sales.
   function notePoint(s, at, sold) {
     const last = s.points[s.points.length - 1];
     if (s.points.length > 1 && Math.floor(last[0] / POINT_MS) === Math.floor(at / POINT_MS)) {
