@@ -673,6 +673,66 @@ fn a_customer_is_served_by_one_node_wherever_it_asks() {
     assert_eq!(total_sold(&nodes), before);
 }
 
+/// An operator's withdrawal (damaged units, or a count that found fewer)
+/// goes to the escrow through any node and takes unleased units only: more
+/// is 409 `insufficient_stock` naming what is unleased, and it asks the
+/// nodes to give units back, so a retry goes through; a keyed one happens
+/// once.
+#[test]
+fn an_operator_withdraws_unleased_units_through_any_node() {
+    let Some(url) = server() else { return };
+    let scratch = EscrowScratch::new(&url, "withdrawn");
+    let (_dirs, nodes) = start_routed(&scratch, "w", 2);
+    let adjust = |node: &Server, sku: &str, delta: i64, key: &[(&str, &str)]| {
+        let body = json!({"delta": delta}).to_string();
+        let path = format!("/v1/skus/{sku}/adjust");
+        request(node.addr, "POST", &path, body.as_bytes(), key)
+    };
+    assert_eq!(adjust(&nodes[0], "tee", 10, &[]).0, 202);
+    for node in &nodes {
+        wait_for(node, "tee", |doc| doc["available"].as_u64() > Some(0));
+    }
+    let (status, answer) = adjust(&nodes[1], "tee", -11, &[]);
+    assert_eq!(
+        (status, &answer["error"], &answer["requested"]),
+        (409, &json!("insufficient_stock"), &json!(11)),
+        "{answer}"
+    );
+    assert!(answer["available"].as_u64() <= Some(10), "{answer}");
+    let (status, answer) = adjust(&nodes[1], "cap", -1, &[]);
+    assert_eq!(
+        (status, &answer["error"]),
+        (404, &json!("unknown_sku")),
+        "{answer}"
+    );
+    assert_eq!(adjust(&nodes[1], "tee", 0, &[]).0, 400);
+    assert_eq!(assert_escrow_balanced(&scratch).received, 10);
+
+    // The nodes hold the units; each refusal asks them for some back.
+    let key = [("Idempotency-Key", "count-1")];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let (status, answer) = adjust(&nodes[1], "tee", -3, &key);
+        if status == 200 {
+            break answer;
+        }
+        assert_eq!(
+            (status, &answer["error"]),
+            (409, &json!("insufficient_stock"))
+        );
+        assert!(Instant::now() < deadline, "no unit came back: {answer}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let withdrawn = json!({"sku": "tee", "withdrawn": 3, "from": "escrow", "replayed": false});
+    assert_eq!(answer, withdrawn);
+    let (status, again) = adjust(&nodes[0], "tee", -3, &key);
+    assert_eq!((status, &again["replayed"]), (200, &json!(true)), "{again}");
+    assert_eq!(assert_escrow_balanced(&scratch).received, 7);
+    for node in &nodes {
+        wait_for(node, "tee", |doc| doc["cluster"]["available"] == json!(7));
+    }
+}
+
 /// Sends `signal` to `server`'s process (SIGSTOP freezes it, as a long
 /// pause or an overloaded machine would; SIGCONT lets it go on).
 fn signal(server: &Server, signal: libc::c_int) {

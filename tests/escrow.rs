@@ -178,6 +178,79 @@ fn a_keyed_receive_happens_once() {
     assert_balanced(&mut escrow);
 }
 
+/// An operator's withdrawal (damaged or miscounted units) takes unleased
+/// units only: more than that is refused, changes no count, and raises the
+/// SKU's demand so the nodes give some back; with a key it happens once,
+/// and a refused one leaves its key free for the retry.
+#[test]
+fn a_withdrawal_takes_only_unleased_units() {
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "withdraw");
+    let mut escrow = scratch.escrow();
+    escrow.receive("tee", 100).unwrap();
+    let lease = escrow.grant("a~1~1", "a", "tee", 70).unwrap();
+    assert_eq!(lease.granted, 70);
+    escrow.withdraw("tee", 10).unwrap();
+    let demand = |escrow: &mut hotstock::durable::escrow::Escrow| {
+        let stock = escrow.stock().unwrap();
+        (stock[0].received, stock[0].unleased, stock[0].demand)
+    };
+    assert_eq!(demand(&mut escrow), (90, 20, 0));
+    match escrow.withdraw("tee", 21) {
+        Err(EscrowError::TooFewUnleased {
+            unleased,
+            requested,
+            ..
+        }) => assert_eq!((unleased, requested), (20, 21)),
+        other => panic!("{other:?}"),
+    }
+    match escrow.withdraw_once("tee", 21, "count-1") {
+        Err(EscrowError::TooFewUnleased { unleased: 20, .. }) => {}
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(demand(&mut escrow), (90, 20, 2), "refusals change no count");
+    assert_balanced(&mut escrow);
+
+    // The node gives 30 back; the refused key is free for the retry.
+    escrow.close("a~1~1", "a", 30).unwrap();
+    assert!(escrow.withdraw_once("tee", 21, "count-1").unwrap());
+    assert!(!escrow.withdraw_once("tee", 21, "count-1").unwrap());
+    match escrow.receive_once("tee", 21, "count-1") {
+        Err(EscrowError::ReceiveKeyReused { earlier_units, .. }) => assert_eq!(earlier_units, -21),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(demand(&mut escrow), (69, 29, 2));
+    assert!(matches!(
+        escrow.withdraw("mug", 1),
+        Err(EscrowError::UnknownSku { .. })
+    ));
+    let audit = escrow.audit().unwrap();
+    assert_eq!((audit[0].received, audit[0].sold), (69, 40), "{audit:?}");
+    assert_balanced(&mut escrow);
+}
+
+/// A schema made before withdrawals kept receive keys with `units > 0`
+/// only: opening it lifts that, so a keyed withdrawal works there too.
+#[test]
+fn an_older_schema_takes_keyed_withdrawals() {
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "withdraw_old");
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let old = format!(
+        "CREATE SCHEMA {s};
+         CREATE TABLE {s}.escrow_receives (
+             key TEXT PRIMARY KEY, sku TEXT NOT NULL,
+             units BIGINT NOT NULL CHECK (units > 0), at TIMESTAMPTZ NOT NULL DEFAULT now());",
+        s = scratch.schema
+    );
+    client.batch_execute(&old).unwrap();
+    let mut escrow = scratch.escrow();
+    assert!(escrow.receive_once("tee", 5, "delivery-1").unwrap());
+    assert!(escrow.withdraw_once("tee", 2, "count-1").unwrap());
+    assert_eq!(escrow.stock().unwrap()[0].received, 3);
+    assert_balanced(&mut escrow);
+}
+
 #[test]
 fn lease_sizes_shrink_near_sell_out_and_bound_what_one_node_strands() {
     // Plenty: the chunk.
@@ -214,6 +287,7 @@ mod model {
         Sell(usize, u32),
         ReturnAll(usize),
         Receive(u64),
+        Withdraw(u64),
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -222,6 +296,7 @@ mod model {
             4 => (0..2usize, 1..4u32).prop_map(|(n, q)| Op::Sell(n, q)),
             1 => (0..2usize).prop_map(Op::ReturnAll),
             1 => (1..10u64).prop_map(Op::Receive),
+            1 => (1..6u64).prop_map(Op::Withdraw),
         ]
     }
 
@@ -270,6 +345,19 @@ mod model {
                     Op::Receive(units) => {
                         escrow.receive("tee", units).unwrap();
                         received += units;
+                    }
+                    Op::Withdraw(units) => {
+                        let unleased = escrow.stock().unwrap()[0].unleased;
+                        match escrow.withdraw("tee", units) {
+                            Ok(()) => {
+                                prop_assert!(units <= unleased, "step {step}");
+                                received -= units;
+                            }
+                            Err(EscrowError::TooFewUnleased { unleased: there, .. }) => {
+                                prop_assert!(units > unleased && there == unleased, "step {step}");
+                            }
+                            Err(other) => prop_assert!(false, "step {step}: {other}"),
+                        }
                     }
                 }
                 let audit = escrow.audit().unwrap();

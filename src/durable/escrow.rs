@@ -77,13 +77,23 @@ pub enum EscrowError {
     #[error("invalid {what}: {why}")]
     Invalid { what: &'static str, why: String },
     #[error(
-        "receive key {key:?} was used for {earlier_units} units of {earlier_sku:?}, not this \
-         receive: a key names one receive (use a new key for another)"
+        "receive key {key:?} was used for a change of {earlier_units} units of {earlier_sku:?}, not this \
+         change: a key names one receive or withdrawal (use a new key for another)"
     )]
     ReceiveKeyReused {
         key: String,
         earlier_sku: String,
-        earlier_units: u64,
+        earlier_units: i64,
+    },
+    #[error(
+        "only {unleased} units of {sku:?} are unleased in the escrow, so {requested} cannot be \
+         withdrawn: the nodes hold the rest for their buyers and were asked to give some back \
+         (withdraw at most {unleased}, or again once they have)"
+    )]
+    TooFewUnleased {
+        sku: String,
+        unleased: u64,
+        requested: u64,
     },
 }
 
@@ -251,6 +261,64 @@ fn receive_in(tx: &mut Transaction<'_>, s: &str, sku: &str, units: i64) -> Resul
     Ok(())
 }
 
+/// Takes `units` from `sku`'s received and unleased if that many are
+/// unleased: `Ok(Err(unleased))` when fewer are, with the SKU's demand
+/// raised (committed with the transaction, so the nodes give some back).
+fn withdraw_in(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    sku: &str,
+    units: i64,
+) -> Result<Result<(), u64>, EscrowError> {
+    let sql = format!(
+        "UPDATE {s}.escrow_stock SET received = received - $2, unleased = unleased - $2
+         WHERE sku = $1 AND unleased >= $2"
+    );
+    if tx.execute(&sql, &[&sku, &units]).map_err(db)? == 1 {
+        return Ok(Ok(()));
+    }
+    let sql = format!(
+        "UPDATE {s}.escrow_stock SET demand = demand + 1 WHERE sku = $1 RETURNING unleased"
+    );
+    match tx.query_opt(&sql, &[&sku]).map_err(db)? {
+        Some(row) => Ok(Err(from_db(row.get(0)))),
+        None => Err(EscrowError::UnknownSku {
+            sku: sku.to_owned(),
+        }),
+    }
+}
+
+/// A withdrawal of `units` refused: only `unleased` were there.
+fn too_few_unleased(sku: &str, units: i64, unleased: u64) -> EscrowError {
+    EscrowError::TooFewUnleased {
+        sku: sku.to_owned(),
+        unleased,
+        requested: from_db(units),
+    }
+}
+
+/// A change already made under `key`: `false` if it was this one (a
+/// retry), refused if the key named another.
+fn earlier_change(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    key: &str,
+    sku: &str,
+    delta: i64,
+) -> Result<bool, EscrowError> {
+    let sql = format!("SELECT sku, units FROM {s}.escrow_receives WHERE key = $1");
+    let row = tx.query_one(&sql, &[&key]).map_err(db)?;
+    let (earlier_sku, earlier_units): (String, i64) = (row.get(0), row.get(1));
+    match earlier_sku == sku && earlier_units == delta {
+        true => Ok(false),
+        false => Err(EscrowError::ReceiveKeyReused {
+            key: key.to_owned(),
+            earlier_sku,
+            earlier_units,
+        }),
+    }
+}
+
 fn from_db(units: i64) -> u64 {
     // Every column is written from a checked u64 and kept >= 0 by a CHECK.
     u64::try_from(units).unwrap_or(0)
@@ -291,7 +359,12 @@ impl Escrow {
                  CHECK (per_customer_limit > 0);
              CREATE TABLE IF NOT EXISTS {schema}.escrow_receives (
                  key TEXT PRIMARY KEY, sku TEXT NOT NULL,
-                 units BIGINT NOT NULL CHECK (units > 0), at TIMESTAMPTZ NOT NULL DEFAULT now());
+                 units BIGINT NOT NULL CONSTRAINT escrow_receive_units_not_zero CHECK (units <> 0),
+                 at TIMESTAMPTZ NOT NULL DEFAULT now());
+             -- Older schemas allowed receives only (units > 0); a withdrawal
+             -- is kept under its key with units below 0.
+             ALTER TABLE {schema}.escrow_receives
+                 DROP CONSTRAINT IF EXISTS escrow_receives_units_check;
              CREATE TABLE IF NOT EXISTS {schema}.escrow_nodes (
                  node TEXT PRIMARY KEY, address TEXT NOT NULL, seen_ms BIGINT NOT NULL);
              CREATE TABLE IF NOT EXISTS {schema}.escrow_node_skus (
@@ -352,31 +425,16 @@ impl Escrow {
     /// received (`false`: an earlier one with the key did). The same key
     /// for another SKU or count is refused.
     pub fn receive_once(&mut self, sku: &str, units: u64, key: &str) -> Result<bool, EscrowError> {
-        for (what, name) in [("SKU", sku), ("receive key", key)] {
-            check_name(what, name)?;
-        }
-        let db_units = to_db(units)?;
-        self.transaction("receiving stock once", |tx, s| {
-            let sql = format!(
-                "INSERT INTO {s}.escrow_receives (key, sku, units) VALUES ($1, $2, $3)
-                 ON CONFLICT (key) DO NOTHING"
-            );
-            if tx.execute(&sql, &[&key, &sku, &db_units]).map_err(db)? == 1 {
-                receive_in(tx, s, sku, db_units)?;
-                return Ok(true);
-            }
-            let sql = format!("SELECT sku, units FROM {s}.escrow_receives WHERE key = $1");
-            let row = tx.query_one(&sql, &[&key]).map_err(db)?;
-            let (earlier_sku, earlier_units): (String, i64) = (row.get(0), row.get(1));
-            match earlier_sku == sku && earlier_units == db_units {
-                true => Ok(false),
-                false => Err(EscrowError::ReceiveKeyReused {
-                    key: key.to_owned(),
-                    earlier_sku,
-                    earlier_units: from_db(earlier_units),
-                }),
-            }
-        })
+        let delta = to_db(units)?;
+        self.change_once(sku, delta, key)
+    }
+
+    /// `withdraw`, at most once per `key` (as `receive_once`; a key names
+    /// one change, a receive or a withdrawal). A refused withdrawal keeps
+    /// no key, so it may be sent again with the same one.
+    pub fn withdraw_once(&mut self, sku: &str, units: u64, key: &str) -> Result<bool, EscrowError> {
+        let delta = -to_db(units)?;
+        self.change_once(sku, delta, key)
     }
 
     /// `units` more received for `sku` (created if new), all unleased.
@@ -384,6 +442,46 @@ impl Escrow {
         check_name("SKU", sku)?;
         let units = to_db(units)?;
         self.transaction("receiving stock", |tx, s| receive_in(tx, s, sku, units))
+    }
+
+    /// `units` fewer received for `sku` (damaged, lost, counted wrong),
+    /// taken from its unleased units: the units the nodes hold are their
+    /// buyers', so a withdrawal of more than is unleased is refused
+    /// (`TooFewUnleased`), and raises the SKU's demand so that the nodes
+    /// give some back for the operator's next attempt.
+    pub fn withdraw(&mut self, sku: &str, units: u64) -> Result<(), EscrowError> {
+        check_name("SKU", sku)?;
+        let units = to_db(units)?;
+        let withdrawn =
+            self.transaction("withdrawing stock", |tx, s| withdraw_in(tx, s, sku, units));
+        withdrawn?.map_err(|unleased| too_few_unleased(sku, units, unleased))
+    }
+
+    fn change_once(&mut self, sku: &str, delta: i64, key: &str) -> Result<bool, EscrowError> {
+        for (what, name) in [("SKU", sku), ("receive key", key)] {
+            check_name(what, name)?;
+        }
+        let changed = self.transaction("changing stock once", |tx, s| {
+            let sql = format!(
+                "INSERT INTO {s}.escrow_receives (key, sku, units) VALUES ($1, $2, $3)
+                 ON CONFLICT (key) DO NOTHING"
+            );
+            if tx.execute(&sql, &[&key, &sku, &delta]).map_err(db)? == 0 {
+                return earlier_change(tx, s, key, sku, delta).map(Ok);
+            }
+            if delta > 0 {
+                receive_in(tx, s, sku, delta)?;
+                return Ok(Ok(true));
+            }
+            let withdrawn = withdraw_in(tx, s, sku, -delta)?;
+            if withdrawn.is_err() {
+                // Refused: the key names no change, so a retry may use it.
+                let sql = format!("DELETE FROM {s}.escrow_receives WHERE key = $1");
+                tx.execute(&sql, &[&key]).map_err(db)?;
+            }
+            Ok(withdrawn.map(|()| true))
+        })?;
+        changed.map_err(|unleased| too_few_unleased(sku, -delta, unleased))
     }
 
     /// Grants lease `id` to `node`: up to `wanted` units of `sku` (fewer

@@ -8,9 +8,10 @@
 //! Units put straight into one node's counters would be sold by that node
 //! only, and no other node, nor the escrow's books, would know them. So in
 //! a cluster a positive adjust receives the units in the escrow (any node
-//! accepts it), and the lease keepers spread them as nodes sell; an
-//! absolute put of stock, which no one node can make true for the whole
-//! cluster, is refused with a clear error.
+//! accepts it), and the lease keepers spread them as nodes sell; a
+//! negative one withdraws units the escrow has not leased (those a node
+//! holds are its buyers'); an absolute put of stock, which no one node can
+//! make true for the whole cluster, is refused with a clear error.
 
 use serde_json::{json, Value};
 
@@ -20,10 +21,12 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
     /// This node's id.
     fn node(&self) -> &str;
 
-    /// `units` more of `sku` in the stock of record; with `key`, at most
-    /// once per key (`Ok(false)`: an earlier receive with the key took
-    /// them). Blocks on the database: call it from a blocking thread.
-    fn receive(&self, sku: &str, units: u64, key: Option<&str>) -> Result<bool, EscrowRefusal>;
+    /// `delta` units of `sku` received (above 0) into or withdrawn (below
+    /// 0) from the stock of record; with `key`, at most once per key
+    /// (`Ok(false)`: an earlier change with the key made it). A withdrawal
+    /// takes unleased units only. Blocks on the database: call it from a
+    /// blocking thread.
+    fn change(&self, sku: &str, delta: i64, key: Option<&str>) -> Result<bool, EscrowRefusal>;
 
     /// Sets (`Some`) or removes (`None`) the per-customer limit of `sku` in
     /// the escrow, for every node to apply. Blocks on the database.
@@ -45,8 +48,17 @@ pub trait Cluster: Send + Sync + std::fmt::Debug {
 /// Why the escrow did not take an operator's change.
 #[derive(Debug)]
 pub enum EscrowRefusal {
-    /// The idempotency key named another receive (409).
+    /// The idempotency key named another change (409).
     KeyReused(String),
+    /// A withdrawal of more than is unleased (409): the nodes hold the
+    /// rest, and were asked to give some back.
+    TooFewUnleased {
+        why: String,
+        unleased: u64,
+        requested: u64,
+    },
+    /// A withdrawal from a SKU the escrow does not know (404).
+    UnknownSku(String),
     /// The escrow could not be reached, or failed (503): nothing changed.
     Failed(String),
 }
@@ -153,13 +165,26 @@ mod escrow_cluster {
             &self.config.node
         }
 
-        fn receive(&self, sku: &str, units: u64, key: Option<&str>) -> Result<bool, EscrowRefusal> {
-            let received = self.with_escrow(|escrow| match key {
-                Some(key) => escrow.receive_once(sku, units, key),
-                None => escrow.receive(sku, units).map(|()| true),
+        fn change(&self, sku: &str, delta: i64, key: Option<&str>) -> Result<bool, EscrowRefusal> {
+            let units = delta.unsigned_abs();
+            let changed = self.with_escrow(|escrow| match (key, delta > 0) {
+                (Some(key), true) => escrow.receive_once(sku, units, key),
+                (Some(key), false) => escrow.withdraw_once(sku, units, key),
+                (None, true) => escrow.receive(sku, units).map(|()| true),
+                (None, false) => escrow.withdraw(sku, units).map(|()| true),
             });
-            received.map_err(|error| match error {
+            changed.map_err(|error| match error {
                 EscrowError::ReceiveKeyReused { .. } => EscrowRefusal::KeyReused(error.to_string()),
+                EscrowError::TooFewUnleased {
+                    unleased,
+                    requested,
+                    ..
+                } => EscrowRefusal::TooFewUnleased {
+                    why: error.to_string(),
+                    unleased,
+                    requested,
+                },
+                EscrowError::UnknownSku { .. } => EscrowRefusal::UnknownSku(error.to_string()),
                 other => EscrowRefusal::Failed(other.to_string()),
             })
         }

@@ -390,7 +390,7 @@ impl Api {
             .i64("delta")?
             .ok_or_else(|| ApiError::invalid("field \"delta\" is required"))?;
         if let Some(cluster) = &self.cluster {
-            return receive_in_escrow(Arc::clone(cluster), sku, delta, key).await;
+            return change_in_escrow(Arc::clone(cluster), sku, delta, key).await;
         }
         if key.is_some() {
             return Err(ApiError::invalid(
@@ -410,42 +410,57 @@ impl Api {
     }
 }
 
-/// An operator's units for `sku`, received in the escrow (a blocking
-/// database statement, so off the runtime's workers): 202, since the
-/// units reach the nodes' counters as their keepers lease them.
-async fn receive_in_escrow(
+/// An operator's change of `sku`'s units in the escrow (a blocking
+/// database statement, so off the runtime's workers). A receive answers
+/// 202, since the units reach the nodes' counters as their keepers lease
+/// them; a withdrawal 200, since the units are gone from the stock of
+/// record at once (only unleased ones: the nodes' are their buyers').
+async fn change_in_escrow(
     cluster: Arc<dyn Cluster>,
     sku: &str,
     delta: i64,
     key: Option<String>,
 ) -> Result<HttpResponse, ApiError> {
     crate::core::catalogue::validate_sku_name(sku).map_err(|e| ApiError::invalid(e.to_string()))?;
-    let Ok(units) = u64::try_from(delta) else {
-        return Err(cluster_refused(
-            "in a cluster units are withdrawn from the escrow, which this node cannot do for \
-             the others: only a positive delta (units received) is taken",
-        ));
-    };
-    if units == 0 || units > MAX_STOCK_PER_SKU {
+    if delta == 0 || delta.unsigned_abs() > MAX_STOCK_PER_SKU {
         return Err(ApiError::invalid(format!(
-            "delta must be from 1 to {MAX_STOCK_PER_SKU} units in a cluster"
+            "delta must be from 1 to {MAX_STOCK_PER_SKU} units (or from -1 to \
+             -{MAX_STOCK_PER_SKU}) in a cluster"
         )));
     }
     let name = sku.to_owned();
-    let received =
-        tokio::task::spawn_blocking(move || cluster.receive(&name, units, key.as_deref()))
-            .await
-            .map_err(|_| escrow_failed("its receive stopped unexpectedly"))?;
-    let now = received.map_err(|refusal| match refusal {
+    let changed = tokio::task::spawn_blocking(move || cluster.change(&name, delta, key.as_deref()))
+        .await
+        .map_err(|_| escrow_failed("its change stopped unexpectedly"))?;
+    let now = changed.map_err(|refusal| match refusal {
         EscrowRefusal::KeyReused(why) => {
             ApiError::new(StatusCode::CONFLICT, Code::IdempotencyKeyReused, why)
         }
-        EscrowRefusal::Failed(why) => escrow_failed(&format!("it did not take the units: {why}")),
+        EscrowRefusal::TooFewUnleased {
+            why,
+            unleased,
+            requested,
+        } => ApiError::new(StatusCode::CONFLICT, Code::InsufficientStock, why)
+            .with("sku", sku)
+            .with("available", unleased)
+            .with("requested", requested),
+        EscrowRefusal::UnknownSku(why) => {
+            ApiError::new(StatusCode::NOT_FOUND, Code::UnknownSku, why).with("sku", sku)
+        }
+        EscrowRefusal::Failed(why) => escrow_failed(&format!("it did not take the change: {why}")),
     })?;
-    Ok(json_response(
-        StatusCode::ACCEPTED,
-        &json!({"sku": sku, "received": units, "to": "escrow", "replayed": !now}),
-    ))
+    let units = delta.unsigned_abs();
+    let (status, body) = match delta > 0 {
+        true => (
+            StatusCode::ACCEPTED,
+            json!({"sku": sku, "received": units, "to": "escrow", "replayed": !now}),
+        ),
+        false => (
+            StatusCode::OK,
+            json!({"sku": sku, "withdrawn": units, "from": "escrow", "replayed": !now}),
+        ),
+    };
+    Ok(json_response(status, &body))
 }
 
 /// An operator's per-customer limit for `sku`, set in the escrow for the
