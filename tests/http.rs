@@ -1929,3 +1929,48 @@ fn metrics_count_open_holds_and_those_expiring_within_a_minute() {
     server.kill();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A body is read whole however it arrives: with a length in one piece or
+/// several, or chunked; and after each the connection takes the next
+/// request (the server stops reading a body at its stated length).
+#[test]
+fn bodies_in_pieces_are_read_whole_and_the_connection_goes_on() {
+    let dir = temp_dir("pieces");
+    let server = Server::start(&dir);
+    server.call("PUT", "/v1/skus/tee", Some(&json!({"available": 5})), &[]);
+    let body = json!({"lines": [{"sku": "tee", "quantity": 1}], "confirm": true}).to_string();
+    let head = format!(
+        "POST /v1/reservations HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut stream = TcpStream::connect(server.addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    // Two in one write: the second's head follows the first's body.
+    let twice = format!("{head}{body}{head}{body}");
+    stream.write_all(twice.as_bytes()).unwrap();
+    assert_eq!(read_one_response(&mut stream), 201);
+    assert_eq!(read_one_response(&mut stream), 201);
+    // Chunked, in three chunks written apart.
+    stream
+        .write_all(
+            b"POST /v1/reservations HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap();
+    let (a, rest) = body.as_bytes().split_at(10);
+    let (b, c) = rest.split_at(20);
+    for chunk in [a, b, c] {
+        write!(stream, "{:x}\r\n", chunk.len()).unwrap();
+        stream.write_all(chunk).unwrap();
+        stream.write_all(b"\r\n").unwrap();
+        stream.flush().unwrap();
+    }
+    stream.write_all(b"0\r\n\r\n").unwrap();
+    assert_eq!(read_one_response(&mut stream), 201);
+    stream.write_all(KEEP_ALIVE_GET).unwrap();
+    assert_eq!(read_one_response(&mut stream), 200);
+    assert_eq!(server.call("GET", "/v1/skus/tee", None, &[]).1["sold"], 3);
+    server.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+}

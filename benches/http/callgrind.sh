@@ -9,6 +9,8 @@
 # to measure a body the one-pass scanner declines. AVAILABLE=0 gives the
 # SKU no stock (the bare endpoint one unit): a sold-out crowd's answers.
 # `bare` is the showdown's bare hyper endpoint (hotstock-bench serve-bare).
+# HOTSTOCK_BIN=path measures that hotstock binary (another commit's build,
+# for a before/after in one sitting) instead of building this checkout.
 # Prints instructions per request for each thread and the top functions;
 # benches/tools/callgrind_per_request.py compares two runs function by
 # function.
@@ -17,7 +19,8 @@ cd "$(dirname "$0")/../.."
 kind="${1:?async, sync or bare}"; seconds="${2:-10}"
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "install valgrind" >&2; exit 1; }
-cargo build -q --release --workspace
+[ -n "${HOTSTOCK_BIN:-}" ] || cargo build -q --release --workspace
+bin="${HOTSTOCK_BIN:-target/release/hotstock}"
 out="target/callgrind/$kind"; rm -rf "$out"; mkdir -p "$out"
 script="$out/request.lua"
 grind=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no --separate-threads=yes
@@ -27,7 +30,7 @@ if [ "$kind" = bare ]; then
         --units "${AVAILABLE:-1000000000000}" > "$out/stdout" 2> "$out/stderr" &
     printf 'wrk.method = "POST"\nwrk.path = "/buy"\nwrk.body = %s\n' "'{\"sku\":\"s0\",\"quantity\":1}'" > "$script"
 else
-    "${grind[@]}" target/release/hotstock serve --listen 127.0.0.1:0 --durability "$kind" \
+    "${grind[@]}" "$bin" serve --listen 127.0.0.1:0 --durability "$kind" \
         --data-dir "$out/data" --max-in-flight 100000 > "$out/stdout" 2> "$out/stderr" &
     usual='{"lines":[{"sku":"s0","quantity":1}],"confirm":true}'
     body="${BODY:-$usual}"

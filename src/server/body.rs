@@ -214,7 +214,12 @@ pub async fn read_body_up_to(mut body: Incoming, limit: usize) -> Result<Bytes, 
     }
     let mut first: Option<Bytes> = None;
     let mut joined: Vec<u8> = Vec::new();
-    while let Some(frame) = body.frame().await {
+    // A body whose length was given ends with its last byte: no poll for
+    // the end (one more trip through hyper's body channel per request).
+    while !body.is_end_stream() {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
         let frame = frame.map_err(|error| {
             ApiError::invalid(format!("could not read the request body: {error}"))
         })?;

@@ -115,6 +115,21 @@ pub enum Miss {
 /// The route a request is counted under, and where it goes. A method the
 /// path does not take is counted under the path's first route.
 pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>, Miss>) {
+    // A sale's route first: the match below compares segment by segment
+    // (~220 instructions per request in callgrind), this ~15.
+    if *method == Method::POST && path == "/v1/reservations" {
+        let route = Route::ReservationCreate;
+        let matched = Matched {
+            route,
+            param: "",
+            location: "",
+        };
+        return (route, Ok(matched));
+    }
+    resolve_by_segments(method, path)
+}
+
+fn resolve_by_segments<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>, Miss>) {
     let Some((segments, count)) = split_path(path) else {
         return (Route::Other, Err(Miss::NotFound));
     };
@@ -300,6 +315,19 @@ mod tests {
             resolve(&Method::GET, "/nowhere"),
             (Route::Other, Err(Miss::NotFound))
         );
+    }
+
+    #[test]
+    fn the_sale_route_resolves_as_the_segments_do() {
+        for method in [Method::POST, Method::GET, Method::PUT] {
+            for path in ["/v1/reservations", "//v1/reservations", "/v1/reservations/"] {
+                assert_eq!(
+                    resolve(&method, path),
+                    resolve_by_segments(&method, path),
+                    "{method} {path}"
+                );
+            }
+        }
     }
 
     #[test]
