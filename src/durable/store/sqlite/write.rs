@@ -1,0 +1,452 @@
+//! A checkpoint's writes, each table's rows in statements of many rows
+//! (bound by index, sized once per count): all inside the one transaction
+//! `save` opens, so the counts and the outbox's events never disagree.
+
+use super::*;
+
+/// An upsert of `rows` reservation rows. An upsert, not INSERT OR REPLACE:
+/// REPLACE may delete before it inserts, so SQLite keeps a statement
+/// journal for every row (a quarter of a checkpoint's cost in a sale).
+/// A checkpoint names each id once, so no statement meets an id twice.
+pub(super) fn upsert_reservations_sql(rows: usize) -> String {
+    assert!((1..=ROWS_PER_STATEMENT).contains(&rows));
+    let mut sql = String::from(
+        "INSERT INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions) VALUES ",
+    );
+    for row in 0..rows {
+        if row > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
+    }
+    sql.push_str(
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
+           deadline_ms = excluded.deadline_ms, limit_mask = excluded.limit_mask,
+           customer = excluded.customer, lines = excluded.lines, extensions = excluded.extensions",
+    );
+    sql
+}
+
+/// Binds one reservation as row `row` of an upsert statement.
+pub(super) fn bind_reservation(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    row: usize,
+    id: u64,
+    hold: &SettledHold,
+    lines: &mut String,
+) -> rusqlite::Result<()> {
+    let first = row * 8 + 1;
+    encode_hold_lines_into(lines, &hold.lines, hold.amounts.as_deref());
+    statement.raw_bind_parameter(first, as_stored(id))?;
+    statement.raw_bind_parameter(first + 1, hold.status.as_str())?;
+    statement.raw_bind_parameter(first + 2, hold.at_ms as i64)?;
+    statement.raw_bind_parameter(first + 3, hold.deadline_ms as i64)?;
+    statement.raw_bind_parameter(first + 4, i64::from(hold.limit_mask))?;
+    statement.raw_bind_parameter(first + 5, hold.customer.as_deref())?;
+    // Text is copied at bind time (SQLITE_TRANSIENT), so `lines` is free
+    // for the next row at once.
+    statement.raw_bind_parameter(first + 6, lines.as_str())?;
+    statement.raw_bind_parameter(first + 7, i64::from(hold.extensions))
+}
+
+pub(super) fn insert_events_sql(rows: usize) -> String {
+    assert!((1..=EVENTS_PER_STATEMENT).contains(&rows));
+    let mut sql = format!("INSERT INTO hotstock_events ({EVENT_COLUMNS}) VALUES ");
+    let row = format!("({})", vec!["?"; EVENT_COLUMN_COUNT].join(", "));
+    sql.push_str(&vec![row; rows].join(","));
+    sql
+}
+
+/// Text an event's row needs made, in buffers reused from row to row.
+#[derive(Default)]
+pub(super) struct EventText {
+    id: String,
+    lines: String,
+}
+
+/// Binds one event as row `row` of an insert statement.
+pub(super) fn bind_event(
+    statement: &mut rusqlite::CachedStatement<'_>,
+    row: usize,
+    event: &FeedEvent,
+    feed_id: u64,
+    text: &mut EventText,
+) -> rusqlite::Result<()> {
+    let at = row * EVENT_COLUMN_COUNT + 1;
+    text.id.clear();
+    push_event_id(&mut text.id, feed_id, event.position);
+    let counts = &event.counts;
+    statement.raw_bind_parameter(at, event.position as i64)?;
+    statement.raw_bind_parameter(at + 1, text.id.as_str())?;
+    statement.raw_bind_parameter(at + 2, event.kind.as_str())?;
+    statement.raw_bind_parameter(at + 3, event.at_ms as i64)?;
+    statement.raw_bind_parameter(at + 4, &*event.sku)?;
+    statement.raw_bind_parameter(at + 5, counts.available)?;
+    statement.raw_bind_parameter(at + 6, counts.held)?;
+    statement.raw_bind_parameter(at + 7, counts.sold)?;
+    statement.raw_bind_parameter(at + 8, counts.received)?;
+    let reservation = event.reservation.as_deref();
+    if let Some(r) = reservation {
+        encode_feed_lines_into(&mut text.lines, r);
+    }
+    let fill = event.fill.as_ref();
+    let public_id = reservation
+        .map(|r| &*r.public_id)
+        .or(fill.map(|f| &*f.public_id));
+    statement.raw_bind_parameter(at + 9, public_id)?;
+    statement.raw_bind_parameter(at + 10, reservation.map(|r| r.status.as_str()))?;
+    statement.raw_bind_parameter(
+        at + 11,
+        reservation.and_then(|r| r.from).map(|s| s.as_str()),
+    )?;
+    statement.raw_bind_parameter(at + 12, reservation.and_then(|r| r.customer.as_deref()))?;
+    statement.raw_bind_parameter(at + 13, reservation.map(|_| text.lines.as_str()))?;
+    statement.raw_bind_parameter(at + 14, reservation.map(|r| r.deadline_ms as i64))?;
+    let operator = event.operator.as_ref();
+    statement.raw_bind_parameter(at + 15, operator.map(|o| o.delta))?;
+    statement.raw_bind_parameter(at + 16, operator.map(|o| o.version as i64))?;
+    statement.raw_bind_parameter(at + 17, operator.map(|o| i64::from(o.limit.is_some())))?;
+    statement.raw_bind_parameter(
+        at + 18,
+        operator.and_then(|o| o.limit.flatten()).map(i64::from),
+    )?;
+    let units = event.units.or(fill.map(|f| f.units));
+    statement.raw_bind_parameter(at + 19, units.map(i64::from))?;
+    statement.raw_bind_parameter(at + 20, operator.map(|o| i64::from(o.low_stock.is_some())))?;
+    statement.raw_bind_parameter(
+        at + 21,
+        operator.and_then(|o| o.low_stock.flatten()).map(i64::from),
+    )?;
+    statement.raw_bind_parameter(at + 22, counts.safety_stock)?;
+    statement.raw_bind_parameter(at + 23, counts.backordered)?;
+    statement.raw_bind_parameter(at + 24, fill.map(|f| i64::from(f.owed_after)))?;
+    let window = operator.and_then(|o| o.window);
+    statement.raw_bind_parameter(at + 25, operator.map(|o| i64::from(o.window.is_some())))?;
+    let bound = |ms: Option<u64>| ms.map(rows::as_stored);
+    statement.raw_bind_parameter(at + 26, bound(window.and_then(|w| w.starts_at_ms)))?;
+    statement.raw_bind_parameter(at + 27, bound(window.and_then(|w| w.ends_at_ms)))
+}
+
+/// The outbox rows of the checkpoint's batches, then retention.
+pub(super) fn write_events(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    // As for reservations: many rows per statement, text bound borrowed
+    // (copied at bind time), no row struct of owned strings per event. A
+    // sale writes one event per purchase (examples/checkpoint_bench.rs and
+    // benches/http/callgrind.sh, docs/benchmarks.md).
+    let mut put_many = tx
+        .prepare_cached(&insert_events_sql(EVENTS_PER_STATEMENT))
+        .map_err(|e| fail("preparing event writes", e))?;
+    let mut put_one = tx
+        .prepare_cached(&insert_events_sql(1))
+        .map_err(|e| fail("preparing event writes", e))?;
+    let mut scratch = EventText::default();
+    let mut groups = checkpoint.events.chunks_exact(EVENTS_PER_STATEMENT);
+    for group in &mut groups {
+        for (row, event) in group.iter().enumerate() {
+            bind_event(&mut put_many, row, event, checkpoint.feed_id, &mut scratch)
+                .map_err(|e| fail("writing an event", e))?;
+        }
+        put_many
+            .raw_execute()
+            .map_err(|e| fail("writing events", e))?;
+    }
+    for event in groups.remainder() {
+        bind_event(&mut put_one, 0, event, checkpoint.feed_id, &mut scratch)
+            .map_err(|e| fail("writing an event", e))?;
+        put_one
+            .raw_execute()
+            .map_err(|e| fail("writing an event", e))?;
+    }
+    if let Some(retention) = checkpoint.events_retention {
+        // Positions and times grow together (batch times never go back), so
+        // both bounds delete a prefix: one range of the primary key. (One
+        // DELETE with the two bounds OR-ed scanned the whole table at every
+        // checkpoint: callgrind, docs/benchmarks.md.) The first event young
+        // enough is found by a walk from the oldest: it reads only the rows
+        // about to go, and one more.
+        let first_young: Option<i64> = tx
+            .query_row(
+                "SELECT position FROM hotstock_events WHERE at_ms >= ?1 ORDER BY position LIMIT 1",
+                [retention.before_ms as i64],
+                |row| row.get(0),
+            )
+            .optional()
+            .map_err(|e| fail("finding old events", e))?;
+        let by_age = first_young.map_or(checkpoint.feed_next_position as i64 - 1, |p| p - 1);
+        let through = delete_through_by_count(checkpoint, retention.max_events).max(by_age);
+        tx.execute(
+            "DELETE FROM hotstock_events WHERE position <= ?1",
+            [through],
+        )
+        .map_err(|e| fail("pruning old events", e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_skus(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_sku = tx
+        .prepare_cached(
+            "INSERT INTO hotstock_skus (id, name, available, held, sold, received, version, per_customer_limit, limit_version,
+               low_stock_threshold, low_stock_version, safety_stock, safety_stock_version,
+               components, kit_version, backordered, backorder_limit, backorder_until_ms,
+               backorder_version, located, location_priority, location_priority_version,
+               sale_starts_at_ms, sale_ends_at_ms, sale_window_version, room_admit_per_s,
+               room_overbook_milli, room_admission_ttl_ms, room_version)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+               ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, available = excluded.available,
+               held = excluded.held, sold = excluded.sold, received = excluded.received,
+               version = excluded.version, per_customer_limit = excluded.per_customer_limit,
+               limit_version = excluded.limit_version, low_stock_threshold = excluded.low_stock_threshold,
+               low_stock_version = excluded.low_stock_version, safety_stock = excluded.safety_stock,
+               safety_stock_version = excluded.safety_stock_version, components = excluded.components,
+               kit_version = excluded.kit_version, backordered = excluded.backordered,
+               backorder_limit = excluded.backorder_limit,
+               backorder_until_ms = excluded.backorder_until_ms,
+               backorder_version = excluded.backorder_version, located = excluded.located,
+               location_priority = excluded.location_priority,
+               location_priority_version = excluded.location_priority_version,
+               sale_starts_at_ms = excluded.sale_starts_at_ms,
+               sale_ends_at_ms = excluded.sale_ends_at_ms,
+               sale_window_version = excluded.sale_window_version,
+               room_admit_per_s = excluded.room_admit_per_s,
+               room_overbook_milli = excluded.room_overbook_milli,
+               room_admission_ttl_ms = excluded.room_admission_ttl_ms,
+               room_version = excluded.room_version",
+        )
+        .map_err(|e| fail("preparing SKU writes", e))?;
+    for (id, sku) in &checkpoint.skus {
+        put_sku
+            .execute(params![
+                *id as i64,
+                &*sku.name,
+                sku.available(),
+                sku.held,
+                sku.sold,
+                sku.received,
+                sku.version as i64,
+                sku.limit.map(i64::from),
+                sku.limit_version as i64,
+                sku.low_stock.map(i64::from),
+                sku.low_stock_version as i64,
+                sku.safety_stock as i64,
+                sku.safety_stock_version as i64,
+                rows::components_text(sku),
+                sku.kit_version as i64,
+                sku.backordered,
+                sku.backorder.limit as i64,
+                sku.backorder.until_ms.map(rows::as_stored),
+                sku.backorder_version as i64,
+                i64::from(sku.located),
+                sku.priority.map(i64::from),
+                sku.priority_version as i64,
+                sku.sale_window.starts_at_ms.map(rows::as_stored),
+                sku.sale_window.ends_at_ms.map(rows::as_stored),
+                sku.sale_window_version as i64,
+                sku.waiting_room.map(|r| i64::from(r.admit_per_s)),
+                sku.waiting_room.map(|r| i64::from(r.overbook_milli)),
+                sku.waiting_room.map(|r| r.admission_ttl_ms as i64),
+                sku.waiting_room_version as i64
+            ])
+            .map_err(|e| fail("writing a SKU", e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_reservations(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    // In a sale every purchase is a row: many rows per statement,
+    // so SQLite's per-statement work (step, halt, reset) is paid
+    // once per `ROWS_PER_STATEMENT`; the tail goes one by one.
+    let mut put_many = tx
+        .prepare_cached(&upsert_reservations_sql(ROWS_PER_STATEMENT))
+        .map_err(|e| fail("preparing reservation writes", e))?;
+    let mut put_one = tx
+        .prepare_cached(&upsert_reservations_sql(1))
+        .map_err(|e| fail("preparing reservation writes", e))?;
+    let mut lines = String::new();
+    let mut groups = checkpoint.holds.chunks_exact(ROWS_PER_STATEMENT);
+    for group in &mut groups {
+        for (row, (id, hold)) in group.iter().enumerate() {
+            bind_reservation(&mut put_many, row, *id, hold, &mut lines)
+                .map_err(|e| fail("writing a reservation", e))?;
+        }
+        put_many
+            .raw_execute()
+            .map_err(|e| fail("writing reservations", e))?;
+    }
+    for (id, hold) in groups.remainder() {
+        bind_reservation(&mut put_one, 0, *id, hold, &mut lines)
+            .map_err(|e| fail("writing a reservation", e))?;
+        put_one
+            .raw_execute()
+            .map_err(|e| fail("writing a reservation", e))?;
+    }
+    if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
+        tx.execute(
+            "DELETE FROM hotstock_reservations
+             WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= ?1)
+                OR (status = 'confirmed' AND status_ms <= ?2)",
+            params![ended_before as i64, confirmed_before as i64],
+        )
+        .map_err(|e| fail("pruning old reservations", e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_customer_units(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_units = tx
+        .prepare_cached("INSERT OR REPLACE INTO hotstock_customer_units (sku, customer, units) VALUES (?1, ?2, ?3)")
+        .map_err(|e| fail("preparing customer-unit writes", e))?;
+    let mut remove_units = tx
+        .prepare_cached("DELETE FROM hotstock_customer_units WHERE sku = ?1 AND customer = ?2")
+        .map_err(|e| fail("preparing customer-unit deletes", e))?;
+    for ((sku, customer), units) in &checkpoint.customer_units {
+        if *units == 0 {
+            remove_units
+                .execute(params![*sku as i64, &**customer])
+                .map_err(|e| fail("deleting customer units", e))?;
+        } else {
+            put_units
+                .execute(params![*sku as i64, &**customer, *units])
+                .map_err(|e| fail("writing customer units", e))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn write_backorders(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO hotstock_backorders (sku, reservation, ticket, owed, sold)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .map_err(|e| fail("preparing backorder writes", e))?;
+    let mut remove = tx
+        .prepare_cached("DELETE FROM hotstock_backorders WHERE sku = ?1 AND reservation = ?2")
+        .map_err(|e| fail("preparing backorder deletes", e))?;
+    for (key, row) in &checkpoint.backorders {
+        let row = BackorderRow::of(*key, row);
+        if row.owed == 0 {
+            remove
+                .execute(params![row.sku, row.reservation])
+                .map_err(|e| fail("deleting a backorder", e))?;
+        } else {
+            put.execute(params![
+                row.sku,
+                row.reservation,
+                row.ticket,
+                row.owed,
+                i64::from(row.sold)
+            ])
+            .map_err(|e| fail("writing a backorder", e))?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn write_leases(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO hotstock_leases (id, sku, granted, returned)
+             VALUES (?1, ?2, ?3, ?4)",
+        )
+        .map_err(|e| fail("preparing lease writes", e))?;
+    let mut remove = tx
+        .prepare_cached("DELETE FROM hotstock_leases WHERE id = ?1")
+        .map_err(|e| fail("preparing lease deletes", e))?;
+    for (id, row) in &checkpoint.leases {
+        if LeaseRow::is_closed(row) {
+            remove
+                .execute(params![&**id])
+                .map_err(|e| fail("deleting a lease", e))?;
+            continue;
+        }
+        let row = LeaseRow::of(id, row);
+        put.execute(params![row.id, row.sku, row.granted, row.returning])
+            .map_err(|e| fail("writing a lease", e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_keys(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_key = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO hotstock_idempotency (key, fingerprint, created_ms, reservation, status, expires_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .map_err(|e| fail("preparing idempotency writes", e))?;
+    for key in &checkpoint.keys {
+        put_key
+            .execute(params![
+                &*key.key,
+                as_stored(key.fingerprint),
+                key.created_ms as i64,
+                as_stored(key.reservation.as_u64()),
+                key.status.as_str(),
+                key.expires_at_ms as i64
+            ])
+            .map_err(|e| fail("writing an idempotency key", e))?;
+    }
+    if let Some(before) = checkpoint.prune_keys_before_ms {
+        tx.execute(
+            "DELETE FROM hotstock_idempotency WHERE created_ms <= ?1",
+            [before as i64],
+        )
+        .map_err(|e| fail("pruning idempotency keys", e))?;
+    }
+    Ok(())
+}
+
+pub(super) fn write_position(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let mut put_meta = tx
+        .prepare_cached("INSERT OR REPLACE INTO hotstock_meta (key, value) VALUES (?1, ?2)")
+        .map_err(|e| fail("preparing meta writes", e))?;
+    put_meta
+        .execute(params![
+            "position_segment",
+            checkpoint.position.segment as i64
+        ])
+        .map_err(|e| fail("writing the position", e))?;
+    put_meta
+        .execute(params![
+            "position_offset",
+            checkpoint.position.offset as i64
+        ])
+        .map_err(|e| fail("writing the position", e))?;
+    put_meta
+        .execute(params![FEED_NEXT_KEY, checkpoint.feed_next_position as i64])
+        .map_err(|e| fail("writing the feed position", e))?;
+    Ok(())
+}
