@@ -37,6 +37,7 @@ use super::waiting_room::RoomConfig;
 
 mod backorders;
 mod buying;
+mod ending;
 mod kits;
 mod leases;
 mod locations;
