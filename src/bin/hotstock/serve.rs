@@ -139,10 +139,10 @@ impl Cluster for NoCluster {
     fn node(&self) -> &str {
         ""
     }
-    fn receive(
+    fn change(
         &self,
         _: &str,
-        _: u64,
+        _: i64,
         _: Option<&str>,
     ) -> Result<bool, hotstock::server::cluster::EscrowRefusal> {
         let why = "this build has no PostgreSQL support";
