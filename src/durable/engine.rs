@@ -160,21 +160,8 @@ impl DurableEngine {
         let lock = lock_dir(&config.data_dir)?;
         let mut store = open_store(&config)?;
         let public_ids = PublicIds::new(store.reservation_id_key(fresh_key(&config)?)?);
-        let feed: std::cell::OnceCell<Arc<Feed>> = std::cell::OnceCell::new();
-        let (settled, mut report) = recover(
-            &journal_dir,
-            store.as_mut(),
-            Mode::Repair,
-            &mut |settled| {
-                let _ = feed.set(Arc::new(Feed::new(public_ids.clone(), settled)));
-            },
-            &mut |batch| {
-                if let Some(feed) = feed.get() {
-                    feed.push(batch);
-                }
-            },
-        )?;
-        let feed = feed.into_inner().expect("recover starts the feed");
+        let (settled, mut report, feed) =
+            recover_with_feed(&journal_dir, store.as_mut(), &public_ids)?;
         let next_segment = list_segments(&journal_dir)?
             .last()
             .map_or(settled.position.segment, |last| last + 1);
@@ -209,6 +196,10 @@ impl DurableEngine {
             max_age_ms: config.events_retention.as_millis() as u64,
             max_events: config.events_retention_count,
         };
+        let thread_failed = |source| OpenError::Io {
+            path: config.data_dir.clone(),
+            source,
+        };
         let checkpointer = Checkpointer::spawn(
             store,
             Arc::clone(&settled_for_sink),
@@ -218,17 +209,9 @@ impl DurableEngine {
             clock,
             config.checkpoint_interval,
         )
-        .map_err(|source| OpenError::Io {
-            path: config.data_dir.clone(),
-            source,
-        })?;
+        .map_err(thread_failed)?;
         let timers =
-            TimerThread::spawn(Arc::clone(&engine), config.timer_period).map_err(|source| {
-                OpenError::Io {
-                    path: config.data_dir.clone(),
-                    source,
-                }
-            })?;
+            TimerThread::spawn(Arc::clone(&engine), config.timer_period).map_err(thread_failed)?;
         let durable = DurableEngine {
             engine,
             public_ids,
@@ -450,6 +433,31 @@ fn fresh_key(config: &DurableConfig) -> Result<[u8; 16], OpenError> {
         source: std::io::Error::other(format!("no random bytes for the reservation id key: {e}")),
     })?;
     Ok(key)
+}
+
+/// Recovers the journal on top of the store's checkpoint, with the feed
+/// started from the checkpoint and given every batch replayed after it.
+fn recover_with_feed(
+    journal_dir: &std::path::Path,
+    store: &mut dyn Store,
+    public_ids: &PublicIds,
+) -> Result<(Settled, RecoveryReport, Arc<Feed>), OpenError> {
+    let feed: std::cell::OnceCell<Arc<Feed>> = std::cell::OnceCell::new();
+    let (settled, report) = recover(
+        journal_dir,
+        store,
+        Mode::Repair,
+        &mut |settled| {
+            let _ = feed.set(Arc::new(Feed::new(public_ids.clone(), settled)));
+        },
+        &mut |batch| {
+            if let Some(feed) = feed.get() {
+                feed.push(batch);
+            }
+        },
+    )?;
+    let feed = feed.into_inner().expect("recover starts the feed");
+    Ok((settled, report, feed))
 }
 
 fn open_store(config: &DurableConfig) -> Result<Box<dyn Store>, OpenError> {

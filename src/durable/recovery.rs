@@ -171,6 +171,83 @@ struct OpenBatch {
     bytes: u64,
 }
 
+/// Decodes and folds a whole batch's events (`frames`, starting at
+/// `offset` in its segment) into `settled`: the decoding fold, not
+/// `apply_frame`'s row log, since restoring the engine reads
+/// `settled.holds`. Returns how many, or the offset of a frame whose event
+/// does not decode.
+fn fold_events(settled: &mut Settled, frames: &[u8], offset: u64) -> Result<u64, u64> {
+    let (mut at, mut events) = (offset, 0);
+    for payload in segment::batch_payloads(frames) {
+        let event = Event::decode(payload).map_err(|_| at)?;
+        at += (segment::FRAME_HEADER_LEN + payload.len()) as u64;
+        settled.apply(event);
+        events += 1;
+    }
+    Ok(events)
+}
+
+/// Where a frame leaves the batch it belongs to.
+enum Frame {
+    /// More frames of the batch follow.
+    Inside,
+    /// The frame is a marker of a batch of no frames: nothing to fold.
+    EmptyBatch,
+    /// The batch ends with this frame; its frames start at `start`, and
+    /// its marker gave the time `at` (none for a format 1 frame, a batch of
+    /// its own).
+    Ends { start: u64, at: Option<u64> },
+}
+
+/// Follows batch markers: `open` is the batch being read (none between
+/// batches). A marker inside a batch, or a batch whose frames' length
+/// disagrees with its marker, is damage at the offset returned.
+fn next_frame(
+    open: &mut Option<OpenBatch>,
+    offset: u64,
+    payload: &[u8],
+) -> Result<Frame, (u64, &'static str)> {
+    let frame_len = (segment::FRAME_HEADER_LEN + payload.len()) as u64;
+    if let Some(marker) = BatchMarker::decode(payload) {
+        if open.is_some() {
+            return Err((offset, "batch marker inside an unfinished batch"));
+        }
+        *open = Some(OpenBatch {
+            offset,
+            marker,
+            frames: 0,
+            bytes: 0,
+        });
+        if marker.frames > 0 {
+            return Ok(Frame::Inside);
+        }
+    }
+    let ends = match open.as_mut() {
+        Some(batch) if batch.frames < batch.marker.frames => {
+            batch.frames += 1;
+            batch.bytes += frame_len;
+            if batch.frames < batch.marker.frames {
+                return Ok(Frame::Inside);
+            }
+            if batch.bytes != u64::from(batch.marker.bytes) {
+                let why = "batch marker's length disagrees with its frames";
+                return Err((batch.offset, why));
+            }
+            Frame::Ends {
+                start: batch.offset + segment::BATCH_MARKER_FRAME_LEN as u64,
+                at: Some(batch.marker.at_ms),
+            }
+        }
+        Some(_) => Frame::EmptyBatch,
+        None => Frame::Ends {
+            start: offset,
+            at: None,
+        },
+    };
+    *open = None;
+    Ok(ends)
+}
+
 impl SegmentReplay {
     /// Folds the segment's whole batches into `settled`; in `Repair` mode
     /// truncates a torn tail, which drops a last batch that did not reach
@@ -196,60 +273,24 @@ impl SegmentReplay {
         let scan = segment::scan(&bytes, self.number, &file_name, self.is_last, self.start, {
             |offset, payload| {
                 let frame_len = (segment::FRAME_HEADER_LEN + payload.len()) as u64;
-                if let Some(marker) = BatchMarker::decode(payload) {
-                    if open.is_some() {
-                        return Err(corrupt(offset, "batch marker inside an unfinished batch"));
-                    }
-                    open = Some(OpenBatch {
-                        offset,
-                        marker,
-                        frames: 0,
-                        bytes: 0,
-                    });
-                    if marker.frames > 0 {
-                        return Ok(());
-                    }
-                }
-                let batch_start = match open.as_mut() {
-                    Some(batch) if batch.frames < batch.marker.frames => {
-                        batch.frames += 1;
-                        batch.bytes += frame_len;
-                        if batch.frames < batch.marker.frames {
-                            return Ok(());
-                        }
-                        if batch.bytes != u64::from(batch.marker.bytes) {
-                            return Err(corrupt(
-                                batch.offset,
-                                "batch marker's length disagrees with its frames",
-                            ));
-                        }
-                        at_ms = batch.marker.at_ms;
-                        batch.offset + segment::BATCH_MARKER_FRAME_LEN as u64
-                    }
-                    Some(_) => {
-                        // An empty batch: nothing to fold.
-                        open = None;
+                let batch_start = match next_frame(&mut open, offset, payload) {
+                    Ok(Frame::Inside) => return Ok(()),
+                    Ok(Frame::EmptyBatch) => {
                         folded_end = offset + frame_len;
                         return Ok(());
                     }
-                    // A format 1 frame: a batch of its own.
-                    None => offset,
+                    Ok(Frame::Ends { start, at }) => {
+                        // A format 1 frame has no marker: the time stays.
+                        at_ms = at.unwrap_or(at_ms);
+                        start
+                    }
+                    Err((at, why)) => return Err(corrupt(at, why)),
                 };
-                open = None;
                 let end = offset + frame_len;
                 let frames = &bytes[batch_start as usize..end as usize];
-                let mut frame_offset = batch_start;
-                for payload in segment::batch_payloads(frames) {
-                    let at = frame_offset;
-                    frame_offset += (segment::FRAME_HEADER_LEN + payload.len()) as u64;
-                    // The decoding fold, not `apply_frame`'s row log:
-                    // restoring the engine reads `settled.holds`.
-                    let event = Event::decode(payload).map_err(|_| {
-                        corrupt(at, "frame checksum matches but its event does not decode")
-                    })?;
-                    settled.apply(event);
-                    events += 1;
-                }
+                events += fold_events(settled, frames, batch_start).map_err(|at| {
+                    corrupt(at, "frame checksum matches but its event does not decode")
+                })?;
                 let batch = DurableBatch {
                     frames,
                     end: Position {
@@ -267,16 +308,16 @@ impl SegmentReplay {
         .map_err(OpenError::Corrupt)?;
         report.events_replayed += events;
         report.segments_replayed += 1;
+        // A batch left open at the end: torn in the last segment, damage in
+        // any other.
         let torn = match (open, scan.torn) {
             (Some(batch), _) if self.is_last => Some(TornTail {
                 offset: batch.offset,
                 dropped: bytes.len() as u64 - batch.offset,
             }),
             (Some(batch), _) => {
-                return Err(OpenError::Corrupt(corrupt(
-                    batch.offset,
-                    "batch cut short in a segment that is not the last",
-                )))
+                let why = "batch cut short in a segment that is not the last";
+                return Err(OpenError::Corrupt(corrupt(batch.offset, why)));
             }
             (None, torn) => torn,
         };

@@ -97,69 +97,31 @@ impl Api {
         sku: &str,
         body: Incoming,
     ) -> Result<HttpResponse, ApiError> {
-        let mut fields = Fields::new(
-            read_json(body).await?,
-            &[
-                "available",
-                "on_hand",
-                "safety_stock",
-                "per_customer_limit",
-                "low_stock_threshold",
-                "backorder_limit",
-                "backorder_until_ms",
-                "sale_starts_at_ms",
-                "sale_ends_at_ms",
-                "waiting_room",
-                "expected_version",
-            ],
-        )?;
-        let level = stock_level(&mut fields)?;
-        let room = super::queue::room_field(&mut fields)?;
-        let window_fields = (
-            fields.nullable_u64("sale_starts_at_ms")?,
-            fields.nullable_u64("sale_ends_at_ms")?,
-        );
-        if level.is_some() && self.cluster.is_some() {
-            return Err(cluster_refused(
-                "in a cluster the stock is the escrow's: add units with POST \
-                 /v1/skus/{sku}/adjust and a positive delta (any node takes it); a put of \
-                 stock, which one node cannot make true for all, is refused",
-            ));
-        }
-        let put = SkuPut {
-            level,
-            safety_stock: fields.u64("safety_stock")?,
-            limit: fields.limit("per_customer_limit")?,
-            expected_version: fields.u64("expected_version")?,
-        };
-        let low_stock = fields.limit("low_stock_threshold")?;
-        let backorder = (
-            fields.u64("backorder_limit")?,
-            fields.nullable_u64("backorder_until_ms")?,
-        );
+        let body = PutSkuBody::read(read_json(body).await?)?;
         if let Some(cluster) = &self.cluster {
-            // In a cluster only what every node can apply from the escrow
-            // is taken; a rule one node would keep alone is refused.
-            let per_node = put.safety_stock.is_some()
-                || put.expected_version.is_some()
-                || low_stock.is_some()
-                || backorder != (None, None)
-                || window_fields != (None, None)
-                || room.is_some();
-            return match (put.limit, per_node) {
-                (Some(limit), false) => limit_in_escrow(Arc::clone(cluster), sku, limit).await,
-                (None, false) => Err(ApiError::invalid(
-                    "field \"per_customer_limit\" is required (in a cluster the stock is the \
-                     escrow's: add units with POST /v1/skus/{sku}/adjust)",
-                )),
-                _ => Err(cluster_refused(
-                    "in a cluster a SKU's rules are the escrow's, for every node: only \
-                     \"per_customer_limit\" (sent alone) is taken; safety stock, a low-stock \
-                     threshold, backorders, sale windows, waiting rooms and expected_version \
-                     are not built for a cluster",
-                )),
-            };
+            return put_sku_in_cluster(Arc::clone(cluster), sku, body).await;
         }
+        let id = self.apply_sku_put(sku, body)?;
+        self.acknowledge().await?;
+        Ok(json_response(
+            StatusCode::OK,
+            &self.sku_json(&self.document(id)?),
+        ))
+    }
+
+    /// A put's changes, each its own versioned operator change: the stock
+    /// (which creates the SKU and checks the expected version) unless only
+    /// rules change on a SKU that exists, then the backorder rule, the
+    /// low-stock threshold, the sale window and the waiting room. The
+    /// window is checked first, so a refused one changes nothing.
+    fn apply_sku_put(&self, sku: &str, body: PutSkuBody) -> Result<SkuId, ApiError> {
+        let PutSkuBody {
+            put,
+            low_stock,
+            backorder,
+            window: window_fields,
+            room,
+        } = body;
         let changes_stock = put.level.is_some() || put.safety_stock.is_some();
         let changes_rule = backorder != (None, None);
         let changes_window = window_fields != (None, None);
@@ -170,11 +132,6 @@ impl Api {
                  \"waiting_room\" is required",
             ));
         }
-        // A change of the backorder rule or the sale window alone on a SKU
-        // that exists moves no stock: only the rule's own versioned change.
-        // Otherwise the put (which creates the SKU, and checks the expected
-        // version). The window is checked first, so a refused one changes
-        // nothing.
         let existing = self.engine.sku(sku).ok();
         let window = changes_window
             .then(|| self.merged_window(existing, window_fields))
@@ -182,43 +139,31 @@ impl Api {
         let id = match existing {
             Some(id) if !changes_stock && put.expected_version.is_none() => id,
             _ => {
-                let (id, _) = self
-                    .engine
+                self.engine
                     .put_stock(sku, &put)
-                    .map_err(|e| self.engine_error(e))?;
-                id
+                    .map_err(|e| self.engine_error(e))?
+                    .0
             }
         };
+        let refused = |e| self.engine_error(e);
         if changes_rule {
             let current = self.document(id)?;
             let rule = BackorderRule {
                 limit: backorder.0.unwrap_or(current.backorder_limit),
                 until_ms: backorder.1.unwrap_or(current.backorder_until_ms),
             };
-            self.engine
-                .set_backorder(id, rule)
-                .map_err(|e| self.engine_error(e))?;
+            self.engine.set_backorder(id, rule).map_err(refused)?;
         }
         if let Some(threshold) = low_stock {
-            self.engine
-                .set_low_stock(id, threshold)
-                .map_err(|e| self.engine_error(e))?;
+            self.engine.set_low_stock(id, threshold).map_err(refused)?;
         }
         if let Some(window) = window {
-            self.engine
-                .set_sale_window(id, window)
-                .map_err(|e| self.engine_error(e))?;
+            self.engine.set_sale_window(id, window).map_err(refused)?;
         }
         if let Some(room) = room {
-            self.engine
-                .set_waiting_room(id, room)
-                .map_err(|e| self.engine_error(e))?;
+            self.engine.set_waiting_room(id, room).map_err(refused)?;
         }
-        self.acknowledge().await?;
-        Ok(json_response(
-            StatusCode::OK,
-            &self.sku_json(&self.document(id)?),
-        ))
+        Ok(id)
     }
 
     /// The sale window a put asks for: each bound given (a time, or null
@@ -487,6 +432,95 @@ async fn limit_in_escrow(
         StatusCode::ACCEPTED,
         &json!({"sku": sku, "per_customer_limit": limit, "to": "escrow"}),
     ))
+}
+
+/// `PUT /v1/skus/{sku}`'s body, each field checked.
+struct PutSkuBody {
+    put: SkuPut,
+    low_stock: Option<Option<u32>>,
+    backorder: (Option<u64>, Option<Option<u64>>),
+    window: (Option<Option<u64>>, Option<Option<u64>>),
+    room: Option<Option<crate::core::waiting_room::RoomConfig>>,
+}
+
+impl PutSkuBody {
+    fn read(body: serde_json::Map<String, Value>) -> Result<PutSkuBody, ApiError> {
+        let mut fields = Fields::new(
+            body,
+            &[
+                "available",
+                "on_hand",
+                "safety_stock",
+                "per_customer_limit",
+                "low_stock_threshold",
+                "backorder_limit",
+                "backorder_until_ms",
+                "sale_starts_at_ms",
+                "sale_ends_at_ms",
+                "waiting_room",
+                "expected_version",
+            ],
+        )?;
+        let level = stock_level(&mut fields)?;
+        let room = super::queue::room_field(&mut fields)?;
+        let window = (
+            fields.nullable_u64("sale_starts_at_ms")?,
+            fields.nullable_u64("sale_ends_at_ms")?,
+        );
+        let put = SkuPut {
+            level,
+            safety_stock: fields.u64("safety_stock")?,
+            limit: fields.limit("per_customer_limit")?,
+            expected_version: fields.u64("expected_version")?,
+        };
+        Ok(PutSkuBody {
+            put,
+            low_stock: fields.limit("low_stock_threshold")?,
+            backorder: (
+                fields.u64("backorder_limit")?,
+                fields.nullable_u64("backorder_until_ms")?,
+            ),
+            window,
+            room,
+        })
+    }
+}
+
+/// A put on a node of a cluster: only what every node can apply from the
+/// escrow is taken (the per-customer limit); a stock level, which one node
+/// cannot make true for all, and a rule one node would keep alone are
+/// refused.
+async fn put_sku_in_cluster(
+    cluster: Arc<dyn Cluster>,
+    sku: &str,
+    body: PutSkuBody,
+) -> Result<HttpResponse, ApiError> {
+    if body.put.level.is_some() {
+        return Err(cluster_refused(
+            "in a cluster the stock is the escrow's: change it with POST \
+             /v1/skus/{sku}/adjust and a delta (any node takes it); a put of stock, which \
+             one node cannot make true for all, is refused",
+        ));
+    }
+    let per_node = body.put.safety_stock.is_some()
+        || body.put.expected_version.is_some()
+        || body.low_stock.is_some()
+        || body.backorder != (None, None)
+        || body.window != (None, None)
+        || body.room.is_some();
+    match (body.put.limit, per_node) {
+        (Some(limit), false) => limit_in_escrow(cluster, sku, limit).await,
+        (None, false) => Err(ApiError::invalid(
+            "field \"per_customer_limit\" is required (in a cluster the stock is the \
+             escrow's: change it with POST /v1/skus/{sku}/adjust)",
+        )),
+        _ => Err(cluster_refused(
+            "in a cluster a SKU's rules are the escrow's, for every node: only \
+             \"per_customer_limit\" (sent alone) is taken; safety stock, a low-stock \
+             threshold, backorders, sale windows, waiting rooms and expected_version \
+             are not built for a cluster",
+        )),
+    }
 }
 
 /// The escrow could not be reached or refused: nothing changed, and a

@@ -24,6 +24,47 @@ pub fn serve(settings: Settings) -> ExitCode {
     let Some((runtime, signals)) = runtime_and_signals(settings.workers) else {
         return ExitCode::FAILURE;
     };
+    let durable = match durable_config(&settings).and_then(|c| open(&settings, c)) {
+        Ok(durable) => durable,
+        Err(code) => return code,
+    };
+    let publisher = match &settings.nats {
+        Some(nats) => match Publisher::start(durable.feed_reader(), nats.clone()) {
+            Ok(publisher) => Some(publisher),
+            Err(error) => {
+                tracing::error!("cannot start the NATS publisher: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let cluster = match start_cluster(&settings, &durable) {
+        Ok(cluster) => cluster,
+        Err(code) => return code,
+    };
+    let api = api(&settings, &durable, publisher.as_ref(), cluster.clone());
+    let limits = ConnectionLimits {
+        header_timeout: Duration::from_millis(settings.header_timeout_ms),
+        idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
+    };
+    let served = runtime.block_on(accept_until_signalled(
+        settings.listen,
+        api,
+        settings.max_connections,
+        limits,
+        signals.received(),
+    ));
+    // Stop the runtime (and its connections) before closing the engine.
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    // The publisher keeps its position in the store: stopped first.
+    drop(publisher);
+    // Unsold leased units go back to the escrow (durably here first).
+    stop_cluster(cluster.as_deref());
+    exit_code(served, durable.close())
+}
+
+/// The data directory's settings, checked (exit code 2 names the flags).
+fn durable_config(settings: &Settings) -> Result<DurableConfig, ExitCode> {
     let mut config = DurableConfig::new(&settings.data_dir, settings.durability);
     config.store = settings.store.clone();
     config.events_retention = settings.events_retention;
@@ -44,16 +85,18 @@ pub fn serve(settings: Settings) -> ExitCode {
             "{error} (check --default-ttl-ms, --max-ttl-ms, --max-extensions, \
              --max-extension-ms and --max-hold-ms)"
         );
-        return ExitCode::from(2);
+        return Err(ExitCode::from(2));
     }
+    Ok(config)
+}
+
+/// Opens (recovers) the data directory, saying what it found.
+fn open(settings: &Settings, config: DurableConfig) -> Result<DurableEngine, ExitCode> {
     tracing::info!("opening {}", settings.data_dir.display());
-    let (durable, report) = match DurableEngine::open(config) {
-        Ok(opened) => opened,
-        Err(error) => {
-            tracing::error!("cannot open {}: {error}", settings.data_dir.display());
-            return ExitCode::FAILURE;
-        }
-    };
+    let (durable, report) = DurableEngine::open(config).map_err(|error| {
+        tracing::error!("cannot open {}: {error}", settings.data_dir.display());
+        ExitCode::FAILURE
+    })?;
     tracing::info!(
         "recovered {} SKUs and {} reservations ({} journal events replayed) in {:.2} s",
         report.skus,
@@ -61,20 +104,16 @@ pub fn serve(settings: Settings) -> ExitCode {
         report.events_replayed,
         report.elapsed.as_secs_f64()
     );
-    let publisher = match &settings.nats {
-        Some(nats) => match Publisher::start(durable.feed_reader(), nats.clone()) {
-            Ok(publisher) => Some(publisher),
-            Err(error) => {
-                tracing::error!("cannot start the NATS publisher: {error}");
-                return ExitCode::FAILURE;
-            }
-        },
-        None => None,
-    };
-    let cluster = match start_cluster(&settings, &durable) {
-        Ok(cluster) => cluster,
-        Err(code) => return code,
-    };
+    Ok(durable)
+}
+
+/// The HTTP API over the opened engine, with its readers and cluster.
+fn api(
+    settings: &Settings,
+    durable: &DurableEngine,
+    publisher: Option<&Publisher>,
+    cluster: Option<Arc<NodeCluster>>,
+) -> Arc<Api> {
     let options = ApiOptions {
         auth: settings.auth.clone(),
         max_in_flight: settings.max_in_flight,
@@ -82,34 +121,23 @@ pub fn serve(settings: Settings) -> ExitCode {
         sku_rate_limit: settings.sku_rate_limit,
         customer_rate_limit: settings.customer_rate_limit,
         feed: Some(durable.feed_reader()),
-        publisher: publisher.as_ref().map(|p| Arc::clone(p.stats())),
+        publisher: publisher.map(|p| Arc::clone(p.stats())),
         checkpoints: Some(durable.checkpoint_stats()),
-        cluster: cluster.clone().map(|c| c as Arc<dyn Cluster>),
+        cluster: cluster.map(|c| c as Arc<dyn Cluster>),
     };
-    let api = Arc::new(Api::new(
+    Arc::new(Api::new(
         durable.engine().clone(),
         durable.public_ids().clone(),
         settings.durability,
         options,
-    ));
-    let limits = ConnectionLimits {
-        header_timeout: Duration::from_millis(settings.header_timeout_ms),
-        idle_timeout: Duration::from_millis(settings.idle_timeout_ms),
-    };
-    let served = runtime.block_on(accept_until_signalled(
-        settings.listen,
-        api,
-        settings.max_connections,
-        limits,
-        signals.received(),
-    ));
-    // Stop the runtime (and its connections) before closing the engine.
-    runtime.shutdown_timeout(Duration::from_secs(5));
-    // The publisher keeps its position in the store: stopped first.
-    drop(publisher);
-    // Unsold leased units go back to the escrow (durably here first).
-    stop_cluster(cluster.as_deref());
-    let closed = durable.close();
+    ))
+}
+
+/// Success only when serving and closing both went well.
+fn exit_code<E: std::fmt::Display, F: std::fmt::Display>(
+    served: Result<(), E>,
+    closed: Result<(), F>,
+) -> ExitCode {
     match (served, closed) {
         (Ok(()), Ok(())) => ExitCode::SUCCESS,
         (Err(error), _) => {

@@ -88,6 +88,7 @@ fn le32(bytes: &[u8]) -> u32 {
 
 /// The body of a hold event of `kind` (after its kind byte), which must
 /// fill `body`.
+// Long by design: the hold body's fields in their order, each checked.
 pub(super) fn parse_hold(body: &[u8], kind: u8) -> Result<HoldRef<'_>, DecodeError> {
     let mut r = Reader(body);
     let id = ReservationId::from_u64(r.u64()?);

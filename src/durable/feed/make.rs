@@ -35,6 +35,7 @@ impl FeedInner {
         self.boundaries.push_back((batch.end, self.next_position));
     }
 
+    // Long by design: one arm per event kind, each the feed events it makes.
     fn make_single(&mut self, event: Event, at_ms: u64) {
         match event {
             Event::SkuCreated { sku, name } => {

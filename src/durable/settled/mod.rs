@@ -266,6 +266,7 @@ pub(crate) fn effect(
 impl Settled {
     /// Folds one event (taken by value: its lines and customer move into
     /// the reservation row rather than being copied).
+    // Long by design: one arm per event kind, each its fold.
     pub fn apply(&mut self, event: Event) {
         match event {
             Event::SkuCreated { sku, name } => {

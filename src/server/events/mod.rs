@@ -400,6 +400,8 @@ fn reservation_id(out: &mut Vec<u8>, node: Option<&str>, hex: &str) {
 /// owned values per event was most of the stream's cost.
 /// `node`: the cluster node whose feed this is (`None` for a node that
 /// runs alone); each node's feed holds its own changes only.
+// Long by design: one write per key of the event's JSON, in the order
+// serde's map wrote them.
 pub fn write_event_json(out: &mut Vec<u8>, event: &FeedEvent, feed_id: u64, node: Option<&str>) {
     let mut numbers = itoa::Buffer::new();
     let mut number = |out: &mut Vec<u8>, key: &str, value: i64| {

@@ -58,6 +58,7 @@ pub(crate) fn redact(url: &str) -> String {
 }
 
 impl PostgresStore {
+    // Long by design: the schema's DDL, one statement per table and index.
     pub fn connect(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
         let shown = redact(url);
         let fail = |message: String| StoreError {

@@ -34,6 +34,8 @@ pub(super) fn values_sql(columns: usize, rows: usize) -> String {
 }
 
 /// The outbox rows of the checkpoint's batches, then retention.
+// Long by design: an outbox row's columns bound one by one, many rows per
+// statement.
 pub(super) fn write_events(
     tx: &mut Transaction<'_>,
     s: &str,
@@ -127,6 +129,7 @@ pub(super) fn write_events(
 /// Names what failed, for the checkpoint's error.
 pub(super) type Fail<'a> = &'a dyn Fn(&str, postgres::Error) -> StoreError;
 
+// Long by design: one upsert of every SKU column, bound column by column.
 pub(super) fn write_skus(
     tx: &mut Transaction<'_>,
     s: &str,

@@ -106,6 +106,8 @@ impl EventRow {
     }
 
     /// The event this row holds, checked.
+    // Long by design: each of the row's columns checked in turn, so a
+    // damaged one is named.
     pub fn into_event(self) -> Result<FeedEvent, Damage> {
         let check = Checker {
             table: "hotstock_events",

@@ -159,6 +159,8 @@ impl SkuRow {
         Ok(Some(room))
     }
 
+    // Long by design: each of the row's columns checked in turn, so a
+    // damaged one is named.
     pub(crate) fn load_into(self, settled: &mut Settled) -> Result<(), Damage> {
         let check = Checker {
             table: "hotstock_skus",

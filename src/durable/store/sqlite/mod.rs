@@ -138,6 +138,8 @@ CREATE TABLE IF NOT EXISTS hotstock_leases (
 
 /// Columns added after a table's first release, added to a store made
 /// before them (SQLite has no `ADD COLUMN IF NOT EXISTS`).
+// Long by design: the list of every column added since a table's first
+// release.
 fn add_missing_columns(connection: &Connection) -> rusqlite::Result<()> {
     let added = [
         ("hotstock_skus", "low_stock_threshold", "INTEGER"),

@@ -187,6 +187,7 @@ pub(super) fn write_events(
     Ok(())
 }
 
+// Long by design: one upsert of every SKU column, bound column by column.
 pub(super) fn write_skus(
     tx: &Transaction<'_>,
     checkpoint: &Checkpoint,
