@@ -39,6 +39,36 @@ pub(super) fn restore_engine<S: ChangeSink>(
     settled: &Settled,
 ) -> Result<(), EngineError> {
     assert!(engine.is_fresh(), "restore into a fresh engine only");
+    restore_skus(engine, settled)?;
+    restore_locations(engine, settled)?;
+    restore_leases(engine, settled)?;
+    let backordered = restore_backorders(engine, settled)?;
+    for (&id, hold) in &settled.holds {
+        let record = NewHold {
+            lines: &hold.lines,
+            customer: hold.customer.as_deref().map(Arc::from),
+            limit_mask: hold.limit_mask,
+            deadline_ms: hold.deadline_ms,
+            created_ms: hold.at_ms,
+            status: HoldStatus::Held,
+            extensions: hold.extensions,
+            amounts: hold.amounts.as_deref(),
+            backordered: backordered.contains(&id),
+        };
+        let id = ReservationId::from_u64(id);
+        engine.restore_reservation(id, record, hold.status, hold.at_ms);
+    }
+    restore_keys(engine, settled);
+    for ((sku, customer), &units) in &settled.customer_units {
+        let units = u32::try_from(units).map_err(|_| negative(*sku as usize, "customer units"))?;
+        engine.restore_customer_units(SkuId::from_index(*sku), customer, units);
+    }
+    Ok(())
+}
+
+/// Every SKU with its counts and rules (kit, located, sale window,
+/// waiting room).
+fn restore_skus<S: ChangeSink>(engine: &Engine<S>, settled: &Settled) -> Result<(), EngineError> {
     for (index, sku) in settled.skus.iter().enumerate() {
         let Some(sku) = sku else { continue };
         if sku.name.is_empty() {
@@ -77,25 +107,12 @@ pub(super) fn restore_engine<S: ChangeSink>(
             engine.restore_waiting_room(id, room)?;
         }
     }
-    restore_locations(engine, settled)?;
-    restore_leases(engine, settled)?;
-    let backordered = restore_backorders(engine, settled)?;
-    for (&id, hold) in &settled.holds {
-        let record = NewHold {
-            lines: &hold.lines,
-            customer: hold.customer.as_deref().map(Arc::from),
-            limit_mask: hold.limit_mask,
-            deadline_ms: hold.deadline_ms,
-            created_ms: hold.at_ms,
-            status: HoldStatus::Held,
-            extensions: hold.extensions,
-            amounts: hold.amounts.as_deref(),
-            backordered: backordered.contains(&id),
-        };
-        let id = ReservationId::from_u64(id);
-        engine.restore_reservation(id, record, hold.status, hold.at_ms);
-    }
-    // Oldest first: the table forgets keys in insertion order.
+    Ok(())
+}
+
+/// Every idempotency key, oldest first: the table forgets keys in
+/// insertion order.
+fn restore_keys<S: ChangeSink>(engine: &Engine<S>, settled: &Settled) {
     let mut keys: Vec<&KeyEvent> = settled.keys.values().collect();
     keys.sort_by_key(|key| key.created_ms);
     for key in keys {
@@ -110,11 +127,6 @@ pub(super) fn restore_engine<S: ChangeSink>(
         };
         engine.restore_idempotency_key(&key.key, key.fingerprint, key.created_ms, receipt);
     }
-    for ((sku, customer), &units) in &settled.customer_units {
-        let units = u32::try_from(units).map_err(|_| negative(*sku as usize, "customer units"))?;
-        engine.restore_customer_units(SkuId::from_index(*sku), customer, units);
-    }
-    Ok(())
 }
 
 /// Lists every location cell (a SKU named `sku/location`) under its SKU,

@@ -273,47 +273,11 @@ pub fn import(
         return ExitCode::FAILURE;
     }
     let total = rows.len();
-    // Drawn on stderr, and only when it is a terminal (indicatif's default).
-    let progress = indicatif::ProgressBar::new(total as u64).with_style(
-        indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}%  {pos}/{len}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("#-"),
-    );
-    for (done, (name, put, backorder)) in rows.into_iter().enumerate() {
-        let rule = |limit| BackorderRule {
-            limit,
-            until_ms: None,
-        };
-        let imported = engine.put_stock(&name, &put).and_then(|(sku, _)| {
-            backorder.map_or(Ok(0), |limit| engine.set_backorder(sku, rule(limit)))
-        });
-        if let Err(error) = imported {
-            progress.abandon();
-            eprintln!("SKU {name:?}: {error}; {done} of {total} imported before it");
-            return ExitCode::FAILURE;
-        }
-        progress.inc(1);
-    }
-    progress.finish();
-    for (sku, location, put) in &located {
-        if let Err(error) = engine.put_location(sku, location, put) {
-            eprintln!("{sku:?} at {location:?}: {error}; every SKU was imported, the locations before it too");
-            return ExitCode::FAILURE;
-        }
-    }
-    for (kit, components) in &kits {
-        let lines: Result<Vec<Line>, _> = (components.iter())
-            .map(|(sku, quantity)| {
-                engine.sku(sku).map(|sku| Line {
-                    sku,
-                    quantity: *quantity,
-                })
-            })
-            .collect();
-        if let Err(error) = lines.and_then(|lines| engine.define_kit(kit, &lines)) {
-            eprintln!("kit {kit:?}: {error}; every SKU was imported, the kits before it too");
-            return ExitCode::FAILURE;
-        }
+    let imported =
+        import_skus(&engine, rows).and_then(|()| import_the_rest(&engine, &located, &kits));
+    if let Err(message) = imported {
+        eprintln!("{message}");
+        return ExitCode::FAILURE;
     }
     drop(engine);
     match durable.close() {
@@ -330,4 +294,64 @@ pub fn import(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Puts every SKU (and its backorder allowance), with a progress bar.
+fn import_skus<S: ChangeSink>(engine: &Engine<S>, rows: Vec<ImportRow>) -> Result<(), String> {
+    let total = rows.len();
+    // Drawn on stderr, and only when it is a terminal (indicatif's default).
+    let progress = indicatif::ProgressBar::new(total as u64).with_style(
+        indicatif::ProgressStyle::with_template("[{bar:30}] {percent:>3}%  {pos}/{len}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("#-"),
+    );
+    for (done, (name, put, backorder)) in rows.into_iter().enumerate() {
+        let rule = |limit| BackorderRule {
+            limit,
+            until_ms: None,
+        };
+        let imported = engine.put_stock(&name, &put).and_then(|(sku, _)| {
+            backorder.map_or(Ok(0), |limit| engine.set_backorder(sku, rule(limit)))
+        });
+        if let Err(error) = imported {
+            progress.abandon();
+            return Err(format!(
+                "SKU {name:?}: {error}; {done} of {total} imported before it"
+            ));
+        }
+        progress.inc(1);
+    }
+    progress.finish();
+    Ok(())
+}
+
+/// Puts every location, then defines every kit (their SKUs exist by now).
+fn import_the_rest<S: ChangeSink>(
+    engine: &Engine<S>,
+    located: &[LocationRow],
+    kits: &[KitRow],
+) -> Result<(), String> {
+    for (sku, location, put) in located {
+        if let Err(error) = engine.put_location(sku, location, put) {
+            return Err(format!(
+                "{sku:?} at {location:?}: {error}; every SKU was imported, the locations before it too"
+            ));
+        }
+    }
+    for (kit, components) in kits {
+        let lines: Result<Vec<Line>, _> = (components.iter())
+            .map(|(sku, quantity)| {
+                engine.sku(sku).map(|sku| Line {
+                    sku,
+                    quantity: *quantity,
+                })
+            })
+            .collect();
+        if let Err(error) = lines.and_then(|lines| engine.define_kit(kit, &lines)) {
+            return Err(format!(
+                "kit {kit:?}: {error}; every SKU was imported, the kits before it too"
+            ));
+        }
+    }
+    Ok(())
 }

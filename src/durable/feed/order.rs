@@ -123,6 +123,25 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
             Event::Idempotency(_) => {}
         }
     }
+    let [moves, filled, round_trips, takes] = sort_chains(chains);
+    credit_ops.sort_by_key(operator_version);
+    take_ops.sort_by_key(operator_version);
+    let mut order = created;
+    order.extend(moves);
+    order.extend(credit_ops.into_iter().map(Step::Single));
+    order.extend(filled);
+    order.extend(round_trips);
+    order.extend(takes);
+    order.extend(sells);
+    order.extend(take_ops.into_iter().map(Step::Single));
+    order
+}
+
+/// A batch's reservation chains, each in status order, grouped by what
+/// they do: reservations made earlier (without, then with backorder
+/// fills), those made and ended within the batch, those made and left
+/// open.
+fn sort_chains(chains: Vec<Vec<Link>>) -> [Vec<Step>; 4] {
     let mut moves = Vec::new();
     let mut filled = Vec::new();
     let mut round_trips = Vec::new();
@@ -146,7 +165,13 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
             (true, false) => takes.push(Step::Chain(chain)),
         }
     }
-    let by_version = |event: &Event| match event {
+    [moves, filled, round_trips, takes]
+}
+
+/// The version an operator-side change set (0 for any other event): such
+/// changes are fed in version order.
+fn operator_version(event: &Event) -> u64 {
+    match event {
         Event::Operator { version, .. }
         | Event::LowStock { version, .. }
         | Event::KitDefined { version, .. }
@@ -156,18 +181,7 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
         | Event::Location { version, .. }
         | Event::Lease { version, .. } => *version,
         _ => 0,
-    };
-    credit_ops.sort_by_key(by_version);
-    take_ops.sort_by_key(by_version);
-    let mut order = created;
-    order.extend(moves);
-    order.extend(credit_ops.into_iter().map(Step::Single));
-    order.extend(filled);
-    order.extend(round_trips);
-    order.extend(takes);
-    order.extend(sells);
-    order.extend(take_ops.into_iter().map(Step::Single));
-    order
+    }
 }
 
 /// Where a status lies on its reservation's path (held, then confirmed /
