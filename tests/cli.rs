@@ -112,9 +112,11 @@ hat,paris,6
     let out = hotstock(&["inspect", "--data-dir", data]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    // Bug: a location's stock is a cell of its own in the catalogue, and
+    // inspect counted each as a SKU (9).
     assert!(
-        text.contains("SKUs                 9\n"),
-        "4 SKUs, 2 kits and a SKU kept at 2 locations (a row each): {text}"
+        text.contains("SKUs                 7\n") && text.contains("locations            2\n"),
+        "4 SKUs, 2 kits and a SKU kept at 2 locations: {text}"
     );
     assert!(
         text.contains("units available      145\n"),
@@ -164,7 +166,7 @@ hat,paris,6
         );
         let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
             .into_owned();
-        assert!(text.contains("SKUs                 9\n"), "{text}");
+        assert!(text.contains("SKUs                 7\n"), "{text}");
     }
     // A bad kits file: a kit of an unknown SKU, or a malformed row; the
     // stock file's SKUs are not imported either.
@@ -184,7 +186,7 @@ hat,paris,6
         assert!(String::from_utf8_lossy(&out.stderr).contains("nothing was imported"));
         let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
             .into_owned();
-        assert!(text.contains("SKUs                 9\n"), "{bad}: {text}");
+        assert!(text.contains("SKUs                 7\n"), "{bad}: {text}");
     }
     // A bad locations file: a SKU with stock of its own, a malformed row,
     // a location named twice; nothing is imported.
@@ -210,7 +212,7 @@ hat,paris,6
         assert!(stderr.contains("nothing was imported"), "{bad}: {stderr}");
         let text = String::from_utf8_lossy(&hotstock(&["inspect", "--data-dir", data]).stdout)
             .into_owned();
-        assert!(text.contains("SKUs                 9\n"), "{bad}: {text}");
+        assert!(text.contains("SKUs                 7\n"), "{bad}: {text}");
     }
     let _ = std::fs::remove_dir_all(&dir);
 }

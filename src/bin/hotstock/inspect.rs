@@ -25,11 +25,17 @@ pub fn inspect(data_dir: &std::path::Path, judge: bool) -> ExitCode {
     if let Some((segment, torn)) = report.torn_tail {
         println!("torn tail            segment {segment} at offset {} ({} bytes, truncated on next start)", torn.offset, torn.dropped);
     }
-    let skus: Vec<_> = settled.skus.iter().flatten().collect();
+    // Every cell: a SKU kept at locations holds no units of its own, its
+    // locations (cells named `sku/location`) do.
+    let cells: Vec<_> = settled.skus.iter().flatten().collect();
     let sum = |f: fn(&hotstock::durable::settled::SettledSku) -> i64| {
-        skus.iter().map(|s| f(s)).sum::<i64>()
+        cells.iter().map(|s| f(s)).sum::<i64>()
     };
-    println!("SKUs                 {}", skus.len());
+    let locations = (cells.iter())
+        .filter(|cell| cell.name.contains(hotstock::core::catalogue::LOCATION_SEPARATOR))
+        .count();
+    println!("SKUs                 {}", cells.len() - locations);
+    println!("locations            {locations}");
     println!("units available      {}", sum(|s| s.available()));
     println!("units held           {}", sum(|s| s.held));
     println!("units sold           {}", sum(|s| s.sold));
