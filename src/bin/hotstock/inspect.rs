@@ -32,7 +32,10 @@ pub fn inspect(data_dir: &std::path::Path, judge: bool) -> ExitCode {
         cells.iter().map(|s| f(s)).sum::<i64>()
     };
     let locations = (cells.iter())
-        .filter(|cell| cell.name.contains(hotstock::core::catalogue::LOCATION_SEPARATOR))
+        .filter(|cell| {
+            cell.name
+                .contains(hotstock::core::catalogue::LOCATION_SEPARATOR)
+        })
         .count();
     println!("SKUs                 {}", cells.len() - locations);
     println!("locations            {locations}");
