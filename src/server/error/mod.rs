@@ -246,6 +246,9 @@ pub struct ApiError {
     pub details: Details,
     /// For a 405: the methods the resource takes (the `Allow` header).
     pub allow: Option<&'static str>,
+    /// The body, written already (a sold-out answer, `sold_out.rs`);
+    /// dropped by any later change of the details.
+    written: Option<Vec<u8>>,
 }
 
 impl ApiError {
@@ -256,6 +259,7 @@ impl ApiError {
             message: message.into(),
             details: Details::default(),
             allow: None,
+            written: None,
         }
     }
 
@@ -265,12 +269,16 @@ impl ApiError {
 
     pub fn with(mut self, key: &'static str, value: impl Into<Value>) -> ApiError {
         self.details.insert(key, value.into());
+        self.written = None;
         self
     }
 
     /// The JSON error shape of this refusal (`error_body`).
     pub fn body(&mut self) -> Vec<u8> {
-        error_body(self.code.as_str(), &self.message, self.details.sorted())
+        match self.written.take() {
+            Some(body) => body,
+            None => error_body(self.code.as_str(), &self.message, self.details.sorted()),
+        }
     }
 
     pub fn into_response(mut self) -> HttpResponse {
@@ -319,6 +327,17 @@ impl ApiError {
         name: impl Fn(SkuId) -> Option<&'a str>,
         public_id: impl Fn(ReservationId) -> String,
     ) -> ApiError {
+        if let EngineError::SoldOut {
+            sku,
+            available,
+            requested,
+        } = error
+        {
+            // The one refusal of a sale's crowd: its answer written as is.
+            if let Some(refusal) = name(sku).and_then(|n| sold_out(n, available, requested)) {
+                return refusal;
+            }
+        }
         // Room for the usual message, so it is written without regrowing.
         let mut message = String::with_capacity(128);
         // Writing to a String cannot fail.
@@ -620,6 +639,9 @@ pub fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
+
+mod sold_out;
+use sold_out::sold_out;
 
 #[cfg(test)]
 mod body_tests;
