@@ -50,7 +50,7 @@ use std::sync::Arc;
 
 use crossbeam_utils::CachePadded;
 
-use super::limits::{MAX_TIMER_WORK_PER_SHARD, SHARDS};
+use super::limits::SHARDS;
 use super::sync::{AtomicU32, AtomicU64, Mutex, Ordering};
 pub use super::types::{HoldStatus, Line, LineAmounts, LineChange, ReservationId};
 
@@ -566,49 +566,6 @@ impl HoldTable {
         }
         id
     }
-
-    /// Expires held records whose deadline is at or before `now_ms`, and
-    /// prunes ended and confirmed records past their retention. Bounded per
-    /// shard per call; `more` says whether work was left.
-    ///
-    /// Each expiry is settled (and so recorded) under its shard's lock. So
-    /// that a sink's backpressure never waits under that lock, the lock is
-    /// taken for at most `EXPIRIES_PER_LOCK` expiries at a time, with
-    /// `make_room` called before each time it is taken.
-    pub fn run_timers(
-        &self,
-        now_ms: u64,
-        retention: Retention,
-        mut make_room: impl FnMut(),
-        mut settle: impl FnMut(Settle, HoldView<'_>),
-    ) -> TimerWork {
-        let mut work = TimerWork::default();
-        for (index, shard) in self.shards.iter().enumerate() {
-            let mut budget = MAX_TIMER_WORK_PER_SHARD;
-            loop {
-                make_room();
-                let mut guard = shard.lock();
-                let (expired, due_left) = expire_due(&mut guard, now_ms, &mut budget, &mut settle);
-                work.expired += expired;
-                if due_left && budget > 0 {
-                    continue;
-                }
-                work.more |= due_left;
-                let shard = &mut *guard;
-                let floor = self.floor();
-                let (pruned, more) = prune(shard, Queue::Ended, now_ms, retention.ended_ms, floor);
-                work.pruned += pruned;
-                work.more |= more;
-                let refund_ms = retention.refund_window_ms;
-                let (pruned, more) = prune(shard, Queue::Confirmed, now_ms, refund_ms, floor);
-                work.pruned += pruned;
-                work.more |= more;
-                self.mark_full(index, shard.live >= self.max_per_shard);
-                break;
-            }
-        }
-        work
-    }
 }
 
 mod reads;
@@ -618,5 +575,3 @@ mod timers;
 mod transitions;
 
 use reads::view;
-
-use timers::{expire_due, prune, Queue};
