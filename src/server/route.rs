@@ -116,7 +116,8 @@ pub enum Miss {
 /// path does not take is counted under the path's first route.
 pub fn resolve<'a>(method: &Method, path: &'a str) -> (Route, Result<Matched<'a>, Miss>) {
     // A sale's route first: the match below compares segment by segment
-    // (~220 instructions per request in callgrind), this ~15.
+    // (~220 instructions per request in callgrind); with this test first
+    // `resolve` costs ~40.
     if *method == Method::POST && path == "/v1/reservations" {
         let route = Route::ReservationCreate;
         let matched = Matched {

@@ -1,7 +1,7 @@
 //! The sold-out answer, written straight to bytes: a crowd that keeps
 //! buying a SKU after it sold out gets nothing else, so this answer is the
 //! path its requests take. Through `EngineError::named`'s `fmt` and
-//! `error_body`'s escaping it cost ~2,500 worker instructions more than a
+//! `error_body`'s escaping it cost ~3,200 worker instructions more than a
 //! sale (callgrind, `AVAILABLE=0 benches/http/callgrind.sh async 5`). The
 //! message and the body are what the general path writes (a test holds
 //! them to it).
