@@ -56,8 +56,10 @@ impl InFlight {
         Arc::clone(&self.shards)
     }
 
-    pub fn admit(&self) -> Option<Admitted<'_>> {
-        let shard = &self.shards[crate::core::hint::stripe_hint() % self.shards.len()];
+    /// Admits a request, counting it in the shard of `hint` (the caller's
+    /// `stripe_hint`, read once per request for this and the metrics).
+    pub fn admit(&self, hint: usize) -> Option<Admitted<'_>> {
+        let shard = &self.shards[hint % self.shards.len()];
         // Relaxed: a count; the RMW alone keeps it exact.
         let before = shard.fetch_add(1, Ordering::Relaxed);
         let admitted = Admitted { shard };
@@ -261,13 +263,13 @@ mod tests {
     #[test]
     fn admission_refuses_past_the_cap_and_frees_on_drop() {
         let in_flight = InFlight::with_shards(2, 1);
-        let first = in_flight.admit();
-        let second = in_flight.admit();
+        let first = in_flight.admit(0);
+        let second = in_flight.admit(0);
         assert!(first.is_some() && second.is_some());
-        assert!(in_flight.admit().is_none(), "a third request is refused");
+        assert!(in_flight.admit(0).is_none(), "a third request is refused");
         drop(first);
         assert!(
-            in_flight.admit().is_some(),
+            in_flight.admit(0).is_some(),
             "a finished request frees its place"
         );
     }

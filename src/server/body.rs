@@ -9,6 +9,8 @@
 //! bodies the scanner declines (escapes, repeated keys), which no client of
 //! a sale sends, and was removed (`docs/benchmarks.md` has its cost).
 
+use std::future::Future;
+
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -16,7 +18,7 @@ use hyper::StatusCode;
 use serde_json::{Map, Value};
 
 use super::error::{ApiError, Code};
-use super::order_body::{scan_order, ScannedLine};
+use super::order_body::{scan_compact, scan_general, ScannedLine};
 use crate::core::limits::MAX_LINES_PER_CART;
 
 /// Largest request body accepted; beyond it, `payload_too_large`.
@@ -49,7 +51,17 @@ pub fn parse_order<R>(
     bytes: &[u8],
     then: impl FnOnce(OrderFields<'_>) -> Result<R, ApiError>,
 ) -> Result<R, ApiError> {
-    if let Some(order) = scan_order(bytes) {
+    if let Some(order) = scan_compact(bytes) {
+        return then(OrderFields {
+            lines: std::slice::from_ref(&order.line),
+            places: &[],
+            customer: None,
+            ttl_ms: None,
+            confirm: order.confirm,
+            idempotency_key: None,
+        });
+    }
+    if let Some(order) = scan_general(bytes) {
         return then(OrderFields {
             lines: order.lines(),
             places: &[],
@@ -195,8 +207,10 @@ pub async fn read_json(body: Incoming) -> Result<Map<String, Value>, ApiError> {
 
 /// Reads a body of at most `MAX_BODY_BYTES`. A body that arrives in one
 /// frame (every small request) is returned as that frame, not copied.
-pub async fn read_body(body: Incoming) -> Result<Bytes, ApiError> {
-    read_body_up_to(body, MAX_BODY_BYTES).await
+/// Not an `async fn`: `read_body_up_to`'s future itself, without one more
+/// state around it to poll, move and drop per request.
+pub fn read_body(body: Incoming) -> impl Future<Output = Result<Bytes, ApiError>> {
+    read_body_up_to(body, MAX_BODY_BYTES)
 }
 
 /// `read_body` with a limit of its own (a batch of orders).

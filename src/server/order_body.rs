@@ -57,9 +57,18 @@ impl ScannedOrder<'_> {
 
 /// Reads `bytes` as an order body, or declines with `None`.
 pub fn scan_order(bytes: &[u8]) -> Option<ScannedOrder<'_>> {
-    if let Some(order) = scan_compact(bytes) {
+    if let Some(compact) = scan_compact(bytes) {
+        let mut order = ScannedOrder::empty();
+        order.lines[0] = compact.line;
+        order.line_count = 1;
+        order.confirm = compact.confirm;
         return Some(order);
     }
+    scan_general(bytes)
+}
+
+/// `scan_order` of a body not in the compact shape.
+pub fn scan_general(bytes: &[u8]) -> Option<ScannedOrder<'_>> {
     let mut scanner = Scanner { bytes, at: 0 };
     let mut order = ScannedOrder::empty();
     let mut seen_lines = false;
@@ -98,7 +107,11 @@ pub fn scan_order(bytes: &[u8]) -> Option<ScannedOrder<'_>> {
 /// `,"confirm":true` (or `false`) before the last brace or not. Literal
 /// comparisons instead of key dispatch: a quarter of the general scan's
 /// instructions. Anything else goes to the general scan.
-fn scan_compact(bytes: &[u8]) -> Option<ScannedOrder<'_>> {
+///
+/// Returns the one line and `confirm`, not a `ScannedOrder`: that has room
+/// for a whole cart's lines, and filling and moving its ~800 bytes cost a
+/// purchase more than this scan does.
+pub fn scan_compact(bytes: &[u8]) -> Option<CompactOrder<'_>> {
     let mut scanner = Scanner { bytes, at: 0 };
     if !scanner.literal(br#"{"lines":[{"sku":"#) {
         return None;
@@ -111,13 +124,21 @@ fn scan_compact(bytes: &[u8]) -> Option<ScannedOrder<'_>> {
     if !scanner.literal(b"}]") {
         return None;
     }
-    let mut order = ScannedOrder::empty();
-    order.lines[0] = ScannedLine { sku, quantity };
-    order.line_count = 1;
+    let mut order = CompactOrder {
+        line: ScannedLine { sku, quantity },
+        confirm: None,
+    };
     if scanner.literal(br#","confirm":"#) {
         order.confirm = Some(scanner.boolean()?);
     }
     (scanner.literal(b"}") && scanner.at == bytes.len()).then_some(order)
+}
+
+/// A body in the compact one-line shape (`scan_compact`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CompactOrder<'a> {
+    pub line: ScannedLine<'a>,
+    pub confirm: Option<bool>,
 }
 
 struct Scanner<'a> {

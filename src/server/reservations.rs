@@ -135,7 +135,10 @@ impl Api {
         if let Some(router) = &self.router {
             router.forwarded(&parts.headers)?;
         }
-        self.acknowledge().await?;
+        // In `async` there is nothing to wait for, so no future to poll.
+        if self.waits_for_disk() {
+            self.acknowledge().await?;
+        }
         self.answer_placed(placed)
     }
 

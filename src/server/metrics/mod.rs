@@ -79,14 +79,22 @@ impl RequestCounters {
     }
 
     /// Counts one answered request by route, outcome, status and the
-    /// caller's role; `code` is `None` for a success.
-    pub fn count(&self, route: Route, code: Option<Code>, status: StatusCode, role: Role) {
+    /// caller's role; `code` is `None` for a success. `hint` picks the
+    /// shard (the request's `stripe_hint`: each read is a call into glibc).
+    pub fn count(
+        &self,
+        hint: usize,
+        route: Route,
+        code: Option<Code>,
+        status: StatusCode,
+        role: Role,
+    ) {
         let outcome = code.map_or(0, |code| 1 + code.index());
         let status = STATUSES
             .iter()
             .position(|s| *s == status.as_u16())
             .unwrap_or(STATUSES.len());
-        let shard = &self.shards[crate::core::hint::stripe_hint() % self.shards.len()];
+        let shard = &self.shards[hint % self.shards.len()];
         // Relaxed: statistics summed on read.
         shard[route.index() * OUTCOMES + outcome].fetch_add(1, Ordering::Relaxed);
         let by_status = Route::ALL.len() * OUTCOMES + route.index() * STATUS_CELLS + status;

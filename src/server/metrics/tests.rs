@@ -19,6 +19,7 @@ fn every_outcome_and_status_is_counted_under_its_own_label() {
     let requests = Arc::new(RequestCounters::new());
     for code in Code::ALL {
         requests.count(
+            0,
             Route::SkuGet,
             Some(code),
             StatusCode::CONFLICT,
@@ -26,6 +27,7 @@ fn every_outcome_and_status_is_counted_under_its_own_label() {
         );
     }
     requests.count(
+        1,
         Route::Healthz,
         None,
         StatusCode::IM_A_TEAPOT,
