@@ -222,7 +222,9 @@ impl FeedInner {
             }
         });
         let detail = Detail::Fill(FeedFill {
-            public_id: self.public_ids.to_string(fill.id).into(),
+            public_id: self
+                .public_ids
+                .with_text(fill.id, |text: &str| Box::from(text)),
             units: fill.units,
             owed_after: fill.owed_after,
         });
@@ -265,7 +267,9 @@ impl FeedInner {
             });
         }
         let reservation = Arc::new(FeedReservation {
-            public_id: self.public_ids.to_string(hold.id).into(),
+            public_id: self
+                .public_ids
+                .with_text(hold.id, |text: &str| Box::from(text)),
             from: hold.from,
             status: hold.status,
             customer: hold.customer,

@@ -245,11 +245,14 @@ pub(crate) fn encode_feed_lines_into(out: &mut String, r: &FeedReservation) {
 
 /// `{feed id as 16 hex}-{position}` (`feed::event_id`), without `fmt`.
 pub(crate) fn push_event_id(out: &mut String, feed_id: u64, position: u64) {
-    for shift in (0..16).rev() {
+    let mut hex = [0u8; 17];
+    for (at, shift) in (0..16).rev().enumerate() {
         let digit = (feed_id >> (shift * 4)) & 0xf;
-        out.push(char::from(b"0123456789abcdef"[digit as usize]));
+        hex[at] = b"0123456789abcdef"[digit as usize];
     }
-    out.push('-');
+    hex[16] = b'-';
+    // ASCII, so `from_utf8` never fails; one push, not seventeen.
+    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     push_decimal(out, position);
 }
 
