@@ -14,7 +14,7 @@
 //!
 //! ```text
 //! valgrind --tool=callgrind --collect-atstart=no \
-//!   --toggle-collect='hotstock::durable::DurableEngine::checkpoint' \
+//!   --toggle-collect='*DurableEngine::checkpoint' \
 //!   target/release/examples/checkpoint_bench --rows 100000
 //! ```
 //!

@@ -32,7 +32,7 @@ use crate::core::error::EngineError;
 use crate::core::public_id::PublicIds;
 use crate::core::types::{ReservationId, SkuId};
 use crate::core::waiting_room::WaitingRooms;
-use crate::durable::journal::Durability;
+use crate::durable::journal::{Durability, JournalError};
 use crate::durable::{CheckpointStats, FeedReader, JournaledEngine};
 
 /// Largest page of `GET /v1/skus`.
@@ -352,13 +352,7 @@ impl Api {
             return Ok(());
         }
         let ticket = self.engine.durability_ticket();
-        self.engine.durable(ticket).await.map_err(|e| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                Code::StorageFailed,
-                format!("the change could not be made durable: {e}"),
-            )
-        })
+        self.engine.durable(ticket).await.map_err(storage_failed)
     }
 
     /// A SKU's name for an answer, read without the SKU's lock (a sold-out
@@ -450,6 +444,15 @@ fn elsewhere(
             Ok(None)
         }
     }
+}
+
+/// The answer when a change could not be made durable.
+pub(super) fn storage_failed(error: JournalError) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Code::StorageFailed,
+        format!("the change could not be made durable: {error}"),
+    )
 }
 
 /// The audit log: what an operator or a service did, by the name of its

@@ -4,7 +4,7 @@
 use hyper::body::Incoming;
 use hyper::StatusCode;
 
-use super::api::Api;
+use super::api::{storage_failed, Api};
 use super::auth::Scope;
 use super::body::{
     check_line_count, parse_object, parse_order, read_body, read_json, read_lines, Fields,
@@ -135,9 +135,11 @@ impl Api {
         if let Some(router) = &self.router {
             router.forwarded(&parts.headers)?;
         }
-        // In `async` there is nothing to wait for, so no future to poll.
+        // `acknowledge`, without its future around the journal's: in
+        // `async` there is nothing to wait for, in `sync` one state less.
         if self.waits_for_disk() {
-            self.acknowledge().await?;
+            let ticket = self.engine.durability_ticket();
+            self.engine.durable(ticket).await.map_err(storage_failed)?;
         }
         self.answer_placed(placed)
     }
