@@ -859,9 +859,28 @@ fn a_keep_alive_connection_waits_between_requests_until_the_idle_timeout() {
 /// and none existed before the loop, so a SIGINT during recovery killed
 /// the process by the default action instead of stopping it cleanly. Now
 /// both signals are registered before the data directory is opened.
+///
+/// The journal holds `RECOVERY_EVENTS` unsettled sales, so recovery
+/// replays them for far longer than the signal takes to arrive: the
+/// signal lands during recovery, not after it (with the handlers
+/// registered once recovery is over, this test fails: the process dies by
+/// the signal).
 #[test]
 fn sigint_during_recovery_stops_the_server_cleanly() {
+    const RECOVERY_EVENTS: u64 = 300_000;
     let dir = temp_dir("sigint");
+    let (durable, _) = hotstock::durable::DurableEngine::open(
+        hotstock::durable::DurableConfig::new(&dir, hotstock::durable::journal::Durability::Async),
+    )
+    .expect("open");
+    let engine = durable.engine().clone();
+    let (sku, _) = engine.put_sku("tee", RECOVERY_EVENTS, None, None).unwrap();
+    for _ in 0..RECOVERY_EVENTS {
+        engine.sell(sku, 1).unwrap();
+    }
+    engine.wait_durable(engine.durability_ticket()).unwrap();
+    // No checkpoint: recovery replays every sale.
+    durable.crash();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hotstock"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(&dir)
@@ -883,6 +902,14 @@ fn sigint_during_recovery_stops_the_server_cleanly() {
     assert_eq!(status.code(), Some(0), "{rest:?}");
     assert!(
         rest.iter().any(|line| line.contains("SIGINT received")),
+        "{rest:?}"
+    );
+    // It recovered every sale before it stopped.
+    assert!(
+        rest.iter().any(|line| line.contains(&format!(
+            "({} journal events replayed)",
+            RECOVERY_EVENTS + 2
+        ))),
         "{rest:?}"
     );
     let _ = std::fs::remove_dir_all(&dir);
