@@ -56,6 +56,14 @@ pub struct DurableConfig {
 }
 
 impl DurableConfig {
+    /// The outbox's retention, by age and by count.
+    fn feed_retention(&self) -> FeedRetention {
+        FeedRetention {
+            max_age_ms: u64::try_from(self.events_retention.as_millis()).unwrap_or(u64::MAX),
+            max_events: self.events_retention_count,
+        }
+    }
+
     pub fn new(data_dir: impl Into<PathBuf>, durability: Durability) -> DurableConfig {
         let journal = JournalConfig::new(PathBuf::new(), durability);
         DurableConfig {
@@ -179,23 +187,16 @@ impl DurableEngine {
             sink,
         )?);
         let boot = store.next_boot()?;
-        let engine = Engine::with_sink(config.engine.clone(), clock.clone(), Arc::clone(&journal))
-            .map_err(|e| {
-                OpenError::Restore(EngineError::StorageFailed {
-                    message: e.to_string().into(),
-                })
-            })?;
-        engine.set_boot(boot);
-        // Nothing has been appended yet, so the writer is not folding.
-        restore_engine(&engine, &settled_for_sink.lock()).map_err(OpenError::Restore)?;
-        report.skus = engine.sku_count();
-        let engine = Arc::new(engine);
-        report.expired_on_start = engine.run_timers().expired;
+        let engine = start_engine(
+            &config,
+            clock.clone(),
+            &journal,
+            boot,
+            &settled_for_sink,
+            &mut report,
+        )?;
         report.elapsed = started.elapsed();
-        let retention = FeedRetention {
-            max_age_ms: config.events_retention.as_millis() as u64,
-            max_events: config.events_retention_count,
-        };
+        let retention = config.feed_retention();
         let thread_failed = |source| OpenError::Io {
             path: config.data_dir.clone(),
             source,
@@ -488,6 +489,32 @@ pub(super) fn shadow_sink(
         feed.push(batch);
         shadow.set_mid_batch(false);
     })
+}
+
+/// The engine on `journal`, restored from the recovered fold (nothing is
+/// appended yet, so the writer is not folding), its ids above every earlier
+/// run's (`boot`); the holds that expired while it was down expire now.
+/// Fills in the report's SKUs and expired holds.
+fn start_engine(
+    config: &DurableConfig,
+    clock: Arc<dyn Clock>,
+    journal: &Arc<Journal>,
+    boot: u32,
+    settled: &Mutex<Settled>,
+    report: &mut RecoveryReport,
+) -> Result<Arc<JournaledEngine>, OpenError> {
+    let engine =
+        Engine::with_sink(config.engine.clone(), clock, Arc::clone(journal)).map_err(|e| {
+            OpenError::Restore(EngineError::StorageFailed {
+                message: e.to_string().into(),
+            })
+        })?;
+    engine.set_boot(boot);
+    restore_engine(&engine, &settled.lock()).map_err(OpenError::Restore)?;
+    report.skus = engine.sku_count();
+    let engine = Arc::new(engine);
+    report.expired_on_start = engine.run_timers().expired;
+    Ok(engine)
 }
 
 fn start_journal(

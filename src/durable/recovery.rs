@@ -308,19 +308,8 @@ impl SegmentReplay {
         .map_err(OpenError::Corrupt)?;
         report.events_replayed += events;
         report.segments_replayed += 1;
-        // A batch left open at the end: torn in the last segment, damage in
-        // any other.
-        let torn = match (open, scan.torn) {
-            (Some(batch), _) if self.is_last => Some(TornTail {
-                offset: batch.offset,
-                dropped: bytes.len() as u64 - batch.offset,
-            }),
-            (Some(batch), _) => {
-                let why = "batch cut short in a segment that is not the last";
-                return Err(OpenError::Corrupt(corrupt(batch.offset, why)));
-            }
-            (None, torn) => torn,
-        };
+        let torn = (self.torn_tail(open, scan.torn, bytes.len() as u64))
+            .map_err(|(at, why)| OpenError::Corrupt(corrupt(at, why)))?;
         self.finish(&path, &file_name, torn, report)?;
         settled.position = Position {
             segment: self.number,
@@ -328,6 +317,28 @@ impl SegmentReplay {
             offset: torn.map_or(folded_end, |torn| folded_end.min(torn.offset)),
         };
         Ok(())
+    }
+
+    /// The tail torn off a segment of `len` bytes: a batch left open at its
+    /// end (torn in the last segment, damage in any other), else what the
+    /// scan found. The damage is an offset and why.
+    fn torn_tail(
+        &self,
+        open: Option<OpenBatch>,
+        scanned: Option<TornTail>,
+        len: u64,
+    ) -> Result<Option<TornTail>, (u64, &'static str)> {
+        match open {
+            Some(batch) if self.is_last => Ok(Some(TornTail {
+                offset: batch.offset,
+                dropped: len - batch.offset,
+            })),
+            Some(batch) => Err((
+                batch.offset,
+                "batch cut short in a segment that is not the last",
+            )),
+            None => Ok(scanned),
+        }
     }
 
     fn finish(

@@ -45,6 +45,20 @@ pub fn inspect(data_dir: &std::path::Path, judge: bool) -> ExitCode {
     if !judge {
         return ExitCode::SUCCESS;
     }
+    let problems = problems(settled);
+    if problems.is_empty() {
+        println!("verify               ok: every frame checks, every count is sound");
+        ExitCode::SUCCESS
+    } else {
+        for problem in &problems {
+            println!("PROBLEM              {problem}");
+        }
+        ExitCode::FAILURE
+    }
+}
+
+/// What `verify` finds unsound in the settled counts, one line each.
+fn problems(settled: &hotstock::durable::settled::Settled) -> Vec<String> {
     let mut problems = Vec::new();
     for (index, sku) in settled.skus.iter().enumerate() {
         let Some(sku) = sku else { continue };
@@ -69,15 +83,7 @@ pub fn inspect(data_dir: &std::path::Path, judge: bool) -> ExitCode {
             ));
         }
     }
-    if problems.is_empty() {
-        println!("verify               ok: every frame checks, every count is sound");
-        ExitCode::SUCCESS
-    } else {
-        for problem in &problems {
-            println!("PROBLEM              {problem}");
-        }
-        ExitCode::FAILURE
-    }
+    problems
 }
 
 pub fn salvage(dir: &std::path::Path) -> ExitCode {

@@ -124,19 +124,7 @@ impl<S: ChangeSink> Engine<S> {
                 &whole
             }
         };
-        let mut ticket = 0;
-        let mut owed = Vec::with_capacity(lines.len());
-        for ((line, change), guard) in lines.iter().zip(changes).zip(&guards) {
-            let entry = guard.as_ref().and_then(|guard| guard.entry(hold.id));
-            let before = entry.map_or(0, |entry| entry.units);
-            ticket = entry.map_or(ticket, |entry| entry.ticket);
-            let given_up = kept(from, line.quantity, change, false)
-                - kept(hold.status, line.quantity, change, true);
-            owed.push(LineOwed {
-                before,
-                after: before - given_up.min(before),
-            });
-        }
+        let (ticket, owed) = owed_per_line(hold, from, changes, &guards);
         let mut change = super::buying::hold_change(hold, from, now_ms);
         // No queue entry left (every owed unit was filled): nothing is
         // owed before or after, and the plain event says exactly that. An
@@ -258,6 +246,31 @@ impl<S: ChangeSink> Engine<S> {
     pub fn restore_backorder_tickets(&self, next: u64) {
         self.backorder_tickets.fetch_max(next, Ordering::Relaxed);
     }
+}
+
+/// Per line of `hold`, the units owed before and after `changes` (owed
+/// units are given up first), and the record's queue ticket (0 when no
+/// line is queued any more).
+fn owed_per_line(
+    hold: &HoldView<'_>,
+    from: HoldStatus,
+    changes: &[LineChange],
+    guards: &[Option<BookGuard<'_>>],
+) -> (u64, Vec<LineOwed>) {
+    let mut ticket = 0;
+    let mut owed = Vec::with_capacity(hold.lines.len());
+    for ((line, change), guard) in hold.lines.iter().zip(changes).zip(guards) {
+        let entry = guard.as_ref().and_then(|guard| guard.entry(hold.id));
+        let before = entry.map_or(0, |entry| entry.units);
+        ticket = entry.map_or(ticket, |entry| entry.ticket);
+        let given_up = kept(from, line.quantity, change, false)
+            - kept(hold.status, line.quantity, change, true);
+        owed.push(LineOwed {
+            before,
+            after: before - given_up.min(before),
+        });
+    }
+    (ticket, owed)
 }
 
 pub(super) fn validate_rule(rule: &BackorderRule) -> Result<(), EngineError> {

@@ -118,17 +118,7 @@ impl HoldTable {
         };
         let so_far = record.partial.then(|| partials.get(&slot_key)).flatten();
         let changes = part_changes(record, so_far.map(|a| &**a), transition, requested)?;
-        let whole = match transition {
-            Transition::Confirm => changes
-                .iter()
-                .zip(record.lines.as_slice())
-                .all(|(c, line)| c.confirmed == line.quantity),
-            _ => changes.iter().all(|c| c.refunded_after == c.confirmed),
-        };
-        let target = match transition {
-            Transition::Refund if whole => HoldStatus::Refunded,
-            _ => HoldStatus::Confirmed,
-        };
+        let (whole, target) = part_outcome(record, &changes, transition);
         let from = record.status;
         record.status = target;
         // Whole lines of a record never partial: its status says it all,
@@ -286,4 +276,26 @@ fn part_changes(
         return Err(TransitionError::Nothing);
     }
     Ok(changes)
+}
+
+/// Whether a part transition's `changes` take in all of `record` (every
+/// held unit sold, or every sold unit given back), and the status the
+/// record ends in.
+fn part_outcome(
+    record: &HoldRecord,
+    changes: &[LineChange],
+    transition: Transition,
+) -> (bool, HoldStatus) {
+    let whole = match transition {
+        Transition::Confirm => changes
+            .iter()
+            .zip(record.lines.as_slice())
+            .all(|(c, line)| c.confirmed == line.quantity),
+        _ => changes.iter().all(|c| c.refunded_after == c.confirmed),
+    };
+    let target = match transition {
+        Transition::Refund if whole => HoldStatus::Refunded,
+        _ => HoldStatus::Confirmed,
+    };
+    (whole, target)
 }
