@@ -20,7 +20,11 @@ ir() {
         | sed -n 's/.*Collected : \([0-9]*\).*/\1/p' || true
 }
 header="| operation |"; rule="|---|"
-for bin in "${bins[@]}"; do header+=" $bin |"; rule+="---:|"; done
+if [ -z "${HOT_PATH_BINS:-}" ]; then
+    header+=" instructions/op |"; rule+="---:|"
+else
+    for bin in "${bins[@]}"; do header+=" $bin |"; rule+="---:|"; done
+fi
 echo "$header"; echo "$rule"
 for kind in atomic sell purchase hold_confirm cart3 ${KINDS:-}; do
     row="| $kind |"
