@@ -83,6 +83,11 @@ fn api(client: &mut NatsClient, subject: &str, body: Value) -> Value {
 
 /// The feed positions of the stream's messages, in stream order.
 fn stream_positions(url: &str, stream: &str) -> Vec<u64> {
+    stream_positions_except(url, stream, "")
+}
+
+/// The same, leaving out messages on subjects ending in `.{foreign}`.
+fn stream_positions_except(url: &str, stream: &str, foreign: &str) -> Vec<u64> {
     let mut client = NatsClient::connect(url, Duration::from_secs(5)).unwrap();
     let info = api(
         &mut client,
@@ -91,15 +96,19 @@ fn stream_positions(url: &str, stream: &str) -> Vec<u64> {
     );
     let last = info["state"]["last_seq"].as_u64().unwrap();
     (1..=last)
-        .map(|seq| {
+        .filter_map(|seq| {
             let got = api(
                 &mut client,
                 &format!("$JS.API.STREAM.MSG.GET.{stream}"),
                 json!({ "seq": seq }),
             );
+            let subject = got["message"]["subject"].as_str().expect("subject");
+            if !foreign.is_empty() && subject.ends_with(&format!(".{foreign}")) {
+                return None;
+            }
             let data = got["message"]["data"].as_str().expect("message data");
             let event: Value = serde_json::from_slice(&decode(data)).unwrap();
-            event["position"].as_u64().unwrap()
+            Some(event["position"].as_u64().unwrap())
         })
         .collect()
 }
@@ -180,6 +189,11 @@ fn the_stream_holds_every_event_once_in_order_after_the_broker_and_the_server_re
     }
     let last = caught_up(&server);
     assert!(metric(&server, "hotstock_nats_connection_failures_total") == 0);
+    // Alone on its stream, every batch was proven by its one acknowledgement.
+    assert_eq!(
+        metric(&server, "hotstock_nats_batches_republished_total"),
+        0
+    );
     let positions = stream_positions(&url, "SALE");
     assert_eq!(
         positions,
@@ -229,4 +243,119 @@ fn events_reach_the_shared_nats_server() {
     );
     assert_eq!(deleted["success"], true, "{deleted}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// What the publisher's one acknowledgement per batch rests on, checked
+/// against a real nats-server: a message with `Nats-Expected-Last-Msg-Id`
+/// is refused unless the stream's last message is the one named, so the
+/// last message of a chain is stored only if every one before it was, in
+/// order, with nothing between.
+#[test]
+fn a_chain_is_stored_only_whole() {
+    let Some(binary) = nats_server_binary() else {
+        return;
+    };
+    let nats_store = temp_dir("nats-chain-js");
+    let nats = Nats::start(&binary, free_port(), &nats_store);
+    let mut client = NatsClient::connect(&nats.url(), Duration::from_secs(5)).unwrap();
+    let created = api(
+        &mut client,
+        "$JS.API.STREAM.CREATE.CHAIN",
+        json!({"name": "CHAIN", "subjects": ["chain.>"], "storage": "file"}),
+    );
+    assert!(created.get("error").is_none(), "{created}");
+    // Publishes ids as one chain; returns the last message's acknowledgement.
+    let chain = |client: &mut NatsClient, ids: &[&str], foreign_after: Option<usize>| {
+        let mut token = None;
+        for (index, id) in ids.iter().enumerate() {
+            let expected = index.checked_sub(1).map(|i| ids[i]);
+            let last = index + 1 == ids.len();
+            token = client.queue_chained("chain.event", id, expected, last, id.as_bytes());
+            if foreign_after == Some(index) {
+                client.queue("chain.foreign", None, b"another publisher");
+            }
+        }
+        client.flush().unwrap();
+        let token = token.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let reply = client.next_reply(deadline).unwrap();
+            if reply.token == token {
+                return serde_json::from_slice::<Value>(&reply.payload).unwrap();
+            }
+        }
+    };
+    let whole = chain(&mut client, &["a", "b", "c"], None);
+    assert_eq!(whole["seq"], 3, "a whole chain is stored: {whole}");
+    // `b` is a duplicate (not stored), so `d`'s expectation of `b` fails
+    // and so does every later one.
+    let duplicate = chain(&mut client, &["b", "d", "e"], None);
+    assert!(duplicate.get("error").is_some(), "{duplicate}");
+    // Another publisher's message between `f` and `g`.
+    let interleaved = chain(&mut client, &["f", "g", "h"], Some(0));
+    assert!(interleaved.get("error").is_some(), "{interleaved}");
+    let info = api(&mut client, "$JS.API.STREAM.INFO.CHAIN", json!({}));
+    // a, b, c; nothing of the second chain; f and the foreign message.
+    assert_eq!(info["state"]["messages"], 5, "{info}");
+    nats.stop();
+    let _ = std::fs::remove_dir_all(&nats_store);
+}
+
+/// Another publisher on the publisher's stream breaks its chains; each
+/// such batch is published again event by event, and the stream still
+/// holds every event once, in order.
+#[test]
+fn a_batch_broken_by_another_publisher_is_published_again() {
+    let Some(binary) = nats_server_binary() else {
+        return;
+    };
+    let dir = temp_dir("nats-foreign");
+    let nats_store = temp_dir("nats-foreign-js");
+    let nats = Nats::start(&binary, free_port(), &nats_store);
+    let url = nats.url();
+    let flags = ["--nats-url", &url, "--nats-stream", "SHARED"];
+    let server = Server::start_with(&dir, &flags);
+    let (status, _) = server.call(
+        "PUT",
+        "/v1/skus/hot",
+        Some(&json!({"available": 1_000_000})),
+        &[],
+    );
+    assert_eq!(status, 200);
+    caught_up(&server);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let foreign = {
+        let (url, stop) = (url.clone(), std::sync::Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut client = NatsClient::connect(&url, Duration::from_secs(5)).unwrap();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                client.send("hotstock.events.foreign", None, b"{}").unwrap();
+                client
+                    .next_reply(Instant::now() + Duration::from_secs(5))
+                    .unwrap();
+            }
+        })
+    };
+    // Batches of 100 purchases make journal batches, and so publisher
+    // batches, of many events, until one has been broken and republished.
+    let order = json!({"lines": [{"sku": "hot", "quantity": 1}], "confirm": true});
+    let orders = json!({"orders": vec![order; 100]});
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while metric(&server, "hotstock_nats_batches_republished_total") == 0 {
+        assert!(Instant::now() < deadline, "no batch was ever broken");
+        let (status, body) = server.call("POST", "/v1/reservations/batch", Some(&orders), &[]);
+        assert_eq!(status, 200, "{body}");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    foreign.join().unwrap();
+    let last = caught_up(&server);
+    assert_eq!(
+        stream_positions_except(&url, "SHARED", "foreign"),
+        (1..=last).collect::<Vec<_>>(),
+        "once each, in order, around the other publisher's messages"
+    );
+    server.kill();
+    nats.stop();
+    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_dir_all(&nats_store);
 }

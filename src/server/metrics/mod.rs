@@ -497,6 +497,13 @@ impl Sources {
         )?;
         ConstCounter::new(publisher.failures.load(Ordering::Relaxed)).encode(metric)?;
         let metric = encoder.encode_descriptor(
+            "hotstock_nats_batches_republished",
+            "Batches JetStream did not prove stored in one acknowledgement, published again event by event",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(publisher.republished.load(Ordering::Relaxed)).encode(metric)?;
+        let metric = encoder.encode_descriptor(
             "hotstock_nats_lost_to_retention",
             "Feed events the outbox pruned before they were published",
             None,

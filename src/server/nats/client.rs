@@ -32,7 +32,11 @@ pub struct Reply {
 /// One connection to a NATS server.
 pub struct NatsClient {
     socket: TcpStream,
+    /// Bytes read and not yet parsed: `buffer[start..]`. Parsing moves
+    /// `start`; the consumed prefix is dropped when the buffer is refilled,
+    /// so a burst of replies is not shifted once per line.
     buffer: Vec<u8>,
+    start: usize,
     /// Frames `queue`d and not yet written (`flush`).
     outgoing: Vec<u8>,
     inbox: String,
@@ -58,6 +62,7 @@ impl NatsClient {
         let mut client = NatsClient {
             socket,
             buffer: Vec::new(),
+            start: 0,
             outgoing: Vec::new(),
             inbox: format!("_INBOX.hotstock.{:016x}", u64::from_le_bytes(nonce)),
             next_token: 0,
@@ -108,27 +113,62 @@ impl NatsClient {
     pub fn queue(&mut self, subject: &str, msg_id: Option<&str>, body: &[u8]) -> u64 {
         self.next_token += 1;
         let token = self.next_token;
-        let frame = &mut self.outgoing;
-        match msg_id {
-            Some(id) => {
-                let headers = format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n\r\n");
-                let total = headers.len() + body.len();
-                let line = format!(
-                    "HPUB {subject} {}.{token} {} {total}\r\n",
-                    self.inbox,
-                    headers.len()
-                );
-                frame.extend_from_slice(line.as_bytes());
-                frame.extend_from_slice(headers.as_bytes());
+        let headers = msg_id.map(|id| (id, None));
+        self.frame(subject, Some(token), headers, body);
+        token
+    }
+
+    /// One message of a chained batch (see `server::nats`): `Nats-Msg-Id`
+    /// = `msg_id`, `Nats-Expected-Last-Msg-Id` = `expected_last` when
+    /// given, and a reply subject only when `reply` (its token returned).
+    pub fn queue_chained(
+        &mut self,
+        subject: &str,
+        msg_id: &str,
+        expected_last: Option<&str>,
+        reply: bool,
+        body: &[u8],
+    ) -> Option<u64> {
+        let token = reply.then(|| {
+            self.next_token += 1;
+            self.next_token
+        });
+        self.frame(subject, token, Some((msg_id, expected_last)), body);
+        token
+    }
+
+    /// `PUB` (no headers) or `HPUB`, with the reply inbox's `token` if any.
+    fn frame(
+        &mut self,
+        subject: &str,
+        token: Option<u64>,
+        headers: Option<(&str, Option<&str>)>,
+        body: &[u8],
+    ) {
+        use std::fmt::Write as _;
+        let mut line = String::with_capacity(160);
+        let reply = match token {
+            Some(token) => format!(" {}.{token}", self.inbox),
+            None => String::new(),
+        };
+        match headers {
+            Some((id, expected_last)) => {
+                let mut block = format!("NATS/1.0\r\nNats-Msg-Id: {id}\r\n");
+                if let Some(last) = expected_last {
+                    let _ = write!(block, "Nats-Expected-Last-Msg-Id: {last}\r\n");
+                }
+                block.push_str("\r\n");
+                let total = block.len() + body.len();
+                let _ = write!(line, "HPUB {subject}{reply} {} {total}\r\n", block.len());
+                line.push_str(&block);
             }
             None => {
-                let line = format!("PUB {subject} {}.{token} {}\r\n", self.inbox, body.len());
-                frame.extend_from_slice(line.as_bytes());
+                let _ = write!(line, "PUB {subject}{reply} {}\r\n", body.len());
             }
         }
-        frame.extend_from_slice(body);
-        frame.extend_from_slice(b"\r\n");
-        token
+        self.outgoing.extend_from_slice(line.as_bytes());
+        self.outgoing.extend_from_slice(body);
+        self.outgoing.extend_from_slice(b"\r\n");
     }
 
     /// Writes what `queue` gathered.
@@ -218,23 +258,31 @@ impl NatsClient {
     }
 
     fn read_line_until(&mut self, deadline: Instant) -> io::Result<String> {
+        let mut searched = 0;
         loop {
-            if let Some(end) = self.buffer.windows(2).position(|w| w == b"\r\n") {
-                let line: Vec<u8> = self.buffer.drain(..end + 2).take(end).collect();
+            let unread = &self.buffer[self.start..];
+            if let Some(end) = unread[searched..].windows(2).position(|w| w == b"\r\n") {
+                let end = searched + end;
+                let line = unread[..end].to_vec();
+                self.start += end + 2;
                 return String::from_utf8(line).map_err(|_| invalid("a line that is not UTF-8"));
             }
-            if self.buffer.len() > MAX_LINE {
+            if unread.len() > MAX_LINE {
                 return Err(invalid("a protocol line longer than 64 KiB"));
             }
+            // The last byte may be a `\r` whose `\n` is still to come.
+            searched = unread.len().saturating_sub(1);
             self.fill(deadline)?;
         }
     }
 
     fn read_exact_until(&mut self, len: usize, deadline: Instant) -> io::Result<Vec<u8>> {
-        while self.buffer.len() < len {
+        while self.buffer.len() - self.start < len {
             self.fill(deadline)?;
         }
-        Ok(self.buffer.drain(..len).collect())
+        let bytes = self.buffer[self.start..self.start + len].to_vec();
+        self.start += len;
+        Ok(bytes)
     }
 
     fn fill(&mut self, deadline: Instant) -> io::Result<()> {
@@ -246,6 +294,8 @@ impl NatsClient {
             ));
         }
         self.socket.set_read_timeout(Some(left))?;
+        self.buffer.drain(..self.start);
+        self.start = 0;
         let mut chunk = [0u8; 16 * 1024];
         match self.socket.read(&mut chunk) {
             Ok(0) => Err(io::Error::new(
