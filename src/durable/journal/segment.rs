@@ -286,16 +286,8 @@ pub fn scan(
             }
             None => {
                 let rest = &bytes[offset..];
-                // Zeros past the end are the rest of a segment made ahead of
-                // time (`fs::prepare_segment`): never written, nothing torn.
+                // Zeros past the end are preallocated or never written.
                 let only_zeros = rest.iter().all(|&b| b == 0);
-                if only_zeros {
-                    return Ok(Scan {
-                        valid_end: offset as u64,
-                        frames,
-                        torn: None,
-                    });
-                }
                 let valid_later =
                     !only_zeros && (offset + 1..bytes.len()).any(|o| frame_at(bytes, o).is_some());
                 if is_last && !valid_later {
@@ -393,29 +385,6 @@ mod tests {
         bytes[last] ^= 1;
         assert!(frames(&bytes, false).is_err());
         assert!(frames(&bytes, true).unwrap().1.torn.is_some());
-    }
-
-    #[test]
-    fn zeros_after_the_frames_are_a_segment_made_ahead_not_a_torn_tail() {
-        let frames_only = segment(&[b"one", b"two"]);
-        let mut bytes = frames_only.clone();
-        bytes.resize(frames_only.len() + 4096, 0);
-        for is_last in [true, false] {
-            let (seen, scan) = frames(&bytes, is_last).unwrap();
-            assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
-            assert_eq!(
-                scan,
-                Scan {
-                    valid_end: frames_only.len() as u64,
-                    frames: 2,
-                    torn: None
-                }
-            );
-        }
-        // A partial frame in the zeros is still torn (last) or damage.
-        bytes[frames_only.len()] = 7;
-        assert!(frames(&bytes, true).unwrap().1.torn.is_some());
-        assert!(frames(&bytes, false).is_err());
     }
 
     #[test]
