@@ -21,8 +21,14 @@ use super::segment::segment_file_name;
 
 /// Creates segment files and makes directory entries durable.
 pub trait JournalFs: Send + Sync + std::fmt::Debug {
-    /// Creates segment `number` in `dir`; it must not exist.
+    /// Creates segment `number` in `dir`; it must not exist. Takes the
+    /// segment `prepare_segment` made ahead, when one is ready.
     fn create_segment(&self, dir: &Path, number: u64) -> io::Result<Box<dyn SegmentFile>>;
+    /// Makes the next segment ahead of time: `bytes` of zeros, written and
+    /// synced, then renamed to `PREPARED_SEGMENT` and the directory synced.
+    /// Returns whether one is ready (false: `stop` was set first, or this
+    /// layer does not make them).
+    fn prepare_segment(&self, dir: &Path, bytes: u64, stop: &AtomicBool) -> io::Result<bool>;
     /// Makes the directory's entries (new or removed files) durable.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
     /// Creates one directory (its parent exists); not yet durable.
@@ -51,36 +57,128 @@ pub fn create_dir_all_durably(fs: &dyn JournalFs, dir: &Path) -> io::Result<()> 
     fs.sync_dir(parent.unwrap_or(Path::new(".")))
 }
 
-/// An open segment being appended to.
+/// An open segment being written from its start.
 pub trait SegmentFile: Send {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()>;
     /// `fdatasync`: the written bytes are on stable storage when it returns.
     fn sync_data(&mut self) -> io::Result<()>;
+    /// Whether it was made ahead (`prepare_segment`): its writes overwrite
+    /// zeros already on disk instead of growing the file.
+    fn prepared(&self) -> bool;
 }
+
+/// The segment `prepare_segment` made, waiting for `create_segment`. Not a
+/// segment's name, so recovery never reads it as one.
+pub const PREPARED_SEGMENT: &str = "next-segment.zeroed";
+/// What `prepare_segment` writes before the rename (a crash may leave it;
+/// the next preparation starts it again).
+pub const PREPARING_SEGMENT: &str = "next-segment.zeroing";
+/// Zeros per write while preparing.
+const PREPARE_CHUNK: usize = 1 << 20;
+/// Bytes of zeros written back at a time while preparing: one flush of a
+/// whole segment would queue in front of the journal's own `fdatasync`.
+const PREPARE_SYNC_EVERY: u64 = 1 << 20;
+/// A pause after each flush, so the journal's own syncs find the disk idle.
+const PREPARE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 
 /// The real file system.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
 
-struct RealSegment(File);
+struct RealSegment {
+    file: File,
+    prepared: bool,
+}
 
 impl SegmentFile for RealSegment {
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes)
+        self.file.write_all(bytes)
     }
 
     fn sync_data(&mut self) -> io::Result<()> {
-        self.0.sync_data()
+        self.file.sync_data()
+    }
+
+    fn prepared(&self) -> bool {
+        self.prepared
+    }
+}
+
+impl RealFs {
+    /// Segment `number`: the prepared file renamed into place when there is
+    /// one (written from offset 0, over its zeros), else a new empty file.
+    fn create(&self, dir: &Path, number: u64) -> io::Result<RealSegment> {
+        let path = dir.join(segment_file_name(number));
+        // `rename` would replace a segment that exists: refuse, as
+        // `create_new` does.
+        if path.try_exists()? {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("journal segment {} already exists", path.display()),
+            ));
+        }
+        match std::fs::rename(dir.join(PREPARED_SEGMENT), &path) {
+            Ok(()) => {
+                let file = OpenOptions::new().write(true).open(&path)?;
+                Ok(RealSegment {
+                    file,
+                    prepared: true,
+                })
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let file = OpenOptions::new()
+                    .create_new(true)
+                    .append(true)
+                    .open(&path)?;
+                Ok(RealSegment {
+                    file,
+                    prepared: false,
+                })
+            }
+            Err(e) => Err(e),
+        }
     }
 }
 
 impl JournalFs for RealFs {
     fn create_segment(&self, dir: &Path, number: u64) -> io::Result<Box<dyn SegmentFile>> {
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(dir.join(segment_file_name(number)))?;
-        Ok(Box::new(RealSegment(file)))
+        Ok(Box::new(self.create(dir, number)?))
+    }
+
+    fn prepare_segment(&self, dir: &Path, bytes: u64, stop: &AtomicBool) -> io::Result<bool> {
+        let ready = dir.join(PREPARED_SEGMENT);
+        if ready.try_exists()? {
+            return Ok(true);
+        }
+        let making = dir.join(PREPARING_SEGMENT);
+        let mut file = OpenOptions::new()
+            .create(true)
+            .write(true)
+            .truncate(true)
+            .open(&making)?;
+        let zeros = vec![0u8; PREPARE_CHUNK];
+        let mut written = 0u64;
+        while written < bytes {
+            // Relaxed: a request to give up early; nothing is published by it.
+            if stop.load(Ordering::Relaxed) {
+                drop(file);
+                let _ = std::fs::remove_file(&making);
+                return Ok(false);
+            }
+            let n = (bytes - written).min(PREPARE_CHUNK as u64) as usize;
+            file.write_all(&zeros[..n])?;
+            written += n as u64;
+            if written % PREPARE_SYNC_EVERY == 0 {
+                file.sync_data()?;
+                std::thread::sleep(PREPARE_PAUSE);
+            }
+        }
+        // The zeros are durable before the name says the file is ready: a
+        // segment whose zeros a power cut took would grow its file again.
+        file.sync_all()?;
+        std::fs::rename(&making, &ready)?;
+        self.sync_dir(dir)?;
+        Ok(true)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
@@ -118,6 +216,12 @@ struct Faults {
     off: AtomicBool,
     /// The `n`-th `sync_data` from now cuts the power instead (0 = never).
     syncs_until_power_loss: AtomicU64,
+    /// Segments created from a made-ahead file.
+    made_ahead: AtomicU64,
+    /// Whether segments are made ahead (`prepare_segments`); off by
+    /// default, so a test's syncs and segments do not depend on a thread's
+    /// timing.
+    prepares: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -133,7 +237,13 @@ struct MadeFile {
     written: u64,
     synced: u64,
     entry_synced: bool,
+    /// Made ahead: zeros lie past what was written, so a power cut leaves
+    /// zeros (a hole) where unsynced writes were, not a shorter file.
+    prepared: bool,
 }
+
+/// The unit a disk writes whole (`segment::SECTOR`).
+const SECTOR: u64 = super::segment::SECTOR as u64;
 
 /// What a power cut threw away.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +268,21 @@ impl FaultyFs {
                 made: Mutex::new(Made::default()),
                 off: AtomicBool::new(false),
                 syncs_until_power_loss: AtomicU64::new(0),
+                made_ahead: AtomicU64::new(0),
+                prepares: AtomicBool::new(false),
             }),
         }
+    }
+
+    /// Makes segments ahead of time from now on, as the real file system
+    /// does.
+    pub fn prepare_segments(&self) {
+        self.faults.prepares.store(true, Ordering::SeqCst);
+    }
+
+    /// How many segments were created from a made-ahead file.
+    pub fn segments_made_ahead(&self) -> u64 {
+        self.faults.made_ahead.load(Ordering::SeqCst)
     }
 
     /// The `n`-th `sync_data` from now fails (n >= 1).
@@ -231,7 +354,18 @@ impl Faults {
                 lost.unsynced_entries += u64::from(std::fs::remove_file(&file.path).is_ok());
             } else if file.written > file.synced {
                 lost.unsynced_bytes += file.written - file.synced;
-                truncate(&file.path, file.synced);
+                if file.prepared {
+                    // An overwrite's sectors may reach the disk in any
+                    // order. The harshest case: the earlier half of what
+                    // was not synced is lost (zeros again, whole sectors),
+                    // the later half landed, a hole followed by frames
+                    // nobody was told of.
+                    let half = file.synced + (file.written - file.synced) / 2;
+                    let hole_end = half.next_multiple_of(SECTOR).min(file.written);
+                    zero(&file.path, file.synced, hole_end);
+                } else {
+                    truncate(&file.path, file.synced);
+                }
             }
         }
         for dir in &gone_dirs {
@@ -272,6 +406,19 @@ fn truncate(path: &Path, len: u64) {
         .unwrap_or_else(|e| panic!("power loss: opening {}: {e}", path.display()));
     file.set_len(len)
         .unwrap_or_else(|e| panic!("power loss: truncating {}: {e}", path.display()));
+}
+
+/// Puts zeros back over `from..to` of a file made ahead. A test fixture,
+/// as `truncate`.
+fn zero(path: &Path, from: u64, to: u64) {
+    use std::os::unix::fs::FileExt;
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("power loss: opening {}: {e}", path.display()));
+    let zeros = vec![0u8; (to - from) as usize];
+    file.write_all_at(&zeros, from)
+        .unwrap_or_else(|e| panic!("power loss: zeroing {}: {e}", path.display()));
 }
 
 impl Default for FaultyFs {
@@ -324,6 +471,10 @@ impl SegmentFile for FaultySegment {
         self.track(|file| file.synced = file.written);
         Ok(())
     }
+
+    fn prepared(&self) -> bool {
+        self.inner.prepared()
+    }
 }
 
 impl FaultySegment {
@@ -362,19 +513,33 @@ impl FaultySegment {
 impl JournalFs for FaultyFs {
     fn create_segment(&self, dir: &Path, number: u64) -> io::Result<Box<dyn SegmentFile>> {
         self.faults.check_power()?;
-        let inner = self.inner.create_segment(dir, number)?;
+        let inner = self.inner.create(dir, number)?;
+        if inner.prepared {
+            self.faults.made_ahead.fetch_add(1, Ordering::SeqCst);
+        }
         let path = dir.join(segment_file_name(number));
         self.faults.made.lock().files.push(MadeFile {
             path: path.clone(),
             written: 0,
             synced: 0,
             entry_synced: false,
+            prepared: inner.prepared,
         });
         Ok(Box::new(FaultySegment {
-            inner,
+            inner: Box::new(inner),
             faults: Arc::clone(&self.faults),
             path,
         }))
+    }
+
+    fn prepare_segment(&self, dir: &Path, bytes: u64, stop: &AtomicBool) -> io::Result<bool> {
+        self.faults.check_power()?;
+        if !self.faults.prepares.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
+        // Made and synced whole before it is renamed: a power cut loses at
+        // most the half-made file, which the next preparation starts again.
+        self.inner.prepare_segment(dir, bytes, stop)
     }
 
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {

@@ -288,6 +288,7 @@ impl Journal {
             sink,
             clock: Arc::clone(&config.clock),
             last_at_ms: 0,
+            preparer: Default::default(),
         };
         let handle = std::thread::Builder::new()
             .name("hotstock-journal".into())

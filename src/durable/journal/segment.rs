@@ -236,6 +236,52 @@ fn frame_at(bytes: &[u8], offset: usize) -> Option<&[u8]> {
     (crc32c::crc32c(payload) == crc).then_some(payload)
 }
 
+/// The unit a disk writes whole: a crash leaves each sector old or new.
+pub const SECTOR: usize = 512;
+
+/// Whether damage at `offset`, with valid frames after it, is the last
+/// batch torn by a power cut rather than damage to acknowledged data.
+///
+/// A segment made ahead (`fs::prepare_segment`) is written over zeros, and
+/// the sectors of an unsynced write may reach the disk in any order: a
+/// power cut can leave a hole, sectors still zero, followed by some of the
+/// batch's own frames. Only the last batch can be unsynced (the writer
+/// syncs each batch before it writes the next), and each batch starts with
+/// a marker. So the damage is a torn tail when no batch marker follows it
+/// and a sector that is still all zeros (from `offset` on, for the sector
+/// holding it) overlaps the damaged frame. A flipped bit in an acknowledged
+/// frame leaves no zeroed sector inside it, and damage before a later
+/// batch has that batch's marker after it: both stay corruption. Format 1
+/// segments have no markers and were never made ahead: never.
+fn torn_by_a_hole(bytes: &[u8], offset: usize) -> bool {
+    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
+    if version < 2 {
+        return false;
+    }
+    let marker_later = (offset + 1..bytes.len())
+        .any(|at| frame_at(bytes, at).is_some_and(|p| BatchMarker::decode(p).is_some()));
+    if marker_later {
+        return false;
+    }
+    // The damaged frame's extent: its length when the header says one
+    // that may be true, else just its header.
+    let claimed = bytes
+        .get(offset..offset + 4)
+        .map(|len| u32::from_le_bytes([len[0], len[1], len[2], len[3]]) as usize)
+        .filter(|&len| (1..=MAX_FRAME_PAYLOAD).contains(&len))
+        .unwrap_or(0);
+    let end = (offset + FRAME_HEADER_LEN + claimed).min(bytes.len());
+    let mut sector = offset - offset % SECTOR;
+    while sector < end {
+        let zeros = &bytes[sector.max(offset)..(sector + SECTOR).min(bytes.len())];
+        if zeros.iter().all(|&b| b == 0) {
+            return true;
+        }
+        sector += SECTOR;
+    }
+    false
+}
+
 /// Scans segment `number` (its whole contents in `bytes`), calling
 /// `on_frame(offset, payload)` for each valid frame at or after `from`.
 /// `is_last` says whether a damaged end may be a torn tail.
@@ -286,10 +332,19 @@ pub fn scan(
             }
             None => {
                 let rest = &bytes[offset..];
-                // Zeros past the end are preallocated or never written.
+                // Zeros past the end are the rest of a segment made ahead of
+                // time (`fs::prepare_segment`): never written, nothing torn.
                 let only_zeros = rest.iter().all(|&b| b == 0);
-                let valid_later =
-                    !only_zeros && (offset + 1..bytes.len()).any(|o| frame_at(bytes, o).is_some());
+                if only_zeros {
+                    return Ok(Scan {
+                        valid_end: offset as u64,
+                        frames,
+                        torn: None,
+                    });
+                }
+                let valid_later = !only_zeros
+                    && (offset + 1..bytes.len()).any(|o| frame_at(bytes, o).is_some())
+                    && !torn_by_a_hole(bytes, offset);
                 if is_last && !valid_later {
                     return Ok(Scan {
                         valid_end: offset as u64,
@@ -385,6 +440,103 @@ mod tests {
         bytes[last] ^= 1;
         assert!(frames(&bytes, false).is_err());
         assert!(frames(&bytes, true).unwrap().1.torn.is_some());
+    }
+
+    #[test]
+    fn zeros_after_the_frames_are_a_segment_made_ahead_not_a_torn_tail() {
+        let frames_only = segment(&[b"one", b"two"]);
+        let mut bytes = frames_only.clone();
+        bytes.resize(frames_only.len() + 4096, 0);
+        for is_last in [true, false] {
+            let (seen, scan) = frames(&bytes, is_last).unwrap();
+            assert_eq!(seen, [b"one".to_vec(), b"two".to_vec()]);
+            assert_eq!(
+                scan,
+                Scan {
+                    valid_end: frames_only.len() as u64,
+                    frames: 2,
+                    torn: None
+                }
+            );
+        }
+        // A partial frame in the zeros is still torn (last) or damage.
+        bytes[frames_only.len()] = 7;
+        assert!(frames(&bytes, true).unwrap().1.torn.is_some());
+        assert!(frames(&bytes, false).is_err());
+    }
+
+    /// Batches as the writer writes them (a marker, then the frames), in
+    /// a segment made ahead: `tail` zeros after them.
+    fn batches(batches: &[Vec<Vec<u8>>], tail: usize) -> Vec<u8> {
+        let mut bytes = encode_header(3).to_vec();
+        for payloads in batches {
+            let mut frames = Vec::new();
+            for payload in payloads {
+                append_frame(&mut frames, |out| out.extend_from_slice(payload));
+            }
+            let marker = BatchMarker::frame(7, payloads.len() as u32, frames.len() as u32);
+            bytes.extend_from_slice(&marker);
+            bytes.extend_from_slice(&frames);
+        }
+        bytes.resize(bytes.len() + tail, 0);
+        bytes
+    }
+
+    /// `count` frames of 100 bytes each, numbered.
+    fn payloads(first: u8, count: u8) -> Vec<Vec<u8>> {
+        (first..first + count).map(|n| vec![n; 100]).collect()
+    }
+
+    /// The same segment with a format 1 header.
+    fn format_1(mut bytes: Vec<u8>) -> Vec<u8> {
+        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+        let crc = crc32c::crc32c(&bytes[..20]);
+        bytes[20..24].copy_from_slice(&crc.to_le_bytes());
+        bytes
+    }
+
+    /// A power cut during the last batch's write over zeros: its first
+    /// sectors never landed (zeros), later ones did. Nothing after the hole
+    /// was acknowledged: a torn tail at the hole, not corruption.
+    #[test]
+    fn a_hole_in_the_last_batch_followed_by_its_own_frames_is_a_torn_tail() {
+        let first = batches(&[payloads(1, 2)], 0).len();
+        let mut bytes = batches(&[payloads(1, 2), payloads(10, 20)], 4096);
+        let hole_end = (first + 1).next_multiple_of(SECTOR);
+        bytes[first..hole_end].fill(0);
+        let (seen, scan) = frames(&bytes, true).unwrap();
+        assert_eq!(seen.len(), 3, "the first batch: marker and two frames");
+        assert_eq!(scan.torn.map(|t| t.offset), Some(first as u64));
+        // A hole inside the batch, past its marker and first frames.
+        let mut bytes = batches(&[payloads(1, 2), payloads(10, 20)], 4096);
+        let sector = (first + 300).next_multiple_of(SECTOR);
+        bytes[sector..sector + SECTOR].fill(0);
+        let scan = frames(&bytes, true).unwrap().1;
+        assert!(scan
+            .torn
+            .is_some_and(|t| t.offset < sector as u64 && t.offset > first as u64));
+        // Never in format 1, and never in a segment that is not the last.
+        let f1 = frames(&format_1(bytes.clone()), true);
+        assert!(f1.is_err(), "{:?}", f1.map(|x| x.1));
+        assert!(frames(&bytes, false).is_err());
+    }
+
+    /// A flipped bit in an acknowledged last batch leaves no zeroed sector:
+    /// corruption, as before segments were made ahead.
+    #[test]
+    fn a_flipped_bit_in_the_last_batch_is_still_corruption() {
+        let first = batches(&[payloads(1, 2)], 0).len();
+        let mut bytes = batches(&[payloads(1, 2), payloads(10, 12)], 4096);
+        let inside = first + BATCH_MARKER_FRAME_LEN + FRAME_HEADER_LEN + 50;
+        bytes[inside] ^= 0x10;
+        let error = frames(&bytes, true).unwrap_err();
+        assert!(error.reason.contains("followed by valid frames"), "{error}");
+        // Zeros where a later batch's data was: its marker says it came
+        // after, so the damage is to acknowledged data.
+        let mut bytes = batches(&[payloads(1, 12), payloads(20, 2)], 4096);
+        let sector = (HEADER_LEN + 200).next_multiple_of(SECTOR);
+        bytes[sector..sector + SECTOR].fill(0);
+        assert!(frames(&bytes, true).is_err());
     }
 
     #[test]
