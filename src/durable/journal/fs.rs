@@ -85,6 +85,29 @@ const PREPARE_PAUSE: std::time::Duration = std::time::Duration::from_millis(2);
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RealFs;
 
+/// Fills `file` with `bytes` zeros and syncs it; false if `stop` came first.
+fn write_zeros(mut file: File, bytes: u64, stop: &AtomicBool) -> io::Result<bool> {
+    let zeros = vec![0u8; PREPARE_CHUNK];
+    let mut written = 0u64;
+    while written < bytes {
+        // Relaxed: a request to give up early; nothing is published by it.
+        if stop.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let n = (bytes - written).min(PREPARE_CHUNK as u64) as usize;
+        file.write_all(&zeros[..n])?;
+        written += n as u64;
+        if written % PREPARE_SYNC_EVERY == 0 {
+            file.sync_data()?;
+            std::thread::sleep(PREPARE_PAUSE);
+        }
+    }
+    // The zeros are durable before the name says the file is ready: a
+    // segment whose zeros a power cut took would grow its file again.
+    file.sync_all()?;
+    Ok(true)
+}
+
 struct RealSegment {
     file: File,
     prepared: bool,
@@ -151,31 +174,21 @@ impl JournalFs for RealFs {
             return Ok(true);
         }
         let making = dir.join(PREPARING_SEGMENT);
-        let mut file = OpenOptions::new()
+        let written = OpenOptions::new()
             .create(true)
             .write(true)
             .truncate(true)
-            .open(&making)?;
-        let zeros = vec![0u8; PREPARE_CHUNK];
-        let mut written = 0u64;
-        while written < bytes {
-            // Relaxed: a request to give up early; nothing is published by it.
-            if stop.load(Ordering::Relaxed) {
-                drop(file);
+            .open(&making)
+            .and_then(|file| write_zeros(file, bytes, stop));
+        match written {
+            Ok(true) => {}
+            // Stopped, or failed (a full disk): the half-made file goes, so
+            // it holds no space the journal itself may need.
+            Ok(false) | Err(_) => {
                 let _ = std::fs::remove_file(&making);
-                return Ok(false);
-            }
-            let n = (bytes - written).min(PREPARE_CHUNK as u64) as usize;
-            file.write_all(&zeros[..n])?;
-            written += n as u64;
-            if written % PREPARE_SYNC_EVERY == 0 {
-                file.sync_data()?;
-                std::thread::sleep(PREPARE_PAUSE);
+                return written;
             }
         }
-        // The zeros are durable before the name says the file is ready: a
-        // segment whose zeros a power cut took would grow its file again.
-        file.sync_all()?;
         std::fs::rename(&making, &ready)?;
         self.sync_dir(dir)?;
         Ok(true)
