@@ -41,10 +41,27 @@ fn open_faulty(dir: &Path, fs: &FaultyFs) -> DurableEngine {
 }
 
 fn reopen(dir: &Path) -> DurableEngine {
+    reopen_with(config(dir))
+}
+
+fn reopen_with(config: DurableConfig) -> DurableEngine {
     let clock = Arc::new(ManualClock::new(T0));
-    DurableEngine::open_with(config(dir), Arc::new(RealFs), clock)
+    DurableEngine::open_with(config, Arc::new(RealFs), clock)
         .expect("recovery after the power loss")
         .0
+}
+
+/// Waits until the writer has written its batch and hangs in the stalled
+/// sync (so the batch is in the page cache, never synced).
+fn wait_for_the_stalled_sync(fs: &FaultyFs) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fs.stalled_syncs() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the writer never reached the sync"
+        );
+        std::thread::yield_now();
+    }
 }
 
 #[test]
@@ -61,14 +78,7 @@ fn a_written_but_unsynced_batch_is_lost_and_only_it() {
     // page cache) and never synced.
     fs.stall();
     engine.sell(sku, 3).unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while fs.stalled_syncs() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer never reached the sync"
-        );
-        std::thread::yield_now();
-    }
+    wait_for_the_stalled_sync(&fs);
     let lost = fs.power_loss();
     assert!(lost.unsynced_bytes > 0, "{lost:?}");
     assert!(engine.wait_durable(engine.durability_ticket()).is_err());
@@ -314,14 +324,7 @@ fn a_hole_in_an_unsynced_batch_over_zeros_is_a_torn_tail() {
     for _ in 0..500 {
         engine.sell(sku, 1).unwrap();
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while fs.stalled_syncs() == 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the writer never reached the sync"
-        );
-        std::thread::yield_now();
-    }
+    wait_for_the_stalled_sync(&fs);
     let lost = fs.power_loss();
     assert!(lost.unsynced_bytes > 4096, "{lost:?}");
     durable.crash();
@@ -329,11 +332,4 @@ fn a_hole_in_an_unsynced_batch_over_zeros_is_a_torn_tail() {
     let engine = recovered.engine();
     let doc = engine.sku_document(engine.sku("tee").unwrap()).unwrap();
     assert_eq!(doc.sold, sold, "exactly the acknowledged sales: {doc:?}");
-}
-
-fn reopen_with(config: DurableConfig) -> DurableEngine {
-    let clock = Arc::new(ManualClock::new(T0));
-    DurableEngine::open_with(config, Arc::new(RealFs), clock)
-        .expect("recovery after the power loss")
-        .0
 }
