@@ -4,7 +4,7 @@
 //! segment = header frame*
 //! header  = "hotstock" (8) | format version u32 | segment number u64 | crc32c(previous 20 bytes) u32
 //! frame   = payload length u32 | crc32c(payload) u32 | payload (one event)
-//! batch   = marker frame, then the batch's event frames (format 2)
+//! batch   = marker frame, then the batch's event frames (format 2 on)
 //! marker  = 0xB7 | batch time ms u64 | event frames u32 | their bytes u32
 //! ```
 //!
@@ -35,13 +35,23 @@
 //! segment and offset, and recovery refuses to start (`hotstock salvage`
 //! truncates at the damage when an operator decides to accept the loss).
 //! The same holds for any bad frame in a segment that is not the last.
+//!
+//! Format 3 segments may be made ahead (`fs::prepare_segment`): written
+//! over zeros, so zeros after the last frame are the end, and the last
+//! batch's sectors may land out of order in a power cut, a hole followed
+//! by some of its frames (`torn_by_a_hole`). Formats 1 and 2 were always
+//! appended, and keep the strict rules above.
 
 use std::fmt;
 
 /// Magic at the start of every segment.
 pub const MAGIC: [u8; 8] = *b"hotstock";
-/// Format version written by this build (2: batches start with a marker).
-pub const FORMAT_VERSION: u32 = 2;
+/// Format version written by this build (2: batches start with a marker;
+/// 3: a segment may be made ahead, written over zeros, so it may end in
+/// zeros and a power cut may leave a hole in its last batch).
+pub const FORMAT_VERSION: u32 = 3;
+/// The first format whose segments may be made ahead.
+const MADE_AHEAD_FORMAT: u32 = 3;
 /// The oldest format this build reads (1: no batch markers).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 /// The first byte of a batch marker's payload; never an event kind.
@@ -236,6 +246,11 @@ fn frame_at(bytes: &[u8], offset: usize) -> Option<&[u8]> {
     (crc32c::crc32c(payload) == crc).then_some(payload)
 }
 
+/// The format version in a segment's header (checked by `check_header`).
+fn format(bytes: &[u8]) -> u32 {
+    u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]])
+}
+
 /// The unit a disk writes whole: a crash leaves each sector old or new.
 pub const SECTOR: usize = 512;
 
@@ -251,11 +266,10 @@ pub const SECTOR: usize = 512;
 /// and a sector that is still all zeros (from `offset` on, for the sector
 /// holding it) overlaps the damaged frame. A flipped bit in an acknowledged
 /// frame leaves no zeroed sector inside it, and damage before a later
-/// batch has that batch's marker after it: both stay corruption. Format 1
-/// segments have no markers and were never made ahead: never.
+/// batch has that batch's marker after it: both stay corruption. Segments
+/// before format 3 were never made ahead: never.
 fn torn_by_a_hole(bytes: &[u8], offset: usize) -> bool {
-    let version = u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]);
-    if version < 2 {
+    if format(bytes) < MADE_AHEAD_FORMAT {
         return false;
     }
     let marker_later = (offset + 1..bytes.len())
@@ -335,7 +349,7 @@ pub fn scan(
                 // Zeros past the end are the rest of a segment made ahead of
                 // time (`fs::prepare_segment`): never written, nothing torn.
                 let only_zeros = rest.iter().all(|&b| b == 0);
-                if only_zeros {
+                if only_zeros && format(bytes) >= MADE_AHEAD_FORMAT {
                     return Ok(Scan {
                         valid_end: offset as u64,
                         frames,
@@ -459,6 +473,11 @@ mod tests {
                 }
             );
         }
+        // Format 2 segments were appended: zeros there are a torn tail in
+        // the last segment and damage in any other, as before.
+        let format_2 = with_format(bytes.clone(), 2);
+        assert!(frames(&format_2, true).unwrap().1.torn.is_some());
+        assert!(frames(&format_2, false).is_err());
         // A partial frame in the zeros is still torn (last) or damage.
         bytes[frames_only.len()] = 7;
         assert!(frames(&bytes, true).unwrap().1.torn.is_some());
@@ -488,8 +507,13 @@ mod tests {
     }
 
     /// The same segment with a format 1 header.
-    fn format_1(mut bytes: Vec<u8>) -> Vec<u8> {
-        bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    fn format_1(bytes: Vec<u8>) -> Vec<u8> {
+        with_format(bytes, 1)
+    }
+
+    /// The same segment with another format's header.
+    fn with_format(mut bytes: Vec<u8>, version: u32) -> Vec<u8> {
+        bytes[8..12].copy_from_slice(&version.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[..20]);
         bytes[20..24].copy_from_slice(&crc.to_le_bytes());
         bytes
@@ -515,9 +539,10 @@ mod tests {
         assert!(scan
             .torn
             .is_some_and(|t| t.offset < sector as u64 && t.offset > first as u64));
-        // Never in format 1, and never in a segment that is not the last.
-        let f1 = frames(&format_1(bytes.clone()), true);
-        assert!(f1.is_err(), "{:?}", f1.map(|x| x.1));
+        // Never in formats 1 and 2 (always appended), and never in a
+        // segment that is not the last.
+        assert!(frames(&format_1(bytes.clone()), true).is_err());
+        assert!(frames(&with_format(bytes.clone(), 2), true).is_err());
         assert!(frames(&bytes, false).is_err());
     }
 
