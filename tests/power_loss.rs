@@ -298,6 +298,9 @@ fn a_hole_in_an_unsynced_batch_over_zeros_is_a_torn_tail() {
     fs.prepare_segments();
     let mut config = config(&dir.0);
     config.segment_bytes = 1 << 20;
+    // The writer cuts only when asked (`wait_durable`), so the unsynced
+    // batch below holds all 500 sales, not what a timer found.
+    config.flush_interval = Duration::from_secs(3600);
     let clock = Arc::new(ManualClock::new(T0));
     let durable = DurableEngine::open_with(config.clone(), Arc::new(fs.clone()), clock)
         .expect("open")
@@ -324,9 +327,14 @@ fn a_hole_in_an_unsynced_batch_over_zeros_is_a_torn_tail() {
     for _ in 0..500 {
         engine.sell(sku, 1).unwrap();
     }
+    let waiter = {
+        let engine = engine.clone();
+        std::thread::spawn(move || engine.wait_durable(engine.durability_ticket()))
+    };
     wait_for_the_stalled_sync(&fs);
     let lost = fs.power_loss();
     assert!(lost.unsynced_bytes > 4096, "{lost:?}");
+    assert!(waiter.join().unwrap().is_err(), "never acknowledged");
     durable.crash();
     let recovered = reopen_with(config);
     let engine = recovered.engine();
