@@ -1,5 +1,5 @@
 use std::fs::{File, OpenOptions};
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use super::engine::{OpenError, RecoveryReport};
@@ -349,7 +349,17 @@ impl SegmentReplay {
         report: &mut RecoveryReport,
     ) -> Result<(), OpenError> {
         let Some(torn) = torn else { return Ok(()) };
-        if self.mode == Mode::Repair {
+        if self.mode == Mode::Repair && torn.offset == 0 {
+            // A header that never landed: the segment gets a whole one back
+            // and stays, empty. Cut to nothing, it would be a damaged
+            // segment once a later one exists, and the next start would
+            // refuse the journal.
+            rewrite_header(path, self.number)?;
+            tracing::warn!(
+                "journal segment {file_name} was created but its header never reached the disk: given an empty segment's header ({} bytes dropped, none acknowledged)",
+                torn.dropped
+            );
+        } else if self.mode == Mode::Repair {
             truncate(path, torn.offset)?;
             tracing::warn!(
                 "journal segment {file_name} ended in a partial write: truncated at offset {} ({} bytes of an unacknowledged batch dropped)",
@@ -385,6 +395,22 @@ pub(super) fn truncate(path: &Path, len: u64) -> Result<(), OpenError> {
         .open(path)
         .map_err(io_error)?;
     file.set_len(len).map_err(io_error)?;
+    file.sync_all().map_err(io_error)
+}
+
+/// Makes `path` an empty segment `number`: its header alone, synced.
+fn rewrite_header(path: &Path, number: u64) -> Result<(), OpenError> {
+    let io_error = |source| OpenError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io_error)?;
+    file.set_len(0).map_err(io_error)?;
+    file.write_all(&segment::encode_header(number))
+        .map_err(io_error)?;
     file.sync_all().map_err(io_error)
 }
 

@@ -317,11 +317,11 @@ pub fn scan(
     };
     if let Err(reason) = check_header(bytes, number) {
         // A crash right after creating a segment can leave a short header in
-        // the last segment; anything else is damage.
-        if is_last
-            && bytes.len() < HEADER_LEN
-            && bytes.iter().all(|&b| b == 0 || MAGIC.contains(&b))
-        {
+        // the last segment, or, in a segment made ahead, zeros where the
+        // header was to be; anything else is damage. Nothing in such a
+        // segment was acknowledged: the header is synced before any frame.
+        let short = bytes.len() < HEADER_LEN && bytes.iter().all(|&b| b == 0 || MAGIC.contains(&b));
+        if is_last && (short || bytes.iter().all(|&b| b == 0)) {
             return Ok(Scan {
                 valid_end: 0,
                 frames: 0,
