@@ -276,14 +276,9 @@ fn a_chain_is_stored_only_whole() {
             }
         }
         client.flush().unwrap();
-        let token = token.unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let reply = client.next_reply(deadline).unwrap();
-            if reply.token == token {
-                return serde_json::from_slice::<Value>(&reply.payload).unwrap();
-            }
-        }
+        let reply = client.reply_to(token.unwrap(), deadline).unwrap();
+        serde_json::from_slice::<Value>(&reply.payload).unwrap()
     };
     let whole = chain(&mut client, &["a", "b", "c"], None);
     assert_eq!(whole["seq"], 3, "a whole chain is stored: {whole}");

@@ -489,27 +489,29 @@ impl Sources {
             "1 while connected to NATS",
             connected,
         )?;
-        let metric = encoder.encode_descriptor(
-            "hotstock_nats_connection_failures",
-            "NATS connections that failed or broke",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(publisher.failures.load(Ordering::Relaxed)).encode(metric)?;
-        let metric = encoder.encode_descriptor(
-            "hotstock_nats_batches_republished",
-            "Batches JetStream did not prove stored in one acknowledgement, published again event by event",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(publisher.republished.load(Ordering::Relaxed)).encode(metric)?;
-        let metric = encoder.encode_descriptor(
-            "hotstock_nats_lost_to_retention",
-            "Feed events the outbox pruned before they were published",
-            None,
-            MetricType::Counter,
-        )?;
-        ConstCounter::new(publisher.lost_to_retention.load(Ordering::Relaxed)).encode(metric)
+        // Relaxed: counters written by the publisher thread.
+        let counters = [
+            (
+                "hotstock_nats_connection_failures",
+                "NATS connections that failed or broke",
+                &publisher.failures,
+            ),
+            (
+                "hotstock_nats_batches_republished",
+                "Batches JetStream did not prove stored in one acknowledgement, published again event by event",
+                &publisher.republished,
+            ),
+            (
+                "hotstock_nats_lost_to_retention",
+                "Feed events the outbox pruned before they were published",
+                &publisher.lost_to_retention,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value.load(Ordering::Relaxed)).encode(metric)?;
+        }
+        Ok(())
     }
 
     fn encode_journal(&self, encoder: &mut DescriptorEncoder<'_>) -> Encoded {

@@ -92,7 +92,11 @@ impl NatsClient {
     /// A request on `subject`; waits for its reply until `timeout`.
     pub fn request(&mut self, subject: &str, body: &[u8], timeout: Duration) -> io::Result<Reply> {
         let token = self.send(subject, None, body)?;
-        let deadline = Instant::now() + timeout;
+        self.reply_to(token, Instant::now() + timeout)
+    }
+
+    /// The reply to `token`, passing over replies to earlier requests.
+    pub fn reply_to(&mut self, token: u64, deadline: Instant) -> io::Result<Reply> {
         loop {
             let reply = self.next_reply(deadline)?;
             if reply.token == token {

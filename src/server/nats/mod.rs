@@ -278,9 +278,7 @@ impl Run {
         let mut previous: Option<String> = None;
         let mut token = None;
         for (index, event) in events.iter().enumerate() {
-            let subject = format!("{}.{}", self.config.subject_prefix, event.kind.as_str());
-            body.clear();
-            write_event_json(&mut body, event, feed_id, self.config.node.as_deref());
+            let subject = self.message(event, feed_id, &mut body);
             let id = event.id(feed_id);
             let last = index + 1 == events.len();
             token = client.queue_chained(&subject, &id, previous.as_deref(), last, &body);
@@ -289,13 +287,7 @@ impl Run {
         // The whole batch in one write.
         client.flush()?;
         let token = token.expect("the last event asks for a reply");
-        let deadline = Instant::now() + TIMEOUT;
-        let reply = loop {
-            let reply = client.next_reply(deadline)?;
-            if reply.token == token {
-                break reply;
-            }
-        };
+        let reply = client.reply_to(token, Instant::now() + TIMEOUT)?;
         if !chain_proven(&reply) {
             return Ok(false);
         }
@@ -310,13 +302,18 @@ impl Run {
         let mut tokens = Vec::with_capacity(events.len());
         let mut body = Vec::with_capacity(512);
         for event in events {
-            let subject = format!("{}.{}", self.config.subject_prefix, event.kind.as_str());
-            body.clear();
-            write_event_json(&mut body, event, feed_id, self.config.node.as_deref());
+            let subject = self.message(event, feed_id, &mut body);
             tokens.push(client.queue(&subject, Some(&event.id(feed_id)), &body));
         }
         client.flush()?;
         self.await_acks(client, events, &tokens)
+    }
+
+    /// An event's message: its JSON into `body`; returns its subject.
+    fn message(&self, event: &FeedEvent, feed_id: u64, body: &mut Vec<u8>) -> String {
+        body.clear();
+        write_event_json(body, event, feed_id, self.config.node.as_deref());
+        format!("{}.{}", self.config.subject_prefix, event.kind.as_str())
     }
 
     /// Each acknowledgement, in event order, moves the acknowledged
