@@ -263,3 +263,55 @@ fn verify_fails_on_a_damaged_journal() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A segment made ahead is 64 MiB of zeros on disk before its first frame;
+/// `inspect` listed it at that size, which reads as 64 MiB of journal.
+#[test]
+fn inspect_tells_a_made_ahead_segments_frames_from_its_zeros() {
+    let dir = std::env::temp_dir().join(format!("hotstock-cli-made-ahead-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("stock.csv");
+    std::fs::write(&csv, "sku,available\ntee,10\nmug,5\n").unwrap();
+    let data = dir.join("data");
+    let out = hotstock(&[
+        "import",
+        csv.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let journal = data.join("journal");
+    let last = hotstock::durable::list_segments(&journal).unwrap();
+    let segment = journal.join(format!("{:016x}.hsj", last.last().unwrap()));
+    let frames = std::fs::metadata(&segment).unwrap().len();
+    // What a segment made ahead holds past its frames (format 3 allows it).
+    let zeros = 64 * 1024;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    std::io::Write::write_all(&mut file, &vec![0u8; zeros]).unwrap();
+    drop(file);
+
+    let out = hotstock(&["inspect", "--data-dir", data.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let on_disk = frames + zeros as u64;
+    assert!(
+        text.contains(&format!("{frames} bytes of frames, {on_disk} on disk\n")),
+        "{text}"
+    );
+    let out = hotstock(&["verify", "--data-dir", data.to_str().unwrap()]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -95,6 +95,9 @@ pub struct RecoveryReport {
     /// Position of the store's checkpoint (0/0 when there was none).
     pub store_position: Position,
     pub segments_replayed: u64,
+    /// Where each replayed segment's frames end (segment, offset). A
+    /// segment made ahead is longer on disk: zeros follow its frames.
+    pub segment_ends: Vec<(u64, u64)>,
     pub events_replayed: u64,
     /// A partial frame at the end of the last segment, truncated.
     pub torn_tail: Option<(u64, TornTail)>,

@@ -52,6 +52,6 @@ pub use engine::{
     StoreConfig,
 };
 #[cfg(not(loom))]
-pub use recovery::{inspect, list_segments, salvage, Inspection};
+pub use recovery::{inspect, list_segments, salvage, Inspection, SegmentSize};
 #[cfg(not(loom))]
 pub use sink::JournaledEngine;

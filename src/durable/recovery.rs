@@ -316,6 +316,9 @@ impl SegmentReplay {
             // A torn header leaves nothing, not even the header.
             offset: torn.map_or(folded_end, |torn| folded_end.min(torn.offset)),
         };
+        report
+            .segment_ends
+            .push((self.number, settled.position.offset));
         Ok(())
     }
 
@@ -422,14 +425,26 @@ pub(super) enum Mode {
     ReadOnly,
 }
 
+/// One journal segment as `inspect` found it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSize {
+    pub number: u64,
+    /// The file's length: a segment made ahead was written as zeros to its
+    /// full size before its first frame.
+    pub bytes_on_disk: u64,
+    /// Where its frames end, for a segment recovery read (those before the
+    /// checkpoint's segment are not read: they are already in the store).
+    pub written: Option<u64>,
+}
+
 /// What `inspect` reads from a data directory without changing it.
 #[derive(Debug)]
 pub struct Inspection {
     pub report: RecoveryReport,
     /// The state recovery would start from.
     pub settled: Settled,
-    /// Journal segments: number, bytes.
-    pub segments: Vec<(u64, u64)>,
+    /// Journal segments, oldest first.
+    pub segments: Vec<SegmentSize>,
     /// Whether the store file had a checkpoint.
     pub store_description: String,
 }
@@ -475,10 +490,13 @@ pub fn inspect(data_dir: &Path) -> Result<Inspection, OpenError> {
     };
     let sizes = segments
         .iter()
-        .map(|&n| {
-            let len =
-                std::fs::metadata(journal_dir.join(segment_file_name(n))).map_or(0, |m| m.len());
-            (n, len)
+        .map(|&number| SegmentSize {
+            number,
+            bytes_on_disk: std::fs::metadata(journal_dir.join(segment_file_name(number)))
+                .map_or(0, |m| m.len()),
+            written: (report.segment_ends.iter())
+                .find(|(segment, _)| *segment == number)
+                .map(|&(_, end)| end),
         })
         .collect();
     Ok(Inspection {

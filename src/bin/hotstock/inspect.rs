@@ -17,8 +17,15 @@ pub fn inspect(data_dir: &std::path::Path, judge: bool) -> ExitCode {
     println!("store                {}", found.store_description);
     println!("checkpoint position  {}", report.store_position);
     println!("journal segments     {}", found.segments.len());
-    for (number, bytes) in &found.segments {
-        println!("  {number:016x}.hsj  {bytes} bytes");
+    for segment in &found.segments {
+        let (number, on_disk) = (segment.number, segment.bytes_on_disk);
+        match segment.written {
+            // Made ahead (zeros after the frames), or a torn tail (below).
+            Some(written) if written < on_disk => {
+                println!("  {number:016x}.hsj  {written} bytes of frames, {on_disk} on disk")
+            }
+            _ => println!("  {number:016x}.hsj  {on_disk} bytes"),
+        }
     }
     println!("events after it      {}", report.events_replayed);
     println!("last position        {}", settled.position);
