@@ -219,21 +219,8 @@ hat,paris,6
 
 #[test]
 fn verify_fails_on_a_damaged_journal() {
-    let dir = std::env::temp_dir().join(format!("hotstock-cli-verify-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let csv = dir.join("stock.csv");
     let rows: String = (0..50).map(|i| format!("sku-{i},{i}\n")).collect();
-    std::fs::write(&csv, rows).unwrap();
-    let data = dir.join("data");
-    assert!(hotstock(&[
-        "import",
-        csv.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap()
-    ])
-    .status
-    .success());
+    let (dir, data) = imported("verify", &rows);
     // Flip a byte in the middle of the journal.
     let segment = std::fs::read_dir(data.join("journal"))
         .unwrap()
@@ -268,23 +255,7 @@ fn verify_fails_on_a_damaged_journal() {
 /// `inspect` listed it at that size, which reads as 64 MiB of journal.
 #[test]
 fn inspect_tells_a_made_ahead_segments_frames_from_its_zeros() {
-    let dir = std::env::temp_dir().join(format!("hotstock-cli-made-ahead-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let csv = dir.join("stock.csv");
-    std::fs::write(&csv, "sku,available\ntee,10\nmug,5\n").unwrap();
-    let data = dir.join("data");
-    let out = hotstock(&[
-        "import",
-        csv.to_str().unwrap(),
-        "--data-dir",
-        data.to_str().unwrap(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (dir, data) = imported("made-ahead", "sku,available\ntee,10\nmug,5\n");
     let journal = data.join("journal");
     let last = hotstock::durable::list_segments(&journal).unwrap();
     let segment = journal.join(format!("{:016x}.hsj", last.last().unwrap()));
@@ -314,4 +285,27 @@ fn inspect_tells_a_made_ahead_segments_frames_from_its_zeros() {
         String::from_utf8_lossy(&out.stdout)
     );
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A fresh directory for test `name` with `rows` imported into its `data`
+/// directory: (the directory, the data directory).
+fn imported(name: &str, rows: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("hotstock-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let csv = dir.join("stock.csv");
+    std::fs::write(&csv, rows).unwrap();
+    let data = dir.join("data");
+    let out = hotstock(&[
+        "import",
+        csv.to_str().unwrap(),
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (dir, data)
 }
