@@ -269,9 +269,18 @@ fn inspect_tells_a_made_ahead_segments_frames_from_its_zeros() {
     std::io::Write::write_all(&mut file, &vec![0u8; zeros]).unwrap();
     drop(file);
 
+    // And the next segment, made ahead and waiting: disk the journal holds.
+    std::fs::write(journal.join("next-segment.zeroed"), vec![0u8; zeros]).unwrap();
+
     let out = hotstock(&["inspect", "--data-dir", data.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains(&format!(
+            "next segment, made ahead: {zeros} bytes of zeros (next-segment.zeroed)\n"
+        )),
+        "{text}"
+    );
     let on_disk = frames + zeros as u64;
     assert!(
         text.contains(&format!("{frames} bytes of frames, {on_disk} on disk\n")),

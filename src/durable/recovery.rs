@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use super::engine::{OpenError, RecoveryReport};
 use crate::durable::event::Event;
 
+use crate::durable::journal::fs::PREPARED_SEGMENT;
 use crate::durable::journal::segment::{
     self, parse_segment_file_name, segment_file_name, BatchMarker, Corruption, Position, TornTail,
 };
@@ -447,6 +448,9 @@ pub struct Inspection {
     pub segments: Vec<SegmentSize>,
     /// Whether the store file had a checkpoint.
     pub store_description: String,
+    /// The bytes of the next segment, made ahead and waiting to be used
+    /// (`next-segment.zeroed`), if there is one.
+    pub made_ahead: Option<u64>,
 }
 
 /// Reads a data directory as recovery would, changing nothing (a torn tail
@@ -499,11 +503,15 @@ pub fn inspect(data_dir: &Path) -> Result<Inspection, OpenError> {
                 .map(|&(_, end)| end),
         })
         .collect();
+    let made_ahead = std::fs::metadata(journal_dir.join(PREPARED_SEGMENT))
+        .ok()
+        .map(|m| m.len());
     Ok(Inspection {
         report,
         settled,
         segments: sizes,
         store_description,
+        made_ahead,
     })
 }
 

@@ -27,6 +27,9 @@ pub fn inspect(data_dir: &std::path::Path, judge: bool) -> ExitCode {
             _ => println!("  {number:016x}.hsj  {on_disk} bytes"),
         }
     }
+    if let Some(bytes) = found.made_ahead {
+        println!("  next segment, made ahead: {bytes} bytes of zeros (next-segment.zeroed)");
+    }
     println!("events after it      {}", report.events_replayed);
     println!("last position        {}", settled.position);
     if let Some((segment, torn)) = report.torn_tail {
