@@ -8,6 +8,8 @@
 # BODY='{"lines":[...]}' overrides the purchase body (hotstock only), e.g.
 # to measure a body the one-pass scanner declines. AVAILABLE=0 gives the
 # SKU no stock (the bare endpoint one unit): a sold-out crowd's answers.
+# FLOW=hold-confirm holds one unit (ttl 600 s) and confirms it by id, as the
+# showdown's hold-confirm row does; requests counted are holds + confirms.
 # `bare` is the showdown's bare hyper endpoint (hotstock-bench serve-bare).
 # HOTSTOCK_BIN=path measures that hotstock binary (another commit's build,
 # for a before/after in one sitting) instead of building this checkout.
@@ -21,20 +23,44 @@ command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exi
 command -v valgrind >/dev/null || { echo "install valgrind" >&2; exit 1; }
 [ -n "${HOTSTOCK_BIN:-}" ] || cargo build -q --release --workspace
 bin="${HOTSTOCK_BIN:-target/release/hotstock}"
-out="target/callgrind/$kind"; rm -rf "$out"; mkdir -p "$out"
+out="target/callgrind/$kind${FLOW:+-$FLOW}"; rm -rf "$out"; mkdir -p "$out"
 script="$out/request.lua"
 grind=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no --separate-threads=yes
        "--callgrind-out-file=$out/cg.%p")
 if [ "$kind" = bare ]; then
     "${grind[@]}" target/release/hotstock-bench serve-bare --listen 127.0.0.1:0 --mode hot \
         --units "${AVAILABLE:-1000000000000}" > "$out/stdout" 2> "$out/stderr" &
+    hold_path=/hold; confirm_path='"/confirm/" .. id'
+    hold_body='{"sku":"s0","quantity":1}'
     printf 'wrk.method = "POST"\nwrk.path = "/buy"\nwrk.body = %s\n' "'{\"sku\":\"s0\",\"quantity\":1}'" > "$script"
 else
     "${grind[@]}" "$bin" serve --listen 127.0.0.1:0 --durability "$kind" \
         --data-dir "$out/data" --max-in-flight 100000 > "$out/stdout" 2> "$out/stderr" &
     usual='{"lines":[{"sku":"s0","quantity":1}],"confirm":true}'
     body="${BODY:-$usual}"
+    hold_path=/v1/reservations; confirm_path='"/v1/reservations/" .. id .. "/confirm"'
+    hold_body='{"lines":[{"sku":"s0","quantity":1}],"ttl_ms":600000}'
     printf 'wrk.method = "POST"\nwrk.path = "/v1/reservations"\nwrk.body = [[%s]]\n' "$body" > "$script"
+fi
+if [ "${FLOW:-}" = hold-confirm ]; then
+    # A hold answers 200 (bare) or 201 (hotstock) with its id; the next
+    # request of that wrk thread confirms it. A confirm's answer is not
+    # queued again (hotstock's also carries the id, so the hold's status
+    # and the path tell them apart).
+    cat > "$script" <<LUA
+local held = {}
+request = function()
+  local id = table.remove(held)
+  if id then return wrk.format("POST", $confirm_path, nil, "") end
+  return wrk.format("POST", "$hold_path", nil, [[$hold_body]])
+end
+response = function(status, headers, body)
+  local id = body:match('"id":"([^"]+)"')
+  if id and (status == 201 or (status == 200 and body:find('"held"', 1, true))) then
+    table.insert(held, id)
+  end
+end
+LUA
 fi
 server=$!
 until grep -q "listening on" "$out/stdout" 2>/dev/null; do sleep 0.2; done

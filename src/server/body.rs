@@ -56,7 +56,7 @@ pub fn parse_order<R>(
             lines: std::slice::from_ref(&order.line),
             places: &[],
             customer: None,
-            ttl_ms: None,
+            ttl_ms: order.ttl_ms,
             confirm: order.confirm,
             idempotency_key: None,
         });

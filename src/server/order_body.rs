@@ -62,6 +62,7 @@ pub fn scan_order(bytes: &[u8]) -> Option<ScannedOrder<'_>> {
         order.lines[0] = compact.line;
         order.line_count = 1;
         order.confirm = compact.confirm;
+        order.ttl_ms = compact.ttl_ms;
         return Some(order);
     }
     scan_general(bytes)
@@ -102,9 +103,10 @@ pub fn scan_general(bytes: &[u8]) -> Option<ScannedOrder<'_>> {
     (seen_lines && scanner.at == bytes.len()).then_some(order)
 }
 
-/// The one-line purchase exactly as clients usually send it, compact and
+/// The one-line order exactly as clients usually send it, compact and
 /// in this key order: `{"lines":[{"sku":"…","quantity":N}]}`, with
-/// `,"confirm":true` (or `false`) before the last brace or not. Literal
+/// `,"confirm":true` (or `false`), or a hold's `,"ttl_ms":N`, before the
+/// last brace or not. Literal
 /// comparisons instead of key dispatch: a quarter of the general scan's
 /// instructions. Anything else goes to the general scan.
 ///
@@ -127,9 +129,12 @@ pub fn scan_compact(bytes: &[u8]) -> Option<CompactOrder<'_>> {
     let mut order = CompactOrder {
         line: ScannedLine { sku, quantity },
         confirm: None,
+        ttl_ms: None,
     };
     if scanner.literal(br#","confirm":"#) {
         order.confirm = Some(scanner.boolean()?);
+    } else if scanner.literal(br#","ttl_ms":"#) {
+        order.ttl_ms = Some(scanner.integer()?);
     }
     (scanner.literal(b"}") && scanner.at == bytes.len()).then_some(order)
 }
@@ -139,6 +144,7 @@ pub fn scan_compact(bytes: &[u8]) -> Option<CompactOrder<'_>> {
 pub struct CompactOrder<'a> {
     pub line: ScannedLine<'a>,
     pub confirm: Option<bool>,
+    pub ttl_ms: Option<u64>,
 }
 
 struct Scanner<'a> {

@@ -10,10 +10,10 @@ use super::body::{
     check_line_count, parse_object, parse_order, read_body, read_json, read_lines, Fields,
     LinePlace, OrderFields,
 };
-use super::error::{bytes_response, json_response, ApiError, Code, HttpResponse};
+use super::error::{bytes_response, ApiError, Code, HttpResponse};
 use super::forward::Owner;
 use super::queue::ADMISSION;
-use super::response::{reservation_json, write_new_reservation};
+use super::response::{write_new_reservation, write_reservation};
 use super::route::Route;
 use crate::core::engine::{Order, Receipt};
 use crate::core::error::EngineError;
@@ -337,8 +337,7 @@ impl Api {
             Placed::Created(json) => Ok(json),
             Placed::ReadBack(id) => {
                 let document = self.visible(id, Scope::Any)?;
-                let json = reservation_json(&document, &self.id_text(id), |id| self.sku_name(id));
-                Ok(json.to_string().into_bytes())
+                Ok(self.reservation_bytes(&document, None))
             }
             Placed::Elsewhere(_) => Err(ApiError::invalid("the order belongs to another node")),
         }
@@ -350,9 +349,20 @@ impl Api {
         id: ReservationId,
     ) -> Result<HttpResponse, ApiError> {
         let document = self.visible(id, Scope::Any)?;
-        let text = self.id_text(id);
-        let json = reservation_json(&document, &text, |id| self.sku_name(id));
-        Ok(json_response(status, &json))
+        Ok(bytes_response(
+            status,
+            self.reservation_bytes(&document, None),
+        ))
+    }
+
+    /// `document` as its JSON answer (`extensions_left`: an extend's).
+    fn reservation_bytes(&self, document: &HoldDocument, extensions_left: Option<u8>) -> Vec<u8> {
+        let mut out = Vec::with_capacity(160 + 64 * document.lines.len());
+        let id = self.id_text(document.id);
+        write_reservation(&mut out, document, &id, extensions_left, |id| {
+            self.sku_name(id)
+        });
+        out
     }
 
     /// `GET /v1/reservations/{id}`
@@ -363,8 +373,10 @@ impl Api {
     ) -> Result<HttpResponse, ApiError> {
         let id = self.decode_id(text)?;
         let document = self.visible(id, scope)?;
-        let json = reservation_json(&document, &self.id_text(id), |id| self.sku_name(id));
-        Ok(json_response(StatusCode::OK, &json))
+        Ok(bytes_response(
+            StatusCode::OK,
+            self.reservation_bytes(&document, None),
+        ))
     }
 
     /// `POST /v1/reservations/{id}/confirm|cancel|refund`; confirm and
@@ -475,15 +487,12 @@ impl Api {
             .extend(id, ttl_ms)
             .map_err(|e| self.engine_error(e))?;
         self.acknowledge().await?;
-        let document = self.visible(id, Scope::Any)?;
-        let mut json = reservation_json(&document, &self.id_text(id), |id| self.sku_name(id));
-        if let Some(object) = json.as_object_mut() {
-            // The deadline this extension gave (the document's may differ
-            // if a later extension raced this answer).
-            object.insert("expires_at_ms".into(), extension.expires_at_ms.into());
-            object.insert("extensions_left".into(), extension.extensions_left.into());
-        }
-        Ok(json_response(StatusCode::OK, &json))
+        let mut document = self.visible(id, Scope::Any)?;
+        // The deadline this extension gave (the document's may differ if a
+        // later extension raced this answer).
+        document.deadline_ms = extension.expires_at_ms;
+        let answer = self.reservation_bytes(&document, Some(extension.extensions_left));
+        Ok(bytes_response(StatusCode::OK, answer))
     }
 }
 

@@ -13,7 +13,7 @@ use super::api::{Api, ApiOptions};
 use super::auth::Scope;
 use super::body::{parse_fields, parse_order, OrderFields};
 use super::error::ApiError;
-use super::order_body::scan_order;
+use super::order_body::{scan_compact, scan_order};
 use super::response::reservation_json;
 use crate::core::holds::HoldDocument;
 use crate::core::types::ReservationId;
@@ -316,6 +316,7 @@ fn compact_json() -> impl proptest::strategy::Strategy<Value = String> {
     let confirm = prop_oneof![
         2 => Just(String::new()),
         8 => bool_json().prop_map(|b| format!(r#","confirm":{b}"#)),
+        4 => integer_json().prop_map(|n| format!(r#","ttl_ms":{n}"#)),
     ];
     let tail = prop_oneof![
         8 => Just("}"), 1 => Just("} "), 1 => Just("}}"), 1 => Just(""),
@@ -392,4 +393,15 @@ fn the_usual_purchase_takes_the_scanner() {
     ] {
         assert!(scan_order(body.as_bytes()).is_some(), "{body}");
     }
+    // A purchase and a hold as clients send them take the literal scan.
+    let purchase = scan_compact(br#"{"lines":[{"sku":"hot","quantity":1}],"confirm":true}"#);
+    assert_eq!(
+        purchase.map(|o| (o.confirm, o.ttl_ms)),
+        Some((Some(true), None))
+    );
+    let hold = scan_compact(br#"{"lines":[{"sku":"hot","quantity":2}],"ttl_ms":600000}"#);
+    assert_eq!(
+        hold.map(|o| (o.line.quantity, o.ttl_ms)),
+        Some((2, Some(600_000)))
+    );
 }
