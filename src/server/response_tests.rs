@@ -70,7 +70,7 @@ proptest! {
         // Any text a buyer's token or a service may name, control
         // characters, quotes and backslashes included.
         customer in prop::option::of(any::<String>()),
-        id in "[0-9a-f]{32}|node-1~[0-9a-f]{32}|\"\\\\\n",
+        id in "[0-9a-f]{32}|node-1[.]b_c~[0-9a-f]{32}",
         numbers in any::<(u64, u8, u8)>(),
         left in prop::option::of(any::<u8>()),
     ) {
