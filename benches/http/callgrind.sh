@@ -10,6 +10,8 @@
 # SKU no stock (the bare endpoint one unit): a sold-out crowd's answers.
 # FLOW=hold-confirm holds one unit (ttl 600 s) and confirms it by id, as the
 # showdown's hold-confirm row does; requests counted are holds + confirms.
+# FLOW=uniform buys one unit of a SKU drawn uniformly from 10,000 (s0 …
+# s9999, each with ample stock), as the showdown's uniform row does.
 # `bare` is the showdown's bare hyper endpoint (hotstock-bench serve-bare).
 # HOTSTOCK_BIN=path measures that hotstock binary (another commit's build,
 # for a before/after in one sitting) instead of building this checkout.
@@ -28,10 +30,12 @@ script="$out/request.lua"
 grind=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no --separate-threads=yes
        "--callgrind-out-file=$out/cg.%p")
 if [ "$kind" = bare ]; then
-    "${grind[@]}" target/release/hotstock-bench serve-bare --listen 127.0.0.1:0 --mode hot \
+    mode=hot; [ "${FLOW:-}" = uniform ] && mode=uniform
+    "${grind[@]}" target/release/hotstock-bench serve-bare --listen 127.0.0.1:0 --mode "$mode" \
         --units "${AVAILABLE:-1000000000000}" > "$out/stdout" 2> "$out/stderr" &
     hold_path=/hold; confirm_path='"/confirm/" .. id'
     hold_body='{"sku":"s0","quantity":1}'
+    buy_path=/buy; buy_before='{"sku":"'; buy_after='","quantity":1}'
     printf 'wrk.method = "POST"\nwrk.path = "/buy"\nwrk.body = %s\n' "'{\"sku\":\"s0\",\"quantity\":1}'" > "$script"
 else
     "${grind[@]}" "$bin" serve --listen 127.0.0.1:0 --durability "$kind" \
@@ -40,7 +44,18 @@ else
     body="${BODY:-$usual}"
     hold_path=/v1/reservations; confirm_path='"/v1/reservations/" .. id .. "/confirm"'
     hold_body='{"lines":[{"sku":"s0","quantity":1}],"ttl_ms":600000}'
+    buy_path=/v1/reservations; buy_before='{"lines":[{"sku":"'; buy_after='","quantity":1}],"confirm":true}'
     printf 'wrk.method = "POST"\nwrk.path = "/v1/reservations"\nwrk.body = [[%s]]\n' "$body" > "$script"
+fi
+skus=1
+if [ "${FLOW:-}" = uniform ]; then
+    skus=10000
+    cat > "$script" <<LUA
+request = function()
+  local sku = "s" .. math.random(0, $skus - 1)
+  return wrk.format("POST", "$buy_path", nil, '$buy_before' .. sku .. '$buy_after')
+end
+LUA
 fi
 if [ "${FLOW:-}" = hold-confirm ]; then
     # A hold answers 200 (bare) or 201 (hotstock) with its id; the next
@@ -66,7 +81,8 @@ server=$!
 until grep -q "listening on" "$out/stdout" 2>/dev/null; do sleep 0.2; done
 addr=$(sed -n 's/listening on //p' "$out/stdout")
 if [ "$kind" != bare ]; then
-    curl -s -X PUT "http://$addr/v1/skus/s0" -d "{\"available\": ${AVAILABLE:-1000000000000}}" > /dev/null
+    for i in $(seq 0 $((skus - 1))); do echo "url = \"http://$addr/v1/skus/s$i\""; done \
+        | curl -s -X PUT -d "{\"available\": ${AVAILABLE:-1000000000000}}" --parallel --parallel-max 16 -K - > /dev/null
 fi
 wrk -t1 -c64 -d3s -s "$script" "http://$addr" > /dev/null
 callgrind_control -d "$server" > /dev/null
