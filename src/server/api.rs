@@ -379,11 +379,16 @@ impl Api {
 
     /// A reservation id as clients know it: in a cluster `{node}~{hex}`.
     pub(super) fn id_text(&self, id: ReservationId) -> String {
-        let hex = self.public_ids.to_string(id);
-        match &self.node {
-            Some(node) => format!("{node}~{hex}"),
-            None => hex,
-        }
+        self.with_id_text(id, str::to_owned)
+    }
+
+    /// `f` of `id_text`, borrowed: a node that runs alone makes no
+    /// `String` for it (every answer names its reservation).
+    pub(super) fn with_id_text<R>(&self, id: ReservationId, f: impl FnOnce(&str) -> R) -> R {
+        self.public_ids.with_text(id, |hex| match &self.node {
+            Some(node) => f(&format!("{node}~{hex}")),
+            None => f(hex),
+        })
     }
 
     /// Sends a request another node owns there (`forward.rs`). A request

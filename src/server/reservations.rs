@@ -280,14 +280,9 @@ impl Api {
         customer: Option<&str>,
     ) -> Vec<u8> {
         let mut out = Vec::with_capacity(176 + 48 * body.lines.len());
-        let hex = self.public_ids.text(receipt.id);
-        match &self.node {
-            None => write_new_reservation(&mut out, receipt, &hex, body.lines, customer),
-            Some(node) => {
-                let id = [node.as_bytes(), b"~", &hex].concat();
-                write_new_reservation(&mut out, receipt, &id, body.lines, customer);
-            }
-        }
+        self.with_id_text(receipt.id, |id| {
+            write_new_reservation(&mut out, receipt, id, body.lines, customer);
+        });
         out
     }
 
@@ -358,9 +353,10 @@ impl Api {
     /// `document` as its JSON answer (`extensions_left`: an extend's).
     fn reservation_bytes(&self, document: &HoldDocument, extensions_left: Option<u8>) -> Vec<u8> {
         let mut out = Vec::with_capacity(160 + 64 * document.lines.len());
-        let id = self.id_text(document.id);
-        write_reservation(&mut out, document, &id, extensions_left, |id| {
-            self.sku_name(id)
+        self.with_id_text(document.id, |id| {
+            write_reservation(&mut out, document, id, extensions_left, |sku| {
+                self.sku_name(sku)
+            });
         });
         out
     }

@@ -169,7 +169,7 @@ pub fn write_reservation<'a>(
 pub fn write_new_reservation(
     out: &mut Vec<u8>,
     receipt: &Receipt,
-    id: &[u8],
+    id: &str,
     lines: &[ScannedLine<'_>],
     customer: Option<&str>,
 ) {
@@ -180,7 +180,7 @@ pub fn write_new_reservation(
     out.extend_from_slice(number.format(receipt.expires_at_ms).as_bytes());
     // A new reservation was never extended.
     out.extend_from_slice(b",\"extensions\":0,\"id\":");
-    write_plain_string(out, std::str::from_utf8(id).unwrap_or_default());
+    write_plain_string(out, id);
     out.extend_from_slice(b",\"lines\":[");
     for (i, line) in lines.iter().enumerate() {
         if i > 0 {
