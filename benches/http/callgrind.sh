@@ -21,6 +21,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 kind="${1:?async, sync or bare}"; seconds="${2:-10}"
+case "${FLOW:-}" in
+    ""|hold-confirm|uniform) ;;
+    *) echo "FLOW is hold-confirm, uniform or unset; got ${FLOW}" >&2; exit 1 ;;
+esac
+[ -z "${FLOW:-}" ] || [ -z "${BODY:-}" ] || { echo "BODY applies only without FLOW" >&2; exit 1; }
 command -v wrk >/dev/null || { echo "install wrk (apt-get install wrk)" >&2; exit 1; }
 command -v valgrind >/dev/null || { echo "install valgrind" >&2; exit 1; }
 [ -n "${HOTSTOCK_BIN:-}" ] || cargo build -q --release --workspace
