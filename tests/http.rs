@@ -1916,6 +1916,41 @@ fn a_batch_of_orders_is_placed_order_by_order_and_durable_when_answered() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The largest answer a buyer's order can get, a full batch of 1,000,
+/// arrives whole and in order: hyper sends each answer from one buffer
+/// (`writev(false)` in `connection.rs`), and ~190 KB is more than one
+/// write to the socket takes, so it goes out over several.
+#[test]
+fn a_full_batch_of_a_thousand_orders_is_answered_whole_and_in_order() {
+    let dir = temp_dir("batch-full");
+    let server = Server::start(&dir);
+    let put = json!({"available": 1500});
+    assert_eq!(server.call("PUT", "/v1/skus/mug", Some(&put), &[]).0, 200);
+    let orders: Vec<Value> = (0..1000)
+        .map(|i| json!({"lines": [{"sku": "mug", "quantity": 1}], "customer": format!("c{i}"), "confirm": true}))
+        .collect();
+    let batch = json!({ "orders": orders });
+    let (status, answer) = server.call("POST", "/v1/reservations/batch", Some(&batch), &[]);
+    assert_eq!(status, 200);
+    let results = answer["results"].as_array().unwrap();
+    assert_eq!(results.len(), 1000);
+    for (i, result) in results.iter().enumerate() {
+        assert_eq!(result["status"], 201, "order {i}: {result}");
+        assert_eq!(
+            result["reservation"]["customer"],
+            format!("c{i}"),
+            "order {i}"
+        );
+    }
+    let (_, doc) = server.call("GET", "/v1/skus/mug", None, &[]);
+    assert_eq!(
+        (&doc["sold"], &doc["available"]),
+        (&json!(1000), &json!(500))
+    );
+    assert_eq!(server.terminate(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// `/metrics` counts every open hold and those due within a minute (what
 /// the live page shows), from the server's records: a hold confirmed or
 /// cancelled leaves both at once, a long one is open but not due.
