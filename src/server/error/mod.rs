@@ -2,8 +2,6 @@
 //! enum (the contract's `error` field, and the metrics' outcome label), the
 //! status, a message a client can act on and the details that go with it.
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use hyper::{Response, StatusCode};
 use serde_json::Value;
@@ -16,51 +14,8 @@ use crate::core::types::{ReservationId, SkuId};
 /// The responses this server writes.
 pub type HttpResponse = Response<ApiBody>;
 
-/// A response body: a whole one (every route but one), or the frames of
-/// an event stream (`GET /v1/events/stream`) as a task produces them. An
-/// enum rather than a boxed body: the purchase path allocates no box.
-#[derive(Debug)]
-pub enum ApiBody {
-    Full(Full<Bytes>),
-    Stream(tokio::sync::mpsc::Receiver<Bytes>),
-}
-
-impl From<Full<Bytes>> for ApiBody {
-    fn from(full: Full<Bytes>) -> ApiBody {
-        ApiBody::Full(full)
-    }
-}
-
-impl hyper::body::Body for ApiBody {
-    type Data = Bytes;
-    type Error = std::convert::Infallible;
-
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
-        match self.get_mut() {
-            ApiBody::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
-            ApiBody::Stream(frames) => frames
-                .poll_recv(cx)
-                .map(|frame| frame.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            ApiBody::Full(full) => full.is_end_stream(),
-            ApiBody::Stream(_) => false,
-        }
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        match self {
-            ApiBody::Full(full) => full.size_hint(),
-            ApiBody::Stream(_) => hyper::body::SizeHint::default(),
-        }
-    }
-}
+mod api_body;
+pub use api_body::{ApiBody, BodyBytes};
 
 /// Every error code of the contract (`docs/api.md`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -547,7 +502,7 @@ pub fn json_response(status: StatusCode, body: &Value) -> HttpResponse {
 
 /// A response whose JSON body is already written.
 pub fn bytes_response(status: StatusCode, bytes: Vec<u8>) -> HttpResponse {
-    let mut response = Response::new(ApiBody::Full(Full::new(Bytes::from(bytes))));
+    let mut response = Response::new(ApiBody::Answer(Some(bytes)));
     *response.status_mut() = status;
     response
         .headers_mut()
