@@ -1918,8 +1918,8 @@ fn a_batch_of_orders_is_placed_order_by_order_and_durable_when_answered() {
 
 /// The largest answer a buyer's order can get, a full batch of 1,000,
 /// arrives whole and in order: hyper sends each answer from one buffer
-/// (`writev(false)` in `connection.rs`), and ~200 KB is more than one
-/// write to the socket takes, so it goes out over several.
+/// (`writev(false)` in `connection.rs`), and ~200 KB may take the socket
+/// several writes, each resuming where the last one stopped.
 #[test]
 fn a_full_batch_of_a_thousand_orders_is_answered_whole_and_in_order() {
     let dir = temp_dir("batch-full");
