@@ -879,3 +879,100 @@ fn events_older_than_the_retention_window_are_pruned_by_age() {
     );
     assert_eq!(count as usize, young.len(), "and nothing younger");
 }
+
+/// The outbox writes a reservation's events with a statement of their own
+/// columns, and lets SQLite number rows that follow the one before: every
+/// kind of event, in runs of each shape longer than one statement and
+/// alone between the other shape, reads back from the table exactly as
+/// memory served it, position, id and every column.
+#[test]
+fn events_of_every_shape_read_back_from_the_outbox_as_served() {
+    let dir = TempDir::new("feed-shapes");
+    let clock = Arc::new(ManualClock::new(T0));
+    let durable = open(&dir.0, &clock);
+    let engine = durable.engine();
+    let (tee, _) = engine.put_sku("tee", 1_000, None, None).unwrap();
+    // Runs longer than a statement (16 rows) of each shape, then shapes
+    // alternating one event at a time.
+    for _ in 0..40 {
+        engine.purchase(tee, 1, Some("ann")).unwrap();
+    }
+    for _ in 0..40 {
+        engine.restock(tee, 1).unwrap();
+    }
+    for _ in 0..40 {
+        engine.sell(tee, 1).unwrap();
+    }
+    for i in 0..20 {
+        engine.purchase(tee, 1, None).unwrap();
+        if i % 2 == 0 {
+            engine.adjust(tee, -1).unwrap();
+        } else {
+            engine.sell(tee, 1).unwrap();
+        }
+    }
+    durable.journal().flush().unwrap();
+    let seen = events_after(&durable, 0);
+    assert!(seen.len() > 160, "{} events", seen.len());
+    durable.checkpoint().unwrap();
+    drop(durable);
+    let store = dir.0.join("hotstock.sqlite");
+    let db = rusqlite::Connection::open(&store).unwrap();
+    let (count, first, last): (i64, i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*), MIN(position), MAX(position) FROM hotstock_events",
+            [],
+            |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        (count, first, last),
+        (seen.len() as i64, 1, seen.len() as i64)
+    );
+    drop(db);
+    let reopened = open(&dir.0, &clock);
+    assert_eq!(reopened.feed().first_in_memory(), seen.len() as u64 + 1);
+    assert_eq!(events_after(&reopened, 0), seen);
+}
+
+/// A row in the outbox that hotstock did not write, past the newest event,
+/// would shift the numbers SQLite gives the rows after it: the checkpoint
+/// that meets it fails, says why, and leaves the table as it was.
+#[test]
+fn a_foreign_row_past_the_newest_event_fails_the_checkpoint_and_changes_nothing() {
+    let dir = TempDir::new("feed-foreign-row");
+    let clock = Arc::new(ManualClock::new(T0));
+    let durable = open(&dir.0, &clock);
+    let engine = durable.engine();
+    let (tee, _) = engine.put_sku("tee", 100, None, None).unwrap();
+    engine.purchase(tee, 1, None).unwrap();
+    durable.journal().flush().unwrap();
+    durable.checkpoint().unwrap();
+    let store = dir.0.join("hotstock.sqlite");
+    let db = rusqlite::Connection::open(&store).unwrap();
+    let written: i64 = db
+        .query_row("SELECT MAX(position) FROM hotstock_events", [], |row| {
+            row.get(0)
+        })
+        .unwrap();
+    db.execute(
+        "INSERT INTO hotstock_events (position, id, type, at_ms, sku, available, held, sold, received) \
+         VALUES (?1, 'x', 'sku.changed', 0, 'tee', 0, 0, 0, 0)",
+        [written + 5],
+    )
+    .unwrap();
+    for _ in 0..20 {
+        engine.purchase(tee, 1, None).unwrap();
+    }
+    durable.journal().flush().unwrap();
+    let error = durable.checkpoint().unwrap_err().to_string();
+    assert!(error.contains("hotstock did not write"), "{error}");
+    let rows: i64 = db
+        .query_row("SELECT COUNT(*) FROM hotstock_events", [], |row| row.get(0))
+        .unwrap();
+    assert_eq!(
+        rows,
+        written + 1,
+        "only the first checkpoint's rows and the foreign one"
+    );
+}

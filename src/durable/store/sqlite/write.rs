@@ -49,10 +49,48 @@ pub(super) fn bind_reservation(
     statement.raw_bind_parameter(first + 7, i64::from(hold.extensions))
 }
 
-pub(super) fn insert_events_sql(rows: usize) -> String {
+/// Which of the outbox's columns a statement binds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum EventShape {
+    /// Every column (`EVENT_COLUMNS`).
+    Wide = 0,
+    /// A reservation's event (no operator change, fill or record-less
+    /// units): the columns such an event can set (`RESERVATION_EVENT_COLUMNS`);
+    /// the rest are left to their default, NULL, which is what the wide
+    /// statement would bind them to.
+    Reservation = 1,
+}
+
+/// The columns of a reservation's event, in `EVENT_COLUMNS`' order: the
+/// first 15, then safety stock and backordered units.
+pub(super) const RESERVATION_EVENT_COLUMNS: &str = "position, id, type, at_ms, sku, available, \
+     held, sold, received, reservation, status, from_status, customer, lines, deadline_ms, \
+     safety_stock, backordered";
+pub(super) const RESERVATION_EVENT_COLUMN_COUNT: usize = 17;
+
+impl EventShape {
+    pub(super) fn of(event: &FeedEvent) -> EventShape {
+        let narrow = event.operator.is_none() && event.fill.is_none() && event.units.is_none();
+        if narrow {
+            EventShape::Reservation
+        } else {
+            EventShape::Wide
+        }
+    }
+
+    fn columns(self) -> (&'static str, usize) {
+        match self {
+            EventShape::Wide => (EVENT_COLUMNS, EVENT_COLUMN_COUNT),
+            EventShape::Reservation => (RESERVATION_EVENT_COLUMNS, RESERVATION_EVENT_COLUMN_COUNT),
+        }
+    }
+}
+
+pub(super) fn insert_events_sql(shape: EventShape, rows: usize) -> String {
     assert!((1..=EVENTS_PER_STATEMENT).contains(&rows));
-    let mut sql = format!("INSERT INTO hotstock_events ({EVENT_COLUMNS}) VALUES ");
-    let row = format!("({})", vec!["?"; EVENT_COLUMN_COUNT].join(", "));
+    let (columns, count) = shape.columns();
+    let mut sql = format!("INSERT INTO hotstock_events ({columns}) VALUES ");
+    let row = format!("({})", vec!["?"; count].join(", "));
     sql.push_str(&vec![row; rows].join(","));
     sql
 }
@@ -64,19 +102,23 @@ pub(super) struct EventText {
     lines: String,
 }
 
-/// Binds one event as row `row` of an insert statement.
+/// Binds one event as row `row` of an insert statement of `shape`
+/// (`EventShape::of(event)`, or `Wide` for any event), its position as
+/// `position` (`position_to_bind`: NULL lets SQLite number the row).
 pub(super) fn bind_event(
     statement: &mut rusqlite::CachedStatement<'_>,
+    shape: EventShape,
     row: usize,
     event: &FeedEvent,
     feed_id: u64,
     text: &mut EventText,
+    position: Option<i64>,
 ) -> rusqlite::Result<()> {
-    let at = row * EVENT_COLUMN_COUNT + 1;
+    let at = row * shape.columns().1 + 1;
     text.id.clear();
     push_event_id(&mut text.id, feed_id, event.position);
     let counts = &event.counts;
-    statement.raw_bind_parameter(at, event.position as i64)?;
+    statement.raw_bind_parameter(at, position)?;
     statement.raw_bind_parameter(at + 1, text.id.as_str())?;
     statement.raw_bind_parameter(at + 2, event.kind.as_str())?;
     statement.raw_bind_parameter(at + 3, event.at_ms as i64)?;
@@ -102,6 +144,11 @@ pub(super) fn bind_event(
     statement.raw_bind_parameter(at + 12, reservation.and_then(|r| r.customer.as_deref()))?;
     statement.raw_bind_parameter(at + 13, reservation.map(|_| text.lines.as_str()))?;
     statement.raw_bind_parameter(at + 14, reservation.map(|r| r.deadline_ms as i64))?;
+    if shape == EventShape::Reservation {
+        debug_assert_eq!(EventShape::of(event), shape);
+        statement.raw_bind_parameter(at + 15, counts.safety_stock)?;
+        return statement.raw_bind_parameter(at + 16, counts.backordered);
+    }
     let operator = event.operator.as_ref();
     statement.raw_bind_parameter(at + 15, operator.map(|o| o.delta))?;
     statement.raw_bind_parameter(at + 16, operator.map(|o| o.version as i64))?;
@@ -136,31 +183,18 @@ pub(super) fn write_events(
     // As for reservations: many rows per statement, text bound borrowed
     // (copied at bind time), no row struct of owned strings per event. A
     // sale writes one event per purchase (examples/checkpoint_bench.rs and
-    // benches/http/callgrind.sh, docs/benchmarks.md).
-    let mut put_many = tx
-        .prepare_cached(&insert_events_sql(EVENTS_PER_STATEMENT))
-        .map_err(|e| fail("preparing event writes", e))?;
-    let mut put_one = tx
-        .prepare_cached(&insert_events_sql(1))
-        .map_err(|e| fail("preparing event writes", e))?;
-    let mut scratch = EventText::default();
-    let mut groups = checkpoint.events.chunks_exact(EVENTS_PER_STATEMENT);
-    for group in &mut groups {
-        for (row, event) in group.iter().enumerate() {
-            bind_event(&mut put_many, row, event, checkpoint.feed_id, &mut scratch)
-                .map_err(|e| fail("writing an event", e))?;
-        }
-        put_many
-            .raw_execute()
-            .map_err(|e| fail("writing events", e))?;
+    // benches/http/callgrind.sh, docs/benchmarks.md), every one a
+    // reservation's: those go in statements that leave the 11 columns such
+    // an event never sets to their default (NULL) instead of binding NULL
+    // to each. Rows go in position order, runs of one shape at a time.
+    let mut writer = EventWriter::new(tx, checkpoint.feed_id, fail)?;
+    for run in checkpoint
+        .events
+        .chunk_by(|a, b| EventShape::of(a) == EventShape::of(b))
+    {
+        writer.write_run(EventShape::of(&run[0]), run)?;
     }
-    for event in groups.remainder() {
-        bind_event(&mut put_one, 0, event, checkpoint.feed_id, &mut scratch)
-            .map_err(|e| fail("writing an event", e))?;
-        put_one
-            .raw_execute()
-            .map_err(|e| fail("writing an event", e))?;
-    }
+    check_numbering(tx, checkpoint, fail)?;
     if let Some(retention) = checkpoint.events_retention {
         // Positions and times grow together (batch times never go back), so
         // both bounds delete a prefix: one range of the primary key. (One
@@ -185,6 +219,118 @@ pub(super) fn write_events(
         .map_err(|e| fail("pruning old events", e))?;
     }
     Ok(())
+}
+
+/// The position to bind for `event`: NULL when it follows the row written
+/// just before it, so SQLite numbers it (the table's largest position + 1,
+/// an append at the B-tree's right edge, without the seek an explicit key
+/// costs: ~1,250 instructions a row, docs/benchmarks.md); the position
+/// itself otherwise. `next` is the position that follows the last row
+/// written. `write_events` checks the numbering afterwards.
+fn position_to_bind(next: &mut Option<u64>, event: &FeedEvent) -> Option<i64> {
+    let follows = *next == Some(event.position);
+    *next = Some(event.position + 1);
+    (!follows).then_some(event.position as i64)
+}
+
+/// The rows SQLite numbered got the positions their events have: the
+/// table's largest position is the last event's. (A row already in the
+/// table past the first event written would have shifted every number
+/// after it, and shows here; one at a position bound explicitly fails its
+/// insert.) The transaction is not committed otherwise.
+fn check_numbering(
+    tx: &Transaction<'_>,
+    checkpoint: &Checkpoint,
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let Some(last) = checkpoint.events.last() else {
+        return Ok(());
+    };
+    let largest: Option<i64> = tx
+        .query_row("SELECT MAX(position) FROM hotstock_events", [], |row| {
+            row.get(0)
+        })
+        .map_err(|e| fail("checking the events' positions", e))?;
+    if largest == Some(last.position as i64) {
+        return Ok(());
+    }
+    let message = format!(
+        "the outbox's largest position is {largest:?} after writing events through {}; \
+         hotstock_events holds rows hotstock did not write",
+        last.position
+    );
+    let code = rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CONSTRAINT);
+    Err(fail(
+        "checking the events' positions",
+        rusqlite::Error::SqliteFailure(code, Some(message)),
+    ))
+}
+
+/// Insert statements of both shapes, prepared once per checkpoint.
+struct EventWriter<'t> {
+    /// `[shape][0]`: `EVENTS_PER_STATEMENT` rows; `[shape][1]`: one row.
+    statements: [[rusqlite::CachedStatement<'t>; 2]; 2],
+    feed_id: u64,
+    text: EventText,
+    fail: Fail<'t>,
+    /// The position after the last row written (`position_to_bind`).
+    next: Option<u64>,
+}
+
+impl<'t> EventWriter<'t> {
+    fn new(tx: &'t Transaction<'_>, feed_id: u64, fail: Fail<'t>) -> Result<Self, StoreError> {
+        let prepare = |shape, rows| {
+            tx.prepare_cached(&insert_events_sql(shape, rows))
+                .map_err(|e| fail("preparing event writes", e))
+        };
+        Ok(EventWriter {
+            statements: [
+                [
+                    prepare(EventShape::Wide, EVENTS_PER_STATEMENT)?,
+                    prepare(EventShape::Wide, 1)?,
+                ],
+                [
+                    prepare(EventShape::Reservation, EVENTS_PER_STATEMENT)?,
+                    prepare(EventShape::Reservation, 1)?,
+                ],
+            ],
+            feed_id,
+            text: EventText::default(),
+            fail,
+            next: None,
+        })
+    }
+
+    /// Writes `run`, events all of `shape`: full statements, then the tail
+    /// one by one.
+    fn write_run(&mut self, shape: EventShape, run: &[FeedEvent]) -> Result<(), StoreError> {
+        let fail = self.fail;
+        let [many, one] = &mut self.statements[shape as usize];
+        let mut groups = run.chunks_exact(EVENTS_PER_STATEMENT);
+        for group in &mut groups {
+            for (row, event) in group.iter().enumerate() {
+                let position = position_to_bind(&mut self.next, event);
+                bind_event(
+                    many,
+                    shape,
+                    row,
+                    event,
+                    self.feed_id,
+                    &mut self.text,
+                    position,
+                )
+                .map_err(|e| fail("writing an event", e))?;
+            }
+            many.raw_execute().map_err(|e| fail("writing events", e))?;
+        }
+        for event in groups.remainder() {
+            let position = position_to_bind(&mut self.next, event);
+            bind_event(one, shape, 0, event, self.feed_id, &mut self.text, position)
+                .map_err(|e| fail("writing an event", e))?;
+            one.raw_execute().map_err(|e| fail("writing an event", e))?;
+        }
+        Ok(())
+    }
 }
 
 // Long by design: one upsert of every SKU column, bound column by column.
@@ -450,4 +596,53 @@ pub(super) fn write_position(
         .execute(params![FEED_NEXT_KEY, checkpoint.feed_next_position as i64])
         .map_err(|e| fail("writing the feed position", e))?;
     Ok(())
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    fn event_at(position: u64) -> FeedEvent {
+        FeedEvent {
+            position,
+            kind: crate::durable::feed::FeedKind::SkuChanged,
+            at_ms: 0,
+            sku: "tee".into(),
+            counts: Default::default(),
+            reservation: None,
+            operator: None,
+            units: None,
+            fill: None,
+        }
+    }
+
+    #[test]
+    fn a_position_is_bound_only_where_it_does_not_follow_the_row_before() {
+        let mut next = None;
+        let bound: Vec<Option<i64>> = [5, 6, 7, 10, 11, 11, 3]
+            .into_iter()
+            .map(|p| position_to_bind(&mut next, &event_at(p)))
+            .collect();
+        // The first, a gap, a repeat and a step back are bound: SQLite
+        // would number none of them right.
+        assert_eq!(
+            bound,
+            [Some(5), None, None, Some(10), None, Some(11), Some(3)]
+        );
+    }
+
+    #[test]
+    fn a_reservation_statement_names_its_columns_once_per_parameter() {
+        let sql = insert_events_sql(EventShape::Reservation, 2);
+        let columns = RESERVATION_EVENT_COLUMNS.split(',').count();
+        assert_eq!(columns, RESERVATION_EVENT_COLUMN_COUNT);
+        assert_eq!(sql.matches('?').count(), 2 * columns);
+        // Every column it names is one of the table's, in the same order.
+        let all: Vec<&str> = EVENT_COLUMNS.split(',').map(str::trim).collect();
+        let named: Vec<usize> = RESERVATION_EVENT_COLUMNS
+            .split(',')
+            .map(|c| all.iter().position(|a| *a == c.trim()).unwrap())
+            .collect();
+        assert!(named.windows(2).all(|w| w[0] < w[1]), "{named:?}");
+    }
 }
