@@ -11,9 +11,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::core::clock::Clock;
 use crate::core::engine::EngineConfig;
 use crate::core::limits::RESERVATION_PRUNE_INTERVAL_MS;
-use crate::durable::feed::Feed;
+use crate::durable::feed::{Feed, FeedEvent};
 use crate::durable::journal::segment::{segment_file_name, Position};
-use crate::durable::settled::{EventsRetention, Settled};
+use crate::durable::settled::{Checkpoint, EventsRetention, Settled, SettledHold};
 use crate::durable::store::{Store, StoreError};
 
 /// How long the outbox keeps events (both bounds apply).
@@ -45,7 +45,41 @@ struct CheckpointShared {
     stats: Arc<CheckpointStats>,
     /// When reservation rows past their retention were last deleted.
     reservations_pruned_ms: Mutex<u64>,
+    /// The last saved checkpoint's row and event buffers, emptied.
+    buffers: Mutex<Buffers>,
     wake: Condvar,
+}
+
+/// A checkpoint's two large buffers, kept from one checkpoint to the next.
+/// In a sale each holds a few hundred thousand entries (~100 MB of events
+/// at 100k purchases a second): allocated afresh, the kernel faulted in and
+/// zeroed every page of them at every checkpoint (a third of the
+/// checkpointer's page faults, `docs/benchmarks.md`).
+#[derive(Default)]
+struct Buffers {
+    holds: Vec<(u64, SettledHold)>,
+    events: Vec<FeedEvent>,
+}
+
+impl Buffers {
+    /// Takes `checkpoint`'s buffers back, emptied. A buffer more than four
+    /// times larger than this checkpoint needed gives the excess back, so
+    /// the memory of a sale's peak is not kept for the hours after it.
+    fn keep(&mut self, checkpoint: &mut Checkpoint) {
+        self.holds = emptied(std::mem::take(&mut checkpoint.holds));
+        self.events = emptied(std::mem::take(&mut checkpoint.events));
+    }
+}
+
+/// `buffer` emptied, its capacity kept unless it is more than four times
+/// what it held (then only that much is kept).
+fn emptied<T>(mut buffer: Vec<T>) -> Vec<T> {
+    let used = buffer.len();
+    buffer.clear();
+    if buffer.capacity() > used.saturating_mul(4) {
+        buffer.shrink_to(used);
+    }
+    buffer
 }
 
 /// How checkpoints have gone: written by the checkpointer, read by
@@ -133,6 +167,7 @@ impl Checkpointer {
             // Counted from the start, so a restart in a sale does not begin
             // with a scan of the whole table.
             reservations_pruned_ms: Mutex::new(started_ms),
+            buffers: Mutex::new(Buffers::default()),
             wake: Condvar::new(),
         });
         let worker = Arc::clone(&shared);
@@ -217,11 +252,15 @@ impl CheckpointShared {
                     .into(),
             });
         };
-        let (mut checkpoint, spare) = taken.finish();
+        let mut buffers = self.buffers.lock();
+        let (mut checkpoint, spare) = taken.finish_into(std::mem::take(&mut buffers.holds));
         self.settled.lock().recycle(spare);
         // Every batch up to the checkpoint's position reached the feed under
         // the lock just taken (the writer's sink pushes while folding).
-        let (events, feed_next) = self.feed.unsaved_through(checkpoint.position);
+        let mut events = std::mem::take(&mut buffers.events);
+        let feed_next = self
+            .feed
+            .unsaved_through_into(checkpoint.position, &mut events);
         checkpoint.events = events;
         checkpoint.feed_next_position = feed_next;
         checkpoint.feed_id = self.feed_id;
@@ -248,6 +287,7 @@ impl CheckpointShared {
             return Err(error);
         }
         self.feed.mark_saved(feed_next);
+        buffers.keep(&mut checkpoint);
         if prune {
             *pruned_ms = now;
         }
@@ -266,5 +306,34 @@ impl CheckpointShared {
             }
         }
         Ok(checkpoint.position)
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Kept emptied for the next checkpoint while a sale's checkpoints are
+    /// alike; a buffer far larger than the last checkpoint needed (the sale
+    /// is over) gives its memory back.
+    #[test]
+    fn buffers_are_kept_empty_and_shrink_once_the_sale_is_over() {
+        let sale = emptied(vec![7u64; 1_000]);
+        assert!(sale.is_empty() && sale.capacity() >= 1_000);
+        let mut alike = sale;
+        alike.extend([7u64; 900]);
+        let alike = emptied(alike);
+        assert!(
+            alike.capacity() >= 1_000,
+            "kept: a sale's next checkpoint is alike"
+        );
+        let mut quiet = alike;
+        quiet.extend([7u64; 10]);
+        let quiet = emptied(quiet);
+        assert!(
+            quiet.is_empty() && quiet.capacity() < 100,
+            "{}",
+            quiet.capacity()
+        );
     }
 }

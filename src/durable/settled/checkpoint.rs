@@ -212,7 +212,7 @@ impl RowLog {
 
     /// The latest row of each reservation, materialised, in id order;
     /// empties the log (keeping its buffers' capacity).
-    fn drain_latest(&mut self) -> Vec<(u64, SettledHold)> {
+    fn drain_latest(&mut self, out: &mut Vec<(u64, SettledHold)>) {
         // A stable sort, for its run detection: the log is a few sorted
         // runs per batch (each CPU's lane holds ids in slot order), which
         // it merges instead of partitioning from scratch.
@@ -232,7 +232,8 @@ impl RowLog {
             let key = order_key(row.status, row.deadline_ms, refunded(row));
             (row.id, std::cmp::Reverse(key))
         });
-        let mut out: Vec<(u64, SettledHold)> = Vec::new();
+        out.clear();
+        out.reserve(self.rows.len());
         let mut last_id = None;
         for row in &self.rows {
             if last_id == Some(row.id) {
@@ -263,7 +264,6 @@ impl RowLog {
         self.lines.clear();
         self.amounts.clear();
         self.customers.clear();
-        out
     }
 }
 
@@ -341,28 +341,34 @@ pub struct SpareBuffers {
 impl TakenCheckpoint {
     /// The checkpoint, its rows in id order with one (the latest) per
     /// reservation, both fold paths merged, the later status winning.
-    pub fn finish(mut self) -> (Checkpoint, SpareBuffers) {
+    pub fn finish(self) -> (Checkpoint, SpareBuffers) {
+        self.finish_into(Vec::new())
+    }
+
+    /// `finish`, its rows put in `holds` (emptied first, capacity kept: the
+    /// checkpointer hands back the last checkpoint's, so a sale's
+    /// checkpoints do not fault in fresh pages for a few million rows).
+    pub fn finish_into(mut self, mut holds: Vec<(u64, SettledHold)>) -> (Checkpoint, SpareBuffers) {
         let mut checkpoint = self.checkpoint;
         // The store gets rows in id order: ids grow with time (slot-major),
         // so its B-tree takes them at its right edge instead of splitting
         // pages at random leaves (in a sale, a row per purchase: 7.2 ->
         // 3.1 us per row, examples/checkpoint_bench).
-        let logged = self.row_log.drain_latest();
-        if self.holds.is_empty() {
-            // The sale's case: every row came by the fast path, already
-            // sorted and deduplicated.
-            checkpoint.holds = logged;
-        } else {
+        self.row_log.drain_latest(&mut holds);
+        if !self.holds.is_empty() {
+            // Not the sale's case, where every row came by the fast path,
+            // already sorted and deduplicated.
             let mut rows = self.holds;
-            for (id, row) in logged {
+            for (id, row) in holds.drain(..) {
                 let newer = rows.get(&id).is_none_or(|current| row.supersedes(current));
                 if newer {
                     rows.insert(id, row);
                 }
             }
-            checkpoint.holds.extend(rows);
-            checkpoint.holds.sort_unstable_by_key(|(id, _)| *id);
+            holds.extend(rows);
+            holds.sort_unstable_by_key(|(id, _)| *id);
         }
+        checkpoint.holds = holds;
         debug_assert!(checkpoint.holds.windows(2).all(|w| w[0].0 < w[1].0));
         checkpoint.keys.extend(self.keys.into_values());
         let spare = SpareBuffers {
