@@ -17,6 +17,7 @@ use super::{
 use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled, SettledHold};
 
+mod binding;
 mod schema;
 use schema::add_missing_columns;
 pub use schema::SCHEMA;

@@ -1,7 +1,10 @@
 //! A checkpoint's writes, each table's rows in statements of many rows
-//! (bound by index, sized once per count): all inside the one transaction
-//! `save` opens, so the counts and the outbox's events never disagree.
+//! (bound by index, sized once per count; the reservations' and events'
+//! through `Reused`, which binds a parameter only when its value changed):
+//! all inside the one transaction `save` opens, so the counts and the
+//! outbox's events never disagree.
 
+use super::binding::Reused;
 use super::*;
 
 /// An upsert of `rows` reservation rows. An upsert, not INSERT OR REPLACE:
@@ -29,7 +32,7 @@ pub(super) fn upsert_reservations_sql(rows: usize) -> String {
 
 /// Binds one reservation as row `row` of an upsert statement.
 pub(super) fn bind_reservation(
-    statement: &mut rusqlite::CachedStatement<'_>,
+    statement: &mut Reused<'_>,
     row: usize,
     id: u64,
     hold: &SettledHold,
@@ -37,16 +40,16 @@ pub(super) fn bind_reservation(
 ) -> rusqlite::Result<()> {
     let first = row * 8 + 1;
     encode_hold_lines_into(lines, &hold.lines, hold.amounts.as_deref());
-    statement.raw_bind_parameter(first, as_stored(id))?;
-    statement.raw_bind_parameter(first + 1, hold.status.as_str())?;
-    statement.raw_bind_parameter(first + 2, hold.at_ms as i64)?;
-    statement.raw_bind_parameter(first + 3, hold.deadline_ms as i64)?;
-    statement.raw_bind_parameter(first + 4, i64::from(hold.limit_mask))?;
-    statement.raw_bind_parameter(first + 5, hold.customer.as_deref())?;
+    statement.int(first, as_stored(id))?;
+    statement.text(first + 1, hold.status.as_str())?;
+    statement.int(first + 2, hold.at_ms as i64)?;
+    statement.int(first + 3, hold.deadline_ms as i64)?;
+    statement.int(first + 4, i64::from(hold.limit_mask))?;
+    statement.opt_text(first + 5, hold.customer.as_deref())?;
     // Text is copied at bind time (SQLITE_TRANSIENT), so `lines` is free
     // for the next row at once.
-    statement.raw_bind_parameter(first + 6, lines.as_str())?;
-    statement.raw_bind_parameter(first + 7, i64::from(hold.extensions))
+    statement.text(first + 6, lines.as_str())?;
+    statement.int(first + 7, i64::from(hold.extensions))
 }
 
 /// Which of the outbox's columns a statement binds.
@@ -106,7 +109,7 @@ pub(super) struct EventText {
 /// (`EventShape::of(event)`, or `Wide` for any event), its position as
 /// `position` (`position_to_bind`: NULL lets SQLite number the row).
 pub(super) fn bind_event(
-    statement: &mut rusqlite::CachedStatement<'_>,
+    statement: &mut Reused<'_>,
     shape: EventShape,
     row: usize,
     event: &FeedEvent,
@@ -118,15 +121,15 @@ pub(super) fn bind_event(
     text.id.clear();
     push_event_id(&mut text.id, feed_id, event.position);
     let counts = &event.counts;
-    statement.raw_bind_parameter(at, position)?;
-    statement.raw_bind_parameter(at + 1, text.id.as_str())?;
-    statement.raw_bind_parameter(at + 2, event.kind.as_str())?;
-    statement.raw_bind_parameter(at + 3, event.at_ms as i64)?;
-    statement.raw_bind_parameter(at + 4, &*event.sku)?;
-    statement.raw_bind_parameter(at + 5, counts.available)?;
-    statement.raw_bind_parameter(at + 6, counts.held)?;
-    statement.raw_bind_parameter(at + 7, counts.sold)?;
-    statement.raw_bind_parameter(at + 8, counts.received)?;
+    statement.opt_int(at, position)?;
+    statement.text(at + 1, text.id.as_str())?;
+    statement.text(at + 2, event.kind.as_str())?;
+    statement.int(at + 3, event.at_ms as i64)?;
+    statement.text(at + 4, &event.sku)?;
+    statement.int(at + 5, counts.available)?;
+    statement.int(at + 6, counts.held)?;
+    statement.int(at + 7, counts.sold)?;
+    statement.int(at + 8, counts.received)?;
     let reservation = event.reservation.as_deref();
     if let Some(r) = reservation {
         encode_feed_lines_into(&mut text.lines, r);
@@ -135,43 +138,43 @@ pub(super) fn bind_event(
     let public_id = reservation
         .map(|r| &*r.public_id)
         .or(fill.map(|f| &*f.public_id));
-    statement.raw_bind_parameter(at + 9, public_id)?;
-    statement.raw_bind_parameter(at + 10, reservation.map(|r| r.status.as_str()))?;
-    statement.raw_bind_parameter(
+    statement.opt_text(at + 9, public_id)?;
+    statement.opt_text(at + 10, reservation.map(|r| r.status.as_str()))?;
+    statement.opt_text(
         at + 11,
         reservation.and_then(|r| r.from).map(|s| s.as_str()),
     )?;
-    statement.raw_bind_parameter(at + 12, reservation.and_then(|r| r.customer.as_deref()))?;
-    statement.raw_bind_parameter(at + 13, reservation.map(|_| text.lines.as_str()))?;
-    statement.raw_bind_parameter(at + 14, reservation.map(|r| r.deadline_ms as i64))?;
+    statement.opt_text(at + 12, reservation.and_then(|r| r.customer.as_deref()))?;
+    statement.opt_text(at + 13, reservation.map(|_| text.lines.as_str()))?;
+    statement.opt_int(at + 14, reservation.map(|r| r.deadline_ms as i64))?;
     if shape == EventShape::Reservation {
         debug_assert_eq!(EventShape::of(event), shape);
-        statement.raw_bind_parameter(at + 15, counts.safety_stock)?;
-        return statement.raw_bind_parameter(at + 16, counts.backordered);
+        statement.int(at + 15, counts.safety_stock)?;
+        return statement.int(at + 16, counts.backordered);
     }
     let operator = event.operator.as_ref();
-    statement.raw_bind_parameter(at + 15, operator.map(|o| o.delta))?;
-    statement.raw_bind_parameter(at + 16, operator.map(|o| o.version as i64))?;
-    statement.raw_bind_parameter(at + 17, operator.map(|o| i64::from(o.limit.is_some())))?;
-    statement.raw_bind_parameter(
+    statement.opt_int(at + 15, operator.map(|o| o.delta))?;
+    statement.opt_int(at + 16, operator.map(|o| o.version as i64))?;
+    statement.opt_int(at + 17, operator.map(|o| i64::from(o.limit.is_some())))?;
+    statement.opt_int(
         at + 18,
         operator.and_then(|o| o.limit.flatten()).map(i64::from),
     )?;
     let units = event.units.or(fill.map(|f| f.units));
-    statement.raw_bind_parameter(at + 19, units.map(i64::from))?;
-    statement.raw_bind_parameter(at + 20, operator.map(|o| i64::from(o.low_stock.is_some())))?;
-    statement.raw_bind_parameter(
+    statement.opt_int(at + 19, units.map(i64::from))?;
+    statement.opt_int(at + 20, operator.map(|o| i64::from(o.low_stock.is_some())))?;
+    statement.opt_int(
         at + 21,
         operator.and_then(|o| o.low_stock.flatten()).map(i64::from),
     )?;
-    statement.raw_bind_parameter(at + 22, counts.safety_stock)?;
-    statement.raw_bind_parameter(at + 23, counts.backordered)?;
-    statement.raw_bind_parameter(at + 24, fill.map(|f| i64::from(f.owed_after)))?;
+    statement.int(at + 22, counts.safety_stock)?;
+    statement.int(at + 23, counts.backordered)?;
+    statement.opt_int(at + 24, fill.map(|f| i64::from(f.owed_after)))?;
     let window = operator.and_then(|o| o.window);
-    statement.raw_bind_parameter(at + 25, operator.map(|o| i64::from(o.window.is_some())))?;
+    statement.opt_int(at + 25, operator.map(|o| i64::from(o.window.is_some())))?;
     let bound = |ms: Option<u64>| ms.map(rows::as_stored);
-    statement.raw_bind_parameter(at + 26, bound(window.and_then(|w| w.starts_at_ms)))?;
-    statement.raw_bind_parameter(at + 27, bound(window.and_then(|w| w.ends_at_ms)))
+    statement.opt_int(at + 26, bound(window.and_then(|w| w.starts_at_ms)))?;
+    statement.opt_int(at + 27, bound(window.and_then(|w| w.ends_at_ms)))
 }
 
 /// The outbox rows of the checkpoint's batches, then retention.
@@ -269,7 +272,7 @@ fn check_numbering(
 /// Insert statements of both shapes, prepared once per checkpoint.
 struct EventWriter<'t> {
     /// `[shape][0]`: `EVENTS_PER_STATEMENT` rows; `[shape][1]`: one row.
-    statements: [[rusqlite::CachedStatement<'t>; 2]; 2],
+    statements: [[Reused<'t>; 2]; 2],
     feed_id: u64,
     text: EventText,
     fail: Fail<'t>,
@@ -281,6 +284,7 @@ impl<'t> EventWriter<'t> {
     fn new(tx: &'t Transaction<'_>, feed_id: u64, fail: Fail<'t>) -> Result<Self, StoreError> {
         let prepare = |shape, rows| {
             tx.prepare_cached(&insert_events_sql(shape, rows))
+                .map(Reused::new)
                 .map_err(|e| fail("preparing event writes", e))
         };
         Ok(EventWriter {
@@ -321,13 +325,13 @@ impl<'t> EventWriter<'t> {
                 )
                 .map_err(|e| fail("writing an event", e))?;
             }
-            many.raw_execute().map_err(|e| fail("writing events", e))?;
+            many.execute().map_err(|e| fail("writing events", e))?;
         }
         for event in groups.remainder() {
             let position = position_to_bind(&mut self.next, event);
             bind_event(one, shape, 0, event, self.feed_id, &mut self.text, position)
                 .map_err(|e| fail("writing an event", e))?;
-            one.raw_execute().map_err(|e| fail("writing an event", e))?;
+            one.execute().map_err(|e| fail("writing an event", e))?;
         }
         Ok(())
     }
@@ -418,9 +422,11 @@ pub(super) fn write_reservations(
     // once per `ROWS_PER_STATEMENT`; the tail goes one by one.
     let mut put_many = tx
         .prepare_cached(&upsert_reservations_sql(ROWS_PER_STATEMENT))
+        .map(Reused::new)
         .map_err(|e| fail("preparing reservation writes", e))?;
     let mut put_one = tx
         .prepare_cached(&upsert_reservations_sql(1))
+        .map(Reused::new)
         .map_err(|e| fail("preparing reservation writes", e))?;
     let mut lines = String::new();
     let mut groups = checkpoint.holds.chunks_exact(ROWS_PER_STATEMENT);
@@ -430,14 +436,14 @@ pub(super) fn write_reservations(
                 .map_err(|e| fail("writing a reservation", e))?;
         }
         put_many
-            .raw_execute()
+            .execute()
             .map_err(|e| fail("writing reservations", e))?;
     }
     for (id, hold) in groups.remainder() {
         bind_reservation(&mut put_one, 0, *id, hold, &mut lines)
             .map_err(|e| fail("writing a reservation", e))?;
         put_one
-            .raw_execute()
+            .execute()
             .map_err(|e| fail("writing a reservation", e))?;
     }
     if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
