@@ -564,6 +564,9 @@ impl Feed {
         {
             inner.boundaries.pop_front();
         }
+        // Events pile up between checkpoints: the length now is this
+        // interval's peak.
+        let peak = inner.events.len();
         while inner.events.len() > FEED_EVENTS_IN_MEMORY
             && inner
                 .events
@@ -572,6 +575,21 @@ impl Feed {
         {
             inner.events.pop_front();
         }
+        // A sale's peak (192 bytes an event, a few hundred thousand between
+        // checkpoints) is not kept for the hours after it: once an
+        // interval's peak is under a quarter of the capacity, all but
+        // twice that peak goes back. In a sale's steady run the capacity
+        // stays within twice its peak, so nothing is given back and grown
+        // again at every checkpoint.
+        if inner.events.capacity() > peak.saturating_mul(4) {
+            inner.events.shrink_to(peak.saturating_mul(2));
+        }
+    }
+
+    /// How many events memory has room for (tests).
+    #[cfg(test)]
+    fn events_capacity(&self) -> usize {
+        self.lock().events.capacity()
     }
 
     /// Events whose counts came out negative (must stay 0).

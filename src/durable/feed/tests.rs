@@ -204,6 +204,50 @@ fn a_checkpoint_of_many_events_takes_them_all_in_order() {
     assert_eq!((events[0].position, events.len(), next), expected);
 }
 
+/// After a sale the feed gives back the room its peak took: a quiet
+/// checkpoint interval keeps at most twice what it held; a busy one keeps
+/// its room (no regrowing at every checkpoint).
+#[test]
+fn the_feed_gives_back_a_sales_memory_once_it_is_quiet() {
+    let feed = feed();
+    let at = |offset| Position { segment: 0, offset };
+    let sale = 4 * crate::core::limits::FEED_EVENTS_IN_MEMORY as u64;
+    let holds: Vec<Event> = (1..=sale)
+        .map(|id| hold(id, None, HoldStatus::Confirmed, 1))
+        .collect();
+    push(&feed, &[created(), operator(10 * sale as i64, 1)], 10);
+    push(&feed, &holds, 20);
+    let (_, next) = feed.unsaved_through(at(20));
+    feed.mark_saved(next);
+    let busy = feed.events_capacity();
+    assert!(busy >= sale as usize, "{busy}");
+    // A busy interval just as large keeps the room.
+    let more: Vec<Event> = (sale + 1..=2 * sale)
+        .map(|id| hold(id, None, HoldStatus::Confirmed, 1))
+        .collect();
+    push(&feed, &more, 30);
+    let (_, next) = feed.unsaved_through(at(30));
+    feed.mark_saved(next);
+    assert_eq!(feed.events_capacity(), busy, "kept while the sale goes on");
+    // The sale is over: one quiet interval.
+    push(
+        &feed,
+        &[hold(2 * sale + 1, None, HoldStatus::Confirmed, 1)],
+        40,
+    );
+    let (_, next) = feed.unsaved_through(at(40));
+    feed.mark_saved(next);
+    let quiet = feed.events_capacity();
+    let kept = crate::core::limits::FEED_EVENTS_IN_MEMORY + 1;
+    assert!(quiet <= 2 * kept && quiet < busy, "{quiet} of {busy}");
+    // The newest events are still served from memory.
+    let FeedRead::Page(page) = feed.read(next - 2, 10, &FeedFilter::default()) else {
+        panic!("the newest events left memory");
+    };
+    let sold = page.events.last().unwrap().counts.sold;
+    assert_eq!(sold, 2 * sale as i64 + 1);
+}
+
 #[derive(Clone, Debug)]
 enum Op {
     Restock(u8),
