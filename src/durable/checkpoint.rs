@@ -53,8 +53,8 @@ struct CheckpointShared {
 /// A checkpoint's two large buffers, kept from one checkpoint to the next.
 /// In a sale each holds a few hundred thousand entries (~100 MB of events
 /// at 100k purchases a second): allocated afresh, the kernel faulted in and
-/// zeroed every page of them at every checkpoint (a third of the
-/// checkpointer's page faults, `docs/benchmarks.md`).
+/// zeroed every page of them at every checkpoint (keeping them took about
+/// a quarter of the checkpointer's page faults away, `docs/benchmarks.md`).
 #[derive(Default)]
 struct Buffers {
     holds: Vec<(u64, SettledHold)>,

@@ -261,11 +261,9 @@ fn rows_folded_while_a_taken_checkpoint_is_finished_go_to_the_next_one() {
     s.apply(hold_with_id(8, None, Held));
     // The checkpointer hands back the last checkpoint's buffer: what it
     // still holds is not this checkpoint's.
-    let stale = hold_with_id(99, None, Held);
-    let Event::Hold(stale) = stale else {
-        unreachable!()
-    };
-    let mut buffer = fold(&[Event::Hold(stale)]).take_checkpoint().holds;
+    let mut buffer = fold(&[hold_with_id(99, None, Held)])
+        .take_checkpoint()
+        .holds;
     assert_eq!(buffer.len(), 1);
     buffer.reserve(64);
     let (first, spare) = taken.finish_into(buffer);
