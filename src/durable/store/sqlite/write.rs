@@ -7,14 +7,40 @@
 use super::binding::Reused;
 use super::*;
 
-/// An upsert of `rows` reservation rows. An upsert, not INSERT OR REPLACE:
-/// REPLACE may delete before it inserts, so SQLite keeps a statement
-/// journal for every row (a quarter of a checkpoint's cost in a sale).
-/// A checkpoint names each id once, so no statement meets an id twice.
-pub(super) fn upsert_reservations_sql(rows: usize) -> String {
+/// How a statement writes reservation rows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum ReservationWrite {
+    /// Rows that may already be stored: an upsert. An upsert, not INSERT
+    /// OR REPLACE: REPLACE may delete before it inserts, so SQLite keeps a
+    /// statement journal for every row (a quarter of a checkpoint's cost
+    /// in a sale). A checkpoint names each id once, so no statement meets
+    /// an id twice.
+    Upsert = 0,
+    /// Rows whose ids are above every stored one (`write_reservations`),
+    /// so none can meet a stored row: a plain insert, `OR FAIL`
+    /// (`FAIL_NOT_ABORT`).
+    Insert = 1,
+}
+
+/// Why the checkpoint's inserts say `OR FAIL`: a statement of many rows
+/// that may ABORT (SQLite's default) halfway must undo its own rows and
+/// keep the rest of the transaction, so SQLite copies every page it
+/// touches into a statement journal first (~550 instructions a purchase,
+/// callgrind, docs/benchmarks.md). FAIL keeps the rows already written
+/// and stops; a checkpoint whose write fails is rolled back whole (`save`
+/// never commits after an error), so the statement-level undo is never
+/// used. (The upsert's DO UPDATE always ABORTs; it keeps its journal.)
+const FAIL_NOT_ABORT: &str = "INSERT OR FAIL INTO";
+
+/// A statement writing `rows` reservation rows, as `write` says.
+pub(super) fn reservations_sql(write: ReservationWrite, rows: usize) -> String {
     assert!((1..=ROWS_PER_STATEMENT).contains(&rows));
-    let mut sql = String::from(
-        "INSERT INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions) VALUES ",
+    let verb = match write {
+        ReservationWrite::Upsert => "INSERT INTO",
+        ReservationWrite::Insert => FAIL_NOT_ABORT,
+    };
+    let mut sql = format!(
+        "{verb} hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions) VALUES "
     );
     for row in 0..rows {
         if row > 0 {
@@ -22,11 +48,13 @@ pub(super) fn upsert_reservations_sql(rows: usize) -> String {
         }
         sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
     }
-    sql.push_str(
-        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
+    if write == ReservationWrite::Upsert {
+        sql.push_str(
+            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
            deadline_ms = excluded.deadline_ms, limit_mask = excluded.limit_mask,
            customer = excluded.customer, lines = excluded.lines, extensions = excluded.extensions",
-    );
+        );
+    }
     sql
 }
 
@@ -92,7 +120,7 @@ impl EventShape {
 pub(super) fn insert_events_sql(shape: EventShape, rows: usize) -> String {
     assert!((1..=EVENTS_PER_STATEMENT).contains(&rows));
     let (columns, count) = shape.columns();
-    let mut sql = format!("INSERT INTO hotstock_events ({columns}) VALUES ");
+    let mut sql = format!("{FAIL_NOT_ABORT} hotstock_events ({columns}) VALUES ");
     let row = format!("({})", vec!["?"; count].join(", "));
     sql.push_str(&vec![row; rows].join(","));
     sql
@@ -417,34 +445,24 @@ pub(super) fn write_reservations(
     checkpoint: &Checkpoint,
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
-    // In a sale every purchase is a row: many rows per statement,
-    // so SQLite's per-statement work (step, halt, reset) is paid
-    // once per `ROWS_PER_STATEMENT`; the tail goes one by one.
-    let mut put_many = tx
-        .prepare_cached(&upsert_reservations_sql(ROWS_PER_STATEMENT))
-        .map(Reused::new)
-        .map_err(|e| fail("preparing reservation writes", e))?;
-    let mut put_one = tx
-        .prepare_cached(&upsert_reservations_sql(1))
-        .map(Reused::new)
-        .map_err(|e| fail("preparing reservation writes", e))?;
-    let mut lines = String::new();
-    let mut groups = checkpoint.holds.chunks_exact(ROWS_PER_STATEMENT);
-    for group in &mut groups {
-        for (row, (id, hold)) in group.iter().enumerate() {
-            bind_reservation(&mut put_many, row, *id, hold, &mut lines)
-                .map_err(|e| fail("writing a reservation", e))?;
-        }
-        put_many
-            .execute()
-            .map_err(|e| fail("writing reservations", e))?;
-    }
-    for (id, hold) in groups.remainder() {
-        bind_reservation(&mut put_one, 0, *id, hold, &mut lines)
-            .map_err(|e| fail("writing a reservation", e))?;
-        put_one
-            .execute()
-            .map_err(|e| fail("writing a reservation", e))?;
+    // In a sale every purchase is a new row. A row whose id is above the
+    // largest stored one cannot meet a stored row, so it needs no upsert:
+    // compared as SQLite orders them (`as_stored`), whatever the ids'
+    // history (slots reused, earlier runs, pruned rows). Rows below it
+    // (an update, or a reused slot's id under a newer slot's) take the
+    // upsert; the rows are in id order, so the two kinds come in runs.
+    let largest: Option<i64> = tx
+        .query_row("SELECT MAX(id) FROM hotstock_reservations", [], |row| {
+            row.get(0)
+        })
+        .map_err(|e| fail("finding the largest reservation id", e))?;
+    let write = |id: u64| match largest {
+        Some(largest) if as_stored(id) <= largest => ReservationWrite::Upsert,
+        _ => ReservationWrite::Insert,
+    };
+    let mut writer = ReservationWriter::new(tx, fail)?;
+    for run in checkpoint.holds.chunk_by(|a, b| write(a.0) == write(b.0)) {
+        writer.write_run(write(run[0].0), run)?;
     }
     if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
         tx.execute(
@@ -456,6 +474,67 @@ pub(super) fn write_reservations(
         .map_err(|e| fail("pruning old reservations", e))?;
     }
     Ok(())
+}
+
+/// Reservation statements of both kinds, prepared once per checkpoint.
+struct ReservationWriter<'t> {
+    /// `[write][0]`: `ROWS_PER_STATEMENT` rows; `[write][1]`: one row.
+    statements: [[Reused<'t>; 2]; 2],
+    /// The encoded lines, a buffer reused from row to row.
+    lines: String,
+    fail: Fail<'t>,
+}
+
+impl<'t> ReservationWriter<'t> {
+    fn new(tx: &'t Transaction<'_>, fail: Fail<'t>) -> Result<Self, StoreError> {
+        let prepare = |write, rows| {
+            tx.prepare_cached(&reservations_sql(write, rows))
+                .map(Reused::new)
+                .map_err(|e| fail("preparing reservation writes", e))
+        };
+        Ok(ReservationWriter {
+            statements: [
+                [
+                    prepare(ReservationWrite::Upsert, ROWS_PER_STATEMENT)?,
+                    prepare(ReservationWrite::Upsert, 1)?,
+                ],
+                [
+                    prepare(ReservationWrite::Insert, ROWS_PER_STATEMENT)?,
+                    prepare(ReservationWrite::Insert, 1)?,
+                ],
+            ],
+            lines: String::new(),
+            fail,
+        })
+    }
+
+    /// Writes `run`, rows all to be written as `write`: many rows per
+    /// statement, so SQLite's per-statement work (step, halt, reset) is
+    /// paid once per `ROWS_PER_STATEMENT`; the tail one by one.
+    fn write_run(
+        &mut self,
+        write: ReservationWrite,
+        run: &[(u64, SettledHold)],
+    ) -> Result<(), StoreError> {
+        let fail = self.fail;
+        let [many, one] = &mut self.statements[write as usize];
+        let mut groups = run.chunks_exact(ROWS_PER_STATEMENT);
+        for group in &mut groups {
+            for (row, (id, hold)) in group.iter().enumerate() {
+                bind_reservation(many, row, *id, hold, &mut self.lines)
+                    .map_err(|e| fail("writing a reservation", e))?;
+            }
+            many.execute()
+                .map_err(|e| fail("writing reservations", e))?;
+        }
+        for (id, hold) in groups.remainder() {
+            bind_reservation(one, 0, *id, hold, &mut self.lines)
+                .map_err(|e| fail("writing a reservation", e))?;
+            one.execute()
+                .map_err(|e| fail("writing a reservation", e))?;
+        }
+        Ok(())
+    }
 }
 
 pub(super) fn write_customer_units(
