@@ -1075,13 +1075,17 @@ fn checkpoints_refused_by_a_locked_store_are_counted_and_caught_up() {
     );
 }
 
-/// Rows in the store's reservation table, by a second connection.
+/// Reservations the store holds, as rows and as chunks' entries, by a
+/// second connection.
 fn stored_reservations(dir: &Path) -> i64 {
     let connection = rusqlite::Connection::open(dir.join("hotstock.sqlite")).unwrap();
     connection
-        .query_row("SELECT count(*) FROM hotstock_reservations", [], |row| {
-            row.get(0)
-        })
+        .query_row(
+            "SELECT (SELECT count(*) FROM hotstock_reservations)
+                  + (SELECT COALESCE(SUM(entries), 0) FROM hotstock_reservation_chunks)",
+            [],
+            |row| row.get(0),
+        )
         .unwrap()
 }
 

@@ -171,13 +171,13 @@ fn sqlite_round_trips_rows_written_many_per_statement() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// A checkpoint's rows above every stored id are plain inserts, the rest
-/// upserts (`store/sqlite/write.rs`): rows of both kinds interleave in one
-/// checkpoint, new ids below the largest stored one (a reused slot) and
-/// ids past `i64::MAX` (stored negative, so below in SQLite's order)
-/// included, and every one reads back as last written.
+/// A checkpoint's rows above every stored id go to chunks, the rest are
+/// upserts (`store/sqlite/chunks.rs`): rows of both kinds interleave in
+/// one checkpoint, new ids below the largest stored one (a reused slot)
+/// and ids past `i64::MAX` (stored negative, so below in SQLite's order,
+/// never chunked) included, and every one reads back as last written.
 #[test]
-fn sqlite_inserts_rows_above_the_largest_stored_id_and_upserts_the_rest() {
+fn sqlite_chunks_rows_above_the_largest_stored_id_and_upserts_the_rest() {
     use hotstock::durable::settled::{Checkpoint, SettledHold};
     use hotstock::durable::store::Store;
     use hotstock::{HoldStatus, Line, SkuId};
@@ -241,6 +241,144 @@ fn sqlite_inserts_rows_above_the_largest_stored_id_and_upserts_the_rest() {
         assert_eq!(&loaded[id], hold, "row {id}");
     }
     drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A reservation first written into a chunk and later as a row (its
+/// newer state) is pruned whole: when the row goes, the chunk's older entry
+/// goes with it, or it would come back (as held, here) at the next load.
+/// A chunk that keeps some entries is rewritten with their ids intact.
+#[test]
+fn sqlite_prunes_a_chunk_entry_with_the_row_that_superseded_it() {
+    use hotstock::durable::settled::{Checkpoint, SettledHold};
+    use hotstock::durable::store::Store;
+    use hotstock::{HoldStatus, Line, SkuId};
+
+    let dir = scratch("chunk-prune");
+    let path = dir.join("hotstock.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let row = |status: HoldStatus, at_ms: u64| SettledHold {
+        status,
+        at_ms,
+        deadline_ms: at_ms + 1_000,
+        limit_mask: 0,
+        customer: Some("ann".into()),
+        lines: vec![Line {
+            sku: SkuId::from_index(0),
+            quantity: 1,
+        }],
+        extensions: 0,
+        amounts: None,
+    };
+    let save = |store: &mut SqliteStore, holds: Vec<(u64, SettledHold)>, prune| {
+        let mut checkpoint = Checkpoint {
+            holds,
+            prune_before_ms: prune,
+            ..Checkpoint::default()
+        };
+        checkpoint.position.offset = 24;
+        store.save(&checkpoint).unwrap();
+    };
+    use HoldStatus::*;
+    // New ids: one chunk.
+    let first: Vec<_> = [
+        (1, Held, 50),
+        (2, Held, 50),
+        (3, Confirmed, 100),
+        (4, Cancelled, 100),
+        (5, Held, 50),
+        (6, Held, 50),
+    ]
+    .iter()
+    .map(|&(id, status, at)| (id, row(status, at)))
+    .collect();
+    save(&mut store, first, None);
+    // Later states of three of them: rows.
+    let later = vec![
+        (1, row(Confirmed, 100)),
+        (2, row(Confirmed, 5_000)),
+        (5, row(Cancelled, 100)),
+    ];
+    save(&mut store, later, None);
+    // Ended rows older than 1,000 and confirmed rows older than 2,000 go.
+    save(&mut store, Vec::new(), Some((1_000, 2_000)));
+    let expected = [(2, row(Confirmed, 5_000)), (6, row(Held, 50))];
+    let loaded = store.load().unwrap().unwrap().holds;
+    let mut ids: Vec<u64> = loaded.keys().copied().collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [2, 6], "1 and 5 must not come back as held");
+    for (id, hold) in &expected {
+        assert_eq!(&loaded[id], hold, "row {id}");
+    }
+    // The rewritten chunk's last entry is still the largest id: a new
+    // reservation above it, and an update of it, land where they belong.
+    save(
+        &mut store,
+        vec![(6, row(Confirmed, 6_000)), (7, row(Held, 6_000))],
+        None,
+    );
+    drop(store);
+    let loaded = SqliteStore::open(&path)
+        .unwrap()
+        .load()
+        .unwrap()
+        .unwrap()
+        .holds;
+    assert_eq!(loaded.len(), 3);
+    assert_eq!(loaded[&6], row(Confirmed, 6_000));
+    assert_eq!(loaded[&7], row(Held, 6_000));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A chunk whose blob does not decode stops the load with an error that
+/// names the table and the chunk.
+#[test]
+fn a_damaged_reservation_chunk_is_an_error_naming_it() {
+    use hotstock::durable::settled::{Checkpoint, SettledHold};
+    use hotstock::durable::store::Store;
+    use hotstock::{HoldStatus, Line, SkuId};
+
+    let dir = scratch("chunk-damage");
+    let path = dir.join("hotstock.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let hold = SettledHold {
+        status: HoldStatus::Held,
+        at_ms: 1,
+        deadline_ms: 2,
+        limit_mask: 0,
+        customer: None,
+        lines: vec![Line {
+            sku: SkuId::from_index(0),
+            quantity: 1,
+        }],
+        extensions: 0,
+        amounts: None,
+    };
+    let mut checkpoint = Checkpoint {
+        holds: vec![(9, hold)],
+        ..Checkpoint::default()
+    };
+    checkpoint.position.offset = 24;
+    store.save(&checkpoint).unwrap();
+    drop(store);
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let damaged = connection
+        .execute(
+            "UPDATE hotstock_reservation_chunks SET rows = substr(rows, 1, length(rows) - 2)",
+            [],
+        )
+        .unwrap();
+    assert_eq!(damaged, 1, "the reservation is in a chunk");
+    drop(connection);
+    let message = SqliteStore::open(&path)
+        .unwrap()
+        .load()
+        .unwrap_err()
+        .to_string();
+    assert!(
+        message.contains("hotstock_reservation_chunks") && message.contains("first id"),
+        "{message}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
 

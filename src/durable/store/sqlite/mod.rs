@@ -11,13 +11,14 @@ use super::rows::{
     EventRow, KeyRow, LeaseRow, ReservationRow, SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
 };
 use super::{
-    delete_through_by_count, encode_hold_lines_into, following_boot, id_key_from_halves,
-    id_key_halves, Store, StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
+    decode_hold_lines, delete_through_by_count, encode_hold_lines_into, following_boot,
+    id_key_from_halves, id_key_halves, Store, StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
 };
 use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled, SettledHold};
 
 mod binding;
+mod chunks;
 mod schema;
 use schema::add_missing_columns;
 pub use schema::SCHEMA;
@@ -234,6 +235,18 @@ impl Store for SqliteStore {
                 })
             },
             |row, settled| row.load_into(settled),
+            &mut settled,
+        )?;
+        // Chunks first: a row of the same id is a later state (chunks.rs).
+        self.load_rows(
+            "SELECT first_id, rows FROM hotstock_reservation_chunks",
+            "reservation chunks",
+            |row| Ok((row.get::<_, i64>(0)?, row.get::<_, Vec<u8>>(1)?)),
+            |(first, blob), settled| {
+                let rows = chunks::decode(rows::from_stored(first), &blob)?;
+                settled.holds.extend(rows);
+                Ok(())
+            },
             &mut settled,
         )?;
         self.load_rows(

@@ -53,6 +53,17 @@ CREATE TABLE IF NOT EXISTS hotstock_reservations (
 -- Old rows are found by a scan, hourly (RESERVATION_PRUNE_INTERVAL_MS).
 -- Data directories made by earlier builds had one; it goes.
 DROP INDEX IF EXISTS hotstock_reservations_by_time;
+-- Reservations first written by a checkpoint, many to a row (a sale's
+-- purchases): ids above every stored one when written, so the ranges
+-- [first_id, last_id] never overlap; a row above supersedes an entry
+-- (src/durable/store/sqlite/chunks.rs, docs/storage.md).
+CREATE TABLE IF NOT EXISTS hotstock_reservation_chunks (
+    first_id  INTEGER PRIMARY KEY,
+    last_id   INTEGER NOT NULL,
+    entries   INTEGER NOT NULL,
+    oldest_ms INTEGER NOT NULL,
+    rows      BLOB NOT NULL
+);
 CREATE TABLE IF NOT EXISTS hotstock_idempotency (
     key           TEXT PRIMARY KEY,
     fingerprint   INTEGER NOT NULL,

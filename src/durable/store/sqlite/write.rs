@@ -5,22 +5,8 @@
 //! outbox's events never disagree.
 
 use super::binding::Reused;
+use super::chunks;
 use super::*;
-
-/// How a statement writes reservation rows.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum ReservationWrite {
-    /// Rows that may already be stored: an upsert. An upsert, not INSERT
-    /// OR REPLACE: REPLACE may delete before it inserts, so SQLite keeps a
-    /// statement journal for every row (a quarter of a checkpoint's cost
-    /// in a sale). A checkpoint names each id once, so no statement meets
-    /// an id twice.
-    Upsert = 0,
-    /// Rows whose ids are above every stored one (`write_reservations`),
-    /// so none can meet a stored row: a plain insert, `OR FAIL`
-    /// (`FAIL_NOT_ABORT`).
-    Insert = 1,
-}
 
 /// Why the checkpoint's inserts say `OR FAIL`: a statement of many rows
 /// that may ABORT (SQLite's default) halfway must undo its own rows and
@@ -32,15 +18,16 @@ pub(super) enum ReservationWrite {
 /// used. (The upsert's DO UPDATE always ABORTs; it keeps its journal.)
 const FAIL_NOT_ABORT: &str = "INSERT OR FAIL INTO";
 
-/// A statement writing `rows` reservation rows, as `write` says.
-pub(super) fn reservations_sql(write: ReservationWrite, rows: usize) -> String {
+/// An upsert of `rows` reservation rows. An upsert, not INSERT OR REPLACE:
+/// REPLACE may delete before it inserts, so SQLite keeps a statement
+/// journal for every row (a quarter of a checkpoint's cost in a sale). A
+/// checkpoint names each id once, so no statement meets an id twice.
+/// (The DO UPDATE always ABORTs, so this statement keeps its journal; in
+/// a sale new rows go to chunks instead, `chunks.rs`.)
+pub(super) fn upsert_reservations_sql(rows: usize) -> String {
     assert!((1..=ROWS_PER_STATEMENT).contains(&rows));
-    let verb = match write {
-        ReservationWrite::Upsert => "INSERT INTO",
-        ReservationWrite::Insert => FAIL_NOT_ABORT,
-    };
-    let mut sql = format!(
-        "{verb} hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions) VALUES "
+    let mut sql = String::from(
+        "INSERT INTO hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions) VALUES ",
     );
     for row in 0..rows {
         if row > 0 {
@@ -48,13 +35,11 @@ pub(super) fn reservations_sql(write: ReservationWrite, rows: usize) -> String {
         }
         sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
     }
-    if write == ReservationWrite::Upsert {
-        sql.push_str(
-            " ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
+    sql.push_str(
+        " ON CONFLICT (id) DO UPDATE SET status = excluded.status, status_ms = excluded.status_ms,
            deadline_ms = excluded.deadline_ms, limit_mask = excluded.limit_mask,
            customer = excluded.customer, lines = excluded.lines, extensions = excluded.extensions",
-        );
-    }
+    );
     sql
 }
 
@@ -445,41 +430,54 @@ pub(super) fn write_reservations(
     checkpoint: &Checkpoint,
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
-    // In a sale every purchase is a new row. A row whose id is above the
-    // largest stored one cannot meet a stored row, so it needs no upsert:
-    // compared as SQLite orders them (`as_stored`), whatever the ids'
-    // history (slots reused, earlier runs, pruned rows). Rows below it
-    // (an update, or a reused slot's id under a newer slot's) take the
-    // upsert; the rows are in id order, so the two kinds come in runs.
-    let largest: Option<i64> = tx
-        .query_row("SELECT MAX(id) FROM hotstock_reservations", [], |row| {
-            row.get(0)
-        })
-        .map_err(|e| fail("finding the largest reservation id", e))?;
-    let write = |id: u64| match largest {
-        Some(largest) if as_stored(id) <= largest => ReservationWrite::Upsert,
-        _ => ReservationWrite::Insert,
-    };
-    let mut writer = ReservationWriter::new(tx, fail)?;
-    for run in checkpoint.holds.chunk_by(|a, b| write(a.0) == write(b.0)) {
-        writer.write_run(write(run[0].0), run)?;
+    // In a sale every purchase is a new reservation: rows above every
+    // stored id go to chunks, many to a row (`chunks.rs`, whose rules keep
+    // the two tables exact); the rest (updates, and a reused slot's id
+    // below a newer one) are upserts. The rows are in id order, and the
+    // ids `may_chunk` takes are one range of it, so the two come in runs.
+    let largest = chunks::largest_stored_id(tx, fail)?;
+    let chunked = |id: u64| chunks::may_chunk(id, largest);
+    let mut upserts = ReservationWriter::new(tx, fail)?;
+    for run in checkpoint
+        .holds
+        .chunk_by(|a, b| chunked(a.0) == chunked(b.0))
+    {
+        if chunked(run[0].0) {
+            chunks::write_chunks(tx, run, fail)?;
+        } else {
+            upserts.write_run(run)?;
+        }
     }
     if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
+        const PRUNED: &str = "(status IN ('cancelled', 'expired', 'refunded') AND status_ms <= ?1)
+             OR (status = 'confirmed' AND status_ms <= ?2)";
+        let bounds = params![ended_before as i64, confirmed_before as i64];
+        // Chunk entries of the rows about to go are older states of them
+        // (`chunks.rs`): they go first, or they would come back.
+        let mut going = tx
+            .prepare(&format!(
+                "SELECT id FROM hotstock_reservations WHERE {PRUNED}"
+            ))
+            .map_err(|e| fail("finding old reservations", e))?;
+        let going: Vec<u64> = going
+            .query_map(bounds, |row| row.get::<_, i64>(0).map(rows::from_stored))
+            .and_then(|ids| ids.collect())
+            .map_err(|e| fail("finding old reservations", e))?;
+        chunks::prune_chunks(tx, &going, (ended_before, confirmed_before), fail)?;
         tx.execute(
-            "DELETE FROM hotstock_reservations
-             WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= ?1)
-                OR (status = 'confirmed' AND status_ms <= ?2)",
-            params![ended_before as i64, confirmed_before as i64],
+            &format!("DELETE FROM hotstock_reservations WHERE {PRUNED}"),
+            bounds,
         )
         .map_err(|e| fail("pruning old reservations", e))?;
     }
     Ok(())
 }
 
-/// Reservation statements of both kinds, prepared once per checkpoint.
+/// Reservation upserts, prepared once per checkpoint.
 struct ReservationWriter<'t> {
-    /// `[write][0]`: `ROWS_PER_STATEMENT` rows; `[write][1]`: one row.
-    statements: [[Reused<'t>; 2]; 2],
+    /// `ROWS_PER_STATEMENT` rows, and one row.
+    many: Reused<'t>,
+    one: Reused<'t>,
     /// The encoded lines, a buffer reused from row to row.
     lines: String,
     fail: Fail<'t>,
@@ -487,50 +485,39 @@ struct ReservationWriter<'t> {
 
 impl<'t> ReservationWriter<'t> {
     fn new(tx: &'t Transaction<'_>, fail: Fail<'t>) -> Result<Self, StoreError> {
-        let prepare = |write, rows| {
-            tx.prepare_cached(&reservations_sql(write, rows))
+        let prepare = |rows| {
+            tx.prepare_cached(&upsert_reservations_sql(rows))
                 .map(Reused::new)
                 .map_err(|e| fail("preparing reservation writes", e))
         };
         Ok(ReservationWriter {
-            statements: [
-                [
-                    prepare(ReservationWrite::Upsert, ROWS_PER_STATEMENT)?,
-                    prepare(ReservationWrite::Upsert, 1)?,
-                ],
-                [
-                    prepare(ReservationWrite::Insert, ROWS_PER_STATEMENT)?,
-                    prepare(ReservationWrite::Insert, 1)?,
-                ],
-            ],
+            many: prepare(ROWS_PER_STATEMENT)?,
+            one: prepare(1)?,
             lines: String::new(),
             fail,
         })
     }
 
-    /// Writes `run`, rows all to be written as `write`: many rows per
-    /// statement, so SQLite's per-statement work (step, halt, reset) is
-    /// paid once per `ROWS_PER_STATEMENT`; the tail one by one.
-    fn write_run(
-        &mut self,
-        write: ReservationWrite,
-        run: &[(u64, SettledHold)],
-    ) -> Result<(), StoreError> {
+    /// Writes `run`: many rows per statement, so SQLite's per-statement
+    /// work (step, halt, reset) is paid once per `ROWS_PER_STATEMENT`; the
+    /// tail one by one.
+    fn write_run(&mut self, run: &[(u64, SettledHold)]) -> Result<(), StoreError> {
         let fail = self.fail;
-        let [many, one] = &mut self.statements[write as usize];
         let mut groups = run.chunks_exact(ROWS_PER_STATEMENT);
         for group in &mut groups {
             for (row, (id, hold)) in group.iter().enumerate() {
-                bind_reservation(many, row, *id, hold, &mut self.lines)
+                bind_reservation(&mut self.many, row, *id, hold, &mut self.lines)
                     .map_err(|e| fail("writing a reservation", e))?;
             }
-            many.execute()
+            self.many
+                .execute()
                 .map_err(|e| fail("writing reservations", e))?;
         }
         for (id, hold) in groups.remainder() {
-            bind_reservation(one, 0, *id, hold, &mut self.lines)
+            bind_reservation(&mut self.one, 0, *id, hold, &mut self.lines)
                 .map_err(|e| fail("writing a reservation", e))?;
-            one.execute()
+            self.one
+                .execute()
                 .map_err(|e| fail("writing a reservation", e))?;
         }
         Ok(())
