@@ -382,6 +382,67 @@ fn a_damaged_reservation_chunk_is_an_error_naming_it() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// The hourly prune reads only chunks with an entry old enough by its own
+/// status's bound: a chunk of recent confirmed purchases is not read (its
+/// blob, damaged here, goes unnoticed) until the confirmed bound reaches
+/// it (then the damage stops the prune, and nothing is deleted).
+#[test]
+fn a_prune_reads_only_chunks_old_enough_by_their_entries_status() {
+    use hotstock::durable::settled::{Checkpoint, SettledHold};
+    use hotstock::durable::store::Store;
+    use hotstock::{HoldStatus, Line, SkuId};
+
+    let dir = scratch("chunk-prune-skip");
+    let path = dir.join("hotstock.sqlite");
+    let mut store = SqliteStore::open(&path).unwrap();
+    let confirmed = |at_ms: u64| SettledHold {
+        status: HoldStatus::Confirmed,
+        at_ms,
+        deadline_ms: at_ms,
+        limit_mask: 0,
+        customer: None,
+        lines: vec![Line {
+            sku: SkuId::from_index(0),
+            quantity: 1,
+        }],
+        extensions: 0,
+        amounts: None,
+    };
+    let checkpoint = |holds: Vec<(u64, SettledHold)>, prune_before_ms| {
+        let mut checkpoint = Checkpoint {
+            holds,
+            prune_before_ms,
+            ..Checkpoint::default()
+        };
+        checkpoint.position.offset = 24;
+        checkpoint
+    };
+    let sale = (1..=3).map(|id| (id, confirmed(5_000))).collect();
+    store.save(&checkpoint(sale, None)).unwrap();
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    connection
+        .execute(
+            "UPDATE hotstock_reservation_chunks SET rows = substr(rows, 1, 5)",
+            [],
+        )
+        .unwrap();
+    drop(connection);
+    // Ended rows before 9,000 go, confirmed ones before 2,000: the chunk
+    // holds only confirmed entries of 5,000, and is not read.
+    store
+        .save(&checkpoint(Vec::new(), Some((9_000, 2_000))))
+        .expect("a prune that does not need the chunk");
+    // Confirmed ones before 6,000: it is read, and its damage stops the
+    // checkpoint.
+    let error = store
+        .save(&checkpoint(Vec::new(), Some((9_000, 6_000))))
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("hotstock_reservation_chunks"), "{error}");
+    drop(store);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn sqlite_counts_boots() {
     let dir = scratch("boots");

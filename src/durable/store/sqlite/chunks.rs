@@ -88,8 +88,9 @@ pub(super) fn write_chunks(
     }
     let mut insert = tx
         .prepare_cached(
-            "INSERT OR FAIL INTO hotstock_reservation_chunks (first_id, last_id, entries, oldest_ms, rows)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR FAIL INTO hotstock_reservation_chunks
+                 (first_id, last_id, entries, ended_ms, confirmed_ms, rows)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(|e| fail("preparing reservation chunks", e))?;
     let mut blob = Vec::new();
@@ -98,13 +99,14 @@ pub(super) fn write_chunks(
         let first = chunk[0].0;
         encode_into(&mut blob, &mut lines, first, chunk);
         let last = chunk[chunk.len() - 1].0;
-        let oldest = chunk.iter().map(|(_, hold)| hold.at_ms).min().unwrap_or(0);
+        let (ended, confirmed) = oldest_prunable(chunk);
         insert
             .execute(params![
                 as_stored(first),
                 as_stored(last),
                 chunk.len() as i64,
-                as_stored(oldest),
+                ended.map(as_stored),
+                confirmed.map(as_stored),
                 blob.as_slice()
             ])
             .map_err(|e| fail("writing a reservation chunk", e))?;
@@ -138,12 +140,19 @@ pub(super) fn prune_chunks(
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
     let mut visit = chunks_holding(tx, superseded, fail)?;
-    let bound = before.0.max(before.1);
+    // Only chunks with an entry old enough by its own status's rule: a
+    // sale's confirmed purchases are kept far longer than ended ones, and
+    // their chunks are not read at every hourly prune until then.
     let mut old = tx
-        .prepare("SELECT first_id FROM hotstock_reservation_chunks WHERE oldest_ms <= ?1")
+        .prepare(
+            "SELECT first_id FROM hotstock_reservation_chunks
+             WHERE ended_ms <= ?1 OR confirmed_ms <= ?2",
+        )
         .map_err(|e| fail("finding old reservation chunks", e))?;
     let rows = old
-        .query_map([as_stored(bound)], |row| row.get::<_, i64>(0))
+        .query_map(params![as_stored(before.0), as_stored(before.1)], |row| {
+            row.get::<_, i64>(0)
+        })
         .map_err(|e| fail("finding old reservation chunks", e))?;
     for first in rows {
         visit.push(first.map_err(|e| fail("finding old reservation chunks", e))?);
@@ -229,14 +238,39 @@ fn rewrite_chunk(
     let mut blob = Vec::new();
     encode_into(&mut blob, &mut String::new(), from_stored(first), &kept);
     let last = kept[kept.len() - 1].0;
-    let oldest = kept.iter().map(|(_, hold)| hold.at_ms).min().unwrap_or(0);
+    let (ended, confirmed) = oldest_prunable(&kept);
     tx.execute(
-        "UPDATE hotstock_reservation_chunks SET last_id = ?2, entries = ?3, oldest_ms = ?4, rows = ?5
+        "UPDATE hotstock_reservation_chunks
+         SET last_id = ?2, entries = ?3, ended_ms = ?4, confirmed_ms = ?5, rows = ?6
          WHERE first_id = ?1",
-        params![first, as_stored(last), kept.len() as i64, as_stored(oldest), blob],
+        params![
+            first,
+            as_stored(last),
+            kept.len() as i64,
+            ended.map(as_stored),
+            confirmed.map(as_stored),
+            blob
+        ],
     )
     .map_err(|e| fail("rewriting a reservation chunk", e))?;
     Ok(())
+}
+
+/// The oldest status time among `rows`' ended entries, and among their
+/// confirmed ones (`None`: no such entry): what a prune compares with its
+/// two bounds (`is_prunable`) to skip a chunk without reading it.
+fn oldest_prunable(rows: &[(u64, SettledHold)]) -> (Option<u64>, Option<u64>) {
+    let mut ended: Option<u64> = None;
+    let mut confirmed: Option<u64> = None;
+    for (_, hold) in rows {
+        let oldest = match hold.status {
+            HoldStatus::Held => continue,
+            HoldStatus::Confirmed => &mut confirmed,
+            HoldStatus::Cancelled | HoldStatus::Expired | HoldStatus::Refunded => &mut ended,
+        };
+        *oldest = Some(oldest.map_or(hold.at_ms, |at| at.min(hold.at_ms)));
+    }
+    (ended, confirmed)
 }
 
 /// Encodes `rows` (ids in order, none below `first`, the chunk's key)

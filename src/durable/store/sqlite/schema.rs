@@ -61,7 +61,10 @@ CREATE TABLE IF NOT EXISTS hotstock_reservation_chunks (
     first_id  INTEGER PRIMARY KEY,
     last_id   INTEGER NOT NULL,
     entries   INTEGER NOT NULL,
-    oldest_ms INTEGER NOT NULL,
+    -- The oldest status time of its ended entries, and of its confirmed
+    -- ones (NULL: none): a prune reads only chunks old enough by either.
+    ended_ms     INTEGER,
+    confirmed_ms INTEGER,
     rows      BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS hotstock_idempotency (
