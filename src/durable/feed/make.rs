@@ -7,7 +7,8 @@ use super::*;
 impl FeedInner {
     /// Turns one durable batch into events, in feed order.
     pub(super) fn make(&mut self, batch: RawBatch) {
-        let mut events = Vec::new();
+        // The decoded events' room is kept from batch to batch.
+        let mut events = std::mem::take(&mut self.decoded);
         for payload in segment::batch_payloads(&batch.frames) {
             match Event::decode(payload) {
                 Ok(event) => events.push(event),
@@ -15,15 +16,15 @@ impl FeedInner {
                 Err(error) => tracing::error!("feed: a durable frame does not decode: {error}"),
             }
         }
-        for step in feed_order(events) {
+        let order = feed_order(&mut events);
+        self.decoded = events;
+        for step in order {
             match step {
                 Step::Single(event) => self.make_single(event, batch.at_ms),
-                Step::Chain(chain) => {
-                    for link in chain {
-                        match link {
-                            Link::Hold(hold) => self.make_hold(hold, batch.at_ms),
-                            Link::Fill(sku, fill) => self.make_fill(sku, fill, batch.at_ms),
-                        }
+                Step::Chain(Chain::One(link)) => self.make_link(link, batch.at_ms),
+                Step::Chain(Chain::Many(links)) => {
+                    for link in links {
+                        self.make_link(link, batch.at_ms);
                     }
                 }
             }
@@ -33,6 +34,13 @@ impl FeedInner {
         }
         self.made_through = batch.end;
         self.boundaries.push_back((batch.end, self.next_position));
+    }
+
+    fn make_link(&mut self, link: Link, at_ms: u64) {
+        match link {
+            Link::Hold(hold) => self.make_hold(hold, at_ms),
+            Link::Fill(sku, fill) => self.make_fill(sku, fill, at_ms),
+        }
     }
 
     // Long by design: one arm per event kind, each the feed events it makes.
@@ -245,10 +253,14 @@ impl FeedInner {
     /// then one event per line SKU (a SKU twice in a cart is refused by the
     /// engine, so each SKU has one line).
     fn make_hold(&mut self, hold: HoldEvent, at_ms: u64) {
-        let mut before = Vec::with_capacity(hold.lines.len());
+        // Each line's SKU's counts before the change (one SKU per line, so
+        // no line's move touches another's): a purchase's one line on the
+        // stack, the rest of a cart's in a vector (none allocated for one).
+        let counts_of = |line: &crate::core::types::Line| self.counts(line.sku.index() as usize);
+        let first_before = hold.lines.first().map(counts_of);
+        let more_before: Vec<FeedCounts> = hold.lines.iter().skip(1).map(counts_of).collect();
         for (i, line) in hold.lines.iter().enumerate() {
             let index = line.sku.index() as usize;
-            before.push(self.counts(index));
             let change = match &hold.changes {
                 Some(changes) => changes[i],
                 None => LineChange::whole(hold.status, line.quantity),
@@ -285,6 +297,7 @@ impl FeedInner {
             deadline_ms: hold.deadline_ms,
         });
         let kind = FeedKind::of_transition(hold.from, hold.status);
+        let before = first_before.into_iter().chain(more_before);
         for (line, before) in hold.lines.iter().zip(before) {
             let index = line.sku.index() as usize;
             let detail = Detail::Reservation(Arc::clone(&reservation));

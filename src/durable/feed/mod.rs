@@ -25,7 +25,7 @@
 mod make;
 mod order;
 
-pub use order::{feed_order, Link, Step};
+pub use order::{feed_order, Chain, Link, Step};
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -300,6 +300,9 @@ struct FeedInner {
     /// low stock) are judged once the batch is made, not between the
     /// restock and its fills (the units never were available to buyers).
     deferred: Vec<(usize, FeedCounts)>,
+    /// A batch's decoded events, emptied by `feed_order`: the room is kept
+    /// from batch to batch.
+    decoded: Vec<Event>,
 }
 
 /// The feed: durable batches in, events out.
@@ -357,6 +360,7 @@ impl Feed {
                 saved_through: next - 1,
                 negative_counts: 0,
                 deferred: Vec::new(),
+                decoded: Vec::new(),
             }),
             arrived: Condvar::new(),
             wakers: Mutex::new(Vec::new()),

@@ -49,7 +49,43 @@ use crate::durable::event::{Event, HoldEvent};
 #[derive(Debug, PartialEq, Eq)]
 pub enum Step {
     Single(Event),
-    Chain(Vec<Link>),
+    Chain(Chain),
+}
+
+/// A reservation's links within one batch: one, a purchase's (nearly every
+/// chain in a sale), kept inline; more in a vector. (A vector for every
+/// chain was an allocation a purchase in every checkpoint's making of the
+/// feed, docs/benchmarks.md.)
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chain {
+    One(Link),
+    Many(Vec<Link>),
+}
+
+impl Chain {
+    fn push(&mut self, link: Link) {
+        *self = match std::mem::replace(self, Chain::Many(Vec::new())) {
+            Chain::One(first) => Chain::Many(vec![first, link]),
+            Chain::Many(mut links) => {
+                links.push(link);
+                Chain::Many(links)
+            }
+        };
+    }
+
+    fn links(&self) -> &[Link] {
+        match self {
+            Chain::One(link) => std::slice::from_ref(link),
+            Chain::Many(links) => links,
+        }
+    }
+
+    fn links_mut(&mut self) -> &mut [Link] {
+        match self {
+            Chain::One(link) => std::slice::from_mut(link),
+            Chain::Many(links) => links,
+        }
+    }
 }
 
 /// One event of a reservation's chain.
@@ -78,18 +114,19 @@ impl Link {
     }
 }
 
-/// `events` (one batch, in frame order) in feed order. Idempotency events
-/// are dropped: they record a receipt, not a change of stock.
-pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
+/// `events` (one batch, in frame order) in feed order, `events` left empty
+/// (its room kept for the next batch). Idempotency events are dropped:
+/// they record a receipt, not a change of stock.
+pub fn feed_order(events: &mut Vec<Event>) -> Vec<Step> {
     let mut created: Vec<Step> = Vec::new();
     let mut credit_ops: Vec<Event> = Vec::new();
     let mut take_ops: Vec<Event> = Vec::new();
     let mut sells: Vec<Step> = Vec::new();
     // Chains by first appearance; a batch holds at most a few of one id.
-    let mut chains: Vec<Vec<Link>> = Vec::new();
+    let mut chains: Vec<Chain> = Vec::new();
     let mut chain_of: std::collections::HashMap<u64, usize, foldhash::fast::RandomState> =
         std::collections::HashMap::default();
-    for event in events {
+    for event in events.drain(..) {
         match event {
             Event::SkuCreated { .. } => created.push(Step::Single(event)),
             Event::Operator { delta, .. } if delta >= 0 => credit_ops.push(event),
@@ -105,20 +142,12 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
             | Event::SaleWindow { .. }
             | Event::WaitingRoom { .. } => credit_ops.push(event),
             Event::Hold(hold) => {
-                let next = chains.len();
-                let index = *chain_of.entry(hold.id.as_u64()).or_insert(next);
-                if index == next {
-                    chains.push(Vec::new());
-                }
-                chains[index].push(Link::Hold(hold));
+                let id = hold.id.as_u64();
+                add_link(&mut chains, &mut chain_of, id, Link::Hold(hold));
             }
             Event::BackorderFilled { sku, fill } => {
-                let next = chains.len();
-                let index = *chain_of.entry(fill.id.as_u64()).or_insert(next);
-                if index == next {
-                    chains.push(Vec::new());
-                }
-                chains[index].push(Link::Fill(sku, fill));
+                let id = fill.id.as_u64();
+                add_link(&mut chains, &mut chain_of, id, Link::Fill(sku, fill));
             }
             Event::Idempotency(_) => {}
         }
@@ -137,19 +166,36 @@ pub fn feed_order(events: Vec<Event>) -> Vec<Step> {
     order
 }
 
+/// Adds `link` to reservation `id`'s chain, a new one at its first link.
+fn add_link(
+    chains: &mut Vec<Chain>,
+    chain_of: &mut std::collections::HashMap<u64, usize, foldhash::fast::RandomState>,
+    id: u64,
+    link: Link,
+) {
+    let next = chains.len();
+    let index = *chain_of.entry(id).or_insert(next);
+    if index == next {
+        chains.push(Chain::One(link));
+    } else {
+        chains[index].push(link);
+    }
+}
+
 /// A batch's reservation chains, each in status order, grouped by what
 /// they do: reservations made earlier (without, then with backorder
 /// fills), those made and ended within the batch, those made and left
 /// open.
-fn sort_chains(chains: Vec<Vec<Link>>) -> [Vec<Step>; 4] {
+fn sort_chains(chains: Vec<Chain>) -> [Vec<Step>; 4] {
     let mut moves = Vec::new();
     let mut filled = Vec::new();
     let mut round_trips = Vec::new();
     let mut takes = Vec::new();
     for mut chain in chains {
-        chain.sort_by_key(Link::order_key);
-        let born_here = matches!(&chain[0], Link::Hold(hold) if hold.from.is_none());
-        let ended = chain
+        chain.links_mut().sort_by_key(Link::order_key);
+        let links = chain.links();
+        let born_here = matches!(&links[0], Link::Hold(hold) if hold.from.is_none());
+        let ended = links
             .iter()
             .rev()
             .find_map(|link| match link {
@@ -157,7 +203,7 @@ fn sort_chains(chains: Vec<Vec<Link>>) -> [Vec<Step>; 4] {
                 Link::Fill(..) => None,
             })
             .unwrap_or(false);
-        let fills = chain.iter().any(|link| matches!(link, Link::Fill(..)));
+        let fills = links.iter().any(|link| matches!(link, Link::Fill(..)));
         match (born_here, ended) {
             (false, _) if fills => filled.push(Step::Chain(chain)),
             (false, _) => moves.push(Step::Chain(chain)),
@@ -200,4 +246,70 @@ fn is_end(status: HoldStatus) -> bool {
         status,
         HoldStatus::Cancelled | HoldStatus::Expired | HoldStatus::Refunded
     )
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::core::types::{Line, ReservationId};
+    use crate::durable::event::HoldEvent;
+
+    fn hold(id: u64, from: Option<HoldStatus>, status: HoldStatus, deadline_ms: u64) -> Event {
+        Event::Hold(HoldEvent {
+            id: ReservationId::from_u64(id),
+            from,
+            status,
+            at_ms: 1,
+            deadline_ms,
+            limit_mask: 0,
+            customer: None,
+            lines: vec![Line {
+                sku: SkuId::from_index(0),
+                quantity: 1,
+            }],
+            extensions: 0,
+            changes: None,
+            owed: None,
+            ticket: 0,
+        })
+    }
+
+    fn statuses(step: &Step) -> Vec<(u64, Option<HoldStatus>, HoldStatus, u64)> {
+        let Step::Chain(chain) = step else {
+            return Vec::new();
+        };
+        let links = chain.links();
+        let of = |link: &Link| match link {
+            Link::Hold(h) => Some((h.id.as_u64(), h.from, h.status, h.deadline_ms)),
+            Link::Fill(..) => None,
+        };
+        links.iter().filter_map(of).collect()
+    }
+
+    /// A chain of one link stays one; a chain of several, its links arriving
+    /// out of order across the batch, comes out whole in path order.
+    #[test]
+    fn chains_of_one_and_of_many_come_out_whole_and_in_path_order() {
+        use HoldStatus::*;
+        let mut events = vec![
+            hold(7, Some(Held), Confirmed, 30),
+            hold(9, None, Confirmed, 10),
+            hold(7, Some(Held), Held, 30),
+            hold(7, None, Held, 20),
+        ];
+        let order = feed_order(&mut events);
+        assert!(events.is_empty());
+        assert_eq!(order.len(), 2);
+        assert!(matches!(&order[0], Step::Chain(Chain::Many(_))));
+        assert_eq!(
+            statuses(&order[0]),
+            [
+                (7, None, Held, 20),
+                (7, Some(Held), Held, 30),
+                (7, Some(Held), Confirmed, 30),
+            ]
+        );
+        assert!(matches!(&order[1], Step::Chain(Chain::One(_))));
+        assert_eq!(statuses(&order[1]), [(9, None, Confirmed, 10)]);
+    }
 }
