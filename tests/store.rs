@@ -4,13 +4,32 @@
 
 mod common;
 
+use hotstock::durable::settled::SettledHold;
 use hotstock::durable::store::sqlite::SqliteStore;
+use hotstock::durable::store::Store;
 
 fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("hotstock-store-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A reservation row of one unit of SKU `sku`, in `status` since `at_ms`.
+fn one_unit(status: hotstock::HoldStatus, at_ms: u64, sku: u32) -> SettledHold {
+    SettledHold {
+        status,
+        at_ms,
+        deadline_ms: at_ms + 1_000,
+        limit_mask: 0,
+        customer: None,
+        lines: vec![hotstock::Line {
+            sku: hotstock::SkuId::from_index(sku),
+            quantity: 1,
+        }],
+        extensions: 0,
+        amounts: None,
+    }
 }
 
 #[test]
@@ -75,7 +94,6 @@ fn opening_an_older_store_drops_the_index_over_every_reservation() {
 /// table gains their columns on open, and its rows load with none of them.
 #[test]
 fn opening_a_store_from_before_low_stock_thresholds_adds_their_columns() {
-    use hotstock::durable::store::Store;
     let dir = scratch("upgrade-low-stock");
     let path = dir.join("hotstock.sqlite");
     let connection = rusqlite::Connection::open(&path).unwrap();
@@ -109,8 +127,6 @@ fn opening_a_store_from_before_low_stock_thresholds_adds_their_columns() {
 /// checkpoint's rows update earlier ones in place.
 #[test]
 fn sqlite_round_trips_rows_written_many_per_statement() {
-    use hotstock::durable::settled::{Checkpoint, SettledHold};
-    use hotstock::durable::store::Store;
     use hotstock::{HoldStatus, Line, SkuId};
 
     let dir = scratch("many");
@@ -138,12 +154,7 @@ fn sqlite_round_trips_rows_written_many_per_statement() {
         }),
     };
     let save = |store: &mut SqliteStore, holds: Vec<(u64, SettledHold)>| {
-        let mut checkpoint = Checkpoint {
-            holds,
-            ..Checkpoint::default()
-        };
-        checkpoint.position.offset = 24;
-        store.save(&checkpoint).unwrap();
+        store.save(&common::checkpoint_of(holds, None)).unwrap();
     };
     // 70 rows: two full statements and a tail of six.
     save(
@@ -178,25 +189,11 @@ fn sqlite_round_trips_rows_written_many_per_statement() {
 /// never chunked) included, and every one reads back as last written.
 #[test]
 fn sqlite_chunks_rows_above_the_largest_stored_id_and_upserts_the_rest() {
-    use hotstock::durable::settled::{Checkpoint, SettledHold};
-    use hotstock::durable::store::Store;
-    use hotstock::{HoldStatus, Line, SkuId};
+    use hotstock::HoldStatus;
 
     let dir = scratch("insert-or-upsert");
     let mut store = SqliteStore::open(&dir.join("hotstock.sqlite")).unwrap();
-    let row = |id: u64, status: HoldStatus| SettledHold {
-        status,
-        at_ms: 1_000 + (id % 1_000),
-        deadline_ms: 9_000,
-        limit_mask: 0,
-        customer: None,
-        lines: vec![Line {
-            sku: SkuId::from_index((id % 7) as u32),
-            quantity: 1,
-        }],
-        extensions: 0,
-        amounts: None,
-    };
+    let row = |id: u64, status| one_unit(status, 1_000 + (id % 1_000), (id % 7) as u32);
     let mut expected = std::collections::BTreeMap::new();
     let mut save = |ids: Vec<(u64, HoldStatus)>| {
         let holds: Vec<(u64, SettledHold)> = ids
@@ -206,12 +203,7 @@ fn sqlite_chunks_rows_above_the_largest_stored_id_and_upserts_the_rest() {
         for (id, hold) in &holds {
             expected.insert(*id, hold.clone());
         }
-        let mut checkpoint = Checkpoint {
-            holds,
-            ..Checkpoint::default()
-        };
-        checkpoint.position.offset = 24;
-        store.save(&checkpoint).unwrap();
+        store.save(&common::checkpoint_of(holds, None)).unwrap();
         store.load().unwrap().unwrap().holds
     };
     let high = 1u64 << 63;
@@ -250,34 +242,14 @@ fn sqlite_chunks_rows_above_the_largest_stored_id_and_upserts_the_rest() {
 /// A chunk that keeps some entries is rewritten with their ids intact.
 #[test]
 fn sqlite_prunes_a_chunk_entry_with_the_row_that_superseded_it() {
-    use hotstock::durable::settled::{Checkpoint, SettledHold};
-    use hotstock::durable::store::Store;
-    use hotstock::{HoldStatus, Line, SkuId};
+    use hotstock::HoldStatus;
 
     let dir = scratch("chunk-prune");
     let path = dir.join("hotstock.sqlite");
     let mut store = SqliteStore::open(&path).unwrap();
-    let row = |status: HoldStatus, at_ms: u64| SettledHold {
-        status,
-        at_ms,
-        deadline_ms: at_ms + 1_000,
-        limit_mask: 0,
-        customer: Some("ann".into()),
-        lines: vec![Line {
-            sku: SkuId::from_index(0),
-            quantity: 1,
-        }],
-        extensions: 0,
-        amounts: None,
-    };
-    let save = |store: &mut SqliteStore, holds: Vec<(u64, SettledHold)>, prune| {
-        let mut checkpoint = Checkpoint {
-            holds,
-            prune_before_ms: prune,
-            ..Checkpoint::default()
-        };
-        checkpoint.position.offset = 24;
-        store.save(&checkpoint).unwrap();
+    let row = |status, at_ms| one_unit(status, at_ms, 0);
+    let save = |store: &mut SqliteStore, holds, prune| {
+        store.save(&common::checkpoint_of(holds, prune)).unwrap();
     };
     use HoldStatus::*;
     // New ids: one chunk.
@@ -334,32 +306,13 @@ fn sqlite_prunes_a_chunk_entry_with_the_row_that_superseded_it() {
 /// names the table and the chunk.
 #[test]
 fn a_damaged_reservation_chunk_is_an_error_naming_it() {
-    use hotstock::durable::settled::{Checkpoint, SettledHold};
-    use hotstock::durable::store::Store;
-    use hotstock::{HoldStatus, Line, SkuId};
-
     let dir = scratch("chunk-damage");
     let path = dir.join("hotstock.sqlite");
     let mut store = SqliteStore::open(&path).unwrap();
-    let hold = SettledHold {
-        status: HoldStatus::Held,
-        at_ms: 1,
-        deadline_ms: 2,
-        limit_mask: 0,
-        customer: None,
-        lines: vec![Line {
-            sku: SkuId::from_index(0),
-            quantity: 1,
-        }],
-        extensions: 0,
-        amounts: None,
-    };
-    let mut checkpoint = Checkpoint {
-        holds: vec![(9, hold)],
-        ..Checkpoint::default()
-    };
-    checkpoint.position.offset = 24;
-    store.save(&checkpoint).unwrap();
+    let hold = one_unit(hotstock::HoldStatus::Held, 1, 0);
+    store
+        .save(&common::checkpoint_of(vec![(9, hold)], None))
+        .unwrap();
     drop(store);
     let connection = rusqlite::Connection::open(&path).unwrap();
     let damaged = connection
@@ -388,35 +341,11 @@ fn a_damaged_reservation_chunk_is_an_error_naming_it() {
 /// it (then the damage stops the prune, and nothing is deleted).
 #[test]
 fn a_prune_reads_only_chunks_old_enough_by_their_entries_status() {
-    use hotstock::durable::settled::{Checkpoint, SettledHold};
-    use hotstock::durable::store::Store;
-    use hotstock::{HoldStatus, Line, SkuId};
-
     let dir = scratch("chunk-prune-skip");
     let path = dir.join("hotstock.sqlite");
     let mut store = SqliteStore::open(&path).unwrap();
-    let confirmed = |at_ms: u64| SettledHold {
-        status: HoldStatus::Confirmed,
-        at_ms,
-        deadline_ms: at_ms,
-        limit_mask: 0,
-        customer: None,
-        lines: vec![Line {
-            sku: SkuId::from_index(0),
-            quantity: 1,
-        }],
-        extensions: 0,
-        amounts: None,
-    };
-    let checkpoint = |holds: Vec<(u64, SettledHold)>, prune_before_ms| {
-        let mut checkpoint = Checkpoint {
-            holds,
-            prune_before_ms,
-            ..Checkpoint::default()
-        };
-        checkpoint.position.offset = 24;
-        checkpoint
-    };
+    let confirmed = |at_ms| one_unit(hotstock::HoldStatus::Confirmed, at_ms, 0);
+    let checkpoint = common::checkpoint_of;
     let sale = (1..=3).map(|id| (id, confirmed(5_000))).collect();
     store.save(&checkpoint(sale, None)).unwrap();
     let connection = rusqlite::Connection::open(&path).unwrap();

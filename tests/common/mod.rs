@@ -24,6 +24,21 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// A checkpoint of `holds` (at a position past a segment's header) and,
+/// when given, a prune's two bounds (ended, confirmed).
+pub fn checkpoint_of(
+    holds: Vec<(u64, hotstock::durable::settled::SettledHold)>,
+    prune_before_ms: Option<(u64, u64)>,
+) -> hotstock::durable::settled::Checkpoint {
+    let mut checkpoint = hotstock::durable::settled::Checkpoint {
+        holds,
+        prune_before_ms,
+        ..Default::default()
+    };
+    checkpoint.position.offset = 24;
+    checkpoint
+}
+
 /// What each store must do with reservation rows when a checkpoint asks it
 /// to prune (hourly, and at close): ended rows past their retention and
 /// confirmed ones past the refund window go, nothing else; a checkpoint
@@ -31,7 +46,7 @@ pub fn copy_dir(from: &Path, to: &Path) {
 pub fn store_prunes_reservations_by_status_and_age(
     store: &mut dyn hotstock::durable::store::Store,
 ) {
-    use hotstock::durable::settled::{Checkpoint, SettledHold};
+    use hotstock::durable::settled::SettledHold;
     use hotstock::{HoldStatus, Line, SkuId};
 
     let row = |status: HoldStatus, at_ms: u64| SettledHold {
@@ -58,15 +73,7 @@ pub fn store_prunes_reservations_by_status_and_age(
         (6, HoldStatus::Confirmed, 5_000),
         (7, HoldStatus::Held, 100),
     ];
-    let checkpoint = |holds: Vec<(u64, SettledHold)>, prune_before_ms| {
-        let mut checkpoint = Checkpoint {
-            holds,
-            prune_before_ms,
-            ..Checkpoint::default()
-        };
-        checkpoint.position.offset = 24;
-        checkpoint
-    };
+    let checkpoint = checkpoint_of;
     let ids = |store: &mut dyn hotstock::durable::store::Store| {
         let mut ids: Vec<u64> = store
             .load()
