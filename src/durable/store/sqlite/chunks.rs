@@ -83,9 +83,17 @@ pub(super) fn write_chunks(
     rows: &[(u64, SettledHold)],
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
-    if rows.is_empty() {
+    let Some((last, _)) = rows.last() else {
         return Ok(());
-    }
+    };
+    // The module's rules: ids in order, none negative as stored (the rows
+    // are in id order, so the last is the largest), so a chunk's range in
+    // SQLite's order is its first and last id.
+    debug_assert!(rows.windows(2).all(|pair| pair[0].0 < pair[1].0));
+    debug_assert!(
+        as_stored(*last) >= 0,
+        "a chunk's ids are not negative as stored"
+    );
     let mut insert = tx
         .prepare_cached(
             "INSERT OR FAIL INTO hotstock_reservation_chunks
