@@ -372,6 +372,62 @@ fn a_prune_reads_only_chunks_old_enough_by_their_entries_status() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// A store records its format. One a newer build wrote (a larger format)
+/// is refused with a message that says what to do, before this build's
+/// schema touches it; one from before formats opens and is recorded.
+#[test]
+fn a_store_of_a_newer_format_is_refused_before_anything_touches_it() {
+    use hotstock::durable::store::sqlite::STORE_FORMAT;
+    let dir = scratch("format");
+    let path = dir.join("hotstock.sqlite");
+    let format = |connection: &rusqlite::Connection| -> Option<i64> {
+        connection
+            .query_row(
+                "SELECT value FROM hotstock_meta WHERE key = 'store_format'",
+                [],
+                |row| row.get(0),
+            )
+            .ok()
+    };
+    let chunk_table = |connection: &rusqlite::Connection| -> i64 {
+        connection
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'hotstock_reservation_chunks'",
+                [],
+                |row| row.get(0),
+            )
+            .unwrap()
+    };
+    drop(SqliteStore::open(&path).unwrap());
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    assert_eq!(format(&connection), Some(STORE_FORMAT));
+    // As a newer layout might: another format, a table gone.
+    connection
+        .execute_batch(&format!(
+            "UPDATE hotstock_meta SET value = {} WHERE key = 'store_format';
+             DROP TABLE hotstock_reservation_chunks;",
+            STORE_FORMAT + 1
+        ))
+        .unwrap();
+    let error = SqliteStore::open(&path).unwrap_err().to_string();
+    let newer = format!("newer hotstock (store format {})", STORE_FORMAT + 1);
+    assert!(error.contains(&newer), "{error}");
+    assert_eq!(
+        chunk_table(&connection),
+        0,
+        "the schema ran on a refused store"
+    );
+    // A store from before formats: no key.
+    connection
+        .execute("DELETE FROM hotstock_meta WHERE key = 'store_format'", [])
+        .unwrap();
+    drop(SqliteStore::open(&path).unwrap());
+    assert_eq!(format(&connection), Some(STORE_FORMAT));
+    assert_eq!(chunk_table(&connection), 1);
+    drop(connection);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn sqlite_counts_boots() {
     let dir = scratch("boots");

@@ -21,7 +21,7 @@ mod binding;
 mod chunks;
 mod schema;
 use schema::add_missing_columns;
-pub use schema::SCHEMA;
+pub use schema::{SCHEMA, STORE_FORMAT};
 mod write;
 use write::*;
 
@@ -53,11 +53,15 @@ impl SqliteStore {
                  PRAGMA cache_size = -65536; PRAGMA temp_store = MEMORY;",
             )
             .map_err(|e| fail(format!("cannot set WAL mode: {e}")))?;
+        // Before the schema touches its tables: a newer build's store is
+        // refused, not half-upgraded into this build's.
+        schema::refuse_a_newer_format(&connection).map_err(fail)?;
         connection
             .execute_batch(SCHEMA)
             .map_err(|e| fail(format!("cannot create the schema: {e}")))?;
         add_missing_columns(&connection)
             .map_err(|e| fail(format!("cannot upgrade the schema: {e}")))?;
+        schema::record_format(&connection).map_err(fail)?;
         Ok(SqliteStore {
             path: path.to_owned(),
             connection,

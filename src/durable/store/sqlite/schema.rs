@@ -132,6 +132,57 @@ CREATE TABLE IF NOT EXISTS hotstock_leases (
 );
 ";
 
+/// The store's layout, kept in `hotstock_meta` so that a build refuses a
+/// store a newer one wrote instead of misreading it. 2: reservations may be
+/// in `hotstock_reservation_chunks`, which a build before it would not read
+/// (such builds check no format: docs/storage.md). A store without the key
+/// is format 1 and is upgraded by opening it.
+pub const STORE_FORMAT: i64 = 2;
+pub(super) const STORE_FORMAT_KEY: &str = "store_format";
+
+/// Refuses a store of a newer format, before anything touches its tables
+/// (a new file has no `hotstock_meta` yet; a store before formats, no key).
+pub(super) fn refuse_a_newer_format(connection: &Connection) -> Result<(), String> {
+    let reading = |e: rusqlite::Error| format!("cannot read the store's format: {e}");
+    let has_meta: bool = connection
+        .query_row(
+            "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'hotstock_meta')",
+            [],
+            |row| row.get(0),
+        )
+        .map_err(reading)?;
+    if !has_meta {
+        return Ok(());
+    }
+    let stored: Option<i64> = connection
+        .query_row(
+            "SELECT value FROM hotstock_meta WHERE key = ?1",
+            [STORE_FORMAT_KEY],
+            |row| row.get(0),
+        )
+        .optional()
+        .map_err(reading)?;
+    match stored {
+        Some(format) if format > STORE_FORMAT => Err(format!(
+            "the store was written by a newer hotstock (store format {format}); this build \
+             reads formats up to {STORE_FORMAT}: run that build or a later one, or restore a \
+             backup taken before the upgrade"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Records this build's format, once the schema is this build's.
+pub(super) fn record_format(connection: &Connection) -> Result<(), String> {
+    connection
+        .execute(
+            "INSERT OR REPLACE INTO hotstock_meta (key, value) VALUES (?1, ?2)",
+            rusqlite::params![STORE_FORMAT_KEY, STORE_FORMAT],
+        )
+        .map(drop)
+        .map_err(|e| format!("cannot record the store's format: {e}"))
+}
+
 /// Columns added after a table's first release, added to a store made
 /// before them (SQLite has no `ADD COLUMN IF NOT EXISTS`).
 // Long by design: the list of every column added since a table's first
