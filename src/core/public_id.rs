@@ -26,6 +26,50 @@ use crate::core::types::ReservationId;
 /// Characters in a public id's text form.
 pub const PUBLIC_ID_CHARS: usize = 32;
 
+/// A public id's text held inline (32 lowercase hex digits): the feed keeps
+/// one in every reservation's event, and a `Box<str>` was an allocation a
+/// purchase at every checkpoint (docs/benchmarks.md).
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PublicIdText {
+    digits: [u8; PUBLIC_ID_CHARS],
+}
+
+impl PublicIdText {
+    /// `text`, if it has a public id's form (`PUBLIC_ID_CHARS` lowercase hex
+    /// digits). Whether this key made it is `PublicIds::decode`'s question.
+    pub fn parse(text: &str) -> Option<PublicIdText> {
+        let digits: [u8; PUBLIC_ID_CHARS] = text.as_bytes().try_into().ok()?;
+        let hex = |b: &u8| b.is_ascii_digit() || (b'a'..=b'f').contains(b);
+        digits.iter().all(hex).then_some(PublicIdText { digits })
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Hex digits only (`parse`, `PublicIds::text`): `from_utf8` never
+        // fails, and an empty text would show it did.
+        std::str::from_utf8(&self.digits).unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for PublicIdText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Debug for PublicIdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl std::fmt::Display for PublicIdText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Encodes and decodes public reservation ids under one key.
 #[derive(Clone)]
 pub struct PublicIds {
@@ -76,6 +120,13 @@ impl PublicIds {
             digits.copy_from_slice(&hex_digits(u64::from_be_bytes(eight)));
         }
         out
+    }
+
+    /// `id`'s text form, held inline.
+    pub fn text_inline(&self, id: ReservationId) -> PublicIdText {
+        PublicIdText {
+            digits: self.text(id),
+        }
     }
 
     /// `id`'s text form as a `String`.
@@ -225,6 +276,30 @@ mod tests {
 
     fn ids() -> PublicIds {
         PublicIds::new(*b"0123456789abcdef")
+    }
+
+    #[test]
+    fn an_inline_text_is_the_text_and_parses_only_that_form() {
+        let ids = PublicIds::new([3; 16]);
+        for raw in [0, 1, u64::MAX, 0x0123_4567_89ab_cdef] {
+            let id = ReservationId::from_u64(raw);
+            let inline = ids.text_inline(id);
+            assert_eq!(inline.as_str(), ids.to_string(id));
+            assert_eq!(PublicIdText::parse(&inline), Some(inline));
+            assert_eq!(format!("{inline}"), ids.to_string(id));
+        }
+        let good = "0123456789abcdef0123456789abcdef";
+        assert!(PublicIdText::parse(good).is_some());
+        for bad in [
+            "",
+            "0123456789abcdef0123456789abcde",
+            "0123456789abcdef0123456789abcdef0",
+            "0123456789ABCDEF0123456789abcdef",
+            "0123456789abcdef0123456789abcdeg",
+            "é123456789abcdef0123456789abcde",
+        ] {
+            assert_eq!(PublicIdText::parse(bad), None, "{bad:?}");
+        }
     }
 
     #[test]

@@ -230,9 +230,7 @@ impl FeedInner {
             }
         });
         let detail = Detail::Fill(FeedFill {
-            public_id: self
-                .public_ids
-                .with_text(fill.id, |text: &str| Box::from(text)),
+            public_id: self.public_ids.text_inline(fill.id),
             units: fill.units,
             owed_after: fill.owed_after,
         });
@@ -279,9 +277,7 @@ impl FeedInner {
             });
         }
         let reservation = Arc::new(FeedReservation {
-            public_id: self
-                .public_ids
-                .with_text(hold.id, |text: &str| Box::from(text)),
+            public_id: self.public_ids.text_inline(hold.id),
             from: hold.from,
             status: hold.status,
             customer: hold.customer,

@@ -37,7 +37,7 @@ use parking_lot::{Condvar, Mutex};
 use crate::core::cell::Fill;
 use crate::core::engine::SaleWindow;
 use crate::core::limits::FEED_EVENTS_IN_MEMORY;
-use crate::core::public_id::PublicIds;
+use crate::core::public_id::{PublicIdText, PublicIds};
 use crate::core::types::{HoldStatus, LineAmounts, LineChange, LineOwed, SkuId};
 use crate::durable::event::{Event, HoldEvent, LimitChange};
 use crate::durable::journal::segment::{self, Position};
@@ -152,7 +152,7 @@ impl FeedCounts {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedReservation {
     /// The public id (`core::public_id`): the only form that leaves.
-    pub public_id: Box<str>,
+    pub public_id: PublicIdText,
     /// `None` for a new reservation.
     pub from: Option<HoldStatus>,
     pub status: HoldStatus,
@@ -182,7 +182,7 @@ pub struct FeedOperator {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FeedFill {
     /// The reservation's public id.
-    pub public_id: Box<str>,
+    pub public_id: PublicIdText,
     /// Units given by this fill.
     pub units: u32,
     /// Units the reservation is still owed of this SKU.

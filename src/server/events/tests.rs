@@ -1,4 +1,5 @@
 use super::*;
+use crate::core::public_id::PublicIdText;
 use crate::core::types::HoldStatus;
 use crate::durable::feed::{FeedCounts, FeedKind, FeedOperator, FeedReservation};
 
@@ -18,7 +19,7 @@ fn hand_written_json_escapes_and_parses() {
             backordered: 5,
         },
         reservation: Some(Arc::new(FeedReservation {
-            public_id: "00ff".into(),
+            public_id: PublicIdText::parse("00ff00ff00ff00ff00ff00ff00ff00ff").unwrap(),
             from: None,
             status: HoldStatus::Held,
             customer: Some("an\"n\\\n".into()),
@@ -44,7 +45,7 @@ fn hand_written_json_escapes_and_parses() {
         value,
         json!({"position": 7, "id": "00000000000000ab-7", "type": "reservation.created",
                "at_ms": 9, "sku": "a:b", "available": 1, "held": 2, "sold": 3, "received": 6,
-               "on_hand": 7, "safety_stock": 4, "backordered": 5, "reservation": "00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
+               "on_hand": 7, "safety_stock": 4, "backordered": 5, "reservation": "00ff00ff00ff00ff00ff00ff00ff00ff", "status": "held", "from": null, "customer": "an\"n\\\n",
                "lines": [{"sku": "a:b", "quantity": 2}, {"sku": "c", "quantity": 1}],
                "expires_at_ms": 11, "delta": -4, "version": 5, "per_customer_limit": null,
                "low_stock_threshold": 12, "sale_starts_at_ms": null, "sale_ends_at_ms": 13})

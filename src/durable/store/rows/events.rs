@@ -1,6 +1,7 @@
 //! The outbox's rows: a feed event as the `events` table holds it.
 
 use super::*;
+use crate::core::public_id::PublicIdText;
 
 /// One row of the outbox (`hotstock_events`), as SQL values, in the
 /// column order of `EVENT_COLUMNS`.
@@ -130,9 +131,13 @@ impl EventRow {
             decode_feed_lines(self.lines.as_deref().unwrap_or(""))
                 .ok_or_else(|| check.damage("lines are not name:quantity pairs".into()))
         };
+        let public_id = |text: &str| {
+            PublicIdText::parse(text)
+                .ok_or_else(|| check.damage(format!("reservation {text:?} is not a public id")))
+        };
         let fill = match (kind, &self.reservation) {
-            (FeedKind::ReservationBackorderFilled, Some(public_id)) => Some(FeedFill {
-                public_id: public_id.as_str().into(),
+            (FeedKind::ReservationBackorderFilled, Some(text)) => Some(FeedFill {
+                public_id: public_id(text)?,
                 units: check.fits_u32("units", self.units.unwrap_or(0))?,
                 owed_after: check.fits_u32("owed", self.owed.unwrap_or(0))?,
             }),
@@ -144,10 +149,10 @@ impl EventRow {
         let status = parse_status("status", &self.status)?;
         let reservation = match (&self.reservation, status) {
             _ if fill.is_some() => None,
-            (Some(public_id), Some(status)) => Some(Arc::new({
+            (Some(text), Some(status)) => Some(Arc::new({
                 let (lines, amounts) = lines()?;
                 FeedReservation {
-                    public_id: public_id.as_str().into(),
+                    public_id: public_id(text)?,
                     from: parse_status("from_status", &self.from_status)?,
                     status,
                     customer: self.customer.map(Into::into),

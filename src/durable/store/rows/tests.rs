@@ -50,3 +50,54 @@ fn ids_keep_their_bits_and_damage_names_the_row() {
     assert_eq!(damage.row, "id 7");
     assert!(damage.what.contains("version -1"), "{damage}");
 }
+
+/// An outbox row's reservation id comes back as the feed made it, and one
+/// that is not a public id's text (32 lowercase hex digits) is damage that
+/// names the row.
+#[test]
+fn an_outbox_rows_reservation_id_is_checked_on_the_way_back() {
+    use crate::core::public_id::PublicIdText;
+    use crate::durable::feed::{FeedCounts, FeedEvent, FeedKind, FeedReservation};
+    let id = "0123456789abcdef0123456789abcdef";
+    let event = FeedEvent {
+        position: 3,
+        kind: FeedKind::ReservationCreated,
+        at_ms: 5,
+        sku: "tee".into(),
+        counts: FeedCounts {
+            available: 1,
+            held: 1,
+            received: 2,
+            ..FeedCounts::default()
+        },
+        reservation: Some(Arc::new(FeedReservation {
+            public_id: PublicIdText::parse(id).unwrap(),
+            from: None,
+            status: HoldStatus::Held,
+            customer: None,
+            lines: vec![("tee".into(), 1)],
+            amounts: None,
+            deadline_ms: 9,
+        })),
+        operator: None,
+        units: None,
+        fill: None,
+    };
+    let back = EventRow::of(&event, 1).into_event().unwrap();
+    assert_eq!(back.reservation, event.reservation);
+    for bad in [
+        "0123456789ABCDEF0123456789abcdef",
+        "0123",
+        "0123456789abcdef0123456789abcdeg",
+    ] {
+        let mut row = EventRow::of(&event, 1);
+        row.reservation = Some(bad.into());
+        let damage = row.into_event().unwrap_err();
+        assert_eq!(damage.row, "position 3", "{bad}");
+        assert!(
+            damage.what.contains("is not a public id"),
+            "{}",
+            damage.what
+        );
+    }
+}
