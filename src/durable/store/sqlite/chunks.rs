@@ -39,7 +39,8 @@ use crate::core::holds::{HoldStatus, ReservationId};
 use crate::durable::event::{status_code, status_from_code};
 use crate::durable::settled::SettledHold;
 
-/// Entries per chunk at most: a blob of ~40 KB in a sale, so a prune that
+/// Entries per chunk at most: a blob of ~21 KiB in a sale (21.0 bytes an
+/// entry, measured on a 3 s sale of one-unit purchases), so a prune that
 /// rewrites one rewrites little.
 pub(super) const CHUNK_ENTRIES: usize = 1_024;
 
