@@ -499,6 +499,61 @@ mod tests {
         assert!(damage.what.contains("format"), "{}", damage.what);
     }
 
+    /// What `decode` promises for any blob: no panic and no allocation
+    /// past the blob's size; damage names this table and an entry; what
+    /// decodes has ids in order from the chunk's key.
+    fn check_any_blob(first: u64, blob: &[u8]) -> Result<(), proptest::test_runner::TestCaseError> {
+        match decode(first, blob) {
+            Ok(rows) => {
+                proptest::prop_assert!(rows.len() <= blob.len() / 9);
+                let mut previous = first;
+                for (id, _) in &rows {
+                    proptest::prop_assert!(*id >= previous, "id {} after {}", id, previous);
+                    previous = *id;
+                }
+            }
+            Err(damage) => {
+                proptest::prop_assert_eq!(damage.table, TABLE);
+                proptest::prop_assert!(damage.row.contains("entry"), "{}", damage.row);
+            }
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// A stored chunk is read back from a file that may be damaged:
+        /// bytes changed anywhere in a real blob are damage or entries,
+        /// never a panic.
+        #[test]
+        fn a_damaged_blob_is_damage_or_entries_never_a_panic(
+            entries in 1u64..5,
+            changes in proptest::collection::vec((proptest::prelude::any::<usize>(), proptest::prelude::any::<u8>()), 1..4),
+        ) {
+            let rows: Vec<(u64, SettledHold)> = (0..entries).map(|n| (100 + 3 * n, hold(n))).collect();
+            let mut blob = Vec::new();
+            encode_into(&mut blob, &mut String::new(), 100, &rows);
+            for (at, byte) in changes {
+                let at = at % blob.len();
+                blob[at] = byte;
+            }
+            check_any_blob(100, &blob)?;
+        }
+
+        /// Bytes that never were a chunk, with this format's byte first
+        /// half the time.
+        #[test]
+        fn any_bytes_are_damage_or_entries_never_a_panic(
+            mut blob in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            formatted in proptest::prelude::any::<bool>(),
+            first in proptest::prelude::any::<u64>(),
+        ) {
+            if formatted && !blob.is_empty() {
+                blob[0] = FORMAT;
+            }
+            check_any_blob(first, &blob)?;
+        }
+    }
+
     #[test]
     fn only_ids_above_the_largest_and_not_negative_as_stored_are_chunked() {
         assert!(may_chunk(0, None));
