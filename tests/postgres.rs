@@ -346,6 +346,63 @@ fn a_damaged_postgres_store_is_an_error_not_a_panic() {
     }
 }
 
+/// A schema records its format. One a newer build wrote (a larger format)
+/// is refused with a message that says what to do, through the engine's
+/// start as well, before this build's DDL touches it; one from before
+/// formats opens and is recorded.
+#[test]
+fn a_schema_of_a_newer_format_is_refused_before_anything_touches_it() {
+    use hotstock::durable::store::postgres::{PostgresStore, STORE_FORMAT};
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "format");
+    let s = &scratch.schema;
+    let mut client = scratch.client();
+    let format = |client: &mut postgres::Client| -> Option<i64> {
+        client
+            .query_opt(
+                &format!("SELECT value FROM {s}.hotstock_meta WHERE key = 'store_format'"),
+                &[],
+            )
+            .unwrap()
+            .map(|row| row.get(0))
+    };
+    let has_leases = |client: &mut postgres::Client| -> bool {
+        let table = format!("{s}.hotstock_leases");
+        client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .unwrap()
+            .get(0)
+    };
+    drop(PostgresStore::connect(&url, s).unwrap());
+    assert_eq!(format(&mut client), Some(STORE_FORMAT));
+    // As a newer layout might: another format, a table gone.
+    client
+        .batch_execute(&format!(
+            "UPDATE {s}.hotstock_meta SET value = {} WHERE key = 'store_format';
+             DROP TABLE {s}.hotstock_leases;",
+            STORE_FORMAT + 1
+        ))
+        .unwrap();
+    let newer = format!("newer hotstock (store format {})", STORE_FORMAT + 1);
+    let error = PostgresStore::connect(&url, s).unwrap_err().to_string();
+    assert!(error.contains(&newer), "{error}");
+    match DurableEngine::open(scratch.config(&scratch.dir)) {
+        Err(OpenError::Store(error)) => assert!(error.to_string().contains(&newer), "{error}"),
+        other => panic!("a newer schema opened: {other:?}"),
+    }
+    assert!(!has_leases(&mut client), "the DDL ran on a refused schema");
+    assert_eq!(format(&mut client), Some(STORE_FORMAT + 1));
+    // A schema from before formats: no key.
+    client
+        .batch_execute(&format!(
+            "DELETE FROM {s}.hotstock_meta WHERE key = 'store_format'"
+        ))
+        .unwrap();
+    drop(PostgresStore::connect(&url, s).unwrap());
+    assert_eq!(format(&mut client), Some(STORE_FORMAT));
+    assert!(has_leases(&mut client));
+}
+
 /// A sale's checkpoint goes to PostgreSQL many rows per statement: every
 /// reservation and every feed event comes back, across full statements and
 /// the remainder, and the events read back from the outbox after a restart

@@ -19,6 +19,15 @@ use crate::durable::settled::{Checkpoint, Settled};
 mod write;
 use write::*;
 
+/// The schema's layout, kept in `hotstock_meta` under the SQLite store's
+/// key (`store_format`), so that a build refuses a schema a newer one
+/// wrote instead of misreading it. 1: the tables `connect` makes today. A
+/// schema without the key (made before it) is 1 as well. Each store
+/// counts its own formats: the SQLite file's is 2 since its reservation
+/// chunks, which this store does not have.
+pub const STORE_FORMAT: i64 = 1;
+const STORE_FORMAT_KEY: &str = "store_format";
+
 /// Checkpoints in PostgreSQL.
 pub struct PostgresStore {
     client: Client,
@@ -72,6 +81,7 @@ impl PostgresStore {
         }
         let mut client =
             Client::connect(url, NoTls).map_err(|e| fail(format!("cannot connect: {e}")))?;
+        refuse_a_newer_format(&mut client, schema).map_err(fail)?;
         let ddl = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
              CREATE TABLE IF NOT EXISTS {schema}.hotstock_meta (key TEXT PRIMARY KEY, value BIGINT NOT NULL);
@@ -137,6 +147,7 @@ impl PostgresStore {
         client
             .batch_execute(&ddl)
             .map_err(|e| fail(format!("cannot create the schema: {e}")))?;
+        record_format(&mut client, schema).map_err(fail)?;
         Ok(PostgresStore {
             client,
             schema: schema.to_owned(),
@@ -180,6 +191,55 @@ impl PostgresStore {
         }
         Ok(())
     }
+}
+
+/// Refuses a schema of a newer format, before this build's DDL touches it
+/// (a new schema has no `hotstock_meta` yet; one made before formats, no
+/// key).
+fn refuse_a_newer_format(client: &mut Client, schema: &str) -> Result<(), String> {
+    let reading = |e: postgres::Error| format!("cannot read the store's format: {e}");
+    let meta = format!("{schema}.hotstock_meta");
+    let row = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&meta])
+        .map_err(reading)?;
+    if !row.try_get::<_, bool>(0).map_err(reading)? {
+        return Ok(());
+    }
+    let rows = client
+        .query(
+            &format!("SELECT value FROM {meta} WHERE key = $1"),
+            &[&STORE_FORMAT_KEY],
+        )
+        .map_err(reading)?;
+    let stored: Option<i64> = match rows.first() {
+        Some(row) => Some(row.try_get(0).map_err(reading)?),
+        None => None,
+    };
+    match stored {
+        Some(format) if format > STORE_FORMAT => Err(format!(
+            "the store was written by a newer hotstock (store format {format}); this build \
+             reads formats up to {STORE_FORMAT}: run that build or a later one, or restore a \
+             backup taken before the upgrade"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Records this build's format, once the schema is this build's. Never
+/// lowers it: a newer build that recorded its format between this one's
+/// check and now keeps it, and this build's next start is refused.
+fn record_format(client: &mut Client, schema: &str) -> Result<(), String> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.hotstock_meta (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE
+                 SET value = GREATEST({schema}.hotstock_meta.value, EXCLUDED.value)"
+            ),
+            &[&STORE_FORMAT_KEY, &STORE_FORMAT],
+        )
+        .map(drop)
+        .map_err(|e| format!("cannot record the store's format: {e}"))
 }
 
 impl Store for PostgresStore {
