@@ -3,12 +3,14 @@
 //! with `--postgres URL` (schema `hotstock_checkpoint_bench`, dropped first).
 //!
 //! ```text
-//! cargo run --release --example checkpoint_bench -- [--rows 200000] [--rounds 1] [--dir /tmp/x] [--postgres URL]
+//! cargo run --release --example checkpoint_bench -- [--rows 200000] [--rounds 1] [--skus 1] [--dir /tmp/x] [--postgres URL]
 //! ```
 //!
 //! `--rounds N` sells and checkpoints `rows` N times and times the last
 //! checkpoint only, into a store already holding the earlier rounds' rows
-//! (as a long sale's later checkpoints do).
+//! (as a long sale's later checkpoints do). `--skus N` spreads the sale
+//! over N SKUs (`s0` … `s{N-1}`, each bought in turn, as the showdown's
+//! uniform row spreads it), so each checkpoint also writes N SKU rows.
 //!
 //! Two threads buy single units of one SKU (each purchase is a confirmed
 //! reservation record, a row for the store), the journal is flushed, and one
@@ -64,24 +66,57 @@ fn main() {
     let (durable, _) = DurableEngine::open(config).expect("open the data directory");
     let engine = durable.engine().clone();
     let rounds: u64 = arg("--rounds").and_then(|v| v.parse().ok()).unwrap_or(1);
-    let (sku, _) = engine
-        .put_sku("hot", rows, None, None)
-        .expect("create the SKU");
+    let sku_count: u64 = arg("--skus").and_then(|v| v.parse().ok()).unwrap_or(1);
+    assert!(
+        (1..=rows).contains(&sku_count),
+        "--skus is 1 to --rows, so every SKU sells"
+    );
+    // Each SKU gets its share of the rows; the first ones one more each.
+    let share = |i: u64| rows / sku_count + u64::from(i < rows % sku_count);
+    let skus: Vec<_> = (0..sku_count)
+        .map(|i| {
+            let name = if sku_count == 1 {
+                "hot".to_owned()
+            } else {
+                format!("s{i}")
+            };
+            engine
+                .put_sku(&name, share(i), None, None)
+                .expect("create the SKU")
+                .0
+        })
+        .collect();
     let mut took = Duration::ZERO;
     for round in 0..rounds {
         if round > 0 {
-            engine.restock(sku, rows).expect("restock");
+            for (i, &sku) in (0..).zip(&skus) {
+                engine.restock(sku, share(i)).expect("restock");
+            }
         }
         std::thread::scope(|s| {
-            for _ in 0..2 {
-                let engine = engine.clone();
-                s.spawn(move || while engine.purchase(sku, 1, None).is_ok() {});
+            for start in 0..2 {
+                let (engine, skus) = (engine.clone(), &skus);
+                // Each thread walks the SKUs from its own place; a SKU sold
+                // out is skipped, and the thread stops once all are.
+                s.spawn(move || {
+                    let mut left = skus.len();
+                    let mut next = start * skus.len() / 2;
+                    let mut sold_out = vec![false; skus.len()];
+                    while left > 0 {
+                        if !sold_out[next] && engine.purchase(skus[next], 1, None).is_err() {
+                            sold_out[next] = true;
+                            left -= 1;
+                        }
+                        next = (next + 1) % skus.len();
+                    }
+                });
             }
         });
-        assert_eq!(
-            engine.sku_document(sku).expect("the SKU").sold,
-            rows * (round + 1)
-        );
+        let sold: u64 = skus
+            .iter()
+            .map(|&sku| engine.sku_document(sku).expect("the SKU").sold)
+            .sum();
+        assert_eq!(sold, rows * (round + 1));
         engine
             .wait_durable(engine.durability_ticket())
             .expect("flush the journal");
@@ -92,7 +127,7 @@ fn main() {
         took = began.elapsed();
     }
     println!(
-        "checkpointed {rows} purchases (a reservation row and an event each) in {:.3} s: {:.2} us per purchase",
+        "checkpointed {rows} purchases of {sku_count} SKUs (a reservation row and an event each) in {:.3} s: {:.2} us per purchase",
         took.as_secs_f64(),
         took.as_secs_f64() * 1e6 / rows as f64
     );

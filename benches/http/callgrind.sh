@@ -13,6 +13,8 @@
 # FLOW=uniform buys one unit of a SKU drawn uniformly from 10,000 (s0 …
 # s9999, each with ample stock), as the showdown's uniform row does.
 # `bare` is the showdown's bare hyper endpoint (hotstock-bench serve-bare).
+# GRIND_EXTRA='--cache-sim=yes' passes more options to callgrind (the
+# cache simulation counts each function's simulated D1 and LL misses).
 # HOTSTOCK_BIN=path measures that hotstock binary (another commit's build,
 # for a before/after in one sitting) instead of building this checkout.
 # Prints instructions per request for each thread and the top functions;
@@ -33,7 +35,7 @@ bin="${HOTSTOCK_BIN:-target/release/hotstock}"
 out="target/callgrind/$kind${FLOW:+-$FLOW}"; rm -rf "$out"; mkdir -p "$out"
 script="$out/request.lua"
 grind=(valgrind --tool=callgrind --compress-strings=no --compress-pos=no --separate-threads=yes
-       "--callgrind-out-file=$out/cg.%p")
+       "--callgrind-out-file=$out/cg.%p" ${GRIND_EXTRA:-})
 if [ "$kind" = bare ]; then
     mode=hot; [ "${FLOW:-}" = uniform ] && mode=uniform
     "${grind[@]}" target/release/hotstock-bench serve-bare --listen 127.0.0.1:0 --mode "$mode" \

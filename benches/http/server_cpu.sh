@@ -6,6 +6,9 @@
 # counters), the machine's busy and idle time from /proc/stat.
 #   benches/http/server_cpu.sh async|sync [connections] [seconds] [runs]
 # Extra environment is passed to the server (for A/B experiments).
+# DATA_DIR=dir puts the server's data in dir/hotstock-server-cpu instead
+# of target/server_cpu (on a tmpfs such as /dev/shm every fdatasync is
+# free: `sync` without the disk's wait). HOTSTOCK_BIN=path measures that build (no cargo build).
 # One line per run:
 #   rps, server us/request, machine us/request, idle %, frames per batch
 set -euo pipefail
@@ -14,15 +17,17 @@ mode="${1:?async or sync}"; connections="${2:-64}"; seconds="${3:-5}"; runs="${4
 for tool in wrk perf curl bc; do
     command -v "$tool" >/dev/null || { echo "install $tool" >&2; exit 1; }
 done
-cargo build -q --release
+[ -n "${HOTSTOCK_BIN:-}" ] || cargo build -q --release
+bin="${HOTSTOCK_BIN:-target/release/hotstock}"
 out=target/server_cpu; mkdir -p "$out"
+data="$out/data"; [ -z "${DATA_DIR:-}" ] || data="$DATA_DIR/hotstock-server-cpu"
 printf 'wrk.method = "POST"\nwrk.path = "/v1/reservations"\nwrk.body = %s\n' \
     "'{\"lines\":[{\"sku\":\"s0\",\"quantity\":1}],\"confirm\":true}'" > "$out/request.lua"
 busy_idle() { awk 'NR==1 {print $2+$3+$4+$7+$8+$9, $5+$6}' /proc/stat; }
 for run in $(seq 1 "$runs"); do
-    rm -rf "$out/data"
-    target/release/hotstock serve --listen 127.0.0.1:0 --durability "$mode" \
-        --data-dir "$out/data" --max-in-flight 100000 > "$out/stdout" 2> "$out/stderr" &
+    rm -rf "$data"
+    "$bin" serve --listen 127.0.0.1:0 --durability "$mode" \
+        --data-dir "$data" --max-in-flight 100000 > "$out/stdout" 2> "$out/stderr" &
     server=$!
     until grep -q "listening on" "$out/stdout" 2>/dev/null; do sleep 0.2; done
     addr=$(sed -n 's/listening on //p' "$out/stdout")
@@ -45,3 +50,4 @@ for run in $(seq 1 "$runs"); do
         $((100 * idle / (busy + idle))) "$batch"
     kill -TERM "$server"; wait "$server" 2>/dev/null || true
 done
+[ -z "${DATA_DIR:-}" ] || rm -rf "$data"

@@ -6,18 +6,30 @@
   callgrind_per_request.py --diff REQ_A FILES_A REQ_B FILES_B
                                                         A minus B, function by function
                                                         (FILES_x: comma-separated)
+
+EVENT=D1mr (any name on the files' `events:` line, e.g. the cache
+simulation's D1mr, D1mw, DLmr, DLmw) counts that event instead of Ir.
 """
 import collections
+import os
 import sys
+
+EVENT = os.environ.get("EVENT", "Ir")
 
 
 def self_costs(path):
     costs = collections.Counter()
     function = None
     after_call = False
+    column = 1
     with open(path) as f:
         for line in f:
-            if line.startswith("fn="):
+            if line.startswith("events:"):
+                names = line.split()[1:]
+                if EVENT not in names:
+                    sys.exit(f"{path} has no event {EVENT} (it has {' '.join(names)})")
+                column = 1 + names.index(EVENT)
+            elif line.startswith("fn="):
                 function = line[3:].strip()
             elif line.startswith(("cfn=", "cfi=", "cfl=", "cob=")):
                 continue
@@ -28,8 +40,9 @@ def self_costs(path):
                     after_call = False
                     continue
                 parts = line.split()
-                if len(parts) >= 2 and function:
-                    costs[function] += int(parts[1])
+                # Trailing zero counts are left out of a cost line.
+                if len(parts) > column and function:
+                    costs[function] += int(parts[column])
     return costs
 
 
@@ -42,7 +55,7 @@ def main(argv):
             a.update(self_costs(p))
         for p in b_files:
             b.update(self_costs(p))
-        print(f"A {sum(a.values()) / a_req:.0f} instructions/request, B {sum(b.values()) / b_req:.0f}")
+        print(f"A {sum(a.values()) / a_req:.0f} {EVENT}/request, B {sum(b.values()) / b_req:.0f}")
         rows = sorted(set(a) | set(b), key=lambda k: -(a[k] / a_req - b[k] / b_req))
         # The 25 that grew most and the 25 that shrank most.
         shown = rows[:25] + [k for k in rows[-25:] if k not in rows[:25]]
@@ -57,10 +70,10 @@ def main(argv):
         total += n
         if n / requests < 1:
             continue
-        print(f"{path}: {n / requests:.0f} instructions/request")
+        print(f"{path}: {n / requests:.0f} {EVENT}/request")
         for name, c in costs.most_common(8):
             print(f"    {c / requests:7.0f}  {name[:110]}")
-    print(f"all threads: {total / requests:.0f} instructions/request")
+    print(f"all threads: {total / requests:.0f} {EVENT}/request")
 
 
 if __name__ == "__main__":
