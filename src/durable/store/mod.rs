@@ -87,6 +87,24 @@ pub(crate) fn id_key_from_halves(halves: [i64; 2]) -> [u8; 16] {
 /// The meta key under which stores count boots.
 pub(crate) const BOOT_KEY: &str = "boot";
 
+/// The meta key under which a store keeps its layout's format; each store
+/// counts its own (`sqlite::STORE_FORMAT`, `postgres::STORE_FORMAT`).
+pub(crate) const STORE_FORMAT_KEY: &str = "store_format";
+
+/// A store whose recorded format (`None`: none recorded, a store from
+/// before formats) is newer than `known`, the one this build writes, is
+/// refused with a message saying what to do.
+pub(crate) fn refuse_if_newer(stored: Option<i64>, known: i64) -> Result<(), String> {
+    match stored {
+        Some(format) if format > known => Err(format!(
+            "the store was written by a newer hotstock (store format {format}); this build \
+             reads formats up to {known}: run that build or a later one, or restore a \
+             backup taken before the upgrade"
+        )),
+        _ => Ok(()),
+    }
+}
+
 /// The boot count after `previous`, as kept in a meta row: 1 to 65,535,
 /// wrapping (an id has 16 bits for it, `holds.rs`; 0 is an engine that
 /// never boots from a store). PostgreSQL computes the same in SQL.

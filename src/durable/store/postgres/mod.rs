@@ -10,8 +10,8 @@ use super::rows::{
     ReservationRow, SkuRow, EVENT_COLUMNS, EVENT_COLUMN_COUNT,
 };
 use super::{
-    delete_through_by_count, encode_hold_lines_into, id_key_from_halves, id_key_halves, Store,
-    StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
+    delete_through_by_count, encode_hold_lines_into, id_key_from_halves, id_key_halves,
+    refuse_if_newer, Store, StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS, STORE_FORMAT_KEY,
 };
 use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled};
@@ -26,7 +26,6 @@ use write::*;
 /// counts its own formats: the SQLite file's is 2 since its reservation
 /// chunks, which this store does not have.
 pub const STORE_FORMAT: i64 = 1;
-const STORE_FORMAT_KEY: &str = "store_format";
 
 /// Checkpoints in PostgreSQL.
 pub struct PostgresStore {
@@ -215,14 +214,7 @@ fn refuse_a_newer_format(client: &mut Client, schema: &str) -> Result<(), String
         Some(row) => Some(row.try_get(0).map_err(reading)?),
         None => None,
     };
-    match stored {
-        Some(format) if format > STORE_FORMAT => Err(format!(
-            "the store was written by a newer hotstock (store format {format}); this build \
-             reads formats up to {STORE_FORMAT}: run that build or a later one, or restore a \
-             backup taken before the upgrade"
-        )),
-        _ => Ok(()),
-    }
+    refuse_if_newer(stored, STORE_FORMAT)
 }
 
 /// Records this build's format, once the schema is this build's. Never

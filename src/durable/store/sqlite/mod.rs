@@ -12,7 +12,8 @@ use super::rows::{
 };
 use super::{
     decode_hold_lines, delete_through_by_count, encode_hold_lines_into, following_boot,
-    id_key_from_halves, id_key_halves, Store, StoreError, BOOT_KEY, FEED_NEXT_KEY, ID_KEY_KEYS,
+    id_key_from_halves, id_key_halves, refuse_if_newer, Store, StoreError, BOOT_KEY, FEED_NEXT_KEY,
+    ID_KEY_KEYS, STORE_FORMAT_KEY,
 };
 use crate::durable::feed::FeedEvent;
 use crate::durable::settled::{Checkpoint, Settled, SettledHold};

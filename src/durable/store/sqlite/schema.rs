@@ -138,7 +138,6 @@ CREATE TABLE IF NOT EXISTS hotstock_leases (
 /// (such builds check no format: docs/storage.md). A store without the key
 /// is format 1 and is upgraded by opening it.
 pub const STORE_FORMAT: i64 = 2;
-pub(super) const STORE_FORMAT_KEY: &str = "store_format";
 
 /// Refuses a store of a newer format, before anything touches its tables
 /// (a new file has no `hotstock_meta` yet; a store before formats, no key).
@@ -162,14 +161,7 @@ pub(super) fn refuse_a_newer_format(connection: &Connection) -> Result<(), Strin
         )
         .optional()
         .map_err(reading)?;
-    match stored {
-        Some(format) if format > STORE_FORMAT => Err(format!(
-            "the store was written by a newer hotstock (store format {format}); this build \
-             reads formats up to {STORE_FORMAT}: run that build or a later one, or restore a \
-             backup taken before the upgrade"
-        )),
-        _ => Ok(()),
-    }
+    refuse_if_newer(stored, STORE_FORMAT)
 }
 
 /// Records this build's format, once the schema is this build's.
