@@ -296,6 +296,19 @@ fn postgres_prunes_reservations_by_status_and_age() {
     common::store_prunes_reservations_by_status_and_age(&mut store);
 }
 
+/// New reservations are copied in, the rest upserted: rows of both kinds
+/// in one checkpoint read back as last written (a new id sent to the copy
+/// while it has a row fails the save on its key).
+#[test]
+fn postgres_copies_new_reservations_and_upserts_the_rest() {
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "copy_or_upsert");
+    let mut store =
+        hotstock::durable::store::postgres::PostgresStore::connect(&url, &scratch.schema)
+            .expect("connect the PostgreSQL store");
+    common::store_writes_new_and_updated_reservations(&mut store);
+}
+
 #[test]
 fn postgres_counts_boots() {
     let Some(url) = server() else { return };

@@ -15,22 +15,7 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
-/// A reservation row of one unit of SKU `sku`, in `status` since `at_ms`.
-fn one_unit(status: hotstock::HoldStatus, at_ms: u64, sku: u32) -> SettledHold {
-    SettledHold {
-        status,
-        at_ms,
-        deadline_ms: at_ms + 1_000,
-        limit_mask: 0,
-        customer: None,
-        lines: vec![hotstock::Line {
-            sku: hotstock::SkuId::from_index(sku),
-            quantity: 1,
-        }],
-        extensions: 0,
-        amounts: None,
-    }
-}
+use common::one_unit;
 
 #[test]
 fn sqlite_prunes_reservations_by_status_and_age() {
@@ -189,49 +174,9 @@ fn sqlite_round_trips_rows_written_many_per_statement() {
 /// never chunked) included, and every one reads back as last written.
 #[test]
 fn sqlite_chunks_rows_above_the_largest_stored_id_and_upserts_the_rest() {
-    use hotstock::HoldStatus;
-
     let dir = scratch("insert-or-upsert");
     let mut store = SqliteStore::open(&dir.join("hotstock.sqlite")).unwrap();
-    let row = |id: u64, status| one_unit(status, 1_000 + (id % 1_000), (id % 7) as u32);
-    let mut expected = std::collections::BTreeMap::new();
-    let mut save = |ids: Vec<(u64, HoldStatus)>| {
-        let holds: Vec<(u64, SettledHold)> = ids
-            .iter()
-            .map(|&(id, status)| (id, row(id, status)))
-            .collect();
-        for (id, hold) in &holds {
-            expected.insert(*id, hold.clone());
-        }
-        store.save(&common::checkpoint_of(holds, None)).unwrap();
-        store.load().unwrap().unwrap().holds
-    };
-    let high = 1u64 << 63;
-    let held = |ids: std::ops::Range<u64>| ids.map(|id| (id, HoldStatus::Held));
-    let confirmed = |ids: std::ops::Range<u64>| ids.map(|id| (id, HoldStatus::Confirmed));
-    // Into an empty store, ids past i64::MAX among them.
-    save(held(100..170).chain(held(high + 10..high + 20)).collect());
-    // New ids below the largest, updates, new ids above it, and updates
-    // and new rows past i64::MAX, in id order as a checkpoint gives them.
-    let mixed = held(0..40)
-        .chain(confirmed(100..140))
-        .chain(held(500..580))
-        .chain(held(high..high + 5))
-        .chain(confirmed(high + 10..high + 15))
-        .chain(held(high + 30..high + 40));
-    save(mixed.collect());
-    // Updates only, across every earlier kind.
-    let loaded = save(
-        confirmed(30..35)
-            .chain(confirmed(160..165))
-            .chain(confirmed(570..575))
-            .chain(confirmed(high + 1..high + 3))
-            .collect(),
-    );
-    assert_eq!(loaded.len(), expected.len());
-    for (id, hold) in &expected {
-        assert_eq!(&loaded[id], hold, "row {id}");
-    }
+    common::store_writes_new_and_updated_reservations(&mut store);
     drop(store);
     std::fs::remove_dir_all(&dir).unwrap();
 }

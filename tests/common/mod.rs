@@ -51,6 +51,80 @@ pub fn checkpoint_of(
     checkpoint
 }
 
+/// A reservation row of one unit of SKU `sku`, in `status` since `at_ms`.
+pub fn one_unit(
+    status: hotstock::HoldStatus,
+    at_ms: u64,
+    sku: u32,
+) -> hotstock::durable::settled::SettledHold {
+    hotstock::durable::settled::SettledHold {
+        status,
+        at_ms,
+        deadline_ms: at_ms + 1_000,
+        limit_mask: 0,
+        customer: None,
+        lines: vec![hotstock::Line {
+            sku: hotstock::SkuId::from_index(sku),
+            quantity: 1,
+        }],
+        extensions: 0,
+        amounts: None,
+    }
+}
+
+/// Reservation rows of both kinds in one checkpoint, as each store splits
+/// them: new ids (above every stored one: SQLite chunks them, PostgreSQL
+/// copies them in) and the rest (upserts). New ids below the largest
+/// stored one (a reused slot) and ids past `i64::MAX` (stored negative, so
+/// below in the stores' order) included; every one reads back as last
+/// written. A new id sent the wrong way fails the save (PostgreSQL: a key
+/// copied in twice) or reads back an older state (SQLite: a chunk entry
+/// under a row).
+pub fn store_writes_new_and_updated_reservations(store: &mut dyn hotstock::durable::store::Store) {
+    use hotstock::durable::settled::SettledHold;
+    use hotstock::HoldStatus;
+
+    let row = |id: u64, status| one_unit(status, 1_000 + (id % 1_000), (id % 7) as u32);
+    let mut expected = std::collections::BTreeMap::new();
+    let mut save = |ids: Vec<(u64, HoldStatus)>| {
+        let holds: Vec<(u64, SettledHold)> = ids
+            .iter()
+            .map(|&(id, status)| (id, row(id, status)))
+            .collect();
+        for (id, hold) in &holds {
+            expected.insert(*id, hold.clone());
+        }
+        store.save(&checkpoint_of(holds, None)).unwrap();
+        store.load().unwrap().unwrap().holds
+    };
+    let high = 1u64 << 63;
+    let held = |ids: std::ops::Range<u64>| ids.map(|id| (id, HoldStatus::Held));
+    let confirmed = |ids: std::ops::Range<u64>| ids.map(|id| (id, HoldStatus::Confirmed));
+    // Into an empty store, ids past i64::MAX among them.
+    save(held(100..170).chain(held(high + 10..high + 20)).collect());
+    // New ids below the largest, updates, new ids above it, and updates
+    // and new rows past i64::MAX, in id order as a checkpoint gives them.
+    let mixed = held(0..40)
+        .chain(confirmed(100..140))
+        .chain(held(500..580))
+        .chain(held(high..high + 5))
+        .chain(confirmed(high + 10..high + 15))
+        .chain(held(high + 30..high + 40));
+    save(mixed.collect());
+    // Updates only, across every earlier kind.
+    let loaded = save(
+        confirmed(30..35)
+            .chain(confirmed(160..165))
+            .chain(confirmed(570..575))
+            .chain(confirmed(high + 1..high + 3))
+            .collect(),
+    );
+    assert_eq!(loaded.len(), expected.len());
+    for (id, hold) in &expected {
+        assert_eq!(&loaded[id], hold, "row {id}");
+    }
+}
+
 /// What each store must do with reservation rows when a checkpoint asks it
 /// to prune (hourly, and at close): ended rows past their retention and
 /// confirmed ones past the refund window go, nothing else; a checkpoint

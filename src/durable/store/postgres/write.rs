@@ -1,11 +1,12 @@
 //! A checkpoint's writes, each table's rows in statements of many rows,
 //! all inside the one transaction `save` opens.
 
-use super::*;
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::types::Type;
 
-/// Outbox rows per insert statement (`EVENT_COLUMN_COUNT` parameters
-/// each).
-pub(super) const EVENTS_PER_STATEMENT: usize = 64;
+use crate::durable::settled::SettledHold;
+
+use super::*;
 
 /// Reservation rows per upsert statement (7 parameters each).
 pub(super) const RESERVATIONS_PER_STATEMENT: usize = 128;
@@ -33,72 +34,97 @@ pub(super) fn values_sql(columns: usize, rows: usize) -> String {
     sql
 }
 
+/// The outbox's column types, in `EVENT_COLUMNS` order, for a binary
+/// `COPY` (which sends values as they are, so each must be the column's
+/// own type).
+const EVENT_COLUMN_TYPES: [Type; EVENT_COLUMN_COUNT] = {
+    use postgres::types::Type as T;
+    [
+        T::INT8,
+        T::TEXT,
+        T::TEXT,
+        T::INT8,
+        T::TEXT, // position, id, type, at_ms, sku
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8, // available, held, sold, received
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT,
+        T::TEXT, // reservation .. lines
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8, // deadline_ms .. low_stock_set
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8,
+        T::INT8, // .. sale_ends_at_ms
+    ]
+};
+
 /// The outbox rows of the checkpoint's batches, then retention.
-// Long by design: an outbox row's columns bound one by one, many rows per
-// statement.
+// Long by design: an outbox row's columns named one by one.
 pub(super) fn write_events(
     tx: &mut Transaction<'_>,
     s: &str,
     checkpoint: &Checkpoint,
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
-    // Many rows per statement: each statement is a round trip to the
-    // server, and a sale writes an event per purchase.
-    let rows: Vec<EventRow> = checkpoint
-        .events
-        .iter()
-        .map(|event| EventRow::of(event, checkpoint.feed_id))
-        .collect();
-    let sql = |n: usize| {
-        format!(
-            "INSERT INTO {s}.hotstock_events ({EVENT_COLUMNS}) VALUES {}",
-            values_sql(EVENT_COLUMN_COUNT, n)
-        )
-    };
-    let full = tx
-        .prepare(&sql(EVENTS_PER_STATEMENT))
-        .map_err(|e| fail("preparing event writes", e))?;
-    for group in rows.chunks(EVENTS_PER_STATEMENT) {
-        let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
-            Vec::with_capacity(EVENT_COLUMN_COUNT * group.len());
-        for r in group {
-            params.extend_from_slice(&[
-                &r.position,
-                &r.id,
-                &r.kind,
-                &r.at_ms,
-                &r.sku,
-                &r.available,
-                &r.held,
-                &r.sold,
-                &r.received,
-                &r.reservation,
-                &r.status,
-                &r.from_status,
-                &r.customer,
-                &r.lines,
-                &r.deadline_ms,
-                &r.delta,
-                &r.version,
-                &r.limit_set,
-                &r.per_customer_limit,
-                &r.units,
-                &r.low_stock_set,
-                &r.low_stock_threshold,
-                &r.safety_stock,
-                &r.backordered,
-                &r.owed,
-                &r.window_set,
-                &r.sale_starts_at_ms,
-                &r.sale_ends_at_ms,
-            ]);
+    // Every outbox row is new: one binary COPY streams them all, where
+    // INSERTs of many rows each cost a statement's parse, plan and round
+    // trip and bound every value through a parameter.
+    if !checkpoint.events.is_empty() {
+        let sink = tx
+            .copy_in(&format!(
+                "COPY {s}.hotstock_events ({EVENT_COLUMNS}) FROM STDIN (FORMAT binary)"
+            ))
+            .map_err(|e| fail("writing events", e))?;
+        let mut writer = BinaryCopyInWriter::new(sink, &EVENT_COLUMN_TYPES);
+        for event in &checkpoint.events {
+            let r = EventRow::of(event, checkpoint.feed_id);
+            writer
+                .write(&[
+                    &r.position,
+                    &r.id,
+                    &r.kind,
+                    &r.at_ms,
+                    &r.sku,
+                    &r.available,
+                    &r.held,
+                    &r.sold,
+                    &r.received,
+                    &r.reservation,
+                    &r.status,
+                    &r.from_status,
+                    &r.customer,
+                    &r.lines,
+                    &r.deadline_ms,
+                    &r.delta,
+                    &r.version,
+                    &r.limit_set,
+                    &r.per_customer_limit,
+                    &r.units,
+                    &r.low_stock_set,
+                    &r.low_stock_threshold,
+                    &r.safety_stock,
+                    &r.backordered,
+                    &r.owed,
+                    &r.window_set,
+                    &r.sale_starts_at_ms,
+                    &r.sale_ends_at_ms,
+                ])
+                .map_err(|e| fail("writing events", e))?;
         }
-        let written = if group.len() == EVENTS_PER_STATEMENT {
-            tx.execute(&full, &params)
-        } else {
-            tx.execute(sql(group.len()).as_str(), &params)
-        };
-        written.map_err(|e| fail("writing events", e))?;
+        writer.finish().map_err(|e| fail("writing events", e))?;
     }
     if let Some(retention) = checkpoint.events_retention {
         // Positions and times grow together: both bounds delete a prefix,
@@ -211,14 +237,108 @@ pub(super) fn write_skus(
     Ok(())
 }
 
+/// The reservations' column types, in the order the writes name them.
+const RESERVATION_COLUMN_TYPES: [Type; 8] = [
+    Type::INT8, // id
+    Type::TEXT, // status
+    Type::INT8, // status_ms
+    Type::INT8, // deadline_ms
+    Type::INT8, // limit_mask
+    Type::TEXT, // customer
+    Type::TEXT, // lines
+    Type::INT8, // extensions
+];
+
+/// A reservation's row, in the column order of `RESERVATION_COLUMN_TYPES`.
+fn reservation_values<'a>((id, hold): &'a (u64, SettledHold)) -> ReservationValues<'a> {
+    let mut lines = String::new();
+    encode_hold_lines_into(&mut lines, &hold.lines, hold.amounts.as_deref());
+    (
+        as_stored(*id),
+        hold.status.as_str(),
+        hold.at_ms as i64,
+        hold.deadline_ms as i64,
+        i64::from(hold.limit_mask),
+        hold.customer.as_deref(),
+        lines,
+        i64::from(hold.extensions),
+    )
+}
+
 pub(super) fn write_reservations(
     tx: &mut Transaction<'_>,
     s: &str,
     checkpoint: &Checkpoint,
     fail: Fail<'_>,
 ) -> Result<(), StoreError> {
-    // Many rows per statement (one round trip each); a checkpoint names
-    // each id once, so no statement meets an id twice.
+    // In a sale every purchase is a new reservation. Ids above the largest
+    // stored one (as stored: signed) cannot meet a row, so they are copied
+    // in; the rest (updates, a reused slot's id) are upserts. Rows come in
+    // id order, so the two kinds come in runs.
+    let largest: Option<i64> = tx
+        .query_one(
+            &format!("SELECT MAX(id) FROM {s}.hotstock_reservations"),
+            &[],
+        )
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| fail("finding the largest reservation id", e))?;
+    let is_new = |id: u64| largest.is_none_or(|largest| as_stored(id) > largest);
+    for run in checkpoint.holds.chunk_by(|a, b| is_new(a.0) == is_new(b.0)) {
+        if is_new(run[0].0) {
+            copy_reservations(tx, s, run, fail)?;
+        } else {
+            upsert_reservations(tx, s, run, fail)?;
+        }
+    }
+    if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
+        tx.execute(
+            &format!(
+                "DELETE FROM {s}.hotstock_reservations
+                 WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= $1)
+                    OR (status = 'confirmed' AND status_ms <= $2)"
+            ),
+            &[&(ended_before as i64), &(confirmed_before as i64)],
+        )
+        .map_err(|e| fail("pruning old reservations", e))?;
+    }
+    Ok(())
+}
+
+/// New reservations, streamed by one binary COPY.
+fn copy_reservations(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    run: &[(u64, SettledHold)],
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
+    let sink = tx
+        .copy_in(&format!(
+            "COPY {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions)
+             FROM STDIN (FORMAT binary)"
+        ))
+        .map_err(|e| fail("writing reservations", e))?;
+    let mut writer = BinaryCopyInWriter::new(sink, &RESERVATION_COLUMN_TYPES);
+    for row in run {
+        let v = reservation_values(row);
+        writer
+            .write(&[&v.0, &v.1, &v.2, &v.3, &v.4, &v.5, &v.6, &v.7])
+            .map_err(|e| fail("writing reservations", e))?;
+    }
+    writer
+        .finish()
+        .map(drop)
+        .map_err(|e| fail("writing reservations", e))
+}
+
+/// Reservations that may already have a row, many to an upsert (one round
+/// trip each); a checkpoint names each id once, so no statement meets an
+/// id twice.
+fn upsert_reservations(
+    tx: &mut Transaction<'_>,
+    s: &str,
+    run: &[(u64, SettledHold)],
+    fail: Fail<'_>,
+) -> Result<(), StoreError> {
     let sql = |n: usize| {
         format!(
             "INSERT INTO {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions)
@@ -232,25 +352,9 @@ pub(super) fn write_reservations(
     let full = tx
         .prepare(&sql(RESERVATIONS_PER_STATEMENT))
         .map_err(|e| fail("preparing reservation writes", e))?;
-    for group in checkpoint.holds.chunks(RESERVATIONS_PER_STATEMENT) {
+    for group in run.chunks(RESERVATIONS_PER_STATEMENT) {
         // The values each row binds, owned for the statement's length.
-        let rows: Vec<ReservationValues<'_>> = group
-            .iter()
-            .map(|(id, hold)| {
-                let mut lines = String::new();
-                encode_hold_lines_into(&mut lines, &hold.lines, hold.amounts.as_deref());
-                (
-                    as_stored(*id),
-                    hold.status.as_str(),
-                    hold.at_ms as i64,
-                    hold.deadline_ms as i64,
-                    i64::from(hold.limit_mask),
-                    hold.customer.as_deref(),
-                    lines,
-                    i64::from(hold.extensions),
-                )
-            })
-            .collect();
+        let rows: Vec<ReservationValues<'_>> = group.iter().map(reservation_values).collect();
         let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
             Vec::with_capacity(8 * rows.len());
         for row in &rows {
@@ -264,17 +368,6 @@ pub(super) fn write_reservations(
             tx.execute(sql(group.len()).as_str(), &params)
         };
         written.map_err(|e| fail("writing reservations", e))?;
-    }
-    if let Some((ended_before, confirmed_before)) = checkpoint.prune_before_ms {
-        tx.execute(
-            &format!(
-                "DELETE FROM {s}.hotstock_reservations
-                 WHERE (status IN ('cancelled', 'expired', 'refunded') AND status_ms <= $1)
-                    OR (status = 'confirmed' AND status_ms <= $2)"
-            ),
-            &[&(ended_before as i64), &(confirmed_before as i64)],
-        )
-        .map_err(|e| fail("pruning old reservations", e))?;
     }
     Ok(())
 }
