@@ -309,6 +309,35 @@ fn postgres_copies_new_reservations_and_upserts_the_rest() {
     common::store_writes_new_and_updated_reservations(&mut store);
 }
 
+/// Bug: a checkpoint the server refused said only "db error" (the
+/// client's text for any server error), not the server's reason, which is
+/// what an operator can act on.
+#[test]
+fn a_failed_checkpoint_names_the_servers_reason() {
+    use hotstock::durable::store::Store;
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "reason");
+    let mut store =
+        hotstock::durable::store::postgres::PostgresStore::connect(&url, &scratch.schema)
+            .expect("connect the PostgreSQL store");
+    scratch
+        .client()
+        .batch_execute(&format!(
+            "DROP TABLE {}.hotstock_reservations",
+            scratch.schema
+        ))
+        .unwrap();
+    let held = common::one_unit(HoldStatus::Held, 1_000, 0);
+    let error = store
+        .save(&common::checkpoint_of(vec![(7, held)], None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("hotstock_reservations") && error.contains("does not exist"),
+        "{error}"
+    );
+}
+
 #[test]
 fn postgres_counts_boots() {
     let Some(url) = server() else { return };

@@ -65,6 +65,36 @@ pub(crate) fn redact(url: &str) -> String {
     }
 }
 
+/// What a store error says about its cause. The client's own text for an
+/// error the server reported is only "db error"; the server's message
+/// ("relation ... does not exist", "could not extend file": what an
+/// operator can act on) is its source, so the whole chain is written out.
+pub(crate) trait CauseText {
+    fn cause_text(&self) -> String;
+}
+
+impl CauseText for postgres::Error {
+    fn cause_text(&self) -> String {
+        let mut text = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(cause) = source {
+            let cause_text = cause.to_string();
+            if !text.contains(&cause_text) {
+                text.push_str(": ");
+                text.push_str(&cause_text);
+            }
+            source = cause.source();
+        }
+        text
+    }
+}
+
+impl CauseText for &str {
+    fn cause_text(&self) -> String {
+        (*self).to_owned()
+    }
+}
+
 impl PostgresStore {
     // Long by design: the schema's DDL, one statement per table and index.
     pub fn connect(url: &str, schema: &str) -> Result<PostgresStore, StoreError> {
@@ -78,8 +108,8 @@ impl PostgresStore {
                 "schema names are lower-case letters, digits and _ (at most 63 bytes)".into(),
             ));
         }
-        let mut client =
-            Client::connect(url, NoTls).map_err(|e| fail(format!("cannot connect: {e}")))?;
+        let mut client = Client::connect(url, NoTls)
+            .map_err(|e| fail(format!("cannot connect: {}", e.cause_text())))?;
         refuse_a_newer_format(&mut client, schema).map_err(fail)?;
         let ddl = format!(
             "CREATE SCHEMA IF NOT EXISTS {schema};
@@ -145,7 +175,7 @@ impl PostgresStore {
         );
         client
             .batch_execute(&ddl)
-            .map_err(|e| fail(format!("cannot create the schema: {e}")))?;
+            .map_err(|e| fail(format!("cannot create the schema: {}", e.cause_text())))?;
         record_format(&mut client, schema).map_err(fail)?;
         Ok(PostgresStore {
             client,
@@ -154,10 +184,10 @@ impl PostgresStore {
         })
     }
 
-    fn fail(&self, what: &str, e: impl std::fmt::Display) -> StoreError {
+    fn fail(&self, what: &str, e: impl CauseText) -> StoreError {
         StoreError {
             store: self.describe(),
-            message: format!("{what}: {e}"),
+            message: format!("{what}: {}", e.cause_text()),
         }
     }
 
@@ -196,7 +226,8 @@ impl PostgresStore {
 /// (a new schema has no `hotstock_meta` yet; one made before formats, no
 /// key).
 fn refuse_a_newer_format(client: &mut Client, schema: &str) -> Result<(), String> {
-    let reading = |e: postgres::Error| format!("cannot read the store's format: {e}");
+    let reading =
+        |e: postgres::Error| format!("cannot read the store's format: {}", e.cause_text());
     let meta = format!("{schema}.hotstock_meta");
     let row = client
         .query_one("SELECT to_regclass($1) IS NOT NULL", &[&meta])
@@ -231,7 +262,7 @@ fn record_format(client: &mut Client, schema: &str) -> Result<(), String> {
             &[&STORE_FORMAT_KEY, &STORE_FORMAT],
         )
         .map(drop)
-        .map_err(|e| format!("cannot record the store's format: {e}"))
+        .map_err(|e| format!("cannot record the store's format: {}", e.cause_text()))
 }
 
 impl Store for PostgresStore {
@@ -432,7 +463,7 @@ impl Store for PostgresStore {
         let describe = self.describe();
         let fail = |what: &str, e: postgres::Error| StoreError {
             store: describe.clone(),
-            message: format!("{what}: {e}"),
+            message: format!("{what}: {}", e.cause_text()),
         };
         let mut tx = self
             .client
