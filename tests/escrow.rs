@@ -19,6 +19,28 @@ fn assert_balanced(escrow: &mut Escrow) {
     }
 }
 
+/// Bug: an escrow statement the server refused said only "escrow ...:
+/// reading the stock", without the server's reason (the client's own text
+/// for it is "db error"). The message now names it.
+#[test]
+fn a_refused_statement_names_the_servers_reason() {
+    let Some(url) = server() else { return };
+    let scratch = Scratch::new(&url, "reason");
+    let mut escrow = scratch.escrow();
+    let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    client
+        .batch_execute(&format!(
+            "DROP TABLE {}.escrow_stock CASCADE",
+            scratch.schema
+        ))
+        .unwrap();
+    let error = escrow.stock().unwrap_err().to_string();
+    assert!(
+        error.contains("escrow_stock") && error.contains("does not exist"),
+        "{error}"
+    );
+}
+
 /// Nodes on their own connections take leases as fast as they can until
 /// none is left: together they are granted exactly what was received.
 #[test]

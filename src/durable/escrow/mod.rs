@@ -37,7 +37,7 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::{Client, NoTls, Transaction};
 
-use super::store::postgres::{redact, valid_schema};
+use super::store::postgres::{redact, valid_schema, CauseText};
 
 mod nodes;
 mod stock;
@@ -47,6 +47,11 @@ mod stock;
 /// contention) or found deadlocked (40P01).
 pub const MAX_ESCROW_ATTEMPTS: u32 = 8;
 
+/// ": " and the cause's whole text, or nothing without a cause.
+fn cause_suffix(source: Option<&postgres::Error>) -> String {
+    source.map_or_else(String::new, |e| format!(": {}", e.cause_text()))
+}
+
 /// Units one lease may hold at most (`lease_size`'s `max_chunk` is capped
 /// by it).
 pub const MAX_LEASE_UNITS: u64 = 1 << 40;
@@ -54,7 +59,9 @@ pub const MAX_LEASE_UNITS: u64 = 1 << 40;
 /// Why the escrow refused or failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EscrowError {
-    #[error("escrow {escrow}: {message}")]
+    /// Written with the server's reason (`CauseText`): the client's own
+    /// text for an error the server reported is only "db error".
+    #[error("escrow {escrow}: {message}{}", cause_suffix(source.as_ref()))]
     Database {
         escrow: String,
         message: String,
