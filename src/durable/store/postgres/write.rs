@@ -37,39 +37,36 @@ pub(super) fn values_sql(columns: usize, rows: usize) -> String {
 /// The outbox's column types, in `EVENT_COLUMNS` order, for a binary
 /// `COPY` (which sends values as they are, so each must be the column's
 /// own type).
-const EVENT_COLUMN_TYPES: [Type; EVENT_COLUMN_COUNT] = {
-    use postgres::types::Type as T;
-    [
-        T::INT8,
-        T::TEXT,
-        T::TEXT,
-        T::INT8,
-        T::TEXT, // position, id, type, at_ms, sku
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8, // available, held, sold, received
-        T::TEXT,
-        T::TEXT,
-        T::TEXT,
-        T::TEXT,
-        T::TEXT, // reservation .. lines
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8, // deadline_ms .. low_stock_set
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8,
-        T::INT8, // .. sale_ends_at_ms
-    ]
-};
+const EVENT_COLUMN_TYPES: [Type; EVENT_COLUMN_COUNT] = [
+    Type::INT8, // position
+    Type::TEXT, // id
+    Type::TEXT, // type
+    Type::INT8, // at_ms
+    Type::TEXT, // sku
+    Type::INT8, // available
+    Type::INT8, // held
+    Type::INT8, // sold
+    Type::INT8, // received
+    Type::TEXT, // reservation
+    Type::TEXT, // status
+    Type::TEXT, // from_status
+    Type::TEXT, // customer
+    Type::TEXT, // lines
+    Type::INT8, // deadline_ms
+    Type::INT8, // delta
+    Type::INT8, // version
+    Type::INT8, // limit_set
+    Type::INT8, // per_customer_limit
+    Type::INT8, // units
+    Type::INT8, // low_stock_set
+    Type::INT8, // low_stock_threshold
+    Type::INT8, // safety_stock
+    Type::INT8, // backordered
+    Type::INT8, // owed
+    Type::INT8, // window_set
+    Type::INT8, // sale_starts_at_ms
+    Type::INT8, // sale_ends_at_ms
+];
 
 /// The outbox rows of the checkpoint's batches, then retention.
 // Long by design: an outbox row's columns named one by one.
