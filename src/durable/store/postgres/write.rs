@@ -234,7 +234,11 @@ pub(super) fn write_skus(
     Ok(())
 }
 
-/// The reservations' column types, in the order the writes name them.
+/// The reservation columns both writes name, in this order.
+const RESERVATION_COLUMNS: &str =
+    "id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions";
+
+/// The reservations' column types, in `RESERVATION_COLUMNS` order.
 const RESERVATION_COLUMN_TYPES: [Type; 8] = [
     Type::INT8, // id
     Type::TEXT, // status
@@ -310,8 +314,7 @@ fn copy_reservations(
 ) -> Result<(), StoreError> {
     let sink = tx
         .copy_in(&format!(
-            "COPY {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions)
-             FROM STDIN (FORMAT binary)"
+            "COPY {s}.hotstock_reservations ({RESERVATION_COLUMNS}) FROM STDIN (FORMAT binary)"
         ))
         .map_err(|e| fail("writing reservations", e))?;
     let mut writer = BinaryCopyInWriter::new(sink, &RESERVATION_COLUMN_TYPES);
@@ -338,7 +341,7 @@ fn upsert_reservations(
 ) -> Result<(), StoreError> {
     let sql = |n: usize| {
         format!(
-            "INSERT INTO {s}.hotstock_reservations (id, status, status_ms, deadline_ms, limit_mask, customer, lines, extensions)
+            "INSERT INTO {s}.hotstock_reservations ({RESERVATION_COLUMNS})
              VALUES {}
              ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, status_ms = EXCLUDED.status_ms,
                deadline_ms = EXCLUDED.deadline_ms, limit_mask = EXCLUDED.limit_mask,
